@@ -1,0 +1,190 @@
+//! Command-line interface of the `runner` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::config::{Config, LogFormat};
+use crate::startup::{Application, shutdown_signal};
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The runner or the operation failed at run time.
+    pub const FAILURE: u8 = 1;
+    /// The configuration (file, environment or arguments) is invalid.
+    pub const CONFIG: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Self-hosted push-to-deploy runner for GitHub repositories"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve webhooks, the API and the workers until SIGTERM or SIGINT.
+    Serve(ConfigArg),
+    /// Validate the configuration and print it resolved, with secrets redacted.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the database if needed and apply pending migrations, then exit.
+    Migrate(ConfigArg),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// TOML config file; without it, defaults plus RUNNER_* environment variables.
+    #[arg(long, short, env = "RUNNER_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(self.config.as_deref()).map_err(|error| {
+            eprintln!("runner: invalid configuration: {error}");
+            ExitCode::from(exit::CONFIG)
+        })
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("runner: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match cli.command {
+        Command::Serve(arg) => {
+            let config = match arg.load() {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            crate::telemetry::init(config.server.log_format);
+            runtime.block_on(serve(config))
+        }
+        Command::CheckConfig { config, json } => match config.load() {
+            Ok(config) => {
+                print_config(&config, json);
+                ExitCode::from(exit::OK)
+            }
+            Err(code) => code,
+        },
+        Command::Migrate(arg) => {
+            let config = match arg.load() {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            runtime.block_on(async {
+                match crate::store::open(&config.server.database_url).await {
+                    Ok(pool) => {
+                        pool.close().await;
+                        println!("database {} is up to date", config.server.database_url);
+                        ExitCode::from(exit::OK)
+                    }
+                    Err(error) => {
+                        eprintln!("runner: {error}");
+                        ExitCode::from(exit::FAILURE)
+                    }
+                }
+            })
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if config.projects.is_empty() {
+        tracing::warn!(
+            "no projects configured: every delivery will be refused (add [[projects]] to the config file)"
+        );
+    }
+    let listen = config.server.listen;
+    let database = config.server.database_url.clone();
+    let projects: Vec<String> = config
+        .projects
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.repository))
+        .collect();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cannot start");
+            eprintln!("runner: cannot start: {error:#}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    tracing::info!(addr = %app.local_addr(), requested = %listen, database = %database, projects = ?projects, "listening");
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::from(exit::OK)
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "server failed");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn print_config(config: &Config, as_json: bool) {
+    let projects: Vec<serde_json::Value> = config
+        .projects
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "repository": p.repository,
+                "deploy_branches": p.deploy_branches,
+                "deploy_tags": p.deploy_tags,
+                "environment": p.environment,
+                "clone_url": p.clone_url.as_deref().map(crate::pipeline::checkout::redact_url),
+                "webhook_secret": "[redacted]",
+            })
+        })
+        .collect();
+    let resolved = json!({
+        "server": {
+            "listen": config.server.listen.to_string(),
+            "database_url": config.server.database_url,
+            "max_body_bytes": config.server.max_body_bytes,
+            "delivery_body_retention_days": config.server.delivery_body_retention.as_secs() / 86_400,
+            "log_format": match config.server.log_format { LogFormat::Human => "human", LogFormat::Json => "json" },
+        },
+        "queue": {
+            "workers": config.queue.workers,
+            "lease_secs": config.queue.lease.as_secs(),
+            "max_attempts": config.queue.max_attempts,
+        },
+        "admin_token": config.admin_token.as_ref().map(|t| if t.expose_secret().is_empty() { "" } else { "[redacted]" }),
+        "projects": projects,
+    });
+    if as_json {
+        println!("{resolved:#}");
+    } else {
+        println!("configuration is valid");
+        match toml::to_string_pretty(&resolved) {
+            Ok(text) => println!("{text}"),
+            Err(_) => println!("{resolved:#}"),
+        }
+    }
+}

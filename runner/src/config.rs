@@ -1,0 +1,514 @@
+//! Typed configuration: a TOML file, then `RUNNER_*` environment overrides, validated
+//! once at start-up into [`Config`]. Secrets are read from the environment or files
+//! named in the config and held in `secrecy` types, never printed.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{GitRef, Name, ParseError, RepoName};
+
+/// GitHub never sends a body larger than this.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/runner.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// The file as written. Every field is documented in `runner.example.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    projects: Vec<RawProject>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    database_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    delivery_body_retention_days: Option<u32>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    workers: Option<usize>,
+    lease_secs: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    name: String,
+    repository: String,
+    deploy_branches: Vec<String>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    deploy_tags: bool,
+    environment: Option<String>,
+    clone_url: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub queue: QueueConfig,
+    pub projects: Vec<Project>,
+    /// Bearer token for the action endpoints; `None` disables them (every action is 401).
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub max_body_bytes: usize,
+    /// Raw bodies of accepted deliveries are kept this long, for inspection and replay.
+    pub delivery_body_retention: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Jobs that may run at once (deploys to one environment still run one at a time).
+    pub workers: usize,
+    /// A claimed job whose worker stops renewing it for this long is claimed again.
+    pub lease: Duration,
+    /// Claims per job before it is failed as abandoned.
+    pub max_attempts: u32,
+}
+
+#[derive(Clone)]
+pub struct Project {
+    pub name: Name,
+    pub repository: RepoName,
+    pub deploy_branches: Vec<GitRef>,
+    pub deploy_tags: bool,
+    pub environment: Name,
+    /// Where checkout fetches from; defaults to the repository's GitHub URL.
+    pub clone_url: Option<String>,
+    pub webhook_secret: SecretString,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project")
+            .field("name", &self.name)
+            .field("repository", &self.repository)
+            .field("deploy_branches", &self.deploy_branches)
+            .field("deploy_tags", &self.deploy_tags)
+            .field("environment", &self.environment)
+            .field("webhook_secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Project {
+    pub fn deploys_ref(&self, git_ref: &GitRef) -> bool {
+        match git_ref.kind() {
+            crate::domain::RefKind::Branch => self.deploy_branches.contains(git_ref),
+            crate::domain::RefKind::Tag => self.deploy_tags,
+            crate::domain::RefKind::Other => false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &|name| std::env::var(name).ok())
+    }
+
+    pub fn load_with(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<RawConfig>(&text).map_err(|error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: error.to_string(),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        let base_dir = path.and_then(Path::parent).unwrap_or(Path::new("."));
+        Self::resolve(raw, env, base_dir)
+    }
+
+    fn resolve(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+        let listen_raw = env_nonempty("RUNNER_LISTEN")
+            .or(raw.server.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_raw.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+        let database_url = env_nonempty("RUNNER_DATABASE_URL")
+            .or(raw.server.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !database_url.starts_with("sqlite:") {
+            return Err(invalid(
+                "server.database_url",
+                format!("{database_url:?}: only sqlite: URLs are supported by this build"),
+            ));
+        }
+        let max_body_bytes = match env_nonempty("RUNNER_MAX_BODY_BYTES") {
+            Some(v) => v.parse().map_err(|_| {
+                invalid(
+                    "RUNNER_MAX_BODY_BYTES",
+                    format!("{v:?} is not a number of bytes"),
+                )
+            })?,
+            None => raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        };
+        if max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let retention_days = raw.server.delivery_body_retention_days.unwrap_or(14);
+        let log_format = match env_nonempty("RUNNER_LOG_FORMAT")
+            .or(raw.server.log_format)
+            .as_deref()
+            .unwrap_or("human")
+        {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "server.log_format",
+                    format!("{other:?} is not \"human\" or \"json\""),
+                ));
+            }
+        };
+
+        let workers = match env_nonempty("RUNNER_WORKERS") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("RUNNER_WORKERS", format!("{v:?} is not a number")))?,
+            None => raw.queue.workers.unwrap_or(2),
+        };
+        if !(1..=64).contains(&workers) {
+            return Err(invalid("queue.workers", "must be between 1 and 64"));
+        }
+        let lease_secs = raw.queue.lease_secs.unwrap_or(30);
+        if !(2..=3600).contains(&lease_secs) {
+            return Err(invalid("queue.lease_secs", "must be between 2 and 3600"));
+        }
+        let max_attempts = raw.queue.max_attempts.unwrap_or(3);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(invalid("queue.max_attempts", "must be between 1 and 20"));
+        }
+
+        let mut projects = Vec::with_capacity(raw.projects.len());
+        let mut names = HashSet::new();
+        let mut repositories = HashSet::new();
+        for (index, project) in raw.projects.into_iter().enumerate() {
+            let resolved = resolve_project(index, project, env, base_dir)?;
+            if !names.insert(resolved.name.clone()) {
+                return Err(invalid(
+                    format!("projects[{index}].name"),
+                    format!("{:?} is used twice", resolved.name.as_str()),
+                ));
+            }
+            if !repositories.insert(resolved.repository.key()) {
+                return Err(invalid(
+                    format!("projects[{index}].repository"),
+                    format!("{:?} is configured twice", resolved.repository.as_str()),
+                ));
+            }
+            projects.push(resolved);
+        }
+
+        let admin_token = env("RUNNER_ADMIN_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        if let Some(token) = &admin_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(invalid(
+                "RUNNER_ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+
+        Ok(Self {
+            server: ServerConfig {
+                listen,
+                database_url,
+                max_body_bytes,
+                delivery_body_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+                log_format,
+            },
+            queue: QueueConfig {
+                workers,
+                lease: Duration::from_secs(lease_secs),
+                max_attempts,
+            },
+            projects,
+            admin_token,
+        })
+    }
+
+    pub fn project_by_repository(&self, repository: &RepoName) -> Option<&Project> {
+        let key = repository.key();
+        self.projects.iter().find(|p| p.repository.key() == key)
+    }
+
+    pub fn project(&self, name: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.name.as_str() == name)
+    }
+}
+
+fn resolve_project(
+    index: usize,
+    raw: RawProject,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: &Path,
+) -> Result<Project, ConfigError> {
+    let field = |name: &str| format!("projects[{index}].{name}");
+    fn parse<T>(field: String, result: Result<T, ParseError>) -> Result<T, ConfigError> {
+        result.map_err(|e| invalid(field, e))
+    }
+
+    let name = parse(field("name"), Name::parse(&raw.name))?;
+    let repository = parse(field("repository"), RepoName::parse(&raw.repository))?;
+    if raw.deploy_branches.is_empty() {
+        return Err(invalid(
+            field("deploy_branches"),
+            "list at least one branch, e.g. [\"main\"]",
+        ));
+    }
+    let deploy_branches = raw
+        .deploy_branches
+        .iter()
+        .map(|branch| {
+            let qualified = if branch.starts_with("refs/") {
+                GitRef::parse(branch)
+            } else {
+                GitRef::branch(branch)
+            };
+            parse(field("deploy_branches"), qualified)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let environment = parse(
+        field("environment"),
+        Name::parse(raw.environment.as_deref().unwrap_or("production")),
+    )?;
+
+    let secret = match (&raw.webhook_secret_env, &raw.webhook_secret_file) {
+        (Some(var), None) => env(var).ok_or_else(|| {
+            invalid(
+                field("webhook_secret_env"),
+                format!(
+                    "environment variable {var} is not set; export the webhook secret of {} in it",
+                    raw.repository
+                ),
+            )
+        })?,
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    field("webhook_secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                field("webhook_secret_env"),
+                "set webhook_secret_env or webhook_secret_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                field("webhook_secret_env"),
+                "required: the env var that holds the webhook secret",
+            ));
+        }
+    };
+    if secret.trim().is_empty() {
+        return Err(invalid(
+            field("webhook_secret_env"),
+            "the webhook secret is empty; a project needs a secret",
+        ));
+    }
+    Ok(Project {
+        name,
+        repository,
+        deploy_branches,
+        deploy_tags: raw.deploy_tags,
+        environment,
+        clone_url: raw.clone_url.filter(|u| !u.is_empty()),
+        webhook_secret: SecretString::from(secret),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(toml).map_err(|e| ConfigError::Syntax {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::resolve(
+            raw,
+            &move |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            Path::new("."),
+        )
+    }
+
+    const HELLO: &str = r#"
+        [[projects]]
+        name = "hello"
+        repository = "Codertocat/Hello-World"
+        deploy_branches = ["master"]
+        webhook_secret_env = "HELLO_SECRET"
+    "#;
+
+    #[test]
+    fn the_pinned_keys_alone_make_a_valid_project() {
+        let config = load(HELLO, &[("HELLO_SECRET", "s3cret")]).expect("valid");
+        let project = &config.projects[0];
+        assert_eq!(project.deploy_branches[0].as_str(), "refs/heads/master");
+        assert_eq!(project.environment.as_str(), "production");
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.server.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.server.max_body_bytes, 25 * 1024 * 1024);
+        assert!(
+            config
+                .project_by_repository(&RepoName::parse("codertocat/hello-world").expect("ok"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let config = load(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("RUNNER_LISTEN", "127.0.0.1:9999"),
+                ("RUNNER_DATABASE_URL", "sqlite::memory:"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.database_url, "sqlite::memory:");
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_refuses_to_start_and_names_the_variable() {
+        let error = load(HELLO, &[]).expect_err("unset").to_string();
+        assert!(
+            error.contains("HELLO_SECRET") && error.contains("not set"),
+            "{error}"
+        );
+        let error = load(HELLO, &[("HELLO_SECRET", "  ")])
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("empty"), "{error}");
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let config = load(HELLO, &[("HELLO_SECRET", "very-secret-value")]).expect("valid");
+        assert!(!format!("{config:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\ndatabase_url = \"postgres://x\"", "only sqlite"),
+            ("[queue]\nworkers = 0", "queue.workers"),
+            ("[server]\nlistn = \"x\"", "unknown field"),
+            (
+                "[[projects]]\nname = \"Bad Name\"\nrepository = \"a/b\"\ndeploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"",
+                "projects[0].name",
+            ),
+            (
+                "[[projects]]\nname = \"a\"\nrepository = \"a/b\"\ndeploy_branches = [\"$(id)\"]\nwebhook_secret_env = \"S\"",
+                "projects[0].deploy_branches",
+            ),
+            (
+                "[[projects]]\nname = \"a\"\nrepository = \"a/b\"\ndeploy_branches = []\nwebhook_secret_env = \"S\"",
+                "at least one branch",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let error = load(toml, &[("S", "x")]).expect_err(toml).to_string();
+            assert!(error.contains(expected), "{toml}: {error}");
+        }
+        let twice = format!("{HELLO}\n{}", HELLO.replace("hello\"", "other\""));
+        let error = load(&twice, &[("HELLO_SECRET", "x")])
+            .expect_err("dup repo")
+            .to_string();
+        assert!(error.contains("configured twice"), "{error}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let error = load("", &[("RUNNER_ADMIN_TOKEN", "short")])
+            .expect_err("short")
+            .to_string();
+        assert!(error.contains("RUNNER_ADMIN_TOKEN"), "{error}");
+    }
+}

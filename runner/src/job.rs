@@ -1,0 +1,70 @@
+//! The vocabulary of jobs: what kind, why it exists, and where it is in its life.
+
+use serde::Serialize;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// A deploy puts a commit live; a verify only proves a pull request would build.
+    JobKind { Deploy => "deploy", Verify => "verify" }
+);
+
+text_enum!(
+    /// Why a job was queued.
+    Trigger {
+        Push => "push",
+        PullRequest => "pull_request",
+        Redeploy => "redeploy",
+        Rollback => "rollback",
+        Reconcile => "reconcile",
+        Replay => "replay",
+    }
+);
+
+text_enum!(
+    /// `queued → running → (awaiting_approval → running) → succeeded | failed | cancelled`,
+    /// or `queued → superseded` when a newer deploy for the same environment arrives first.
+    JobState {
+        Queued => "queued",
+        Running => "running",
+        AwaitingApproval => "awaiting_approval",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Superseded => "superseded",
+    }
+);
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Superseded
+        )
+    }
+}

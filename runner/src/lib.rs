@@ -1,0 +1,18 @@
+//! A self-hosted push-to-deploy runner: verified GitHub webhooks in, a durable SQLite
+//! job queue, and workers that check out, build, test and roll out each commit.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod job;
+pub mod metrics;
+pub mod pipeline;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+pub mod webhook;
+pub mod worker;
+
+pub use config::Config;
+pub use startup::Application;

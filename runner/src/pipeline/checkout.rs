@@ -1,0 +1,200 @@
+//! Step 1: fetch exactly the job's commit into a fresh directory, with the git CLI.
+//!
+//! Nothing from a payload reaches a shell: git runs without one, every argument is a
+//! separate argv entry, and the SHA was parsed as 40 hex digits before it got here.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::joblog::JobLog;
+use crate::store::jobs::Job;
+
+/// Fetches a commit's tree into a directory.
+pub trait Checkout {
+    fn fetch(
+        &self,
+        job: &Job,
+        into: &Path,
+        log: &JobLog,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+pub struct GitCheckout {
+    url: String,
+}
+
+impl GitCheckout {
+    pub fn new(url: String) -> Self {
+        Self { url }
+    }
+}
+
+/// The URL as it may be shown: any `user:token@` part removed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Checkout for GitCheckout {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String> {
+        tokio::fs::create_dir_all(into)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", into.display()))?;
+        log.system(format!(
+            "fetching {} from {}",
+            job.sha,
+            redact_url(&self.url)
+        ));
+        git(into, log, &["init", "--quiet"]).await?;
+        git(into, log, &["remote", "add", "origin", "--", &self.url]).await?;
+        // By SHA first (GitHub serves any reachable commit, shallow); servers that refuse
+        // unadvertised objects get the ref instead, and the SHA must then be in it.
+        let by_sha = git(
+            into,
+            log,
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--depth=1",
+                "origin",
+                &job.sha,
+            ],
+        )
+        .await;
+        if by_sha.is_err() {
+            log.system(format!(
+                "fetch by SHA refused; fetching {} instead",
+                job.git_ref
+            ));
+            let refspec = format!("+{}:refs/remotes/origin/job", job.git_ref);
+            git(
+                into,
+                log,
+                &["fetch", "--quiet", "--no-tags", "origin", &refspec],
+            )
+            .await?;
+        }
+        git(
+            into,
+            log,
+            &[
+                "-c",
+                "advice.detachedHead=false",
+                "checkout",
+                "--quiet",
+                "--detach",
+                &job.sha,
+            ],
+        )
+        .await?;
+        let head = git_output(into, &["rev-parse", "HEAD"]).await?;
+        if head.trim() != job.sha {
+            return Err(format!(
+                "HEAD is {} after checkout, expected {}",
+                head.trim(),
+                job.sha
+            ));
+        }
+        log.system(format!("checked out {}", job.sha));
+        Ok(())
+    }
+}
+
+fn git_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs git, streaming its output into the job log; the error names the failed command.
+async fn git(dir: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
+    let mut child = git_command(dir, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+    let stdout = child.stdout.take().map(|out| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.stdout(&line);
+            }
+        })
+    });
+    let mut last_error = String::new();
+    if let Some(err) = child.stderr.take() {
+        let mut lines = BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.stderr(&line);
+            last_error = line;
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("git did not finish: {e}"))?;
+    if let Some(task) = stdout {
+        let _ = task.await;
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        let shown: Vec<String> = args.iter().map(|a| redact_url(a)).collect();
+        Err(format!(
+            "git {} exited with {status}: {}",
+            shown.join(" "),
+            redact_url(&last_error)
+        ))
+    }
+}
+
+async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = git_command(dir, args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_are_hidden() {
+        assert_eq!(
+            redact_url("https://x-access-token:ghs_abc@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(redact_url("/srv/git/repo"), "/srv/git/repo");
+    }
+}

@@ -1,0 +1,226 @@
+//! Wiring: build the application from a [`Config`], serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::SqlitePool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::PipelineContext;
+use crate::pipeline::joblog::SecretMask;
+use crate::store::{self, deliveries, now_ms};
+use crate::webhook::ingest::IngestWriter;
+use crate::webhook::signature::SignatureKey;
+use crate::worker::{Cancellations, Worker};
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: SqlitePool,
+    pub ingest: IngestWriter,
+    /// One per project, in the order of `config.projects`.
+    pub signature_keys: Arc<Vec<SignatureKey>>,
+    pub metrics: Arc<Metrics>,
+    pub cancellations: Arc<Cancellations>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    worker: Worker,
+}
+
+/// How long running jobs get to finish after a stop signal before the process exits anyway
+/// (their leases then expire and a restarted runner picks them up).
+const JOB_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let pool = store::open(&config.server.database_url)
+            .await
+            .context("opening the database")?;
+        let job_queued = Arc::new(Notify::new());
+        let ingest = IngestWriter::start(&config.server.database_url, Arc::clone(&job_queued))
+            .await
+            .context("starting the ingest writer")?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+
+        let work_root = work_root(&config.server.database_url);
+        reap_work_root(&work_root).await?;
+
+        let signature_keys = config
+            .projects
+            .iter()
+            .map(|p| SignatureKey::new(p.webhook_secret.expose_secret().as_bytes()))
+            .collect();
+        let mask = SecretMask::new(
+            config
+                .projects
+                .iter()
+                .map(|p| p.webhook_secret.expose_secret().to_owned())
+                .chain(
+                    config
+                        .admin_token
+                        .iter()
+                        .map(|t| t.expose_secret().to_owned()),
+                ),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let cancellations = Arc::new(Cancellations::default());
+        let worker = Worker {
+            pool: pool.clone(),
+            config: Arc::clone(&config),
+            job_queued,
+            cancellations: Arc::clone(&cancellations),
+            metrics: Arc::clone(&metrics),
+            pipeline: PipelineContext {
+                work_root,
+                checkout_timeout: Duration::from_secs(600),
+            },
+            mask,
+            owner: format!("{}-{}", std::process::id(), now_ms()),
+        };
+        let state = AppState {
+            config,
+            pool,
+            ingest,
+            signature_keys: Arc::new(signature_keys),
+            metrics,
+            cancellations,
+        };
+        Ok(Self {
+            listener,
+            state,
+            worker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener always has a local address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.state.pool
+    }
+
+    /// Serves HTTP and runs the workers until `shutdown` resolves; then stops accepting,
+    /// finishes in-flight requests, and lets running jobs end (bounded).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop_workers = CancellationToken::new();
+        let mut workers = self.worker.spawn_pool(stop_workers.clone());
+        let retention = tokio::spawn(prune_bodies(
+            self.state.pool.clone(),
+            self.state.config.server.delivery_body_retention,
+            stop_workers.clone(),
+        ));
+
+        let router = crate::web::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("stopped accepting requests; waiting for running jobs");
+        stop_workers.cancel();
+        retention.abort();
+        let drained = tokio::time::timeout(JOB_SHUTDOWN_GRACE, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "jobs still running after {JOB_SHUTDOWN_GRACE:?}; their leases will expire and a restart resumes them"
+            );
+            workers.abort_all();
+        }
+        served.context("serving HTTP")
+    }
+}
+
+/// Job work directories live beside the database file.
+fn work_root(database_url: &str) -> PathBuf {
+    let path = database_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
+    } else {
+        PathBuf::from(path)
+            .parent()
+            .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work"))
+    }
+}
+
+/// Whatever a previous run left behind (a crash mid-checkout) is removed before any job runs.
+async fn reap_work_root(root: &PathBuf) -> anyhow::Result<()> {
+    if tokio::fs::try_exists(root).await.unwrap_or(false) {
+        let mut entries = tokio::fs::read_dir(root).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            tracing::info!(path = %entry.path().display(), "removing a work directory left by an earlier run");
+            tokio::fs::remove_dir_all(entry.path())
+                .await
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    tokio::fs::create_dir_all(root)
+        .await
+        .with_context(|| format!("creating the work directory {}", root.display()))
+}
+
+async fn prune_bodies(pool: SqlitePool, retention: Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = now_ms() - store::duration_ms(retention);
+        match deliveries::prune_bodies(&pool, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(bodies = n, "dropped delivery bodies past their retention"),
+            Err(error) => tracing::warn!(%error, "cannot prune delivery bodies"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("stop signal received");
+}

@@ -1,0 +1,78 @@
+//! `(nothing) → queued`, and `queued → superseded` for older deploys of the same environment.
+
+use sqlx::SqliteConnection;
+
+use crate::domain::{CommitSha, GitRef, JobId, Name};
+use crate::job::{JobKind, Trigger};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub project: Name,
+    pub environment: Name,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub git_ref: GitRef,
+    pub sha: CommitSha,
+    pub pull_request: Option<i64>,
+    pub delivery_id: Option<String>,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    /// Orders deploys of one environment (GitHub's push time when known, else now).
+    pub ordering_key: i64,
+}
+
+/// Inserts the job inside the caller's transaction. A deploy supersedes every queued deploy
+/// of the same environment that is older by `ordering_key`; if a newer one is already queued
+/// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
+/// deploys never go live out of push order and nothing is silently dropped.
+pub async fn enqueue(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    now: i64,
+) -> Result<JobId, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key,
+                           delivery_id, commit_message, commit_author, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(job.project.as_str())
+    .bind(job.environment.as_str())
+    .bind(job.kind.as_str())
+    .bind(job.trigger.as_str())
+    .bind(job.git_ref.as_str())
+    .bind(job.sha.as_str())
+    .bind(job.pull_request)
+    .bind(job.ordering_key)
+    .bind(job.delivery_id.as_deref())
+    .bind(job.commit_message.as_deref())
+    .bind(job.commit_author.as_deref())
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    if job.kind == JobKind::Deploy {
+        let newest: i64 = sqlx::query_scalar(
+            "SELECT id FROM jobs
+             WHERE project = ? AND environment = ? AND kind = 'deploy' AND state = 'queued'
+             ORDER BY ordering_key DESC, id DESC LIMIT 1",
+        )
+        .bind(job.project.as_str())
+        .bind(job.environment.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'superseded', superseded_by = ?1, finished_at = ?2, updated_at = ?2
+             WHERE project = ?3 AND environment = ?4 AND kind = 'deploy' AND state = 'queued' AND id <> ?1",
+        )
+        .bind(newest)
+        .bind(now)
+        .bind(job.project.as_str())
+        .bind(job.environment.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    JobId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,44 @@
+//! `running → running` with a later lease: the worker is alive.
+
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+
+use crate::domain::JobId;
+use crate::store::{StoreError, duration_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The lease was extended; carry on.
+    Renewed,
+    /// Someone asked to cancel the job; stop and clean up.
+    CancelRequested,
+    /// The job is no longer ours (its lease ran out and another worker took it, or it
+    /// was finished elsewhere); stop without touching it.
+    Lost,
+}
+
+pub async fn heartbeat(
+    pool: &SqlitePool,
+    id: JobId,
+    owner: &str,
+    lease: Duration,
+    now: i64,
+) -> Result<Heartbeat, StoreError> {
+    let cancel_requested: Option<bool> = sqlx::query_scalar(
+        "UPDATE jobs SET lease_expires_at = ?1 + ?2, updated_at = ?1
+         WHERE id = ?3 AND lease_owner = ?4 AND state = 'running'
+         RETURNING cancel_requested",
+    )
+    .bind(now)
+    .bind(duration_ms(lease))
+    .bind(id.get())
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match cancel_requested {
+        None => Heartbeat::Lost,
+        Some(true) => Heartbeat::CancelRequested,
+        Some(false) => Heartbeat::Renewed,
+    })
+}

@@ -1,0 +1,162 @@
+//! The jobs table. Each state change has its own module, so the rules for moving a
+//! job from one state to the next are each written once.
+
+mod abandon;
+mod cancel;
+mod claim;
+mod enqueue;
+mod finish;
+mod heartbeat;
+
+pub use abandon::fail_abandoned;
+pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
+pub use claim::claim_next;
+pub use enqueue::{NewJob, enqueue};
+pub use finish::finish;
+pub use heartbeat::{Heartbeat, heartbeat};
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::{Page, StoreError};
+use crate::domain::JobId;
+use crate::job::{JobKind, JobState, Trigger};
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub project: String,
+    pub environment: String,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub state: JobState,
+    pub git_ref: String,
+    pub sha: String,
+    pub pull_request: Option<i64>,
+    pub delivery_id: Option<String>,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub attempts: i64,
+    pub cancel_requested: bool,
+    pub superseded_by: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: i64,
+    project: String,
+    environment: String,
+    kind: String,
+    trigger: String,
+    state: String,
+    git_ref: String,
+    sha: String,
+    pull_request: Option<i64>,
+    delivery_id: Option<String>,
+    commit_message: Option<String>,
+    commit_author: Option<String>,
+    attempts: i64,
+    cancel_requested: bool,
+    superseded_by: Option<i64>,
+    error: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, project, environment, kind, trigger, state, git_ref, sha, pull_request, \
+     delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, error, \
+     created_at, started_at, finished_at, updated_at";
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, value: &str| {
+            StoreError::Corrupt(format!("job {}: {what} {value:?}", row.id))
+        };
+        Ok(Self {
+            id: JobId::new(row.id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
+            trigger: Trigger::parse(&row.trigger)
+                .ok_or_else(|| corrupt("trigger", &row.trigger))?,
+            state: JobState::parse(&row.state).ok_or_else(|| corrupt("state", &row.state))?,
+            project: row.project,
+            environment: row.environment,
+            git_ref: row.git_ref,
+            sha: row.sha,
+            pull_request: row.pull_request,
+            delivery_id: row.delivery_id,
+            commit_message: row.commit_message,
+            commit_author: row.commit_author,
+            attempts: row.attempts,
+            cancel_requested: row.cancel_requested,
+            superseded_by: row.superseded_by,
+            error: row.error,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+pub async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, StoreError> {
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+    )))
+    .bind(id.get())
+    .fetch_optional(pool)
+    .await?;
+    row.map(Job::try_from).transpose()
+}
+
+/// Filters for listing jobs; `None` means any.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub project: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
+}
+
+/// Newest first, `limit` rows with ids below `before`.
+pub async fn list(
+    pool: &SqlitePool,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Page<Job>, StoreError> {
+    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE id < ?1 AND (?2 IS NULL OR project = ?2) AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR kind = ?4)
+         ORDER BY id DESC LIMIT ?5"
+    )))
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(filter.project.as_deref())
+    .bind(filter.state.map(JobState::as_str))
+    .bind(filter.kind.map(JobKind::as_str))
+    .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    let jobs = rows
+        .into_iter()
+        .map(Job::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(jobs, limit, |job| job.id.get()))
+}
+
+/// Jobs waiting to be claimed, for metrics and the dashboard.
+pub async fn queued_count(pool: &SqlitePool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .fetch_one(pool)
+            .await?,
+    )
+}

@@ -1,0 +1,80 @@
+//! Job log lines, numbered per job so a reader can resume after the last line it saw.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::StoreError;
+use crate::domain::JobId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Written by the runner itself (step started, finished, why it failed).
+    System,
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogLine {
+    pub seq: i64,
+    pub at: i64,
+    pub stream: String,
+    pub line: String,
+}
+
+/// Appends lines in one transaction; sequence numbers continue from the job's last line.
+pub async fn append(
+    pool: &SqlitePool,
+    job: JobId,
+    lines: &[(i64, Stream, String)],
+) -> Result<(), StoreError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let last: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
+            .bind(job.get())
+            .fetch_one(&mut *tx)
+            .await?;
+    for (offset, (at, stream, line)) in (1_i64..).zip(lines) {
+        sqlx::query("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)")
+            .bind(job.get())
+            .bind(last + offset)
+            .bind(at)
+            .bind(stream.as_str())
+            .bind(line)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Lines after `after_seq`, oldest first, at most `limit`.
+pub async fn read(
+    pool: &SqlitePool,
+    job: JobId,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<LogLine>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(job.get())
+    .bind(after_seq)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,141 @@
+//! The ingest transaction, with group commit.
+//!
+//! One task owns a dedicated write connection. Handlers send it a delivery and wait;
+//! it takes every delivery that is waiting (up to a cap), records each inside its own
+//! savepoint, and commits them all with one fsync. Only after that commit does any
+//! handler get its answer, so a 2xx still means "committed" (invariant 1), while the
+//! cost of the fsync is shared by every delivery that arrived during the previous one.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::store::deliveries::{self, Action, NewDelivery, Recorded};
+use crate::store::{StoreError, connect_options};
+
+/// Most deliveries committed together; bounds the time one batch holds the write lock.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest writer has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Pending {
+    delivery: NewDelivery,
+    action: Action,
+    reply: oneshot::Sender<Result<Recorded, IngestError>>,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct IngestWriter {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl IngestWriter {
+    /// Opens the write connection and starts the task. `job_queued` is notified once per
+    /// job after the commit that made it visible.
+    pub async fn start(database_url: &str, job_queued: Arc<Notify>) -> Result<Self, StoreError> {
+        let conn = SqliteConnection::connect_with(&connect_options(database_url)?).await?;
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(conn, receiver, job_queued));
+        Ok(Self { sender })
+    }
+
+    /// Records the delivery and its action durably; returns once committed.
+    pub async fn record(
+        &self,
+        delivery: NewDelivery,
+        action: Action,
+    ) -> Result<Recorded, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Pending {
+                delivery,
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut receiver: mpsc::Receiver<Pending>,
+    job_queued: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let results = commit_batch(&mut conn, &batch).await;
+        let queued = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Recorded::Queued { .. })))
+            .count();
+        for (pending, result) in batch.drain(..).zip(results) {
+            // A handler that gave up (client went away) no longer listens; the row stays.
+            let _ = pending.reply.send(result);
+        }
+        for _ in 0..queued {
+            job_queued.notify_one();
+        }
+    }
+    tracing::debug!("ingest writer stopped");
+}
+
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &[Pending],
+) -> Vec<Result<Recorded, IngestError>> {
+    match try_commit_batch(conn, batch).await {
+        Ok(results) => results,
+        Err(error) => {
+            // Nothing of this batch is committed: every delivery in it gets an error (5xx),
+            // so GitHub shows the failure and a redelivery can succeed.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            tracing::error!(error = %error, deliveries = batch.len(), "ingest batch failed to commit");
+            let message = error.to_string();
+            batch
+                .iter()
+                .map(|_| {
+                    Err(IngestError::Store(StoreError::Corrupt(format!(
+                        "batch not committed: {message}"
+                    ))))
+                })
+                .collect()
+        }
+    }
+}
+
+async fn try_commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &[Pending],
+) -> Result<Vec<Result<Recorded, IngestError>>, sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for pending in batch {
+        sqlx::query("SAVEPOINT delivery")
+            .execute(&mut *conn)
+            .await?;
+        let result = deliveries::record(conn, &pending.delivery, &pending.action).await;
+        match &result {
+            // A duplicate leaves no trace; a failed one must not leave half its rows.
+            Ok(Recorded::Duplicate { .. }) | Err(_) => {
+                sqlx::query("ROLLBACK TO delivery")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(_) => {}
+        }
+        sqlx::query("RELEASE delivery").execute(&mut *conn).await?;
+        results.push(result.map_err(IngestError::from));
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(results)
+}

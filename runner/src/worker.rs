@@ -1,0 +1,218 @@
+//! The worker pool: claim a job, keep its lease alive, run its pipeline, record the end.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::domain::JobId;
+use crate::job::JobState;
+use crate::metrics::Metrics;
+use crate::pipeline::joblog::{JobLog, SecretMask};
+use crate::pipeline::{self, JobFailure, PipelineContext};
+use crate::store::jobs::{self, Heartbeat, Job};
+use crate::store::now_ms;
+
+/// Cancellation handles of the jobs running in this process, so a cancel request
+/// interrupts the current step at once instead of at the next heartbeat.
+#[derive(Default)]
+pub struct Cancellations(Mutex<HashMap<JobId, CancellationToken>>);
+
+impl Cancellations {
+    fn register(&self, id: JobId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(id, token.clone());
+        token
+    }
+
+    pub fn cancel(&self, id: JobId) {
+        if let Some(token) = self.lock().get(&id) {
+            token.cancel();
+        }
+    }
+
+    fn remove(&self, id: JobId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub pool: SqlitePool,
+    pub config: Arc<Config>,
+    pub job_queued: Arc<Notify>,
+    pub cancellations: Arc<Cancellations>,
+    pub metrics: Arc<Metrics>,
+    pub pipeline: PipelineContext,
+    pub mask: SecretMask,
+    /// Distinguishes this process's leases from another's (and from its own past lives).
+    pub owner: String,
+}
+
+/// How often an idle worker looks for jobs whose lease ran out, even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+impl Worker {
+    /// Starts `config.queue.workers` workers and the lease sweeper; they stop claiming
+    /// when `shutdown` fires and return once their current job is done.
+    pub fn spawn_pool(self, shutdown: CancellationToken) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for index in 0..self.config.queue.workers {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            set.spawn(async move { worker.run(index, shutdown).await });
+        }
+        let sweeper = self.clone();
+        set.spawn(async move { sweeper.sweep_abandoned(shutdown).await });
+        set
+    }
+
+    async fn run(self, index: usize, shutdown: CancellationToken) {
+        tracing::debug!(worker = index, "worker started");
+        while !shutdown.is_cancelled() {
+            let claimed = jobs::claim_next(
+                &self.pool,
+                &self.owner,
+                self.config.queue.lease,
+                self.config.queue.max_attempts,
+                now_ms(),
+            )
+            .await;
+            match claimed {
+                Ok(Some(job)) => {
+                    let span = tracing::info_span!("job", job_id = %job.id, project = %job.project, sha = %job.sha, kind = %job.kind);
+                    self.run_job(job).instrument(span).await;
+                    // Finishing may unblock another environment's queued deploy.
+                    self.job_queued.notify_one();
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.job_queued.notified() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot claim a job; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        tracing::debug!(worker = index, "worker stopped");
+    }
+
+    async fn run_job(&self, job: Job) {
+        tracing::info!(attempt = job.attempts, "job claimed");
+        let cancel = self.cancellations.register(job.id);
+        let lost = CancellationToken::new();
+        let heartbeat = tokio::spawn(
+            self.clone()
+                .keep_lease(job.id, cancel.clone(), lost.clone()),
+        );
+        let (log, writer) = JobLog::start(self.pool.clone(), job.id, self.mask.clone());
+
+        let outcome = match self.config.project(&job.project) {
+            Some(project) => pipeline::run(&self.pipeline, project, &job, &log, &cancel).await,
+            None => Err(JobFailure::NotConfigured(format!(
+                "project {} is no longer configured on this runner",
+                job.project
+            ))),
+        };
+        heartbeat.abort();
+        self.cancellations.remove(job.id);
+
+        let (state, error) = match &outcome {
+            Ok(()) => (JobState::Succeeded, None),
+            Err(JobFailure::Cancelled) => {
+                (JobState::Cancelled, Some("cancelled by request".to_owned()))
+            }
+            Err(failure) => (JobState::Failed, Some(failure.to_string())),
+        };
+        log.system(format!("job {}", state));
+        drop(log);
+        writer.flush().await;
+        if lost.is_cancelled() {
+            tracing::warn!("lease lost; another worker owns the job now");
+            return;
+        }
+        match jobs::finish(
+            &self.pool,
+            job.id,
+            &self.owner,
+            state,
+            error.as_deref(),
+            now_ms(),
+        )
+        .await
+        {
+            Ok(true) => {
+                self.metrics
+                    .jobs_finished
+                    .inc(job.kind.as_str(), state.as_str());
+                tracing::info!(state = %state, error = error.as_deref().unwrap_or(""), "job finished");
+            }
+            Ok(false) => tracing::warn!("job was taken over before it finished"),
+            Err(error) => {
+                tracing::error!(%error, "cannot record the job's end; its lease will expire and it will be retried")
+            }
+        }
+    }
+
+    /// Renews the lease at a third of its length; turns a cancel request or a lost lease
+    /// into cancellation of the running step.
+    async fn keep_lease(self, id: JobId, cancel: CancellationToken, lost: CancellationToken) {
+        let period = self.config.queue.lease / 3;
+        loop {
+            tokio::time::sleep(period).await;
+            match jobs::heartbeat(
+                &self.pool,
+                id,
+                &self.owner,
+                self.config.queue.lease,
+                now_ms(),
+            )
+            .await
+            {
+                Ok(Heartbeat::Renewed) => {}
+                Ok(Heartbeat::CancelRequested) => cancel.cancel(),
+                Ok(Heartbeat::Lost) => {
+                    lost.cancel();
+                    cancel.cancel();
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "heartbeat failed; retrying"),
+            }
+        }
+    }
+
+    async fn sweep_abandoned(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match jobs::fail_abandoned(&self.pool, self.config.queue.max_attempts, now_ms()).await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::warn!(jobs = ?ids, "failed jobs whose workers kept stopping")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot sweep abandoned jobs"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.queue.lease.min(Duration::from_secs(5))) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Starts the real runner on port 0 with a fresh database, and speaks GitHub's webhook
+//! protocol to it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runner::webhook::signature::SignatureKey;
+use runner::{Application, Config};
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "test-webhook-secret-0123456789";
+pub const OTHER_SECRET: &str = "another-projects-secret-987654";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+pub const REPOSITORY: &str = "Codertocat/Hello-World";
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/github-webhooks")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture is JSON")
+}
+
+/// A branch push to `refs/heads/master` of Codertocat/Hello-World (a real GitHub body).
+pub fn push_body(git_ref: &str, after: &str) -> Vec<u8> {
+    let mut push = fixture_json("push.with-no-username-committer.payload.json");
+    push["ref"] = git_ref.into();
+    push["after"] = after.into();
+    serde_json::to_vec(&push).expect("serialise")
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    SignatureKey::new(secret.as_bytes()).sign(body)
+}
+
+pub fn unique_delivery_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct TestRunner {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub pool: sqlx::SqlitePool,
+}
+
+/// The default project: Codertocat/Hello-World, deploying master, checking out from a
+/// path that does not exist (jobs fail fast at checkout, which these tests do not need).
+pub fn default_config_toml(dir: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+database_url = "sqlite://{db}"
+max_body_bytes = 65536
+
+[queue]
+workers = 2
+lease_secs = 5
+
+[[projects]]
+name = "hello"
+repository = "{REPOSITORY}"
+deploy_branches = ["master", "release/v1"]
+webhook_secret_env = "HELLO_SECRET"
+clone_url = "{missing}"
+
+[[projects]]
+name = "other"
+repository = "Octocoders/Hello-World"
+deploy_branches = ["main"]
+webhook_secret_env = "OTHER_SECRET"
+clone_url = "{missing}"
+"#,
+        db = dir.join("runner.db").display(),
+        missing = dir.join("no-such-repo").display(),
+    )
+}
+
+pub fn test_env(name: &str) -> Option<String> {
+    match name {
+        "HELLO_SECRET" => Some(SECRET.to_owned()),
+        "OTHER_SECRET" => Some(OTHER_SECRET.to_owned()),
+        "RUNNER_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        _ => None,
+    }
+}
+
+impl TestRunner {
+    pub async fn start() -> Self {
+        Self::start_with(default_config_toml).await
+    }
+
+    pub async fn start_with(make_config: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path: PathBuf = dir.path().join("runner.toml");
+        std::fs::write(&config_path, make_config(dir.path())).expect("write config");
+        let config = Config::load_with(Some(&config_path), &test_env).expect("valid test config");
+        let database_url = config.server.database_url.clone();
+        let app = Application::build(config).await.expect("runner starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let pool = app.pool().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self {
+            base,
+            dir,
+            database_url,
+            client,
+            stop: Some(stop),
+            server: Some(server),
+            pool,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts a delivery as GitHub does, signed with `secret` (None: no signature header).
+    pub async fn deliver_signed(
+        &self,
+        event: &str,
+        body: &[u8],
+        secret: Option<&str>,
+        delivery_id: &str,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery_id)
+            .header("user-agent", "GitHub-Hookshot/test");
+        if let Some(secret) = secret {
+            request = request.header("x-hub-signature-256", sign(secret, body));
+        }
+        request
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("POST /webhooks/github")
+    }
+
+    pub async fn deliver(&self, event: &str, body: &[u8]) -> reqwest::Response {
+        self.deliver_signed(event, body, Some(SECRET), &unique_delivery_id())
+            .await
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the job leaves `queued`/`running` and returns it.
+    pub async fn wait_for_job_end(&self, job_id: i64) -> serde_json::Value {
+        for _ in 0..300 {
+            let job = self.get_json(&format!("/api/jobs/{job_id}")).await;
+            if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {job_id} did not finish");
+    }
+
+    /// Drops the runner without waiting for running jobs (their leases simply lapse).
+    pub async fn stop_quickly(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let result = tokio::time::timeout(Duration::from_secs(40), server).await;
+            result
+                .expect("runner stops")
+                .expect("join")
+                .expect("clean stop");
+        }
+    }
+}
+
+/// A TCP server that accepts connections and never answers: a git remote that hangs.
+pub fn hanging_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("http://{addr}/hangs.git")
+}
