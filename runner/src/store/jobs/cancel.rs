@@ -25,7 +25,7 @@ pub async fn cancel(pool: &SqlitePool, id: JobId, now: i64) -> Result<CancelOutc
              cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE cancel_requested END,
              error = CASE WHEN state IN ('queued', 'awaiting_approval') THEN 'cancelled before it ran' ELSE error END,
              updated_at = ?1
-         WHERE id = ?2
+         WHERE id = ?2 AND state IN ('queued', 'awaiting_approval', 'running')
          RETURNING state",
     )
     .bind(now)
@@ -33,10 +33,19 @@ pub async fn cancel(pool: &SqlitePool, id: JobId, now: i64) -> Result<CancelOutc
     .fetch_optional(pool)
     .await?;
     Ok(match state.as_deref() {
-        None => CancelOutcome::NotFound,
-        Some("cancelled") => CancelOutcome::Cancelled,
         Some("running") => CancelOutcome::Requested,
-        Some(_) => CancelOutcome::AlreadyFinished,
+        Some(_) => CancelOutcome::Cancelled,
+        None => {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+                .bind(id.get())
+                .fetch_optional(pool)
+                .await?;
+            if exists.is_some() {
+                CancelOutcome::AlreadyFinished
+            } else {
+                CancelOutcome::NotFound
+            }
+        }
     })
 }
 

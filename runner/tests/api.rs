@@ -1,0 +1,320 @@
+//! The JSON API and what a worker does with a claimed job, over HTTP.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A repository with two commits on master; returns the first commit's SHA (not the tip).
+fn make_repo(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    git(dir, &["init", "--quiet", "--initial-branch=master"]);
+    std::fs::write(dir.join("README"), "first\n").expect("write");
+    git(dir, &["add", "README"]);
+    git(dir, &["commit", "--quiet", "-m", "first"]);
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("README"), "second\n").expect("write");
+    git(dir, &["commit", "--quiet", "-am", "second"]);
+    first
+}
+
+#[tokio::test]
+async fn a_claimed_job_checks_out_exactly_its_commit_then_names_the_missing_settings() {
+    let runner = TestRunner::start().await; // clone_url = <dir>/no-such-repo
+    let sha = make_repo(&runner.dir.path().join("no-such-repo"));
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", &sha))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+
+    let job = runner.wait_for_job_end(job_id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().expect("error");
+    assert!(
+        error.contains("project hello has no pipeline settings"),
+        "{error}"
+    );
+    assert!(error.contains("build"), "{error}");
+
+    let log = runner
+        .client
+        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(log.status(), 200);
+    let log = log.text().await.expect("text");
+    assert!(log.contains(&format!("checked out {sha}")), "{log}");
+    assert!(log.contains("step checkout: succeeded"), "{log}");
+    assert!(
+        log.lines().all(|l| l.starts_with("20")),
+        "every line is timestamped: {log}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(runner.dir.path().join("work"))
+        .expect("work dir")
+        .collect();
+    assert!(leftovers.is_empty(), "work directory removed after the job");
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_commit_that_is_not_in_the_repository_fails_checkout_clearly() {
+    let runner = TestRunner::start().await;
+    make_repo(&runner.dir.path().join("no-such-repo"));
+    let missing = "4444444444444444444444444444444444444444";
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", missing))
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = runner.wait_for_job_end(job_id).await;
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("checkout failed"),
+        "{job}"
+    );
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_in_the_clone_url_never_reach_the_job_log() {
+    let runner = TestRunner::start_with(|dir| {
+        default_config_toml(dir).replace(
+            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
+            "clone_url = \"http://deploy:s3cr3t-clone-token@127.0.0.1:1/repo.git\"",
+        )
+    })
+    .await;
+    let response = runner
+        .deliver(
+            "push",
+            &push_body(
+                "refs/heads/master",
+                "5555555555555555555555555555555555555555",
+            ),
+        )
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = runner.wait_for_job_end(job_id).await;
+    assert_eq!(job["state"], "failed");
+    let log = runner
+        .client
+        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert!(log.contains("127.0.0.1:1"), "{log}");
+    assert!(!log.contains("s3cr3t-clone-token"), "{log}");
+    assert!(!job.to_string().contains("s3cr3t-clone-token"), "{job}");
+    let in_db: i64 = sqlx::query_scalar("SELECT count(*) FROM job_logs WHERE line LIKE '%s3cr3t%'")
+        .fetch_one(&runner.pool)
+        .await
+        .expect("count");
+    assert_eq!(in_db, 0);
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_and_deliveries_are_listed_newest_first_with_keyset_pages() {
+    let runner = TestRunner::start().await;
+    let mut created = Vec::new();
+    for n in 0..5 {
+        let mut opened = fixture_json("pull_request.opened.payload.json");
+        opened["number"] = (100 + n).into();
+        let response = runner
+            .deliver("pull_request", &serde_json::to_vec(&opened).expect("json"))
+            .await;
+        assert_eq!(response.status(), 202);
+        created.push(
+            response.json::<Value>().await.expect("json")["job_id"]
+                .as_i64()
+                .expect("id"),
+        );
+    }
+    created.reverse();
+
+    let mut seen = Vec::new();
+    let mut path = "/api/jobs?limit=2".to_owned();
+    loop {
+        let page = runner.get_json(&path).await;
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|j| j["id"].as_i64().expect("id")));
+        match page["next_before"].as_i64() {
+            Some(before) => path = format!("/api/jobs?limit=2&before={before}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created);
+
+    let verify_only = runner.get_json("/api/jobs?kind=verify&project=hello").await;
+    assert_eq!(verify_only["items"].as_array().expect("items").len(), 5);
+    let none = runner.get_json("/api/jobs?project=other").await;
+    assert!(none["items"].as_array().expect("items").is_empty());
+
+    let deliveries = runner.get_json("/api/deliveries?limit=3").await;
+    assert_eq!(deliveries["items"].as_array().expect("items").len(), 3);
+    assert!(deliveries["next_before"].is_i64());
+
+    for (path, status) in [
+        ("/api/jobs?limit=0", 400),
+        ("/api/jobs?state=exploded", 400),
+        ("/api/jobs/abc", 400),
+        ("/api/jobs/999999", 404),
+        ("/api/jobs/999999/logs", 404),
+        ("/api/nothing-here", 404),
+    ] {
+        let response = runner
+            .client
+            .get(runner.url(path))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.expect("errors are JSON");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_needs_the_admin_token() {
+    // One worker, held by a hanging checkout, so the second job stays queued.
+    let remote = hanging_server();
+    let runner = TestRunner::start_with(move |dir| {
+        default_config_toml(dir)
+            .replace("workers = 2", "workers = 1")
+            .replace(
+                &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
+                &format!("clone_url = \"{remote}\""),
+            )
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let mut opened = fixture_json("pull_request.opened.payload.json");
+        opened["number"] = (200 + n).into();
+        let response = runner
+            .deliver("pull_request", &serde_json::to_vec(&opened).expect("json"))
+            .await;
+        ids.push(
+            response.json::<Value>().await.expect("json")["job_id"]
+                .as_i64()
+                .expect("id"),
+        );
+    }
+    let queued = ids[1];
+    let url = runner.url(&format!("/api/jobs/{queued}/cancel"));
+
+    let anonymous = runner.client.post(&url).send().await.expect("POST");
+    assert_eq!(anonymous.status(), 401);
+    let wrong = runner
+        .client
+        .post(&url)
+        .bearer_auth("not-the-admin-token")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        runner.get_json(&format!("/api/jobs/{queued}")).await["state"],
+        "queued"
+    );
+
+    let ok = runner
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        runner.get_json(&format!("/api/jobs/{queued}")).await["state"],
+        "cancelled"
+    );
+    let again = runner
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(again.status(), 409);
+
+    // The running one (stuck in checkout) stops promptly when cancelled.
+    let running = ids[0];
+    let response = runner
+        .client
+        .post(runner.url(&format!("/api/jobs/{running}/cancel")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    let job = runner.wait_for_job_end(running).await;
+    assert_eq!(job["state"], "cancelled");
+    let leftovers: Vec<_> = std::fs::read_dir(runner.dir.path().join("work"))
+        .expect("work dir")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the cancelled checkout's directory is removed"
+    );
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() {
+    let runner = TestRunner::start().await;
+    let health = runner.get_json("/healthz").await;
+    assert_eq!(health["status"], "ok");
+    runner
+        .deliver("ping", &fixture("ping.with-app_id.payload.json"))
+        .await;
+    let metrics = runner
+        .client
+        .get(runner.url("/metrics"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("runner_queue_depth"), "{metrics}");
+    runner.stop().await;
+}

@@ -1,0 +1,257 @@
+//! The real `runner` binary: start-up checks, SIGKILL while a job is claimed, restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner");
+
+struct Runner {
+    child: Child,
+    base: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Runner {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HELLO_SECRET", SECRET)
+            .env("OTHER_SECRET", OTHER_SECRET)
+            .env("RUNNER_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn runner");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let found = lines.lock().expect("lock").iter().find_map(|line| {
+                let json: Value = serde_json::from_str(line).ok()?;
+                (json["message"] == "listening")
+                    .then(|| json["addr"].as_str().map(str::to_owned))?
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runner did not start: {:#?}",
+                lines.lock().expect("lock")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            lines,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn job(client: &reqwest::Client, base: &str, id: i64) -> Value {
+    client
+        .get(format!("{base}/api/jobs/{id}"))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn wait_for(
+    client: &reqwest::Client,
+    base: &str,
+    id: i64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = job(client, base, id).await;
+        if check(&current) {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never got {what}: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remote = hanging_server();
+    let config = default_config_toml(dir.path())
+        .replace("lease_secs = 5", "lease_secs = 2\nmax_attempts = 5")
+        .replace(
+            &format!(
+                "clone_url = \"{}\"",
+                dir.path().join("no-such-repo").display()
+            ),
+            &format!("clone_url = \"{remote}\""),
+        );
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    let mut first = Runner::start(&config_path);
+    let body = push_body(
+        "refs/heads/master",
+        "3333333333333333333333333333333333333333",
+    );
+    let response = client
+        .post(format!("{}/webhooks/github", first.base))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", unique_delivery_id())
+        .header("x-hub-signature-256", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+
+    // The worker claims it and hangs in checkout against the silent remote.
+    let claimed = wait_for(&client, &first.base, job_id, "claimed", |j| {
+        j["state"] == "running"
+    })
+    .await;
+    assert_eq!(claimed["attempts"], 1);
+    let work_dir = dir.path().join("work").join(format!("job-{job_id}-1"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !work_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "checkout never created {}",
+            work_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    first.kill9();
+
+    let second = Runner::start(&config_path);
+    // What the killed run left behind is reaped before any job runs again.
+    assert!(
+        !work_dir.exists(),
+        "stale work directory {} survived the restart",
+        work_dir.display()
+    );
+    let reclaimed = wait_for(&client, &second.base, job_id, "re-claimed", |j| {
+        j["attempts"] == 2
+    })
+    .await;
+    assert_eq!(reclaimed["state"], "running");
+    assert!(
+        second.log_text().contains("job claimed"),
+        "{}",
+        second.log_text()
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_the_webhook_secret_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env_clear()
+        .env("OTHER_SECRET", OTHER_SECRET)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HELLO_SECRET is not set"), "{stderr}");
+    assert!(
+        !dir.path().join("runner.db").exists(),
+        "nothing is created for a config that is refused"
+    );
+}
+
+#[test]
+fn check_config_prints_the_resolved_config_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    let output = Command::new(BIN)
+        .args(["check-config", "--json", "--config"])
+        .arg(&config_path)
+        .env_clear()
+        .env("HELLO_SECRET", SECRET)
+        .env("OTHER_SECRET", OTHER_SECRET)
+        .env("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for secret in [SECRET, OTHER_SECRET, ADMIN_TOKEN] {
+        assert!(!stdout.contains(secret), "secret printed: {stdout}");
+    }
+    let json: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(json["projects"][0]["repository"], REPOSITORY);
+    assert_eq!(json["projects"][0]["webhook_secret"], "[redacted]");
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let output = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["serve", "check-config", "migrate"] {
+        assert!(help.contains(command), "{help}");
+    }
+}

@@ -1,0 +1,313 @@
+//! The job queue's state changes on a real SQLite database: claim, lease, recovery,
+//! superseding, per-environment serialisation and cancellation.
+
+use std::time::Duration;
+
+use runner::domain::{CommitSha, GitRef, JobId, Name};
+use runner::job::{JobKind, JobState, Trigger};
+use runner::store::jobs::{self, CancelOutcome, Heartbeat, NewJob};
+use sqlx::SqlitePool;
+
+const LEASE: Duration = Duration::from_secs(10);
+const LEASE_MS: i64 = 10_000;
+
+async fn fresh_db() -> (tempfile::TempDir, SqlitePool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    let pool = runner::store::open(&url).await.expect("open");
+    (dir, pool)
+}
+
+fn new_job(kind: JobKind, environment: &str, sha_digit: char, ordering_key: i64) -> NewJob {
+    NewJob {
+        project: Name::parse("hello").expect("name"),
+        environment: Name::parse(environment).expect("env"),
+        kind,
+        trigger: if kind == JobKind::Deploy {
+            Trigger::Push
+        } else {
+            Trigger::PullRequest
+        },
+        git_ref: GitRef::branch("main").expect("ref"),
+        sha: CommitSha::parse(&sha_digit.to_string().repeat(40)).expect("sha"),
+        pull_request: (kind == JobKind::Verify).then_some(7),
+        delivery_id: None,
+        commit_message: None,
+        commit_author: None,
+        ordering_key,
+    }
+}
+
+async fn enqueue(pool: &SqlitePool, job: NewJob, now: i64) -> JobId {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+    let id = jobs::enqueue(&mut tx, &job, now).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+    id
+}
+
+async fn state(pool: &SqlitePool, id: JobId) -> JobState {
+    jobs::get(pool, id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .state
+}
+
+#[tokio::test]
+async fn concurrent_claims_hand_a_job_to_exactly_one_worker() {
+    let (_dir, pool) = fresh_db().await;
+    let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 1_000).await;
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            jobs::claim_next(&pool, &format!("w{worker}"), LEASE, 3, 2_000)
+                .await
+                .expect("claim")
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(job) = task.await.expect("join") {
+            winners.push(job);
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].id, id);
+    assert_eq!(winners[0].attempts, 1);
+    assert_eq!(winners[0].state, JobState::Running);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_the_old_worker_loses_it() {
+    let (_dir, pool) = fresh_db().await;
+    let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
+    let first = jobs::claim_next(&pool, "dead-worker", LEASE, 3, 1_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    // While the lease holds, nobody else gets it.
+    assert!(
+        jobs::claim_next(&pool, "other", LEASE, 3, 1_000 + LEASE_MS - 1)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    // Once it lapses, it is claimed again with a second attempt.
+    let second = jobs::claim_next(&pool, "new-worker", LEASE, 3, 1_000 + LEASE_MS + 1)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+    // The dead worker, if it comes back, learns it lost the job and cannot finish it.
+    let beat = jobs::heartbeat(&pool, id, "dead-worker", LEASE, 12_000)
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat, Heartbeat::Lost);
+    assert!(
+        !jobs::finish(&pool, id, "dead-worker", JobState::Succeeded, None, 12_000)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        jobs::finish(&pool, id, "new-worker", JobState::Succeeded, None, 12_000)
+            .await
+            .expect("finish")
+    );
+    assert_eq!(state(&pool, id).await, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_the_lease() {
+    let (_dir, pool) = fresh_db().await;
+    let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
+    jobs::claim_next(&pool, "w", LEASE, 3, 0)
+        .await
+        .expect("claim")
+        .expect("job");
+    for now in [5_000, 10_000, 15_000] {
+        assert_eq!(
+            jobs::heartbeat(&pool, id, "w", LEASE, now)
+                .await
+                .expect("beat"),
+            Heartbeat::Renewed
+        );
+    }
+    assert!(
+        jobs::claim_next(&pool, "thief", LEASE, 3, 20_000)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_workers_keep_dying_is_failed_after_max_attempts() {
+    let (_dir, pool) = fresh_db().await;
+    let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
+    let mut now = 0;
+    for attempt in 1..=3 {
+        let job = jobs::claim_next(&pool, &format!("w{attempt}"), LEASE, 3, now)
+            .await
+            .expect("claim")
+            .expect("job");
+        assert_eq!(job.attempts, attempt);
+        now += LEASE_MS + 1;
+    }
+    assert!(
+        jobs::claim_next(&pool, "w4", LEASE, 3, now)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let failed = jobs::fail_abandoned(&pool, 3, now).await.expect("sweep");
+    assert_eq!(failed, vec![id.get()]);
+    let job = jobs::get(&pool, id).await.expect("get").expect("job");
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.expect("error").contains("abandoned"));
+}
+
+#[tokio::test]
+async fn a_newer_deploy_supersedes_the_queued_one_and_an_older_late_one_is_superseded_itself() {
+    let (_dir, pool) = fresh_db().await;
+    let first = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 100), 1).await;
+    let second = enqueue(&pool, new_job(JobKind::Deploy, "production", '2', 200), 2).await;
+    assert_eq!(state(&pool, first).await, JobState::Superseded);
+    assert_eq!(
+        jobs::get(&pool, first)
+            .await
+            .expect("get")
+            .expect("job")
+            .superseded_by,
+        Some(second.get())
+    );
+    assert_eq!(state(&pool, second).await, JobState::Queued);
+
+    // A delivery of an older push that arrives late never replaces the newer queued one.
+    let late = enqueue(&pool, new_job(JobKind::Deploy, "production", '3', 150), 3).await;
+    assert_eq!(state(&pool, late).await, JobState::Superseded);
+    assert_eq!(state(&pool, second).await, JobState::Queued);
+
+    // Other environments and verify jobs are untouched.
+    let staging = enqueue(&pool, new_job(JobKind::Deploy, "staging", '4', 300), 4).await;
+    let verify = enqueue(&pool, new_job(JobKind::Verify, "production", '5', 400), 5).await;
+    assert_eq!(state(&pool, staging).await, JobState::Queued);
+    assert_eq!(state(&pool, verify).await, JobState::Queued);
+    assert_eq!(state(&pool, second).await, JobState::Queued);
+}
+
+#[tokio::test]
+async fn one_running_deploy_per_environment_while_others_run_in_parallel() {
+    let (_dir, pool) = fresh_db().await;
+    let running = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
+    let claimed = jobs::claim_next(&pool, "w1", LEASE, 3, 0)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(claimed.id, running);
+
+    let next_prod = enqueue(&pool, new_job(JobKind::Deploy, "production", '2', 2), 1).await;
+    let staging = enqueue(&pool, new_job(JobKind::Deploy, "staging", '3', 3), 2).await;
+    let verify = enqueue(&pool, new_job(JobKind::Verify, "production", '4', 4), 3).await;
+
+    let a = jobs::claim_next(&pool, "w2", LEASE, 3, 10)
+        .await
+        .expect("claim")
+        .expect("job");
+    let b = jobs::claim_next(&pool, "w3", LEASE, 3, 10)
+        .await
+        .expect("claim")
+        .expect("job");
+    let mut got = vec![a.id, b.id];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![staging, verify],
+        "staging and the verify job run beside the production deploy"
+    );
+    assert!(
+        jobs::claim_next(&pool, "w4", LEASE, 3, 10)
+            .await
+            .expect("claim")
+            .is_none(),
+        "production waits"
+    );
+
+    assert!(
+        jobs::finish(&pool, running, "w1", JobState::Succeeded, None, 20)
+            .await
+            .expect("finish")
+    );
+    let after = jobs::claim_next(&pool, "w4", LEASE, 3, 30)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(after.id, next_prod);
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_job_is_immediate_and_a_running_one_is_asked_to_stop() {
+    let (_dir, pool) = fresh_db().await;
+    let queued = enqueue(&pool, new_job(JobKind::Verify, "production", '1', 1), 0).await;
+    assert_eq!(
+        jobs::cancel(&pool, queued, 5).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(state(&pool, queued).await, JobState::Cancelled);
+    assert_eq!(
+        jobs::cancel(&pool, queued, 6).await.expect("cancel"),
+        CancelOutcome::AlreadyFinished
+    );
+
+    let running = enqueue(&pool, new_job(JobKind::Deploy, "production", '2', 2), 0).await;
+    jobs::claim_next(&pool, "w", LEASE, 3, 10)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(
+        jobs::cancel(&pool, running, 20).await.expect("cancel"),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        jobs::heartbeat(&pool, running, "w", LEASE, 30)
+            .await
+            .expect("beat"),
+        Heartbeat::CancelRequested
+    );
+    assert!(
+        jobs::finish(
+            &pool,
+            running,
+            "w",
+            JobState::Cancelled,
+            Some("cancelled"),
+            40
+        )
+        .await
+        .expect("finish")
+    );
+    assert_eq!(state(&pool, running).await, JobState::Cancelled);
+
+    assert_eq!(
+        jobs::cancel(&pool, JobId::new(999).expect("id"), 50)
+            .await
+            .expect("cancel"),
+        CancelOutcome::NotFound
+    );
+}
+
+#[tokio::test]
+async fn the_schema_refuses_states_that_do_not_exist() {
+    let (_dir, pool) = fresh_db().await;
+    let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
+    let result = sqlx::query("UPDATE jobs SET state = 'exploded' WHERE id = ?")
+        .bind(id.get())
+        .execute(&pool)
+        .await;
+    assert!(result.is_err(), "CHECK constraint rejects unknown states");
+    let result = sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ?")
+        .bind(id.get())
+        .execute(&pool)
+        .await;
+    assert!(result.is_err(), "a running job must have a lease");
+}
