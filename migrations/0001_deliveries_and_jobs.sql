@@ -53,8 +53,7 @@ CREATE TABLE deliveries (
     content_type  TEXT    NOT NULL,
     body          BLOB,
     body_bytes    INTEGER NOT NULL,
-    received_at   INTEGER NOT NULL,
-    CHECK (outcome <> 'queued' OR job_id IS NOT NULL)
+    received_at   INTEGER NOT NULL
 );
 
 CREATE INDEX deliveries_received ON deliveries (received_at) WHERE body IS NOT NULL;

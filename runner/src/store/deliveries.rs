@@ -47,32 +47,26 @@ pub enum Recorded {
     },
 }
 
-/// Records one delivery and what it triggers, inside the caller's transaction. The unique
-/// index on `delivery_id` decides duplicates, so concurrent redeliveries cannot both win.
-/// The caller wraps this in a savepoint: on `Duplicate` the job inserted first is rolled back.
+/// Records one delivery and what it triggers, inside the caller's transaction. The
+/// delivery row goes first: the unique index on `delivery_id` decides duplicates (so
+/// concurrent redeliveries cannot both win), and a duplicate has written nothing.
 pub async fn record(
     conn: &mut SqliteConnection,
     delivery: &NewDelivery,
     action: &Action,
 ) -> Result<Recorded, StoreError> {
     let now = delivery.received_at;
-    let (outcome, reason, job_id) = match action {
-        Action::Queue(job) => (
-            "queued",
-            None,
-            Some(jobs::enqueue(conn, job, now).await?.get()),
-        ),
-        Action::Ignore { reason } => ("ignored", Some(reason.clone()), None),
-        Action::CancelPullRequest { number, .. } => (
-            "cancelled",
-            Some(format!("pull request #{number} closed")),
-            None,
-        ),
+    let (outcome, reason) = match action {
+        Action::Queue(_) => ("queued", None),
+        Action::Ignore { reason } => ("ignored", Some(reason.clone())),
+        Action::CancelPullRequest { number, .. } => {
+            ("cancelled", Some(format!("pull request #{number} closed")))
+        }
     };
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, reason,
-                                 job_id, content_type, body, body_bytes, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 content_type, body, body_bytes, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (delivery_id) DO NOTHING
          RETURNING id",
     )
@@ -86,7 +80,6 @@ pub async fn record(
     .bind(delivery.hook_id)
     .bind(outcome)
     .bind(reason.as_deref())
-    .bind(job_id)
     .bind(&delivery.content_type)
     .bind(&delivery.body)
     .bind(i64::try_from(delivery.body.len()).unwrap_or(i64::MAX))
@@ -102,9 +95,15 @@ pub async fn record(
         return Ok(Recorded::Duplicate { job_id });
     };
     Ok(match action {
-        Action::Queue(_) => Recorded::Queued {
-            job_id: job_id.unwrap_or_default(),
-        },
+        Action::Queue(job) => {
+            let job_id = jobs::enqueue(conn, job, now).await?.get();
+            sqlx::query("UPDATE deliveries SET job_id = ? WHERE id = ?")
+                .bind(job_id)
+                .bind(row_id)
+                .execute(&mut *conn)
+                .await?;
+            Recorded::Queued { job_id }
+        }
         Action::Ignore { reason } => Recorded::Ignored {
             reason: reason.clone(),
         },

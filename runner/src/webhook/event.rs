@@ -20,10 +20,21 @@ pub enum PayloadError {
     Field(&'static str),
 }
 
-/// Just enough to route a delivery to its project.
-#[derive(Debug, Deserialize)]
-struct Envelope {
+/// Every field the runner reads, from any event, in one typed pass over the body
+/// (unknown fields are skipped without being built into a tree).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Payload {
     repository: Option<RepositoryField>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    after: Option<String>,
+    deleted: bool,
+    head_commit: Option<HeadCommit>,
+    action: Option<String>,
+    number: Option<i64>,
+    pull_request: Option<PullRequest>,
+    hook_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,16 +43,6 @@ struct RepositoryField {
     /// Integer seconds on push payloads, a timestamp string elsewhere.
     #[serde(default)]
     pushed_at: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PushPayload {
-    #[serde(rename = "ref")]
-    git_ref: String,
-    after: String,
-    #[serde(default)]
-    deleted: bool,
-    head_commit: Option<HeadCommit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,13 +55,6 @@ struct HeadCommit {
 struct Person {
     name: Option<String>,
     username: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PullRequestPayload {
-    action: String,
-    number: i64,
-    pull_request: PullRequest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,15 +77,10 @@ struct Branch {
     sha: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct PingPayload {
-    hook_id: Option<i64>,
-}
-
 /// A delivery's payload, parsed.
 #[derive(Debug)]
 pub struct Parsed {
-    json: serde_json::Value,
+    payload: Payload,
     /// `None` for events about an organisation or app rather than a repository.
     pub repository: Option<RepoName>,
     pushed_at: Option<i64>,
@@ -99,13 +88,14 @@ pub struct Parsed {
 
 /// Parses the JSON and the repository it names (every event we act on names one).
 pub fn parse(json_text: &[u8]) -> Result<Parsed, PayloadError> {
-    let json: serde_json::Value =
-        serde_json::from_slice(json_text).map_err(|e| PayloadError::Json(e.to_string()))?;
-    if !json.is_object() {
-        return Err(PayloadError::Json("expected a JSON object".into()));
-    }
-    let envelope = Envelope::deserialize(&json).map_err(|_| PayloadError::Field("repository"))?;
-    let (repository, pushed_at) = match envelope.repository {
+    let payload: Payload = serde_json::from_slice(json_text).map_err(|e| {
+        if e.is_data() {
+            describe_data_error(json_text, &e)
+        } else {
+            PayloadError::Json(e.to_string())
+        }
+    })?;
+    let (repository, pushed_at) = match &payload.repository {
         Some(repo) => (
             Some(
                 RepoName::parse(&repo.full_name)
@@ -116,10 +106,34 @@ pub fn parse(json_text: &[u8]) -> Result<Parsed, PayloadError> {
         None => (None, None),
     };
     Ok(Parsed {
-        json,
+        payload,
         repository,
         pushed_at,
     })
+}
+
+/// Valid JSON of the wrong shape: say whether it is not an object or which field is off.
+fn describe_data_error(json_text: &[u8], error: &serde_json::Error) -> PayloadError {
+    match serde_json::from_slice::<serde_json::Value>(json_text) {
+        Ok(value) if !value.is_object() => PayloadError::Json("expected a JSON object".into()),
+        _ => {
+            let message = error.to_string();
+            let field = [
+                "repository",
+                "pull_request",
+                "head_commit",
+                "ref",
+                "after",
+                "number",
+                "action",
+                "hook_id",
+            ]
+            .into_iter()
+            .find(|f| message.contains(f))
+            .unwrap_or("payload");
+            PayloadError::Field(field)
+        }
+    }
 }
 
 /// What the delivery says, beyond the decision: recorded on the delivery row.
@@ -141,16 +155,15 @@ pub fn decide(
 ) -> Result<(Action, Facts), PayloadError> {
     match event {
         "ping" => {
-            let ping = PingPayload::deserialize(&parsed.json)
-                .map_err(|_| PayloadError::Field("hook_id"))?;
-            let reason = match ping.hook_id {
+            let hook_id = parsed.payload.hook_id;
+            let reason = match hook_id {
                 Some(id) => format!("ping: hook {id} is set up for {}", project.name),
                 None => format!("ping: webhook is set up for {}", project.name),
             };
             Ok((
                 Action::Ignore { reason },
                 Facts {
-                    hook_id: ping.hook_id,
+                    hook_id,
                     ..Facts::default()
                 },
             ))
@@ -173,23 +186,25 @@ fn decide_push(
     delivery_id: &str,
     now: i64,
 ) -> Result<(Action, Facts), PayloadError> {
-    let push =
-        PushPayload::deserialize(&parsed.json).map_err(|_| PayloadError::Field("ref/after"))?;
+    let push = &parsed.payload;
+    let (Some(raw_ref), Some(after)) = (push.git_ref.as_deref(), push.after.as_deref()) else {
+        return Err(PayloadError::Field("ref/after"));
+    };
     let mut facts = Facts {
-        git_ref: Some(clip(&push.git_ref, 512)),
-        sha: Some(clip(&push.after, 64)),
+        git_ref: Some(clip(raw_ref, 512)),
+        sha: Some(clip(after, 64)),
         ..Facts::default()
     };
-    let Ok(git_ref) = GitRef::parse(&push.git_ref) else {
+    let Ok(git_ref) = GitRef::parse(raw_ref) else {
         return Ok((
             ignore(format!(
                 "ref {:?} is not a deploy branch",
-                clip(&push.git_ref, 80)
+                clip(raw_ref, 80)
             )),
             facts,
         ));
     };
-    let sha = CommitSha::parse(&push.after).map_err(|_| PayloadError::Field("after"))?;
+    let sha = CommitSha::parse(after).map_err(|_| PayloadError::Field("after"))?;
     facts.sha = Some(sha.to_string());
     if push.deleted || sha.is_null() {
         return Ok((
@@ -258,12 +273,17 @@ fn decide_pull_request(
     delivery_id: &str,
     now: i64,
 ) -> Result<(Action, Facts), PayloadError> {
-    let event = PullRequestPayload::deserialize(&parsed.json)
-        .map_err(|_| PayloadError::Field("pull_request"))?;
-    let pr = &event.pull_request;
+    let payload = &parsed.payload;
+    let (Some(action), Some(number), Some(pr)) = (
+        payload.action.as_deref(),
+        payload.number,
+        payload.pull_request.as_ref(),
+    ) else {
+        return Err(PayloadError::Field("pull_request"));
+    };
     let mut facts = Facts {
-        action: Some(clip(&event.action, 64)),
-        git_ref: Some(format!("refs/pull/{}/head", event.number)),
+        action: Some(clip(action, 64)),
+        git_ref: Some(format!("refs/pull/{}/head", number)),
         sha: Some(clip(&pr.head.sha, 64)),
         ..Facts::default()
     };
@@ -273,18 +293,18 @@ fn decide_pull_request(
         return Ok((
             ignore(format!(
                 "pull request #{} targets {:?}, not a deploy branch",
-                event.number,
+                number,
                 clip(&pr.base.name, 80)
             )),
             facts,
         ));
     }
-    match event.action.as_str() {
+    match action {
         "opened" | "synchronize" | "reopened" => {
             let sha = CommitSha::parse(&pr.head.sha)
                 .map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
             facts.sha = Some(sha.to_string());
-            let git_ref = GitRef::parse(&format!("refs/pull/{}/head", event.number))
+            let git_ref = GitRef::parse(&format!("refs/pull/{}/head", number))
                 .map_err(|_| PayloadError::Field("number"))?;
             let job = NewJob {
                 project: project.name.clone(),
@@ -293,7 +313,7 @@ fn decide_pull_request(
                 trigger: Trigger::PullRequest,
                 git_ref,
                 sha,
-                pull_request: Some(event.number),
+                pull_request: Some(number),
                 delivery_id: Some(delivery_id.to_owned()),
                 commit_message: pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
                 commit_author: pr
@@ -308,7 +328,7 @@ fn decide_pull_request(
         "closed" => Ok((
             Action::CancelPullRequest {
                 project: project.name.to_string(),
-                number: event.number,
+                number,
             },
             facts,
         )),

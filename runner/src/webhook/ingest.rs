@@ -1,8 +1,8 @@
 //! The ingest transaction, with group commit.
 //!
 //! One task owns a dedicated write connection. Handlers send it a delivery and wait;
-//! it takes every delivery that is waiting (up to a cap), records each inside its own
-//! savepoint, and commits them all with one fsync. Only after that commit does any
+//! it takes every delivery that is waiting (up to a cap), records them all in one
+//! transaction, and commits with one fsync. Only after that commit does any
 //! handler get its answer, so a 2xx still means "committed" (invariant 1), while the
 //! cost of the fsync is shared by every delivery that arrived during the previous one.
 
@@ -93,48 +93,39 @@ async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &[Pending],
 ) -> Vec<Result<Recorded, IngestError>> {
-    match try_commit_batch(conn, batch).await {
-        Ok(results) => results,
+    match try_commit(conn, batch).await {
+        Ok(results) => results.into_iter().map(Ok).collect(),
         Err(error) => {
-            // Nothing of this batch is committed: every delivery in it gets an error (5xx),
-            // so GitHub shows the failure and a redelivery can succeed.
+            // Nothing of the batch is committed. Redo it one delivery per transaction, so
+            // one bad delivery cannot fail the others; each still gets its own answer.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            tracing::error!(error = %error, deliveries = batch.len(), "ingest batch failed to commit");
-            let message = error.to_string();
-            batch
-                .iter()
-                .map(|_| {
-                    Err(IngestError::Store(StoreError::Corrupt(format!(
-                        "batch not committed: {message}"
-                    ))))
-                })
-                .collect()
+            tracing::warn!(%error, deliveries = batch.len(), "ingest batch failed; committing its deliveries one by one");
+            let mut results = Vec::with_capacity(batch.len());
+            for pending in batch {
+                let result = try_commit(conn, std::slice::from_ref(pending)).await;
+                if result.is_err() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                results.push(
+                    result
+                        .map(|mut one| one.remove(0))
+                        .map_err(IngestError::Store),
+                );
+            }
+            results
         }
     }
 }
 
-async fn try_commit_batch(
+/// Records every delivery of `batch` in one transaction; all or none are committed.
+async fn try_commit(
     conn: &mut SqliteConnection,
     batch: &[Pending],
-) -> Result<Vec<Result<Recorded, IngestError>>, sqlx::Error> {
+) -> Result<Vec<Recorded>, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut results = Vec::with_capacity(batch.len());
     for pending in batch {
-        sqlx::query("SAVEPOINT delivery")
-            .execute(&mut *conn)
-            .await?;
-        let result = deliveries::record(conn, &pending.delivery, &pending.action).await;
-        match &result {
-            // A duplicate leaves no trace; a failed one must not leave half its rows.
-            Ok(Recorded::Duplicate { .. }) | Err(_) => {
-                sqlx::query("ROLLBACK TO delivery")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(_) => {}
-        }
-        sqlx::query("RELEASE delivery").execute(&mut *conn).await?;
-        results.push(result.map_err(IngestError::from));
+        results.push(deliveries::record(conn, &pending.delivery, &pending.action).await?);
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)

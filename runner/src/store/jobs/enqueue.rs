@@ -54,20 +54,14 @@ pub async fn enqueue(
     .await?;
 
     if job.kind == JobKind::Deploy {
-        let newest: i64 = sqlx::query_scalar(
-            "SELECT id FROM jobs
-             WHERE project = ? AND environment = ? AND kind = 'deploy' AND state = 'queued'
-             ORDER BY ordering_key DESC, id DESC LIMIT 1",
-        )
-        .bind(job.project.as_str())
-        .bind(job.environment.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
         sqlx::query(
-            "UPDATE jobs SET state = 'superseded', superseded_by = ?1, finished_at = ?2, updated_at = ?2
-             WHERE project = ?3 AND environment = ?4 AND kind = 'deploy' AND state = 'queued' AND id <> ?1",
+            "UPDATE jobs SET state = 'superseded', superseded_by = newest.id, finished_at = ?1, updated_at = ?1
+             FROM (SELECT id FROM jobs
+                   WHERE project = ?2 AND environment = ?3 AND kind = 'deploy' AND state = 'queued'
+                   ORDER BY ordering_key DESC, id DESC LIMIT 1) AS newest
+             WHERE jobs.project = ?2 AND jobs.environment = ?3 AND jobs.kind = 'deploy' AND jobs.state = 'queued'
+               AND jobs.id <> newest.id",
         )
-        .bind(newest)
         .bind(now)
         .bind(job.project.as_str())
         .bind(job.environment.as_str())

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Webhook ingest throughput and durability: signed ~8 KB push deliveries, each with a
+# unique delivery id, driven by wrk at 8 and 64 connections against a release runner.
+# Baseline from the same run: GET /healthz of the same server (no body, no database write).
+# Afterwards it checks durability: rows in the database == 202 answers, one job each.
+#   bench/ingest.sh [DURATION_SECS]      (default 10)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$BENCH_ROOT"
+DURATION=${1:-10}
+apt_need wrk curl
+
+cargo build --release --locked -p runner >&2
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+RUNNER="$target_dir/release/runner"
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(free_port)
+secret="bench-secret-$RANDOM$RANDOM"
+cat >"$work/runner.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+database_url = "sqlite://$work/runner.db"
+[queue]
+workers = 2
+[[projects]]
+name = "hello"
+repository = "Codertocat/Hello-World"
+deploy_branches = ["master"]
+webhook_secret_env = "BENCH_SECRET"
+clone_url = "$work/no-such-repository"
+TOML
+cp runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$work/push.json"
+export BENCH_BODY="$work/push.json"
+export BENCH_SIGNATURE=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$BENCH_BODY")
+
+BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" >"$RESULTS/ingest-runner.log" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$port/healthz"
+sleep 1
+idle_rss=$(rss_mb "$pid")
+
+wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$port/healthz" >"$RESULTS/ingest-healthz.txt"
+read -r base_rps base_p50 base_p99 _ _ <<<"$(wrk_summary "$RESULTS/ingest-healthz.txt")"
+
+total_accepted=0
+declare -A LINE
+peak_rss=0
+for conns in 8 64; do
+  out="$RESULTS/ingest-c$conns.txt"
+  BENCH_PREFIX="c$conns-$$" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s bench/ingest.lua "http://127.0.0.1:$port" >"$out" &
+  wrk_pid=$!
+  sleep $((DURATION / 2))
+  rss=$(rss_mb "$pid"); peak_rss=$(python3 -c "print(max($peak_rss, $rss))")
+  wait "$wrk_pid"
+  read -r rps p50 p99 non2xx requests <<<"$(wrk_summary "$out")"
+  accepted=$(awk '/accepted_202:/ {print $2}' "$out")
+  total_accepted=$((total_accepted + accepted))
+  LINE[$conns]="$rps $p50 $p99 $non2xx $accepted"
+done
+sleep 1
+kill -TERM "$pid"; wait "$pid" || true; pid=""
+
+read -r rows jobs distinct queued_rows <<<"$(python3 - "$work/runner.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute("select count(*) from deliveries").fetchone()[0]
+jobs = db.execute("select count(*) from jobs").fetchone()[0]
+distinct = db.execute("select count(distinct job_id) from deliveries where job_id is not null").fetchone()[0]
+queued = db.execute("select count(*) from deliveries where outcome = 'queued'").fetchone()[0]
+print(rows, jobs, distinct, queued)
+PY
+)"
+
+echo
+echo "baseline GET /healthz (64 conns): ${base_rps} req/s, p50 ${base_p50} ms, p99 ${base_p99} ms"
+printf "%-6s %12s %9s %9s %8s %10s %10s\n" conns "deliveries/s" "p50 ms" "p99 ms" non2xx "202s" "vs healthz"
+for conns in 8 64; do
+  read -r rps p50 p99 non2xx accepted <<<"${LINE[$conns]}"
+  ratio=$(python3 -c "print(f'{$rps/$base_rps:.2f}')")
+  printf "%-6s %12s %9s %9s %8s %10s %10s\n" "$conns" "$rps" "$p50" "$p99" "$non2xx" "$accepted" "$ratio"
+done
+echo "runner RSS: idle ${idle_rss} MB, under load ${peak_rss} MB (targets <= 30 / <= 100 MB)"
+echo "durability: 202 answers ${total_accepted}, delivery rows ${rows}, queued rows ${queued_rows}, jobs ${jobs}, distinct job ids ${distinct}"
+# wrk stops mid-flight: a request committed just as wrk closed its socket has a row but no
+# counted answer, so rows may exceed answers by at most the open connections (8 + 64).
+if [ "$rows" -lt "$total_accepted" ]; then echo "LOST: fewer rows than 202 answers" >&2; exit 1; fi
+if [ $((rows - total_accepted)) -gt 72 ]; then echo "rows exceed answers by more than the in-flight requests" >&2; exit 1; fi
+if [ "$jobs" -ne "$queued_rows" ] || [ "$distinct" -ne "$queued_rows" ]; then echo "DOUBLED or missing jobs" >&2; exit 1; fi
+echo "no delivery lost or doubled"
