@@ -19,7 +19,7 @@ apt_install() {
 }
 
 install() {
-  apt_install git curl ca-certificates
+  apt_install git curl ca-certificates docker-compose
 }
 
 start() { :; }

@@ -255,3 +255,43 @@ fn help_lists_every_subcommand() {
         assert!(help.contains(command), "{help}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    let mut runner = Runner::start(&config_path);
+    let health: Value = reqwest::get(format!("{}/healthz", runner.base))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let status = Command::new("kill")
+        .args(["-TERM", &runner.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = runner.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runner did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0), "{}", runner.log_text());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        runner.log_text().contains("\"stopped\""),
+        "{}",
+        runner.log_text()
+    );
+    // The database was created under the configured path with its migrations applied.
+    assert!(dir.path().join("runner.db").exists());
+}
