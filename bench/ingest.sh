@@ -16,8 +16,22 @@ RUNNER="$target_dir/release/runner"
 
 work=$(mktemp -d)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+hang_pid=""
+cleanup() { for p in $pid $hang_pid; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+
+# The workers hold their jobs as a real build would (checkout from a remote that never
+# answers), so the run measures ingest beside busy workers rather than workers churning
+# through thousands of jobs that fail in milliseconds.
+hang_port=$(free_port)
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); held = []
+while True:
+    held.append(s.accept()[0])
+' "$hang_port" &
+hang_pid=$!
 
 port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
@@ -32,7 +46,7 @@ name = "hello"
 repository = "Codertocat/Hello-World"
 deploy_branches = ["master"]
 webhook_secret_env = "BENCH_SECRET"
-clone_url = "$work/no-such-repository"
+clone_url = "http://127.0.0.1:$hang_port/repo.git"
 TOML
 cp runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$work/push.json"
 export BENCH_BODY="$work/push.json"
@@ -63,7 +77,7 @@ for conns in 8 64; do
   LINE[$conns]="$rps $p50 $p99 $non2xx $accepted"
 done
 sleep 1
-kill -TERM "$pid"; wait "$pid" || true; pid=""
+kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 
 read -r rows jobs distinct queued_rows <<<"$(python3 - "$work/runner.db" <<'PY'
 import sqlite3, sys

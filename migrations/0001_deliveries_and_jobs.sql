@@ -58,6 +58,34 @@ CREATE TABLE deliveries (
 
 CREATE INDEX deliveries_received ON deliveries (received_at) WHERE body IS NOT NULL;
 
+-- queued -> superseded: a deploy queued for an environment leaves only the newest queued
+-- deploy of that environment (by GitHub's push time, then id); the others point at it.
+-- In a trigger so that queueing a job is one statement on the ingest hot path.
+CREATE TRIGGER jobs_supersede_older_deploys AFTER INSERT ON jobs
+WHEN NEW.kind = 'deploy' AND NEW.state = 'queued'
+BEGIN
+    UPDATE jobs
+    SET state = 'superseded',
+        superseded_by = (SELECT newest.id FROM jobs AS newest
+                         WHERE newest.project = NEW.project AND newest.environment = NEW.environment
+                           AND newest.kind = 'deploy' AND newest.state = 'queued'
+                         ORDER BY newest.ordering_key DESC, newest.id DESC LIMIT 1),
+        finished_at = NEW.created_at,
+        updated_at = NEW.created_at
+    WHERE project = NEW.project AND environment = NEW.environment AND kind = 'deploy' AND state = 'queued'
+      AND id <> (SELECT newest.id FROM jobs AS newest
+                 WHERE newest.project = NEW.project AND newest.environment = NEW.environment
+                   AND newest.kind = 'deploy' AND newest.state = 'queued'
+                 ORDER BY newest.ordering_key DESC, newest.id DESC LIMIT 1);
+END;
+
+-- A delivery names the job it queued.
+CREATE TRIGGER jobs_link_delivery AFTER INSERT ON jobs
+WHEN NEW.delivery_id IS NOT NULL
+BEGIN
+    UPDATE deliveries SET job_id = NEW.id WHERE delivery_id = NEW.delivery_id AND job_id IS NULL;
+END;
+
 CREATE TABLE job_logs (
     job_id  INTEGER NOT NULL REFERENCES jobs (id),
     seq     INTEGER NOT NULL,

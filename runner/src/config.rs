@@ -79,6 +79,48 @@ struct RawProject {
     deploy_tags: bool,
     environment: Option<String>,
     clone_url: Option<String>,
+    build: Option<RawBuild>,
+    smoke: Option<RawSmoke>,
+    registry: Option<RawRegistry>,
+    rollout: Option<RawRollout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    image: String,
+    context: Option<String>,
+    dockerfile: Option<String>,
+    #[serde(default)]
+    build_args: std::collections::BTreeMap<String, String>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmoke {
+    container_port: u16,
+    path: Option<String>,
+    expect_status: Option<u16>,
+    expect_body: Option<String>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    url: String,
+    username_env: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    target: String,
+    host_port: u16,
+    bind: Option<String>,
+    timeout_secs: Option<u64>,
 }
 
 /// How log lines are written.
@@ -127,6 +169,67 @@ pub struct Project {
     /// Where checkout fetches from; defaults to the repository's GitHub URL.
     pub clone_url: Option<String>,
     pub webhook_secret: SecretString,
+    pub build: Option<BuildSettings>,
+    pub smoke: Option<SmokeSettings>,
+    pub registry: Option<RegistrySettings>,
+    pub rollout: Option<RolloutSettings>,
+}
+
+/// How the image is built from the checked-out commit.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// Repository part of the image name; tagged `<image>:<sha>`.
+    pub image: String,
+    /// Build context, relative to the repository root.
+    pub context: String,
+    /// Dockerfile, relative to the context.
+    pub dockerfile: String,
+    pub build_args: std::collections::BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// How a built image proves it works: run it and ask its health endpoint.
+#[derive(Debug, Clone)]
+pub struct SmokeSettings {
+    pub container_port: u16,
+    pub path: String,
+    pub expect_status: u16,
+    /// When set, the body (trimmed) must equal it.
+    pub expect_body: Option<String>,
+    pub timeout: Duration,
+}
+
+/// A Docker Registry v2 the image is pushed to.
+#[derive(Clone)]
+pub struct RegistrySettings {
+    /// `host[:port][/path]`, without a scheme.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// Where a deploy goes live: a container on this machine's Docker engine.
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    pub host_port: u16,
+    pub bind: std::net::IpAddr,
+    pub timeout: Duration,
+}
+
+impl RolloutSettings {
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.bind, self.host_port)
+    }
 }
 
 impl std::fmt::Debug for Project {
@@ -385,6 +488,73 @@ fn resolve_project(
             "the webhook secret is empty; a project needs a secret",
         ));
     }
+    let build = raw
+        .build
+        .map(|b| -> Result<BuildSettings, ConfigError> {
+            crate::domain::ImageRef::parse(&b.image).map_err(|e| invalid(field("build.image"), e))?;
+            if b.image.contains(':') || b.image.contains('@') {
+                return Err(invalid(field("build.image"), "give the repository name only; the runner tags it with the commit SHA"));
+            }
+            let context = b.context.unwrap_or_else(|| ".".to_owned());
+            let dockerfile = b.dockerfile.unwrap_or_else(|| "Dockerfile".to_owned());
+            for (name, value) in [("build.context", &context), ("build.dockerfile", &dockerfile)] {
+                if value.starts_with('/') || value.split('/').any(|part| part == "..") {
+                    return Err(invalid(field(name), "must be a relative path inside the repository"));
+                }
+            }
+            Ok(BuildSettings {
+                image: b.image,
+                context,
+                dockerfile,
+                build_args: b.build_args,
+                timeout: Duration::from_secs(b.timeout_secs.unwrap_or(1800)),
+            })
+        })
+        .transpose()?;
+    let smoke = raw.smoke.map(|s| SmokeSettings {
+        container_port: s.container_port,
+        path: s.path.unwrap_or_else(|| "/health".to_owned()),
+        expect_status: s.expect_status.unwrap_or(200),
+        expect_body: s.expect_body,
+        timeout: Duration::from_secs(s.timeout_secs.unwrap_or(60)),
+    });
+    if let Some(smoke) = &smoke
+        && !smoke.path.starts_with('/')
+    {
+        return Err(invalid(field("smoke.path"), "must start with '/'"));
+    }
+    let registry = raw
+        .registry
+        .map(|r| -> Result<RegistrySettings, ConfigError> {
+            if r.url.contains("://") || r.url.is_empty() || r.url.ends_with('/') {
+                return Err(invalid(field("registry.url"), "give host[:port][/path] without a scheme, e.g. 127.0.0.1:5000"));
+            }
+            let read = |name: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
+                name.as_ref()
+                    .map(|var| env(var).ok_or_else(|| invalid(field(what), format!("environment variable {var} is not set"))))
+                    .transpose()
+            };
+            Ok(RegistrySettings {
+                url: r.url.clone(),
+                username: read(&r.username_env, "registry.username_env")?,
+                password: read(&r.password_env, "registry.password_env")?.map(SecretString::from),
+            })
+        })
+        .transpose()?;
+    let rollout = raw
+        .rollout
+        .map(|r| -> Result<RolloutSettings, ConfigError> {
+            if r.target != "local" {
+                return Err(invalid(field("rollout.target"), format!("{:?} is not a supported target (\"local\")", r.target)));
+            }
+            let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
+            Ok(RolloutSettings {
+                host_port: r.host_port,
+                bind: bind_raw.parse().map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
+                timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
+            })
+        })
+        .transpose()?;
     Ok(Project {
         name,
         repository,
@@ -393,6 +563,10 @@ fn resolve_project(
         environment,
         clone_url: raw.clone_url.filter(|u| !u.is_empty()),
         webhook_secret: SecretString::from(secret),
+        build,
+        smoke,
+        registry,
+        rollout,
     })
 }
 

@@ -95,15 +95,9 @@ pub async fn record(
         return Ok(Recorded::Duplicate { job_id });
     };
     Ok(match action {
-        Action::Queue(job) => {
-            let job_id = jobs::enqueue(conn, job, now).await?.get();
-            sqlx::query("UPDATE deliveries SET job_id = ? WHERE id = ?")
-                .bind(job_id)
-                .bind(row_id)
-                .execute(&mut *conn)
-                .await?;
-            Recorded::Queued { job_id }
-        }
+        Action::Queue(job) => Recorded::Queued {
+            job_id: jobs::enqueue(conn, job, now).await?.get(),
+        },
         Action::Ignore { reason } => Recorded::Ignored {
             reason: reason.clone(),
         },

@@ -1,8 +1,10 @@
 //! Every SQL statement of the runner lives under this module.
 
 pub mod deliveries;
+pub mod deployments;
 pub mod jobs;
 pub mod logs;
+pub mod steps;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -258,6 +258,7 @@ fn decide_push(
             .and_then(|c| c.author.as_ref())
             .and_then(|a| a.name.as_deref().or(a.username.as_deref()))
             .map(|a| clip(a, 200)),
+        rollback_of: None,
         // GitHub's push time orders pushes that arrive out of order; it has second
         // resolution, so pushes within one second keep arrival order.
         ordering_key: parsed
@@ -322,6 +323,7 @@ fn decide_pull_request(
                     .and_then(|u| u.login.as_deref())
                     .map(|a| clip(a, 200)),
                 ordering_key: now,
+                rollback_of: None,
             };
             Ok((Action::Queue(job), facts))
         }

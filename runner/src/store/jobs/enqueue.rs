@@ -20,12 +20,16 @@ pub struct NewJob {
     pub commit_author: Option<String>,
     /// Orders deploys of one environment (GitHub's push time when known, else now).
     pub ordering_key: i64,
+    /// For a rollback: the deployment whose image goes live again.
+    pub rollback_of: Option<i64>,
 }
 
-/// Inserts the job inside the caller's transaction. A deploy supersedes every queued deploy
-/// of the same environment that is older by `ordering_key`; if a newer one is already queued
+/// Inserts the job inside the caller's transaction. For a deploy, the trigger
+/// `jobs_supersede_older_deploys` (migrations/) then supersedes every queued deploy of the
+/// same environment that is older by `ordering_key`; if a newer one is already queued
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
-/// deploys never go live out of push order and nothing is silently dropped.
+/// deploys never go live out of push order and nothing is silently dropped. The trigger
+/// `jobs_link_delivery` records the job on its delivery.
 pub async fn enqueue(
     conn: &mut SqliteConnection,
     job: &NewJob,
@@ -33,8 +37,8 @@ pub async fn enqueue(
 ) -> Result<JobId, StoreError> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key,
-                           delivery_id, commit_message, commit_author, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          RETURNING id",
     )
     .bind(job.project.as_str())
@@ -48,25 +52,19 @@ pub async fn enqueue(
     .bind(job.delivery_id.as_deref())
     .bind(job.commit_message.as_deref())
     .bind(job.commit_author.as_deref())
+    .bind(job.rollback_of)
     .bind(now)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
 
-    if job.kind == JobKind::Deploy {
-        sqlx::query(
-            "UPDATE jobs SET state = 'superseded', superseded_by = newest.id, finished_at = ?1, updated_at = ?1
-             FROM (SELECT id FROM jobs
-                   WHERE project = ?2 AND environment = ?3 AND kind = 'deploy' AND state = 'queued'
-                   ORDER BY ordering_key DESC, id DESC LIMIT 1) AS newest
-             WHERE jobs.project = ?2 AND jobs.environment = ?3 AND jobs.kind = 'deploy' AND jobs.state = 'queued'
-               AND jobs.id <> newest.id",
-        )
-        .bind(now)
-        .bind(job.project.as_str())
-        .bind(job.environment.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
     JobId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Queues a job in its own transaction (actions from the API, not webhook deliveries).
+pub async fn enqueue_now(pool: &sqlx::SqlitePool, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let id = enqueue(&mut tx, job, now).await?;
+    tx.commit().await?;
+    Ok(id)
 }

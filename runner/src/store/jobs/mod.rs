@@ -11,7 +11,7 @@ mod heartbeat;
 pub use abandon::fail_abandoned;
 pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
 pub use claim::claim_next;
-pub use enqueue::{NewJob, enqueue};
+pub use enqueue::{NewJob, enqueue, enqueue_now};
 pub use finish::finish;
 pub use heartbeat::{Heartbeat, heartbeat};
 
@@ -40,6 +40,7 @@ pub struct Job {
     pub attempts: i64,
     pub cancel_requested: bool,
     pub superseded_by: Option<i64>,
+    pub rollback_of: Option<i64>,
     pub error: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -64,6 +65,7 @@ pub(crate) struct JobRow {
     attempts: i64,
     cancel_requested: bool,
     superseded_by: Option<i64>,
+    rollback_of: Option<i64>,
     error: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
@@ -72,7 +74,7 @@ pub(crate) struct JobRow {
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, project, environment, kind, trigger, state, git_ref, sha, pull_request, \
-     delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, error, \
+     delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, rollback_of, error, \
      created_at, started_at, finished_at, updated_at";
 
 impl TryFrom<JobRow> for Job {
@@ -99,6 +101,7 @@ impl TryFrom<JobRow> for Job {
             attempts: row.attempts,
             cancel_requested: row.cancel_requested,
             superseded_by: row.superseded_by,
+            rollback_of: row.rollback_of,
             error: row.error,
             created_at: row.created_at,
             started_at: row.started_at,

@@ -1,0 +1,115 @@
+//! Deployments: what went live where, from which job, replacing what.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::{Page, StoreError};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: i64,
+    pub job_id: i64,
+    pub project: String,
+    pub environment: String,
+    pub sha: String,
+    pub image_ref: String,
+    pub image_digest: Option<String>,
+    pub trigger: String,
+    pub status: String,
+    pub replaced_id: Option<i64>,
+    pub url: Option<String>,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, \
+     replaced_id, url, error, started_at, finished_at";
+
+pub struct NewDeployment<'a> {
+    pub job_id: i64,
+    pub project: &'a str,
+    pub environment: &'a str,
+    pub sha: &'a str,
+    pub image_ref: &'a str,
+    pub image_digest: Option<&'a str>,
+    pub trigger: &'a str,
+    pub url: &'a str,
+}
+
+/// `(nothing) → in_progress`, remembering what is live now. A retried job (its worker
+/// died) reuses its row.
+pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Result<Deployment, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let live: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM deployments WHERE project = ? AND environment = ? AND status = 'live' AND job_id <> ?
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(new.project)
+    .bind(new.environment)
+    .bind(new.job_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row: Deployment = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO deployments (job_id, project, environment, sha, image_ref, image_digest, trigger, status,
+                                  replaced_id, url, started_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?)
+         ON CONFLICT (job_id) DO UPDATE SET status = 'in_progress', image_ref = excluded.image_ref,
+             image_digest = excluded.image_digest, error = NULL, finished_at = NULL
+         RETURNING {COLUMNS}"
+    )))
+    .bind(new.job_id)
+    .bind(new.project)
+    .bind(new.environment)
+    .bind(new.sha)
+    .bind(new.image_ref)
+    .bind(new.image_digest)
+    .bind(new.trigger)
+    .bind(live)
+    .bind(new.url)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// `in_progress → live | failed | rolled_back`.
+pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(now)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Deployment>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deployments WHERE id = ?")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn for_job(pool: &SqlitePool, job_id: i64) -> Result<Option<Deployment>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deployments WHERE job_id = ?")))
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn list(pool: &SqlitePool, project: Option<&str>, before: Option<i64>, limit: usize) -> Result<Page<Deployment>, StoreError> {
+    let rows: Vec<Deployment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deployments WHERE id < ?1 AND (?2 IS NULL OR project = ?2) ORDER BY id DESC LIMIT ?3"
+    )))
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(project)
+    .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |d| d.id))
+}

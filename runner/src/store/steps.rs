@@ -1,0 +1,76 @@
+//! The steps of a job with their state and timing: `pending → running → succeeded |
+//! failed | skipped | cancelled`.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Step {
+    pub position: i64,
+    pub name: String,
+    pub state: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Lays out the job's plan; a retried job starts its plan afresh.
+pub async fn plan(pool: &SqlitePool, job_id: i64, names: &[&str]) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("DELETE FROM job_steps WHERE job_id = ?").bind(job_id).execute(&mut *tx).await?;
+    for (position, name) in (0_i64..).zip(names) {
+        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')")
+            .bind(job_id)
+            .bind(position)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn set_state(
+    pool: &SqlitePool,
+    job_id: i64,
+    name: &str,
+    state: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE job_steps SET state = ?1, error = ?2,
+             started_at = CASE WHEN ?1 = 'running' THEN ?3 ELSE started_at END,
+             finished_at = CASE WHEN ?1 IN ('succeeded', 'failed', 'skipped', 'cancelled') THEN ?3 ELSE finished_at END
+         WHERE job_id = ?4 AND name = ?5",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(now)
+    .bind(job_id)
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Steps that never ran once the job ended are marked skipped.
+pub async fn skip_pending(pool: &SqlitePool, job_id: i64, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE job_steps SET state = 'skipped', finished_at = ? WHERE job_id = ? AND state = 'pending'")
+        .bind(now)
+        .bind(job_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn list(pool: &SqlitePool, job_id: i64) -> Result<Vec<Step>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT position, name, state, started_at, finished_at, error FROM job_steps WHERE job_id = ? ORDER BY position",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?)
+}
