@@ -491,15 +491,25 @@ fn resolve_project(
     let build = raw
         .build
         .map(|b| -> Result<BuildSettings, ConfigError> {
-            crate::domain::ImageRef::parse(&b.image).map_err(|e| invalid(field("build.image"), e))?;
+            crate::domain::ImageRef::parse(&b.image)
+                .map_err(|e| invalid(field("build.image"), e))?;
             if b.image.contains(':') || b.image.contains('@') {
-                return Err(invalid(field("build.image"), "give the repository name only; the runner tags it with the commit SHA"));
+                return Err(invalid(
+                    field("build.image"),
+                    "give the repository name only; the runner tags it with the commit SHA",
+                ));
             }
             let context = b.context.unwrap_or_else(|| ".".to_owned());
             let dockerfile = b.dockerfile.unwrap_or_else(|| "Dockerfile".to_owned());
-            for (name, value) in [("build.context", &context), ("build.dockerfile", &dockerfile)] {
+            for (name, value) in [
+                ("build.context", &context),
+                ("build.dockerfile", &dockerfile),
+            ] {
                 if value.starts_with('/') || value.split('/').any(|part| part == "..") {
-                    return Err(invalid(field(name), "must be a relative path inside the repository"));
+                    return Err(invalid(
+                        field(name),
+                        "must be a relative path inside the repository",
+                    ));
                 }
             }
             Ok(BuildSettings {
@@ -527,11 +537,21 @@ fn resolve_project(
         .registry
         .map(|r| -> Result<RegistrySettings, ConfigError> {
             if r.url.contains("://") || r.url.is_empty() || r.url.ends_with('/') {
-                return Err(invalid(field("registry.url"), "give host[:port][/path] without a scheme, e.g. 127.0.0.1:5000"));
+                return Err(invalid(
+                    field("registry.url"),
+                    "give host[:port][/path] without a scheme, e.g. 127.0.0.1:5000",
+                ));
             }
             let read = |name: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
                 name.as_ref()
-                    .map(|var| env(var).ok_or_else(|| invalid(field(what), format!("environment variable {var} is not set"))))
+                    .map(|var| {
+                        env(var).ok_or_else(|| {
+                            invalid(
+                                field(what),
+                                format!("environment variable {var} is not set"),
+                            )
+                        })
+                    })
                     .transpose()
             };
             Ok(RegistrySettings {
@@ -545,12 +565,20 @@ fn resolve_project(
         .rollout
         .map(|r| -> Result<RolloutSettings, ConfigError> {
             if r.target != "local" {
-                return Err(invalid(field("rollout.target"), format!("{:?} is not a supported target (\"local\")", r.target)));
+                return Err(invalid(
+                    field("rollout.target"),
+                    format!("{:?} is not a supported target (\"local\")", r.target),
+                ));
             }
             let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
             Ok(RolloutSettings {
                 host_port: r.host_port,
-                bind: bind_raw.parse().map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
+                bind: bind_raw.parse().map_err(|_| {
+                    invalid(
+                        field("rollout.bind"),
+                        format!("{bind_raw:?} is not an IP address"),
+                    )
+                })?,
                 timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
             })
         })

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineContext;
+use crate::pipeline::engine::DockerEngine;
 use crate::pipeline::joblog::SecretMask;
 use crate::store::{self, deliveries, now_ms};
 use crate::webhook::ingest::IngestWriter;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub signature_keys: Arc<Vec<SignatureKey>>,
     pub metrics: Arc<Metrics>,
     pub cancellations: Arc<Cancellations>,
+    /// Woken once per job queued outside the webhook (API actions).
+    pub job_queued: Arc<Notify>,
 }
 
 pub struct Application {
@@ -60,6 +63,7 @@ impl Application {
 
         let work_root = work_root(&config.server.database_url);
         reap_work_root(&work_root).await?;
+        let engine = connect_engine(&config).await;
 
         let signature_keys = config
             .projects
@@ -83,12 +87,19 @@ impl Application {
         let worker = Worker {
             pool: pool.clone(),
             config: Arc::clone(&config),
-            job_queued,
+            job_queued: Arc::clone(&job_queued),
             cancellations: Arc::clone(&cancellations),
             metrics: Arc::clone(&metrics),
             pipeline: PipelineContext {
+                pool: pool.clone(),
                 work_root,
                 checkout_timeout: Duration::from_secs(600),
+                push_timeout: Duration::from_secs(1800),
+                engine,
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .context("building the HTTP client")?,
             },
             mask,
             owner: format!("{}-{}", std::process::id(), now_ms()),
@@ -100,6 +111,7 @@ impl Application {
             signature_keys: Arc::new(signature_keys),
             metrics,
             cancellations,
+            job_queued,
         };
         Ok(Self {
             listener,
@@ -154,6 +166,31 @@ impl Application {
             workers.abort_all();
         }
         served.context("serving HTTP")
+    }
+}
+
+/// The Docker engine, if one answers; and what an earlier run left in it is cleaned up.
+/// A runner whose projects need no engine still starts without one.
+async fn connect_engine(config: &Config) -> Option<DockerEngine> {
+    let needs_engine = config
+        .projects
+        .iter()
+        .any(|p| p.build.is_some() || p.rollout.is_some());
+    match DockerEngine::connect().await {
+        Ok(engine) => {
+            if let Err(error) = engine.reap_leftovers().await {
+                tracing::warn!(%error, "cannot remove containers left by an earlier run");
+            }
+            if let Err(error) = crate::pipeline::recover_interrupted_swaps(&engine).await {
+                tracing::warn!(%error, "cannot recover an interrupted rollout");
+            }
+            Some(engine)
+        }
+        Err(error) if needs_engine => {
+            tracing::error!(%error, "no Docker engine: build and rollout steps will fail until it is reachable and the runner restarts");
+            None
+        }
+        Err(_) => None,
     }
 }
 

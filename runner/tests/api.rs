@@ -41,45 +41,73 @@ fn make_repo(dir: &Path) -> String {
 }
 
 #[tokio::test]
-async fn a_claimed_job_checks_out_exactly_its_commit_then_names_the_missing_settings() {
-    let runner = TestRunner::start().await; // clone_url = <dir>/no-such-repo
-    let sha = make_repo(&runner.dir.path().join("no-such-repo"));
+async fn a_project_with_only_the_pinned_keys_queues_jobs_that_fail_naming_what_is_missing() {
+    let runner = TestRunner::start().await;
+    let mut push = fixture_json("push.with-no-username-committer.payload.json");
+    push["repository"]["full_name"] = "Octocoders/Hello-World".into();
+    push["ref"] = "refs/heads/main".into();
+    let body = serde_json::to_vec(&push).expect("json");
     let response = runner
-        .deliver("push", &push_body("refs/heads/master", &sha))
+        .deliver_signed("push", &body, Some(OTHER_SECRET), &unique_delivery_id())
         .await;
     assert_eq!(response.status(), 202);
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
         .expect("id");
-
     let job = runner.wait_for_job_end(job_id).await;
     assert_eq!(job["state"], "failed", "{job}");
     let error = job["error"].as_str().expect("error");
-    assert!(
-        error.contains("project hello has no pipeline settings"),
-        "{error}"
-    );
-    assert!(error.contains("build"), "{error}");
-
-    let log = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(log.status(), 200);
-    let log = log.text().await.expect("text");
-    assert!(log.contains(&format!("checked out {sha}")), "{log}");
-    assert!(log.contains("step checkout: succeeded"), "{log}");
-    assert!(
-        log.lines().all(|l| l.starts_with("20")),
-        "every line is timestamped: {log}"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(runner.dir.path().join("work"))
-        .expect("work dir")
-        .collect();
-    assert!(leftovers.is_empty(), "work directory removed after the job");
+    for setting in [
+        "[projects.build]",
+        "[projects.smoke]",
+        "[projects.registry]",
+        "[projects.rollout]",
+    ] {
+        assert!(error.contains(setting), "{setting} not named in {error}");
+    }
     runner.stop().await;
+}
+
+#[tokio::test]
+async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
+    use runner::pipeline::checkout::{Checkout, GitCheckout};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let first = make_repo(&repo);
+    let runner = TestRunner::start().await;
+    // A job row to read: any queued job will do; its SHA is replaced by the repository's.
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", &first))
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = runner::store::jobs::get(
+        &runner.pool,
+        runner::domain::JobId::new(job_id).expect("id"),
+    )
+    .await
+    .expect("get")
+    .expect("job");
+    let (log, writer) =
+        runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default());
+    let into = dir.path().join("work");
+    GitCheckout::new(repo.display().to_string())
+        .fetch(&job, &into, &log)
+        .await
+        .expect("checkout succeeds");
+    assert_eq!(
+        git(&into, &["rev-parse", "HEAD"]),
+        first,
+        "HEAD is the job's commit, not the branch tip"
+    );
+    assert_eq!(
+        std::fs::read_to_string(into.join("README")).expect("file"),
+        "first\n"
+    );
+    drop(log);
+    writer.flush().await;
+    runner.stop_quickly().await;
 }
 
 #[tokio::test]

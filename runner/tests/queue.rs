@@ -35,6 +35,7 @@ fn new_job(kind: JobKind, environment: &str, sha_digit: char, ordering_key: i64)
         commit_message: None,
         commit_author: None,
         ordering_key,
+        rollback_of: None,
     }
 }
 

@@ -108,6 +108,36 @@ impl Checkout for GitCheckout {
     }
 }
 
+/// The commit a ref points at on the remote (`git ls-remote`), for deploys by branch name.
+pub async fn resolve_ref(
+    url: &str,
+    git_ref: &crate::domain::GitRef,
+) -> Result<crate::domain::CommitSha, String> {
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        git_command(Path::new("."), &["ls-remote", "--", url, git_ref.as_str()]).output(),
+    )
+    .await
+    .map_err(|_| format!("{} did not answer within 60 s", redact_url(url)))?
+    .map_err(|e| format!("cannot run git: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "git ls-remote failed: {}",
+            redact_url(String::from_utf8_lossy(&output.stderr).trim())
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let sha = stdout
+        .lines()
+        .find_map(|line| {
+            line.split_once('\t')
+                .filter(|(_, name)| *name == git_ref.as_str())
+                .map(|(sha, _)| sha.to_owned())
+        })
+        .ok_or_else(|| format!("{git_ref} does not exist on {}", redact_url(url)))?;
+    crate::domain::CommitSha::parse(&sha).map_err(|e| e.to_string())
+}
+
 fn git_command(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new("git");
     command

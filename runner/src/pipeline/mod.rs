@@ -1,18 +1,33 @@
 //! What a claimed job does, step by step. Each step talks to the outside world through
-//! a small boundary of its own; this module only orders them and reports.
+//! a boundary of its own (git, the container engine, the registry); this module orders
+//! the steps, records their states, and makes sure what a step creates is removed
+//! whatever happens (success, failure, timeout or cancel).
 
 pub mod checkout;
+pub mod context;
+pub mod engine;
 pub mod joblog;
+mod probe;
+mod rollout;
 
+pub use rollout::{live_name, recover_interrupted_swaps};
+
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Project;
-use crate::job::JobKind;
+use crate::job::{JobKind, Trigger};
 use crate::store::jobs::Job;
+use crate::store::{deployments, now_ms, steps};
 use checkout::{Checkout, GitCheckout};
+use engine::{BuildRequest, ContainerEngine, ContainerSpec, DockerEngine, RegistryAuth, Role};
 use joblog::JobLog;
 
 /// Why a job did not succeed.
@@ -31,12 +46,24 @@ pub enum JobFailure {
 /// What every job needs from the runner.
 #[derive(Clone)]
 pub struct PipelineContext {
+    pub pool: SqlitePool,
     /// Work directories of running jobs live here; emptied at start-up.
     pub work_root: PathBuf,
     pub checkout_timeout: Duration,
+    pub push_timeout: Duration,
+    /// `None` when no Docker engine answered at start; jobs that need one fail saying so.
+    pub engine: Option<DockerEngine>,
+    pub http: reqwest::Client,
 }
 
-/// Runs `job` for `project`, writing its log, until it ends or `cancel` fires.
+const CHECKOUT: &str = "checkout";
+const BUILD: &str = "build";
+const SMOKE: &str = "smoke";
+const PUSH: &str = "push";
+const ROLLOUT: &str = "rollout";
+const RECORD: &str = "record";
+
+/// Runs `job` for `project`, writing its log and step states, until it ends or `cancel` fires.
 pub async fn run(
     ctx: &PipelineContext,
     project: &Project,
@@ -45,43 +72,366 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<(), JobFailure> {
     log.system(format!(
-        "{} job for {} at {} ({}), attempt {}",
-        job.kind, project.name, job.sha, job.git_ref, job.attempts
+        "{} job ({}) for {} at {} ({}), attempt {}",
+        job.kind, job.trigger, project.name, job.sha, job.git_ref, job.attempts
     ));
+    let plan: &[&str] = match (job.kind, job.trigger) {
+        (JobKind::Verify, _) => &[CHECKOUT, BUILD, SMOKE],
+        (JobKind::Deploy, Trigger::Rollback) => &[ROLLOUT, RECORD],
+        (JobKind::Deploy, _) => &[CHECKOUT, BUILD, SMOKE, PUSH, ROLLOUT, RECORD],
+    };
+    let missing = missing_settings(project, plan);
+    if !missing.is_empty() {
+        return Err(JobFailure::NotConfigured(format!(
+            "project {} cannot {} yet: configure {} in its [[projects]] entry",
+            project.name,
+            if job.kind == JobKind::Verify {
+                "verify pull requests"
+            } else {
+                "deploy"
+            },
+            missing.join(", ")
+        )));
+    }
+    let Some(engine) = ctx.engine.clone() else {
+        return Err(JobFailure::NotConfigured(
+            "no Docker engine answered when the runner started; start it (or set DOCKER_HOST) and restart the runner".into(),
+        ));
+    };
+    record_steps(ctx, job.id.get(), plan).await;
+    let steps = Steps {
+        ctx,
+        job,
+        log,
+        cancel,
+    };
+    let result = match (job.kind, job.trigger) {
+        (JobKind::Deploy, Trigger::Rollback) => run_rollback(&steps, project, &engine).await,
+        (kind, _) => run_build(&steps, project, &engine, kind).await,
+    };
+    let _ = steps::skip_pending(&ctx.pool, job.id.get(), now_ms()).await;
+    result
+}
+
+fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if plan.contains(&BUILD) && project.build.is_none() {
+        missing.push("[projects.build] (image, context, dockerfile)");
+    }
+    if plan.contains(&SMOKE) && project.smoke.is_none() {
+        missing.push("[projects.smoke] (container_port, path)");
+    }
+    if plan.contains(&PUSH) && project.registry.is_none() {
+        missing.push("[projects.registry] (url)");
+    }
+    if plan.contains(&ROLLOUT) && project.rollout.is_none() {
+        missing.push("[projects.rollout] (target, host_port)");
+    }
+    missing
+}
+
+async fn record_steps(ctx: &PipelineContext, job_id: i64, plan: &[&str]) {
+    if let Err(error) = steps::plan(&ctx.pool, job_id, plan).await {
+        tracing::warn!(%error, "cannot record the job's steps");
+    }
+}
+
+/// Runs steps with their timeouts, cancellation and recorded states.
+struct Steps<'a> {
+    ctx: &'a PipelineContext,
+    job: &'a Job,
+    log: &'a JobLog,
+    cancel: &'a CancellationToken,
+}
+
+impl Steps<'_> {
+    async fn run<T>(
+        &self,
+        name: &'static str,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, JobFailure> {
+        let started = std::time::Instant::now();
+        let job_id = self.job.id.get();
+        let _ = steps::set_state(&self.ctx.pool, job_id, name, "running", None, now_ms()).await;
+        self.log.system(format!("step {name}: started"));
+        let outcome = tokio::select! {
+            () = self.cancel.cancelled() => Err(JobFailure::Cancelled),
+            result = tokio::time::timeout(timeout, work) => match result {
+                Err(_) => Err(JobFailure::Timeout { step: name, after: timeout }),
+                Ok(Err(message)) => Err(JobFailure::Step { step: name, message }),
+                Ok(Ok(value)) => Ok(value),
+            },
+        };
+        let elapsed = started.elapsed();
+        let (state, error) = match &outcome {
+            Ok(_) => ("succeeded", None),
+            Err(JobFailure::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
+            Err(failure) => ("failed", Some(failure.to_string())),
+        };
+        let _ = steps::set_state(
+            &self.ctx.pool,
+            job_id,
+            name,
+            state,
+            error.as_deref(),
+            now_ms(),
+        )
+        .await;
+        match &outcome {
+            Ok(_) => self
+                .log
+                .system(format!("step {name}: succeeded in {elapsed:.1?}")),
+            Err(error) => self
+                .log
+                .system(format!("step {name}: {error} after {elapsed:.1?}")),
+        }
+        outcome
+    }
+}
+
+/// A container a step started, removed by the step's owner after the step ends, so it
+/// goes also when the step future is dropped on timeout or cancel.
+#[derive(Clone, Default)]
+struct Leftover(Arc<Mutex<Option<String>>>);
+
+impl Leftover {
+    fn set(&self, id: Option<String>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    async fn remove(&self, engine: &DockerEngine, log: &JobLog) {
+        let id = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(id) = id
+            && let Err(error) = engine.remove(&id).await
+        {
+            log.system(format!("could not remove container {id}: {error}"));
+        }
+    }
+}
+
+async fn run_build(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &DockerEngine,
+    kind: JobKind,
+) -> Result<(), JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
+        unreachable!("settings were checked before the job started");
+    };
     let workdir = ctx
         .work_root
         .join(format!("job-{}-{}", job.id, job.attempts));
     let checkout = GitCheckout::new(clone_url(project));
-    let result = step(
-        log,
-        cancel,
-        "checkout",
-        ctx.checkout_timeout,
-        checkout.fetch(job, &workdir, log),
-    )
-    .await;
-    // The work directory goes whatever happened (also on cancel or timeout).
+    let checked_out = steps
+        .run(
+            CHECKOUT,
+            ctx.checkout_timeout,
+            checkout.fetch(job, &workdir, log),
+        )
+        .await;
+
+    let built = match checked_out {
+        Ok(()) => {
+            let tag = format!("{}:{}", build.image, job.sha);
+            let context_dir = workdir.join(&build.context);
+            let request = BuildRequest {
+                tag: tag.clone(),
+                dockerfile: build.dockerfile.clone(),
+                build_args: build
+                    .build_args
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
+                    .collect(),
+                labels: HashMap::from([
+                    (
+                        "org.opencontainers.image.revision".to_owned(),
+                        job.sha.clone(),
+                    ),
+                    (
+                        "org.opencontainers.image.source".to_owned(),
+                        format!("https://github.com/{}", project.repository),
+                    ),
+                    (
+                        "org.opencontainers.image.created".to_owned(),
+                        crate::telemetry::format_ms(now_ms()),
+                    ),
+                ]),
+            };
+            steps
+                .run(BUILD, build.timeout, async {
+                    let dockerfile = build.dockerfile.clone();
+                    let tar = tokio::task::spawn_blocking(move || {
+                        context::pack(&context_dir, &dockerfile)
+                    })
+                    .await
+                    .map_err(|e| format!("packing the build context: {e}"))??;
+                    log.system(format!("build context: {} KiB", tar.len() / 1024));
+                    engine
+                        .build(Bytes::from(tar), &request, log)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map(|image_id| {
+                    log.system(format!("built {tag} ({image_id})"));
+                    tag
+                })
+        }
+        Err(error) => Err(error),
+    };
+    // The checkout is no longer needed once the image exists (or failed to).
     if let Err(error) = tokio::fs::remove_dir_all(&workdir).await
         && error.kind() != std::io::ErrorKind::NotFound
     {
         log.system(format!("could not remove the work directory: {error}"));
     }
-    result?;
+    let tag = built?;
 
-    let missing = match job.kind {
-        JobKind::Deploy => {
-            "build (image, dockerfile, context), smoke check, registry and rollout target"
-        }
-        JobKind::Verify => "build (image, dockerfile, context) and smoke check",
+    let smoke_container = Leftover::default();
+    let smoked = steps
+        .run(SMOKE, smoke.timeout, async {
+            let spec = ContainerSpec {
+                name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
+                image: tag.clone(),
+                container_port: smoke.container_port,
+                publish: None,
+                role: Role::Smoke,
+                job_id: job.id.get(),
+                labels: HashMap::new(),
+            };
+            let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
+            smoke_container.set(Some(started.id.clone()));
+            let url = format!(
+                "http://{}:{}{}",
+                started.host_ip, started.host_port, smoke.path
+            );
+            log.system(format!(
+                "waiting for {url} to answer {}",
+                smoke.expect_status
+            ));
+            let verdict = probe::until_healthy(
+                &ctx.http,
+                &url,
+                smoke,
+                smoke.timeout.saturating_sub(Duration::from_millis(500)),
+            )
+            .await;
+            copy_container_logs(engine, &started.id, log).await;
+            verdict.map_err(|last| format!("{} answered {last}", smoke.path))
+        })
+        .await;
+    smoke_container.remove(engine, log).await;
+    smoked?;
+
+    if kind == JobKind::Verify {
+        log.system("verify job: the image builds and answers its health check");
+        return Ok(());
+    }
+
+    let Some(registry) = &project.registry else {
+        unreachable!("settings were checked before the job started");
     };
-    Err(JobFailure::NotConfigured(format!(
-        "project {} has no pipeline settings after checkout: configure its {missing} to {} it",
-        project.name,
-        match job.kind {
-            JobKind::Deploy => "deploy",
-            JobKind::Verify => "verify",
+    let repository = format!("{}/{}", registry.url, build.image);
+    let digest = steps
+        .run(PUSH, ctx.push_timeout, async {
+            engine
+                .tag(&tag, &repository, &job.sha)
+                .await
+                .map_err(|e| e.to_string())?;
+            let auth = registry.username.as_ref().map(|username| RegistryAuth {
+                username: username.clone(),
+                password: registry
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default(),
+                server: registry
+                    .url
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+            let digest = engine
+                .push(&repository, &job.sha, auth, log)
+                .await
+                .map_err(|e| e.to_string())?;
+            log.system(format!("pushed {repository}:{} ({digest})", job.sha));
+            Ok(digest)
+        })
+        .await?;
+
+    let image_ref = format!("{repository}:{}", job.sha);
+    rollout::go_live(
+        steps,
+        project,
+        engine,
+        &image_ref,
+        &format!("{repository}@{digest}"),
+        Some(&digest),
+    )
+    .await
+}
+
+async fn run_rollback(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &DockerEngine,
+) -> Result<(), JobFailure> {
+    let job = steps.job;
+    let target = match job.rollback_of {
+        Some(id) => deployments::get(&steps.ctx.pool, id).await.ok().flatten(),
+        None => None,
+    };
+    let Some(target) = target else {
+        return Err(JobFailure::NotConfigured(format!(
+            "rollback job {} names no deployment that exists",
+            job.id
+        )));
+    };
+    let Some(digest) = target.image_digest.clone() else {
+        return Err(JobFailure::NotConfigured(format!(
+            "deployment {} has no pushed image digest",
+            target.id
+        )));
+    };
+    let repository = target
+        .image_ref
+        .rsplit_once(':')
+        .map_or(target.image_ref.as_str(), |(repo, _)| repo);
+    steps.log.system(format!(
+        "rolling back to deployment {} ({} at {})",
+        target.id, target.image_ref, digest
+    ));
+    rollout::go_live(
+        steps,
+        project,
+        engine,
+        &target.image_ref,
+        &format!("{repository}@{digest}"),
+        Some(&digest),
+    )
+    .await
+}
+
+async fn copy_container_logs(engine: &DockerEngine, container: &str, log: &JobLog) {
+    match engine.logs(container).await {
+        Ok(lines) => {
+            for line in lines {
+                log.stdout(&format!("[container] {line}"));
+            }
         }
-    )))
+        Err(error) => log.system(format!("could not read the container's logs: {error}")),
+    }
 }
 
 fn clone_url(project: &Project) -> String {
@@ -89,30 +439,4 @@ fn clone_url(project: &Project) -> String {
         .clone_url
         .clone()
         .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository))
-}
-
-/// Runs one step with its timeout and the job's cancellation, logging start and end.
-async fn step<T>(
-    log: &JobLog,
-    cancel: &CancellationToken,
-    name: &'static str,
-    timeout: Duration,
-    work: impl Future<Output = Result<T, String>>,
-) -> Result<T, JobFailure> {
-    let started = std::time::Instant::now();
-    log.system(format!("step {name}: started"));
-    let outcome = tokio::select! {
-        () = cancel.cancelled() => Err(JobFailure::Cancelled),
-        result = tokio::time::timeout(timeout, work) => match result {
-            Err(_) => Err(JobFailure::Timeout { step: name, after: timeout }),
-            Ok(Err(message)) => Err(JobFailure::Step { step: name, message }),
-            Ok(Ok(value)) => Ok(value),
-        },
-    };
-    let elapsed = started.elapsed();
-    match &outcome {
-        Ok(_) => log.system(format!("step {name}: succeeded in {elapsed:.1?}")),
-        Err(error) => log.system(format!("step {name}: {error} after {elapsed:.1?}")),
-    }
-    outcome
 }

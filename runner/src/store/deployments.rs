@@ -39,7 +39,11 @@ pub struct NewDeployment<'a> {
 
 /// `(nothing) → in_progress`, remembering what is live now. A retried job (its worker
 /// died) reuses its row.
-pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Result<Deployment, StoreError> {
+pub async fn start(
+    pool: &SqlitePool,
+    new: &NewDeployment<'_>,
+    now: i64,
+) -> Result<Deployment, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let live: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM deployments WHERE project = ? AND environment = ? AND status = 'live' AND job_id <> ?
@@ -75,7 +79,13 @@ pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Resu
 }
 
 /// `in_progress → live | failed | rolled_back`.
-pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+pub async fn finish(
+    pool: &SqlitePool,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
     )
@@ -89,20 +99,29 @@ pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str
 }
 
 pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Deployment>, StoreError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deployments WHERE id = ?")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deployments WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 pub async fn for_job(pool: &SqlitePool, job_id: i64) -> Result<Option<Deployment>, StoreError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deployments WHERE job_id = ?")))
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deployments WHERE job_id = ?"
+    )))
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
-pub async fn list(pool: &SqlitePool, project: Option<&str>, before: Option<i64>, limit: usize) -> Result<Page<Deployment>, StoreError> {
+pub async fn list(
+    pool: &SqlitePool,
+    project: Option<&str>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Page<Deployment>, StoreError> {
     let rows: Vec<Deployment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deployments WHERE id < ?1 AND (?2 IS NULL OR project = ?2) ORDER BY id DESC LIMIT ?3"
     )))
@@ -112,4 +131,32 @@ pub async fn list(pool: &SqlitePool, project: Option<&str>, before: Option<i64>,
     .fetch_all(pool)
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.id))
+}
+
+/// A deployment whose job ended without finishing it (its worker died too often) is failed.
+pub async fn fail_orphans(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE deployments SET status = 'failed', error = 'its job ended before the rollout finished', finished_at = ?
+         WHERE status = 'in_progress'
+           AND job_id IN (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'superseded'))",
+    )
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The deployment live in an environment now.
+pub async fn live(
+    pool: &SqlitePool,
+    project: &str,
+    environment: &str,
+) -> Result<Option<Deployment>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deployments WHERE project = ? AND environment = ? AND status = 'live' ORDER BY id DESC LIMIT 1"
+    )))
+    .bind(project)
+    .bind(environment)
+    .fetch_optional(pool)
+    .await?)
 }

@@ -19,14 +19,19 @@ pub struct Step {
 /// Lays out the job's plan; a retried job starts its plan afresh.
 pub async fn plan(pool: &SqlitePool, job_id: i64, names: &[&str]) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("DELETE FROM job_steps WHERE job_id = ?").bind(job_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM job_steps WHERE job_id = ?")
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
     for (position, name) in (0_i64..).zip(names) {
-        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')")
-            .bind(job_id)
-            .bind(position)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')",
+        )
+        .bind(job_id)
+        .bind(position)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

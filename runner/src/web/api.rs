@@ -8,9 +8,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use crate::domain::JobId;
-use crate::job::{JobKind, JobState};
+use axum::http::StatusCode;
+
+use crate::domain::{CommitSha, GitRef, JobId};
+use crate::job::{JobKind, JobState, Trigger};
 use crate::startup::AppState;
+use crate::store::jobs::NewJob;
 use crate::store::jobs::{CancelOutcome, JobFilter};
 use crate::store::{self, deliveries, jobs, logs, now_ms};
 
@@ -85,7 +88,160 @@ pub async fn get_job(
     let job = jobs::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
-    Ok(Json(json!(job)))
+    let steps = store::steps::list(&state.pool, id.get()).await?;
+    let deployment = store::deployments::for_job(&state.pool, id.get()).await?;
+    let mut body = json!(job);
+    body["steps"] = json!(steps);
+    body["deployment"] = json!(deployment);
+    Ok(Json(body))
+}
+
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = store::deployments::list(
+        &state.pool,
+        query.project.as_deref(),
+        query.before,
+        query.limit()?,
+    )
+    .await?;
+    Ok(Json(json!(page)))
+}
+
+/// Queues a job that puts exactly this deployment's image digest live again.
+pub async fn rollback_deployment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let id: i64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "deployment id must be a positive integer, got {id:?}"
+        ))
+    })?;
+    let target = store::deployments::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
+    if target.status != "live" || target.image_digest.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id} never went live (status {}); only a deployment that was live can be rolled back to",
+            target.status
+        )));
+    }
+    let project = state.config.project(&target.project).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "project {} is no longer configured",
+            target.project
+        ))
+    })?;
+    let original = jobs::get(
+        &state.pool,
+        JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
+    )
+    .await?;
+    let job = NewJob {
+        project: project.name.clone(),
+        environment: project.environment.clone(),
+        kind: JobKind::Deploy,
+        trigger: Trigger::Rollback,
+        git_ref: original
+            .as_ref()
+            .and_then(|j| GitRef::parse(&j.git_ref).ok())
+            .unwrap_or_else(|| project.deploy_branches[0].clone()),
+        sha: CommitSha::parse(&target.sha).map_err(|e| ApiError::Internal(e.into()))?,
+        pull_request: None,
+        delivery_id: None,
+        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
+        commit_author: original.and_then(|j| j.commit_author),
+        ordering_key: now_ms(),
+        rollback_of: Some(id),
+    };
+    let job_id = jobs::enqueue_now(&state.pool, &job, now_ms()).await?;
+    state.job_queued.notify_one();
+    tracing::info!(deployment = id, job_id = %job_id, "rollback queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "rollback_of": id })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// A branch name (`main`) or a full ref (`refs/heads/main`), resolved to its head.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// A full 40-character commit SHA, deployed as is.
+    sha: Option<String>,
+}
+
+/// Deploys a branch head or a commit again (trigger `redeploy`).
+pub async fn deploy_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let project = state
+        .config
+        .project(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("project {name:?} is not configured")))?;
+    let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be {{\"ref\": \"main\"}} or {{\"sha\": \"<40 hex>\"}}: {e}"
+        ))
+    })?;
+    let (git_ref, sha) = match (request.git_ref, request.sha) {
+        (_, Some(sha)) => {
+            let sha = CommitSha::parse(&sha).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            (project.deploy_branches[0].clone(), sha)
+        }
+        (Some(raw), None) => {
+            let git_ref = if raw.starts_with("refs/") {
+                GitRef::parse(&raw)
+            } else {
+                GitRef::branch(&raw)
+            }
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let url = project
+                .clone_url
+                .clone()
+                .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository));
+            let sha = crate::pipeline::checkout::resolve_ref(&url, &git_ref)
+                .await
+                .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
+            (git_ref, sha)
+        }
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "give \"ref\" (a branch) or \"sha\"".into(),
+            ));
+        }
+    };
+    let job = NewJob {
+        project: project.name.clone(),
+        environment: project.environment.clone(),
+        kind: JobKind::Deploy,
+        trigger: Trigger::Redeploy,
+        git_ref,
+        sha,
+        pull_request: None,
+        delivery_id: None,
+        commit_message: None,
+        commit_author: None,
+        ordering_key: now_ms(),
+        rollback_of: None,
+    };
+    let job_id = jobs::enqueue_now(&state.pool, &job, now_ms()).await?;
+    state.job_queued.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "sha": job.sha })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

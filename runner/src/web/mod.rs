@@ -26,6 +26,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(api::get_job))
         .route("/api/jobs/{id}/logs", get(api::job_logs))
         .route("/api/jobs/{id}/cancel", post(api::cancel_job))
+        .route("/api/deployments", get(api::list_deployments))
+        .route(
+            "/api/deployments/{id}/rollback",
+            post(api::rollback_deployment),
+        )
+        .route("/api/projects/{name}/deploy", post(api::deploy_project))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
         // The webhook reads its body itself, with its own limit and error.
         .layer(DefaultBodyLimit::disable())

@@ -78,6 +78,21 @@ deploy_branches = ["master", "release/v1"]
 webhook_secret_env = "HELLO_SECRET"
 clone_url = "{missing}"
 
+[projects.build]
+image = "runner-test-hello"
+
+[projects.smoke]
+container_port = 5001
+expect_body = "healthy"
+timeout_secs = 20
+
+[projects.registry]
+url = "127.0.0.1:1"
+
+[projects.rollout]
+target = "local"
+host_port = {host_port}
+
 [[projects]]
 name = "other"
 repository = "Octocoders/Hello-World"
@@ -87,6 +102,7 @@ clone_url = "{missing}"
 "#,
         db = dir.join("runner.db").display(),
         missing = dir.join("no-such-repo").display(),
+        host_port = free_port(),
     )
 }
 
@@ -224,4 +240,12 @@ pub fn hanging_server() -> String {
         }
     });
     format!("http://{addr}/hangs.git")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

@@ -62,7 +62,11 @@ pub async fn enqueue(
 }
 
 /// Queues a job in its own transaction (actions from the API, not webhook deliveries).
-pub async fn enqueue_now(pool: &sqlx::SqlitePool, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
+pub async fn enqueue_now(
+    pool: &sqlx::SqlitePool,
+    job: &NewJob,
+    now: i64,
+) -> Result<JobId, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let id = enqueue(&mut tx, job, now).await?;
     tx.commit().await?;

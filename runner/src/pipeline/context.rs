@@ -1,0 +1,186 @@
+//! The build context: the context directory of the checkout as a tar archive, without
+//! what `.dockerignore` excludes (Docker's rules: `*`, `?`, `**`, `!` exceptions, last
+//! match wins) and never the `.git` directory.
+
+use std::path::Path;
+
+/// One `.dockerignore` rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    segments: Vec<String>,
+    exclude: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DockerIgnore {
+    rules: Vec<Rule>,
+}
+
+impl DockerIgnore {
+    pub fn parse(text: &str) -> Self {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| {
+                let (exclude, pattern) = match line.strip_prefix('!') {
+                    Some(rest) => (false, rest.trim()),
+                    None => (true, line),
+                };
+                let segments: Vec<String> = pattern
+                    .trim_start_matches("./")
+                    .split('/')
+                    .filter(|s| !s.is_empty() && *s != ".")
+                    .map(str::to_owned)
+                    .collect();
+                (!segments.is_empty()).then_some(Rule { segments, exclude })
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// Whether `path` (relative, '/'-separated) is left out of the context. A pattern that
+    /// matches a directory excludes everything under it.
+    pub fn excludes(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut excluded = false;
+        for rule in &self.rules {
+            let matched =
+                (1..=parts.len()).any(|len| matches_segments(&rule.segments, &parts[..len]));
+            if matched {
+                excluded = rule.exclude;
+            }
+        }
+        excluded
+    }
+}
+
+fn matches_segments(pattern: &[String], path: &[&str]) -> bool {
+    match (pattern.first(), path.first()) {
+        (None, None) => true,
+        (Some(p), _) if p == "**" => {
+            matches_segments(&pattern[1..], path)
+                || (!path.is_empty() && matches_segments(pattern, &path[1..]))
+        }
+        (Some(p), Some(segment)) => {
+            wildcard(p.as_bytes(), segment.as_bytes())
+                && matches_segments(&pattern[1..], &path[1..])
+        }
+        _ => false,
+    }
+}
+
+/// `*` (any run of characters) and `?` (one character) within one path segment.
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard(&pattern[1..], text) || (!text.is_empty() && wildcard(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => wildcard(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// Packs `dir` into a tar archive, honouring its `.dockerignore`. The Dockerfile is
+/// always included, as Docker does, even when a pattern matches it.
+pub fn pack(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
+    let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => DockerIgnore::parse(&text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => DockerIgnore::default(),
+        Err(error) => return Err(format!("cannot read .dockerignore: {error}")),
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&current)
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(dir)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .replace('\\', "/");
+            if relative == ".git" || relative.starts_with(".git/") {
+                continue;
+            }
+            if ignore.excludes(&relative) && relative != dockerfile {
+                continue;
+            }
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                builder
+                    .append_dir(&relative, &path)
+                    .map_err(|e| format!("cannot add {relative}: {e}"))?;
+                pending.push(path);
+            } else {
+                builder
+                    .append_path_with_name(&path, &relative)
+                    .map_err(|e| format!("cannot add {relative}: {e}"))?;
+            }
+        }
+    }
+    builder
+        .into_inner()
+        .map_err(|e| format!("cannot finish the context archive: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_rules_follow_docker() {
+        let ignore = DockerIgnore::parse(
+            "# comment\ntarget\n*.log\n**/*.tmp\n!keep.log\ndocs/*\n!docs/README.md\n",
+        );
+        assert!(ignore.excludes("target"));
+        assert!(ignore.excludes("target/debug/app"));
+        assert!(ignore.excludes("build.log"));
+        assert!(!ignore.excludes("keep.log"));
+        assert!(ignore.excludes("a/b/c.tmp"));
+        assert!(ignore.excludes("docs/guide.md"));
+        assert!(!ignore.excludes("docs/README.md"));
+        assert!(!ignore.excludes("src/main.rs"));
+        assert!(
+            !ignore.excludes("sub/build.log"),
+            "a pattern without ** matches from the root only"
+        );
+    }
+
+    #[test]
+    fn packing_honours_dockerignore_and_skips_git() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(dir.path().join(".dockerignore"), "secret.env\nDockerfile\n")
+            .expect("write");
+        std::fs::write(dir.path().join("secret.env"), "TOKEN=x").expect("write");
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
+        std::fs::write(dir.path().join(".git/config"), "x").expect("write");
+        std::fs::create_dir_all(dir.path().join("bin")).expect("mkdir");
+        std::fs::write(dir.path().join("bin/app"), "binary").expect("write");
+        let tar_bytes = pack(dir.path(), "Dockerfile").expect("pack");
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert!(names.contains(&"Dockerfile".to_owned()), "{names:?}");
+        assert!(names.contains(&"bin/app".to_owned()), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("secret.env")), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with(".git")), "{names:?}");
+    }
+}

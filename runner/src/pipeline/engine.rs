@@ -1,0 +1,460 @@
+//! The container engine boundary: build, run, inspect, push, over the Docker Engine API.
+//!
+//! Everything the runner creates carries the label `io.runner.managed=true` and a role,
+//! so what a crash leaves behind can be found and removed at the next start.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, PushImageOptions, RemoveContainerOptions, RenameContainerOptions,
+    StartContainerOptions, StopContainerOptions, TagImageOptions,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::joblog::JobLog;
+
+pub const MANAGED_LABEL: &str = "io.runner.managed";
+pub const ROLE_LABEL: &str = "io.runner.role";
+pub const JOB_LABEL: &str = "io.runner.job";
+
+/// What a container is for; smoke and candidate containers never outlive their job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Smoke,
+    Candidate,
+    Live,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Smoke => "smoke",
+            Self::Candidate => "candidate",
+            Self::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine ({0}); start it or set DOCKER_HOST")]
+    Unreachable(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(error: bollard::errors::Error) -> Self {
+        Self::Engine(error.to_string())
+    }
+}
+
+/// A container to start.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub container_port: u16,
+    /// Publish on this address and port; `None` picks a free port on 127.0.0.1.
+    pub publish: Option<(IpAddr, u16)>,
+    pub role: Role,
+    pub job_id: i64,
+    pub labels: HashMap<String, String>,
+}
+
+/// A started container and the host port its service answers on.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: String,
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+}
+
+/// The engine operations the pipeline uses, in our words.
+pub trait ContainerEngine: Send + Sync {
+    fn build(
+        &self,
+        context_tar: Bytes,
+        request: &BuildRequest,
+        log: &JobLog,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<Started, EngineError>> + Send;
+    fn logs(
+        &self,
+        container: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn remove(&self, container: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn push(
+        &self,
+        image: &str,
+        tag: &str,
+        auth: Option<RegistryAuth>,
+        log: &JobLog,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub tag: String,
+    pub dockerfile: String,
+    pub build_args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+}
+
+#[derive(Clone)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    pub server: String,
+}
+
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+impl DockerEngine {
+    /// Connects to `DOCKER_HOST` or the local socket and checks the engine answers.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        Ok(Self { docker })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Containers this runner created, optionally only those with `role`.
+    pub async fn managed(
+        &self,
+        role: Option<Role>,
+    ) -> Result<Vec<(String, Vec<String>, HashMap<String, String>)>, EngineError> {
+        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        if let Some(role) = role {
+            labels.push(format!("{ROLE_LABEL}={}", role.as_str()));
+        }
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), labels)])),
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                Some((
+                    c.id?,
+                    c.names.unwrap_or_default(),
+                    c.labels.unwrap_or_default(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Removes smoke and candidate containers a killed runner left behind.
+    pub async fn reap_leftovers(&self) -> Result<usize, EngineError> {
+        let mut removed = 0;
+        for role in [Role::Smoke, Role::Candidate] {
+            for (id, names, _) in self.managed(Some(role)).await? {
+                tracing::info!(container = %id, names = ?names, "removing a container left by an earlier run");
+                self.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The id of the container named `name`, if it exists.
+    pub async fn find(&self, name: &str) -> Result<Option<String>, EngineError> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(details) => Ok(details.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn stop(&self, container: &str) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn restart(&self, container: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .rename_container(
+                container,
+                RenameContainerOptions {
+                    name: name.to_owned(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Where a running container publishes `container_port`.
+    async fn published_port(
+        &self,
+        id: &str,
+        container_port: u16,
+    ) -> Result<(IpAddr, u16), EngineError> {
+        let details = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await?;
+        let key = format!("{container_port}/tcp");
+        let binding = details
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut ports| ports.remove(&key))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().next())
+            .ok_or_else(|| {
+                EngineError::Engine(format!("container {id} publishes no port for {key}"))
+            })?;
+        let ip = binding
+            .host_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "0.0.0.0")
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let port = binding
+            .host_port
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| {
+                EngineError::Engine(format!("container {id} has no host port for {key}"))
+            })?;
+        Ok((ip, port))
+    }
+}
+
+impl ContainerEngine for DockerEngine {
+    async fn build(
+        &self,
+        context_tar: Bytes,
+        request: &BuildRequest,
+        log: &JobLog,
+    ) -> Result<String, EngineError> {
+        let options = BuildImageOptions {
+            dockerfile: request.dockerfile.clone(),
+            t: Some(request.tag.clone()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(request.build_args.clone()),
+            labels: Some(request.labels.clone()),
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context_tar)));
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| EngineError::Engine(format!("build failed: {e}")))?;
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Engine(
+                    detail.message.unwrap_or_else(|| "build failed".to_owned()),
+                ));
+            }
+            if let Some(text) = info.stream.as_deref() {
+                log.stdout(text.trim_end());
+            }
+            if let Some(status) = info.status.as_deref() {
+                log.stdout(status);
+            }
+            if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                image_id = Some(id);
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => {
+                // The classic builder reports the id in the stream only; ask for the tag.
+                let image = self.docker.inspect_image(&request.tag).await?;
+                image.id.ok_or_else(|| {
+                    EngineError::Engine("the engine did not report an image id".into())
+                })
+            }
+        }
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, EngineError> {
+        let port_key = format!("{}/tcp", spec.container_port);
+        let (host_ip, host_port) = match spec.publish {
+            Some((ip, port)) => (ip.to_string(), port.to_string()),
+            None => ("127.0.0.1".to_owned(), String::new()),
+        };
+        let mut labels = spec.labels.clone();
+        labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
+        labels.insert(ROLE_LABEL.to_owned(), spec.role.as_str().to_owned());
+        labels.insert(JOB_LABEL.to_owned(), spec.job_id.to_string());
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            labels: Some(labels),
+            exposed_ports: Some(vec![port_key.clone()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some(host_ip),
+                        host_port: Some(host_port),
+                    }]),
+                )])),
+                restart_policy: (spec.role == Role::Live).then_some(
+                    bollard::models::RestartPolicy {
+                        name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+                        maximum_retry_count: None,
+                    },
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(Some(options), body).await?;
+        if let Err(error) = self
+            .docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+        {
+            let _ = self.remove(&created.id).await;
+            return Err(error.into());
+        }
+        let (host_ip, host_port) = match self.published_port(&created.id, spec.container_port).await
+        {
+            Ok(published) => published,
+            Err(error) => {
+                let _ = self.remove(&created.id).await;
+                return Err(error);
+            }
+        };
+        Ok(Started {
+            id: created.id,
+            host_ip,
+            host_port,
+        })
+    }
+
+    async fn logs(&self, container: &str) -> Result<Vec<String>, EngineError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "500".to_owned(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(container, Some(options));
+        let mut lines = Vec::new();
+        while let Some(item) = stream.next().await {
+            let output = item?;
+            lines.extend(output.to_string().lines().map(str::to_owned));
+        }
+        Ok(lines)
+    }
+
+    async fn remove(&self, container: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn push(
+        &self,
+        image: &str,
+        tag: &str,
+        auth: Option<RegistryAuth>,
+        log: &JobLog,
+    ) -> Result<String, EngineError> {
+        let credentials = auth.map(|auth| DockerCredentials {
+            username: Some(auth.username),
+            password: Some(auth.password),
+            serveraddress: Some(auth.server),
+            ..Default::default()
+        });
+        let options = PushImageOptions {
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.push_image(image, Some(options), credentials);
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| EngineError::Engine(format!("push failed: {e}")))?;
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Engine(
+                    detail.message.unwrap_or_else(|| "push failed".to_owned()),
+                ));
+            }
+            if let Some(status) = info.status.as_deref() {
+                // The last status line reads "<tag>: digest: sha256:<hex> size: <n>".
+                if let Some(rest) = status.split("digest: ").nth(1) {
+                    digest = rest.split_whitespace().next().map(str::to_owned);
+                }
+                if !status.starts_with("Pushing")
+                    && !status.starts_with("Waiting")
+                    && !status.starts_with("Preparing")
+                {
+                    log.stdout(status);
+                }
+            }
+        }
+        digest.ok_or_else(|| {
+            EngineError::Engine("the registry did not report a digest for the pushed image".into())
+        })
+    }
+}
+
+impl DockerEngine {
+    pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        let options = TagImageOptions {
+            repo: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+        };
+        self.docker.tag_image(source, Some(options)).await?;
+        Ok(())
+    }
+}
