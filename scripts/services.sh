@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The outside systems the tests talk to, installed and run locally.
 #   services.sh install   packages the tests need (idempotent)
-#   services.sh start     start the services, recording their PIDs
+#   services.sh start     start the services on free loopback ports, recording their PIDs
 #   services.sh stop      stop what `start` started
-#   services.sh env       print the exports that point clients at them
+#   services.sh env       print the exports that point the tests at them
 # State lives in $SERVICES_DIR (default: /tmp/runner-test-services).
 set -euo pipefail
 DIR=${SERVICES_DIR:-/tmp/runner-test-services}
@@ -18,13 +18,51 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-install() {
-  apt_install git curl ca-certificates docker-compose
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url log
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "services.sh: not answering: $1" >&2; cat "$2" >&2; return 1
 }
 
-start() { :; }
-stop() { :; }
-env_() { :; }
+install() {
+  apt_install git curl ca-certificates docker-compose docker-registry
+}
+
+start() {
+  stop
+  # A Docker Registry v2 (CNCF distribution) on loopback; Docker allows plain HTTP to 127.0.0.0/8.
+  local port; port=$(free_port)
+  rm -rf "$DIR/registry-data"; mkdir -p "$DIR/registry-data"
+  cat >"$DIR/registry.yml" <<YML
+version: 0.1
+log: { level: warn }
+storage:
+  filesystem: { rootdirectory: $DIR/registry-data }
+  delete: { enabled: true }
+http:
+  addr: 127.0.0.1:$port
+YML
+  setsid docker-registry serve "$DIR/registry.yml" >"$DIR/registry.log" 2>&1 &
+  echo $! >"$DIR/registry.pid"
+  echo "$port" >"$DIR/registry.port"
+  wait_http "http://127.0.0.1:$port/v2/" "$DIR/registry.log"
+  echo "registry on 127.0.0.1:$port" >&2
+}
+
+stop() {
+  for name in registry; do
+    if [ -f "$DIR/$name.pid" ]; then
+      kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+      rm -f "$DIR/$name.pid"
+    fi
+  done
+}
+
+env_() {
+  [ -f "$DIR/registry.port" ] && echo "export RUNNER_TEST_REGISTRY=127.0.0.1:$(cat "$DIR/registry.port")"
+  return 0
+}
 
 case "${1:-}" in
   install) install ;; start) start ;; stop) stop ;; env) env_ ;;

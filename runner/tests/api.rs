@@ -346,3 +346,68 @@ async fn healthz_and_metrics_answer() {
     assert!(metrics.contains("runner_queue_depth"), "{metrics}");
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn redeploy_and_rollback_refuse_bad_requests() {
+    let runner = TestRunner::start().await;
+    let deploy = runner.url("/api/projects/hello/deploy");
+    let cases: Vec<(String, Option<&str>, &str, u16)> = vec![
+        (
+            deploy.clone(),
+            None,
+            r#"{"sha":"1111111111111111111111111111111111111111"}"#,
+            401,
+        ),
+        (
+            deploy.clone(),
+            Some("wrong-token-wrong-token"),
+            r#"{"sha":"1111111111111111111111111111111111111111"}"#,
+            401,
+        ),
+        (deploy.clone(), Some(ADMIN_TOKEN), r#"{"sha":"123"}"#, 400),
+        (deploy.clone(), Some(ADMIN_TOKEN), r#"{"ref":"$(id)"}"#, 400),
+        (deploy.clone(), Some(ADMIN_TOKEN), r#"{}"#, 400),
+        (deploy.clone(), Some(ADMIN_TOKEN), r#"not json"#, 400),
+        (
+            deploy.clone(),
+            Some(ADMIN_TOKEN),
+            r#"{"ref":"master"}"#,
+            409,
+        ),
+        (
+            runner.url("/api/projects/nope/deploy"),
+            Some(ADMIN_TOKEN),
+            r#"{"ref":"master"}"#,
+            404,
+        ),
+        (
+            runner.url("/api/deployments/999/rollback"),
+            Some(ADMIN_TOKEN),
+            "",
+            404,
+        ),
+        (
+            runner.url("/api/deployments/abc/rollback"),
+            Some(ADMIN_TOKEN),
+            "",
+            400,
+        ),
+        (runner.url("/api/deployments/1/rollback"), None, "", 401),
+    ];
+    for (url, token, body, status) in cases {
+        let mut request = runner
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status(), status, "{url} {body}");
+        let answer: Value = response.json().await.expect("JSON error");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    assert_eq!(runner.count("jobs").await, 0, "nothing was queued");
+    runner.stop().await;
+}

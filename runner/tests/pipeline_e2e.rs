@@ -1,0 +1,396 @@
+//! End to end against the real parts: a git repository holding the webapp's scratch
+//! build context, the local Docker engine, a real Docker Registry v2, and the runner.
+//! Needs `WEBAPP_STATIC_BIN` (scripts/build-webapp-static) and `RUNNER_TEST_REGISTRY`
+//! (scripts/services.sh start); `scripts/test` provides both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn required_env(name: &str, how: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: {how} (scripts/test does this)"))
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+const DOCKERFILE: &str = "FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
+
+fn commit_all(repo: &Path, message: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "--allow-empty", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Removes what the test made live in the engine, whatever the outcome.
+struct EngineCleanup {
+    container: String,
+    /// Image references to remove, as `docker images --filter reference=` patterns.
+    references: Vec<String>,
+}
+
+impl Drop for EngineCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        for reference in &self.references {
+            let listed = Command::new("docker")
+                .args([
+                    "images",
+                    "--format",
+                    "{{.ID}}",
+                    "--filter",
+                    &format!("reference={reference}"),
+                ])
+                .output();
+            if let Ok(listed) = listed {
+                for image in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+                }
+            }
+        }
+    }
+}
+
+async fn push_and_wait(runner: &TestRunner, sha: &str) -> Value {
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", sha))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    wait_long(runner, job_id).await
+}
+
+async fn wait_long(runner: &TestRunner, job_id: i64) -> Value {
+    for _ in 0..1200 {
+        let job = runner.get_json(&format!("/api/jobs/{job_id}")).await;
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {job_id} did not finish in 120 s");
+}
+
+async fn log_of(runner: &TestRunner, job_id: &Value) -> String {
+    runner
+        .client
+        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn live_version(port: u16) -> Value {
+    reqwest::get(format!("http://127.0.0.1:{port}/version"))
+        .await
+        .expect("the environment's port answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn push_builds_smokes_pushes_and_goes_live_then_a_bad_image_fails_and_rollback_restores() {
+    let webapp_bin = PathBuf::from(required_env(
+        "WEBAPP_STATIC_BIN",
+        "build it with scripts/build-webapp-static",
+    ));
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    assert!(
+        webapp_bin.exists(),
+        "{} does not exist",
+        webapp_bin.display()
+    );
+
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("e2e{unique}");
+    let image = format!("runner-e2e-{unique}");
+    let host_port = free_port();
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path().to_owned();
+    git(&repo, &["init", "--quiet", "--initial-branch=master"]);
+    std::fs::copy(&webapp_bin, repo.join("webapp")).expect("copy the webapp binary");
+    std::fs::write(repo.join("Dockerfile"), DOCKERFILE).expect("write");
+    std::fs::write(repo.join(".dockerignore"), "notes.txt\n").expect("write");
+    std::fs::write(repo.join("notes.txt"), "not part of the image\n").expect("write");
+    let first = commit_all(&repo, "first version");
+
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ],
+    };
+    let config_project = project.clone();
+    let config_repo = repo.clone();
+    let config_registry = registry.clone();
+    let config_image = image.clone();
+    let runner = TestRunner::start_with(move |dir| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+database_url = "sqlite://{db}"
+
+[queue]
+workers = 2
+lease_secs = 10
+
+[[projects]]
+name = "{config_project}"
+repository = "{REPOSITORY}"
+deploy_branches = ["master"]
+webhook_secret_env = "HELLO_SECRET"
+clone_url = "{repo}"
+
+[projects.build]
+image = "{config_image}"
+build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
+
+[projects.smoke]
+container_port = 5001
+path = "/health"
+expect_body = "healthy"
+timeout_secs = 15
+
+[projects.registry]
+url = "{config_registry}"
+
+[projects.rollout]
+target = "local"
+host_port = {host_port}
+timeout_secs = 30
+"#,
+            db = dir.join("runner.db").display(),
+            repo = config_repo.display(),
+        )
+    })
+    .await;
+
+    // 1. First push goes live.
+    let job = push_and_wait(&runner, &first).await;
+    let log = log_of(&runner, &job["id"]).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    let steps: Vec<(&str, &str)> = job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name"),
+                s["state"].as_str().expect("state"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("checkout", "succeeded"),
+            ("build", "succeeded"),
+            ("smoke", "succeeded"),
+            ("push", "succeeded"),
+            ("rollout", "succeeded"),
+            ("record", "succeeded")
+        ]
+    );
+    assert!(
+        log.contains("[container]"),
+        "the smoke container's own logs are in the job log:\n{log}"
+    );
+    let first_deployment = job["deployment"].clone();
+    assert_eq!(first_deployment["status"], "live");
+    assert_eq!(first_deployment["sha"], first.as_str());
+    assert_eq!(first_deployment["trigger"], "push");
+    assert_eq!(
+        first_deployment["url"],
+        format!("http://127.0.0.1:{host_port}")
+    );
+    let digest = first_deployment["image_digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert_eq!(live_version(host_port).await["commit"], first.as_str());
+
+    // The image is in the registry under the commit's tag, with the recorded digest.
+    let manifest = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{image}/manifests/{first}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .expect("registry answers");
+    assert_eq!(manifest.status(), 200);
+    assert_eq!(
+        manifest.headers()["docker-content-digest"]
+            .to_str()
+            .expect("ascii"),
+        digest
+    );
+    // The image carries the OCI labels, and .dockerignore kept notes.txt out.
+    let inspect = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Labels}}",
+            &format!("{image}:{first}"),
+        ])
+        .output()
+        .expect("docker");
+    let labels: Value = serde_json::from_slice(&inspect.stdout).expect("labels json");
+    assert_eq!(labels["org.opencontainers.image.revision"], first.as_str());
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        format!("https://github.com/{REPOSITORY}")
+    );
+    assert!(
+        labels["org.opencontainers.image.created"]
+            .as_str()
+            .is_some()
+    );
+
+    // 2. A second commit replaces it.
+    std::fs::write(repo.join("CHANGES"), "second\n").expect("write");
+    let second = commit_all(&repo, "second version");
+    let job = push_and_wait(&runner, &second).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&runner, &job["id"]).await
+    );
+    assert_eq!(job["deployment"]["replaced_id"], first_deployment["id"]);
+    assert_eq!(live_version(host_port).await["commit"], second.as_str());
+
+    // 3. An image that never answers its health check fails; the second version keeps serving.
+    std::fs::write(
+        repo.join("Dockerfile"),
+        DOCKERFILE.replace("PORT=5001", "PORT=5999"),
+    )
+    .expect("write");
+    let broken = commit_all(&repo, "broken version");
+    let job = push_and_wait(&runner, &broken).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().expect("error");
+    assert!(
+        error.contains("smoke failed") && error.contains("/health answered"),
+        "{error}"
+    );
+    assert_eq!(live_version(host_port).await["commit"], second.as_str());
+    let leftovers = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=io.runner.role=smoke"])
+        .output()
+        .expect("docker");
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "smoke containers are removed"
+    );
+
+    // 4. Rolling back to the first deployment puts exactly its image live again.
+    let url = runner.url(&format!(
+        "/api/deployments/{}/rollback",
+        first_deployment["id"]
+    ));
+    let refused = runner.client.post(&url).send().await.expect("POST");
+    assert_eq!(refused.status(), 401);
+    let response = runner
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = wait_long(&runner, job_id).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&runner, &job["id"]).await
+    );
+    assert_eq!(job["trigger"], "rollback");
+    assert_eq!(job["deployment"]["trigger"], "rollback");
+    assert_eq!(job["deployment"]["image_digest"], digest.as_str());
+    assert_eq!(live_version(host_port).await["commit"], first.as_str());
+
+    // 5. A redeploy of a given commit, by the API.
+    let url = runner.url(&format!("/api/projects/{project}/deploy"));
+    let response = runner
+        .client
+        .post(&url)
+        .json(&serde_json::json!({ "sha": second }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 401);
+    let response = runner
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "sha": second }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = wait_long(&runner, job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["deployment"]["trigger"], "redeploy");
+    assert_eq!(live_version(host_port).await["commit"], second.as_str());
+
+    let deployments = runner.get_json("/api/deployments").await;
+    let statuses: Vec<&str> = deployments["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["live", "live", "live", "live"],
+        "redeploy, rollback, second, first (the broken push never got a deployment row)"
+    );
+    runner.stop().await;
+}
