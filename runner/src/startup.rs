@@ -142,6 +142,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop_workers = CancellationToken::new();
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
+        let pool = self.state.pool.clone();
+        let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
         let retention = tokio::spawn(prune_bodies(
             self.state.pool.clone(),
             self.state.config.server.delivery_body_retention,
@@ -155,6 +157,8 @@ impl Application {
         tracing::info!("stopped accepting requests; waiting for running jobs");
         stop_workers.cancel();
         retention.abort();
+        checkpoints.abort();
+        let _ = store::checkpoint(&pool).await;
         let drained = tokio::time::timeout(JOB_SHUTDOWN_GRACE, async {
             while workers.join_next().await.is_some() {}
         })
@@ -225,6 +229,15 @@ async fn reap_work_root(root: &PathBuf) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(root)
         .await
         .with_context(|| format!("creating the work directory {}", root.display()))
+}
+
+async fn checkpoint_periodically(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(error) = store::checkpoint(&pool).await {
+            tracing::warn!(%error, "WAL checkpoint failed");
+        }
+    }
 }
 
 async fn prune_bodies(pool: SqlitePool, retention: Duration, stop: CancellationToken) {

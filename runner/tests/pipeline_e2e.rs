@@ -12,32 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn required_env(name: &str, how: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: {how} (scripts/test does this)"))
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("git is installed");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-const DOCKERFILE: &str = "FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
-
 fn commit_all(repo: &Path, message: &str) -> String {
     git(repo, &["add", "-A"]);
     git(repo, &["commit", "--quiet", "--allow-empty", "-m", message]);
@@ -142,7 +116,7 @@ async fn push_builds_smokes_pushes_and_goes_live_then_a_bad_image_fails_and_roll
     let repo = repo_dir.path().to_owned();
     git(&repo, &["init", "--quiet", "--initial-branch=master"]);
     std::fs::copy(&webapp_bin, repo.join("webapp")).expect("copy the webapp binary");
-    std::fs::write(repo.join("Dockerfile"), DOCKERFILE).expect("write");
+    std::fs::write(repo.join("Dockerfile"), WEBAPP_DOCKERFILE).expect("write");
     std::fs::write(repo.join(".dockerignore"), "notes.txt\n").expect("write");
     std::fs::write(repo.join("notes.txt"), "not part of the image\n").expect("write");
     let first = commit_all(&repo, "first version");
@@ -302,7 +276,7 @@ timeout_secs = 30
     // 3. An image that never answers its health check fails; the second version keeps serving.
     std::fs::write(
         repo.join("Dockerfile"),
-        DOCKERFILE.replace("PORT=5001", "PORT=5999"),
+        WEBAPP_DOCKERFILE.replace("PORT=5001", "PORT=5999"),
     )
     .expect("write");
     let broken = commit_all(&repo, "broken version");

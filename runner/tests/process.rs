@@ -104,7 +104,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let current = job(client, base, id).await;
         if check(&current) {
@@ -294,4 +294,93 @@ async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
     );
     // The database was created under the configured path with its migrations applied.
     assert!(dir.path().join("runner.db").exists());
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends() {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    // An image that never becomes healthy keeps the smoke step busy long enough to kill.
+    let sha = webapp_repo(&repo, &WEBAPP_DOCKERFILE.replace("PORT=5001", "PORT=5999"));
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let image = format!("runner-kill-{unique}");
+    let config = pipeline_config(
+        dir.path(),
+        &format!("kill{unique}"),
+        &repo,
+        &image,
+        &registry,
+        free_port(),
+        20,
+    );
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    let mut first = Runner::start(&config_path);
+    let body = push_body("refs/heads/master", &sha);
+    let response = client
+        .post(format!("{}/webhooks/github", first.base))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", unique_delivery_id())
+        .header("x-hub-signature-256", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while containers_of_job(job_id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the smoke container never started: {}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill9();
+    assert!(
+        !containers_of_job(job_id).is_empty(),
+        "the killed runner left its smoke container"
+    );
+
+    let second = Runner::start(&config_path);
+    let leftovers = containers_of_job(job_id);
+    // The restarted runner reaps it before running anything (a new attempt may start its own).
+    let stale: Vec<&String> = leftovers
+        .iter()
+        .filter(|name| name.ends_with("-1"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "attempt 1's container survived the restart: {leftovers:?}"
+    );
+    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
+        !matches!(j["state"].as_str(), Some("queued" | "running"))
+    })
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        containers_of_job(job_id).is_empty(),
+        "no container of the job is left"
+    );
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .expect("work dir")
+        .collect();
+    assert!(work.is_empty(), "no work directory is left");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{image}:{sha}")])
+        .output();
 }

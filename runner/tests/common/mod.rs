@@ -249,3 +249,116 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// A project with every pipeline step configured, deploying from the git repository `repo`.
+pub fn pipeline_config(
+    dir: &Path,
+    project: &str,
+    repo: &Path,
+    image: &str,
+    registry: &str,
+    host_port: u16,
+    smoke_secs: u64,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+database_url = "sqlite://{db}"
+
+[queue]
+workers = 2
+lease_secs = 3
+max_attempts = 2
+
+[[projects]]
+name = "{project}"
+repository = "{REPOSITORY}"
+deploy_branches = ["master"]
+webhook_secret_env = "HELLO_SECRET"
+clone_url = "{repo}"
+
+[projects.build]
+image = "{image}"
+build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
+
+[projects.smoke]
+container_port = 5001
+path = "/health"
+expect_body = "healthy"
+timeout_secs = {smoke_secs}
+
+[projects.registry]
+url = "{registry}"
+
+[projects.rollout]
+target = "local"
+host_port = {host_port}
+timeout_secs = 30
+"#,
+        db = dir.join("runner.db").display(),
+        repo = repo.display(),
+    )
+}
+
+/// The Dockerfile of the test repositories: the static webapp binary in an empty image.
+pub const WEBAPP_DOCKERFILE: &str = "FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
+
+pub fn required_env(name: &str, how: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: {how} (scripts/test does this)"))
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A git repository holding the webapp's scratch build context; returns the commit.
+pub fn webapp_repo(repo: &Path, dockerfile: &str) -> String {
+    let webapp_bin = PathBuf::from(required_env(
+        "WEBAPP_STATIC_BIN",
+        "build it with scripts/build-webapp-static",
+    ));
+    std::fs::create_dir_all(repo).expect("mkdir");
+    git(repo, &["init", "--quiet", "--initial-branch=master"]);
+    std::fs::copy(&webapp_bin, repo.join("webapp"))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", webapp_bin.display()));
+    std::fs::write(repo.join("Dockerfile"), dockerfile).expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "-m", "webapp"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Names of containers the runner labelled for job `job_id` (any state).
+pub fn containers_of_job(job_id: i64) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=io.runner.job={job_id}"),
+        ])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

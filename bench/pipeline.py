@@ -1,0 +1,66 @@
+"""Drives bench/pipeline.sh: pushes N commits to a running runner, waits for each to go
+live, and splits each push-to-live time into engine/registry/git time and the runner's
+own overhead (queue pickup, gaps between steps, bookkeeping)."""
+import hashlib, hmac, json, os, statistics, subprocess, sys, time, urllib.request, uuid
+
+base, secret, repo, fixture, app_port, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+EXTERNAL = {"checkout", "build", "smoke", "push", "rollout"}
+
+def git(*args):
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True,
+                          env=dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")).stdout.strip()
+
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return json.load(r)
+
+def deliver(sha):
+    push = json.load(open(fixture))
+    push["ref"], push["after"] = "refs/heads/master", sha
+    body = json.dumps(push).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(base + "/webhooks/github", data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sig})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)["job_id"]
+
+def live_commit():
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{app_port}/version", timeout=1) as r:
+            return json.load(r)["commit"]
+    except Exception:
+        return None
+
+rows = []
+for i in range(runs + 1):
+    with open(os.path.join(repo, "CHANGES"), "a") as f:
+        f.write(f"change {i} {time.time()}\n")
+    git("add", "-A"); git("commit", "-q", "-m", f"change {i}")
+    sha = git("rev-parse", "HEAD")
+    t0 = time.perf_counter()
+    job_id = deliver(sha)
+    while live_commit() != sha:
+        job = get(f"/api/jobs/{job_id}")
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.01)
+    push_to_live = time.perf_counter() - t0
+    while (job := get(f"/api/jobs/{job_id}"))["state"] in ("queued", "running"):
+        time.sleep(0.01)
+    if job["state"] != "succeeded":
+        sys.exit(f"deploy {i} {job['state']}: {job.get('error')}")
+    steps = {s["name"]: (s["finished_at"] - s["started_at"]) / 1000 for s in job["steps"]}
+    wall = (job["finished_at"] - job["created_at"]) / 1000
+    pickup = (job["started_at"] - job["created_at"]) / 1000
+    external = sum(v for k, v in steps.items() if k in EXTERNAL)
+    rows.append(dict(push_to_live=push_to_live, wall=wall, pickup=pickup, external=external,
+                     overhead=wall - external, **steps))
+    print(f"deploy {i}{' (warm-up, not counted)' if i == 0 else ''}: push-to-live {push_to_live:.2f} s, "
+          + ", ".join(f"{k} {v*1000:.0f} ms" for k, v in steps.items())
+          + f", pickup {pickup*1000:.0f} ms, runner overhead {(wall-external)*1000:.0f} ms", flush=True)
+
+counted = rows[1:]
+def med(key): return statistics.median(r[key] for r in counted)
+def worst(key): return max(r[key] for r in counted)
+print(json.dumps({k: [med(k), worst(k)] for k in ("push_to_live", "external", "overhead", "pickup")}))

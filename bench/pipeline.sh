@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Push-to-live wall time of the webapp through the runner, with a warm build cache, split
+# into time spent in git/the engine/the registry and the runner's own overhead.
+# Baseline from the same run: the same build, smoke run and push done directly with the
+# docker CLI (what the original CI workflow did), with no runner in between.
+#   bench/pipeline.sh [RUNS]      (default 5, after one warm-up deploy)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$BENCH_ROOT"
+RUNS=${1:-5}
+apt_need curl git
+
+export SERVICES_DIR=$(mktemp -d)
+scripts/services.sh install >/dev/null
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+registry=$RUNNER_TEST_REGISTRY
+cargo build --release --locked -p runner >&2
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+RUNNER="$target_dir/release/runner"
+webapp_bin=$(scripts/build-webapp-static)
+
+work=$(mktemp -d)
+unique="bench$$"
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
+  docker rm -f "runner-$unique-production" "$unique-baseline" >/dev/null 2>&1 || true
+  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
+}
+trap cleanup EXIT
+
+repo="$work/repo"; mkdir -p "$repo"
+git -C "$repo" init -q --initial-branch=master
+cp "$webapp_bin" "$repo/webapp"
+printf 'FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT ["/webapp"]\n' >"$repo/Dockerfile"
+git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@x commit -qm initial
+
+# Baseline: the docker CLI doing build, smoke (run, wait for /health, remove) and push.
+baseline_times=()
+for i in $(seq 1 "$RUNS"); do
+  t0=$(date +%s.%N)
+  docker build -q --build-arg "APP_COMMIT=base$i" -t "$unique-base:$i" "$repo" >/dev/null 2>&1
+  docker run -d --name "$unique-baseline" -p 127.0.0.1::5001 "$unique-base:$i" >/dev/null
+  port=$(docker port "$unique-baseline" 5001/tcp | head -1 | sed 's/.*://')
+  until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do sleep 0.01; done
+  docker rm -f "$unique-baseline" >/dev/null
+  docker tag "$unique-base:$i" "$registry/$unique-base:$i"
+  docker push -q "$registry/$unique-base:$i" >/dev/null
+  t1=$(date +%s.%N)
+  baseline_times+=("$(python3 -c "print($t1 - $t0)")")
+done
+baseline=$(printf '%s\n' "${baseline_times[@]}" | python3 -c 'import statistics,sys; print(statistics.median(float(l) for l in sys.stdin))')
+
+port=$(free_port); app_port=$(free_port); secret="bench-$RANDOM$RANDOM"
+cat >"$work/runner.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+database_url = "sqlite://$work/runner.db"
+[[projects]]
+name = "$unique"
+repository = "Codertocat/Hello-World"
+deploy_branches = ["master"]
+webhook_secret_env = "BENCH_SECRET"
+clone_url = "$repo"
+[projects.build]
+image = "$unique"
+build_args = { APP_COMMIT = "{{sha}}" }
+[projects.smoke]
+container_port = 5001
+expect_body = "healthy"
+[projects.registry]
+url = "$registry"
+[projects.rollout]
+target = "local"
+host_port = $app_port
+TOML
+BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" >"$RESULTS/pipeline-runner.log" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$port/healthz"
+
+summary=$(python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$repo" \
+  runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS" | tee /dev/stderr | tail -1)
+python3 - "$summary" "$baseline" <<'PY'
+import json, sys
+s, baseline = json.loads(sys.argv[1]), float(sys.argv[2])
+ptl, ext, over, pick = s["push_to_live"], s["external"], s["overhead"], s["pickup"]
+print()
+print(f"baseline (docker CLI build + smoke + push, median): {baseline:.2f} s")
+print(f"push-to-live via the runner: median {ptl[0]:.2f} s, worst {ptl[1]:.2f} s (target <= 10 s); "
+      f"ratio to the CLI baseline {ptl[0]/baseline:.2f}")
+print(f"  in git / engine / registry: median {ext[0]:.2f} s")
+print(f"  runner overhead (pickup, bookkeeping, logs, between steps): median {over[0]*1000:.0f} ms, worst {over[1]*1000:.0f} ms (target <= 500 ms)")
+print(f"  queue pickup: median {pick[0]*1000:.0f} ms, worst {pick[1]*1000:.0f} ms (target p99 <= 50 ms)")
+PY
