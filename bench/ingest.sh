@@ -47,6 +47,15 @@ repository = "Codertocat/Hello-World"
 deploy_branches = ["master"]
 webhook_secret_env = "BENCH_SECRET"
 clone_url = "http://127.0.0.1:$hang_port/repo.git"
+[projects.build]
+image = "ingest-bench"
+[projects.smoke]
+container_port = 5001
+[projects.registry]
+url = "127.0.0.1:1"
+[projects.rollout]
+target = "local"
+host_port = $(free_port)
 TOML
 cp runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$work/push.json"
 export BENCH_BODY="$work/push.json"

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use sqlx::{SqliteConnection, SqlitePool};
 
+use std::collections::{HashMap, HashSet};
+
 use super::jobs::{self, NewJob};
 use super::{Page, StoreError};
 
@@ -47,74 +49,155 @@ pub enum Recorded {
     },
 }
 
-/// Records one delivery and what it triggers, inside the caller's transaction. The
-/// delivery row goes first: the unique index on `delivery_id` decides duplicates (so
-/// concurrent redeliveries cannot both win), and a duplicate has written nothing.
-pub async fn record(
+/// Records a batch of deliveries and what they trigger, inside the caller's transaction,
+/// with one multi-row statement for the deliveries and one for their jobs (round trips to
+/// SQLite, not rows, are what a batch costs). The unique index on `delivery_id` decides
+/// duplicates, also between copies inside one batch (the first wins), so concurrent
+/// redeliveries cannot both win. Triggers (migrations/) supersede older queued deploys
+/// and link each job to its delivery, row by row in batch order.
+pub async fn record_batch(
     conn: &mut SqliteConnection,
-    delivery: &NewDelivery,
-    action: &Action,
-) -> Result<Recorded, StoreError> {
-    let now = delivery.received_at;
-    let (outcome, reason) = match action {
-        Action::Queue(_) => ("queued", None),
-        Action::Ignore { reason } => ("ignored", Some(reason.clone())),
-        Action::CancelPullRequest { number, .. } => {
-            ("cancelled", Some(format!("pull request #{number} closed")))
-        }
-    };
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, reason,
-                                 content_type, body, body_bytes, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (delivery_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&delivery.delivery_id)
-    .bind(&delivery.event)
-    .bind(delivery.action.as_deref())
-    .bind(delivery.project.as_deref())
-    .bind(delivery.repository.as_deref())
-    .bind(delivery.git_ref.as_deref())
-    .bind(delivery.sha.as_deref())
-    .bind(delivery.hook_id)
-    .bind(outcome)
-    .bind(reason.as_deref())
-    .bind(&delivery.content_type)
-    .bind(&delivery.body)
-    .bind(i64::try_from(delivery.body.len()).unwrap_or(i64::MAX))
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row_id) = inserted else {
-        let job_id: Option<i64> =
-            sqlx::query_scalar("SELECT job_id FROM deliveries WHERE delivery_id = ?")
-                .bind(&delivery.delivery_id)
-                .fetch_one(&mut *conn)
-                .await?;
-        return Ok(Recorded::Duplicate { job_id });
-    };
-    Ok(match action {
-        Action::Queue(job) => Recorded::Queued {
-            job_id: jobs::enqueue(conn, job, now).await?.get(),
-        },
-        Action::Ignore { reason } => Recorded::Ignored {
-            reason: reason.clone(),
-        },
-        Action::CancelPullRequest { project, number } => {
-            let cancelled = jobs::cancel_queued_pull_request(conn, project, *number, now).await?;
-            let reason = format!(
-                "pull request #{number} closed; cancelled {} queued verify job(s)",
-                cancelled.len()
-            );
-            sqlx::query("UPDATE deliveries SET reason = ? WHERE id = ?")
-                .bind(&reason)
-                .bind(row_id)
-                .execute(&mut *conn)
-                .await?;
-            Recorded::Cancelled { jobs: cancelled }
-        }
-    })
+    batch: &[(&NewDelivery, &Action)],
+) -> Result<Vec<Recorded>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, reason, \
+         content_type, body, body_bytes, received_at) ",
+    );
+    insert.push_values(batch.iter(), |mut row, (delivery, action)| {
+        let (outcome, reason) = match action {
+            Action::Queue(_) => ("queued", None),
+            Action::Ignore { reason } => ("ignored", Some(reason.clone())),
+            Action::CancelPullRequest { number, .. } => {
+                ("cancelled", Some(format!("pull request #{number} closed")))
+            }
+        };
+        row.push_bind(delivery.delivery_id.clone())
+            .push_bind(delivery.event.clone())
+            .push_bind(delivery.action.clone())
+            .push_bind(delivery.project.clone())
+            .push_bind(delivery.repository.clone())
+            .push_bind(delivery.git_ref.clone())
+            .push_bind(delivery.sha.clone())
+            .push_bind(delivery.hook_id)
+            .push_bind(outcome)
+            .push_bind(reason)
+            .push_bind(delivery.content_type.clone())
+            .push_bind(delivery.body.clone())
+            .push_bind(i64::try_from(delivery.body.len()).unwrap_or(i64::MAX))
+            .push_bind(delivery.received_at);
+    });
+    insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
+    let inserted: HashSet<String> = insert
+        .build_query_scalar::<String>()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    // In batch order, the first copy of an inserted id is the new one; every other is a duplicate.
+    let mut claimed = HashSet::new();
+    let is_new: Vec<bool> = batch
+        .iter()
+        .map(|(delivery, _)| {
+            inserted.contains(&delivery.delivery_id)
+                && claimed.insert(delivery.delivery_id.as_str())
+        })
+        .collect();
+
+    let new_jobs: Vec<&NewJob> = batch
+        .iter()
+        .zip(&is_new)
+        .filter_map(|((_, action), new)| match action {
+            Action::Queue(job) if *new => Some(job),
+            _ => None,
+        })
+        .collect();
+    let mut job_ids: HashMap<String, i64> = HashMap::new();
+    if !new_jobs.is_empty() {
+        let now = batch[0].0.received_at;
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
+             delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
+        );
+        insert.push_values(new_jobs.iter(), |mut row, job| {
+            row.push_bind(job.project.to_string())
+                .push_bind(job.environment.to_string())
+                .push_bind(job.kind.as_str())
+                .push_bind(job.trigger.as_str())
+                .push_bind("queued")
+                .push_bind(job.git_ref.to_string())
+                .push_bind(job.sha.to_string())
+                .push_bind(job.pull_request)
+                .push_bind(job.ordering_key)
+                .push_bind(job.delivery_id.clone())
+                .push_bind(job.commit_message.clone())
+                .push_bind(job.commit_author.clone())
+                .push_bind(job.rollback_of)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.push(" RETURNING id, delivery_id");
+        let rows: Vec<(i64, Option<String>)> = insert
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?;
+        job_ids.extend(
+            rows.into_iter()
+                .filter_map(|(id, delivery)| Some((delivery?, id))),
+        );
+    }
+
+    let mut results = Vec::with_capacity(batch.len());
+    for ((delivery, action), new) in batch.iter().zip(is_new) {
+        let recorded = if !new {
+            let job_id: Option<i64> =
+                sqlx::query_scalar("SELECT job_id FROM deliveries WHERE delivery_id = ?")
+                    .bind(&delivery.delivery_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Recorded::Duplicate { job_id }
+        } else {
+            match action {
+                Action::Queue(_) => Recorded::Queued {
+                    job_id: job_ids.get(&delivery.delivery_id).copied().ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "no job recorded for delivery {}",
+                            delivery.delivery_id
+                        ))
+                    })?,
+                },
+                Action::Ignore { reason } => Recorded::Ignored {
+                    reason: reason.clone(),
+                },
+                Action::CancelPullRequest { project, number } => {
+                    let cancelled = jobs::cancel_queued_pull_request(
+                        conn,
+                        project,
+                        *number,
+                        delivery.received_at,
+                    )
+                    .await?;
+                    let reason = format!(
+                        "pull request #{number} closed; cancelled {} queued verify job(s)",
+                        cancelled.len()
+                    );
+                    sqlx::query("UPDATE deliveries SET reason = ? WHERE delivery_id = ?")
+                        .bind(&reason)
+                        .bind(&delivery.delivery_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Recorded::Cancelled { jobs: cancelled }
+                }
+            }
+        };
+        results.push(recorded);
+    }
+    Ok(results)
 }
 
 /// A delivery as listed by the API (without its body).

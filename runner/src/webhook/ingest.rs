@@ -2,7 +2,7 @@
 //!
 //! One task owns a dedicated write connection. Handlers send it a delivery and wait;
 //! it takes every delivery that is waiting (up to a cap), records them all in one
-//! transaction, and commits with one fsync. Only after that commit does any
+//! transaction with one multi-row statement per table, and commits with one fsync. Only after that commit does any
 //! handler get its answer, so a 2xx still means "committed" (invariant 1), while the
 //! cost of the fsync is shared by every delivery that arrived during the previous one.
 
@@ -73,7 +73,13 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = std::time::Instant::now();
         let results = commit_batch(&mut conn, &batch).await;
+        tracing::trace!(
+            deliveries = batch.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "ingest batch committed"
+        );
         let queued = results
             .iter()
             .filter(|r| matches!(r, Ok(Recorded::Queued { .. })))
@@ -123,10 +129,8 @@ async fn try_commit(
     batch: &[Pending],
 ) -> Result<Vec<Recorded>, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for pending in batch {
-        results.push(deliveries::record(conn, &pending.delivery, &pending.action).await?);
-    }
+    let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
+    let results = deliveries::record_batch(conn, &items).await?;
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
 }
