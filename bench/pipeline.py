@@ -1,4 +1,4 @@
-"""Drives bench/pipeline.sh: pushes N commits to a running runner, waits for each to go
+"""Drives bench/pipeline.sh (progress on stderr, the summary as one JSON line on stdout): pushes N commits to a running runner, waits for each to go
 live, and splits each push-to-live time into engine/registry/git time and the runner's
 own overhead (queue pickup, gaps between steps, bookkeeping)."""
 import hashlib, hmac, json, os, statistics, subprocess, sys, time, urllib.request, uuid
@@ -58,7 +58,7 @@ for i in range(runs + 1):
                      overhead=wall - external, **steps))
     print(f"deploy {i}{' (warm-up, not counted)' if i == 0 else ''}: push-to-live {push_to_live:.2f} s, "
           + ", ".join(f"{k} {v*1000:.0f} ms" for k, v in steps.items())
-          + f", pickup {pickup*1000:.0f} ms, runner overhead {(wall-external)*1000:.0f} ms", flush=True)
+          + f", pickup {pickup*1000:.0f} ms, runner overhead {(wall-external)*1000:.0f} ms", file=sys.stderr, flush=True)
 
 counted = rows[1:]
 def med(key): return statistics.median(r[key] for r in counted)

@@ -81,7 +81,7 @@ pid=$!
 wait_http "http://127.0.0.1:$port/healthz"
 
 summary=$(python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$repo" \
-  runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS" | tee /dev/stderr | tail -1)
+  runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS")
 python3 - "$summary" "$baseline" <<'PY'
 import json, sys
 s, baseline = json.loads(sys.argv[1]), float(sys.argv[2])

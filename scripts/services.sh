@@ -26,7 +26,12 @@ wait_http() { # url log
 }
 
 install() {
-  apt_install git curl ca-certificates docker-compose docker-registry
+  apt_install git curl ca-certificates docker-compose docker-registry python3-venv
+  # moto: a real AWS API (ECR here) on loopback.
+  if [ ! -x "$DIR/venv/bin/moto_server" ]; then
+    python3 -m venv "$DIR/venv"
+    "$DIR/venv/bin/pip" install -q 'moto[server]==5.*'
+  fi
 }
 
 start() {
@@ -48,10 +53,17 @@ YML
   echo "$port" >"$DIR/registry.port"
   wait_http "http://127.0.0.1:$port/v2/" "$DIR/registry.log"
   echo "registry on 127.0.0.1:$port" >&2
+
+  local moto_port; moto_port=$(free_port)
+  setsid "$DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$DIR/moto.log" 2>&1 &
+  echo $! >"$DIR/moto.pid"
+  echo "$moto_port" >"$DIR/moto.port"
+  wait_http "http://127.0.0.1:$moto_port/moto-api/" "$DIR/moto.log"
+  echo "moto (AWS APIs) on 127.0.0.1:$moto_port" >&2
 }
 
 stop() {
-  for name in registry; do
+  for name in registry moto; do
     if [ -f "$DIR/$name.pid" ]; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
       rm -f "$DIR/$name.pid"
@@ -61,6 +73,11 @@ stop() {
 
 env_() {
   [ -f "$DIR/registry.port" ] && echo "export RUNNER_TEST_REGISTRY=127.0.0.1:$(cat "$DIR/registry.port")"
+  if [ -f "$DIR/moto.port" ]; then
+    echo "export RUNNER_TEST_AWS_ENDPOINT=http://127.0.0.1:$(cat "$DIR/moto.port")"
+    # moto accepts any credentials; these keep the SDK from looking for real ones.
+    echo "export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
+  fi
   return 0
 }
 

@@ -109,7 +109,10 @@ struct RawSmoke {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegistry {
-    url: String,
+    kind: Option<String>,
+    url: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
     username_env: Option<String>,
     password_env: Option<String>,
 }
@@ -199,11 +202,26 @@ pub struct SmokeSettings {
     pub timeout: Duration,
 }
 
-/// A Docker Registry v2 the image is pushed to.
+/// Which kind of registry images are pushed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// Any Docker Registry v2, with optional basic auth.
+    V2,
+    /// Amazon ECR: repository created when missing, login from `GetAuthorizationToken`.
+    Ecr {
+        region: Option<String>,
+        /// The ECR API endpoint, when not AWS's own (a VPC endpoint, or a local emulator).
+        endpoint_url: Option<String>,
+    },
+}
+
+/// The registry the image is pushed to.
 #[derive(Clone)]
 pub struct RegistrySettings {
-    /// `host[:port][/path]`, without a scheme.
-    pub url: String,
+    pub kind: RegistryKind,
+    /// `host[:port][/path]`, without a scheme. Required for v2; for ECR it overrides the
+    /// registry host the token names (a mirror or proxy in front of ECR).
+    pub url: Option<String>,
     pub username: Option<String>,
     pub password: Option<SecretString>,
 }
@@ -211,6 +229,7 @@ pub struct RegistrySettings {
 impl std::fmt::Debug for RegistrySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrySettings")
+            .field("kind", &self.kind)
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
@@ -536,11 +555,39 @@ fn resolve_project(
     let registry = raw
         .registry
         .map(|r| -> Result<RegistrySettings, ConfigError> {
-            if r.url.contains("://") || r.url.is_empty() || r.url.ends_with('/') {
+            let kind = match r.kind.as_deref().unwrap_or("v2") {
+                "v2" => RegistryKind::V2,
+                "ecr" => RegistryKind::Ecr {
+                    region: r.region.clone(),
+                    endpoint_url: r.endpoint_url.clone(),
+                },
+                other => {
+                    return Err(invalid(
+                        field("registry.kind"),
+                        format!("{other:?} is not \"v2\" or \"ecr\""),
+                    ));
+                }
+            };
+            if (r.region.is_some() || r.endpoint_url.is_some()) && kind == RegistryKind::V2 {
                 return Err(invalid(
-                    field("registry.url"),
-                    "give host[:port][/path] without a scheme, e.g. 127.0.0.1:5000",
+                    field("registry.region"),
+                    "region and endpoint_url only apply to kind = \"ecr\"",
                 ));
+            }
+            match &r.url {
+                None if kind == RegistryKind::V2 => {
+                    return Err(invalid(
+                        field("registry.url"),
+                        "required for a v2 registry, e.g. \"127.0.0.1:5000\"",
+                    ));
+                }
+                Some(url) if url.contains("://") || url.is_empty() || url.ends_with('/') => {
+                    return Err(invalid(
+                        field("registry.url"),
+                        "give host[:port][/path] without a scheme, e.g. 127.0.0.1:5000",
+                    ));
+                }
+                _ => {}
             }
             let read = |name: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
                 name.as_ref()
@@ -555,6 +602,7 @@ fn resolve_project(
                     .transpose()
             };
             Ok(RegistrySettings {
+                kind,
                 url: r.url.clone(),
                 username: read(&r.username_env, "registry.username_env")?,
                 password: read(&r.password_env, "registry.password_env")?.map(SecretString::from),

@@ -100,6 +100,7 @@ impl Application {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .context("building the HTTP client")?,
+                ecr: Arc::default(),
             },
             mask,
             owner: format!("{}-{}", std::process::id(), now_ms()),

@@ -368,3 +368,62 @@ timeout_secs = 30
     );
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_login() {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let aws = required_env(
+        "RUNNER_TEST_AWS_ENDPOINT",
+        "start moto with scripts/services.sh start",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("ecr{unique}");
+    let image = format!("runner-ecr-e2e-{unique}");
+    let host_port = free_port();
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ],
+    };
+    let (config_project, config_image, config_registry) =
+        (project.clone(), image.clone(), registry.clone());
+    let runner = TestRunner::start_with(move |dir| {
+        // ECR's API is moto; the pushes go to the local registry standing in for ECR's host.
+        pipeline_config(dir, &config_project, &repo, &config_image, &config_registry, host_port, 15).replace(
+            &format!("[projects.registry]\nurl = \"{config_registry}\""),
+            &format!(
+                "[projects.registry]\nkind = \"ecr\"\nregion = \"us-east-1\"\nendpoint_url = \"{aws}\"\nurl = \"{config_registry}\""
+            ),
+        )
+    })
+    .await;
+    let job = push_and_wait(&runner, &sha).await;
+    let log = log_of(&runner, &job["id"]).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(
+        log.contains("ECR repository ") && log.contains(&format!("/{image}")),
+        "{log}"
+    );
+    assert_eq!(live_version(host_port).await["commit"], sha.as_str());
+    let ecr = runner::pipeline::ecr::Ecr::new(
+        Some("us-east-1".into()),
+        Some(required_env("RUNNER_TEST_AWS_ENDPOINT", "")),
+    )
+    .await;
+    let uri = ecr
+        .find_repository(&image)
+        .await
+        .expect("describe")
+        .expect("the runner created the repository");
+    assert!(uri.ends_with(&image));
+    runner.stop().await;
+}

@@ -2,6 +2,7 @@
 //! what `.dockerignore` excludes (Docker's rules: `*`, `?`, `**`, `!` exceptions, last
 //! match wins) and never the `.git` directory.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// One `.dockerignore` rule.
@@ -92,7 +93,6 @@ pub fn pack(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
         Err(error) => return Err(format!("cannot read .dockerignore: {error}")),
     };
     let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
         let mut entries: Vec<_> = std::fs::read_dir(&current)
@@ -114,21 +114,53 @@ pub fn pack(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
                 continue;
             }
             let kind = entry.file_type().map_err(|e| e.to_string())?;
+            let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
             if kind.is_dir() {
                 builder
-                    .append_dir(&relative, &path)
-                    .map_err(|e| format!("cannot add {relative}: {e}"))?;
+                    .append_data(
+                        &mut stable_header(tar::EntryType::Directory, 0o755, 0),
+                        &relative,
+                        std::io::empty(),
+                    )
+                    .map_err(add_error)?;
                 pending.push(path);
-            } else {
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(add_error)?;
+                let mut header = stable_header(tar::EntryType::Symlink, 0o777, 0);
                 builder
-                    .append_path_with_name(&path, &relative)
-                    .map_err(|e| format!("cannot add {relative}: {e}"))?;
+                    .append_link(&mut header, &relative, &target)
+                    .map_err(add_error)?;
+            } else if kind.is_file() {
+                let file = std::fs::File::open(&path).map_err(add_error)?;
+                let metadata = file.metadata().map_err(add_error)?;
+                let mode = if metadata.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut header = stable_header(tar::EntryType::Regular, mode, metadata.len());
+                builder
+                    .append_data(&mut header, &relative, file)
+                    .map_err(add_error)?;
             }
         }
     }
     builder
         .into_inner()
         .map_err(|e| format!("cannot finish the context archive: {e}"))
+}
+
+/// Headers that depend only on content and the executable bit: a fresh checkout's
+/// timestamps and owners would otherwise defeat the engine's layer cache.
+fn stable_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod checkout;
 pub mod context;
+pub mod ecr;
 pub mod engine;
 pub mod joblog;
 mod probe;
@@ -22,7 +23,7 @@ use secrecy::ExposeSecret;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Project;
+use crate::config::{Project, RegistryKind};
 use crate::job::{JobKind, Trigger};
 use crate::store::jobs::Job;
 use crate::store::{deployments, now_ms, steps};
@@ -43,6 +44,9 @@ pub enum JobFailure {
     NotConfigured(String),
 }
 
+/// An ECR client's region and endpoint.
+type EcrKey = (Option<String>, Option<String>);
+
 /// What every job needs from the runner.
 #[derive(Clone)]
 pub struct PipelineContext {
@@ -54,6 +58,21 @@ pub struct PipelineContext {
     /// `None` when no Docker engine answered at start; jobs that need one fail saying so.
     pub engine: Option<DockerEngine>,
     pub http: reqwest::Client,
+    /// ECR clients by region, created on first use so their token caches are shared by jobs.
+    pub ecr: Arc<tokio::sync::Mutex<HashMap<EcrKey, Arc<ecr::Ecr>>>>,
+}
+
+impl PipelineContext {
+    async fn ecr(&self, region: Option<String>, endpoint_url: Option<String>) -> Arc<ecr::Ecr> {
+        let mut clients = self.ecr.lock().await;
+        let key = (region, endpoint_url);
+        if let Some(client) = clients.get(&key) {
+            return Arc::clone(client);
+        }
+        let client = Arc::new(ecr::Ecr::new(key.0.clone(), key.1.clone()).await);
+        clients.insert(key, Arc::clone(&client));
+        client
+    }
 }
 
 const CHECKOUT: &str = "checkout";
@@ -122,7 +141,7 @@ fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
         missing.push("[projects.smoke] (container_port, path)");
     }
     if plan.contains(&PUSH) && project.registry.is_none() {
-        missing.push("[projects.registry] (url)");
+        missing.push("[projects.registry] (kind, url)");
     }
     if plan.contains(&ROLLOUT) && project.rollout.is_none() {
         missing.push("[projects.rollout] (target, host_port)");
@@ -340,33 +359,50 @@ async fn run_build(
     let Some(registry) = &project.registry else {
         unreachable!("settings were checked before the job started");
     };
-    let repository = format!("{}/{}", registry.url, build.image);
-    let digest = steps
+    let (repository, digest) = steps
         .run(PUSH, ctx.push_timeout, async {
+            let (host, auth) = match &registry.kind {
+                RegistryKind::V2 => {
+                    let url = registry.url.clone().unwrap_or_default();
+                    let auth = registry.username.as_ref().map(|username| RegistryAuth {
+                        username: username.clone(),
+                        password: registry
+                            .password
+                            .as_ref()
+                            .map(|p| p.expose_secret().to_owned())
+                            .unwrap_or_default(),
+                        server: url.split('/').next().unwrap_or_default().to_owned(),
+                    });
+                    (url, auth)
+                }
+                RegistryKind::Ecr {
+                    region,
+                    endpoint_url,
+                } => {
+                    let ecr = ctx.ecr(region.clone(), endpoint_url.clone()).await;
+                    let uri = ecr.ensure_repository(&build.image).await?;
+                    log.system(format!("ECR repository {uri}"));
+                    let login = ecr.login().await?;
+                    let host = registry
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| login.registry_host.clone());
+                    let mut auth = login.auth;
+                    auth.server.clone_from(&host);
+                    (host, Some(auth))
+                }
+            };
+            let repository = format!("{host}/{}", build.image);
             engine
                 .tag(&tag, &repository, &job.sha)
                 .await
                 .map_err(|e| e.to_string())?;
-            let auth = registry.username.as_ref().map(|username| RegistryAuth {
-                username: username.clone(),
-                password: registry
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose_secret().to_owned())
-                    .unwrap_or_default(),
-                server: registry
-                    .url
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
             let digest = engine
                 .push(&repository, &job.sha, auth, log)
                 .await
                 .map_err(|e| e.to_string())?;
             log.system(format!("pushed {repository}:{} ({digest})", job.sha));
-            Ok(digest)
+            Ok((repository, digest))
         })
         .await?;
 

@@ -1,0 +1,208 @@
+//! Amazon ECR as the registry: the repository is created when missing (as the original
+//! deploy workflow did), and the engine logs in with a token from
+//! `GetAuthorizationToken`, cached until shortly before it expires.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ecr::types::ImageScanningConfiguration;
+use base64::Engine as _;
+use tokio::sync::Mutex;
+
+use super::engine::RegistryAuth;
+
+/// A token is refreshed this long before ECR says it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// ECR tokens last 12 hours; never trust one for longer.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A registry login and the host it is for.
+#[derive(Clone)]
+pub struct EcrLogin {
+    pub auth: RegistryAuth,
+    /// `<account>.dkr.ecr.<region>.amazonaws.com`, from the token's proxy endpoint.
+    pub registry_host: String,
+}
+
+struct Cached {
+    login: EcrLogin,
+    valid_until: SystemTime,
+}
+
+/// Until when a token may be reused: shortly before its expiry, at most 12 hours from now.
+/// `None` when it is already too close to expiring to cache.
+pub fn cache_until(now: SystemTime, expires_at: Option<SystemTime>) -> Option<SystemTime> {
+    let cap = now + MAX_TOKEN_LIFETIME;
+    let until = expires_at
+        .and_then(|e| e.checked_sub(REFRESH_MARGIN))
+        .map_or(cap, |e| e.min(cap));
+    (until > now).then_some(until)
+}
+
+pub struct Ecr {
+    client: aws_sdk_ecr::Client,
+    cached: Mutex<Option<Cached>>,
+}
+
+impl Ecr {
+    /// Uses the standard AWS configuration chain (env, profile, instance role) for
+    /// credentials; `endpoint_url` (or `AWS_ENDPOINT_URL`) points it at another endpoint.
+    pub async fn new(region: Option<String>, endpoint_url: Option<String>) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        if let Some(endpoint_url) = endpoint_url {
+            loader = loader.endpoint_url(endpoint_url);
+        }
+        let config = loader.load().await;
+        Self {
+            client: aws_sdk_ecr::Client::new(&config),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The repository's URI, if it exists.
+    pub async fn find_repository(&self, name: &str) -> Result<Option<String>, String> {
+        match self.client.describe_repositories().repository_names(name).send().await {
+            Ok(found) => Ok(found.repositories().first().and_then(|r| r.repository_uri()).map(str::to_owned)),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError::is_repository_not_found_exception) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(format!("describing ECR repository {name}: {}", aws_error(&error))),
+        }
+    }
+
+    /// Creates the repository (scan on push) unless it exists; returns its URI.
+    pub async fn ensure_repository(&self, name: &str) -> Result<String, String> {
+        if let Some(uri) = self.find_repository(name).await? {
+            return Ok(uri);
+        }
+        let created = self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|error| format!("creating ECR repository {name}: {}", aws_error(&error)))?;
+        tracing::info!(repository = name, "created ECR repository");
+        created
+            .repository()
+            .and_then(|r| r.repository_uri())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("ECR created {name} but returned no URI"))
+    }
+
+    /// A login for the engine, from the cache while it is valid.
+    pub async fn login(&self) -> Result<EcrLogin, String> {
+        let mut cached = self.cached.lock().await;
+        let now = SystemTime::now();
+        if let Some(entry) = cached.as_ref()
+            && entry.valid_until > now
+        {
+            return Ok(entry.login.clone());
+        }
+        let answer = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|error| {
+                format!("getting an ECR authorization token: {}", aws_error(&error))
+            })?;
+        let data = answer
+            .authorization_data()
+            .first()
+            .ok_or("ECR returned no authorization data")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().ok_or("ECR returned no token")?)
+            .map_err(|_| "ECR token is not base64")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "ECR token is not text")?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or("ECR token is not user:password")?;
+        let registry_host = data
+            .proxy_endpoint()
+            .map(|e| {
+                e.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .ok_or("ECR returned no proxy endpoint")?;
+        let login = EcrLogin {
+            auth: RegistryAuth {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                server: registry_host.clone(),
+            },
+            registry_host,
+        };
+        let expires_at = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok());
+        *cached = cache_until(now, expires_at).map(|valid_until| Cached {
+            login: login.clone(),
+            valid_until,
+        });
+        Ok(login)
+    }
+
+    /// Whether a token is cached now (for tests and the job log).
+    pub async fn has_cached_token(&self) -> bool {
+        self.cached
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.valid_until > SystemTime::now())
+    }
+}
+
+fn aws_error<E: std::error::Error + 'static>(error: &aws_sdk_ecr::error::SdkError<E>) -> String {
+    use std::fmt::Write;
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_cached_until_shortly_before_expiry_and_never_past_twelve_hours() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let in_12h = now + Duration::from_secs(12 * 3600);
+        assert_eq!(
+            cache_until(now, Some(in_12h)),
+            Some(in_12h - REFRESH_MARGIN)
+        );
+        assert_eq!(
+            cache_until(now, Some(now + Duration::from_secs(48 * 3600))),
+            Some(in_12h)
+        );
+        assert_eq!(cache_until(now, None), Some(in_12h));
+        assert_eq!(
+            cache_until(now, Some(now + Duration::from_secs(60))),
+            None,
+            "about to expire: not cached"
+        );
+        assert_eq!(
+            cache_until(now, Some(now - Duration::from_secs(60))),
+            None,
+            "already expired: not cached"
+        );
+    }
+}
