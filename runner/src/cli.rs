@@ -64,10 +64,7 @@ impl ConfigArg {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("runner: cannot start the async runtime: {error}");
@@ -114,9 +111,7 @@ pub fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     if config.projects.is_empty() {
-        tracing::warn!(
-            "no projects configured: every delivery will be refused (add [[projects]] to the config file)"
-        );
+        tracing::warn!("no projects configured: every delivery will be refused (add [[projects]] to the config file)");
     }
     let listen = config.server.listen;
     let database = config.server.database_url.clone();

@@ -20,10 +20,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{field}: {message}")]
@@ -280,10 +277,7 @@ impl Config {
         Self::load_with(path, &|name| std::env::var(name).ok())
     }
 
-    pub fn load_with(
-        path: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let raw = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -301,11 +295,7 @@ impl Config {
         Self::resolve(raw, env, base_dir)
     }
 
-    fn resolve(
-        raw: RawConfig,
-        env: &dyn Fn(&str) -> Option<String>,
-        base_dir: &Path,
-    ) -> Result<Self, ConfigError> {
+    fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Result<Self, ConfigError> {
         let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
 
         let listen_raw = env_nonempty("RUNNER_LISTEN")
@@ -327,12 +317,9 @@ impl Config {
             ));
         }
         let max_body_bytes = match env_nonempty("RUNNER_MAX_BODY_BYTES") {
-            Some(v) => v.parse().map_err(|_| {
-                invalid(
-                    "RUNNER_MAX_BODY_BYTES",
-                    format!("{v:?} is not a number of bytes"),
-                )
-            })?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("RUNNER_MAX_BODY_BYTES", format!("{v:?} is not a number of bytes")))?,
             None => raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };
         if max_body_bytes < 1024 {
@@ -398,10 +385,7 @@ impl Config {
         if let Some(token) = &admin_token
             && token.expose_secret().len() < 16
         {
-            return Err(invalid(
-                "RUNNER_ADMIN_TOKEN",
-                "must be at least 16 characters",
-            ));
+            return Err(invalid("RUNNER_ADMIN_TOKEN", "must be at least 16 characters"));
         }
 
         Ok(Self {
@@ -510,8 +494,7 @@ fn resolve_project(
     let build = raw
         .build
         .map(|b| -> Result<BuildSettings, ConfigError> {
-            crate::domain::ImageRef::parse(&b.image)
-                .map_err(|e| invalid(field("build.image"), e))?;
+            crate::domain::ImageRef::parse(&b.image).map_err(|e| invalid(field("build.image"), e))?;
             if b.image.contains(':') || b.image.contains('@') {
                 return Err(invalid(
                     field("build.image"),
@@ -520,15 +503,9 @@ fn resolve_project(
             }
             let context = b.context.unwrap_or_else(|| ".".to_owned());
             let dockerfile = b.dockerfile.unwrap_or_else(|| "Dockerfile".to_owned());
-            for (name, value) in [
-                ("build.context", &context),
-                ("build.dockerfile", &dockerfile),
-            ] {
+            for (name, value) in [("build.context", &context), ("build.dockerfile", &dockerfile)] {
                 if value.starts_with('/') || value.split('/').any(|part| part == "..") {
-                    return Err(invalid(
-                        field(name),
-                        "must be a relative path inside the repository",
-                    ));
+                    return Err(invalid(field(name), "must be a relative path inside the repository"));
                 }
             }
             Ok(BuildSettings {
@@ -592,12 +569,7 @@ fn resolve_project(
             let read = |name: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
                 name.as_ref()
                     .map(|var| {
-                        env(var).ok_or_else(|| {
-                            invalid(
-                                field(what),
-                                format!("environment variable {var} is not set"),
-                            )
-                        })
+                        env(var).ok_or_else(|| invalid(field(what), format!("environment variable {var} is not set")))
                     })
                     .transpose()
             };
@@ -621,12 +593,9 @@ fn resolve_project(
             let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
             Ok(RolloutSettings {
                 host_port: r.host_port,
-                bind: bind_raw.parse().map_err(|_| {
-                    invalid(
-                        field("rollout.bind"),
-                        format!("{bind_raw:?} is not an IP address"),
-                    )
-                })?,
+                bind: bind_raw
+                    .parse()
+                    .map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
                 timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
             })
         })
@@ -655,10 +624,7 @@ mod tests {
             path: "test.toml".into(),
             message: e.to_string(),
         })?;
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Config::resolve(
             raw,
             &move |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
@@ -707,13 +673,8 @@ mod tests {
     #[test]
     fn a_missing_or_empty_secret_refuses_to_start_and_names_the_variable() {
         let error = load(HELLO, &[]).expect_err("unset").to_string();
-        assert!(
-            error.contains("HELLO_SECRET") && error.contains("not set"),
-            "{error}"
-        );
-        let error = load(HELLO, &[("HELLO_SECRET", "  ")])
-            .expect_err("empty")
-            .to_string();
+        assert!(error.contains("HELLO_SECRET") && error.contains("not set"), "{error}");
+        let error = load(HELLO, &[("HELLO_SECRET", "  ")]).expect_err("empty").to_string();
         assert!(error.contains("empty"), "{error}");
     }
 

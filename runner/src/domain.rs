@@ -116,8 +116,7 @@ impl GitRef {
             return fail("contains '..', '//', '@{' or a component starting with '.'");
         }
         for c in raw.chars() {
-            let forbidden_by_git =
-                c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\');
+            let forbidden_by_git = c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\');
             let shell_meta = matches!(
                 c,
                 '$' | '`' | '(' | ')' | ';' | '|' | '&' | '<' | '>' | '"' | '\'' | '!' | '{' | '}'
@@ -169,9 +168,7 @@ impl RepoName {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         };
         match raw.split_once('/') {
-            Some((owner, name)) if valid_part(owner) && valid_part(name) => {
-                Ok(Self(raw.to_owned()))
-            }
+            Some((owner, name)) if valid_part(owner) && valid_part(name) => Ok(Self(raw.to_owned())),
             _ => Err(ParseError::RepoName(truncate(raw))),
         }
     }
@@ -189,10 +186,7 @@ string_newtype!(DeliveryId);
 
 impl DeliveryId {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        if !raw.is_empty()
-            && raw.len() <= 100
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !raw.is_empty() && raw.len() <= 100 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ParseError::DeliveryId(truncate(raw)))
@@ -301,9 +295,8 @@ impl ImageRef {
         let mut components = name.split('/').peekable();
         let mut first = true;
         while let Some(component) = components.next() {
-            let is_registry = first
-                && components.peek().is_some()
-                && (component.contains(['.', ':']) || component == "localhost");
+            let is_registry =
+                first && components.peek().is_some() && (component.contains(['.', ':']) || component == "localhost");
             first = false;
             let ok = if is_registry {
                 component
@@ -311,11 +304,9 @@ impl ImageRef {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
             } else {
                 !component.is_empty()
-                    && component.bytes().all(|b| {
-                        b.is_ascii_lowercase()
-                            || b.is_ascii_digit()
-                            || matches!(b, b'.' | b'_' | b'-')
-                    })
+                    && component
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
             };
             if !ok {
                 return fail("repository path must be lowercase letters, digits and separators");
@@ -349,11 +340,7 @@ mod tests {
         assert_eq!(sha.short(), "6113728");
         assert!(CommitSha::parse("6113728").is_err());
         assert!(CommitSha::parse("g113728f27ae82c7b1a177c8d03f9e96e0adf246").is_err());
-        assert!(
-            CommitSha::parse(&"0".repeat(40))
-                .expect("zeros parse")
-                .is_null()
-        );
+        assert!(CommitSha::parse(&"0".repeat(40)).expect("zeros parse").is_null());
     }
 
     #[test]
@@ -394,9 +381,7 @@ mod tests {
             RepoName::parse("Codertocat/Hello-World").expect("ok").key(),
             "codertocat/hello-world"
         );
-        for bad in [
-            "", "owner", "owner/", "/name", "a/b/c", "a/..", "a/b c", "a/b;rm",
-        ] {
+        for bad in ["", "owner", "owner/", "/name", "a/b/c", "a/..", "a/b c", "a/b;rm"] {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -422,15 +407,7 @@ mod tests {
         ] {
             assert!(ImageRef::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "Web",
-            "web:",
-            "web:-x",
-            "web@sha256:12",
-            "a//b",
-            "web:$(id)",
-        ] {
+        for bad in ["", "Web", "web:", "web:-x", "web@sha256:12", "a//b", "web:$(id)"] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
     }

@@ -24,20 +24,12 @@ pub struct LabelledCounter(Mutex<BTreeMap<(String, String), u64>>);
 
 impl LabelledCounter {
     pub fn inc(&self, first: &str, second: &str) {
-        let mut values = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *values
-            .entry((first.to_owned(), second.to_owned()))
-            .or_default() += 1;
+        let mut values = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *values.entry((first.to_owned(), second.to_owned())).or_default() += 1;
     }
 
     fn snapshot(&self) -> Vec<((String, String), u64)> {
-        let values = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let values = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         values.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
@@ -58,10 +50,7 @@ impl Metrics {
             out,
             "# HELP runner_webhook_signature_failures_total Deliveries refused for a missing or wrong signature."
         );
-        let _ = writeln!(
-            out,
-            "# TYPE runner_webhook_signature_failures_total counter"
-        );
+        let _ = writeln!(out, "# TYPE runner_webhook_signature_failures_total counter");
         let _ = writeln!(
             out,
             "runner_webhook_signature_failures_total {}",

@@ -63,7 +63,7 @@ impl Application {
 
         let work_root = work_root(&config.server.database_url);
         reap_work_root(&work_root).await?;
-        let engine = connect_engine(&config).await;
+        let engine = connect_engine(&config, instance_id(&config.server.database_url)).await;
 
         let signature_keys = config
             .projects
@@ -75,12 +75,7 @@ impl Application {
                 .projects
                 .iter()
                 .map(|p| p.webhook_secret.expose_secret().to_owned())
-                .chain(
-                    config
-                        .admin_token
-                        .iter()
-                        .map(|t| t.expose_secret().to_owned()),
-                ),
+                .chain(config.admin_token.iter().map(|t| t.expose_secret().to_owned())),
         );
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
@@ -137,10 +132,7 @@ impl Application {
 
     /// Serves HTTP and runs the workers until `shutdown` resolves; then stops accepting,
     /// finishes in-flight requests, and lets running jobs end (bounded).
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop_workers = CancellationToken::new();
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
@@ -176,12 +168,9 @@ impl Application {
 
 /// The Docker engine, if one answers; and what an earlier run left in it is cleaned up.
 /// A runner whose projects need no engine still starts without one.
-async fn connect_engine(config: &Config) -> Option<DockerEngine> {
-    let needs_engine = config
-        .projects
-        .iter()
-        .any(|p| p.build.is_some() || p.rollout.is_some());
-    match DockerEngine::connect().await {
+async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngine> {
+    let needs_engine = config.projects.iter().any(|p| p.build.is_some() || p.rollout.is_some());
+    match DockerEngine::connect(instance).await {
         Ok(engine) => {
             if let Err(error) = engine.reap_leftovers().await {
                 tracing::warn!(%error, "cannot remove containers left by an earlier run");
@@ -199,8 +188,17 @@ async fn connect_engine(config: &Config) -> Option<DockerEngine> {
     }
 }
 
-/// Job work directories live beside the database file.
-fn work_root(database_url: &str) -> PathBuf {
+/// A runner is known to the engine by its database: restarts keep the identity, two
+/// runners with different databases never reap each other's containers.
+fn instance_id(database_url: &str) -> String {
+    use sha2::Digest;
+    let path = database_path(database_url);
+    let stable = std::fs::canonicalize(&path).unwrap_or(path);
+    let digest = sha2::Sha256::digest(stable.to_string_lossy().as_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn database_path(database_url: &str) -> PathBuf {
     let path = database_url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:")
@@ -208,10 +206,19 @@ fn work_root(database_url: &str) -> PathBuf {
         .next()
         .unwrap_or_default();
     if path.is_empty() || path.starts_with(":memory:") {
-        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
+        PathBuf::from(format!(":memory:{}", std::process::id()))
     } else {
         PathBuf::from(path)
-            .parent()
+    }
+}
+
+/// Job work directories live beside the database file.
+fn work_root(database_url: &str) -> PathBuf {
+    let path = database_path(database_url);
+    if path.to_string_lossy().starts_with(":memory:") {
+        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
+    } else {
+        path.parent()
             .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work"))
     }
 }

@@ -42,9 +42,7 @@ impl Cancellations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -120,10 +118,7 @@ impl Worker {
         tracing::info!(attempt = job.attempts, "job claimed");
         let cancel = self.cancellations.register(job.id);
         let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(
-            self.clone()
-                .keep_lease(job.id, cancel.clone(), lost.clone()),
-        );
+        let heartbeat = tokio::spawn(self.clone().keep_lease(job.id, cancel.clone(), lost.clone()));
         let (log, writer) = JobLog::start(self.pool.clone(), job.id, self.mask.clone());
 
         let outcome = match self.config.project(&job.project) {
@@ -138,9 +133,7 @@ impl Worker {
 
         let (state, error) = match &outcome {
             Ok(()) => (JobState::Succeeded, None),
-            Err(JobFailure::Cancelled) => {
-                (JobState::Cancelled, Some("cancelled by request".to_owned()))
-            }
+            Err(JobFailure::Cancelled) => (JobState::Cancelled, Some("cancelled by request".to_owned())),
             Err(failure) => (JobState::Failed, Some(failure.to_string())),
         };
         log.system(format!("job {}", state));
@@ -150,20 +143,9 @@ impl Worker {
             tracing::warn!("lease lost; another worker owns the job now");
             return;
         }
-        match jobs::finish(
-            &self.pool,
-            job.id,
-            &self.owner,
-            state,
-            error.as_deref(),
-            now_ms(),
-        )
-        .await
-        {
+        match jobs::finish(&self.pool, job.id, &self.owner, state, error.as_deref(), now_ms()).await {
             Ok(true) => {
-                self.metrics
-                    .jobs_finished
-                    .inc(job.kind.as_str(), state.as_str());
+                self.metrics.jobs_finished.inc(job.kind.as_str(), state.as_str());
                 tracing::info!(state = %state, error = error.as_deref().unwrap_or(""), "job finished");
             }
             Ok(false) => tracing::warn!("job was taken over before it finished"),
@@ -179,15 +161,7 @@ impl Worker {
         let period = self.config.queue.lease / 3;
         loop {
             tokio::time::sleep(period).await;
-            match jobs::heartbeat(
-                &self.pool,
-                id,
-                &self.owner,
-                self.config.queue.lease,
-                now_ms(),
-            )
-            .await
-            {
+            match jobs::heartbeat(&self.pool, id, &self.owner, self.config.queue.lease, now_ms()).await {
                 Ok(Heartbeat::Renewed) => {}
                 Ok(Heartbeat::CancelRequested) => cancel.cancel(),
                 Ok(Heartbeat::Lost) => {

@@ -76,21 +76,15 @@ async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
     let first = make_repo(&repo);
     let runner = TestRunner::start().await;
     // A job row to read: any queued job will do; its SHA is replaced by the repository's.
-    let response = runner
-        .deliver("push", &push_body("refs/heads/master", &first))
-        .await;
+    let response = runner.deliver("push", &push_body("refs/heads/master", &first)).await;
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
         .expect("id");
-    let job = runner::store::jobs::get(
-        &runner.pool,
-        runner::domain::JobId::new(job_id).expect("id"),
-    )
-    .await
-    .expect("get")
-    .expect("job");
-    let (log, writer) =
-        runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default());
+    let job = runner::store::jobs::get(&runner.pool, runner::domain::JobId::new(job_id).expect("id"))
+        .await
+        .expect("get")
+        .expect("job");
+    let (log, writer) = runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default());
     let into = dir.path().join("work");
     GitCheckout::new(repo.display().to_string())
         .fetch(&job, &into, &log)
@@ -101,10 +95,7 @@ async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
         first,
         "HEAD is the job's commit, not the branch tip"
     );
-    assert_eq!(
-        std::fs::read_to_string(into.join("README")).expect("file"),
-        "first\n"
-    );
+    assert_eq!(std::fs::read_to_string(into.join("README")).expect("file"), "first\n");
     drop(log);
     writer.flush().await;
     runner.stop_quickly().await;
@@ -115,19 +106,14 @@ async fn a_commit_that_is_not_in_the_repository_fails_checkout_clearly() {
     let runner = TestRunner::start().await;
     make_repo(&runner.dir.path().join("no-such-repo"));
     let missing = "4444444444444444444444444444444444444444";
-    let response = runner
-        .deliver("push", &push_body("refs/heads/master", missing))
-        .await;
+    let response = runner.deliver("push", &push_body("refs/heads/master", missing)).await;
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
         .expect("id");
     let job = runner.wait_for_job_end(job_id).await;
     assert_eq!(job["state"], "failed");
     assert!(
-        job["error"]
-            .as_str()
-            .expect("error")
-            .starts_with("checkout failed"),
+        job["error"].as_str().expect("error").starts_with("checkout failed"),
         "{job}"
     );
     runner.stop().await;
@@ -145,10 +131,7 @@ async fn credentials_in_the_clone_url_never_reach_the_job_log() {
     let response = runner
         .deliver(
             "push",
-            &push_body(
-                "refs/heads/master",
-                "5555555555555555555555555555555555555555",
-            ),
+            &push_body("refs/heads/master", "5555555555555555555555555555555555555555"),
         )
         .await;
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
@@ -226,12 +209,7 @@ async fn jobs_and_deliveries_are_listed_newest_first_with_keyset_pages() {
         ("/api/jobs/999999/logs", 404),
         ("/api/nothing-here", 404),
     ] {
-        let response = runner
-            .client
-            .get(runner.url(path))
-            .send()
-            .await
-            .expect("GET");
+        let response = runner.client.get(runner.url(path)).send().await.expect("GET");
         assert_eq!(response.status(), status, "{path}");
         let body: Value = response.json().await.expect("errors are JSON");
         assert!(body["error"].is_string(), "{path}: {body}");
@@ -244,12 +222,10 @@ async fn cancel_needs_the_admin_token() {
     // One worker, held by a hanging checkout, so the second job stays queued.
     let remote = hanging_server();
     let runner = TestRunner::start_with(move |dir| {
-        default_config_toml(dir)
-            .replace("workers = 2", "workers = 1")
-            .replace(
-                &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-                &format!("clone_url = \"{remote}\""),
-            )
+        default_config_toml(dir).replace("workers = 2", "workers = 1").replace(
+            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
+            &format!("clone_url = \"{remote}\""),
+        )
     })
     .await;
     let mut ids = Vec::new();
@@ -278,10 +254,7 @@ async fn cancel_needs_the_admin_token() {
         .await
         .expect("POST");
     assert_eq!(wrong.status(), 401);
-    assert_eq!(
-        runner.get_json(&format!("/api/jobs/{queued}")).await["state"],
-        "queued"
-    );
+    assert_eq!(runner.get_json(&format!("/api/jobs/{queued}")).await["state"], "queued");
 
     let ok = runner
         .client
@@ -319,10 +292,7 @@ async fn cancel_needs_the_admin_token() {
     let leftovers: Vec<_> = std::fs::read_dir(runner.dir.path().join("work"))
         .expect("work dir")
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "the cancelled checkout's directory is removed"
-    );
+    assert!(leftovers.is_empty(), "the cancelled checkout's directory is removed");
     runner.stop().await;
 }
 
@@ -331,9 +301,7 @@ async fn healthz_and_metrics_answer() {
     let runner = TestRunner::start().await;
     let health = runner.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    runner
-        .deliver("ping", &fixture("ping.with-app_id.payload.json"))
-        .await;
+    runner.deliver("ping", &fixture("ping.with-app_id.payload.json")).await;
     let metrics = runner
         .client
         .get(runner.url("/metrics"))
@@ -368,30 +336,15 @@ async fn redeploy_and_rollback_refuse_bad_requests() {
         (deploy.clone(), Some(ADMIN_TOKEN), r#"{"ref":"$(id)"}"#, 400),
         (deploy.clone(), Some(ADMIN_TOKEN), r#"{}"#, 400),
         (deploy.clone(), Some(ADMIN_TOKEN), r#"not json"#, 400),
-        (
-            deploy.clone(),
-            Some(ADMIN_TOKEN),
-            r#"{"ref":"master"}"#,
-            409,
-        ),
+        (deploy.clone(), Some(ADMIN_TOKEN), r#"{"ref":"master"}"#, 409),
         (
             runner.url("/api/projects/nope/deploy"),
             Some(ADMIN_TOKEN),
             r#"{"ref":"master"}"#,
             404,
         ),
-        (
-            runner.url("/api/deployments/999/rollback"),
-            Some(ADMIN_TOKEN),
-            "",
-            404,
-        ),
-        (
-            runner.url("/api/deployments/abc/rollback"),
-            Some(ADMIN_TOKEN),
-            "",
-            400,
-        ),
+        (runner.url("/api/deployments/999/rollback"), Some(ADMIN_TOKEN), "", 404),
+        (runner.url("/api/deployments/abc/rollback"), Some(ADMIN_TOKEN), "", 400),
         (runner.url("/api/deployments/1/rollback"), None, "", 401),
     ];
     for (url, token, body, status) in cases {

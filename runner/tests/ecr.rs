@@ -7,10 +7,7 @@ use common::*;
 use runner::pipeline::ecr::Ecr;
 
 fn endpoint() -> String {
-    required_env(
-        "RUNNER_TEST_AWS_ENDPOINT",
-        "start moto with scripts/services.sh start",
-    )
+    required_env("RUNNER_TEST_AWS_ENDPOINT", "start moto with scripts/services.sh start")
 }
 
 #[tokio::test]
@@ -21,14 +18,8 @@ async fn a_missing_repository_is_created_once_and_found_after() {
     let created = ecr.ensure_repository(&name).await.expect("created");
     assert!(created.ends_with(&format!("/{name}")), "{created}");
     let again = ecr.ensure_repository(&name).await.expect("found");
-    assert_eq!(
-        again, created,
-        "the existing repository is reused, not created twice"
-    );
-    assert_eq!(
-        ecr.find_repository(&name).await.expect("describe"),
-        Some(created)
-    );
+    assert_eq!(again, created, "the existing repository is reused, not created twice");
+    assert_eq!(ecr.find_repository(&name).await.expect("describe"), Some(created));
 }
 
 #[tokio::test]
@@ -37,16 +28,8 @@ async fn login_decodes_the_authorization_token() {
     let login = ecr.login().await.expect("token");
     assert_eq!(login.auth.username, "AWS");
     assert!(!login.auth.password.is_empty());
-    assert!(
-        login.registry_host.contains(".dkr.ecr."),
-        "{}",
-        login.registry_host
-    );
-    assert!(
-        !login.registry_host.starts_with("http"),
-        "{}",
-        login.registry_host
-    );
+    assert!(login.registry_host.contains(".dkr.ecr."), "{}", login.registry_host);
+    assert!(!login.registry_host.starts_with("http"), "{}", login.registry_host);
 }
 
 #[tokio::test]
@@ -56,12 +39,6 @@ async fn an_unreachable_ecr_endpoint_is_a_clear_error() {
         Some(format!("http://127.0.0.1:{}", free_port())),
     )
     .await;
-    let error = ecr
-        .ensure_repository("nothing")
-        .await
-        .expect_err("no endpoint");
-    assert!(
-        error.contains("describing ECR repository nothing"),
-        "{error}"
-    );
+    let error = ecr.ensure_repository("nothing").await.expect_err("no endpoint");
+    assert!(error.contains("describing ECR repository nothing"), "{error}");
 }

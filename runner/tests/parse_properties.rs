@@ -16,10 +16,7 @@ fn project() -> Project {
         "[[projects]]\nname = \"hello\"\nrepository = \"Codertocat/Hello-World\"\ndeploy_branches = [\"master\"]\nwebhook_secret_env = \"S\"\n",
     )
     .expect("write");
-    let config = Config::load_with(Some(&path), &|name| {
-        (name == "S").then(|| "secret".to_owned())
-    })
-    .expect("config");
+    let config = Config::load_with(Some(&path), &|name| (name == "S").then(|| "secret".to_owned())).expect("config");
     config.projects[0].clone()
 }
 

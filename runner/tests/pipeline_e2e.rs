@@ -27,9 +27,7 @@ struct EngineCleanup {
 
 impl Drop for EngineCleanup {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.container])
-            .output();
+        let _ = Command::new("docker").args(["rm", "-f", &self.container]).output();
         for reference in &self.references {
             let listed = Command::new("docker")
                 .args([
@@ -50,9 +48,7 @@ impl Drop for EngineCleanup {
 }
 
 async fn push_and_wait(runner: &TestRunner, sha: &str) -> Value {
-    let response = runner
-        .deliver("push", &push_body("refs/heads/master", sha))
-        .await;
+    let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
     assert_eq!(response.status(), 202);
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
@@ -102,11 +98,7 @@ async fn push_builds_smokes_pushes_and_goes_live_then_a_bad_image_fails_and_roll
         "RUNNER_TEST_REGISTRY",
         "start a registry with scripts/services.sh start",
     );
-    assert!(
-        webapp_bin.exists(),
-        "{} does not exist",
-        webapp_bin.display()
-    );
+    assert!(webapp_bin.exists(), "{} does not exist", webapp_bin.display());
 
     let unique = format!("{}{}", std::process::id(), free_port());
     let project = format!("e2e{unique}");
@@ -183,12 +175,7 @@ timeout_secs = 30
         .as_array()
         .expect("steps")
         .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().expect("name"),
-                s["state"].as_str().expect("state"),
-            )
-        })
+        .map(|s| (s["name"].as_str().expect("name"), s["state"].as_str().expect("state")))
         .collect();
     assert_eq!(
         steps,
@@ -209,14 +196,8 @@ timeout_secs = 30
     assert_eq!(first_deployment["status"], "live");
     assert_eq!(first_deployment["sha"], first.as_str());
     assert_eq!(first_deployment["trigger"], "push");
-    assert_eq!(
-        first_deployment["url"],
-        format!("http://127.0.0.1:{host_port}")
-    );
-    let digest = first_deployment["image_digest"]
-        .as_str()
-        .expect("digest")
-        .to_owned();
+    assert_eq!(first_deployment["url"], format!("http://127.0.0.1:{host_port}"));
+    let digest = first_deployment["image_digest"].as_str().expect("digest").to_owned();
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert_eq!(live_version(host_port).await["commit"], first.as_str());
 
@@ -232,9 +213,7 @@ timeout_secs = 30
         .expect("registry answers");
     assert_eq!(manifest.status(), 200);
     assert_eq!(
-        manifest.headers()["docker-content-digest"]
-            .to_str()
-            .expect("ascii"),
+        manifest.headers()["docker-content-digest"].to_str().expect("ascii"),
         digest
     );
     // The image carries the OCI labels, and .dockerignore kept notes.txt out.
@@ -254,11 +233,7 @@ timeout_secs = 30
         labels["org.opencontainers.image.source"],
         format!("https://github.com/{REPOSITORY}")
     );
-    assert!(
-        labels["org.opencontainers.image.created"]
-            .as_str()
-            .is_some()
-    );
+    assert!(labels["org.opencontainers.image.created"].as_str().is_some());
 
     // 2. A second commit replaces it.
     std::fs::write(repo.join("CHANGES"), "second\n").expect("write");
@@ -298,10 +273,7 @@ timeout_secs = 30
     );
 
     // 4. Rolling back to the first deployment puts exactly its image live again.
-    let url = runner.url(&format!(
-        "/api/deployments/{}/rollback",
-        first_deployment["id"]
-    ));
+    let url = runner.url(&format!("/api/deployments/{}/rollback", first_deployment["id"]));
     let refused = runner.client.post(&url).send().await.expect("POST");
     assert_eq!(refused.status(), 401);
     let response = runner
@@ -375,10 +347,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
         "RUNNER_TEST_REGISTRY",
         "start a registry with scripts/services.sh start",
     );
-    let aws = required_env(
-        "RUNNER_TEST_AWS_ENDPOINT",
-        "start moto with scripts/services.sh start",
-    );
+    let aws = required_env("RUNNER_TEST_AWS_ENDPOINT", "start moto with scripts/services.sh start");
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
@@ -394,18 +363,19 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
             format!("{registry}/{image}@*"),
         ],
     };
-    let (config_project, config_image, config_registry) =
-        (project.clone(), image.clone(), registry.clone());
-    let runner = TestRunner::start_with(move |dir| {
+    let (config_project, config_image, config_registry) = (project.clone(), image.clone(), registry.clone());
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let state = state_dir.path().to_owned();
+    let make_config = move |_: &std::path::Path| {
         // ECR's API is moto; the pushes go to the local registry standing in for ECR's host.
-        pipeline_config(dir, &config_project, &repo, &config_image, &config_registry, host_port, 15).replace(
+        pipeline_config(&state, &config_project, &repo, &config_image, &config_registry, host_port, 15).replace(
             &format!("[projects.registry]\nurl = \"{config_registry}\""),
             &format!(
                 "[projects.registry]\nkind = \"ecr\"\nregion = \"us-east-1\"\nendpoint_url = \"{aws}\"\nurl = \"{config_registry}\""
             ),
         )
-    })
-    .await;
+    };
+    let runner = TestRunner::start_with(make_config.clone()).await;
     let job = push_and_wait(&runner, &sha).await;
     let log = log_of(&runner, &job["id"]).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
@@ -426,4 +396,33 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
         .expect("the runner created the repository");
     assert!(uri.ends_with(&image));
     runner.stop().await;
+
+    // A crash in the middle of a swap leaves the old container renamed and stopped, and no
+    // live one: the next start of the same runner puts it back.
+    let live = format!("runner-{project}-production");
+    let previous = format!("{live}-previous-999");
+    let docker = |args: &[&str]| {
+        let output = Command::new("docker").args(args).output().expect("docker");
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    docker(&["rename", &live, &previous]);
+    docker(&["stop", &previous]);
+    let restarted = TestRunner::start_with(make_config).await;
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &live]), "true");
+    assert!(
+        Command::new("docker")
+            .args(["inspect", &previous])
+            .output()
+            .expect("docker")
+            .status
+            .code()
+            != Some(0)
+    );
+    assert_eq!(live_version(host_port).await["commit"], sha.as_str());
+    restarted.stop().await;
 }

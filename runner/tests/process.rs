@@ -45,8 +45,7 @@ impl Runner {
         let addr = loop {
             let found = lines.lock().expect("lock").iter().find_map(|line| {
                 let json: Value = serde_json::from_str(line).ok()?;
-                (json["message"] == "listening")
-                    .then(|| json["addr"].as_str().map(str::to_owned))?
+                (json["message"] == "listening").then(|| json["addr"].as_str().map(str::to_owned))?
             });
             if let Some(addr) = found {
                 break addr;
@@ -97,23 +96,14 @@ async fn job(client: &reqwest::Client, base: &str, id: i64) -> Value {
         .expect("json")
 }
 
-async fn wait_for(
-    client: &reqwest::Client,
-    base: &str,
-    id: i64,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
+async fn wait_for(client: &reqwest::Client, base: &str, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let current = job(client, base, id).await;
         if check(&current) {
             return current;
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} never got {what}: {current}"
-        );
+        assert!(Instant::now() < deadline, "job {id} never got {what}: {current}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -125,10 +115,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
     let config = default_config_toml(dir.path())
         .replace("lease_secs = 5", "lease_secs = 2\nmax_attempts = 5")
         .replace(
-            &format!(
-                "clone_url = \"{}\"",
-                dir.path().join("no-such-repo").display()
-            ),
+            &format!("clone_url = \"{}\"", dir.path().join("no-such-repo").display()),
             &format!("clone_url = \"{remote}\""),
         );
     let config_path = dir.path().join("runner.toml");
@@ -139,10 +126,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
         .expect("client");
 
     let mut first = Runner::start(&config_path);
-    let body = push_body(
-        "refs/heads/master",
-        "3333333333333333333333333333333333333333",
-    );
+    let body = push_body("refs/heads/master", "3333333333333333333333333333333333333333");
     let response = client
         .post(format!("{}/webhooks/github", first.base))
         .header("content-type", "application/json")
@@ -159,10 +143,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
         .expect("id");
 
     // The worker claims it and hangs in checkout against the silent remote.
-    let claimed = wait_for(&client, &first.base, job_id, "claimed", |j| {
-        j["state"] == "running"
-    })
-    .await;
+    let claimed = wait_for(&client, &first.base, job_id, "claimed", |j| j["state"] == "running").await;
     assert_eq!(claimed["attempts"], 1);
     let work_dir = dir.path().join("work").join(format!("job-{job_id}-1"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -184,16 +165,9 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
         "stale work directory {} survived the restart",
         work_dir.display()
     );
-    let reclaimed = wait_for(&client, &second.base, job_id, "re-claimed", |j| {
-        j["attempts"] == 2
-    })
-    .await;
+    let reclaimed = wait_for(&client, &second.base, job_id, "re-claimed", |j| j["attempts"] == 2).await;
     assert_eq!(reclaimed["state"], "running");
-    assert!(
-        second.log_text().contains("job claimed"),
-        "{}",
-        second.log_text()
-    );
+    assert!(second.log_text().contains("job claimed"), "{}", second.log_text());
 }
 
 #[test]
@@ -279,19 +253,12 @@ async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
         if let Some(exit) = runner.child.try_wait().expect("wait") {
             break exit;
         }
-        assert!(
-            Instant::now() < deadline,
-            "runner did not stop after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "runner did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0), "{}", runner.log_text());
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        runner.log_text().contains("\"stopped\""),
-        "{}",
-        runner.log_text()
-    );
+    assert!(runner.log_text().contains("\"stopped\""), "{}", runner.log_text());
     // The database was created under the configured path with its migrations applied.
     assert!(dir.path().join("runner.db").exists());
 }
@@ -359,10 +326,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let second = Runner::start(&config_path);
     let leftovers = containers_of_job(job_id);
     // The restarted runner reaps it before running anything (a new attempt may start its own).
-    let stale: Vec<&String> = leftovers
-        .iter()
-        .filter(|name| name.ends_with("-1"))
-        .collect();
+    let stale: Vec<&String> = leftovers.iter().filter(|name| name.ends_with("-1")).collect();
     assert!(
         stale.is_empty(),
         "attempt 1's container survived the restart: {leftovers:?}"
@@ -372,13 +336,8 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     })
     .await;
     assert_eq!(job["state"], "failed", "{job}");
-    assert!(
-        containers_of_job(job_id).is_empty(),
-        "no container of the job is left"
-    );
-    let work: Vec<_> = std::fs::read_dir(dir.path().join("work"))
-        .expect("work dir")
-        .collect();
+    assert!(containers_of_job(job_id).is_empty(), "no container of the job is left");
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
     assert!(work.is_empty(), "no work directory is left");
     let _ = Command::new("docker")
         .args(["rmi", "-f", &format!("{image}:{sha}")])

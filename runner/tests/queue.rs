@@ -47,11 +47,7 @@ async fn enqueue(pool: &SqlitePool, job: NewJob, now: i64) -> JobId {
 }
 
 async fn state(pool: &SqlitePool, id: JobId) -> JobState {
-    jobs::get(pool, id)
-        .await
-        .expect("get")
-        .expect("exists")
-        .state
+    jobs::get(pool, id).await.expect("get").expect("exists").state
 }
 
 #[tokio::test]
@@ -128,9 +124,7 @@ async fn heartbeats_keep_the_lease() {
         .expect("job");
     for now in [5_000, 10_000, 15_000] {
         assert_eq!(
-            jobs::heartbeat(&pool, id, "w", LEASE, now)
-                .await
-                .expect("beat"),
+            jobs::heartbeat(&pool, id, "w", LEASE, now).await.expect("beat"),
             Heartbeat::Renewed
         );
     }
@@ -175,11 +169,7 @@ async fn a_newer_deploy_supersedes_the_queued_one_and_an_older_late_one_is_super
     let second = enqueue(&pool, new_job(JobKind::Deploy, "production", '2', 200), 2).await;
     assert_eq!(state(&pool, first).await, JobState::Superseded);
     assert_eq!(
-        jobs::get(&pool, first)
-            .await
-            .expect("get")
-            .expect("job")
-            .superseded_by,
+        jobs::get(&pool, first).await.expect("get").expect("job").superseded_by,
         Some(second.get())
     );
     assert_eq!(state(&pool, second).await, JobState::Queued);
@@ -270,22 +260,13 @@ async fn cancelling_a_queued_job_is_immediate_and_a_running_one_is_asked_to_stop
         CancelOutcome::Requested
     );
     assert_eq!(
-        jobs::heartbeat(&pool, running, "w", LEASE, 30)
-            .await
-            .expect("beat"),
+        jobs::heartbeat(&pool, running, "w", LEASE, 30).await.expect("beat"),
         Heartbeat::CancelRequested
     );
     assert!(
-        jobs::finish(
-            &pool,
-            running,
-            "w",
-            JobState::Cancelled,
-            Some("cancelled"),
-            40
-        )
-        .await
-        .expect("finish")
+        jobs::finish(&pool, running, "w", JobState::Cancelled, Some("cancelled"), 40)
+            .await
+            .expect("finish")
     );
     assert_eq!(state(&pool, running).await, JobState::Cancelled);
 

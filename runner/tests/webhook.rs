@@ -21,11 +21,7 @@ async fn error_of(response: reqwest::Response) -> String {
 #[tokio::test]
 async fn githubs_documented_signature_vector_is_accepted_over_http() {
     let vector = TestRunner::start_with(|dir| {
-        std::fs::write(
-            dir.join("github-vector-secret"),
-            "It's a Secret to Everybody\n",
-        )
-        .expect("write secret");
+        std::fs::write(dir.join("github-vector-secret"), "It's a Secret to Everybody\n").expect("write secret");
         default_config_toml(dir).replace(
             "webhook_secret_env = \"HELLO_SECRET\"",
             "webhook_secret_file = \"github-vector-secret\"",
@@ -57,9 +53,7 @@ async fn a_push_to_a_deploy_branch_queues_a_deploy_job() {
     let runner = TestRunner::start().await;
     let delivery_id = unique_delivery_id();
     let body = push_body("refs/heads/master", SHA_A);
-    let response = runner
-        .deliver_signed("push", &body, Some(SECRET), &delivery_id)
-        .await;
+    let response = runner.deliver_signed("push", &body, Some(SECRET), &delivery_id).await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["delivery_id"], delivery_id);
@@ -138,22 +132,14 @@ async fn missing_garbled_or_wrong_signatures_are_401_and_store_nothing() {
 
     let missing = runner.deliver_signed("push", &body, None, &id).await;
     assert_eq!(missing.status(), 401);
-    assert!(
-        error_of(missing)
-            .await
-            .contains("missing X-Hub-Signature-256")
-    );
+    assert!(error_of(missing).await.contains("missing X-Hub-Signature-256"));
 
-    let wrong = runner
-        .deliver_signed("push", &body, Some("not-the-secret"), &id)
-        .await;
+    let wrong = runner.deliver_signed("push", &body, Some("not-the-secret"), &id).await;
     assert_eq!(wrong.status(), 401);
     assert!(error_of(wrong).await.contains("does not match"));
 
     // Signed with a secret this runner knows, but for another repository.
-    let cross = runner
-        .deliver_signed("push", &body, Some(OTHER_SECRET), &id)
-        .await;
+    let cross = runner.deliver_signed("push", &body, Some(OTHER_SECRET), &id).await;
     assert_eq!(cross.status(), 401);
     assert!(error_of(cross).await.contains(REPOSITORY));
 
@@ -240,36 +226,21 @@ async fn missing_headers_and_malformed_bodies_are_400_and_store_nothing() {
             "missing x-github-delivery",
         ),
         (
-            post(
-                Some("push"),
-                Some("../../etc"),
-                "application/json",
-                body.clone(),
-            )
-            .await
-            .expect("POST"),
+            post(Some("push"), Some("../../etc"), "application/json", body.clone())
+                .await
+                .expect("POST"),
             "delivery id",
         ),
         (
-            post(
-                Some("push"),
-                Some(&id),
-                "application/json",
-                b"{not json".to_vec(),
-            )
-            .await
-            .expect("POST"),
+            post(Some("push"), Some(&id), "application/json", b"{not json".to_vec())
+                .await
+                .expect("POST"),
             "not valid JSON",
         ),
         (
-            post(
-                Some("push"),
-                Some(&id),
-                "application/json",
-                b"[1,2]".to_vec(),
-            )
-            .await
-            .expect("POST"),
+            post(Some("push"), Some(&id), "application/json", b"[1,2]".to_vec())
+                .await
+                .expect("POST"),
             "JSON object",
         ),
         (
@@ -333,8 +304,7 @@ async fn bodies_over_the_limit_are_413_without_being_read() {
     assert!(error_of(response).await.contains("65536"));
 
     // Chunked (no Content-Length): refused once the limit is passed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     let response = runner
         .client
         .post(runner.url("/webhooks/github"))
@@ -362,15 +332,9 @@ async fn an_unknown_repository_is_404() {
     let runner = TestRunner::start().await;
     let mut push = fixture_json("push.with-no-username-committer.payload.json");
     push["repository"]["full_name"] = "someone/else".into();
-    let response = runner
-        .deliver("push", &serde_json::to_vec(&push).expect("json"))
-        .await;
+    let response = runner.deliver("push", &serde_json::to_vec(&push).expect("json")).await;
     assert_eq!(response.status(), 404);
-    assert!(
-        error_of(response)
-            .await
-            .contains("someone/else is not configured")
-    );
+    assert!(error_of(response).await.contains("someone/else is not configured"));
     assert_nothing_stored(&runner).await;
     runner.stop().await;
 }
@@ -389,10 +353,7 @@ async fn ping_is_200_and_records_the_hook() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.expect("json");
     assert!(
-        answer["ignored"]
-            .as_str()
-            .expect("reason")
-            .contains("hook 109948940"),
+        answer["ignored"].as_str().expect("reason").contains("hook 109948940"),
         "{answer}"
     );
     let deliveries = runner.get_json("/api/deliveries").await;
@@ -423,19 +384,13 @@ async fn pushes_that_deploy_nothing_are_200_ignored_with_the_reason() {
             fixture("create.payload.json"),
             "event \"create\" does not trigger anything",
         ),
-        (
-            "delete",
-            fixture("delete.payload.json"),
-            "does not trigger anything",
-        ),
+        ("delete", fixture("delete.payload.json"), "does not trigger anything"),
     ];
     for (event, body, expected) in cases {
         let response = runner.deliver(event, &body).await;
         assert_eq!(response.status(), 200, "{expected}");
         let answer: Value = response.json().await.expect("json");
-        let reason = answer["ignored"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{answer}"));
+        let reason = answer["ignored"].as_str().unwrap_or_else(|| panic!("{answer}"));
         assert!(reason.contains(expected), "{expected:?} not in {reason:?}");
     }
     assert_eq!(runner.count("jobs").await, 0);
@@ -456,9 +411,7 @@ async fn tag_pushes_deploy_when_the_project_says_so() {
         )
     })
     .await;
-    let response = runner
-        .deliver("push", &push_body("refs/tags/v1.0", SHA_A))
-        .await;
+    let response = runner.deliver("push", &push_body("refs/tags/v1.0", SHA_A)).await;
     assert_eq!(response.status(), 202);
     runner.stop().await;
 }
@@ -469,24 +422,16 @@ async fn pull_requests_queue_verify_jobs_and_closing_cancels_the_queued_ones() {
     // second one is still queued when the pull request closes.
     let remote = hanging_server();
     let runner = TestRunner::start_with(move |dir| {
-        default_config_toml(dir)
-            .replace("workers = 2", "workers = 1")
-            .replace(
-                &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-                &format!("clone_url = \"{remote}\""),
-            )
+        default_config_toml(dir).replace("workers = 2", "workers = 1").replace(
+            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
+            &format!("clone_url = \"{remote}\""),
+        )
     })
     .await;
     let opened = fixture_json("pull_request.opened.payload.json");
-    let head_sha = opened["pull_request"]["head"]["sha"]
-        .as_str()
-        .expect("sha")
-        .to_owned();
+    let head_sha = opened["pull_request"]["head"]["sha"].as_str().expect("sha").to_owned();
     let number = opened["number"].as_i64().expect("number");
-    let base = opened["pull_request"]["base"]["ref"]
-        .as_str()
-        .expect("base")
-        .to_owned();
+    let base = opened["pull_request"]["base"]["ref"].as_str().expect("base").to_owned();
     assert_eq!(base, "master");
 
     let response = runner
@@ -494,9 +439,7 @@ async fn pull_requests_queue_verify_jobs_and_closing_cancels_the_queued_ones() {
         .await;
     assert_eq!(response.status(), 202);
     let first: Value = response.json().await.expect("json");
-    let job = runner
-        .get_json(&format!("/api/jobs/{}", first["job_id"]))
-        .await;
+    let job = runner.get_json(&format!("/api/jobs/{}", first["job_id"])).await;
     assert_eq!(job["kind"], "verify");
     assert_eq!(job["trigger"], "pull_request");
     assert_eq!(job["sha"], head_sha);
@@ -504,10 +447,7 @@ async fn pull_requests_queue_verify_jobs_and_closing_cancels_the_queued_ones() {
     assert_eq!(job["git_ref"], format!("refs/pull/{number}/head"));
 
     let response = runner
-        .deliver(
-            "pull_request",
-            &fixture("pull_request.synchronize.payload.json"),
-        )
+        .deliver("pull_request", &fixture("pull_request.synchronize.payload.json"))
         .await;
     assert_eq!(response.status(), 202);
     let second: Value = response.json().await.expect("json");
@@ -516,10 +456,7 @@ async fn pull_requests_queue_verify_jobs_and_closing_cancels_the_queued_ones() {
     let mut elsewhere = opened.clone();
     elsewhere["pull_request"]["base"]["ref"] = "develop".into();
     let response = runner
-        .deliver(
-            "pull_request",
-            &serde_json::to_vec(&elsewhere).expect("json"),
-        )
+        .deliver("pull_request", &serde_json::to_vec(&elsewhere).expect("json"))
         .await;
     assert_eq!(response.status(), 200);
 
@@ -561,9 +498,7 @@ async fn a_redelivery_is_a_duplicate_and_never_a_second_job() {
         .json()
         .await
         .expect("json");
-    let response = runner
-        .deliver_signed("push", &body, Some(SECRET), &id)
-        .await;
+    let response = runner.deliver_signed("push", &body, Some(SECRET), &id).await;
     assert_eq!(response.status(), 200);
     let again: Value = response.json().await.expect("json");
     assert_eq!(again["duplicate"], true);
@@ -574,9 +509,7 @@ async fn a_redelivery_is_a_duplicate_and_never_a_second_job() {
     // A duplicate of an ignored delivery has no job.
     let ping_id = unique_delivery_id();
     let ping = fixture("ping.payload.json");
-    runner
-        .deliver_signed("ping", &ping, Some(OTHER_SECRET), &ping_id)
-        .await;
+    runner.deliver_signed("ping", &ping, Some(OTHER_SECRET), &ping_id).await;
     let again: Value = runner
         .deliver_signed("ping", &ping, Some(OTHER_SECRET), &ping_id)
         .await
@@ -598,9 +531,7 @@ async fn fifty_concurrent_copies_of_one_delivery_make_one_job() {
         let runner = std::sync::Arc::clone(&runner);
         let (id, body) = (id.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let response = runner
-                .deliver_signed("push", &body, Some(SECRET), &id)
-                .await;
+            let response = runner.deliver_signed("push", &body, Some(SECRET), &id).await;
             let status = response.status().as_u16();
             (status, response.json::<Value>().await.expect("json"))
         }));
@@ -664,10 +595,7 @@ async fn hostile_refs_are_stored_safely_or_refused() {
     assert_eq!(response.status(), 400);
     // Raw non-UTF-8 bytes in the body: 400.
     let mut raw = push_body("refs/heads/PLACEHOLDER", SHA_A);
-    let at = raw
-        .windows(11)
-        .position(|w| w == b"PLACEHOLDER")
-        .expect("marker");
+    let at = raw.windows(11).position(|w| w == b"PLACEHOLDER").expect("marker");
     raw[at] = 0xff;
     let response = runner.deliver("push", &raw).await;
     assert_eq!(response.status(), 400);
@@ -679,9 +607,7 @@ async fn repository_names_match_case_insensitively_as_on_github() {
     let runner = TestRunner::start().await;
     let mut push = fixture_json("push.with-no-username-committer.payload.json");
     push["repository"]["full_name"] = "codertocat/hello-world".into();
-    let response = runner
-        .deliver("push", &serde_json::to_vec(&push).expect("json"))
-        .await;
+    let response = runner.deliver("push", &serde_json::to_vec(&push).expect("json")).await;
     assert_eq!(response.status(), 202);
     runner.stop().await;
 }

@@ -37,8 +37,7 @@ impl Application {
     /// handling (used by tests to exercise panics and slow requests).
     pub async fn build_with_routes(settings: &Settings, extra: Router) -> io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        let router =
-            routes::with_error_handling(routes::routes(settings.version_info()).merge(extra));
+        let router = routes::with_error_handling(routes::routes(settings.version_info()).merge(extra));
         Ok(Self {
             listener,
             router,
@@ -58,10 +57,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight
     /// requests up to the configured grace period to finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;

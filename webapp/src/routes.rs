@@ -32,10 +32,7 @@ pub fn routes(version_info: serde_json::Value) -> Router {
                 let body = Arc::clone(&version_body);
                 async move {
                     (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
+                        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
                         body.to_string(),
                     )
                 }

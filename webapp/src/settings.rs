@@ -43,9 +43,7 @@ impl Settings {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let shutdown_grace = match lookup("SHUTDOWN_GRACE_SECS").filter(|v| !v.is_empty()) {
-            Some(raw) => {
-                Duration::from_secs(raw.trim().parse().map_err(|_| SettingsError::Grace(raw))?)
-            }
+            Some(raw) => Duration::from_secs(raw.trim().parse().map_err(|_| SettingsError::Grace(raw))?),
             None => DEFAULT_SHUTDOWN_GRACE,
         };
         let commit = lookup("APP_COMMIT")

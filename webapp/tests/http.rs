@@ -63,11 +63,7 @@ fn content_type(response: &reqwest::Response) -> String {
 #[tokio::test]
 async fn index_greets_in_plain_text() {
     let app = spawn_app().await;
-    let response = client()
-        .get(format!("{}/", app.base))
-        .send()
-        .await
-        .expect("GET /");
+    let response = client().get(format!("{}/", app.base)).send().await.expect("GET /");
     assert_eq!(response.status(), 200);
     assert!(
         content_type(&response).starts_with("text/plain"),
@@ -112,11 +108,7 @@ async fn version_reports_crate_version_and_commit() {
 async fn unknown_paths_are_a_plain_text_404() {
     let app = spawn_app().await;
     for path in ["/nope", "/health/extra", "/%3Cscript%3E", "/a/b/c?x=1"] {
-        let response = client()
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .expect("GET");
+        let response = client().get(format!("{}{path}", app.base)).send().await.expect("GET");
         assert_eq!(response.status(), 404, "{path}");
         assert!(content_type(&response).starts_with("text/plain"));
         assert_eq!(response.text().await.expect("body"), "404 page not found");
@@ -127,11 +119,7 @@ async fn unknown_paths_are_a_plain_text_404() {
 async fn head_works_wherever_get_does() {
     let app = spawn_app().await;
     for path in ["/", "/health", "/version"] {
-        let response = client()
-            .head(format!("{}{path}", app.base))
-            .send()
-            .await
-            .expect("HEAD");
+        let response = client().head(format!("{}{path}", app.base)).send().await.expect("HEAD");
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.text().await.expect("body"), "", "HEAD has no body");
     }
@@ -141,11 +129,7 @@ async fn head_works_wherever_get_does() {
 async fn other_methods_on_known_paths_are_405_with_allow() {
     let app = spawn_app().await;
     for path in ["/", "/health", "/version"] {
-        for method in [
-            reqwest::Method::POST,
-            reqwest::Method::DELETE,
-            reqwest::Method::PUT,
-        ] {
+        for method in [reqwest::Method::POST, reqwest::Method::DELETE, reqwest::Method::PUT] {
             let response = client()
                 .request(method.clone(), format!("{}{path}", app.base))
                 .send()
@@ -159,10 +143,7 @@ async fn other_methods_on_known_paths_are_405_with_allow() {
                 .to_str()
                 .expect("ascii")
                 .to_owned();
-            assert!(
-                allow.contains("GET") && allow.contains("HEAD"),
-                "Allow: {allow}"
-            );
+            assert!(allow.contains("GET") && allow.contains("HEAD"), "Allow: {allow}");
             assert!(content_type(&response).starts_with("text/plain"));
         }
     }
@@ -181,23 +162,12 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
     );
     let app = spawn_app_with(test_settings(), extra).await;
     for _ in 0..3 {
-        let response = client()
-            .get(format!("{}/explode", app.base))
-            .send()
-            .await
-            .expect("GET");
+        let response = client().get(format!("{}/explode", app.base)).send().await.expect("GET");
         assert_eq!(response.status(), 500);
         assert!(content_type(&response).starts_with("text/plain"));
-        assert_eq!(
-            response.text().await.expect("body"),
-            "500 internal server error"
-        );
+        assert_eq!(response.text().await.expect("body"), "500 internal server error");
     }
-    let response = client()
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .expect("GET");
+    let response = client().get(format!("{}/health", app.base)).send().await.expect("GET");
     assert_eq!(response.status(), 200);
     assert!(!app.server.is_finished());
 }
@@ -224,10 +194,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
         .send(())
         .expect("server listening");
 
-    let response = in_flight
-        .await
-        .expect("join")
-        .expect("in-flight request completes");
+    let response = in_flight.await.expect("join").expect("in-flight request completes");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "done");
 
@@ -262,11 +229,9 @@ async fn shutdown_is_bounded_by_the_grace_period() {
 
 #[test]
 fn settings_reject_bad_values_with_a_clear_message() {
-    let error = Settings::from_lookup(|name| (name == "PORT").then(|| "http".to_owned()))
-        .expect_err("bad port");
+    let error = Settings::from_lookup(|name| (name == "PORT").then(|| "http".to_owned())).expect_err("bad port");
     assert!(error.to_string().contains("PORT"), "{error}");
-    let error = Settings::from_lookup(|name| (name == "PORT").then(|| "70000".to_owned()))
-        .expect_err("bad port");
+    let error = Settings::from_lookup(|name| (name == "PORT").then(|| "70000".to_owned())).expect_err("bad port");
     assert!(error.to_string().contains("70000"), "{error}");
     let defaults = Settings::from_lookup(|_| None).expect("defaults");
     assert_eq!(defaults.port, 5001);

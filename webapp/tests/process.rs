@@ -32,17 +32,12 @@ impl Running {
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| {
-                    panic!("LOG_FORMAT=json wrote a line that is not JSON: {line}")
-                });
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("LOG_FORMAT=json wrote a line that is not JSON: {line}"));
                 sink.lock().expect("lock").push(value);
             }
         });
-        let mut running = Self {
-            child,
-            port: 0,
-            lines,
-        };
+        let mut running = Self { child, port: 0, lines };
         let listening = running.wait_for_line(|line| line["message"] == "listening");
         let addr = listening["addr"].as_str().expect("addr field").to_owned();
         running.port = addr
@@ -61,10 +56,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "no matching log line; got {:#?}",
-            self.lines.lock().expect("lock")
-        );
+        panic!("no matching log line; got {:#?}", self.lines.lock().expect("lock"));
     }
 
     fn url(&self, path: &str) -> String {
@@ -128,10 +120,7 @@ fn each_hit_of_index_is_logged_at_info() {
         if hits == 3 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected 3 info lines, saw {hits}"
-        );
+        assert!(Instant::now() < deadline, "expected 3 info lines, saw {hits}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

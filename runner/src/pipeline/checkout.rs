@@ -14,12 +14,7 @@ use crate::store::jobs::Job;
 
 /// Fetches a commit's tree into a directory.
 pub trait Checkout {
-    fn fetch(
-        &self,
-        job: &Job,
-        into: &Path,
-        log: &JobLog,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 pub struct GitCheckout {
@@ -47,11 +42,7 @@ impl Checkout for GitCheckout {
         tokio::fs::create_dir_all(into)
             .await
             .map_err(|e| format!("cannot create {}: {e}", into.display()))?;
-        log.system(format!(
-            "fetching {} from {}",
-            job.sha,
-            redact_url(&self.url)
-        ));
+        log.system(format!("fetching {} from {}", job.sha, redact_url(&self.url)));
         git(into, log, &["init", "--quiet"]).await?;
         git(into, log, &["remote", "add", "origin", "--", &self.url]).await?;
         // By SHA first (GitHub serves any reachable commit, shallow); servers that refuse
@@ -59,28 +50,13 @@ impl Checkout for GitCheckout {
         let by_sha = git(
             into,
             log,
-            &[
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--depth=1",
-                "origin",
-                &job.sha,
-            ],
+            &["fetch", "--quiet", "--no-tags", "--depth=1", "origin", &job.sha],
         )
         .await;
         if by_sha.is_err() {
-            log.system(format!(
-                "fetch by SHA refused; fetching {} instead",
-                job.git_ref
-            ));
+            log.system(format!("fetch by SHA refused; fetching {} instead", job.git_ref));
             let refspec = format!("+{}:refs/remotes/origin/job", job.git_ref);
-            git(
-                into,
-                log,
-                &["fetch", "--quiet", "--no-tags", "origin", &refspec],
-            )
-            .await?;
+            git(into, log, &["fetch", "--quiet", "--no-tags", "origin", &refspec]).await?;
         }
         git(
             into,
@@ -97,11 +73,7 @@ impl Checkout for GitCheckout {
         .await?;
         let head = git_output(into, &["rev-parse", "HEAD"]).await?;
         if head.trim() != job.sha {
-            return Err(format!(
-                "HEAD is {} after checkout, expected {}",
-                head.trim(),
-                job.sha
-            ));
+            return Err(format!("HEAD is {} after checkout, expected {}", head.trim(), job.sha));
         }
         log.system(format!("checked out {}", job.sha));
         Ok(())
@@ -109,10 +81,7 @@ impl Checkout for GitCheckout {
 }
 
 /// The commit a ref points at on the remote (`git ls-remote`), for deploys by branch name.
-pub async fn resolve_ref(
-    url: &str,
-    git_ref: &crate::domain::GitRef,
-) -> Result<crate::domain::CommitSha, String> {
+pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<crate::domain::CommitSha, String> {
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         git_command(Path::new("."), &["ls-remote", "--", url, git_ref.as_str()]).output(),
@@ -176,10 +145,7 @@ async fn git(dir: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
             last_error = line;
         }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("git did not finish: {e}"))?;
+    let status = child.wait().await.map_err(|e| format!("git did not finish: {e}"))?;
     if let Some(task) = stdout {
         let _ = task.await;
     }
@@ -221,10 +187,7 @@ mod tests {
             redact_url("https://x-access-token:ghs_abc@github.com/o/r.git"),
             "https://***@github.com/o/r.git"
         );
-        assert_eq!(
-            redact_url("https://github.com/o/r.git"),
-            "https://github.com/o/r.git"
-        );
+        assert_eq!(redact_url("https://github.com/o/r.git"), "https://github.com/o/r.git");
         assert_eq!(redact_url("/srv/git/repo"), "/srv/git/repo");
     }
 }

@@ -46,8 +46,7 @@ impl DockerIgnore {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let mut excluded = false;
         for rule in &self.rules {
-            let matched =
-                (1..=parts.len()).any(|len| matches_segments(&rule.segments, &parts[..len]));
+            let matched = (1..=parts.len()).any(|len| matches_segments(&rule.segments, &parts[..len]));
             if matched {
                 excluded = rule.exclude;
             }
@@ -60,12 +59,10 @@ fn matches_segments(pattern: &[String], path: &[&str]) -> bool {
     match (pattern.first(), path.first()) {
         (None, None) => true,
         (Some(p), _) if p == "**" => {
-            matches_segments(&pattern[1..], path)
-                || (!path.is_empty() && matches_segments(pattern, &path[1..]))
+            matches_segments(&pattern[1..], path) || (!path.is_empty() && matches_segments(pattern, &path[1..]))
         }
         (Some(p), Some(segment)) => {
-            wildcard(p.as_bytes(), segment.as_bytes())
-                && matches_segments(&pattern[1..], &path[1..])
+            wildcard(p.as_bytes(), segment.as_bytes()) && matches_segments(&pattern[1..], &path[1..])
         }
         _ => false,
     }
@@ -75,9 +72,7 @@ fn matches_segments(pattern: &[String], path: &[&str]) -> bool {
 fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
     match (pattern.first(), text.first()) {
         (None, None) => true,
-        (Some(b'*'), _) => {
-            wildcard(&pattern[1..], text) || (!text.is_empty() && wildcard(pattern, &text[1..]))
-        }
+        (Some(b'*'), _) => wildcard(&pattern[1..], text) || (!text.is_empty() && wildcard(pattern, &text[1..])),
         (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &text[1..]),
         (Some(p), Some(t)) if p == t => wildcard(&pattern[1..], &text[1..]),
         _ => false,
@@ -139,9 +134,7 @@ pub fn pack(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
                     0o644
                 };
                 let mut header = stable_header(tar::EntryType::Regular, mode, metadata.len());
-                builder
-                    .append_data(&mut header, &relative, file)
-                    .map_err(add_error)?;
+                builder.append_data(&mut header, &relative, file).map_err(add_error)?;
             }
         }
     }
@@ -169,9 +162,7 @@ mod tests {
 
     #[test]
     fn dockerignore_rules_follow_docker() {
-        let ignore = DockerIgnore::parse(
-            "# comment\ntarget\n*.log\n**/*.tmp\n!keep.log\ndocs/*\n!docs/README.md\n",
-        );
+        let ignore = DockerIgnore::parse("# comment\ntarget\n*.log\n**/*.tmp\n!keep.log\ndocs/*\n!docs/README.md\n");
         assert!(ignore.excludes("target"));
         assert!(ignore.excludes("target/debug/app"));
         assert!(ignore.excludes("build.log"));
@@ -190,8 +181,7 @@ mod tests {
     fn packing_honours_dockerignore_and_skips_git() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
-        std::fs::write(dir.path().join(".dockerignore"), "secret.env\nDockerfile\n")
-            .expect("write");
+        std::fs::write(dir.path().join(".dockerignore"), "secret.env\nDockerfile\n").expect("write");
         std::fs::write(dir.path().join("secret.env"), "TOKEN=x").expect("write");
         std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
         std::fs::write(dir.path().join(".git/config"), "x").expect("write");
@@ -202,13 +192,7 @@ mod tests {
         let names: Vec<String> = archive
             .entries()
             .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|e| e.expect("entry").path().expect("path").to_string_lossy().into_owned())
             .collect();
         assert!(names.contains(&"Dockerfile".to_owned()), "{names:?}");
         assert!(names.contains(&"bin/app".to_owned()), "{names:?}");

@@ -85,11 +85,7 @@ impl Ecr {
             .client
             .create_repository()
             .repository_name(name)
-            .image_scanning_configuration(
-                ImageScanningConfiguration::builder()
-                    .scan_on_push(true)
-                    .build(),
-            )
+            .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(true).build())
             .send()
             .await
             .map_err(|error| format!("creating ECR repository {name}: {}", aws_error(&error)))?;
@@ -115,9 +111,7 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|error| {
-                format!("getting an ECR authorization token: {}", aws_error(&error))
-            })?;
+            .map_err(|error| format!("getting an ECR authorization token: {}", aws_error(&error)))?;
         let data = answer
             .authorization_data()
             .first()
@@ -126,9 +120,7 @@ impl Ecr {
             .decode(data.authorization_token().ok_or("ECR returned no token")?)
             .map_err(|_| "ECR token is not base64")?;
         let decoded = String::from_utf8(decoded).map_err(|_| "ECR token is not text")?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or("ECR token is not user:password")?;
+        let (username, password) = decoded.split_once(':').ok_or("ECR token is not user:password")?;
         let registry_host = data
             .proxy_endpoint()
             .map(|e| {
@@ -146,9 +138,7 @@ impl Ecr {
             },
             registry_host,
         };
-        let expires_at = data
-            .expires_at()
-            .and_then(|t| SystemTime::try_from(*t).ok());
+        let expires_at = data.expires_at().and_then(|t| SystemTime::try_from(*t).ok());
         *cached = cache_until(now, expires_at).map(|valid_until| Cached {
             login: login.clone(),
             valid_until,
@@ -185,10 +175,7 @@ mod tests {
     fn tokens_are_cached_until_shortly_before_expiry_and_never_past_twelve_hours() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let in_12h = now + Duration::from_secs(12 * 3600);
-        assert_eq!(
-            cache_until(now, Some(in_12h)),
-            Some(in_12h - REFRESH_MARGIN)
-        );
+        assert_eq!(cache_until(now, Some(in_12h)), Some(in_12h - REFRESH_MARGIN));
         assert_eq!(
             cache_until(now, Some(now + Duration::from_secs(48 * 3600))),
             Some(in_12h)

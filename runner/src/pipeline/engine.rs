@@ -1,7 +1,8 @@
 //! The container engine boundary: build, run, inspect, push, over the Docker Engine API.
 //!
-//! Everything the runner creates carries the label `io.runner.managed=true` and a role,
-//! so what a crash leaves behind can be found and removed at the next start.
+//! Everything the runner creates carries the label `io.runner.managed=<instance>` and a
+//! role, so what a crash leaves behind can be found and removed at the next start, and
+//! several runners can share one engine without touching each other's containers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,9 +11,9 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, PushImageOptions, RemoveContainerOptions, RenameContainerOptions,
-    StartContainerOptions, StopContainerOptions, TagImageOptions,
+    BuildImageOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    PushImageOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+    TagImageOptions,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -84,14 +85,8 @@ pub trait ContainerEngine: Send + Sync {
         request: &BuildRequest,
         log: &JobLog,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
-    fn start(
-        &self,
-        spec: &ContainerSpec,
-    ) -> impl Future<Output = Result<Started, EngineError>> + Send;
-    fn logs(
-        &self,
-        container: &str,
-    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<Started, EngineError>> + Send;
+    fn logs(&self, container: &str) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn remove(&self, container: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn push(
         &self,
@@ -120,30 +115,31 @@ pub struct RegistryAuth {
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// This runner's identity on the engine (stable across its restarts).
+    instance: String,
 }
 
 impl DockerEngine {
     /// Connects to `DOCKER_HOST` or the local socket and checks the engine answers.
-    pub async fn connect() -> Result<Self, EngineError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+    pub async fn connect(instance: String) -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
         docker
             .ping()
             .await
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(Self { docker })
+        Ok(Self { docker, instance })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
 
-    /// Containers this runner created, optionally only those with `role`.
+    /// Containers this runner instance created, optionally only those with `role`.
     pub async fn managed(
         &self,
         role: Option<Role>,
     ) -> Result<Vec<(String, Vec<String>, HashMap<String, String>)>, EngineError> {
-        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        let mut labels = vec![format!("{MANAGED_LABEL}={}", self.instance)];
         if let Some(role) = role {
             labels.push(format!("{ROLE_LABEL}={}", role.as_str()));
         }
@@ -155,13 +151,7 @@ impl DockerEngine {
         let containers = self.docker.list_containers(Some(options)).await?;
         Ok(containers
             .into_iter()
-            .filter_map(|c| {
-                Some((
-                    c.id?,
-                    c.names.unwrap_or_default(),
-                    c.labels.unwrap_or_default(),
-                ))
-            })
+            .filter_map(|c| Some((c.id?, c.names.unwrap_or_default(), c.labels.unwrap_or_default())))
             .collect())
     }
 
@@ -186,9 +176,7 @@ impl DockerEngine {
             .await
         {
             Ok(details) => Ok(details.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(error) => Err(error.into()),
         }
     }
@@ -199,10 +187,7 @@ impl DockerEngine {
             ..Default::default()
         };
         match self.docker.stop_container(container, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
@@ -216,22 +201,13 @@ impl DockerEngine {
 
     pub async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
         self.docker
-            .rename_container(
-                container,
-                RenameContainerOptions {
-                    name: name.to_owned(),
-                },
-            )
+            .rename_container(container, RenameContainerOptions { name: name.to_owned() })
             .await?;
         Ok(())
     }
 
     /// Where a running container publishes `container_port`.
-    async fn published_port(
-        &self,
-        id: &str,
-        container_port: u16,
-    ) -> Result<(IpAddr, u16), EngineError> {
+    async fn published_port(&self, id: &str, container_port: u16) -> Result<(IpAddr, u16), EngineError> {
         let details = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -243,9 +219,7 @@ impl DockerEngine {
             .and_then(|mut ports| ports.remove(&key))
             .flatten()
             .and_then(|bindings| bindings.into_iter().next())
-            .ok_or_else(|| {
-                EngineError::Engine(format!("container {id} publishes no port for {key}"))
-            })?;
+            .ok_or_else(|| EngineError::Engine(format!("container {id} publishes no port for {key}")))?;
         let ip = binding
             .host_ip
             .as_deref()
@@ -256,20 +230,13 @@ impl DockerEngine {
             .host_port
             .as_deref()
             .and_then(|p| p.parse().ok())
-            .ok_or_else(|| {
-                EngineError::Engine(format!("container {id} has no host port for {key}"))
-            })?;
+            .ok_or_else(|| EngineError::Engine(format!("container {id} has no host port for {key}")))?;
         Ok((ip, port))
     }
 }
 
 impl ContainerEngine for DockerEngine {
-    async fn build(
-        &self,
-        context_tar: Bytes,
-        request: &BuildRequest,
-        log: &JobLog,
-    ) -> Result<String, EngineError> {
+    async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
         let options = BuildImageOptions {
             dockerfile: request.dockerfile.clone(),
             t: Some(request.tag.clone()),
@@ -279,9 +246,9 @@ impl ContainerEngine for DockerEngine {
             labels: Some(request.labels.clone()),
             ..Default::default()
         };
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(context_tar)));
+        let mut stream = self
+            .docker
+            .build_image(options, None, Some(bollard::body_full(context_tar)));
         let mut image_id = None;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| EngineError::Engine(format!("build failed: {e}")))?;
@@ -305,9 +272,9 @@ impl ContainerEngine for DockerEngine {
             None => {
                 // The classic builder reports the id in the stream only; ask for the tag.
                 let image = self.docker.inspect_image(&request.tag).await?;
-                image.id.ok_or_else(|| {
-                    EngineError::Engine("the engine did not report an image id".into())
-                })
+                image
+                    .id
+                    .ok_or_else(|| EngineError::Engine("the engine did not report an image id".into()))
             }
         }
     }
@@ -319,7 +286,7 @@ impl ContainerEngine for DockerEngine {
             None => ("127.0.0.1".to_owned(), String::new()),
         };
         let mut labels = spec.labels.clone();
-        labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
+        labels.insert(MANAGED_LABEL.to_owned(), self.instance.clone());
         labels.insert(ROLE_LABEL.to_owned(), spec.role.as_str().to_owned());
         labels.insert(JOB_LABEL.to_owned(), spec.job_id.to_string());
         let body = ContainerCreateBody {
@@ -334,12 +301,10 @@ impl ContainerEngine for DockerEngine {
                         host_port: Some(host_port),
                     }]),
                 )])),
-                restart_policy: (spec.role == Role::Live).then_some(
-                    bollard::models::RestartPolicy {
-                        name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
-                        maximum_retry_count: None,
-                    },
-                ),
+                restart_policy: (spec.role == Role::Live).then_some(bollard::models::RestartPolicy {
+                    name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -357,8 +322,7 @@ impl ContainerEngine for DockerEngine {
             let _ = self.remove(&created.id).await;
             return Err(error.into());
         }
-        let (host_ip, host_port) = match self.published_port(&created.id, spec.container_port).await
-        {
+        let (host_ip, host_port) = match self.published_port(&created.id, spec.container_port).await {
             Ok(published) => published,
             Err(error) => {
                 let _ = self.remove(&created.id).await;
@@ -395,10 +359,7 @@ impl ContainerEngine for DockerEngine {
             ..Default::default()
         };
         match self.docker.remove_container(container, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
@@ -434,17 +395,13 @@ impl ContainerEngine for DockerEngine {
                 if let Some(rest) = status.split("digest: ").nth(1) {
                     digest = rest.split_whitespace().next().map(str::to_owned);
                 }
-                if !status.starts_with("Pushing")
-                    && !status.starts_with("Waiting")
-                    && !status.starts_with("Preparing")
+                if !status.starts_with("Pushing") && !status.starts_with("Waiting") && !status.starts_with("Preparing")
                 {
                     log.stdout(status);
                 }
             }
         }
-        digest.ok_or_else(|| {
-            EngineError::Engine("the registry did not report a digest for the pushed image".into())
-        })
+        digest.ok_or_else(|| EngineError::Engine("the registry did not report a digest for the pushed image".into()))
     }
 }
 

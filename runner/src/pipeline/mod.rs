@@ -114,16 +114,12 @@ pub async fn run(
     }
     let Some(engine) = ctx.engine.clone() else {
         return Err(JobFailure::NotConfigured(
-            "no Docker engine answered when the runner started; start it (or set DOCKER_HOST) and restart the runner".into(),
+            "no Docker engine answered when the runner started; start it (or set DOCKER_HOST) and restart the runner"
+                .into(),
         ));
     };
     record_steps(ctx, job.id.get(), plan).await;
-    let steps = Steps {
-        ctx,
-        job,
-        log,
-        cancel,
-    };
+    let steps = Steps { ctx, job, log, cancel };
     let result = match (job.kind, job.trigger) {
         (JobKind::Deploy, Trigger::Rollback) => run_rollback(&steps, project, &engine).await,
         (kind, _) => run_build(&steps, project, &engine, kind).await,
@@ -188,22 +184,10 @@ impl Steps<'_> {
             Err(JobFailure::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
             Err(failure) => ("failed", Some(failure.to_string())),
         };
-        let _ = steps::set_state(
-            &self.ctx.pool,
-            job_id,
-            name,
-            state,
-            error.as_deref(),
-            now_ms(),
-        )
-        .await;
+        let _ = steps::set_state(&self.ctx.pool, job_id, name, state, error.as_deref(), now_ms()).await;
         match &outcome {
-            Ok(_) => self
-                .log
-                .system(format!("step {name}: succeeded in {elapsed:.1?}")),
-            Err(error) => self
-                .log
-                .system(format!("step {name}: {error} after {elapsed:.1?}")),
+            Ok(_) => self.log.system(format!("step {name}: succeeded in {elapsed:.1?}")),
+            Err(error) => self.log.system(format!("step {name}: {error} after {elapsed:.1?}")),
         }
         outcome
     }
@@ -216,18 +200,11 @@ struct Leftover(Arc<Mutex<Option<String>>>);
 
 impl Leftover {
     fn set(&self, id: Option<String>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id;
     }
 
     async fn remove(&self, engine: &DockerEngine, log: &JobLog) {
-        let id = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let id = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(id) = id
             && let Err(error) = engine.remove(&id).await
         {
@@ -246,16 +223,10 @@ async fn run_build(
     let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
         unreachable!("settings were checked before the job started");
     };
-    let workdir = ctx
-        .work_root
-        .join(format!("job-{}-{}", job.id, job.attempts));
+    let workdir = ctx.work_root.join(format!("job-{}-{}", job.id, job.attempts));
     let checkout = GitCheckout::new(clone_url(project));
     let checked_out = steps
-        .run(
-            CHECKOUT,
-            ctx.checkout_timeout,
-            checkout.fetch(job, &workdir, log),
-        )
+        .run(CHECKOUT, ctx.checkout_timeout, checkout.fetch(job, &workdir, log))
         .await;
 
     let built = match checked_out {
@@ -271,10 +242,7 @@ async fn run_build(
                     .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
                     .collect(),
                 labels: HashMap::from([
-                    (
-                        "org.opencontainers.image.revision".to_owned(),
-                        job.sha.clone(),
-                    ),
+                    ("org.opencontainers.image.revision".to_owned(), job.sha.clone()),
                     (
                         "org.opencontainers.image.source".to_owned(),
                         format!("https://github.com/{}", project.repository),
@@ -288,11 +256,9 @@ async fn run_build(
             steps
                 .run(BUILD, build.timeout, async {
                     let dockerfile = build.dockerfile.clone();
-                    let tar = tokio::task::spawn_blocking(move || {
-                        context::pack(&context_dir, &dockerfile)
-                    })
-                    .await
-                    .map_err(|e| format!("packing the build context: {e}"))??;
+                    let tar = tokio::task::spawn_blocking(move || context::pack(&context_dir, &dockerfile))
+                        .await
+                        .map_err(|e| format!("packing the build context: {e}"))??;
                     log.system(format!("build context: {} KiB", tar.len() / 1024));
                     engine
                         .build(Bytes::from(tar), &request, log)
@@ -329,14 +295,8 @@ async fn run_build(
             };
             let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
             smoke_container.set(Some(started.id.clone()));
-            let url = format!(
-                "http://{}:{}{}",
-                started.host_ip, started.host_port, smoke.path
-            );
-            log.system(format!(
-                "waiting for {url} to answer {}",
-                smoke.expect_status
-            ));
+            let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
+            log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
             let verdict = probe::until_healthy(
                 &ctx.http,
                 &url,
@@ -375,18 +335,12 @@ async fn run_build(
                     });
                     (url, auth)
                 }
-                RegistryKind::Ecr {
-                    region,
-                    endpoint_url,
-                } => {
+                RegistryKind::Ecr { region, endpoint_url } => {
                     let ecr = ctx.ecr(region.clone(), endpoint_url.clone()).await;
                     let uri = ecr.ensure_repository(&build.image).await?;
                     log.system(format!("ECR repository {uri}"));
                     let login = ecr.login().await?;
-                    let host = registry
-                        .url
-                        .clone()
-                        .unwrap_or_else(|| login.registry_host.clone());
+                    let host = registry.url.clone().unwrap_or_else(|| login.registry_host.clone());
                     let mut auth = login.auth;
                     auth.server.clone_from(&host);
                     (host, Some(auth))
@@ -418,11 +372,7 @@ async fn run_build(
     .await
 }
 
-async fn run_rollback(
-    steps: &Steps<'_>,
-    project: &Project,
-    engine: &DockerEngine,
-) -> Result<(), JobFailure> {
+async fn run_rollback(steps: &Steps<'_>, project: &Project, engine: &DockerEngine) -> Result<(), JobFailure> {
     let job = steps.job;
     let target = match job.rollback_of {
         Some(id) => deployments::get(&steps.ctx.pool, id).await.ok().flatten(),

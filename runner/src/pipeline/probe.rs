@@ -19,10 +19,7 @@ pub async fn until_healthy(
             Ok(response) => {
                 let status = response.status().as_u16();
                 let body = response.text().await.unwrap_or_default();
-                let body_ok = expect
-                    .expect_body
-                    .as_deref()
-                    .is_none_or(|want| body.trim() == want);
+                let body_ok = expect.expect_body.as_deref().is_none_or(|want| body.trim() == want);
                 if status == expect.expect_status && body_ok {
                     return Ok(());
                 }

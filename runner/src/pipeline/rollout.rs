@@ -49,24 +49,15 @@ pub async fn go_live(
         message: format!("cannot record the deployment: {e}"),
     })?;
     if let Some(replaced) = deployment.replaced_id {
-        log.system(format!(
-            "deployment {} replaces deployment {replaced}",
-            deployment.id
-        ));
+        log.system(format!("deployment {} replaces deployment {replaced}", deployment.id));
     }
 
     let live = live_name(project.name.as_str(), project.environment.as_str());
     let labels = HashMap::from([
         ("io.runner.project".to_owned(), project.name.to_string()),
-        (
-            "io.runner.environment".to_owned(),
-            project.environment.to_string(),
-        ),
+        ("io.runner.environment".to_owned(), project.environment.to_string()),
         ("io.runner.deployment".to_owned(), deployment.id.to_string()),
-        (
-            "org.opencontainers.image.revision".to_owned(),
-            job.sha.clone(),
-        ),
+        ("org.opencontainers.image.revision".to_owned(), job.sha.clone()),
     ]);
     let candidate = Leftover::default();
     let result = steps
@@ -88,7 +79,10 @@ pub async fn go_live(
             log.system(format!("candidate started; waiting for {probe_url}"));
             if let Err(last) = probe::until_healthy(&ctx.http, &probe_url, smoke, rollout.timeout / 2).await {
                 copy_container_logs(engine, &started.id, log).await;
-                return Err(format!("the new version never became healthy ({} answered {last}); the live version keeps serving", smoke.path));
+                return Err(format!(
+                    "the new version never became healthy ({} answered {last}); the live version keeps serving",
+                    smoke.path
+                ));
             }
             candidate.remove(engine, log).await;
 
@@ -110,7 +104,12 @@ pub async fn go_live(
                 let live_url = format!("{url}{}", smoke.path);
                 probe::until_healthy(&ctx.http, &live_url, smoke, rollout.timeout / 2)
                     .await
-                    .map_err(|last| format!("the new container on {url} never became healthy ({} answered {last})", smoke.path))?;
+                    .map_err(|last| {
+                        format!(
+                            "the new container on {url} never became healthy ({} answered {last})",
+                            smoke.path
+                        )
+                    })?;
                 Ok::<_, String>(started)
             }
             .await;
@@ -123,8 +122,14 @@ pub async fn go_live(
                 (Err(error), previous) => {
                     let _ = engine.remove(&live).await;
                     if let Some(old) = previous {
-                        engine.rename(&old, &live).await.map_err(|e| format!("{error}; restoring the previous container failed: {e}"))?;
-                        engine.restart(&old).await.map_err(|e| format!("{error}; restarting the previous container failed: {e}"))?;
+                        engine
+                            .rename(&old, &live)
+                            .await
+                            .map_err(|e| format!("{error}; restoring the previous container failed: {e}"))?;
+                        engine
+                            .restart(&old)
+                            .await
+                            .map_err(|e| format!("{error}; restarting the previous container failed: {e}"))?;
                         return Err(format!("{error}; the previous container was restored"));
                     }
                     Err(error)
@@ -148,14 +153,7 @@ pub async fn go_live(
             Ok(())
         }
         Err(failure) => {
-            let _ = deployments::finish(
-                &ctx.pool,
-                deployment.id,
-                "failed",
-                Some(&failure.to_string()),
-                now_ms(),
-            )
-            .await;
+            let _ = deployments::finish(&ctx.pool, deployment.id, "failed", Some(&failure.to_string()), now_ms()).await;
             Err(failure)
         }
     }
@@ -163,9 +161,7 @@ pub async fn go_live(
 
 /// After a crash in the middle of a swap: a `-previous-` container whose environment has
 /// no live container any more is put back; otherwise it is removed.
-pub async fn recover_interrupted_swaps(
-    engine: &DockerEngine,
-) -> Result<(), super::engine::EngineError> {
+pub async fn recover_interrupted_swaps(engine: &DockerEngine) -> Result<(), super::engine::EngineError> {
     for (id, names, _) in engine.managed(Some(Role::Live)).await? {
         let Some(name) = names.first().map(|n| n.trim_start_matches('/').to_owned()) else {
             continue;

@@ -70,9 +70,7 @@ pub async fn record_batch(
         let (outcome, reason) = match action {
             Action::Queue(_) => ("queued", None),
             Action::Ignore { reason } => ("ignored", Some(reason.clone())),
-            Action::CancelPullRequest { number, .. } => {
-                ("cancelled", Some(format!("pull request #{number} closed")))
-            }
+            Action::CancelPullRequest { number, .. } => ("cancelled", Some(format!("pull request #{number} closed"))),
         };
         row.push_bind(delivery.delivery_id.clone())
             .push_bind(delivery.event.clone())
@@ -102,10 +100,7 @@ pub async fn record_batch(
     let mut claimed = HashSet::new();
     let is_new: Vec<bool> = batch
         .iter()
-        .map(|(delivery, _)| {
-            inserted.contains(&delivery.delivery_id)
-                && claimed.insert(delivery.delivery_id.as_str())
-        })
+        .map(|(delivery, _)| inserted.contains(&delivery.delivery_id) && claimed.insert(delivery.delivery_id.as_str()))
         .collect();
 
     let new_jobs: Vec<&NewJob> = batch
@@ -141,47 +136,29 @@ pub async fn record_batch(
                 .push_bind(now);
         });
         insert.push(" RETURNING id, delivery_id");
-        let rows: Vec<(i64, Option<String>)> = insert
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await?;
-        job_ids.extend(
-            rows.into_iter()
-                .filter_map(|(id, delivery)| Some((delivery?, id))),
-        );
+        let rows: Vec<(i64, Option<String>)> = insert.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+        job_ids.extend(rows.into_iter().filter_map(|(id, delivery)| Some((delivery?, id))));
     }
 
     let mut results = Vec::with_capacity(batch.len());
     for ((delivery, action), new) in batch.iter().zip(is_new) {
         let recorded = if !new {
-            let job_id: Option<i64> =
-                sqlx::query_scalar("SELECT job_id FROM deliveries WHERE delivery_id = ?")
-                    .bind(&delivery.delivery_id)
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let job_id: Option<i64> = sqlx::query_scalar("SELECT job_id FROM deliveries WHERE delivery_id = ?")
+                .bind(&delivery.delivery_id)
+                .fetch_one(&mut *conn)
+                .await?;
             Recorded::Duplicate { job_id }
         } else {
             match action {
                 Action::Queue(_) => Recorded::Queued {
                     job_id: job_ids.get(&delivery.delivery_id).copied().ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "no job recorded for delivery {}",
-                            delivery.delivery_id
-                        ))
+                        StoreError::Corrupt(format!("no job recorded for delivery {}", delivery.delivery_id))
                     })?,
                 },
-                Action::Ignore { reason } => Recorded::Ignored {
-                    reason: reason.clone(),
-                },
+                Action::Ignore { reason } => Recorded::Ignored { reason: reason.clone() },
                 Action::CancelPullRequest { project, number } => {
-                    let cancelled = jobs::cancel_queued_pull_request(
-                        conn,
-                        project,
-                        *number,
-                        delivery.received_at,
-                    )
-                    .await?;
+                    let cancelled =
+                        jobs::cancel_queued_pull_request(conn, project, *number, delivery.received_at).await?;
                     let reason = format!(
                         "pull request #{number} closed; cancelled {} queued verify job(s)",
                         cancelled.len()
@@ -224,11 +201,7 @@ pub struct Delivery {
 const DELIVERY_COLUMNS: &str = "id, delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
      reason, job_id, content_type, body_bytes, body IS NOT NULL AS body_kept, received_at";
 
-pub async fn list(
-    pool: &SqlitePool,
-    before: Option<i64>,
-    limit: usize,
-) -> Result<Page<Delivery>, StoreError> {
+pub async fn list(pool: &SqlitePool, before: Option<i64>, limit: usize) -> Result<Page<Delivery>, StoreError> {
     let rows: Vec<Delivery> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id < ? ORDER BY id DESC LIMIT ?"
     )))
@@ -249,10 +222,7 @@ pub async fn get(pool: &SqlitePool, delivery_id: &str) -> Result<Option<Delivery
 }
 
 /// The stored raw body and its content type, while retention keeps it.
-pub async fn body(
-    pool: &SqlitePool,
-    delivery_id: &str,
-) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+pub async fn body(pool: &SqlitePool, delivery_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
     let row: Option<(String, Option<Vec<u8>>)> =
         sqlx::query_as("SELECT content_type, body FROM deliveries WHERE delivery_id = ?")
             .bind(delivery_id)

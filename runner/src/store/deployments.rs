@@ -39,11 +39,7 @@ pub struct NewDeployment<'a> {
 
 /// `(nothing) → in_progress`, remembering what is live now. A retried job (its worker
 /// died) reuses its row.
-pub async fn start(
-    pool: &SqlitePool,
-    new: &NewDeployment<'_>,
-    now: i64,
-) -> Result<Deployment, StoreError> {
+pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Result<Deployment, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let live: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM deployments WHERE project = ? AND environment = ? AND status = 'live' AND job_id <> ?
@@ -79,13 +75,7 @@ pub async fn start(
 }
 
 /// `in_progress → live | failed | rolled_back`.
-pub async fn finish(
-    pool: &SqlitePool,
-    id: i64,
-    status: &str,
-    error: Option<&str>,
-    now: i64,
-) -> Result<(), StoreError> {
+pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str>, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
     )
@@ -147,11 +137,7 @@ pub async fn fail_orphans(pool: &SqlitePool, now: i64) -> Result<u64, StoreError
 }
 
 /// The deployment live in an environment now.
-pub async fn live(
-    pool: &SqlitePool,
-    project: &str,
-    environment: &str,
-) -> Result<Option<Deployment>, StoreError> {
+pub async fn live(pool: &SqlitePool, project: &str, environment: &str) -> Result<Option<Deployment>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deployments WHERE project = ? AND environment = ? AND status = 'live' ORDER BY id DESC LIMIT 1"
     )))

@@ -34,20 +34,15 @@ pub struct LogLine {
 }
 
 /// Appends lines in one transaction; sequence numbers continue from the job's last line.
-pub async fn append(
-    pool: &SqlitePool,
-    job: JobId,
-    lines: &[(i64, Stream, String)],
-) -> Result<(), StoreError> {
+pub async fn append(pool: &SqlitePool, job: JobId, lines: &[(i64, Stream, String)]) -> Result<(), StoreError> {
     if lines.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let last: i64 =
-        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
-            .bind(job.get())
-            .fetch_one(&mut *tx)
-            .await?;
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
+        .bind(job.get())
+        .fetch_one(&mut *tx)
+        .await?;
     for (offset, (at, stream, line)) in (1_i64..).zip(lines) {
         sqlx::query("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)")
             .bind(job.get())
@@ -63,18 +58,13 @@ pub async fn append(
 }
 
 /// Lines after `after_seq`, oldest first, at most `limit`.
-pub async fn read(
-    pool: &SqlitePool,
-    job: JobId,
-    after_seq: i64,
-    limit: usize,
-) -> Result<Vec<LogLine>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+pub async fn read(pool: &SqlitePool, job: JobId, after_seq: i64, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(job.get())
+            .bind(after_seq)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?,
     )
-    .bind(job.get())
-    .bind(after_seq)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?)
 }

@@ -21,10 +21,7 @@ pub enum StoreError {
     #[error("invalid database URL {url:?}: {source}")]
     Url { url: String, source: sqlx::Error },
     #[error("cannot create the database directory {path}: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
+    Directory { path: String, source: std::io::Error },
     #[error("cannot open the database {url:?}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("cannot apply migrations: {0}")]
@@ -39,11 +36,10 @@ pub enum StoreError {
 /// block the writer, a busy timeout instead of instant `SQLITE_BUSY`, and full
 /// synchronous commits so an acknowledged delivery survives a power cut.
 pub fn connect_options(database_url: &str) -> Result<SqliteConnectOptions, StoreError> {
-    let options =
-        SqliteConnectOptions::from_str(database_url).map_err(|source| StoreError::Url {
-            url: database_url.to_owned(),
-            source,
-        })?;
+    let options = SqliteConnectOptions::from_str(database_url).map_err(|source| StoreError::Url {
+        url: database_url.to_owned(),
+        source,
+    })?;
     Ok(options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -84,9 +80,7 @@ pub async fn open(database_url: &str) -> Result<SqlitePool, StoreError> {
 /// Copies committed WAL frames into the database file without blocking writers; run
 /// periodically so the WAL stays small and no request ever pays for a checkpoint.
 pub async fn checkpoint(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(pool)
-        .await?;
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await?;
     Ok(())
 }
 

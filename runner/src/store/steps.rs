@@ -24,14 +24,12 @@ pub async fn plan(pool: &SqlitePool, job_id: i64, names: &[&str]) -> Result<(), 
         .execute(&mut *tx)
         .await?;
     for (position, name) in (0_i64..).zip(names) {
-        sqlx::query(
-            "INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')",
-        )
-        .bind(job_id)
-        .bind(position)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')")
+            .bind(job_id)
+            .bind(position)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())

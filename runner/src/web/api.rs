@@ -34,9 +34,7 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(limit @ 1..=MAX_PAGE) => Ok(limit),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "limit must be 1-{MAX_PAGE}, got {other}"
-            ))),
+            Some(other) => Err(ApiError::BadRequest(format!("limit must be 1-{MAX_PAGE}, got {other}"))),
         }
     }
 }
@@ -54,36 +52,25 @@ pub async fn list_deliveries(
     Ok(Json(json!(page)))
 }
 
-pub async fn list_jobs(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_jobs(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
     let filter = JobFilter {
         project: query.project.clone(),
         state: query
             .state
             .as_deref()
-            .map(|s| {
-                JobState::parse(s)
-                    .ok_or_else(|| ApiError::BadRequest(format!("unknown state {s:?}")))
-            })
+            .map(|s| JobState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown state {s:?}"))))
             .transpose()?,
         kind: query
             .kind
             .as_deref()
-            .map(|k| {
-                JobKind::parse(k).ok_or_else(|| ApiError::BadRequest(format!("unknown kind {k:?}")))
-            })
+            .map(|k| JobKind::parse(k).ok_or_else(|| ApiError::BadRequest(format!("unknown kind {k:?}"))))
             .transpose()?,
     };
     let page = jobs::list(&state.pool, &filter, query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
 
-pub async fn get_job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&id)?;
     let job = jobs::get(&state.pool, id)
         .await?
@@ -100,13 +87,7 @@ pub async fn list_deployments(
     State(state): State<AppState>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = store::deployments::list(
-        &state.pool,
-        query.project.as_deref(),
-        query.before,
-        query.limit()?,
-    )
-    .await?;
+    let page = store::deployments::list(&state.pool, query.project.as_deref(), query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
 
@@ -117,11 +98,11 @@ pub async fn rollback_deployment(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let id: i64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "deployment id must be a positive integer, got {id:?}"
-        ))
-    })?;
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("deployment id must be a positive integer, got {id:?}")))?;
     let target = store::deployments::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
@@ -131,12 +112,10 @@ pub async fn rollback_deployment(
             target.status
         )));
     }
-    let project = state.config.project(&target.project).ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "project {} is no longer configured",
-            target.project
-        ))
-    })?;
+    let project = state
+        .config
+        .project(&target.project)
+        .ok_or_else(|| ApiError::Conflict(format!("project {} is no longer configured", target.project)))?;
     let original = jobs::get(
         &state.pool,
         JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
@@ -217,9 +196,7 @@ pub async fn deploy_project(
             (git_ref, sha)
         }
         (None, None) => {
-            return Err(ApiError::BadRequest(
-                "give \"ref\" (a branch) or \"sha\"".into(),
-            ));
+            return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into()));
         }
     };
     let job = NewJob {
@@ -238,10 +215,7 @@ pub async fn deploy_project(
     };
     let job_id = jobs::enqueue_now(&state.pool, &job, now_ms()).await?;
     state.job_queued.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job_id, "sha": job.sha })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": job.sha }))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,9 +260,7 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <admin token>".into())
-        })?;
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <admin token>".into()))?;
     if constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {
         Ok(())
     } else {
@@ -300,10 +272,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::Digest;
     // Comparing digests keeps the time independent of where the inputs differ and of their lengths.
     let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0_u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.iter().zip(b.iter()).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn cancel_job(
@@ -315,9 +284,7 @@ pub async fn cancel_job(
     let id = parse_job_id(&id)?;
     match jobs::cancel(&state.pool, id, now_ms()).await? {
         CancelOutcome::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
-        CancelOutcome::AlreadyFinished => {
-            Err(ApiError::Conflict(format!("job {id} has already finished")))
-        }
+        CancelOutcome::AlreadyFinished => Err(ApiError::Conflict(format!("job {id} has already finished"))),
         CancelOutcome::Cancelled => Ok(Json(json!({ "job_id": id, "state": "cancelled" }))),
         CancelOutcome::Requested => {
             state.cancellations.cancel(id);

@@ -40,8 +40,7 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut response =
-            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -27,10 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/logs", get(api::job_logs))
         .route("/api/jobs/{id}/cancel", post(api::cancel_job))
         .route("/api/deployments", get(api::list_deployments))
-        .route(
-            "/api/deployments/{id}/rollback",
-            post(api::rollback_deployment),
-        )
+        .route("/api/deployments/{id}/rollback", post(api::rollback_deployment))
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
         // The webhook reads its body itself, with its own limit and error.
@@ -38,17 +35,15 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    let route = request.extensions().get::<MatchedPath>().map_or_else(
-                        || request.uri().path().to_owned(),
-                        |p| p.as_str().to_owned(),
-                    );
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
                     tracing::info_span!("request", method = %request.method(), route = %route)
                 })
                 .on_request(())
                 .on_response(
-                    |response: &axum::http::Response<_>,
-                     latency: Duration,
-                     _span: &tracing::Span| {
+                    |response: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
                         tracing::debug!(
                             status = response.status().as_u16(),
                             latency_ms = latency.as_secs_f64() * 1e3,
@@ -65,14 +60,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let queued = crate::store::jobs::queued_count(&state.pool)
-        .await
-        .unwrap_or(-1);
+    let queued = crate::store::jobs::queued_count(&state.pool).await.unwrap_or(-1);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(queued),
     )
 }

@@ -97,10 +97,7 @@ pub fn parse(json_text: &[u8]) -> Result<Parsed, PayloadError> {
     })?;
     let (repository, pushed_at) = match &payload.repository {
         Some(repo) => (
-            Some(
-                RepoName::parse(&repo.full_name)
-                    .map_err(|_| PayloadError::Field("repository.full_name"))?,
-            ),
+            Some(RepoName::parse(&repo.full_name).map_err(|_| PayloadError::Field("repository.full_name"))?),
             repo.pushed_at.as_ref().and_then(serde_json::Value::as_i64),
         ),
         None => (None, None),
@@ -171,10 +168,7 @@ pub fn decide(
         "push" => decide_push(parsed, project, delivery_id, now),
         "pull_request" => decide_pull_request(parsed, project, delivery_id, now),
         other => Ok((
-            ignore(format!(
-                "event {:?} does not trigger anything",
-                clip(other, 64)
-            )),
+            ignore(format!("event {:?} does not trigger anything", clip(other, 64))),
             Facts::default(),
         )),
     }
@@ -197,20 +191,14 @@ fn decide_push(
     };
     let Ok(git_ref) = GitRef::parse(raw_ref) else {
         return Ok((
-            ignore(format!(
-                "ref {:?} is not a deploy branch",
-                clip(raw_ref, 80)
-            )),
+            ignore(format!("ref {:?} is not a deploy branch", clip(raw_ref, 80))),
             facts,
         ));
     };
     let sha = CommitSha::parse(after).map_err(|_| PayloadError::Field("after"))?;
     facts.sha = Some(sha.to_string());
     if push.deleted || sha.is_null() {
-        return Ok((
-            ignore(format!("{} was deleted", git_ref.short_name())),
-            facts,
-        ));
+        return Ok((ignore(format!("{} was deleted", git_ref.short_name())), facts));
     }
     match git_ref.kind() {
         RefKind::Tag if !project.deploy_tags => {
@@ -234,10 +222,7 @@ fn decide_push(
             ));
         }
         RefKind::Other => {
-            return Ok((
-                ignore(format!("ref {git_ref} is neither a branch nor a tag")),
-                facts,
-            ));
+            return Ok((ignore(format!("ref {git_ref} is neither a branch nor a tag")), facts));
         }
         _ => {}
     }
@@ -251,9 +236,7 @@ fn decide_push(
         sha,
         pull_request: None,
         delivery_id: Some(delivery_id.to_owned()),
-        commit_message: head
-            .and_then(|c| c.message.as_deref())
-            .map(|m| clip(m, MAX_TEXT)),
+        commit_message: head.and_then(|c| c.message.as_deref()).map(|m| clip(m, MAX_TEXT)),
         commit_author: head
             .and_then(|c| c.author.as_ref())
             .and_then(|a| a.name.as_deref().or(a.username.as_deref()))
@@ -261,9 +244,7 @@ fn decide_push(
         rollback_of: None,
         // GitHub's push time orders pushes that arrive out of order; it has second
         // resolution, so pushes within one second keep arrival order.
-        ordering_key: parsed
-            .pushed_at
-            .map_or(now, |secs| secs.saturating_mul(1000)),
+        ordering_key: parsed.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
     };
     Ok((Action::Queue(job), facts))
 }
@@ -275,11 +256,9 @@ fn decide_pull_request(
     now: i64,
 ) -> Result<(Action, Facts), PayloadError> {
     let payload = &parsed.payload;
-    let (Some(action), Some(number), Some(pr)) = (
-        payload.action.as_deref(),
-        payload.number,
-        payload.pull_request.as_ref(),
-    ) else {
+    let (Some(action), Some(number), Some(pr)) =
+        (payload.action.as_deref(), payload.number, payload.pull_request.as_ref())
+    else {
         return Err(PayloadError::Field("pull_request"));
     };
     let mut facts = Facts {
@@ -288,8 +267,7 @@ fn decide_pull_request(
         sha: Some(clip(&pr.head.sha, 64)),
         ..Facts::default()
     };
-    let base_is_deploy_branch =
-        GitRef::branch(&pr.base.name).is_ok_and(|base| project.deploys_ref(&base));
+    let base_is_deploy_branch = GitRef::branch(&pr.base.name).is_ok_and(|base| project.deploys_ref(&base));
     if !base_is_deploy_branch {
         return Ok((
             ignore(format!(
@@ -302,11 +280,10 @@ fn decide_pull_request(
     }
     match action {
         "opened" | "synchronize" | "reopened" => {
-            let sha = CommitSha::parse(&pr.head.sha)
-                .map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
+            let sha = CommitSha::parse(&pr.head.sha).map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
             facts.sha = Some(sha.to_string());
-            let git_ref = GitRef::parse(&format!("refs/pull/{}/head", number))
-                .map_err(|_| PayloadError::Field("number"))?;
+            let git_ref =
+                GitRef::parse(&format!("refs/pull/{}/head", number)).map_err(|_| PayloadError::Field("number"))?;
             let job = NewJob {
                 project: project.name.clone(),
                 environment: project.environment.clone(),
@@ -317,11 +294,7 @@ fn decide_pull_request(
                 pull_request: Some(number),
                 delivery_id: Some(delivery_id.to_owned()),
                 commit_message: pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
-                commit_author: pr
-                    .user
-                    .as_ref()
-                    .and_then(|u| u.login.as_deref())
-                    .map(|a| clip(a, 200)),
+                commit_author: pr.user.as_ref().and_then(|u| u.login.as_deref()).map(|a| clip(a, 200)),
                 ordering_key: now,
                 rollback_of: None,
             };

@@ -48,11 +48,7 @@ impl IngestWriter {
     }
 
     /// Records the delivery and its action durably; returns once committed.
-    pub async fn record(
-        &self,
-        delivery: NewDelivery,
-        action: Action,
-    ) -> Result<Recorded, IngestError> {
+    pub async fn record(&self, delivery: NewDelivery, action: Action) -> Result<Recorded, IngestError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Pending {
@@ -66,11 +62,7 @@ impl IngestWriter {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut receiver: mpsc::Receiver<Pending>,
-    job_queued: Arc<Notify>,
-) {
+async fn run(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Pending>, job_queued: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
@@ -95,10 +87,7 @@ async fn run(
     tracing::debug!("ingest writer stopped");
 }
 
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    batch: &[Pending],
-) -> Vec<Result<Recorded, IngestError>> {
+async fn commit_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Vec<Result<Recorded, IngestError>> {
     match try_commit(conn, batch).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(error) => {
@@ -112,11 +101,7 @@ async fn commit_batch(
                 if result.is_err() {
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 }
-                results.push(
-                    result
-                        .map(|mut one| one.remove(0))
-                        .map_err(IngestError::Store),
-                );
+                results.push(result.map(|mut one| one.remove(0)).map_err(IngestError::Store));
             }
             results
         }
@@ -124,10 +109,7 @@ async fn commit_batch(
 }
 
 /// Records every delivery of `batch` in one transaction; all or none are committed.
-async fn try_commit(
-    conn: &mut SqliteConnection,
-    batch: &[Pending],
-) -> Result<Vec<Recorded>, StoreError> {
+async fn try_commit(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<Recorded>, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
     let results = deliveries::record_batch(conn, &items).await?;

@@ -24,19 +24,14 @@ pub const EVENT_HEADER: &str = "x-github-event";
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
-pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let limit = state.config.server.max_body_bytes;
     let body = read_limited(&headers, body, limit).await?;
 
-    let signature =
-        Signature::parse(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes())).map_err(|e| {
-            state.metrics.signature_failures.inc();
-            ApiError::Unauthorized(e.to_string())
-        })?;
+    let signature = Signature::parse(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes())).map_err(|e| {
+        state.metrics.signature_failures.inc();
+        ApiError::Unauthorized(e.to_string())
+    })?;
     let signed_by: Vec<usize> = state
         .signature_keys
         .iter()
@@ -46,16 +41,11 @@ pub async fn receive(
         .collect();
     if signed_by.is_empty() {
         state.metrics.signature_failures.inc();
-        return Err(ApiError::Unauthorized(
-            signature::SignatureError::Mismatch.to_string(),
-        ));
+        return Err(ApiError::Unauthorized(signature::SignatureError::Mismatch.to_string()));
     }
 
     let event = required_header(&headers, EVENT_HEADER)?;
-    if event.is_empty()
-        || event.len() > 64
-        || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
+    if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return Err(ApiError::BadRequest(format!(
             "{EVENT_HEADER} {event:?} is not a GitHub event name"
         )));
@@ -75,7 +65,11 @@ pub async fn receive(
     let json_text = match content_type.as_str() {
         "application/json" => body.clone(),
         "application/x-www-form-urlencoded" => Bytes::from(form_payload(&body)?),
-        "" => return Err(ApiError::BadRequest("missing Content-Type; GitHub sends application/json or application/x-www-form-urlencoded".into())),
+        "" => {
+            return Err(ApiError::BadRequest(
+                "missing Content-Type; GitHub sends application/json or application/x-www-form-urlencoded".into(),
+            ));
+        }
         other => {
             return Err(ApiError::BadRequest(format!(
                 "unsupported Content-Type {other:?}; set the webhook to application/json or application/x-www-form-urlencoded"
@@ -124,13 +118,12 @@ pub async fn receive(
         body: body.to_vec(),
         received_at: now,
     };
-    let recorded = state.ingest.record(delivery, action).await.map_err(|e| {
-        ApiError::Internal(anyhow::Error::new(e).context("recording a webhook delivery"))
-    })?;
-    state
-        .metrics
-        .deliveries
-        .inc(event, outcome_label(&recorded));
+    let recorded = state
+        .ingest
+        .record(delivery, action)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("recording a webhook delivery")))?;
+    state.metrics.deliveries.inc(event, outcome_label(&recorded));
 
     let delivery_id = delivery_id.as_str();
     Ok(match recorded {
@@ -148,19 +141,12 @@ pub async fn receive(
         }
         Recorded::Cancelled { jobs } => {
             tracing::info!(delivery_id, event, cancelled = ?jobs, "pull request closed");
-            let reason = format!(
-                "pull request closed; cancelled {} queued verify job(s)",
-                jobs.len()
-            );
-            axum::Json(
-                json!({ "delivery_id": delivery_id, "ignored": reason, "cancelled_jobs": jobs }),
-            )
-            .into_response()
+            let reason = format!("pull request closed; cancelled {} queued verify job(s)", jobs.len());
+            axum::Json(json!({ "delivery_id": delivery_id, "ignored": reason, "cancelled_jobs": jobs })).into_response()
         }
         Recorded::Duplicate { job_id } => {
             tracing::info!(delivery_id, event, "duplicate delivery");
-            axum::Json(json!({ "delivery_id": delivery_id, "duplicate": true, "job_id": job_id }))
-                .into_response()
+            axum::Json(json!({ "delivery_id": delivery_id, "duplicate": true, "job_id": job_id })).into_response()
         }
     })
 }
@@ -185,8 +171,8 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
         return Err(ApiError::PayloadTooLarge(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::PayloadTooLarge(limit)
         } else {
@@ -205,11 +191,8 @@ fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, Ap
 
 /// GitHub's form encoding puts the JSON in a single `payload` field.
 fn form_payload(body: &[u8]) -> Result<String, ApiError> {
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "form body is not valid application/x-www-form-urlencoded: {e}"
-        ))
-    })?;
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::BadRequest(format!("form body is not valid application/x-www-form-urlencoded: {e}")))?;
     fields
         .into_iter()
         .find(|(name, _)| name == "payload")

@@ -22,9 +22,7 @@ pub struct Signature([u8; 32]);
 impl Signature {
     pub fn parse(header: Option<&[u8]>) -> Result<Self, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
-        let hex_digits = header
-            .strip_prefix(b"sha256=")
-            .ok_or(SignatureError::Malformed)?;
+        let hex_digits = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
         let mut digest = [0_u8; 32];
         hex::decode_to_slice(hex_digits, &mut digest).map_err(|_| SignatureError::Malformed)?;
         Ok(Self(digest))
@@ -68,8 +66,7 @@ mod tests {
     // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
     const GITHUB_SECRET: &str = "It's a Secret to Everybody";
     const GITHUB_BODY: &str = "Hello, World!";
-    const GITHUB_SIGNATURE: &str =
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const GITHUB_SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     #[test]
     fn githubs_documented_vector_verifies() {

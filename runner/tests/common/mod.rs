@@ -170,11 +170,7 @@ impl TestRunner {
         if let Some(secret) = secret {
             request = request.header("x-hub-signature-256", sign(secret, body));
         }
-        request
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("POST /webhooks/github")
+        request.body(body.to_vec()).send().await.expect("POST /webhooks/github")
     }
 
     pub async fn deliver(&self, event: &str, body: &[u8]) -> reqwest::Response {
@@ -221,10 +217,7 @@ impl TestRunner {
         }
         if let Some(server) = self.server.take() {
             let result = tokio::time::timeout(Duration::from_secs(40), server).await;
-            result
-                .expect("runner stops")
-                .expect("join")
-                .expect("clean stop");
+            result.expect("runner stops").expect("join").expect("clean stop");
         }
     }
 }
@@ -305,8 +298,7 @@ timeout_secs = 30
 pub const WEBAPP_DOCKERFILE: &str = "FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
 
 pub fn required_env(name: &str, how: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: {how} (scripts/test does this)"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {how} (scripts/test does this)"))
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -336,8 +328,7 @@ pub fn webapp_repo(repo: &Path, dockerfile: &str) -> String {
     ));
     std::fs::create_dir_all(repo).expect("mkdir");
     git(repo, &["init", "--quiet", "--initial-branch=master"]);
-    std::fs::copy(&webapp_bin, repo.join("webapp"))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", webapp_bin.display()));
+    std::fs::copy(&webapp_bin, repo.join("webapp")).unwrap_or_else(|e| panic!("copy {}: {e}", webapp_bin.display()));
     std::fs::write(repo.join("Dockerfile"), dockerfile).expect("write");
     git(repo, &["add", "-A"]);
     git(repo, &["commit", "--quiet", "-m", "webapp"]);

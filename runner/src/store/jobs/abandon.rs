@@ -6,11 +6,7 @@ use sqlx::SqlitePool;
 
 use crate::store::StoreError;
 
-pub async fn fail_abandoned(
-    pool: &SqlitePool,
-    max_attempts: u32,
-    now: i64,
-) -> Result<Vec<i64>, StoreError> {
+pub async fn fail_abandoned(pool: &SqlitePool, max_attempts: u32, now: i64) -> Result<Vec<i64>, StoreError> {
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET
              state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END,

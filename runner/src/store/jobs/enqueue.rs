@@ -30,11 +30,7 @@ pub struct NewJob {
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
 /// deploys never go live out of push order and nothing is silently dropped. The trigger
 /// `jobs_link_delivery` records the job on its delivery.
-pub async fn enqueue(
-    conn: &mut SqliteConnection,
-    job: &NewJob,
-    now: i64,
-) -> Result<JobId, StoreError> {
+pub async fn enqueue(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key,
                            delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at)
@@ -62,11 +58,7 @@ pub async fn enqueue(
 }
 
 /// Queues a job in its own transaction (actions from the API, not webhook deliveries).
-pub async fn enqueue_now(
-    pool: &sqlx::SqlitePool,
-    job: &NewJob,
-    now: i64,
-) -> Result<JobId, StoreError> {
+pub async fn enqueue_now(pool: &sqlx::SqlitePool, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let id = enqueue(&mut tx, job, now).await?;
     tx.commit().await?;

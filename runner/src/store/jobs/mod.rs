@@ -81,14 +81,11 @@ impl TryFrom<JobRow> for Job {
     type Error = StoreError;
 
     fn try_from(row: JobRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str, value: &str| {
-            StoreError::Corrupt(format!("job {}: {what} {value:?}", row.id))
-        };
+        let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("job {}: {what} {value:?}", row.id));
         Ok(Self {
             id: JobId::new(row.id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
-            trigger: Trigger::parse(&row.trigger)
-                .ok_or_else(|| corrupt("trigger", &row.trigger))?,
+            trigger: Trigger::parse(&row.trigger).ok_or_else(|| corrupt("trigger", &row.trigger))?,
             state: JobState::parse(&row.state).ok_or_else(|| corrupt("state", &row.state))?,
             project: row.project,
             environment: row.environment,
@@ -148,18 +145,13 @@ pub async fn list(
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
-    let jobs = rows
-        .into_iter()
-        .map(Job::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(jobs, limit, |job| job.id.get()))
 }
 
 /// Jobs waiting to be claimed, for metrics and the dashboard.
 pub async fn queued_count(pool: &SqlitePool) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'")
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'")
+        .fetch_one(pool)
+        .await?)
 }
