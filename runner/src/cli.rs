@@ -154,6 +154,25 @@ fn print_config(config: &Config, as_json: bool) {
                 "environment": p.environment,
                 "clone_url": p.clone_url.as_deref().map(crate::pipeline::checkout::redact_url),
                 "webhook_secret": "[redacted]",
+                "build": p.build.as_ref().map(|b| json!({
+                    "image": b.image, "context": b.context, "dockerfile": b.dockerfile,
+                    "build_args": b.build_args, "timeout_secs": b.timeout.as_secs(),
+                })),
+                "smoke": p.smoke.as_ref().map(|s| json!({
+                    "container_port": s.container_port, "path": s.path, "expect_status": s.expect_status,
+                    "expect_body": s.expect_body, "timeout_secs": s.timeout.as_secs(),
+                })),
+                "registry": p.registry.as_ref().map(|r| json!({
+                    "kind": match &r.kind { crate::config::RegistryKind::V2 => "v2", crate::config::RegistryKind::Ecr { .. } => "ecr" },
+                    "url": r.url,
+                    "region": match &r.kind { crate::config::RegistryKind::Ecr { region, .. } => region.clone(), crate::config::RegistryKind::V2 => None },
+                    "username": r.username,
+                    "password": r.password.as_ref().map(|_| "[redacted]"),
+                })),
+                "rollout": p.rollout.as_ref().map(|r| json!({
+                    "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
+                    "timeout_secs": r.timeout.as_secs(), "url": r.url(),
+                })),
             })
         })
         .collect();

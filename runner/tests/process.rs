@@ -195,7 +195,11 @@ fn serve_refuses_to_start_without_the_webhook_secret_and_names_it() {
 fn check_config_prints_the_resolved_config_without_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    let config = default_config_toml(dir.path()).replace(
+        "url = \"127.0.0.1:1\"",
+        "url = \"127.0.0.1:1\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASS\"",
+    );
+    std::fs::write(&config_path, config).expect("write");
     let output = Command::new(BIN)
         .args(["check-config", "--json", "--config"])
         .arg(&config_path)
@@ -203,6 +207,8 @@ fn check_config_prints_the_resolved_config_without_secrets() {
         .env("HELLO_SECRET", SECRET)
         .env("OTHER_SECRET", OTHER_SECRET)
         .env("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("REG_USER", "deployer")
+        .env("REG_PASS", "registry-password-123456")
         .output()
         .expect("run");
     assert_eq!(
@@ -212,12 +218,15 @@ fn check_config_prints_the_resolved_config_without_secrets() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for secret in [SECRET, OTHER_SECRET, ADMIN_TOKEN] {
+    for secret in [SECRET, OTHER_SECRET, ADMIN_TOKEN, "registry-password-123456"] {
         assert!(!stdout.contains(secret), "secret printed: {stdout}");
     }
     let json: Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(json["projects"][0]["repository"], REPOSITORY);
     assert_eq!(json["projects"][0]["webhook_secret"], "[redacted]");
+    assert_eq!(json["projects"][0]["registry"]["password"], "[redacted]");
+    assert_eq!(json["projects"][0]["registry"]["username"], "deployer");
+    assert_eq!(json["projects"][0]["smoke"]["container_port"], 5001);
 }
 
 #[test]
