@@ -426,3 +426,72 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     assert_eq!(live_version(host_port).await["commit"], sha.as_str());
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn a_build_error_fails_the_job_with_the_engines_message_and_verify_jobs_stop_after_smoke() {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let good = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    std::fs::write(repo.join("Dockerfile"), "FROM scratch\nCOPY no-such-file /x\n").expect("write");
+    let broken = commit_all(&repo, "broken build");
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let image = format!("runner-builderr-{unique}");
+    let _cleanup = EngineCleanup {
+        container: format!("runner-builderr{unique}-production"),
+        references: vec![format!("{image}:*"), format!("{registry}/{image}:*")],
+    };
+    let (config_image, config_registry, config_repo) = (image.clone(), registry.clone(), repo.clone());
+    let runner = TestRunner::start_with(move |dir| {
+        pipeline_config(
+            dir,
+            &format!("builderr{unique}"),
+            &config_repo,
+            &config_image,
+            &config_registry,
+            free_port(),
+            15,
+        )
+    })
+    .await;
+
+    let job = push_and_wait(&runner, &broken).await;
+    assert_eq!(job["state"], "failed");
+    let error = job["error"].as_str().expect("error");
+    assert!(error.starts_with("build failed"), "{error}");
+    assert!(
+        error.contains("no-such-file"),
+        "the engine's own message is kept: {error}"
+    );
+
+    // A pull request's verify job builds and smoke-tests, and never pushes or rolls out.
+    let mut opened = fixture_json("pull_request.opened.payload.json");
+    opened["pull_request"]["head"]["sha"] = good.clone().into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&opened).expect("json"))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = wait_long(&runner, job_id).await;
+    // The PR's ref does not exist in this repository, but its head commit does.
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&runner, &job["id"]).await
+    );
+    let steps: Vec<&str> = job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(steps, vec!["checkout", "build", "smoke"]);
+    assert!(job["deployment"].is_null());
+    runner.stop().await;
+}
