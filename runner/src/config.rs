@@ -196,6 +196,7 @@ pub struct SmokeSettings {
     pub expect_status: u16,
     /// When set, the body (trimmed) must equal it.
     pub expect_body: Option<String>,
+    /// How long the app gets, once its container runs, to answer as expected.
     pub timeout: Duration,
 }
 
@@ -239,6 +240,7 @@ impl std::fmt::Debug for RegistrySettings {
 pub struct RolloutSettings {
     pub host_port: u16,
     pub bind: std::net::IpAddr,
+    /// Split between the candidate's and the new live container's health checks.
     pub timeout: Duration,
 }
 

@@ -75,6 +75,10 @@ impl PipelineContext {
     }
 }
 
+/// Beyond the time an app gets to become healthy, what starting, inspecting and removing
+/// its container may take on a loaded engine before the step is cut off.
+const STEP_MARGIN: Duration = Duration::from_secs(30);
+
 const CHECKOUT: &str = "checkout";
 const BUILD: &str = "build";
 const SMOKE: &str = "smoke";
@@ -283,7 +287,7 @@ async fn run_build(
 
     let smoke_container = Leftover::default();
     let smoked = steps
-        .run(SMOKE, smoke.timeout, async {
+        .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
             let spec = ContainerSpec {
                 name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
                 image: tag.clone(),
@@ -297,13 +301,7 @@ async fn run_build(
             smoke_container.set(Some(started.id.clone()));
             let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
             log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
-            let verdict = probe::until_healthy(
-                &ctx.http,
-                &url,
-                smoke,
-                smoke.timeout.saturating_sub(Duration::from_millis(500)),
-            )
-            .await;
+            let verdict = probe::until_healthy(&ctx.http, &url, smoke, smoke.timeout).await;
             copy_container_logs(engine, &started.id, log).await;
             verdict.map_err(|last| format!("{} answered {last}", smoke.path))
         })

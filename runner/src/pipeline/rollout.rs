@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::engine::{ContainerEngine, ContainerSpec, DockerEngine, Role};
-use super::{JobFailure, Leftover, RECORD, ROLLOUT, Steps, copy_container_logs, probe};
+use super::{JobFailure, Leftover, RECORD, ROLLOUT, STEP_MARGIN, Steps, copy_container_logs, probe};
 use crate::config::Project;
 use crate::store::deployments::{self, NewDeployment};
 use crate::store::now_ms;
@@ -61,7 +61,7 @@ pub async fn go_live(
     ]);
     let candidate = Leftover::default();
     let result = steps
-        .run(ROLLOUT, rollout.timeout, async {
+        .run(ROLLOUT, rollout.timeout + STEP_MARGIN, async {
             // 1. The candidate runs beside the live container, on a port of its own.
             let spec = ContainerSpec {
                 name: format!("{live}-candidate-{}", job.id),
