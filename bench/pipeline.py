@@ -60,6 +60,10 @@ for i in range(runs + 1):
           + ", ".join(f"{k} {v*1000:.0f} ms" for k, v in steps.items())
           + f", pickup {pickup*1000:.0f} ms, runner overhead {(wall-external)*1000:.0f} ms", file=sys.stderr, flush=True)
 
+if os.environ.get("BENCH_KEEP_LOG"):
+    with urllib.request.urlopen(f"{base}/api/jobs/{job_id}/logs", timeout=10) as r, open(os.environ["BENCH_KEEP_LOG"], "wb") as out:
+        out.write(r.read())
+
 counted = rows[1:]
 def med(key): return statistics.median(r[key] for r in counted)
 def worst(key): return max(r[key] for r in counted)

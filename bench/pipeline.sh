@@ -80,6 +80,7 @@ BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" 
 pid=$!
 wait_http "http://127.0.0.1:$port/healthz"
 
+export BENCH_KEEP_LOG="$RESULTS/pipeline-last-job.log"
 summary=$(python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$repo" \
   runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS")
 python3 - "$summary" "$baseline" <<'PY'
