@@ -85,6 +85,25 @@ impl Drop for Runner {
     }
 }
 
+/// Delivers a signed push of `sha` to master and returns the queued job's id.
+async fn push_to(client: &reqwest::Client, base: &str, sha: &str) -> i64 {
+    let body = push_body("refs/heads/master", sha);
+    let response = client
+        .post(format!("{base}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", unique_delivery_id())
+        .header("x-hub-signature-256", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id")
+}
+
 async fn job(client: &reqwest::Client, base: &str, id: i64) -> Value {
     client
         .get(format!("{base}/api/jobs/{id}"))
@@ -126,21 +145,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
         .expect("client");
 
     let mut first = Runner::start(&config_path);
-    let body = push_body("refs/heads/master", "3333333333333333333333333333333333333333");
-    let response = client
-        .post(format!("{}/webhooks/github", first.base))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", unique_delivery_id())
-        .header("x-hub-signature-256", sign(SECRET, &body))
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
+    let job_id = push_to(&client, &first.base, "3333333333333333333333333333333333333333").await;
 
     // The worker claims it and hangs in checkout against the silent remote.
     let claimed = wait_for(&client, &first.base, job_id, "claimed", |j| j["state"] == "running").await;
@@ -301,21 +306,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
         .expect("client");
 
     let mut first = Runner::start(&config_path);
-    let body = push_body("refs/heads/master", &sha);
-    let response = client
-        .post(format!("{}/webhooks/github", first.base))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", unique_delivery_id())
-        .header("x-hub-signature-256", sign(SECRET, &body))
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
+    let job_id = push_to(&client, &first.base, &sha).await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
     while containers_of_job(job_id).is_empty() {
