@@ -343,3 +343,90 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
         .args(["rmi", "-f", &format!("{image}:{sha}")])
         .output();
 }
+
+/// Kills the runner while `step` of a good deploy runs; after a restart the job completes,
+/// the commit is live, and nothing but the environment's live container is left.
+async fn kill_during_step_then_restart(step: &str) {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("kill{step}{unique}");
+    let image = format!("runner-kill-{step}-{unique}");
+    let host_port = free_port();
+    let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let cleanup = || {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &format!("runner-{project}-production")])
+            .output();
+        for reference in [
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ] {
+            if let Ok(listed) = Command::new("docker")
+                .args(["images", "-q", "--filter", &format!("reference={reference}")])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+                }
+            }
+        }
+    };
+
+    let mut first = Runner::start(&config_path);
+    let job_id = push_to(&client, &first.base, &sha).await;
+    wait_for(&client, &first.base, job_id, &format!("step {step} running"), |j| {
+        j["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["name"] == step && s["state"] == "running"))
+    })
+    .await;
+    first.kill9();
+
+    let second = Runner::start(&config_path);
+    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
+        !matches!(j["state"].as_str(), Some("queued" | "running"))
+    })
+    .await;
+    assert_eq!(job["state"], "succeeded", "killed during {step}: {job}");
+    assert_eq!(job["attempts"], 2);
+    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
+        .await
+        .expect("the environment answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version["commit"], sha.as_str());
+    let left: Vec<String> = containers_of_job(job_id);
+    assert_eq!(
+        left,
+        vec![format!("runner-{project}-production")],
+        "only the live container remains"
+    );
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
+    assert!(work.is_empty(), "no work directory is left");
+    drop(second);
+    cleanup();
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_build_finishes_the_deploy_after_restart() {
+    kill_during_step_then_restart("build").await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_rollout_finishes_the_deploy_after_restart() {
+    kill_during_step_then_restart("rollout").await;
+}
