@@ -26,7 +26,7 @@ wait_http() { # url log
 }
 
 install() {
-  apt_install git curl ca-certificates docker-compose docker-registry python3-venv
+  apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver
   # moto: a real AWS API (ECR here) on loopback.
   if [ ! -x "$DIR/venv/bin/moto_server" ]; then
     python3 -m venv "$DIR/venv"

@@ -43,7 +43,17 @@ struct RawConfig {
     #[serde(default)]
     queue: RawQueue,
     #[serde(default)]
+    dashboard: RawDashboard,
+    #[serde(default)]
     projects: Vec<RawProject>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    read_access: Option<String>,
+    public_url: Option<String>,
+    session_hours: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +144,7 @@ pub enum LogFormat {
 pub struct Config {
     pub server: ServerConfig,
     pub queue: QueueConfig,
+    pub dashboard: DashboardConfig,
     pub projects: Vec<Project>,
     /// Bearer token for the action endpoints; `None` disables them (every action is 401).
     pub admin_token: Option<SecretString>,
@@ -147,6 +158,30 @@ pub struct ServerConfig {
     /// Raw bodies of accepted deliveries are kept this long, for inspection and replay.
     pub delivery_body_retention: Duration,
     pub log_format: LogFormat,
+}
+
+/// Who may read the dashboard's pages and the read endpoints of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAccess {
+    /// Anyone who can reach the runner.
+    Public,
+    /// Only a logged-in admin (session cookie) or a caller with the admin token.
+    Login,
+}
+
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    pub read_access: ReadAccess,
+    /// Where people reach the dashboard (`https://ci.example.com`), for links the runner
+    /// hands out; an `https` URL also marks the session cookie `Secure`.
+    pub public_url: Option<String>,
+    pub session_lifetime: Duration,
+}
+
+impl DashboardConfig {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +396,36 @@ impl Config {
             return Err(invalid("queue.max_attempts", "must be between 1 and 20"));
         }
 
+        let read_access = match env_nonempty("RUNNER_DASHBOARD_READ_ACCESS")
+            .or(raw.dashboard.read_access)
+            .as_deref()
+            .unwrap_or("public")
+        {
+            "public" => ReadAccess::Public,
+            "login" => ReadAccess::Login,
+            other => {
+                return Err(invalid(
+                    "dashboard.read_access",
+                    format!("{other:?} is not \"public\" or \"login\""),
+                ));
+            }
+        };
+        let public_url = env_nonempty("RUNNER_PUBLIC_URL")
+            .or(raw.dashboard.public_url)
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "dashboard.public_url",
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
+        let session_hours = raw.dashboard.session_hours.unwrap_or(12);
+        if !(1..=24 * 30).contains(&session_hours) {
+            return Err(invalid("dashboard.session_hours", "must be between 1 and 720"));
+        }
+
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut names = HashSet::new();
         let mut repositories = HashSet::new();
@@ -402,6 +467,11 @@ impl Config {
                 workers,
                 lease: Duration::from_secs(lease_secs),
                 max_attempts,
+            },
+            dashboard: DashboardConfig {
+                read_access,
+                public_url,
+                session_lifetime: Duration::from_secs(u64::from(session_hours) * 3600),
             },
             projects,
             admin_token,

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineContext;
 use crate::pipeline::engine::DockerEngine;
-use crate::pipeline::joblog::SecretMask;
+use crate::pipeline::joblog::{LogEvents, SecretMask};
 use crate::store::{self, deliveries, now_ms};
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub cancellations: Arc<Cancellations>,
     /// Woken once per job queued outside the webhook (API actions).
     pub job_queued: Arc<Notify>,
+    /// Which job just stored log lines or changed state: wakes live log streams.
+    pub log_events: LogEvents,
 }
 
 pub struct Application {
@@ -79,6 +81,7 @@ impl Application {
         );
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
+        let log_events = LogEvents::default();
         let worker = Worker {
             pool: pool.clone(),
             config: Arc::clone(&config),
@@ -98,6 +101,7 @@ impl Application {
                 ecr: Arc::default(),
             },
             mask,
+            log_events: log_events.clone(),
             owner: format!("{}-{}", std::process::id(), now_ms()),
         };
         let state = AppState {
@@ -108,6 +112,7 @@ impl Application {
             metrics,
             cancellations,
             job_queued,
+            log_events,
         };
         Ok(Self {
             listener,

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::domain::JobId;
 use crate::job::JobState;
 use crate::metrics::Metrics;
-use crate::pipeline::joblog::{JobLog, SecretMask};
+use crate::pipeline::joblog::{JobLog, LogEvents, SecretMask};
 use crate::pipeline::{self, JobFailure, PipelineContext};
 use crate::store::jobs::{self, Heartbeat, Job};
 use crate::store::now_ms;
@@ -55,6 +55,7 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub pipeline: PipelineContext,
     pub mask: SecretMask,
+    pub log_events: LogEvents,
     /// Distinguishes this process's leases from another's (and from its own past lives).
     pub owner: String,
 }
@@ -119,7 +120,7 @@ impl Worker {
         let cancel = self.cancellations.register(job.id);
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().keep_lease(job.id, cancel.clone(), lost.clone()));
-        let (log, writer) = JobLog::start(self.pool.clone(), job.id, self.mask.clone());
+        let (log, writer) = JobLog::start(self.pool.clone(), job.id, self.mask.clone(), self.log_events.clone());
 
         let outcome = match self.config.project(&job.project) {
             Some(project) => pipeline::run(&self.pipeline, project, &job, &log, &cancel).await,
@@ -145,6 +146,7 @@ impl Worker {
         }
         match jobs::finish(&self.pool, job.id, &self.owner, state, error.as_deref(), now_ms()).await {
             Ok(true) => {
+                self.log_events.stored(job.id);
                 self.metrics.jobs_finished.inc(job.kind.as_str(), state.as_str());
                 tracing::info!(state = %state, error = error.as_deref().unwrap_or(""), "job finished");
             }

@@ -64,7 +64,8 @@ async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
         .await
         .expect("get")
         .expect("job");
-    let (log, writer) = runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default());
+    let (log, writer) =
+        runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default(), Default::default());
     let into = dir.path().join("work");
     GitCheckout::new(repo.display().to_string())
         .fetch(&job, &into, &log)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::JobId;
 use crate::store::logs::{self, Stream};
@@ -44,6 +44,27 @@ impl SecretMask {
     }
 }
 
+/// Tells live log readers which job just stored new lines.
+#[derive(Clone)]
+pub struct LogEvents(broadcast::Sender<JobId>);
+
+impl Default for LogEvents {
+    fn default() -> Self {
+        Self(broadcast::channel(1024).0)
+    }
+}
+
+impl LogEvents {
+    pub fn subscribe(&self) -> broadcast::Receiver<JobId> {
+        self.0.subscribe()
+    }
+
+    pub fn stored(&self, job: JobId) {
+        // Nobody listening is the normal case.
+        let _ = self.0.send(job);
+    }
+}
+
 #[derive(Clone)]
 pub struct JobLog {
     sender: mpsc::UnboundedSender<(i64, Stream, String)>,
@@ -60,7 +81,7 @@ impl JobLogWriter {
 }
 
 impl JobLog {
-    pub fn start(pool: SqlitePool, job: JobId, mask: SecretMask) -> (Self, JobLogWriter) {
+    pub fn start(pool: SqlitePool, job: JobId, mask: SecretMask, events: LogEvents) -> (Self, JobLogWriter) {
         let (sender, mut receiver) = mpsc::unbounded_channel::<(i64, Stream, String)>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
@@ -70,8 +91,11 @@ impl JobLog {
                 while let Ok(line) = receiver.try_recv() {
                     batch.push(line);
                 }
-                if let Err(error) = logs::append(&pool, job, &batch).await {
-                    tracing::error!(job_id = %job, %error, lines = batch.len(), "could not store job log lines");
+                match logs::append(&pool, job, &batch).await {
+                    Ok(()) => events.stored(job),
+                    Err(error) => {
+                        tracing::error!(job_id = %job, %error, lines = batch.len(), "could not store job log lines");
+                    }
                 }
                 batch.clear();
             }

@@ -146,3 +146,50 @@ pub async fn live(pool: &SqlitePool, project: &str, environment: &str) -> Result
     .fetch_optional(pool)
     .await?)
 }
+
+/// A deployment as the dashboard lists it: with the commit it deployed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeploymentView {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    pub git_ref: Option<String>,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DeploymentFilter {
+    pub project: Option<String>,
+    pub environment: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Newest first, filtered, keyset-paginated on the id.
+pub async fn list_views(
+    pool: &SqlitePool,
+    filter: &DeploymentFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Page<DeploymentView>, StoreError> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("d.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<DeploymentView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns}, j.git_ref, j.commit_message, j.commit_author
+         FROM deployments AS d LEFT JOIN jobs AS j ON j.id = d.job_id
+         WHERE d.id < ?1 AND (?2 IS NULL OR d.project = ?2) AND (?3 IS NULL OR d.environment = ?3)
+           AND (?4 IS NULL OR d.status = ?4)
+         ORDER BY d.id DESC LIMIT ?5"
+    )))
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(filter.project.as_deref())
+    .bind(filter.environment.as_deref())
+    .bind(filter.status.as_deref())
+    .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |d| d.deployment.id))
+}

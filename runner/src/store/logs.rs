@@ -68,3 +68,15 @@ pub async fn read(pool: &SqlitePool, job: JobId, after_seq: i64, limit: usize) -
             .await?,
     )
 }
+
+/// The last `limit` lines, oldest first: what a page shows of a long log.
+pub async fn tail(pool: &SqlitePool, job: JobId, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+    let mut lines: Vec<LogLine> =
+        sqlx::query_as("SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? ORDER BY seq DESC LIMIT ?")
+            .bind(job.get())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?;
+    lines.reverse();
+    Ok(lines)
+}

@@ -4,6 +4,7 @@ pub mod deliveries;
 pub mod deployments;
 pub mod jobs;
 pub mod logs;
+pub mod sessions;
 pub mod steps;
 
 use std::path::Path;

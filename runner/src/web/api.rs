@@ -7,15 +7,16 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
-use crate::domain::{CommitSha, GitRef, JobId};
-use crate::job::{JobKind, JobState, Trigger};
+use super::error::ApiError;
+use super::operations::{self, DeployTarget};
+use crate::domain::JobId;
+use crate::job::{JobKind, JobState};
 use crate::startup::AppState;
-use crate::store::jobs::NewJob;
 use crate::store::jobs::{CancelOutcome, JobFilter};
-use crate::store::{self, deliveries, jobs, logs, now_ms};
+use crate::store::{self, deliveries, jobs, logs};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -46,13 +47,20 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 
 pub async fn list_deliveries(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let page = deliveries::list(&state.pool, query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
 
-pub async fn list_jobs(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let filter = JobFilter {
         project: query.project.clone(),
         state: query
@@ -70,7 +78,12 @@ pub async fn list_jobs(State(state): State<AppState>, Query(query): Query<PageQu
     Ok(Json(json!(page)))
 }
 
-pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let id = parse_job_id(&id)?;
     let job = jobs::get(&state.pool, id)
         .await?
@@ -85,8 +98,10 @@ pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> R
 
 pub async fn list_deployments(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let page = store::deployments::list(&state.pool, query.project.as_deref(), query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
@@ -98,53 +113,19 @@ pub async fn rollback_deployment(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::BadRequest(format!("deployment id must be a positive integer, got {id:?}")))?;
-    let target = store::deployments::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
-    if target.status != "live" || target.image_digest.is_none() {
-        return Err(ApiError::Conflict(format!(
-            "deployment {id} never went live (status {}); only a deployment that was live can be rolled back to",
-            target.status
-        )));
-    }
-    let project = state
-        .config
-        .project(&target.project)
-        .ok_or_else(|| ApiError::Conflict(format!("project {} is no longer configured", target.project)))?;
-    let original = jobs::get(
-        &state.pool,
-        JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
-    )
-    .await?;
-    let job = NewJob {
-        project: project.name.clone(),
-        environment: project.environment.clone(),
-        kind: JobKind::Deploy,
-        trigger: Trigger::Rollback,
-        git_ref: original
-            .as_ref()
-            .and_then(|j| GitRef::parse(&j.git_ref).ok())
-            .unwrap_or_else(|| project.deploy_branches[0].clone()),
-        sha: CommitSha::parse(&target.sha).map_err(|e| ApiError::Internal(e.into()))?,
-        pull_request: None,
-        delivery_id: None,
-        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
-        commit_author: original.and_then(|j| j.commit_author),
-        ordering_key: now_ms(),
-        rollback_of: Some(id),
-    };
-    let job_id = jobs::enqueue_now(&state.pool, &job, now_ms()).await?;
-    state.job_queued.notify_one();
-    tracing::info!(deployment = id, job_id = %job_id, "rollback queued");
+    let id = parse_positive_id(&id, "deployment")?;
+    let job_id = operations::rollback(&state, id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job_id, "rollback_of": id })),
     ))
+}
+
+pub fn parse_positive_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what} id must be a positive integer, got {raw:?}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,57 +146,35 @@ pub async fn deploy_project(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let project = state
-        .config
-        .project(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("project {name:?} is not configured")))?;
+    if state.config.project(&name).is_none() {
+        return Err(ApiError::NotFound(format!("project {name:?} is not configured")));
+    }
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "body must be {{\"ref\": \"main\"}} or {{\"sha\": \"<40 hex>\"}}: {e}"
         ))
     })?;
-    let (git_ref, sha) = match (request.git_ref, request.sha) {
-        (_, Some(sha)) => {
-            let sha = CommitSha::parse(&sha).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            (project.deploy_branches[0].clone(), sha)
-        }
-        (Some(raw), None) => {
-            let git_ref = if raw.starts_with("refs/") {
-                GitRef::parse(&raw)
-            } else {
-                GitRef::branch(&raw)
-            }
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let url = project
-                .clone_url
-                .clone()
-                .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository));
-            let sha = crate::pipeline::checkout::resolve_ref(&url, &git_ref)
-                .await
-                .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
-            (git_ref, sha)
-        }
-        (None, None) => {
-            return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into()));
-        }
+    let target = match (request.git_ref, request.sha) {
+        (_, Some(sha)) => DeployTarget::Sha(sha),
+        (Some(git_ref), None) => DeployTarget::Ref(git_ref),
+        (None, None) => return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into())),
     };
-    let job = NewJob {
-        project: project.name.clone(),
-        environment: project.environment.clone(),
-        kind: JobKind::Deploy,
-        trigger: Trigger::Redeploy,
-        git_ref,
-        sha,
-        pull_request: None,
-        delivery_id: None,
-        commit_message: None,
-        commit_author: None,
-        ordering_key: now_ms(),
-        rollback_of: None,
-    };
-    let job_id = jobs::enqueue_now(&state.pool, &job, now_ms()).await?;
-    state.job_queued.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": job.sha }))))
+    let (job_id, sha) = operations::redeploy(&state, &name, target).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": sha }))))
+}
+
+/// Queues again what a stored delivery asks for.
+pub async fn replay_delivery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(delivery_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let job_id = operations::replay(&state, &delivery_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "replay_of": delivery_id })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,15 +182,37 @@ pub struct LogQuery {
     after: Option<i64>,
 }
 
-/// The job's log as plain text, one `timestamp stream line` per line.
+/// The job's log: plain text, one `timestamp line` per line; or, when the client asks
+/// for `text/event-stream`, a live stream that resumes after `Last-Event-ID`.
 pub async fn job_logs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
-) -> Result<String, ApiError> {
+) -> Result<Response, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let id = parse_job_id(&id)?;
     if jobs::get(&state.pool, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job {id} does not exist")));
+    }
+    let wants_stream = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        let resume = match headers.get("last-event-id") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .filter(|seq| *seq >= 0)
+                    .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a log line number".into()))?,
+            ),
+            None => None,
+        };
+        let after = resume.or(query.after).unwrap_or(0);
+        return Ok(super::live::follow(state, id, after).into_response());
     }
     let mut out = String::new();
     let mut after = query.after.unwrap_or(0);
@@ -246,7 +227,7 @@ pub async fn job_logs(
             out.push('\n');
         }
     }
-    Ok(out)
+    Ok(out.into_response())
 }
 
 /// Checks `Authorization: Bearer <admin token>` in constant time.
@@ -268,7 +249,7 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::Digest;
     // Comparing digests keeps the time independent of where the inputs differ and of their lengths.
     let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
@@ -282,17 +263,10 @@ pub async fn cancel_job(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers)?;
     let id = parse_job_id(&id)?;
-    match jobs::cancel(&state.pool, id, now_ms()).await? {
-        CancelOutcome::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
-        CancelOutcome::AlreadyFinished => Err(ApiError::Conflict(format!("job {id} has already finished"))),
-        CancelOutcome::Cancelled => Ok(Json(json!({ "job_id": id, "state": "cancelled" }))),
-        CancelOutcome::Requested => {
-            state.cancellations.cancel(id);
-            Ok(Json(
-                json!({ "job_id": id, "state": "running", "cancel_requested": true }),
-            ))
-        }
-    }
+    Ok(Json(match operations::cancel(&state, id).await? {
+        CancelOutcome::Requested => json!({ "job_id": id, "state": "running", "cancel_requested": true }),
+        _ => json!({ "job_id": id, "state": "cancelled" }),
+    }))
 }
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

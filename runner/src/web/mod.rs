@@ -1,7 +1,10 @@
-//! HTTP surface: webhook, JSON API, health and metrics.
+//! HTTP surface: webhook, JSON API, dashboard, health and metrics.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
+pub mod live;
+pub mod operations;
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics))
         .route("/api/deliveries", get(api::list_deliveries))
+        .route("/api/deliveries/{id}/replay", post(api::replay_delivery))
         .route("/api/jobs", get(api::list_jobs))
         .route("/api/jobs/{id}", get(api::get_job))
         .route("/api/jobs/{id}/logs", get(api::job_logs))
@@ -29,7 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deployments", get(api::list_deployments))
         .route("/api/deployments/{id}/rollback", post(api::rollback_deployment))
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
-        .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
+        .merge(dashboard::routes())
+        .fallback(not_found)
         // The webhook reads its body itself, with its own limit and error.
         .layer(DefaultBodyLimit::disable())
         .layer(
@@ -65,4 +70,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(queued),
     )
+}
+
+/// Browsers get a page, everything else the JSON error.
+async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_html {
+        dashboard::PageError::NotFound("There is no page at this address.".into()).into_response()
+    } else {
+        error::ApiError::NotFound("no such endpoint".into()).into_response()
+    }
 }

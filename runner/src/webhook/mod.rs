@@ -190,7 +190,7 @@ fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, Ap
 }
 
 /// GitHub's form encoding puts the JSON in a single `payload` field.
-fn form_payload(body: &[u8]) -> Result<String, ApiError> {
+pub(crate) fn form_payload(body: &[u8]) -> Result<String, ApiError> {
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
         .map_err(|e| ApiError::BadRequest(format!("form body is not valid application/x-www-form-urlencoded: {e}")))?;
     fields

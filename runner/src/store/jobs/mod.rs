@@ -155,3 +155,38 @@ pub async fn queued_count(pool: &SqlitePool) -> Result<i64, StoreError> {
         .fetch_one(pool)
         .await?)
 }
+
+/// The newest job of a project for a commit: what a push said about it (message, author).
+pub async fn latest_for_sha(pool: &SqlitePool, project: &str, sha: &str) -> Result<Option<Job>, StoreError> {
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE project = ? AND sha = ? AND commit_message IS NOT NULL
+         ORDER BY id DESC LIMIT 1"
+    )))
+    .bind(project)
+    .bind(sha)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Job::try_from).transpose()
+}
+
+/// Jobs not yet finished (queued, running, awaiting approval), newest first.
+pub async fn active(pool: &SqlitePool, limit: usize) -> Result<Vec<Job>, StoreError> {
+    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'awaiting_approval')
+         ORDER BY id DESC LIMIT ?"
+    )))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// Log lines stored for a job.
+pub async fn log_line_count(pool: &SqlitePool, id: JobId) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
+            .bind(id.get())
+            .fetch_one(pool)
+            .await?,
+    )
+}

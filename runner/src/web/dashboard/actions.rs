@@ -1,0 +1,71 @@
+//! Form actions. Each one needs a logged-in session and its CSRF token, then does what
+//! the matching API action does and sends the browser to the job it queued.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Redirect;
+
+use super::PageError;
+use super::auth::{CsrfForm, Viewer};
+use crate::domain::JobId;
+use crate::startup::AppState;
+use crate::store::deployments;
+use crate::web::api::parse_positive_id;
+use crate::web::operations::{self, DeployTarget};
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    let id: JobId = id
+        .parse()
+        .map_err(|_| PageError::NotFound(format!("There is no job {id:?}.")))?;
+    operations::cancel(&state, id).await?;
+    Ok(Redirect::to(&format!("/jobs/{id}")))
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    let id = parse_positive_id(&id, "deployment")?;
+    let job = operations::rollback(&state, id).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}
+
+pub async fn redeploy(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    let id = parse_positive_id(&id, "deployment")?;
+    let deployment = deployments::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
+    let (job, _) = operations::redeploy(&state, &deployment.project, DeployTarget::Sha(deployment.sha)).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}
+
+pub async fn replay(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(delivery_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    let job = operations::replay(&state, &delivery_id).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}

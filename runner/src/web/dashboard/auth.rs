@@ -1,0 +1,283 @@
+//! Dashboard login: the admin token is exchanged once for a session cookie (HttpOnly,
+//! SameSite=Strict). Every form that changes something carries a CSRF token derived from
+//! the session, and a cross-site `Origin` is refused outright.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::PageError;
+use super::html::{self, Frame, Nav, esc};
+use crate::config::ReadAccess;
+use crate::startup::AppState;
+use crate::store::{self, now_ms, sessions};
+use crate::web::api::constant_time_eq;
+use crate::web::error::ApiError;
+
+pub const SESSION_COOKIE: &str = "runner_session";
+
+/// Who is looking at a page: a logged-in admin, or anyone.
+pub struct Viewer {
+    session: Option<String>,
+}
+
+impl Viewer {
+    pub fn logged_in(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// The token every form of this session must send back.
+    pub fn csrf(&self) -> Option<String> {
+        self.session.as_deref().map(csrf_for)
+    }
+
+    pub fn frame<'a>(&self, title: &'a str, csrf: Option<&'a str>, nav: Nav) -> Frame<'a> {
+        Frame {
+            title,
+            logged_in: self.logged_in(),
+            csrf,
+            nav,
+        }
+    }
+
+    /// Read pages need a login when the runner is configured so.
+    pub fn may_read(&self, state: &AppState, here: &str) -> Result<(), PageError> {
+        if state.config.dashboard.read_access == ReadAccess::Login && !self.logged_in() {
+            return Err(PageError::LoginFirst(here.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// An action needs a session, the session's CSRF token, and no foreign `Origin`.
+    pub fn authorize(&self, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), PageError> {
+        let Some(session) = &self.session else {
+            return Err(PageError::Unauthorized(
+                "Log in with the admin token to do this.".into(),
+            ));
+        };
+        if !same_origin(headers) {
+            return Err(PageError::Forbidden("This request came from another site.".into()));
+        }
+        let expected = csrf_for(session);
+        match csrf {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(PageError::Forbidden(
+                "The form was stale or forged (CSRF token mismatch). Reload the page and try again.".into(),
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = session_cookie(&parts.headers) else {
+            return Ok(Self { session: None });
+        };
+        let valid = sessions::is_valid(&state.pool, &token_hash(&token), now_ms())
+            .await
+            .map_err(|e| PageError::Api(e.into()))?;
+        Ok(Self {
+            session: valid.then_some(token),
+        })
+    }
+}
+
+/// For the API's read endpoints: public, or the admin token, or a dashboard session.
+pub async fn api_may_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.config.dashboard.read_access == ReadAccess::Public {
+        return Ok(());
+    }
+    if let Some(token) = session_cookie(headers)
+        && sessions::is_valid(&state.pool, &token_hash(&token), now_ms()).await?
+    {
+        return Ok(());
+    }
+    crate::web::api::require_admin(state, headers)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(format!("session:{token}")))
+}
+
+fn csrf_for(token: &str) -> String {
+    hex::encode(&Sha256::digest(format!("csrf:{token}"))[..20])
+}
+
+/// Browsers send `Origin` on form posts; when present it must name this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only a path on this site; anything else (`//evil.example`, `https://…`) goes home.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        _ => "/",
+    }
+}
+
+pub async fn login_page(viewer: Viewer, axum::extract::Query(query): axum::extract::Query<LoginQuery>) -> Response {
+    login_form(&viewer, safe_next(query.next.as_deref()), None, StatusCode::OK)
+}
+
+fn login_form(viewer: &Viewer, next: &str, problem: Option<&str>, status: StatusCode) -> Response {
+    let mut body = String::from("<section class=\"narrow\"><h1>Log in</h1>");
+    if viewer.logged_in() {
+        body.push_str("<p class=\"notice\">You are logged in.</p>");
+    }
+    if let Some(problem) = problem {
+        body.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", esc(problem)));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/login\" class=\"stack\">\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <label for=\"token\">Admin token</label>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+         <button type=\"submit\">Log in</button></form>\
+         <p class=\"muted\">The token is the runner's <code>RUNNER_ADMIN_TOKEN</code>.</p></section>",
+        esc(next)
+    ));
+    html::respond(status, html::page(&viewer.frame("Log in", None, Nav::None), &body))
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Result<Response, PageError> {
+    let next = safe_next(form.next.as_deref()).to_owned();
+    if !same_origin(&headers) {
+        return Err(PageError::Forbidden("This request came from another site.".into()));
+    }
+    let Some(expected) = &state.config.admin_token else {
+        return Ok(login_form(
+            &viewer,
+            &next,
+            Some("Logins are disabled: this runner has no RUNNER_ADMIN_TOKEN."),
+            StatusCode::UNAUTHORIZED,
+        ));
+    };
+    if !constant_time_eq(form.token.trim().as_bytes(), expected.expose_secret().as_bytes()) {
+        tracing::warn!("dashboard login with a wrong token");
+        return Ok(login_form(
+            &viewer,
+            &next,
+            Some("That is not the admin token."),
+            StatusCode::UNAUTHORIZED,
+        ));
+    }
+    let mut raw = [0_u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| PageError::Api(ApiError::Internal(anyhow::anyhow!("no randomness: {e}"))))?;
+    let token = hex::encode(raw);
+    let lifetime = state.config.dashboard.session_lifetime;
+    let now = now_ms();
+    sessions::create(
+        &state.pool,
+        &token_hash(&token),
+        now,
+        now + store::duration_ms(lifetime),
+    )
+    .await
+    .map_err(|e| PageError::Api(e.into()))?;
+    tracing::info!("dashboard login");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        lifetime.as_secs(),
+        if state.config.dashboard.secure_cookies() {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let mut response = Redirect::to(&next).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| PageError::Api(ApiError::Internal(e.into())))?,
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    pub csrf: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    if let Some(token) = &viewer.session {
+        sessions::delete(&state.pool, &token_hash(token))
+            .await
+            .map_err(|e| PageError::Api(e.into()))?;
+    }
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("runner_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/jobs/3")), "/jobs/3");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn a_foreign_origin_is_not_the_same_origin() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(same_origin(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        assert!(same_origin(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(!same_origin(&headers));
+    }
+}

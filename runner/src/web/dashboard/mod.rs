@@ -1,0 +1,100 @@
+//! The dashboard: server-rendered pages at `/`, a little script for local times and live
+//! logs, and form actions behind a login.
+
+mod actions;
+mod assets;
+pub mod auth;
+pub mod html;
+mod pages;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::startup::AppState;
+use crate::web::error::ApiError;
+use html::{Frame, Nav, esc};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::deployments_page))
+        .route("/jobs/{id}", get(pages::job_page))
+        .route("/deliveries", get(pages::deliveries_page))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/jobs/{id}/cancel", post(actions::cancel))
+        .route("/deployments/{id}/rollback", post(actions::rollback))
+        .route("/deployments/{id}/redeploy", post(actions::redeploy))
+        .route("/deliveries/{id}/replay", post(actions::replay))
+        .route("/assets/app.css", get(assets::stylesheet))
+        .route("/assets/app.js", get(assets::script))
+}
+
+/// Why a page could not be shown, as an HTML page with the matching status.
+#[derive(Debug)]
+pub enum PageError {
+    /// Reading needs a login: go to the login page, then come back here.
+    LoginFirst(String),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Api(ApiError),
+}
+
+impl From<crate::store::StoreError> for PageError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::Api(error.into())
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            Self::LoginFirst(here) => {
+                return Redirect::to(&format!("/login?next={}", html::url_value(&here))).into_response();
+            }
+            Self::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "Login required", message),
+            Self::Forbidden(message) => (StatusCode::FORBIDDEN, "Refused", message),
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, "Not found", message),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
+            Self::Api(ApiError::Internal(cause)) => {
+                tracing::error!(error = format!("{cause:#}"), "dashboard page failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "The runner could not show this page; its log says why.".to_owned(),
+                )
+            }
+            Self::Api(ApiError::NotFound(message)) => (StatusCode::NOT_FOUND, "Not found", message),
+            Self::Api(ApiError::Conflict(message)) => (StatusCode::CONFLICT, "Not possible now", message),
+            Self::Api(ApiError::Unauthorized(message)) => (StatusCode::UNAUTHORIZED, "Login required", message),
+            Self::Api(other) => (StatusCode::BAD_REQUEST, "Bad request", other.to_string()),
+        };
+        let login = if status == StatusCode::UNAUTHORIZED {
+            "<p><a class=\"button\" href=\"/login\">Log in</a></p>"
+        } else {
+            ""
+        };
+        let body = format!(
+            "<section class=\"narrow\"><h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>{login}\
+             <p><a href=\"/\">Back to deployments</a></p></section>",
+            esc(title),
+            esc(&message)
+        );
+        let frame = Frame {
+            title,
+            logged_in: false,
+            csrf: None,
+            nav: Nav::None,
+        };
+        html::respond(status, html::page(&frame, &body))
+    }
+}

@@ -1,0 +1,175 @@
+//! What an operator can ask for, whether through the JSON API or a dashboard form.
+//! Each operation checks its preconditions and queues at most one job.
+
+use crate::domain::{CommitSha, DeliveryId, GitRef, JobId};
+use crate::job::{JobKind, Trigger};
+use crate::startup::AppState;
+use crate::store::deliveries::Action;
+use crate::store::jobs::{self, CancelOutcome, NewJob};
+use crate::store::{self, deliveries, now_ms};
+use crate::webhook::event;
+
+use super::error::ApiError;
+
+/// Queues a job that puts exactly this deployment's image digest live again.
+pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, ApiError> {
+    let target = store::deployments::get(&state.pool, deployment_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {deployment_id} does not exist")))?;
+    if target.status != "live" || target.image_digest.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "deployment {deployment_id} never went live (status {}); only a deployment that was live can be rolled back to",
+            target.status
+        )));
+    }
+    let project = state
+        .config
+        .project(&target.project)
+        .ok_or_else(|| ApiError::Conflict(format!("project {} is no longer configured", target.project)))?;
+    let original = jobs::get(
+        &state.pool,
+        JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
+    )
+    .await?;
+    let job = NewJob {
+        project: project.name.clone(),
+        environment: project.environment.clone(),
+        kind: JobKind::Deploy,
+        trigger: Trigger::Rollback,
+        git_ref: original
+            .as_ref()
+            .and_then(|j| GitRef::parse(&j.git_ref).ok())
+            .unwrap_or_else(|| project.deploy_branches[0].clone()),
+        sha: CommitSha::parse(&target.sha).map_err(|e| ApiError::Internal(e.into()))?,
+        pull_request: None,
+        delivery_id: None,
+        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
+        commit_author: original.and_then(|j| j.commit_author),
+        ordering_key: now_ms(),
+        rollback_of: Some(deployment_id),
+    };
+    let job_id = enqueue(state, &job).await?;
+    tracing::info!(deployment = deployment_id, job_id = %job_id, "rollback queued");
+    Ok(job_id)
+}
+
+/// What to deploy again: a branch (resolved to its head now) or an exact commit.
+pub enum DeployTarget {
+    Ref(String),
+    Sha(String),
+}
+
+/// Deploys a branch head or a commit again (trigger `redeploy`).
+pub async fn redeploy(
+    state: &AppState,
+    project_name: &str,
+    target: DeployTarget,
+) -> Result<(JobId, CommitSha), ApiError> {
+    let project = state
+        .config
+        .project(project_name)
+        .ok_or_else(|| ApiError::NotFound(format!("project {project_name:?} is not configured")))?;
+    let (git_ref, sha) = match target {
+        DeployTarget::Sha(sha) => {
+            let sha = CommitSha::parse(&sha).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            (project.deploy_branches[0].clone(), sha)
+        }
+        DeployTarget::Ref(raw) => {
+            let git_ref = if raw.starts_with("refs/") {
+                GitRef::parse(&raw)
+            } else {
+                GitRef::branch(&raw)
+            }
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let url = project
+                .clone_url
+                .clone()
+                .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository));
+            let sha = crate::pipeline::checkout::resolve_ref(&url, &git_ref)
+                .await
+                .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
+            (git_ref, sha)
+        }
+    };
+    // Keep what a push told us about this commit, when we have seen it.
+    let known = jobs::latest_for_sha(&state.pool, project.name.as_str(), sha.as_str()).await?;
+    let job = NewJob {
+        project: project.name.clone(),
+        environment: project.environment.clone(),
+        kind: JobKind::Deploy,
+        trigger: Trigger::Redeploy,
+        git_ref,
+        sha,
+        pull_request: None,
+        delivery_id: None,
+        commit_message: known.as_ref().and_then(|j| j.commit_message.clone()),
+        commit_author: known.and_then(|j| j.commit_author),
+        ordering_key: now_ms(),
+        rollback_of: None,
+    };
+    let job_id = enqueue(state, &job).await?;
+    Ok((job_id, job.sha))
+}
+
+/// Queues again what a stored delivery asks for, decided under today's configuration
+/// (trigger `replay`).
+pub async fn replay(state: &AppState, delivery_id: &str) -> Result<JobId, ApiError> {
+    let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let delivery = deliveries::get(&state.pool, delivery_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("delivery {delivery_id} does not exist")))?;
+    let (content_type, body) = deliveries::body(&state.pool, delivery_id.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "the body of delivery {delivery_id} is no longer kept (see server.delivery_body_retention_days)"
+            ))
+        })?;
+    let json_text = if content_type == "application/x-www-form-urlencoded" {
+        crate::webhook::form_payload(&body)?.into_bytes()
+    } else {
+        body
+    };
+    let parsed = event::parse(&json_text).map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
+    let project = parsed
+        .repository
+        .as_ref()
+        .and_then(|r| state.config.project_by_repository(r))
+        .ok_or_else(|| ApiError::Conflict(format!("delivery {delivery_id} names no configured repository")))?;
+    let now = now_ms();
+    let (action, _) = event::decide(&delivery.event, &parsed, project, delivery_id.as_str(), now)
+        .map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
+    let Action::Queue(mut job) = action else {
+        return Err(ApiError::Conflict(format!(
+            "delivery {delivery_id} ({} event) queues nothing under the current configuration",
+            delivery.event
+        )));
+    };
+    job.trigger = Trigger::Replay;
+    job.ordering_key = now;
+    let job_id = enqueue(state, &job).await?;
+    tracing::info!(delivery_id = %delivery_id, job_id = %job_id, "delivery replayed");
+    Ok(job_id)
+}
+
+pub async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiError> {
+    let outcome = jobs::cancel(&state.pool, id, now_ms()).await?;
+    match outcome {
+        CancelOutcome::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
+        CancelOutcome::AlreadyFinished => Err(ApiError::Conflict(format!("job {id} has already finished"))),
+        CancelOutcome::Cancelled => {
+            state.log_events.stored(id);
+            Ok(outcome)
+        }
+        CancelOutcome::Requested => {
+            state.cancellations.cancel(id);
+            Ok(outcome)
+        }
+    }
+}
+
+async fn enqueue(state: &AppState, job: &NewJob) -> Result<JobId, ApiError> {
+    let job_id = jobs::enqueue_now(&state.pool, job, now_ms()).await?;
+    state.job_queued.notify_one();
+    Ok(job_id)
+}
