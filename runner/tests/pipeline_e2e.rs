@@ -18,35 +18,6 @@ fn commit_all(repo: &Path, message: &str) -> String {
     git(repo, &["rev-parse", "HEAD"])
 }
 
-/// Removes what the test made live in the engine, whatever the outcome.
-struct EngineCleanup {
-    container: String,
-    /// Image references to remove, as `docker images --filter reference=` patterns.
-    references: Vec<String>,
-}
-
-impl Drop for EngineCleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.container]).output();
-        for reference in &self.references {
-            let listed = Command::new("docker")
-                .args([
-                    "images",
-                    "--format",
-                    "{{.ID}}",
-                    "--filter",
-                    &format!("reference={reference}"),
-                ])
-                .output();
-            if let Ok(listed) = listed {
-                for image in String::from_utf8_lossy(&listed.stdout).lines() {
-                    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
-                }
-            }
-        }
-    }
-}
-
 async fn push_and_wait(runner: &TestRunner, sha: &str) -> Value {
     let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
     assert_eq!(response.status(), 202);

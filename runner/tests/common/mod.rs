@@ -353,3 +353,34 @@ pub fn containers_of_job(job_id: i64) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Removes what the test made live in the engine, whatever the outcome.
+pub struct EngineCleanup {
+    pub container: String,
+    /// Image references to remove, as `docker images --filter reference=` patterns.
+    pub references: Vec<String>,
+}
+
+impl Drop for EngineCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        for reference in &self.references {
+            let listed = std::process::Command::new("docker")
+                .args([
+                    "images",
+                    "--format",
+                    "{{.ID}}",
+                    "--filter",
+                    &format!("reference={reference}"),
+                ])
+                .output();
+            if let Ok(listed) = listed {
+                for image in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = std::process::Command::new("docker").args(["rmi", "-f", image]).output();
+                }
+            }
+        }
+    }
+}

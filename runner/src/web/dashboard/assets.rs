@@ -95,6 +95,8 @@ function follow(log){
     var job=JSON.parse(e.data);
     var st=document.getElementById("job-state");if(st){st.textContent="";st.appendChild(badge(job.state))}
     var err=document.getElementById("job-error");if(err){err.textContent=job.error||"";err.hidden=!job.error}
+    var d=document.getElementById("job-duration");if(d)d.textContent=dur(job.started_at,job.finished_at);
+    if(["succeeded","failed","cancelled","superseded"].indexOf(job.state)>=0){var c=document.getElementById("cancel-job");if(c)c.remove()}
     var body=document.querySelector("#steps tbody");if(!body)return;
     body.textContent="";
     job.steps.forEach(function(step){

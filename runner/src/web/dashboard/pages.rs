@@ -284,6 +284,7 @@ pub async fn job_page(
         msg = esc(&headline(job.commit_message.as_deref())),
     );
     if !job.state.is_terminal() {
+        body.push_str("<span id=\"cancel-job\">");
         body.push_str(&action_button(
             &format!("/jobs/{id}/cancel"),
             "Cancel job",
@@ -291,11 +292,13 @@ pub async fn job_page(
             "danger",
             Some("Cancel this job?"),
         ));
+        body.push_str("</span>");
     }
     body.push_str("<dl class=\"meta\">");
     let mut item = |name: &str, value: String| {
         if !value.is_empty() {
-            let _ = write!(body, "<dt>{name}</dt><dd>{value}</dd>");
+            let id = name.to_ascii_lowercase().replace(' ', "-");
+            let _ = write!(body, "<dt>{name}</dt><dd id=\"job-{id}\">{value}</dd>");
         }
     };
     item("Trigger", esc(job.trigger.as_str()).to_string());
@@ -326,7 +329,15 @@ pub async fn job_page(
     item("Queued", time(job.created_at));
     item("Started", job.started_at.map(time).unwrap_or_default());
     item("Finished", job.finished_at.map(time).unwrap_or_default());
-    item("Duration", duration(job.started_at, job.finished_at));
+    let took = duration(job.started_at, job.finished_at);
+    item(
+        "Duration",
+        if took.is_empty() {
+            "not started".to_owned()
+        } else {
+            took
+        },
+    );
     if job.attempts > 1 {
         item("Attempts", job.attempts.to_string());
     }
