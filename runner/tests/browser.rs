@@ -48,13 +48,15 @@ async fn start_chromedriver() -> Chromedriver {
         .spawn()
         .expect("chromedriver starts");
     let url = format!("http://127.0.0.1:{port}");
+    // From here on, Drop kills and reaps it whatever happens.
+    let driver = Chromedriver {
+        child,
+        url: url.clone(),
+        _profile: tempfile::tempdir().expect("tempdir"),
+    };
     for _ in 0..100 {
         if reqwest::get(format!("{url}/status")).await.is_ok() {
-            return Chromedriver {
-                child,
-                url,
-                _profile: tempfile::tempdir().expect("tempdir"),
-            };
+            return driver;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
