@@ -44,6 +44,40 @@ pub enum Command {
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate(ConfigArg),
+    /// Run the whole loop locally: a git repository with the webapp, a registry, the
+    /// runner, a signed push, followed until the app answers.
+    Demo(crate::demo::DemoArgs),
+    /// List recent jobs (from a running runner with --url, or from the database).
+    Jobs(crate::ops::Source),
+    /// List recent deployments (from a running runner with --url, or from the database).
+    Deployments(crate::ops::Source),
+    /// Deploy a branch head or a commit SHA of a project (needs RUNNER_ADMIN_TOKEN).
+    Deploy {
+        /// Project name, as configured.
+        project: String,
+        /// A branch (`main`), a full ref (`refs/heads/main`) or a 40-character commit SHA.
+        #[arg(name = "ref")]
+        target: String,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
+    /// Put a deployment's image live again (needs RUNNER_ADMIN_TOKEN).
+    Rollback {
+        /// Deployment id (see `runner deployments`).
+        deployment: u64,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
+    /// Queue again what a stored webhook delivery asked for (needs RUNNER_ADMIN_TOKEN).
+    Replay {
+        /// The delivery's X-GitHub-Delivery id (see GET /api/deliveries).
+        delivery: String,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
+    /// Exit 0 if the runner answers /healthz on its listen address (RUNNER_LISTEN or the
+    /// config): the container image's HEALTHCHECK.
+    Healthcheck(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,7 +88,7 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn load(&self) -> Result<Config, ExitCode> {
+    pub(crate) fn load(&self) -> Result<Config, ExitCode> {
         Config::load(self.config.as_deref()).map_err(|error| {
             eprintln!("runner: invalid configuration: {error}");
             ExitCode::from(exit::CONFIG)
@@ -87,6 +121,47 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Demo(args) => runtime.block_on(async {
+            match crate::demo::run(args).await {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(error) => {
+                    if let Some(prerequisite) = error.downcast_ref::<crate::demo::Prerequisite>() {
+                        eprintln!("runner demo: {prerequisite}");
+                        ExitCode::from(exit::CONFIG)
+                    } else {
+                        eprintln!("runner demo: {error:#}");
+                        ExitCode::from(exit::FAILURE)
+                    }
+                }
+            }
+        }),
+        Command::Jobs(source) => ops_exit(runtime.block_on(crate::ops::jobs(&source))),
+        Command::Deployments(source) => ops_exit(runtime.block_on(crate::ops::deployments(&source))),
+        Command::Deploy {
+            project,
+            target,
+            remote,
+        } => ops_exit(runtime.block_on(crate::ops::deploy(&remote, &project, &target))),
+        Command::Rollback { deployment, remote } => {
+            ops_exit(runtime.block_on(crate::ops::rollback(&remote, deployment)))
+        }
+        Command::Replay { delivery, remote } => ops_exit(runtime.block_on(crate::ops::replay(&remote, &delivery))),
+        Command::Healthcheck(arg) => {
+            let listen = match std::env::var("RUNNER_LISTEN").ok().and_then(|v| v.parse().ok()) {
+                Some(listen) => listen,
+                None => match arg.load() {
+                    Ok(config) => config.server.listen,
+                    Err(code) => return code,
+                },
+            };
+            match runtime.block_on(crate::ops::healthcheck(listen)) {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(error) => {
+                    eprintln!("runner: unhealthy: {error:#}");
+                    ExitCode::from(exit::FAILURE)
+                }
+            }
+        }
         Command::Migrate(arg) => {
             let config = match arg.load() {
                 Ok(config) => config,
@@ -105,6 +180,20 @@ pub fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+fn ops_exit(result: Result<(), crate::ops::OpsError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(crate::ops::OpsError::Usage(message)) => {
+            eprintln!("runner: {message}");
+            ExitCode::from(exit::CONFIG)
+        }
+        Err(crate::ops::OpsError::Failed(error)) => {
+            eprintln!("runner: {error:#}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -188,6 +277,11 @@ fn print_config(config: &Config, as_json: bool) {
             "workers": config.queue.workers,
             "lease_secs": config.queue.lease.as_secs(),
             "max_attempts": config.queue.max_attempts,
+        },
+        "dashboard": {
+            "read_access": match config.dashboard.read_access { crate::config::ReadAccess::Public => "public", crate::config::ReadAccess::Login => "login" },
+            "public_url": config.dashboard.public_url,
+            "session_hours": config.dashboard.session_lifetime.as_secs() / 3600,
         },
         "admin_token": config.admin_token.as_ref().map(|t| if t.expose_secret().is_empty() { "" } else { "[redacted]" }),
         "projects": projects,

@@ -3,9 +3,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod job;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod startup;
 pub mod store;

@@ -195,7 +195,7 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
 
 /// A runner is known to the engine by its database: restarts keep the identity, two
 /// runners with different databases never reap each other's containers.
-fn instance_id(database_url: &str) -> String {
+pub fn instance_id(database_url: &str) -> String {
     use sha2::Digest;
     let path = database_path(database_url);
     let stable = std::fs::canonicalize(&path).unwrap_or(path);

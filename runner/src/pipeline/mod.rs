@@ -9,7 +9,7 @@ pub mod ecr;
 pub mod engine;
 pub mod joblog;
 mod probe;
-mod rollout;
+pub mod rollout;
 
 pub use rollout::{live_name, recover_interrupted_swaps};
 

@@ -16,7 +16,7 @@ pub fn live_name(project: &str, environment: &str) -> String {
 }
 
 /// Puts `run_ref` (an image pinned by digest) live and records the deployment.
-pub async fn go_live(
+pub(super) async fn go_live(
     steps: &Steps<'_>,
     project: &Project,
     engine: &DockerEngine,

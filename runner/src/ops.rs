@@ -1,0 +1,320 @@
+//! Operator commands: list jobs and deployments, and ask a running runner to deploy, roll
+//! back or replay. Reads come from a running runner's API (`--url`) or straight from the
+//! database of a config; actions always go through the API, with the admin token.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::store::deployments::DeploymentFilter;
+use crate::store::jobs::JobFilter;
+
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// Base URL of a running runner (e.g. http://127.0.0.1:8080); without it, the database
+    /// of --config is read directly.
+    #[arg(long, env = "RUNNER_URL")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows to show, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub limit: u16,
+    /// Only this project.
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// Base URL of the running runner.
+    #[arg(long, env = "RUNNER_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Wait until the queued job ends; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why an operator command failed; the exit code follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?)
+}
+
+fn admin_token() -> Result<String, OpsError> {
+    std::env::var("RUNNER_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OpsError::Usage("set RUNNER_ADMIN_TOKEN to the runner's admin token".into()))
+}
+
+async fn api_get(url: &str, path: &str) -> anyhow::Result<Value> {
+    let mut request = client()?.get(format!("{}{path}", url.trim_end_matches('/')));
+    if let Ok(token) = std::env::var("RUNNER_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the runner at {url}"))?;
+    answer(response).await
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "the runner answered {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(body)
+}
+
+pub async fn jobs(source: &Source) -> Result<(), OpsError> {
+    let items: Vec<Value> = match &source.url {
+        Some(url) => {
+            let mut path = format!("/api/jobs?limit={}", source.limit);
+            if let Some(project) = &source.project {
+                path.push_str(&format!("&project={project}"));
+            }
+            api_get(url, &path).await?["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+        None => {
+            let pool = open_database(source).await?;
+            let filter = JobFilter {
+                project: source.project.clone(),
+                ..JobFilter::default()
+            };
+            let page = crate::store::jobs::list(&pool, &filter, None, usize::from(source.limit))
+                .await
+                .context("reading jobs")?;
+            page.items.into_iter().map(|j| json!(j)).collect()
+        }
+    };
+    if source.json {
+        println!("{}", Value::Array(items));
+        return Ok(());
+    }
+    print_table(
+        &[
+            "ID", "STATE", "KIND", "PROJECT", "ENV", "SHA", "TRIGGER", "CREATED", "ERROR",
+        ],
+        items.iter().map(|j| {
+            vec![
+                j["id"].to_string(),
+                text(&j["state"]),
+                text(&j["kind"]),
+                text(&j["project"]),
+                text(&j["environment"]),
+                text(&j["sha"]).chars().take(7).collect(),
+                text(&j["trigger"]),
+                j["created_at"]
+                    .as_i64()
+                    .map(crate::telemetry::format_ms)
+                    .unwrap_or_default(),
+                text(&j["error"]).chars().take(60).collect(),
+            ]
+        }),
+    );
+    Ok(())
+}
+
+pub async fn deployments(source: &Source) -> Result<(), OpsError> {
+    let items: Vec<Value> = match &source.url {
+        Some(url) => {
+            let mut path = format!("/api/deployments?limit={}", source.limit);
+            if let Some(project) = &source.project {
+                path.push_str(&format!("&project={project}"));
+            }
+            api_get(url, &path).await?["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+        None => {
+            let pool = open_database(source).await?;
+            let filter = DeploymentFilter {
+                project: source.project.clone(),
+                ..DeploymentFilter::default()
+            };
+            let page = crate::store::deployments::list_views(&pool, &filter, None, usize::from(source.limit))
+                .await
+                .context("reading deployments")?;
+            page.items.into_iter().map(|d| json!(d)).collect()
+        }
+    };
+    if source.json {
+        println!("{}", Value::Array(items));
+        return Ok(());
+    }
+    print_table(
+        &[
+            "ID", "STATUS", "PROJECT", "ENV", "SHA", "TRIGGER", "JOB", "STARTED", "IMAGE",
+        ],
+        items.iter().map(|d| {
+            vec![
+                d["id"].to_string(),
+                text(&d["status"]),
+                text(&d["project"]),
+                text(&d["environment"]),
+                text(&d["sha"]).chars().take(7).collect(),
+                text(&d["trigger"]),
+                d["job_id"].to_string(),
+                d["started_at"]
+                    .as_i64()
+                    .map(crate::telemetry::format_ms)
+                    .unwrap_or_default(),
+                text(&d["image_ref"]),
+            ]
+        }),
+    );
+    Ok(())
+}
+
+async fn open_database(source: &Source) -> Result<sqlx::SqlitePool, OpsError> {
+    let config = Config::load(source.config.config.as_deref())
+        .map_err(|e| OpsError::Usage(format!("invalid configuration: {e}")))?;
+    Ok(crate::store::open(&config.server.database_url)
+        .await
+        .context("opening the database")?)
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(&mut headers.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    if rows.is_empty() {
+        println!("(none)");
+    }
+}
+
+/// POSTs an action, prints the queued job, and with `--wait` follows it to its end.
+async fn act(remote: &Remote, path: &str, body: Option<Value>) -> Result<(), OpsError> {
+    let token = admin_token()?;
+    let mut request = client()?
+        .post(format!("{}{path}", remote.url.trim_end_matches('/')))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the runner at {}", remote.url))?;
+    let queued = answer(response).await?;
+    let job_id = queued["job_id"].as_i64().context("the runner did not name a job")?;
+    if !remote.wait {
+        if remote.json {
+            println!("{queued}");
+        } else {
+            println!("queued job {job_id}");
+        }
+        return Ok(());
+    }
+    let job = loop {
+        let job = api_get(&remote.url, &format!("/api/jobs/{job_id}")).await?;
+        if !matches!(job["state"].as_str(), Some("queued" | "running" | "awaiting_approval")) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if remote.json {
+        println!("{job}");
+    } else {
+        println!(
+            "job {job_id} {}{}",
+            text(&job["state"]),
+            job["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    if job["state"] == "succeeded" {
+        Ok(())
+    } else {
+        Err(OpsError::Failed(anyhow::anyhow!("job {job_id} did not succeed")))
+    }
+}
+
+pub async fn deploy(remote: &Remote, project: &str, target: &str) -> Result<(), OpsError> {
+    let is_sha = target.len() == 40 && target.bytes().all(|b| b.is_ascii_hexdigit());
+    let body = if is_sha {
+        json!({ "sha": target })
+    } else {
+        json!({ "ref": target })
+    };
+    act(remote, &format!("/api/projects/{project}/deploy"), Some(body)).await
+}
+
+pub async fn rollback(remote: &Remote, deployment: u64) -> Result<(), OpsError> {
+    act(remote, &format!("/api/deployments/{deployment}/rollback"), None).await
+}
+
+pub async fn replay(remote: &Remote, delivery: &str) -> Result<(), OpsError> {
+    let delivery = crate::domain::DeliveryId::parse(delivery).map_err(|e| OpsError::Usage(e.to_string()))?;
+    act(remote, &format!("/api/deliveries/{delivery}/replay"), None).await
+}
+
+/// Exit status 0 when the runner at `listen` answers `/healthz`: Docker's HEALTHCHECK.
+pub async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let host = if listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen.ip()
+    };
+    let url = format!("http://{}/healthz", std::net::SocketAddr::new(host, listen.port()));
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    Ok(())
+}
