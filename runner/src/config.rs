@@ -89,7 +89,24 @@ struct RawProject {
     build: Option<RawBuild>,
     smoke: Option<RawSmoke>,
     registry: Option<RawRegistry>,
+    terraform: Option<RawTerraform>,
     rollout: Option<RawRollout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTerraform {
+    dir: String,
+    image_var: Option<String>,
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    backend_config: std::collections::BTreeMap<String, String>,
+    workspace: Option<String>,
+    #[serde(default)]
+    require_approval: bool,
+    lock_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,9 +145,16 @@ struct RawRegistry {
 #[serde(deny_unknown_fields)]
 struct RawRollout {
     target: String,
-    host_port: u16,
+    host_port: Option<u16>,
     bind: Option<String>,
     timeout_secs: Option<u64>,
+    cluster: Option<String>,
+    service: Option<String>,
+    container: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    rollback_on_failure: Option<bool>,
+    url: Option<String>,
 }
 
 /// How log lines are written.
@@ -148,6 +172,9 @@ pub struct Config {
     pub projects: Vec<Project>,
     /// Bearer token for the action endpoints; `None` disables them (every action is 401).
     pub admin_token: Option<SecretString>,
+    /// The terraform executable (`TERRAFORM_BIN`, else `terraform` on `PATH`), resolved
+    /// only when a project has a terraform step.
+    pub terraform_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +234,11 @@ pub struct Project {
     pub build: Option<BuildSettings>,
     pub smoke: Option<SmokeSettings>,
     pub registry: Option<RegistrySettings>,
+    pub terraform: Option<TerraformSettings>,
+    /// A container on this machine's Docker engine (`target = "local"`).
     pub rollout: Option<RolloutSettings>,
+    /// An ECS service (`target = "ecs"`).
+    pub ecs: Option<EcsSettings>,
 }
 
 /// How the image is built from the checked-out commit.
@@ -268,6 +299,41 @@ impl std::fmt::Debug for RegistrySettings {
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .finish()
     }
+}
+
+/// Infrastructure as code run for each deploy: plan, optional approval, apply.
+#[derive(Debug, Clone)]
+pub struct TerraformSettings {
+    /// The module's directory in the repository, relative to its root.
+    pub dir: String,
+    /// The variable that receives the pushed image (`image_url`).
+    pub image_var: String,
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// `-backend-config` key/value pairs for `init`.
+    pub backend_config: std::collections::BTreeMap<String, String>,
+    pub workspace: String,
+    /// Deploys wait for `POST /api/jobs/{id}/approve` before applying a plan with changes.
+    pub require_approval: bool,
+    pub lock_timeout: Duration,
+    /// Per terraform command.
+    pub timeout: Duration,
+}
+
+/// Where a deploy goes live on ECS.
+#[derive(Debug, Clone)]
+pub struct EcsSettings {
+    pub cluster: String,
+    pub service: String,
+    /// The container whose image a deploy replaces (when terraform does not).
+    pub container: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// How long the service gets to become stable on the new revision.
+    pub timeout: Duration,
+    /// On failure or timeout, put the previous task definition back.
+    pub rollback_on_failure: bool,
+    /// The app's URL, recorded on each deployment (else terraform's `app_url` output).
+    pub url: Option<String>,
 }
 
 /// Where a deploy goes live: a container on this machine's Docker engine.
@@ -455,6 +521,19 @@ impl Config {
             return Err(invalid("RUNNER_ADMIN_TOKEN", "must be at least 16 characters"));
         }
 
+        let terraform_bin = match projects.iter().find(|p| p.terraform.is_some()) {
+            None => None,
+            Some(project) => Some(find_terraform(env).ok_or_else(|| {
+                invalid(
+                    "TERRAFORM_BIN",
+                    format!(
+                        "project {} has a terraform step, but no terraform executable was found: install Terraform or set TERRAFORM_BIN to its path",
+                        project.name
+                    ),
+                )
+            })?),
+        };
+
         Ok(Self {
             server: ServerConfig {
                 listen,
@@ -475,6 +554,7 @@ impl Config {
             },
             projects,
             admin_token,
+            terraform_bin,
         })
     }
 
@@ -486,6 +566,21 @@ impl Config {
     pub fn project(&self, name: &str) -> Option<&Project> {
         self.projects.iter().find(|p| p.name.as_str() == name)
     }
+}
+
+fn find_terraform(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let is_executable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(explicit) = env("TERRAFORM_BIN").filter(|v| !v.trim().is_empty()) {
+        let path = PathBuf::from(explicit);
+        return is_executable(&path).then_some(path);
+    }
+    env("PATH")?
+        .split(':')
+        .map(|dir| Path::new(dir).join("terraform"))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn resolve_project(
@@ -653,22 +748,65 @@ fn resolve_project(
             })
         })
         .transpose()?;
-    let rollout = raw
-        .rollout
-        .map(|r| -> Result<RolloutSettings, ConfigError> {
-            if r.target != "local" {
+    let (mut rollout, mut ecs) = (None, None);
+    if let Some(r) = raw.rollout {
+        match r.target.as_str() {
+            "local" => {
+                let host_port = r
+                    .host_port
+                    .ok_or_else(|| invalid(field("rollout.host_port"), "is required for target \"local\""))?;
+                let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
+                rollout = Some(RolloutSettings {
+                    host_port,
+                    bind: bind_raw
+                        .parse()
+                        .map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
+                    timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
+                });
+            }
+            "ecs" => {
+                let required = |value: Option<String>, key: &str| {
+                    value
+                        .filter(|v| !v.trim().is_empty())
+                        .ok_or_else(|| invalid(field(&format!("rollout.{key}")), "is required for target \"ecs\""))
+                };
+                ecs = Some(EcsSettings {
+                    cluster: required(r.cluster, "cluster")?,
+                    service: required(r.service, "service")?,
+                    container: r.container.unwrap_or_else(|| "app".to_owned()),
+                    region: r.region,
+                    endpoint_url: r.endpoint_url,
+                    timeout: Duration::from_secs(r.timeout_secs.unwrap_or(600)),
+                    rollback_on_failure: r.rollback_on_failure.unwrap_or(true),
+                    url: r.url,
+                });
+            }
+            other => {
                 return Err(invalid(
                     field("rollout.target"),
-                    format!("{:?} is not a supported target (\"local\")", r.target),
+                    format!("{other:?} is not a supported target (\"local\" or \"ecs\")"),
                 ));
             }
-            let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
-            Ok(RolloutSettings {
-                host_port: r.host_port,
-                bind: bind_raw
-                    .parse()
-                    .map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
-                timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
+        }
+    }
+    let terraform = raw
+        .terraform
+        .map(|t| -> Result<TerraformSettings, ConfigError> {
+            if t.dir.is_empty() || t.dir.starts_with('/') || t.dir.split('/').any(|part| part == "..") {
+                return Err(invalid(
+                    field("terraform.dir"),
+                    "must be a relative path inside the repository",
+                ));
+            }
+            Ok(TerraformSettings {
+                dir: t.dir,
+                image_var: t.image_var.unwrap_or_else(|| "image_url".to_owned()),
+                vars: t.vars,
+                backend_config: t.backend_config,
+                workspace: t.workspace.unwrap_or_else(|| "default".to_owned()),
+                require_approval: t.require_approval,
+                lock_timeout: Duration::from_secs(t.lock_timeout_secs.unwrap_or(60)),
+                timeout: Duration::from_secs(t.timeout_secs.unwrap_or(1800)),
             })
         })
         .transpose()?;
@@ -683,7 +821,9 @@ fn resolve_project(
         build,
         smoke,
         registry,
+        terraform,
         rollout,
+        ecs,
     })
 }
 

@@ -82,6 +82,7 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
         let log_events = LogEvents::default();
+        let owner = format!("{}-{}", std::process::id(), now_ms());
         let worker = Worker {
             pool: pool.clone(),
             config: Arc::clone(&config),
@@ -99,10 +100,16 @@ impl Application {
                     .build()
                     .context("building the HTTP client")?,
                 ecr: Arc::default(),
+                ecs: Arc::default(),
+                terraform_bin: config.terraform_bin.clone(),
+                terraform_locks: Arc::default(),
+                approval_timeout: Duration::from_secs(24 * 3600),
+                owner: owner.clone(),
+                log_events: log_events.clone(),
             },
             mask,
             log_events: log_events.clone(),
-            owner: format!("{}-{}", std::process::id(), now_ms()),
+            owner,
         };
         let state = AppState {
             config,

@@ -103,6 +103,11 @@ impl JobLog {
         (Self { sender, mask }, JobLogWriter(task))
     }
 
+    /// What this log masks, for other text of the job kept elsewhere.
+    pub fn mask(&self) -> &SecretMask {
+        &self.mask
+    }
+
     pub fn system(&self, line: impl AsRef<str>) {
         self.write(Stream::System, line.as_ref());
     }

@@ -6,10 +6,14 @@
 pub mod checkout;
 pub mod context;
 pub mod ecr;
+pub mod ecs;
+mod ecs_rollout;
 pub mod engine;
+mod infra;
 pub mod joblog;
 mod probe;
 pub mod rollout;
+pub mod terraform;
 
 pub use rollout::{live_name, recover_interrupted_swaps};
 
@@ -44,7 +48,7 @@ pub enum JobFailure {
     NotConfigured(String),
 }
 
-/// An ECR client's region and endpoint.
+/// An AWS client's region and endpoint.
 type EcrKey = (Option<String>, Option<String>);
 
 /// What every job needs from the runner.
@@ -60,6 +64,16 @@ pub struct PipelineContext {
     pub http: reqwest::Client,
     /// ECR clients by region, created on first use so their token caches are shared by jobs.
     pub ecr: Arc<tokio::sync::Mutex<HashMap<EcrKey, Arc<ecr::Ecr>>>>,
+    /// ECS clients by region and endpoint, created on first use.
+    pub ecs: Arc<tokio::sync::Mutex<HashMap<EcrKey, Arc<ecs::Ecs>>>>,
+    pub terraform_bin: Option<PathBuf>,
+    /// One terraform operation at a time per project and workspace.
+    pub terraform_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// How long a plan waits for a person's answer before the job fails.
+    pub approval_timeout: Duration,
+    /// This process's lease owner name (an approval wait renews the same lease).
+    pub owner: String,
+    pub log_events: joblog::LogEvents,
 }
 
 impl PipelineContext {
@@ -73,6 +87,22 @@ impl PipelineContext {
         clients.insert(key, Arc::clone(&client));
         client
     }
+
+    async fn ecs(&self, region: Option<String>, endpoint_url: Option<String>) -> Arc<ecs::Ecs> {
+        let mut clients = self.ecs.lock().await;
+        let key = (region, endpoint_url);
+        if let Some(client) = clients.get(&key) {
+            return Arc::clone(client);
+        }
+        let client = Arc::new(ecs::Ecs::new(key.0.clone(), key.1.clone()).await);
+        clients.insert(key, Arc::clone(&client));
+        client
+    }
+
+    async fn terraform_lock(&self, state: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.terraform_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(state.to_owned()).or_default())
+    }
 }
 
 /// Beyond the time an app gets to become healthy, what starting, inspecting and removing
@@ -83,6 +113,9 @@ const CHECKOUT: &str = "checkout";
 const BUILD: &str = "build";
 const SMOKE: &str = "smoke";
 const PUSH: &str = "push";
+const PLAN: &str = "plan";
+const APPROVAL: &str = "approval";
+const APPLY: &str = "apply";
 const ROLLOUT: &str = "rollout";
 const RECORD: &str = "record";
 
@@ -98,11 +131,8 @@ pub async fn run(
         "{} job ({}) for {} at {} ({}), attempt {}",
         job.kind, job.trigger, project.name, job.sha, job.git_ref, job.attempts
     ));
-    let plan: &[&str] = match (job.kind, job.trigger) {
-        (JobKind::Verify, _) => &[CHECKOUT, BUILD, SMOKE],
-        (JobKind::Deploy, Trigger::Rollback) => &[ROLLOUT, RECORD],
-        (JobKind::Deploy, _) => &[CHECKOUT, BUILD, SMOKE, PUSH, ROLLOUT, RECORD],
-    };
+    let plan = step_plan(project, job);
+    let plan = plan.as_slice();
     let missing = missing_settings(project, plan);
     if !missing.is_empty() {
         return Err(JobFailure::NotConfigured(format!(
@@ -128,8 +158,53 @@ pub async fn run(
         (JobKind::Deploy, Trigger::Rollback) => run_rollback(&steps, project, &engine).await,
         (kind, _) => run_build(&steps, project, &engine, kind).await,
     };
+    // A checkout kept for the terraform steps goes now, whatever happened.
+    remove_workdir(&workdir_of(ctx, job), log).await;
     let _ = steps::skip_pending(&ctx.pool, job.id.get(), now_ms()).await;
     result
+}
+
+/// The steps a job runs, in order.
+fn step_plan(project: &Project, job: &Job) -> Vec<&'static str> {
+    let infra: Vec<&'static str> = match &project.terraform {
+        Some(terraform) if terraform.require_approval => vec![PLAN, APPROVAL, APPLY],
+        Some(_) => vec![PLAN, APPLY],
+        None => vec![],
+    };
+    let mut plan = Vec::new();
+    match (job.kind, job.trigger) {
+        (JobKind::Verify, _) => {
+            plan.extend([CHECKOUT, BUILD, SMOKE]);
+            if project.terraform.is_some() {
+                plan.push(PLAN);
+            }
+        }
+        (JobKind::Deploy, Trigger::Rollback) => {
+            if !infra.is_empty() {
+                plan.push(CHECKOUT);
+            }
+            plan.extend(infra);
+            plan.extend([ROLLOUT, RECORD]);
+        }
+        (JobKind::Deploy, _) => {
+            plan.extend([CHECKOUT, BUILD, SMOKE, PUSH]);
+            plan.extend(infra);
+            plan.extend([ROLLOUT, RECORD]);
+        }
+    }
+    plan
+}
+
+fn workdir_of(ctx: &PipelineContext, job: &Job) -> PathBuf {
+    ctx.work_root.join(format!("job-{}-{}", job.id, job.attempts))
+}
+
+async fn remove_workdir(workdir: &std::path::Path, log: &JobLog) {
+    if let Err(error) = tokio::fs::remove_dir_all(workdir).await
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        log.system(format!("could not remove the work directory: {error}"));
+    }
 }
 
 fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
@@ -143,7 +218,7 @@ fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
     if plan.contains(&PUSH) && project.registry.is_none() {
         missing.push("[projects.registry] (kind, url)");
     }
-    if plan.contains(&ROLLOUT) && project.rollout.is_none() {
+    if plan.contains(&ROLLOUT) && project.rollout.is_none() && project.ecs.is_none() {
         missing.push("[projects.rollout] (target, host_port)");
     }
     missing
@@ -227,7 +302,7 @@ async fn run_build(
     let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
         unreachable!("settings were checked before the job started");
     };
-    let workdir = ctx.work_root.join(format!("job-{}-{}", job.id, job.attempts));
+    let workdir = workdir_of(ctx, job);
     let checkout = GitCheckout::new(clone_url(project));
     let checked_out = steps
         .run(CHECKOUT, ctx.checkout_timeout, checkout.fetch(job, &workdir, log))
@@ -277,11 +352,9 @@ async fn run_build(
         }
         Err(error) => Err(error),
     };
-    // The checkout is no longer needed once the image exists (or failed to).
-    if let Err(error) = tokio::fs::remove_dir_all(&workdir).await
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        log.system(format!("could not remove the work directory: {error}"));
+    // Without terraform steps, the checkout is no longer needed once the image exists.
+    if project.terraform.is_none() {
+        remove_workdir(&workdir, log).await;
     }
     let tag = built?;
 
@@ -311,6 +384,9 @@ async fn run_build(
 
     if kind == JobKind::Verify {
         log.system("verify job: the image builds and answers its health check");
+        if let Some(terraform) = &project.terraform {
+            infra::run(steps, project, terraform, &workdir, &tag, true).await?;
+        }
         return Ok(());
     }
 
@@ -359,15 +435,64 @@ async fn run_build(
         .await?;
 
     let image_ref = format!("{repository}:{}", job.sha);
-    rollout::go_live(
+    deliver(
         steps,
         project,
         engine,
+        &workdir,
         &image_ref,
         &format!("{repository}@{digest}"),
         Some(&digest),
     )
     .await
+}
+
+/// From a pushed image to live: the terraform steps if the project has them, then the
+/// rollout to its target.
+async fn deliver(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &DockerEngine,
+    workdir: &std::path::Path,
+    image_ref: &str,
+    run_ref: &str,
+    digest: Option<&str>,
+) -> Result<(), JobFailure> {
+    let ctx = steps.ctx;
+    // What ECS runs before terraform touches it: what a failed rollout goes back to.
+    let previous = match (&project.ecs, &project.terraform) {
+        (Some(settings), Some(_)) => {
+            let ecs = ctx.ecs(settings.region.clone(), settings.endpoint_url.clone()).await;
+            match ecs::Deployer::current(&*ecs, &settings.cluster, &settings.service).await {
+                Ok(current) => Some(current),
+                Err(error) => {
+                    steps.log.system(format!("the ECS service's current revision is unknown ({error})"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let outputs = match &project.terraform {
+        Some(terraform) => infra::run(steps, project, terraform, workdir, run_ref, false).await?.outputs,
+        None => None,
+    };
+    if let Some(settings) = &project.ecs {
+        let revision = if project.terraform.is_some() {
+            ecs_rollout::Revision::Applied
+        } else {
+            ecs_rollout::Revision::Image(run_ref.to_owned())
+        };
+        return ecs_rollout::go_live(steps, project, settings, previous, revision, image_ref, digest, outputs.as_ref())
+            .await;
+    }
+    rollout::go_live(steps, project, engine, image_ref, run_ref, digest).await?;
+    if let Some(outputs) = outputs
+        && let Ok(Some(deployment)) = deployments::for_job(&ctx.pool, steps.job.id.get()).await
+    {
+        let _ = deployments::set_outputs(&ctx.pool, deployment.id, &outputs).await;
+    }
+    Ok(())
 }
 
 async fn run_rollback(steps: &Steps<'_>, project: &Project, engine: &DockerEngine) -> Result<(), JobFailure> {
@@ -396,10 +521,18 @@ async fn run_rollback(steps: &Steps<'_>, project: &Project, engine: &DockerEngin
         "rolling back to deployment {} ({} at {})",
         target.id, target.image_ref, digest
     ));
-    rollout::go_live(
+    let workdir = workdir_of(steps.ctx, job);
+    if project.terraform.is_some() {
+        let checkout = GitCheckout::new(clone_url(project));
+        steps
+            .run(CHECKOUT, steps.ctx.checkout_timeout, checkout.fetch(job, &workdir, steps.log))
+            .await?;
+    }
+    deliver(
         steps,
         project,
         engine,
+        &workdir,
         &target.image_ref,
         &format!("{repository}@{digest}"),
         Some(&digest),

@@ -19,12 +19,15 @@ pub struct Deployment {
     pub replaced_id: Option<i64>,
     pub url: Option<String>,
     pub error: Option<String>,
+    /// Terraform outputs after the apply of this deployment (JSON object).
+    #[sqlx(json(nullable))]
+    pub outputs: Option<serde_json::Value>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, \
-     replaced_id, url, error, started_at, finished_at";
+     replaced_id, url, error, outputs, started_at, finished_at";
 
 pub struct NewDeployment<'a> {
     pub job_id: i64,
@@ -192,4 +195,14 @@ pub async fn list_views(
     .fetch_all(pool)
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.deployment.id))
+}
+
+/// Records what the apply of this deployment's job produced.
+pub async fn set_outputs(pool: &SqlitePool, id: i64, outputs: &serde_json::Value) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deployments SET outputs = ? WHERE id = ?")
+        .bind(outputs.to_string())
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

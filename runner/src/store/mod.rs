@@ -1,5 +1,6 @@
 //! Every SQL statement of the runner lives under this module.
 
+pub mod artifacts;
 pub mod deliveries;
 pub mod deployments;
 pub mod jobs;

@@ -269,6 +269,42 @@ pub async fn cancel_job(
     }))
 }
 
+pub async fn approve_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = parse_job_id(&id)?;
+    operations::decide(&state, id, true).await?;
+    Ok(Json(json!({ "job_id": id, "approval": "approved" })))
+}
+
+pub async fn reject_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = parse_job_id(&id)?;
+    operations::decide(&state, id, false).await?;
+    Ok(Json(json!({ "job_id": id, "approval": "rejected" })))
+}
+
+/// The readable text of the job's terraform plan.
+pub async fn job_plan(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<String, ApiError> {
+    super::dashboard::auth::api_may_read(&state, &headers).await?;
+    let id = parse_job_id(&id)?;
+    store::artifacts::get(&state.pool, id.get(), "plan.txt")
+        .await?
+        .map(|a| a.content)
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no terraform plan")))
+}
+
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queued = store::jobs::queued_count(&state.pool).await?;
     Ok(Json(json!({ "status": "ok", "queued_jobs": queued })))

@@ -158,6 +158,8 @@ pub async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiErr
         CancelOutcome::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
         CancelOutcome::AlreadyFinished => Err(ApiError::Conflict(format!("job {id} has already finished"))),
         CancelOutcome::Cancelled => {
+            // A job waiting for approval is held by a worker, which stops waiting now.
+            state.cancellations.cancel(id);
             state.log_events.stored(id);
             Ok(outcome)
         }
@@ -172,4 +174,20 @@ async fn enqueue(state: &AppState, job: &NewJob) -> Result<JobId, ApiError> {
     let job_id = jobs::enqueue_now(&state.pool, job, now_ms()).await?;
     state.job_queued.notify_one();
     Ok(job_id)
+}
+
+/// Approves or rejects the plan a job is waiting on.
+pub async fn decide(state: &AppState, id: JobId, approved: bool) -> Result<(), ApiError> {
+    use crate::store::jobs::approval::{self, Decision};
+    match approval::decide(&state.pool, id, approved, now_ms()).await? {
+        Decision::Recorded => {
+            tracing::info!(job_id = %id, approved, "plan decision recorded");
+            state.log_events.stored(id);
+            Ok(())
+        }
+        Decision::NotWaiting => Err(ApiError::Conflict(format!(
+            "job {id} is not waiting for approval (or was already answered)"
+        ))),
+        Decision::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
+    }
 }

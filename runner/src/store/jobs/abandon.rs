@@ -13,7 +13,7 @@ pub async fn fail_abandoned(pool: &SqlitePool, max_attempts: u32, now: i64) -> R
              error = CASE WHEN cancel_requested = 1 THEN 'cancelled (its worker stopped before cleaning up)'
                           ELSE 'abandoned: its worker stopped ' || attempts || ' time(s) without finishing (max_attempts reached)' END,
              finished_at = ?1, updated_at = ?1, lease_owner = NULL, lease_expires_at = NULL
-         WHERE state = 'running' AND lease_expires_at < ?1 AND (attempts >= ?2 OR cancel_requested = 1)
+         WHERE state IN ('running', 'awaiting_approval') AND lease_expires_at < ?1 AND (attempts >= ?2 OR cancel_requested = 1)
          RETURNING id",
     )
     .bind(now)

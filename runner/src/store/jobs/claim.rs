@@ -25,7 +25,7 @@ pub async fn claim_next(
          WHERE id = (
              SELECT candidate.id FROM jobs AS candidate
              WHERE (candidate.state = 'queued'
-                    OR (candidate.state = 'running' AND candidate.lease_expires_at < ?2))
+                    OR (candidate.state IN ('running', 'awaiting_approval') AND candidate.lease_expires_at < ?2))
                AND candidate.attempts < ?4
                AND candidate.cancel_requested = 0
                AND NOT (candidate.kind = 'deploy' AND EXISTS (

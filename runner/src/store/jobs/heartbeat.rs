@@ -27,7 +27,7 @@ pub async fn heartbeat(
 ) -> Result<Heartbeat, StoreError> {
     let cancel_requested: Option<bool> = sqlx::query_scalar(
         "UPDATE jobs SET lease_expires_at = ?1 + ?2, updated_at = ?1
-         WHERE id = ?3 AND lease_owner = ?4 AND state = 'running'
+         WHERE id = ?3 AND lease_owner = ?4 AND state IN ('running', 'awaiting_approval')
          RETURNING cancel_requested",
     )
     .bind(now)

@@ -2,6 +2,7 @@
 //! job from one state to the next are each written once.
 
 mod abandon;
+pub mod approval;
 mod cancel;
 mod claim;
 mod enqueue;
@@ -42,6 +43,10 @@ pub struct Job {
     pub superseded_by: Option<i64>,
     pub rollback_of: Option<i64>,
     pub error: Option<String>,
+    /// What the job's terraform plan would change (JSON), when it planned.
+    pub plan_summary: Option<serde_json::Value>,
+    /// `approved` or `rejected`, once a person answered the job's request.
+    pub approval: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -67,6 +72,8 @@ pub(crate) struct JobRow {
     superseded_by: Option<i64>,
     rollback_of: Option<i64>,
     error: Option<String>,
+    plan_summary: Option<String>,
+    approval: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
@@ -75,7 +82,7 @@ pub(crate) struct JobRow {
 
 pub(crate) const JOB_COLUMNS: &str = "id, project, environment, kind, trigger, state, git_ref, sha, pull_request, \
      delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, rollback_of, error, \
-     created_at, started_at, finished_at, updated_at";
+     plan_summary, approval, created_at, started_at, finished_at, updated_at";
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -100,6 +107,8 @@ impl TryFrom<JobRow> for Job {
             superseded_by: row.superseded_by,
             rollback_of: row.rollback_of,
             error: row.error,
+            plan_summary: row.plan_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            approval: row.approval,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,

@@ -69,3 +69,39 @@ pub async fn replay(
     let job = operations::replay(&state, &delivery_id).await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
+
+async fn decide(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: Option<&str>,
+    approved: bool,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(headers, csrf)?;
+    let id: JobId = id
+        .parse()
+        .map_err(|_| PageError::NotFound(format!("There is no job {id:?}.")))?;
+    operations::decide(state, id, approved).await?;
+    Ok(Redirect::to(&format!("/jobs/{id}")))
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), true).await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), false).await
+}

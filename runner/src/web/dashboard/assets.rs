@@ -41,6 +41,8 @@ select,input{font:inherit;padding:.3rem;border:1px solid var(--line);border-radi
 .pager{display:flex;gap:1rem;margin:1rem 0}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.5rem 0}dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;word-break:break-all}
 pre#log{background:#0d1117;color:#e6edf3;padding:.75rem;border-radius:6px;overflow:auto;max-height:70vh;white-space:pre-wrap;word-break:break-all;font-size:.8rem}
+pre.plan{background:#f6f8fa;padding:.75rem;border-radius:6px;overflow:auto;max-height:50vh;font-size:.8rem}
+ul.changes{padding-left:1.2rem}
 pre#log .t{color:#7d8590;margin-right:.75em}pre#log .err{color:#ffa198}pre#log .sys{color:#79c0ff}
 @media (max-width:720px){
  table.list thead{display:none}table.list,table.list tbody,table.list tr,table.list td{display:block;width:100%}

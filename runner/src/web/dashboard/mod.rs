@@ -24,6 +24,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/jobs/{id}/cancel", post(actions::cancel))
+        .route("/jobs/{id}/approve", post(actions::approve))
+        .route("/jobs/{id}/reject", post(actions::reject))
         .route("/deployments/{id}/rollback", post(actions::rollback))
         .route("/deployments/{id}/redeploy", post(actions::redeploy))
         .route("/deliveries/{id}/replay", post(actions::replay))

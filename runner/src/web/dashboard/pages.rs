@@ -369,6 +369,10 @@ pub async fn job_page(
         if let Some(error) = &d.error {
             let _ = write!(body, "<dt>Error</dt><dd>{}</dd>", esc(error));
         }
+        for (name, value) in d.outputs.as_ref().and_then(|o| o.as_object()).into_iter().flatten() {
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            let _ = write!(body, "<dt>{}</dt><dd><code>{}</code></dd>", esc(name), esc(&text));
+        }
         body.push_str("</dl>");
         if d.status == "live" && d.image_digest.is_some() {
             body.push_str(&action_button(
@@ -382,6 +386,57 @@ pub async fn job_page(
         body.push_str("</section>");
     }
 
+    if let Some(summary) = &job.plan_summary {
+        let _ = write!(
+            body,
+            "<section class=\"card\" id=\"plan\"><h2>Terraform plan: {}</h2>",
+            esc(summary["headline"].as_str().unwrap_or(""))
+        );
+        if job.state == crate::job::JobState::AwaitingApproval && job.approval.is_none() {
+            body.push_str("<p class=\"notice\">This deploy waits for approval of the plan.</p>");
+            body.push_str(&action_button(
+                &format!("/jobs/{id}/approve"),
+                "Approve and apply",
+                csrf.as_deref(),
+                "",
+                Some("Apply this plan?"),
+            ));
+            body.push_str(&action_button(
+                &format!("/jobs/{id}/reject"),
+                "Reject",
+                csrf.as_deref(),
+                "danger",
+                None,
+            ));
+        }
+        if let Some(answer) = &job.approval {
+            let _ = write!(body, "<p>Plan {}.</p>", esc(answer));
+        }
+        body.push_str("<ul class=\"changes\">");
+        for change in summary["resources"].as_array().into_iter().flatten() {
+            let actions: Vec<&str> = change["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
+            let _ = write!(
+                body,
+                "<li><code>{}</code> {}</li>",
+                esc(&actions.join("/")),
+                esc(change["address"].as_str().unwrap_or(""))
+            );
+        }
+        body.push_str("</ul>");
+        if let Some(plan) = crate::store::artifacts::get(&state.pool, id.get(), "plan.txt").await? {
+            let _ = write!(
+                body,
+                "<details><summary>Plan text</summary><pre class=\"plan\">{}</pre></details>",
+                esc(&plan.content)
+            );
+        }
+        body.push_str("</section>");
+    }
     body.push_str("<h2>Steps</h2>");
     if steps.is_empty() {
         body.push_str("<p class=\"empty\" id=\"no-steps\">No steps yet: the job has not started.</p>");

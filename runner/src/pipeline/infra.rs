@@ -1,0 +1,183 @@
+//! The terraform steps of a job: plan (its summary and text kept on the job), approval
+//! when the project asks for it, apply of exactly the saved plan, and the outputs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
+use super::{APPLY, APPROVAL, JobFailure, PLAN, Steps};
+use crate::config::{Project, TerraformSettings};
+use crate::store::jobs::approval::{self, Waiting};
+use crate::store::{artifacts, now_ms, steps as step_store};
+
+/// A stale plan (the state changed between plan and apply) is planned again, and
+/// approved again, at most this many times.
+const MAX_PLANS: usize = 3;
+
+/// What the terraform steps leave for the rollout.
+pub struct Applied {
+    /// `None` when the job only planned (a verify job).
+    pub outputs: Option<Value>,
+}
+
+/// Plans with `image` as the image variable; for a deploy, then waits for approval if
+/// needed, applies the plan and reads the outputs.
+pub async fn run(
+    steps: &Steps<'_>,
+    project: &Project,
+    settings: &TerraformSettings,
+    checkout: &Path,
+    image: &str,
+    plan_only: bool,
+) -> Result<Applied, JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let Some(bin) = ctx.terraform_bin.clone() else {
+        return Err(JobFailure::NotConfigured(
+            "no terraform executable: install Terraform or set TERRAFORM_BIN, and restart the runner".into(),
+        ));
+    };
+    let mut vars: BTreeMap<String, String> = settings.vars.clone();
+    vars.insert(settings.image_var.clone(), image.to_owned());
+    let module = Module {
+        bin,
+        dir: checkout.join(&settings.dir),
+        vars,
+        backend_config: settings.backend_config.clone(),
+        workspace: settings.workspace.clone(),
+        lock_timeout: settings.lock_timeout,
+    };
+    if !module.dir.is_dir() {
+        return Err(JobFailure::Step {
+            step: PLAN,
+            message: format!("the repository has no directory {:?} at {}", settings.dir, job.sha),
+        });
+    }
+    let plan_file = checkout.join(format!("job-{}.tfplan", job.id));
+    // One terraform operation per state at a time within this runner; Terraform's own
+    // lock (with -lock-timeout) guards against everyone else.
+    let state_lock = ctx.terraform_lock(&format!("{}/{}", project.name, settings.workspace)).await;
+    let mut prepared = false;
+
+    for attempt in 1..=MAX_PLANS {
+        let summary = steps
+            .run(PLAN, settings.timeout, async {
+                let _held = state_lock.lock().await;
+                if !prepared {
+                    module.prepare(log, steps.cancel).await.map_err(|e| e.to_string())?;
+                }
+                let (summary, text) = module
+                    .plan(&plan_file, log, steps.cancel)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                keep_plan(steps, &summary, &text).await;
+                Ok(summary)
+            })
+            .await?;
+        prepared = true;
+        log.system(format!("plan: {}", summary.headline()));
+        for change in &summary.resources {
+            log.system(format!("  {} {}", change.actions.join("/"), change.address));
+        }
+        if plan_only {
+            return Ok(Applied { outputs: None });
+        }
+        if !summary.has_changes() {
+            log.system("no changes: nothing to approve or apply");
+            for step in [APPROVAL, APPLY] {
+                let _ = step_store::set_state(&ctx.pool, job.id.get(), step, "skipped", None, now_ms()).await;
+            }
+            break;
+        }
+        if settings.require_approval {
+            steps
+                .run(APPROVAL, ctx.approval_timeout, wait_for_approval(steps, &summary))
+                .await?;
+        }
+        let applied = steps
+            .run(APPLY, settings.timeout, async {
+                let _held = state_lock.lock().await;
+                match module.apply(&plan_file, log, steps.cancel).await {
+                    Ok(()) => Ok(true),
+                    Err(TerraformError::StalePlan) if attempt < MAX_PLANS => Ok(false),
+                    Err(error) => Err(error.to_string()),
+                }
+            })
+            .await?;
+        if applied {
+            break;
+        }
+        log.system("the saved plan is stale (the state changed since it was made): planning again");
+        for step in [PLAN, APPROVAL, APPLY] {
+            let _ = step_store::set_state(&ctx.pool, job.id.get(), step, "pending", None, now_ms()).await;
+        }
+    }
+    let outputs = module
+        .outputs(log, steps.cancel)
+        .await
+        .map_err(|e| JobFailure::Step {
+            step: APPLY,
+            message: format!("reading the outputs: {e}"),
+        })?;
+    Ok(Applied { outputs: Some(outputs) })
+}
+
+/// The summary goes on the job, the readable plan (secrets masked) into its artifacts.
+async fn keep_plan(steps: &Steps<'_>, summary: &PlanSummary, text: &str) {
+    let (ctx, job) = (steps.ctx, steps.job);
+    let mut summary_json = serde_json::to_value(summary).unwrap_or_default();
+    summary_json["headline"] = Value::String(summary.headline());
+    if let Err(error) = approval::record_plan(&ctx.pool, job.id, &summary_json.to_string(), now_ms()).await {
+        steps.log.system(format!("could not record the plan summary: {error}"));
+    }
+    let masked: String = text
+        .lines()
+        .map(|line| steps.log.mask().apply(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Err(error) = artifacts::put(&ctx.pool, job.id.get(), "plan.txt", "text/plain", &masked, now_ms()).await {
+        steps.log.system(format!("could not keep the plan text: {error}"));
+    }
+}
+
+/// Holds the job in `awaiting_approval` until a person approves or rejects the plan.
+async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(), String> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    if !approval::request(&ctx.pool, job.id, &ctx.owner, now_ms())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err("the job is no longer held by this worker".into());
+    }
+    ctx.log_events.stored(job.id);
+    log.system(format!(
+        "waiting for approval of the plan ({}): POST /api/jobs/{}/approve or /reject, or the dashboard",
+        summary.headline(),
+        job.id
+    ));
+    loop {
+        match approval::poll(&ctx.pool, job.id, &ctx.owner)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Waiting::Pending => tokio::time::sleep(Duration::from_millis(300)).await,
+            Waiting::Approved => {
+                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ctx.log_events.stored(job.id);
+                log.system("plan approved");
+                return Ok(());
+            }
+            Waiting::Rejected => {
+                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Err("the plan was rejected; nothing was applied".into());
+            }
+            Waiting::Gone => return Err("the job was cancelled while it waited for approval".into()),
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The terraform boundary: the Terraform CLI run in a job's checkout, one command at a
+//! time, its output streamed into the job log. A cancelled command gets SIGINT and time
+//! to release its state lock before it is killed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use super::joblog::JobLog;
+
+/// How long a cancelled terraform command gets to stop on its own (and unlock its state).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerraformError {
+    #[error("cannot run {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error(
+        "the state is locked by another operation (lock {id}{who}); it is released when that operation ends, or with `terraform force-unlock {id}` if it crashed"
+    )]
+    Locked { id: String, who: String },
+    #[error("the saved plan is stale: the state changed since it was made")]
+    StalePlan,
+    #[error("terraform {command} failed (exit {code}): {detail}")]
+    Failed { command: String, code: i32, detail: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("terraform {command}: unexpected output: {detail}")]
+    Output { command: String, detail: String },
+}
+
+/// What a plan would do.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub resources: Vec<ResourceChange>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ResourceChange {
+    pub address: String,
+    pub actions: Vec<String>,
+}
+
+impl PlanSummary {
+    pub fn has_changes(&self) -> bool {
+        self.add + self.change + self.destroy > 0
+    }
+
+    /// "2 to add, 1 to change, 0 to destroy", as Terraform says it.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+
+    /// From `terraform show -json PLAN`.
+    pub fn from_show_json(plan: &Value) -> Self {
+        let mut summary = Self::default();
+        for change in plan["resource_changes"].as_array().into_iter().flatten() {
+            let actions: Vec<String> = change["change"]["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            let has = |a: &str| actions.iter().any(|x| x == a);
+            if has("create") {
+                summary.add += 1;
+            }
+            if has("delete") {
+                summary.destroy += 1;
+            }
+            if has("update") {
+                summary.change += 1;
+            }
+            if actions.iter().all(|a| a == "no-op" || a == "read") {
+                continue;
+            }
+            summary.resources.push(ResourceChange {
+                address: change["address"].as_str().unwrap_or("?").to_owned(),
+                actions,
+            });
+        }
+        summary
+    }
+}
+
+/// What a project's module needs to run: where, with which variables and backend.
+pub struct Module {
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub vars: BTreeMap<String, String>,
+    pub backend_config: BTreeMap<String, String>,
+    pub workspace: String,
+    pub lock_timeout: Duration,
+}
+
+/// The terraform boundary in our words: prepare, plan, apply that exact plan, read outputs.
+pub trait Terraform {
+    fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> impl Future<Output = Result<(), TerraformError>>;
+    fn plan(
+        &self,
+        plan_file: &Path,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(PlanSummary, String), TerraformError>>;
+    fn apply(
+        &self,
+        plan_file: &Path,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), TerraformError>>;
+    fn outputs(&self, log: &JobLog, cancel: &CancellationToken) -> impl Future<Output = Result<Value, TerraformError>>;
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Which output goes to the job log as it comes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Everything,
+    /// `-json` output: the human message of each line.
+    JsonMessages,
+    /// Machine-readable output kept out of the log.
+    StderrOnly,
+}
+
+impl Module {
+    fn command(&self, args: &[String]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.bin);
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("CHECKPOINT_DISABLE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if self.workspace != "default" {
+            command.env("TF_WORKSPACE", &self.workspace);
+        }
+        command
+    }
+
+    async fn run(
+        &self,
+        args: &[String],
+        echo: Echo,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<Ran, TerraformError> {
+        log.system(format!("$ terraform {}", args.join(" ")));
+        let mut child = self.command(args).spawn().map_err(|source| TerraformError::Spawn {
+            bin: self.bin.display().to_string(),
+            source,
+        })?;
+        let pid = child.id();
+        let stdout = child.stdout.take().map(BufReader::new);
+        let stderr = child.stderr.take().map(BufReader::new);
+        let read_stdout = async {
+            let mut all = String::new();
+            if let Some(mut lines) = stdout.map(AsyncBufReadExt::lines) {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    match echo {
+                        Echo::Everything => log.stdout(&line),
+                        Echo::JsonMessages => {
+                            if let Ok(message) = serde_json::from_str::<Value>(&line)
+                                && let Some(text) = message["@message"].as_str()
+                            {
+                                log.stdout(text);
+                            } else {
+                                log.stdout(&line);
+                            }
+                        }
+                        Echo::StderrOnly => {}
+                    }
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            }
+            all
+        };
+        let read_stderr = async {
+            let mut all = String::new();
+            if let Some(mut lines) = stderr.map(AsyncBufReadExt::lines) {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.stderr(&line);
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            }
+            all
+        };
+        let work = async {
+            let (out, err) = tokio::join!(read_stdout, read_stderr);
+            (child.wait().await, out, err)
+        };
+        tokio::pin!(work);
+        let (status, stdout, stderr) = tokio::select! {
+            finished = &mut work => finished,
+            () = cancel.cancelled() => {
+                // Like Ctrl-C: Terraform stops what it is doing and releases its state lock.
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    log.system("cancel: sending SIGINT to terraform and waiting for it to release its lock");
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
+                }
+                if tokio::time::timeout(INTERRUPT_GRACE, &mut work).await.is_err() {
+                    log.system(format!("terraform did not stop within {INTERRUPT_GRACE:?}; killing it"));
+                }
+                return Err(TerraformError::Cancelled);
+            }
+        };
+        let status = status.map_err(|source| TerraformError::Spawn {
+            bin: self.bin.display().to_string(),
+            source,
+        })?;
+        Ok(Ran {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+
+    fn vars_args(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .flat_map(|(key, value)| ["-var".to_owned(), format!("{key}={value}")])
+            .collect()
+    }
+
+    fn lock_args(&self) -> Vec<String> {
+        vec![format!("-lock-timeout={}s", self.lock_timeout.as_secs())]
+    }
+}
+
+/// A command's failure, turned into what went wrong in our words.
+fn failure(command: &str, ran: &Ran) -> TerraformError {
+    let text = format!("{}\n{}", ran.stderr, ran.stdout);
+    if text.contains("Error acquiring the state lock") {
+        let field = |name: &str| {
+            text.lines()
+                .map(str::trim)
+                .find_map(|line| line.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        return TerraformError::Locked {
+            id: field("ID:").unwrap_or_else(|| "unknown".into()),
+            who: field("Who:").map(|who| format!(", held by {who}")).unwrap_or_default(),
+        };
+    }
+    if text.contains("Saved plan is stale") {
+        return TerraformError::StalePlan;
+    }
+    let detail = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '╷' || c == '│' || c == '╵'))
+        .map(|l| l.trim_start_matches(['│', '╷', '╵']).trim())
+        .filter(|l| !l.is_empty())
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ");
+    TerraformError::Failed {
+        command: command.to_owned(),
+        code: ran.code,
+        detail,
+    }
+}
+
+impl Terraform for Module {
+    /// `fmt -check` (a warning only), `init`, the workspace, `validate`.
+    async fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError> {
+        let fmt = self
+            .run(&["fmt".into(), "-check".into(), "-recursive".into(), "-no-color".into()], Echo::Everything, log, cancel)
+            .await?;
+        if fmt.code != 0 {
+            log.system("warning: terraform fmt -check found files that are not formatted (listed above)");
+        }
+        let mut init: Vec<String> = vec!["init".into(), "-input=false".into(), "-no-color".into()];
+        init.extend(self.lock_args());
+        init.extend(
+            self.backend_config
+                .iter()
+                .map(|(key, value)| format!("-backend-config={key}={value}")),
+        );
+        // The workspace is chosen (and created) before init reads it from TF_WORKSPACE.
+        let ran = self
+            .run_without_workspace(&init, log, cancel)
+            .await?;
+        if ran.code != 0 {
+            return Err(failure("init", &ran));
+        }
+        if self.workspace != "default" {
+            let select = self
+                .run_without_workspace(
+                    &["workspace".into(), "select".into(), "-or-create".into(), self.workspace.clone()],
+                    log,
+                    cancel,
+                )
+                .await?;
+            if select.code != 0 {
+                return Err(failure("workspace select", &select));
+            }
+        }
+        let validate = self
+            .run(&["validate".into(), "-no-color".into()], Echo::Everything, log, cancel)
+            .await?;
+        if validate.code != 0 {
+            return Err(failure("validate", &validate));
+        }
+        Ok(())
+    }
+
+    async fn plan(
+        &self,
+        plan_file: &Path,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(PlanSummary, String), TerraformError> {
+        let mut args: Vec<String> = vec![
+            "plan".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            "-detailed-exitcode".into(),
+            format!("-out={}", plan_file.display()),
+        ];
+        args.extend(self.lock_args());
+        args.extend(self.vars_args());
+        let ran = self.run(&args, Echo::Everything, log, cancel).await?;
+        // -detailed-exitcode: 0 no changes, 2 changes, anything else an error.
+        if ran.code != 0 && ran.code != 2 {
+            return Err(failure("plan", &ran));
+        }
+        let show = self
+            .run(
+                &["show".into(), "-json".into(), plan_file.display().to_string()],
+                Echo::StderrOnly,
+                log,
+                cancel,
+            )
+            .await?;
+        if show.code != 0 {
+            return Err(failure("show -json", &show));
+        }
+        let json: Value = serde_json::from_str(show.stdout.trim()).map_err(|e| TerraformError::Output {
+            command: "show -json".into(),
+            detail: e.to_string(),
+        })?;
+        let text = self
+            .run(
+                &["show".into(), "-no-color".into(), plan_file.display().to_string()],
+                Echo::StderrOnly,
+                log,
+                cancel,
+            )
+            .await?;
+        if text.code != 0 {
+            return Err(failure("show", &text));
+        }
+        Ok((PlanSummary::from_show_json(&json), text.stdout))
+    }
+
+    async fn apply(&self, plan_file: &Path, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError> {
+        let mut args: Vec<String> = vec!["apply".into(), "-input=false".into(), "-json".into()];
+        args.extend(self.lock_args());
+        args.push(plan_file.display().to_string());
+        let ran = self.run(&args, Echo::JsonMessages, log, cancel).await?;
+        if ran.code != 0 {
+            return Err(failure("apply", &ran));
+        }
+        Ok(())
+    }
+
+    async fn outputs(&self, log: &JobLog, cancel: &CancellationToken) -> Result<Value, TerraformError> {
+        let ran = self
+            .run(&["output".into(), "-json".into()], Echo::StderrOnly, log, cancel)
+            .await?;
+        if ran.code != 0 {
+            return Err(failure("output", &ran));
+        }
+        let all: Value = serde_json::from_str(ran.stdout.trim()).map_err(|e| TerraformError::Output {
+            command: "output -json".into(),
+            detail: e.to_string(),
+        })?;
+        // Sensitive values never leave Terraform's state.
+        let mut outputs = serde_json::Map::new();
+        for (name, output) in all.as_object().into_iter().flatten() {
+            let value = if output["sensitive"].as_bool() == Some(true) {
+                Value::String("(sensitive)".into())
+            } else {
+                output["value"].clone()
+            };
+            outputs.insert(name.clone(), value);
+        }
+        Ok(Value::Object(outputs))
+    }
+}
+
+impl Module {
+    /// `init` and `workspace` must not see TF_WORKSPACE naming a workspace that does not
+    /// exist yet.
+    async fn run_without_workspace(
+        &self,
+        args: &[String],
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<Ran, TerraformError> {
+        if self.workspace == "default" {
+            return self.run(args, Echo::Everything, log, cancel).await;
+        }
+        let default = Self {
+            bin: self.bin.clone(),
+            dir: self.dir.clone(),
+            vars: BTreeMap::new(),
+            backend_config: BTreeMap::new(),
+            workspace: "default".into(),
+            lock_timeout: self.lock_timeout,
+        };
+        default.run(args, Echo::Everything, log, cancel).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_a_plan_like_terraform_does() {
+        let plan = serde_json::json!({"resource_changes": [
+            {"address": "terraform_data.a", "change": {"actions": ["create"]}},
+            {"address": "terraform_data.b", "change": {"actions": ["update"]}},
+            {"address": "terraform_data.c", "change": {"actions": ["delete", "create"]}},
+            {"address": "terraform_data.d", "change": {"actions": ["no-op"]}},
+            {"address": "terraform_data.e", "change": {"actions": ["delete"]}},
+        ]});
+        let summary = PlanSummary::from_show_json(&plan);
+        assert_eq!(summary.headline(), "2 to add, 1 to change, 2 to destroy");
+        assert_eq!(summary.resources.len(), 4);
+        assert!(summary.has_changes());
+        assert!(!PlanSummary::from_show_json(&serde_json::json!({})).has_changes());
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_named() {
+        let ran = Ran {
+            code: 1,
+            stdout: String::new(),
+            stderr: "Error: Error acquiring the state lock\n\nLock Info:\n  ID:        4d3c-11\n  Path:      x\n  Who:       ci@host\n".into(),
+        };
+        let error = failure("apply", &ran).to_string();
+        assert!(error.contains("lock 4d3c-11"), "{error}");
+        assert!(error.contains("held by ci@host"), "{error}");
+    }
+}

@@ -1,0 +1,47 @@
+//! Readable artifacts of a job, such as the text of its terraform plan.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Artifact {
+    pub name: String,
+    pub content_type: String,
+    pub content: String,
+    pub created_at: i64,
+}
+
+pub async fn put(
+    pool: &SqlitePool,
+    job_id: i64,
+    name: &str,
+    content_type: &str,
+    content: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO job_artifacts (job_id, name, content_type, content, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (job_id, name) DO UPDATE SET content_type = excluded.content_type,
+             content = excluded.content, created_at = excluded.created_at",
+    )
+    .bind(job_id)
+    .bind(name)
+    .bind(content_type)
+    .bind(content)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &SqlitePool, job_id: i64, name: &str) -> Result<Option<Artifact>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT name, content_type, content, created_at FROM job_artifacts WHERE job_id = ? AND name = ?",
+    )
+    .bind(job_id)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -1,0 +1,112 @@
+//! `running → awaiting_approval → running`: a job whose plan needs a person's yes. The
+//! worker keeps its lease while it waits, so a worker that dies lets the job be claimed
+//! again (and planned again) like any other.
+
+use sqlx::SqlitePool;
+
+use crate::domain::JobId;
+use crate::store::StoreError;
+
+/// The worker asks for approval: `running → awaiting_approval`, any earlier answer cleared.
+pub async fn request(pool: &SqlitePool, id: JobId, owner: &str, now: i64) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET state = 'awaiting_approval', approval = NULL, updated_at = ?1
+         WHERE id = ?2 AND lease_owner = ?3 AND state = 'running'",
+    )
+    .bind(now)
+    .bind(id.get())
+    .bind(owner)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Recorded,
+    NotWaiting,
+    NotFound,
+}
+
+/// A person answers: only a job that is waiting can be approved or rejected, once.
+pub async fn decide(pool: &SqlitePool, id: JobId, approved: bool, now: i64) -> Result<Decision, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE jobs SET approval = ?1, updated_at = ?2
+         WHERE id = ?3 AND state = 'awaiting_approval' AND approval IS NULL",
+    )
+    .bind(if approved { "approved" } else { "rejected" })
+    .bind(now)
+    .bind(id.get())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        return Ok(Decision::Recorded);
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+        .bind(id.get())
+        .fetch_optional(pool)
+        .await?;
+    Ok(if exists.is_some() {
+        Decision::NotWaiting
+    } else {
+        Decision::NotFound
+    })
+}
+
+/// What the waiting worker sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    Pending,
+    Approved,
+    Rejected,
+    /// Cancelled, or taken from this worker.
+    Gone,
+}
+
+pub async fn poll(pool: &SqlitePool, id: JobId, owner: &str) -> Result<Waiting, StoreError> {
+    let row: Option<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT state, approval, lease_owner FROM jobs WHERE id = ?")
+            .bind(id.get())
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        Some((state, approval, lease_owner))
+            if state == "awaiting_approval" && lease_owner.as_deref() == Some(owner) =>
+        {
+            match approval.as_deref() {
+                Some("approved") => Waiting::Approved,
+                Some("rejected") => Waiting::Rejected,
+                _ => Waiting::Pending,
+            }
+        }
+        _ => Waiting::Gone,
+    })
+}
+
+/// The worker carries on: `awaiting_approval → running`.
+pub async fn resume(pool: &SqlitePool, id: JobId, owner: &str, now: i64) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET state = 'running', updated_at = ?1
+         WHERE id = ?2 AND lease_owner = ?3 AND state = 'awaiting_approval'",
+    )
+    .bind(now)
+    .bind(id.get())
+    .bind(owner)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// The plan's summary, shown on the job and reported for pull requests.
+pub async fn record_plan(pool: &SqlitePool, id: JobId, summary: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET plan_summary = ?1, updated_at = ?2 WHERE id = ?3")
+        .bind(summary)
+        .bind(now)
+        .bind(id.get())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
