@@ -102,6 +102,8 @@ struct RawTerraform {
     vars: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     backend_config: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
     workspace: Option<String>,
     #[serde(default)]
     require_approval: bool,
@@ -311,6 +313,8 @@ pub struct TerraformSettings {
     pub vars: std::collections::BTreeMap<String, String>,
     /// `-backend-config` key/value pairs for `init`.
     pub backend_config: std::collections::BTreeMap<String, String>,
+    /// Extra environment of the terraform commands (e.g. `AWS_PROFILE`).
+    pub env: std::collections::BTreeMap<String, String>,
     pub workspace: String,
     /// Deploys wait for `POST /api/jobs/{id}/approve` before applying a plan with changes.
     pub require_approval: bool,
@@ -803,6 +807,7 @@ fn resolve_project(
                 image_var: t.image_var.unwrap_or_else(|| "image_url".to_owned()),
                 vars: t.vars,
                 backend_config: t.backend_config,
+                env: t.env,
                 workspace: t.workspace.unwrap_or_else(|| "default".to_owned()),
                 require_approval: t.require_approval,
                 lock_timeout: Duration::from_secs(t.lock_timeout_secs.unwrap_or(60)),

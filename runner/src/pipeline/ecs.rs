@@ -42,6 +42,11 @@ pub trait Deployer {
         container: &str,
         image: &str,
     ) -> impl Future<Output = Result<String, EcsError>>;
+    fn image_of(
+        &self,
+        task_definition: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<Option<String>, EcsError>>;
     fn point(&self, cluster: &str, service: &str, task_definition: &str) -> impl Future<Output = Result<(), EcsError>>;
     fn wait_stable(
         &self,
@@ -117,7 +122,9 @@ pub enum Progress {
 pub fn progress(service: &Service, task_definition: &str) -> Progress {
     let deployments: &[Deployment] = service.deployments.as_deref().unwrap_or_default();
     let primary = deployments.iter().find(|d| d.status.as_deref() == Some("PRIMARY"));
-    let rollout = primary.and_then(|d| d.rollout_state.as_ref()).map(|s| s.as_str().to_owned());
+    let rollout = primary
+        .and_then(|d| d.rollout_state.as_ref())
+        .map(|s| s.as_str().to_owned());
     let (desired, running, pending) = (service.desired_count, service.running_count, service.pending_count);
     let state = format!(
         "{running}/{desired} running, {pending} pending, {} deployment(s), rollout {}",
@@ -154,7 +161,12 @@ impl Deployer for Ecs {
     }
 
     /// A new revision of `task_definition`'s family, identical but for `container`'s image.
-    async fn revision_with_image(&self, task_definition: &str, container: &str, image: &str) -> Result<String, EcsError> {
+    async fn revision_with_image(
+        &self,
+        task_definition: &str,
+        container: &str,
+        image: &str,
+    ) -> Result<String, EcsError> {
         let described = self
             .client
             .describe_task_definition()
@@ -201,6 +213,23 @@ impl Deployer for Ecs {
                 operation: "RegisterTaskDefinition",
                 message: "no ARN in the answer".into(),
             })
+    }
+
+    async fn image_of(&self, task_definition: &str, container: &str) -> Result<Option<String>, EcsError> {
+        let described = self
+            .client
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(api("DescribeTaskDefinition"))?;
+        Ok(described
+            .task_definition
+            .and_then(|t| t.container_definitions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.name.as_deref() == Some(container))
+            .and_then(|c| c.image))
     }
 
     async fn point(&self, cluster: &str, service: &str, task_definition: &str) -> Result<(), EcsError> {

@@ -10,21 +10,13 @@ use crate::config::{EcsSettings, Project};
 use crate::store::deployments::{self, NewDeployment};
 use crate::store::now_ms;
 
-/// How the new revision reaches the service.
-pub enum Revision {
-    /// Terraform already pointed the service at it.
-    Applied,
-    /// Register a revision of the current one with this image, and point the service at it.
-    Image(String),
-}
-
 #[allow(clippy::too_many_arguments)]
 pub async fn go_live(
     steps: &Steps<'_>,
     project: &Project,
     settings: &EcsSettings,
     previous: Option<String>,
-    revision: Revision,
+    image: &str,
     image_ref: &str,
     digest: Option<&str>,
     outputs: Option<&Value>,
@@ -67,17 +59,24 @@ pub async fn go_live(
                 Some(previous) => previous,
                 None => ecs.current(cluster, service).await.map_err(|e| e.to_string())?,
             };
-            let target = match revision {
-                Revision::Applied => ecs.current(cluster, service).await.map_err(|e| e.to_string())?,
-                Revision::Image(image) => {
-                    let target = ecs
-                        .revision_with_image(&previous, &settings.container, &image)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    log.system(format!("registered {target} with {} = {image}", settings.container));
-                    ecs.point(cluster, service, &target).await.map_err(|e| e.to_string())?;
-                    target
-                }
+            // Terraform may already have put the image on the service (a module that
+            // manages the task definition); otherwise a new revision carries it.
+            let current = ecs.current(cluster, service).await.map_err(|e| e.to_string())?;
+            let running = ecs
+                .image_of(&current, &settings.container)
+                .await
+                .map_err(|e| e.to_string())?;
+            let target = if running.as_deref() == Some(image) && current != previous {
+                log.system(format!("terraform put {image} on {current}"));
+                current
+            } else {
+                let target = ecs
+                    .revision_with_image(&current, &settings.container, image)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                log.system(format!("registered {target} with {} = {image}", settings.container));
+                ecs.point(cluster, service, &target).await.map_err(|e| e.to_string())?;
+                target
             };
             log.system(format!("service {service} in {cluster}: {previous} -> {target}"));
             match ecs.wait_stable(cluster, service, &target, settings.timeout, log).await {

@@ -46,6 +46,7 @@ pub async fn run(
         dir: checkout.join(&settings.dir),
         vars,
         backend_config: settings.backend_config.clone(),
+        env: settings.env.clone(),
         workspace: settings.workspace.clone(),
         lock_timeout: settings.lock_timeout,
     };
@@ -58,7 +59,9 @@ pub async fn run(
     let plan_file = checkout.join(format!("job-{}.tfplan", job.id));
     // One terraform operation per state at a time within this runner; Terraform's own
     // lock (with -lock-timeout) guards against everyone else.
-    let state_lock = ctx.terraform_lock(&format!("{}/{}", project.name, settings.workspace)).await;
+    let state_lock = ctx
+        .terraform_lock(&format!("{}/{}", project.name, settings.workspace))
+        .await;
     let mut prepared = false;
 
     for attempt in 1..=MAX_PLANS {
@@ -114,13 +117,10 @@ pub async fn run(
             let _ = step_store::set_state(&ctx.pool, job.id.get(), step, "pending", None, now_ms()).await;
         }
     }
-    let outputs = module
-        .outputs(log, steps.cancel)
-        .await
-        .map_err(|e| JobFailure::Step {
-            step: APPLY,
-            message: format!("reading the outputs: {e}"),
-        })?;
+    let outputs = module.outputs(log, steps.cancel).await.map_err(|e| JobFailure::Step {
+        step: APPLY,
+        message: format!("reading the outputs: {e}"),
+    })?;
     Ok(Applied { outputs: Some(outputs) })
 }
 

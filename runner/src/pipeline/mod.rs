@@ -100,7 +100,10 @@ impl PipelineContext {
     }
 
     async fn terraform_lock(&self, state: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.terraform_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut locks = self
+            .terraform_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(locks.entry(state.to_owned()).or_default())
     }
 }
@@ -466,7 +469,9 @@ async fn deliver(
             match ecs::Deployer::current(&*ecs, &settings.cluster, &settings.service).await {
                 Ok(current) => Some(current),
                 Err(error) => {
-                    steps.log.system(format!("the ECS service's current revision is unknown ({error})"));
+                    steps
+                        .log
+                        .system(format!("the ECS service's current revision is unknown ({error})"));
                     None
                 }
             }
@@ -474,17 +479,25 @@ async fn deliver(
         _ => None,
     };
     let outputs = match &project.terraform {
-        Some(terraform) => infra::run(steps, project, terraform, workdir, run_ref, false).await?.outputs,
+        Some(terraform) => {
+            infra::run(steps, project, terraform, workdir, run_ref, false)
+                .await?
+                .outputs
+        }
         None => None,
     };
     if let Some(settings) = &project.ecs {
-        let revision = if project.terraform.is_some() {
-            ecs_rollout::Revision::Applied
-        } else {
-            ecs_rollout::Revision::Image(run_ref.to_owned())
-        };
-        return ecs_rollout::go_live(steps, project, settings, previous, revision, image_ref, digest, outputs.as_ref())
-            .await;
+        return ecs_rollout::go_live(
+            steps,
+            project,
+            settings,
+            previous,
+            run_ref,
+            image_ref,
+            digest,
+            outputs.as_ref(),
+        )
+        .await;
     }
     rollout::go_live(steps, project, engine, image_ref, run_ref, digest).await?;
     if let Some(outputs) = outputs
@@ -525,7 +538,11 @@ async fn run_rollback(steps: &Steps<'_>, project: &Project, engine: &DockerEngin
     if project.terraform.is_some() {
         let checkout = GitCheckout::new(clone_url(project));
         steps
-            .run(CHECKOUT, steps.ctx.checkout_timeout, checkout.fetch(job, &workdir, steps.log))
+            .run(
+                CHECKOUT,
+                steps.ctx.checkout_timeout,
+                checkout.fetch(job, &workdir, steps.log),
+            )
             .await?;
     }
     deliver(

@@ -101,6 +101,8 @@ pub struct Module {
     pub dir: PathBuf,
     pub vars: BTreeMap<String, String>,
     pub backend_config: BTreeMap<String, String>,
+    /// Extra environment of every command (credentials profile, endpoints).
+    pub env: BTreeMap<String, String>,
     pub workspace: String,
     pub lock_timeout: Duration,
 }
@@ -148,6 +150,7 @@ impl Module {
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
             .env("CHECKPOINT_DISABLE", "1")
+            .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -287,7 +290,12 @@ impl Terraform for Module {
     /// `fmt -check` (a warning only), `init`, the workspace, `validate`.
     async fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError> {
         let fmt = self
-            .run(&["fmt".into(), "-check".into(), "-recursive".into(), "-no-color".into()], Echo::Everything, log, cancel)
+            .run(
+                &["fmt".into(), "-check".into(), "-recursive".into(), "-no-color".into()],
+                Echo::Everything,
+                log,
+                cancel,
+            )
             .await?;
         if fmt.code != 0 {
             log.system("warning: terraform fmt -check found files that are not formatted (listed above)");
@@ -300,16 +308,19 @@ impl Terraform for Module {
                 .map(|(key, value)| format!("-backend-config={key}={value}")),
         );
         // The workspace is chosen (and created) before init reads it from TF_WORKSPACE.
-        let ran = self
-            .run_without_workspace(&init, log, cancel)
-            .await?;
+        let ran = self.run_without_workspace(&init, log, cancel).await?;
         if ran.code != 0 {
             return Err(failure("init", &ran));
         }
         if self.workspace != "default" {
             let select = self
                 .run_without_workspace(
-                    &["workspace".into(), "select".into(), "-or-create".into(), self.workspace.clone()],
+                    &[
+                        "workspace".into(),
+                        "select".into(),
+                        "-or-create".into(),
+                        self.workspace.clone(),
+                    ],
                     log,
                     cancel,
                 )
@@ -429,6 +440,7 @@ impl Module {
             dir: self.dir.clone(),
             vars: BTreeMap::new(),
             backend_config: BTreeMap::new(),
+            env: self.env.clone(),
             workspace: "default".into(),
             lock_timeout: self.lock_timeout,
         };
