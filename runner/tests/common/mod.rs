@@ -111,6 +111,8 @@ pub fn test_env(name: &str) -> Option<String> {
         "HELLO_SECRET" => Some(SECRET.to_owned()),
         "OTHER_SECRET" => Some(OTHER_SECRET.to_owned()),
         "RUNNER_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        // Where the machine's terraform is (scripts/services.sh), as the runner would see it.
+        "TERRAFORM_BIN" | "PATH" => std::env::var(name).ok(),
         _ => None,
     }
 }
