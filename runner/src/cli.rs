@@ -258,6 +258,21 @@ fn print_config(config: &Config, as_json: bool) {
                     "username": r.username,
                     "password": r.password.as_ref().map(|_| "[redacted]"),
                 })),
+                "terraform": p.terraform.as_ref().map(|t| json!({
+                    "dir": t.dir, "image_var": t.image_var, "vars": t.vars,
+                    "backend_config": t.backend_config.iter().map(|(k, v)| {
+                        let secret = ["secret", "token", "access_key", "password"].iter().any(|s| k.contains(s));
+                        (k.clone(), if secret { "[redacted]".to_owned() } else { v.clone() })
+                    }).collect::<std::collections::BTreeMap<_, _>>(),
+                    "env": t.env.keys().collect::<Vec<_>>(), "workspace": t.workspace,
+                    "require_approval": t.require_approval, "lock_timeout_secs": t.lock_timeout.as_secs(),
+                    "timeout_secs": t.timeout.as_secs(),
+                })),
+                "ecs": p.ecs.as_ref().map(|e| json!({
+                    "cluster": e.cluster, "service": e.service, "container": e.container, "region": e.region,
+                    "endpoint_url": e.endpoint_url, "timeout_secs": e.timeout.as_secs(),
+                    "rollback_on_failure": e.rollback_on_failure, "url": e.url,
+                })),
                 "rollout": p.rollout.as_ref().map(|r| json!({
                     "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
                     "timeout_secs": r.timeout.as_secs(), "url": r.url(),
@@ -283,6 +298,7 @@ fn print_config(config: &Config, as_json: bool) {
             "public_url": config.dashboard.public_url,
             "session_hours": config.dashboard.session_lifetime.as_secs() / 3600,
         },
+        "terraform_bin": config.terraform_bin.as_ref().map(|p| p.display().to_string()),
         "admin_token": config.admin_token.as_ref().map(|t| if t.expose_secret().is_empty() { "" } else { "[redacted]" }),
         "projects": projects,
     });

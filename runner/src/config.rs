@@ -939,4 +939,70 @@ mod tests {
             .to_string();
         assert!(error.contains("RUNNER_ADMIN_TOKEN"), "{error}");
     }
+
+    const TERRAFORM_PROJECT: &str = r#"
+[[projects]]
+name = "app"
+repository = "o/app"
+deploy_branches = ["main"]
+webhook_secret_env = "S"
+[projects.terraform]
+dir = "terraform"
+require_approval = true
+[projects.rollout]
+target = "ecs"
+cluster = "c"
+service = "s"
+"#;
+
+    #[test]
+    fn a_terraform_step_without_a_terraform_executable_refuses_to_start() {
+        let error = load(TERRAFORM_PROJECT, &[("S", "secret-value"), ("PATH", "/nonexistent")])
+            .expect_err("no terraform")
+            .to_string();
+        assert!(error.contains("TERRAFORM_BIN"), "{error}");
+        assert!(error.contains("project app"), "{error}");
+        let bad = load(
+            TERRAFORM_PROJECT,
+            &[("S", "secret-value"), ("TERRAFORM_BIN", "/nonexistent/terraform")],
+        );
+        assert!(bad.is_err());
+        // A project without terraform needs none.
+        assert!(load("", &[("PATH", "/nonexistent")]).is_ok());
+    }
+
+    #[test]
+    fn terraform_and_ecs_settings_are_read_with_their_defaults() {
+        let bin = std::env::current_exe().expect("an executable file");
+        let config = load(
+            TERRAFORM_PROJECT,
+            &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+        )
+        .expect("valid");
+        let project = &config.projects[0];
+        let terraform = project.terraform.as_ref().expect("terraform");
+        assert_eq!(terraform.image_var, "image_url");
+        assert_eq!(terraform.workspace, "default");
+        assert!(terraform.require_approval);
+        let ecs = project.ecs.as_ref().expect("ecs");
+        assert_eq!((ecs.cluster.as_str(), ecs.container.as_str()), ("c", "app"));
+        assert!(ecs.rollback_on_failure);
+        assert!(project.rollout.is_none());
+        let escape = TERRAFORM_PROJECT.replace("dir = \"terraform\"", "dir = \"../elsewhere\"");
+        let error = load(
+            &escape,
+            &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+        )
+        .expect_err("outside the repository")
+        .to_string();
+        assert!(error.contains("terraform.dir"), "{error}");
+        let missing = TERRAFORM_PROJECT.replace("service = \"s\"\n", "");
+        let error = load(
+            &missing,
+            &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+        )
+        .expect_err("no service")
+        .to_string();
+        assert!(error.contains("rollout.service"), "{error}");
+    }
 }
