@@ -45,7 +45,29 @@ struct RawConfig {
     #[serde(default)]
     dashboard: RawDashboard,
     #[serde(default)]
+    github: RawGitHub,
+    #[serde(default)]
     projects: Vec<RawProject>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitHub {
+    api_url: Option<String>,
+    status_context: Option<String>,
+    reconcile_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProjectGitHub {
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    app_id: Option<u64>,
+    installation_id: Option<u64>,
+    private_key_env: Option<String>,
+    private_key_file: Option<PathBuf>,
+    hook_id: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +113,7 @@ struct RawProject {
     registry: Option<RawRegistry>,
     terraform: Option<RawTerraform>,
     rollout: Option<RawRollout>,
+    github: Option<RawProjectGitHub>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +194,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub queue: QueueConfig,
     pub dashboard: DashboardConfig,
+    pub github: GitHubConfig,
     pub projects: Vec<Project>,
     /// Bearer token for the action endpoints; `None` disables them (every action is 401).
     pub admin_token: Option<SecretString>,
@@ -187,6 +211,53 @@ pub struct ServerConfig {
     /// Raw bodies of accepted deliveries are kept this long, for inspection and replay.
     pub delivery_body_retention: Duration,
     pub log_format: LogFormat,
+}
+
+/// Reporting to GitHub and recovering missed deliveries (for projects with credentials).
+#[derive(Debug, Clone)]
+pub struct GitHubConfig {
+    /// `https://api.github.com`, or a GitHub Enterprise `https://HOST/api/v3`.
+    pub api_url: String,
+    /// Commit statuses are named `<context>/<kind> (<environment>)`.
+    pub status_context: String,
+    pub reconcile_interval: Duration,
+}
+
+/// How the runner authenticates to GitHub for one project.
+#[derive(Clone)]
+pub enum GitHubAuth {
+    Token(SecretString),
+    App {
+        app_id: u64,
+        /// Looked up from the repository when not given.
+        installation_id: Option<u64>,
+        private_key: SecretString,
+    },
+}
+
+impl std::fmt::Debug for GitHubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token([redacted])"),
+            Self::App {
+                app_id,
+                installation_id,
+                ..
+            } => f
+                .debug_struct("App")
+                .field("app_id", app_id)
+                .field("installation_id", installation_id)
+                .field("private_key", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectGitHub {
+    pub auth: GitHubAuth,
+    /// The repository webhook whose deliveries are reconciled.
+    pub hook_id: Option<i64>,
 }
 
 /// Who may read the dashboard's pages and the read endpoints of the API.
@@ -241,6 +312,8 @@ pub struct Project {
     pub rollout: Option<RolloutSettings>,
     /// An ECS service (`target = "ecs"`).
     pub ecs: Option<EcsSettings>,
+    /// Credentials for reporting to GitHub; `None`: nothing is reported.
+    pub github: Option<ProjectGitHub>,
 }
 
 /// How the image is built from the checked-out commit.
@@ -496,6 +569,20 @@ impl Config {
             return Err(invalid("dashboard.session_hours", "must be between 1 and 720"));
         }
 
+        let api_url = env_nonempty("RUNNER_GITHUB_API_URL")
+            .or(raw.github.api_url)
+            .unwrap_or_else(|| "https://api.github.com".to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err(invalid("github.api_url", format!("{api_url:?} must be an http(s) URL")));
+        }
+        let github = GitHubConfig {
+            api_url,
+            status_context: raw.github.status_context.unwrap_or_else(|| "runner".to_owned()),
+            reconcile_interval: Duration::from_secs(raw.github.reconcile_interval_secs.unwrap_or(300).max(10)),
+        };
+
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut names = HashSet::new();
         let mut repositories = HashSet::new();
@@ -551,6 +638,7 @@ impl Config {
                 lease: Duration::from_secs(lease_secs),
                 max_attempts,
             },
+            github,
             dashboard: DashboardConfig {
                 read_access,
                 public_url,
@@ -793,6 +881,65 @@ fn resolve_project(
             }
         }
     }
+    let github = raw
+        .github
+        .map(|g| -> Result<ProjectGitHub, ConfigError> {
+            let secret = |env_name: &Option<String>,
+                          file: &Option<PathBuf>,
+                          what: &str|
+             -> Result<Option<String>, ConfigError> {
+                if let Some(var) = env_name {
+                    return env(var).filter(|v| !v.trim().is_empty()).map(Some).ok_or_else(|| {
+                        invalid(
+                            field(&format!("github.{what}_env")),
+                            format!("environment variable {var} is not set"),
+                        )
+                    });
+                }
+                if let Some(path) = file {
+                    let path = if path.is_absolute() {
+                        path.clone()
+                    } else {
+                        base_dir.join(path)
+                    };
+                    return std::fs::read_to_string(&path)
+                        .map(|v| Some(v.trim().to_owned()))
+                        .map_err(|e| {
+                            invalid(
+                                field(&format!("github.{what}_file")),
+                                format!("{}: {e}", path.display()),
+                            )
+                        });
+                }
+                Ok(None)
+            };
+            let token = secret(&g.token_env, &g.token_file, "token")?;
+            let key = secret(&g.private_key_env, &g.private_key_file, "private_key")?;
+            let auth = match (token, g.app_id, key) {
+                (Some(token), None, None) => GitHubAuth::Token(SecretString::from(token)),
+                (None, Some(app_id), Some(key)) => {
+                    if !key.contains("PRIVATE KEY") {
+                        return Err(invalid(field("github.private_key_file"), "is not a PEM private key"));
+                    }
+                    GitHubAuth::App {
+                        app_id,
+                        installation_id: g.installation_id,
+                        private_key: SecretString::from(key),
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        field("github"),
+                        "give either token_env/token_file, or app_id with private_key_env/private_key_file",
+                    ));
+                }
+            };
+            Ok(ProjectGitHub {
+                auth,
+                hook_id: g.hook_id,
+            })
+        })
+        .transpose()?;
     let terraform = raw
         .terraform
         .map(|t| -> Result<TerraformSettings, ConfigError> {
@@ -829,6 +976,7 @@ fn resolve_project(
         terraform,
         rollout,
         ecs,
+        github,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod forge;
 pub mod job;
 pub mod metrics;
 pub mod ops;

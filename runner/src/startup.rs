@@ -106,6 +106,7 @@ impl Application {
                 approval_timeout: Duration::from_secs(24 * 3600),
                 owner: owner.clone(),
                 log_events: log_events.clone(),
+                metrics: Arc::clone(&metrics),
             },
             mask,
             log_events: log_events.clone(),
@@ -149,6 +150,24 @@ impl Application {
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
         let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
+        let reporter = tokio::spawn(
+            crate::forge::reporter::Reporter::new(
+                pool.clone(),
+                Arc::clone(&self.state.config),
+                Arc::clone(&self.state.metrics),
+                self.state.log_events.clone(),
+            )
+            .run(stop_workers.clone()),
+        );
+        let reconciler = tokio::spawn(
+            crate::forge::reconcile::Reconciler {
+                pool: pool.clone(),
+                config: Arc::clone(&self.state.config),
+                metrics: Arc::clone(&self.state.metrics),
+                job_queued: Arc::clone(&self.state.job_queued),
+            }
+            .run(stop_workers.clone()),
+        );
         let retention = tokio::spawn(prune_bodies(
             self.state.pool.clone(),
             self.state.config.server.delivery_body_retention,
@@ -163,6 +182,9 @@ impl Application {
         stop_workers.cancel();
         retention.abort();
         checkpoints.abort();
+        reconciler.abort();
+        // The reporter gets a moment to tell GitHub how the last jobs ended.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
         let _ = store::checkpoint(&pool).await;
         let drained = tokio::time::timeout(JOB_SHUTDOWN_GRACE, async {
             while workers.join_next().await.is_some() {}

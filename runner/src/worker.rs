@@ -91,6 +91,12 @@ impl Worker {
             .await;
             match claimed {
                 Ok(Some(job)) => {
+                    if job.attempts == 1 {
+                        let waited = (now_ms() - job.created_at).max(0);
+                        self.metrics
+                            .pickup_latency
+                            .observe("", Duration::from_millis(u64::try_from(waited).unwrap_or(0)));
+                    }
                     let span = tracing::info_span!("job", job_id = %job.id, project = %job.project, sha = %job.sha, kind = %job.kind);
                     self.run_job(job).instrument(span).await;
                     // Finishing may unblock another environment's queued deploy.
@@ -148,6 +154,14 @@ impl Worker {
             Ok(true) => {
                 self.log_events.stored(job.id);
                 self.metrics.jobs_finished.inc(job.kind.as_str(), state.as_str());
+                if job.kind == crate::job::JobKind::Deploy {
+                    let counter = if job.trigger == crate::job::Trigger::Rollback {
+                        &self.metrics.rollbacks
+                    } else {
+                        &self.metrics.deploys
+                    };
+                    counter.inc(&job.environment, state.as_str());
+                }
                 tracing::info!(state = %state, error = error.as_deref().unwrap_or(""), "job finished");
             }
             Ok(false) => tracing::warn!("job was taken over before it finished"),

@@ -74,6 +74,7 @@ pub struct PipelineContext {
     /// This process's lease owner name (an approval wait renews the same lease).
     pub owner: String,
     pub log_events: joblog::LogEvents,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PipelineContext {
@@ -261,6 +262,7 @@ impl Steps<'_> {
             },
         };
         let elapsed = started.elapsed();
+        self.ctx.metrics.step_duration.observe(name, elapsed);
         let (state, error) = match &outcome {
             Ok(_) => ("succeeded", None),
             Err(JobFailure::Cancelled) => ("cancelled", Some("cancelled".to_owned())),

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod deployments;
 pub mod jobs;
 pub mod logs;
+pub mod reports;
 pub mod sessions;
 pub mod steps;
 

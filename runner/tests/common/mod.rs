@@ -123,10 +123,18 @@ impl TestRunner {
     }
 
     pub async fn start_with(make_config: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(make_config, test_env).await
+    }
+
+    /// With environment variables from `env` (secrets the config names).
+    pub async fn start_with_env(
+        make_config: impl FnOnce(&Path) -> String,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path: PathBuf = dir.path().join("runner.toml");
         std::fs::write(&config_path, make_config(dir.path())).expect("write config");
-        let config = Config::load_with(Some(&config_path), &test_env).expect("valid test config");
+        let config = Config::load_with(Some(&config_path), &env).expect("valid test config");
         let database_url = config.server.database_url.clone();
         let app = Application::build(config).await.expect("runner starts");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -1,0 +1,113 @@
+//! Recovers what GitHub failed to deliver. GitHub does not redeliver on its own, so at
+//! start and then periodically the runner asks it to resend the hook's failed deliveries
+//! that never reached us, and queues a deploy for a deploy branch's head that no delivery
+//! announced (trigger `reconcile`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::github::GitHub;
+use crate::config::{Config, Project};
+use crate::domain::CommitSha;
+use crate::job::{JobKind, Trigger};
+use crate::metrics::Metrics;
+use crate::store::jobs::{NewJob, enqueue_now};
+use crate::store::{deliveries, now_ms, reports};
+
+pub struct Reconciler {
+    pub pool: sqlx::SqlitePool,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub job_queued: Arc<Notify>,
+}
+
+impl Reconciler {
+    pub async fn run(self, stop: CancellationToken) {
+        let projects: Vec<Project> = self
+            .config
+            .projects
+            .iter()
+            .filter(|p| p.github.is_some())
+            .cloned()
+            .collect();
+        if projects.is_empty() {
+            return;
+        }
+        // Deliveries already asked for again: GitHub lists each attempt, asking twice helps nobody.
+        let mut asked: HashSet<i64> = HashSet::new();
+        loop {
+            for project in &projects {
+                if let Err(error) = self.reconcile(project, &mut asked).await {
+                    tracing::warn!(project = %project.name, %error, "reconciliation with GitHub failed");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.config.github.reconcile_interval) => {}
+            }
+        }
+    }
+
+    /// One pass for one project.
+    pub async fn reconcile(&self, project: &Project, asked: &mut HashSet<i64>) -> anyhow::Result<()> {
+        let Some(settings) = &project.github else { return Ok(()) };
+        let github = GitHub::connect(&self.config.github.api_url, &settings.auth, project.repository.clone()).await?;
+        if let Some(hook_id) = settings.hook_id {
+            let listed = github.hook_deliveries(hook_id).await?;
+            // A delivery that later succeeded (a redelivery shares its guid) needs nothing.
+            let succeeded: HashSet<&str> = listed.iter().filter(|d| !d.failed()).map(|d| d.guid.as_str()).collect();
+            for delivery in listed.iter().filter(|d| d.failed()) {
+                if succeeded.contains(delivery.guid.as_str()) || asked.contains(&delivery.id) {
+                    continue;
+                }
+                if deliveries::get(&self.pool, &delivery.guid).await?.is_some() {
+                    continue;
+                }
+                github.redeliver(hook_id, delivery.id).await?;
+                asked.insert(delivery.id);
+                self.metrics.redeliveries_requested.inc();
+                tracing::info!(
+                    project = %project.name,
+                    delivery = %delivery.guid,
+                    event = delivery.event.as_deref().unwrap_or(""),
+                    "asked GitHub to redeliver a delivery that never arrived"
+                );
+            }
+        }
+        for branch in &project.deploy_branches {
+            let head = github.branch_head(branch.short_name()).await?;
+            let Ok(sha) = CommitSha::parse(&head) else { continue };
+            if reports::sha_seen(&self.pool, project.name.as_str(), sha.as_str()).await? {
+                continue;
+            }
+            let job = NewJob {
+                project: project.name.clone(),
+                environment: project.environment.clone(),
+                kind: JobKind::Deploy,
+                trigger: Trigger::Reconcile,
+                git_ref: branch.clone(),
+                sha,
+                pull_request: None,
+                delivery_id: None,
+                commit_message: None,
+                commit_author: None,
+                ordering_key: now_ms(),
+                rollback_of: None,
+            };
+            let job_id = enqueue_now(&self.pool, &job, now_ms()).await?;
+            self.job_queued.notify_one();
+            self.metrics.reconcile_deploys.inc();
+            tracing::info!(
+                project = %project.name,
+                branch = %branch,
+                sha = %job.sha,
+                job_id = %job_id,
+                "queued a deploy for a branch head no delivery announced"
+            );
+        }
+        Ok(())
+    }
+}
