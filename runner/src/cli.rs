@@ -273,6 +273,15 @@ fn print_config(config: &Config, as_json: bool) {
                     "endpoint_url": e.endpoint_url, "timeout_secs": e.timeout.as_secs(),
                     "rollback_on_failure": e.rollback_on_failure, "url": e.url,
                 })),
+                "github": p.github.as_ref().map(|g| json!({
+                    "auth": match &g.auth {
+                        crate::config::GitHubAuth::Token(_) => json!({ "token": "[redacted]" }),
+                        crate::config::GitHubAuth::App { app_id, installation_id, .. } => json!({
+                            "app_id": app_id, "installation_id": installation_id, "private_key": "[redacted]",
+                        }),
+                    },
+                    "hook_id": g.hook_id,
+                })),
                 "rollout": p.rollout.as_ref().map(|r| json!({
                     "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
                     "timeout_secs": r.timeout.as_secs(), "url": r.url(),
@@ -297,6 +306,11 @@ fn print_config(config: &Config, as_json: bool) {
             "read_access": match config.dashboard.read_access { crate::config::ReadAccess::Public => "public", crate::config::ReadAccess::Login => "login" },
             "public_url": config.dashboard.public_url,
             "session_hours": config.dashboard.session_lifetime.as_secs() / 3600,
+        },
+        "github": {
+            "api_url": config.github.api_url,
+            "status_context": config.github.status_context,
+            "reconcile_interval_secs": config.github.reconcile_interval.as_secs(),
         },
         "terraform_bin": config.terraform_bin.as_ref().map(|p| p.display().to_string()),
         "admin_token": config.admin_token.as_ref().map(|t| if t.expose_secret().is_empty() { "" } else { "[redacted]" }),

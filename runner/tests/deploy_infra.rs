@@ -562,3 +562,126 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
     assert!(log.contains("the saved plan is stale"), "{log}");
     runner.stop().await;
 }
+
+async fn eventually_github<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(value) = check() {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} never happened");
+}
+
+#[tokio::test]
+async fn a_deploy_and_its_rollback_report_statuses_and_deployments_to_github() {
+    use common::fake_github::*;
+    let setup = setup();
+    let fake = FakeGitHub::default();
+    let api = fake.start().await;
+    let port = free_port();
+    let runner = start_runner(|dir| with_github(config(&setup, dir, false, &local_rollout(port)), &api, false)).await;
+    let sha = head(&setup);
+    let job_id = push(&runner, &sha).await;
+    let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let deployment_id = done["deployment"]["id"].as_i64().expect("deployment");
+    let rollback = post(
+        &runner,
+        &format!("/api/deployments/{deployment_id}/rollback"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(rollback.status(), 202);
+    let rollback_job = rollback.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("job");
+    let rolled = wait_for_state(&runner, rollback_job, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(rolled["state"], "succeeded", "{rolled}");
+
+    let deployment_states = eventually_github("both deployments reported", || {
+        let states: Vec<String> = fake
+            .deployment_statuses()
+            .iter()
+            .filter_map(|b| b["state"].as_str().map(str::to_owned))
+            .collect();
+        (states.iter().filter(|s| *s == "success").count() == 2).then_some(states)
+    })
+    .await;
+    assert_eq!(deployment_states, ["in_progress", "success", "in_progress", "success"]);
+    let app_url = format!("http://127.0.0.1:{port}");
+    let successes: Vec<Value> = fake
+        .deployment_statuses()
+        .into_iter()
+        .filter(|b| b["state"] == "success")
+        .collect();
+    assert_eq!(successes[0]["environment_url"], app_url.as_str());
+    let created: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/deployments"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(created.len(), 2, "a rollback is a deployment of its own");
+    assert!(
+        created
+            .iter()
+            .all(|d| d["ref"] == sha.as_str() && d["environment"] == "production")
+    );
+    assert!(
+        created[1]["description"].as_str().unwrap_or("").contains("rollback"),
+        "{created:?}"
+    );
+    let statuses: Vec<(String, String)> = fake
+        .statuses()
+        .into_iter()
+        .filter(|(s, _, _, _)| *s == sha)
+        .map(|(_, state, context, _)| (state, context))
+        .collect();
+    assert_eq!(
+        statuses[0],
+        ("pending".to_owned(), "runner/deploy (production)".to_owned())
+    );
+    assert!(
+        statuses.iter().filter(|(state, _)| state == "success").count() >= 2,
+        "{statuses:?}"
+    );
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
+    use common::fake_github::*;
+    let setup = setup();
+    let fake = FakeGitHub::default();
+    let api = fake.start().await;
+    let port = free_port();
+    let runner = start_runner(|dir| with_github(config(&setup, dir, true, &local_rollout(port)), &api, false)).await;
+    let mut opened = fixture_json("pull_request.opened.payload.json");
+    opened["pull_request"]["head"]["sha"] = head(&setup).into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&opened).expect("json"))
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("job");
+    assert_eq!(
+        wait_for_state(&runner, job_id, &["succeeded", "failed"]).await["state"],
+        "succeeded"
+    );
+    let verdict = eventually_github("the verify job's final status", || {
+        fake.statuses().into_iter().find(|(_, state, _, _)| state == "success")
+    })
+    .await;
+    assert_eq!(verdict.0, head(&setup));
+    assert_eq!(verdict.2, "runner/verify (production)");
+    assert!(
+        verdict.3.contains("plan: 2 to add, 0 to change, 0 to destroy"),
+        "{verdict:?}"
+    );
+    assert!(
+        fake.requests().iter().all(|r| !r.path.contains("/deployments")),
+        "a pull request is no deployment"
+    );
+    runner.stop().await;
+}

@@ -2,6 +2,8 @@
 //! protocol to it.
 #![allow(dead_code)]
 
+pub mod fake_github;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

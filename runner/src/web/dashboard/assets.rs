@@ -37,7 +37,7 @@ button.danger{background:var(--bad);border-color:var(--bad)}
 select,input{font:inherit;padding:.3rem;border:1px solid var(--line);border-radius:5px;background:#fff}
 .stack{display:flex;flex-direction:column;gap:.5rem;max-width:24rem}
 .narrow{max-width:32rem}
-.error{color:var(--bad)}.notice{color:var(--ok)}.empty{color:var(--muted);padding:1rem;background:var(--card);border:1px dashed var(--line);border-radius:6px}
+.error{color:var(--bad)}.warning{color:var(--warn)}.notice{color:var(--ok)}.empty{color:var(--muted);padding:1rem;background:var(--card);border:1px dashed var(--line);border-radius:6px}
 .pager{display:flex;gap:1rem;margin:1rem 0}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.5rem 0}dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;word-break:break-all}
 pre#log{background:#0d1117;color:#e6edf3;padding:.75rem;border-radius:6px;overflow:auto;max-height:70vh;white-space:pre-wrap;word-break:break-all;font-size:.8rem}

@@ -386,6 +386,9 @@ pub async fn job_page(
         body.push_str("</section>");
     }
 
+    if let Some(problem) = crate::store::reports::error_of(&state.pool, id.get()).await? {
+        let _ = write!(body, "<p class=\"warning\" id=\"report-error\">{}</p>", esc(&problem));
+    }
     if let Some(summary) = &job.plan_summary {
         let _ = write!(
             body,

@@ -1,0 +1,230 @@
+//! A local server playing the GitHub REST endpoints the runner uses (paths, methods and
+//! fields as GitHub documents them). It records every request, and can fail with 5xx,
+//! rate-limit with 403, or hang.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{TestRunner, test_env};
+
+pub const GITHUB_TOKEN: &str = "ghp_testtoken0123456789abcdefghijklmnop";
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+    pub authorization: String,
+}
+
+#[derive(Default)]
+pub struct Fake {
+    pub requests: Vec<Recorded>,
+    /// Answer this many reports (POSTs) with 502 first.
+    pub fail_next: usize,
+    /// Answer the next report (POST) with 403 and an exhausted rate limit resetting in N seconds.
+    pub rate_limit_for: Option<u64>,
+    pub hang: bool,
+    pub branches: HashMap<String, String>,
+    pub deliveries: Vec<Value>,
+    pub next_id: i64,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeGitHub(Arc<Mutex<Fake>>);
+
+impl FakeGitHub {
+    pub fn with<R>(&self, f: impl FnOnce(&mut Fake) -> R) -> R {
+        f(&mut self.0.lock().expect("fake state"))
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.with(|f| f.requests.clone())
+    }
+
+    pub fn statuses(&self) -> Vec<(String, String, String, String)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.contains("/statuses/") && !r.path.contains("/deployments/"))
+            .map(|r| {
+                (
+                    r.path.rsplit('/').next().unwrap_or("").to_owned(),
+                    r.body["state"].as_str().unwrap_or("").to_owned(),
+                    r.body["context"].as_str().unwrap_or("").to_owned(),
+                    r.body["description"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn deployment_statuses(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/deployments/") && r.path.ends_with("/statuses"))
+            .map(|r| r.body)
+            .collect()
+    }
+
+    pub async fn start(&self) -> String {
+        let app = axum::Router::new().fallback(answer).with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "message": message, "documentation_url": "https://docs.github.com/rest" })),
+    )
+        .into_response()
+}
+
+/// The endpoints used, as GitHub's REST documentation describes them.
+async fn answer(
+    State(fake): State<FakeGitHub>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (hang, fail, limited) = fake.with(|f| {
+        f.requests.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            body: body.clone(),
+            authorization: authorization.clone(),
+        });
+        let is_report = method == Method::POST;
+        let fail = is_report && f.fail_next > 0;
+        if fail {
+            f.fail_next -= 1;
+        }
+        let limited = if is_report { f.rate_limit_for.take() } else { None };
+        (f.hang, fail, limited)
+    });
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if authorization != format!("Bearer {GITHUB_TOKEN}") {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    if let Some(seconds) = limited {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + seconds;
+        let mut response = error(StatusCode::FORBIDDEN, "API rate limit exceeded");
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", "5000".parse().expect("header"));
+        headers.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+        headers.insert("x-ratelimit-reset", reset.to_string().parse().expect("header"));
+        return response;
+    }
+    if fail {
+        return error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", ["repos", _, _, "statuses", sha]) => {
+            let valid = matches!(
+                body["state"].as_str(),
+                Some("error" | "failure" | "pending" | "success")
+            ) && sha.len() == 40
+                && body["description"].as_str().is_none_or(|d| d.chars().count() <= 140);
+            if !valid {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            }
+            (
+                StatusCode::CREATED,
+                Json(json!({ "state": body["state"], "context": body["context"] })),
+            )
+                .into_response()
+        }
+        ("POST", ["repos", _, _, "deployments"]) => {
+            if body["ref"].as_str().is_none() {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            }
+            let id = fake.with(|f| {
+                f.next_id += 1;
+                f.next_id
+            });
+            (
+                StatusCode::CREATED,
+                Json(json!({ "id": id, "sha": body["ref"], "environment": body["environment"] })),
+            )
+                .into_response()
+        }
+        ("POST", ["repos", _, _, "deployments", _, "statuses"]) => {
+            let valid = matches!(
+                body["state"].as_str(),
+                Some("error" | "failure" | "inactive" | "in_progress" | "queued" | "pending" | "success")
+            );
+            if !valid {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            }
+            (StatusCode::CREATED, Json(json!({ "state": body["state"] }))).into_response()
+        }
+        ("GET", ["repos", _, _, "hooks", _, "deliveries"]) => {
+            Json(Value::Array(fake.with(|f| f.deliveries.clone()))).into_response()
+        }
+        ("POST", ["repos", _, _, "hooks", _, "deliveries", _, "attempts"]) => {
+            (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+        }
+        ("GET", ["repos", _, _, "branches", branch]) => match fake.with(|f| f.branches.get(*branch).cloned()) {
+            Some(sha) => Json(json!({ "name": branch, "commit": { "sha": sha } })).into_response(),
+            None => error(StatusCode::NOT_FOUND, "Branch not found"),
+        },
+        _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn github_section(api: &str, hook: bool) -> String {
+    format!(
+        "\n[projects.github]\ntoken_env = \"GITHUB_TOKEN_FOR_TESTS\"\n{}",
+        if hook { "hook_id = 42\n" } else { "" }
+    ) + &format!("\n#api {api}\n")
+}
+
+/// The config `base` with GitHub reporting to `api` for its first project.
+pub fn with_github(base: String, api: &str, hook: bool) -> String {
+    let global = format!(
+        "[github]\napi_url = \"{api}\"\nreconcile_interval_secs = 3600\n\n[dashboard]\npublic_url = \"https://ci.example.test\"\n\n"
+    );
+    // The first project's section ends where the second [[projects]] or its sub-tables begin.
+    let first = base.find("[[projects]]").expect("a project");
+    let rest = &base[first + 12..];
+    let end = rest
+        .find("\n[[projects]]")
+        .or_else(|| rest.find("\n[projects."))
+        .map_or(base.len(), |i| first + 12 + i);
+    format!("{global}{}{}{}", &base[..end], github_section(api, hook), &base[end..])
+}
+
+pub async fn start_runner(make: impl FnOnce(&Path) -> String) -> TestRunner {
+    TestRunner::start_with_env(make, |name| match name {
+        "GITHUB_TOKEN_FOR_TESTS" => Some(GITHUB_TOKEN.to_owned()),
+        other => test_env(other),
+    })
+    .await
+}
