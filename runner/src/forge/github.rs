@@ -94,11 +94,13 @@ impl GitHub {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ForgeError> {
-        let url = format!("{}{path}", self.api_url);
+        // A relative path: octocrab adds the base URI (GitHub Enterprise included) and only
+        // then sends an App's credentials, which it never sends to a host named in a URL.
+        let url = path;
         let sent = match method {
-            Method::POST => self.client._post(url.as_str(), body).await,
-            Method::PATCH => self.client._patch(url.as_str(), body).await,
-            _ => self.client._get(url.as_str()).await,
+            Method::POST => self.client._post(url, body).await,
+            Method::PATCH => self.client._patch(url, body).await,
+            _ => self.client._get(url).await,
         };
         let response = sent.map_err(|e| ForgeError::Transient(format!("{method} {path}: {e}")))?;
         let status = response.status();

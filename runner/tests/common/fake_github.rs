@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{TestRunner, test_env};
 
+pub const INSTALLATION_TOKEN: &str = "ghs_installationtoken0123456789abcdef";
 pub const GITHUB_TOKEN: &str = "ghp_testtoken0123456789abcdefghijklmnop";
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Fake {
     pub hang: bool,
     pub branches: HashMap<String, String>,
     pub deliveries: Vec<Value>,
+    /// The bearer token the repository endpoints accept (default: GITHUB_TOKEN).
+    pub accepted_token: Option<String>,
     pub next_id: i64,
 }
 
@@ -125,7 +128,36 @@ async fn answer(
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    if authorization != format!("Bearer {GITHUB_TOKEN}") {
+    // GitHub App endpoints take the app's JWT (three base64url parts).
+    let is_jwt = authorization
+        .strip_prefix("Bearer ")
+        .is_some_and(|t| t.split('.').count() == 3 && t.len() > 100);
+    if path.starts_with("/app/installations/") && path.ends_with("/access_tokens") && method == Method::POST {
+        if !is_jwt {
+            return error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+        }
+        return (
+            StatusCode::CREATED,
+            Json(json!({
+                "token": INSTALLATION_TOKEN,
+                "expires_at": "2099-01-01T00:00:00Z",
+                "permissions": { "statuses": "write", "deployments": "write", "repository_hooks": "write" },
+                "repository_selection": "selected"
+            })),
+        )
+            .into_response();
+    }
+    if path.ends_with("/installation") && method == Method::GET {
+        return if is_jwt {
+            Json(json!({ "id": 77, "app_id": 1234 })).into_response()
+        } else {
+            error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded")
+        };
+    }
+    let accepted = fake
+        .with(|f| f.accepted_token.clone())
+        .unwrap_or_else(|| GITHUB_TOKEN.to_owned());
+    if authorization != format!("Bearer {accepted}") {
         return error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
     if let Some(seconds) = limited {
