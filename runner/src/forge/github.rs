@@ -20,7 +20,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct GitHub {
     client: Octocrab,
-    api_url: String,
     repository: RepoName,
 }
 
@@ -70,7 +69,6 @@ impl GitHub {
                         None => {
                             let as_app = Self {
                                 client: app.clone(),
-                                api_url: api_url.to_owned(),
                                 repository: repository.clone(),
                             };
                             let found = as_app
@@ -86,21 +84,16 @@ impl GitHub {
                         .map_err(|e| ForgeError::Transient(e.to_string()))?
                 }
             };
-        Ok(Self {
-            client,
-            api_url: api_url.to_owned(),
-            repository,
-        })
+        Ok(Self { client, repository })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ForgeError> {
         // A relative path: octocrab adds the base URI (GitHub Enterprise included) and only
         // then sends an App's credentials, which it never sends to a host named in a URL.
-        let url = path;
         let sent = match method {
-            Method::POST => self.client._post(url, body).await,
-            Method::PATCH => self.client._patch(url, body).await,
-            _ => self.client._get(url).await,
+            Method::POST => self.client._post(path, body).await,
+            Method::PATCH => self.client._patch(path, body).await,
+            _ => self.client._get(path).await,
         };
         let response = sent.map_err(|e| ForgeError::Transient(format!("{method} {path}: {e}")))?;
         let status = response.status();
