@@ -685,3 +685,43 @@ async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
     );
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
+    use common::fake_github::*;
+    let setup = setup();
+    let fake = FakeGitHub::default();
+    let api = fake.start().await;
+    let port = free_port();
+    let runner = start_runner(|dir| {
+        with_github(config(&setup, dir, false, &local_rollout(port)), &api, false).replace(
+            "expect_body = \"healthy\"\ntimeout_secs = 15",
+            "expect_body = \"sick\"\ntimeout_secs = 3",
+        )
+    })
+    .await;
+    let sha = head(&setup);
+    let job_id = push(&runner, &sha).await;
+    let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let failure = eventually_github("the failure status", || {
+        fake.statuses().into_iter().find(|(_, state, _, _)| state == "failure")
+    })
+    .await;
+    assert_eq!(failure.0, sha);
+    assert!(
+        failure.3.starts_with("smoke failed: /health answered"),
+        "says what happened: {failure:?}"
+    );
+    let states: Vec<String> = eventually_github("the deployment's failure", || {
+        let states: Vec<String> = fake
+            .deployment_statuses()
+            .iter()
+            .filter_map(|b| b["state"].as_str().map(str::to_owned))
+            .collect();
+        states.contains(&"failure".to_owned()).then_some(states)
+    })
+    .await;
+    assert_eq!(states, ["in_progress", "failure"]);
+    runner.stop().await;
+}
