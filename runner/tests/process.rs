@@ -21,6 +21,10 @@ struct Runner {
 
 impl Runner {
     fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    fn start_with_env(config: &Path, extra: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -29,6 +33,7 @@ impl Runner {
             .env("HELLO_SECRET", SECRET)
             .env("OTHER_SECRET", OTHER_SECRET)
             .env("RUNNER_LOG_FORMAT", "json")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -429,4 +434,45 @@ async fn a_runner_killed_during_build_finishes_the_deploy_after_restart() {
 #[tokio::test]
 async fn a_runner_killed_during_rollout_finishes_the_deploy_after_restart() {
     kill_during_step_then_restart("rollout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_token_never_reaches_the_runners_own_log() {
+    use common::fake_github::*;
+    let fake = FakeGitHub::default();
+    // GitHub refuses the token and fails now and then: the runner logs every problem.
+    fake.with(|f| {
+        f.accepted_token = Some("some-other-token".into());
+        f.fail_next = 3;
+    });
+    let api = fake.start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(&config, with_github(default_config_toml(dir.path()), &api, true)).expect("write");
+    let runner = Runner::start_with_env(
+        &config,
+        &[("GITHUB_TOKEN_FOR_TESTS", GITHUB_TOKEN), ("RUST_LOG", "debug")],
+    );
+    let client = reqwest::Client::new();
+    let id = push_to(&client, &runner.base, &"3".repeat(40)).await;
+    wait_for(&client, &runner.base, id, "its end", |job| job["state"] == "failed").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !runner.log_text().contains("could not report to GitHub") {
+        assert!(
+            Instant::now() < deadline,
+            "no reporting problem logged:\n{}",
+            runner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fake.requests().iter().any(|r| r.authorization.contains(GITHUB_TOKEN)),
+        "the token was used"
+    );
+    let log = runner.log_text();
+    assert!(!log.contains(GITHUB_TOKEN), "the token is in the runner's log");
+    assert!(
+        !log.contains(&GITHUB_TOKEN[4..20]),
+        "part of the token is in the runner's log"
+    );
 }
