@@ -120,15 +120,7 @@ async fn credentials_in_the_clone_url_never_reach_the_job_log() {
         .expect("id");
     let job = runner.wait_for_job_end(job_id).await;
     assert_eq!(job["state"], "failed");
-    let log = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let log = runner.job_log(job_id).await;
     assert!(log.contains("127.0.0.1:1"), "{log}");
     assert!(!log.contains("s3cr3t-clone-token"), "{log}");
     assert!(!job.to_string().contains("s3cr3t-clone-token"), "{job}");
@@ -283,15 +275,7 @@ async fn healthz_and_metrics_answer() {
     let health = runner.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     runner.deliver("ping", &fixture("ping.with-app_id.payload.json")).await;
-    let metrics = runner
-        .client
-        .get(runner.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let metrics = runner.get_text("/metrics").await;
     assert!(metrics.contains("runner_queue_depth"), "{metrics}");
     runner.stop().await;
 }

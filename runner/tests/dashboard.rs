@@ -437,15 +437,7 @@ async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
     }
     drop(log);
     writer.flush().await;
-    let all = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let all = runner.job_log(job_id).await;
     let total = all.lines().count();
     assert!(total >= 3, "{all}");
 

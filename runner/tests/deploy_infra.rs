@@ -174,15 +174,7 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
     assert!(steps.contains(&("plan".into(), "succeeded".into())), "{steps:?}");
     assert!(steps.contains(&("approval".into(), "running".into())), "{steps:?}");
     assert!(steps.contains(&("apply".into(), "pending".into())), "{steps:?}");
-    let plan_text = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/plan")))
-        .send()
-        .await
-        .expect("GET plan")
-        .text()
-        .await
-        .expect("text");
+    let plan_text = runner.get_text(&format!("/api/jobs/{job_id}/plan")).await;
     assert!(plan_text.contains("terraform_data.app will be created"), "{plan_text}");
     // Nothing was applied yet, and the app is not live.
     assert!(
@@ -210,15 +202,7 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
         .status(),
         401
     );
-    let page = runner
-        .client
-        .get(runner.url(&format!("/jobs/{job_id}")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let page = runner.get_text(&format!("/jobs/{job_id}")).await;
     assert!(
         page.contains("Terraform plan: 2 to add, 0 to change, 0 to destroy"),
         "{page}"
@@ -252,15 +236,7 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
         .await
         .expect("json");
     assert_eq!(version["commit"], sha.as_str());
-    let log = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let log = runner.job_log(job_id).await;
     assert!(log.contains("Apply complete! Resources: 2 added"), "{log}");
     // Answered once; a second answer is refused.
     assert_eq!(
@@ -550,27 +526,9 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
     );
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let log = runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let log = runner.job_log(job_id).await;
     assert!(log.contains("the saved plan is stale"), "{log}");
     runner.stop().await;
-}
-
-async fn eventually_github<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(value) = check() {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} never happened");
 }
 
 #[tokio::test]
@@ -599,7 +557,7 @@ async fn a_deploy_and_its_rollback_report_statuses_and_deployments_to_github() {
     let rolled = wait_for_state(&runner, rollback_job, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(rolled["state"], "succeeded", "{rolled}");
 
-    let deployment_states = eventually_github("both deployments reported", || {
+    let deployment_states = eventually("both deployments reported", || {
         let states: Vec<String> = fake
             .deployment_statuses()
             .iter()
@@ -669,7 +627,7 @@ async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
         wait_for_state(&runner, job_id, &["succeeded", "failed"]).await["state"],
         "succeeded"
     );
-    let verdict = eventually_github("the verify job's final status", || {
+    let verdict = eventually("the verify job's final status", || {
         fake.statuses().into_iter().find(|(_, state, _, _)| state == "success")
     })
     .await;
@@ -704,7 +662,7 @@ async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
     let job_id = push(&runner, &sha).await;
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(done["state"], "failed", "{done}");
-    let failure = eventually_github("the failure status", || {
+    let failure = eventually("the failure status", || {
         fake.statuses().into_iter().find(|(_, state, _, _)| state == "failure")
     })
     .await;
@@ -713,7 +671,7 @@ async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
         failure.3.starts_with("smoke failed: /health answered"),
         "says what happened: {failure:?}"
     );
-    let states: Vec<String> = eventually_github("the deployment's failure", || {
+    let states: Vec<String> = eventually("the deployment's failure", || {
         let states: Vec<String> = fake
             .deployment_statuses()
             .iter()

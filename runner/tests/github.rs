@@ -11,16 +11,6 @@ use common::fake_github::*;
 use common::*;
 use serde_json::{Value, json};
 
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(value) = check() {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} never happened");
-}
-
 #[tokio::test]
 async fn a_failed_job_reports_pending_then_failure_and_its_deployment_fails() {
     let fake = FakeGitHub::default();
@@ -95,15 +85,7 @@ async fn server_errors_are_retried_and_rate_limits_waited_out() {
             .then_some(())
     })
     .await;
-    let metrics = runner
-        .client
-        .get(runner.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let metrics = runner.get_text("/metrics").await;
     assert!(
         metrics.contains("runner_github_report_failures_total{kind=\"transient\"} 2"),
         "{metrics}"
@@ -133,15 +115,7 @@ async fn server_errors_are_retried_and_rate_limits_waited_out() {
     );
     let sent_while_limited = fake.requests().len() - before;
     assert!(sent_while_limited <= 8, "{sent_while_limited} requests");
-    let metrics = runner
-        .client
-        .get(runner.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let metrics = runner.get_text("/metrics").await;
     assert!(
         metrics.contains("runner_github_report_failures_total{kind=\"rate_limited\"} 1"),
         "{metrics}"
@@ -291,17 +265,7 @@ async fn the_token_appears_in_no_log_page_or_table() {
         "/api/jobs",
         &format!("/api/jobs/{job_id}/logs"),
     ] {
-        seen.push_str(
-            &runner
-                .client
-                .get(runner.url(path))
-                .send()
-                .await
-                .expect("GET")
-                .text()
-                .await
-                .expect("text"),
-        );
+        seen.push_str(&runner.get_text(path).await);
     }
     let dump: Vec<String> = sqlx::query_scalar(
         "SELECT coalesce(error, '') || coalesce(report_error, '') || coalesce(plan_summary, '') FROM jobs
@@ -335,17 +299,7 @@ async fn metrics_parse_as_prometheus_text_and_move() {
             })
             .sum()
     };
-    let get = || async {
-        runner
-            .client
-            .get(runner.url("/metrics"))
-            .send()
-            .await
-            .expect("GET")
-            .text()
-            .await
-            .expect("text")
-    };
+    let get = || async { runner.get_text("/metrics").await };
     let before = scrape(get().await);
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"9".repeat(40)))

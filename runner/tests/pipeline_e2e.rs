@@ -38,18 +38,6 @@ async fn wait_long(runner: &TestRunner, job_id: i64) -> Value {
     panic!("job {job_id} did not finish in 120 s");
 }
 
-async fn log_of(runner: &TestRunner, job_id: &Value) -> String {
-    runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text")
-}
-
 async fn live_version(port: u16) -> Value {
     reqwest::get(format!("http://127.0.0.1:{port}/version"))
         .await
@@ -140,7 +128,7 @@ timeout_secs = 30
 
     // 1. First push goes live.
     let job = push_and_wait(&runner, &first).await;
-    let log = log_of(&runner, &job["id"]).await;
+    let log = runner.job_log(&job["id"]).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     let steps: Vec<(&str, &str)> = job["steps"]
         .as_array()
@@ -210,12 +198,7 @@ timeout_secs = 30
     std::fs::write(repo.join("CHANGES"), "second\n").expect("write");
     let second = commit_all(&repo, "second version");
     let job = push_and_wait(&runner, &second).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&runner, &job["id"]).await
-    );
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", runner.job_log(&job["id"]).await);
     assert_eq!(job["deployment"]["replaced_id"], first_deployment["id"]);
     assert_eq!(live_version(host_port).await["commit"], second.as_str());
 
@@ -259,12 +242,7 @@ timeout_secs = 30
         .as_i64()
         .expect("id");
     let job = wait_long(&runner, job_id).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&runner, &job["id"]).await
-    );
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", runner.job_log(&job["id"]).await);
     assert_eq!(job["trigger"], "rollback");
     assert_eq!(job["deployment"]["trigger"], "rollback");
     assert_eq!(job["deployment"]["image_digest"], digest.as_str());
@@ -348,7 +326,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     };
     let runner = TestRunner::start_with(make_config.clone()).await;
     let job = push_and_wait(&runner, &sha).await;
-    let log = log_of(&runner, &job["id"]).await;
+    let log = runner.job_log(&job["id"]).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(
         log.contains("ECR repository ") && log.contains(&format!("/{image}")),
@@ -450,12 +428,7 @@ async fn a_build_error_fails_the_job_with_the_engines_message_and_verify_jobs_st
         .expect("id");
     let job = wait_long(&runner, job_id).await;
     // The PR's ref does not exist in this repository, but its head commit does.
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&runner, &job["id"]).await
-    );
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", runner.job_log(&job["id"]).await);
     let steps: Vec<&str> = job["steps"]
         .as_array()
         .expect("steps")

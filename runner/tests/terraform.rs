@@ -67,18 +67,6 @@ async fn job_log(runner: &TestRunner) -> (JobLog, JobLogWriter, i64) {
     (log, writer, job_id)
 }
 
-async fn log_text(runner: &TestRunner, job_id: i64) -> String {
-    runner
-        .client
-        .get(runner.url(&format!("/api/jobs/{job_id}/logs")))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn plans_applies_the_saved_plan_and_sees_no_changes_after() {
     let runner = TestRunner::start().await;
@@ -119,7 +107,7 @@ async fn plans_applies_the_saved_plan_and_sees_no_changes_after() {
 
     drop(log);
     writer.flush().await;
-    let text = log_text(&runner, job_id).await;
+    let text = runner.job_log(job_id).await;
     // -json apply messages arrive in the log as Terraform's human messages.
     assert!(text.contains("terraform_data.app: Creation complete"), "{text}");
     assert!(
@@ -202,7 +190,7 @@ async fn a_second_apply_meets_the_lock_and_cancel_releases_it() {
         .expect("the lock was released");
     drop(log);
     writer.flush().await;
-    assert!(log_text(&runner, job_id).await.contains("SIGINT"));
+    assert!(runner.job_log(job_id).await.contains("SIGINT"));
     runner.stop().await;
 }
 

@@ -175,15 +175,7 @@ async fn missing_garbled_or_wrong_signatures_are_401_and_store_nothing() {
     assert_eq!(response.status(), 401);
 
     assert_nothing_stored(&runner).await;
-    let metrics = runner
-        .client
-        .get(runner.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let metrics = runner.get_text("/metrics").await;
     assert!(
         metrics.contains("runner_webhook_signature_failures_total 8"),
         "{metrics}"

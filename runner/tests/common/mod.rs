@@ -203,6 +203,23 @@ impl TestRunner {
         response.json().await.expect("json")
     }
 
+    /// The body of `GET path` as text, whatever the status.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// A job's log as plain text.
+    pub async fn job_log(&self, job_id: impl std::fmt::Display) -> String {
+        self.get_text(&format!("/api/jobs/{job_id}/logs")).await
+    }
+
     /// Waits until the job leaves `queued`/`running` and returns it.
     pub async fn wait_for_job_end(&self, job_id: i64) -> serde_json::Value {
         for _ in 0..300 {
@@ -395,4 +412,15 @@ impl Drop for EngineCleanup {
             }
         }
     }
+}
+
+/// Polls `check` every 100 ms for up to 30 s until it gives a value.
+pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(value) = check() {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what} never happened");
 }
