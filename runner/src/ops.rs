@@ -89,39 +89,56 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-pub async fn jobs(source: &Source) -> Result<(), OpsError> {
-    let items: Vec<Value> = match &source.url {
+/// The newest `resource` rows (`jobs` or `deployments`): from a running runner's API when
+/// `--url` is given, else from `local` reading the database.
+async fn newest<F>(source: &Source, resource: &str, local: F) -> Result<Vec<Value>, OpsError>
+where
+    F: AsyncFnOnce(&sqlx::SqlitePool) -> Result<Vec<Value>, crate::store::StoreError>,
+{
+    match &source.url {
         Some(url) => {
-            let mut path = format!("/api/jobs?limit={}", source.limit);
+            let mut path = format!("/api/{resource}?limit={}", source.limit);
             if let Some(project) = &source.project {
-                path.push_str(&format!("&project={project}"));
+                path.push_str(&format!("&project={}", crate::web::dashboard::html::url_value(project)));
             }
-            api_get(url, &path).await?["items"]
+            Ok(api_get(url, &path).await?["items"]
                 .as_array()
                 .cloned()
-                .unwrap_or_default()
+                .unwrap_or_default())
         }
         None => {
             let pool = open_database(source).await?;
-            let filter = JobFilter {
-                project: source.project.clone(),
-                ..JobFilter::default()
-            };
-            let page = crate::store::jobs::list(&pool, &filter, None, usize::from(source.limit))
-                .await
-                .context("reading jobs")?;
-            page.items.into_iter().map(|j| json!(j)).collect()
+            Ok(local(&pool).await.with_context(|| format!("reading {resource}"))?)
         }
-    };
+    }
+}
+
+/// As JSON with `--json`, else as a table of `columns`.
+fn show(source: &Source, items: Vec<Value>, columns: &[&str], row: impl Fn(&Value) -> Vec<String>) {
     if source.json {
         println!("{}", Value::Array(items));
-        return Ok(());
+    } else {
+        print_table(columns, items.iter().map(row));
     }
-    print_table(
+}
+
+pub async fn jobs(source: &Source) -> Result<(), OpsError> {
+    let filter = JobFilter {
+        project: source.project.clone(),
+        ..JobFilter::default()
+    };
+    let items = newest(source, "jobs", async |pool| {
+        let page = crate::store::jobs::list(pool, &filter, None, usize::from(source.limit)).await?;
+        Ok(page.items.into_iter().map(|j| json!(j)).collect())
+    })
+    .await?;
+    show(
+        source,
+        items,
         &[
             "ID", "STATE", "KIND", "PROJECT", "ENV", "SHA", "TRIGGER", "CREATED", "ERROR",
         ],
-        items.iter().map(|j| {
+        |j| {
             vec![
                 j["id"].to_string(),
                 text(&j["state"]),
@@ -136,44 +153,28 @@ pub async fn jobs(source: &Source) -> Result<(), OpsError> {
                     .unwrap_or_default(),
                 text(&j["error"]).chars().take(60).collect(),
             ]
-        }),
+        },
     );
     Ok(())
 }
 
 pub async fn deployments(source: &Source) -> Result<(), OpsError> {
-    let items: Vec<Value> = match &source.url {
-        Some(url) => {
-            let mut path = format!("/api/deployments?limit={}", source.limit);
-            if let Some(project) = &source.project {
-                path.push_str(&format!("&project={project}"));
-            }
-            api_get(url, &path).await?["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        }
-        None => {
-            let pool = open_database(source).await?;
-            let filter = DeploymentFilter {
-                project: source.project.clone(),
-                ..DeploymentFilter::default()
-            };
-            let page = crate::store::deployments::list_views(&pool, &filter, None, usize::from(source.limit))
-                .await
-                .context("reading deployments")?;
-            page.items.into_iter().map(|d| json!(d)).collect()
-        }
+    let filter = DeploymentFilter {
+        project: source.project.clone(),
+        ..DeploymentFilter::default()
     };
-    if source.json {
-        println!("{}", Value::Array(items));
-        return Ok(());
-    }
-    print_table(
+    let items = newest(source, "deployments", async |pool| {
+        let page = crate::store::deployments::list_views(pool, &filter, None, usize::from(source.limit)).await?;
+        Ok(page.items.into_iter().map(|d| json!(d)).collect())
+    })
+    .await?;
+    show(
+        source,
+        items,
         &[
             "ID", "STATUS", "PROJECT", "ENV", "SHA", "TRIGGER", "JOB", "STARTED", "IMAGE",
         ],
-        items.iter().map(|d| {
+        |d| {
             vec![
                 d["id"].to_string(),
                 text(&d["status"]),
@@ -188,7 +189,7 @@ pub async fn deployments(source: &Source) -> Result<(), OpsError> {
                     .unwrap_or_default(),
                 text(&d["image_ref"]),
             ]
-        }),
+        },
     );
     Ok(())
 }

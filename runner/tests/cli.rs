@@ -43,6 +43,10 @@ async fn operator_commands_list_and_act_through_the_api() {
     assert_eq!(code, 0);
     let jobs: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(jobs[0]["sha"], sha.as_str());
+    // A project name is a value, never more query parameters.
+    let (code, stdout, _) = runner_cli(&["jobs", "--url", &base, "--project", "hello&project=hello"], None).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("(none)"), "{stdout}");
 
     // Actions: a token is required, and failures exit non-zero with the runner's reason.
     let (code, _, stderr) = runner_cli(&["deploy", "hello", &sha, "--url", &base], None).await;
