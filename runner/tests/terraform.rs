@@ -273,3 +273,35 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
     writer.flush().await;
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn a_named_workspace_is_created_and_keeps_its_own_state() {
+    let runner = TestRunner::start().await;
+    let (log, writer, _) = job_log(&runner).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = module_dir("app", work.path());
+    let state = work.path().join("state.tfstate");
+    let cancel = CancellationToken::new();
+    let mut staging = local_module(&dir, &state, "registry.test/app@sha256:57a9", 0);
+    staging.workspace = "staging".to_owned();
+    staging.prepare(&log, &cancel).await.expect("init and a new workspace");
+    let plan = work.path().join("staging.tfplan");
+    staging.plan(&plan, &log, &cancel).await.expect("plan");
+    staging.apply(&plan, &log, &cancel).await.expect("apply");
+    assert_eq!(
+        staging.outputs(&log, &cancel).await.expect("outputs")["image"],
+        "registry.test/app@sha256:57a9"
+    );
+    // The workspace's state is its own; the default workspace's state has nothing.
+    let default_state = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(!default_state.contains("terraform_data"), "{default_state}");
+    let staging_state = std::fs::read_to_string(dir.join("terraform.tfstate.d/staging/terraform.tfstate"))
+        .expect("the staging workspace's state");
+    assert!(
+        staging_state.contains("registry.test/app@sha256:57a9"),
+        "{staging_state}"
+    );
+    drop(log);
+    writer.flush().await;
+    runner.stop().await;
+}

@@ -155,7 +155,10 @@ impl Module {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if self.workspace != "default" {
+        // `init` and `workspace select -or-create` run before the workspace exists, and
+        // would refuse a TF_WORKSPACE naming it.
+        let selects_workspace = matches!(args.first().map(String::as_str), Some("init" | "workspace"));
+        if self.workspace != "default" && !selects_workspace {
             command.env("TF_WORKSPACE", &self.workspace);
         }
         command
@@ -307,20 +310,20 @@ impl Terraform for Module {
                 .iter()
                 .map(|(key, value)| format!("-backend-config={key}={value}")),
         );
-        // The workspace is chosen (and created) before init reads it from TF_WORKSPACE.
-        let ran = self.run_without_workspace(&init, log, cancel).await?;
+        let ran = self.run(&init, Echo::Everything, log, cancel).await?;
         if ran.code != 0 {
             return Err(failure("init", &ran));
         }
         if self.workspace != "default" {
             let select = self
-                .run_without_workspace(
+                .run(
                     &[
                         "workspace".into(),
                         "select".into(),
                         "-or-create".into(),
                         self.workspace.clone(),
                     ],
+                    Echo::Everything,
                     log,
                     cancel,
                 )
@@ -420,31 +423,6 @@ impl Terraform for Module {
             outputs.insert(name.clone(), value);
         }
         Ok(Value::Object(outputs))
-    }
-}
-
-impl Module {
-    /// `init` and `workspace` must not see TF_WORKSPACE naming a workspace that does not
-    /// exist yet.
-    async fn run_without_workspace(
-        &self,
-        args: &[String],
-        log: &JobLog,
-        cancel: &CancellationToken,
-    ) -> Result<Ran, TerraformError> {
-        if self.workspace == "default" {
-            return self.run(args, Echo::Everything, log, cancel).await;
-        }
-        let default = Self {
-            bin: self.bin.clone(),
-            dir: self.dir.clone(),
-            vars: BTreeMap::new(),
-            backend_config: BTreeMap::new(),
-            env: self.env.clone(),
-            workspace: "default".into(),
-            lock_timeout: self.lock_timeout,
-        };
-        default.run(args, Echo::Everything, log, cancel).await
     }
 }
 

@@ -73,8 +73,9 @@ pub async fn read(pool: &SqlitePool, job: JobId, after_seq: i64, limit: usize) -
 pub async fn tail(pool: &SqlitePool, job: JobId, limit: usize) -> Result<Vec<LogLine>, StoreError> {
     fetch_lines(
         pool,
-        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND ?2 = ?2 ORDER BY seq DESC LIMIT ?3",
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3",
         job,
+        // Line numbers start at 1: after 0 is the whole log.
         0,
         limit,
     )

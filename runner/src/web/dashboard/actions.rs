@@ -8,7 +8,6 @@ use axum::response::Redirect;
 
 use super::PageError;
 use super::auth::{CsrfForm, Viewer};
-use crate::domain::JobId;
 use crate::startup::AppState;
 use crate::store::deployments;
 use crate::web::api::parse_positive_id;
@@ -22,9 +21,7 @@ pub async fn cancel(
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     viewer.authorize(&headers, form.csrf.as_deref())?;
-    let id: JobId = id
-        .parse()
-        .map_err(|_| PageError::NotFound(format!("There is no job {id:?}.")))?;
+    let id = super::job_id(&id)?;
     operations::cancel(&state, id).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
@@ -79,9 +76,7 @@ async fn decide(
     approved: bool,
 ) -> Result<Redirect, PageError> {
     viewer.authorize(headers, csrf)?;
-    let id: JobId = id
-        .parse()
-        .map_err(|_| PageError::NotFound(format!("There is no job {id:?}.")))?;
+    let id = super::job_id(id)?;
     operations::decide(state, id, approved).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }

@@ -45,6 +45,12 @@ pub enum PageError {
     Api(ApiError),
 }
 
+/// A job id from a URL; anything else is a page that does not exist.
+fn job_id(raw: &str) -> Result<crate::domain::JobId, PageError> {
+    raw.parse()
+        .map_err(|_| PageError::NotFound(format!("There is no job {raw:?}.")))
+}
+
 impl From<crate::store::StoreError> for PageError {
     fn from(error: crate::store::StoreError) -> Self {
         Self::Api(error.into())

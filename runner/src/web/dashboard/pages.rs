@@ -11,7 +11,6 @@ use serde::Deserialize;
 use super::PageError;
 use super::auth::Viewer;
 use super::html::{self, Nav, badge, commit_link, duration, esc, headline, time, url_value};
-use crate::domain::JobId;
 use crate::startup::AppState;
 use crate::store::deployments::{self, DeploymentFilter};
 use crate::store::{deliveries, jobs, logs, steps};
@@ -257,9 +256,7 @@ pub async fn job_page(
     viewer: Viewer,
     Path(raw_id): Path<String>,
 ) -> Result<Response, PageError> {
-    let id: JobId = raw_id
-        .parse()
-        .map_err(|_| PageError::NotFound(format!("There is no job {raw_id:?}.")))?;
+    let id = super::job_id(&raw_id)?;
     viewer.may_read(&state, &format!("/jobs/{id}"))?;
     let job = jobs::get(&state.pool, id)
         .await?
