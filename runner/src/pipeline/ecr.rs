@@ -38,6 +38,19 @@ pub fn cache_until(now: SystemTime, expires_at: Option<SystemTime>) -> Option<Sy
     (until > now).then_some(until)
 }
 
+/// The standard AWS configuration chain (env, profile, instance role), with an optional
+/// region and endpoint (or `AWS_ENDPOINT_URL`) of its own.
+pub async fn aws_sdk_config(region: Option<String>, endpoint_url: Option<String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    if let Some(endpoint_url) = endpoint_url {
+        loader = loader.endpoint_url(endpoint_url);
+    }
+    loader.load().await
+}
+
 pub struct Ecr {
     client: aws_sdk_ecr::Client,
     cached: Mutex<Option<Cached>>,
@@ -47,14 +60,7 @@ impl Ecr {
     /// Uses the standard AWS configuration chain (env, profile, instance role) for
     /// credentials; `endpoint_url` (or `AWS_ENDPOINT_URL`) points it at another endpoint.
     pub async fn new(region: Option<String>, endpoint_url: Option<String>) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region));
-        }
-        if let Some(endpoint_url) = endpoint_url {
-            loader = loader.endpoint_url(endpoint_url);
-        }
-        let config = loader.load().await;
+        let config = aws_sdk_config(region, endpoint_url).await;
         Self {
             client: aws_sdk_ecr::Client::new(&config),
             cached: Mutex::new(None),

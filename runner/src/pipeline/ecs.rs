@@ -67,14 +67,7 @@ impl Ecs {
     /// The standard AWS configuration chain; `endpoint_url` (or `AWS_ENDPOINT_URL`) points
     /// it at another endpoint.
     pub async fn new(region: Option<String>, endpoint_url: Option<String>) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region));
-        }
-        if let Some(endpoint_url) = endpoint_url {
-            loader = loader.endpoint_url(endpoint_url);
-        }
-        let config = loader.load().await;
+        let config = super::ecr::aws_sdk_config(region, endpoint_url).await;
         Self {
             client: aws_sdk_ecs::Client::new(&config),
             poll: Duration::from_secs(2),

@@ -49,7 +49,7 @@ pub enum JobFailure {
 }
 
 /// An AWS client's region and endpoint.
-type EcrKey = (Option<String>, Option<String>);
+type AwsKey = (Option<String>, Option<String>);
 
 /// What every job needs from the runner.
 #[derive(Clone)]
@@ -63,9 +63,9 @@ pub struct PipelineContext {
     pub engine: Option<DockerEngine>,
     pub http: reqwest::Client,
     /// ECR clients by region, created on first use so their token caches are shared by jobs.
-    pub ecr: Arc<tokio::sync::Mutex<HashMap<EcrKey, Arc<ecr::Ecr>>>>,
+    pub ecr: Arc<tokio::sync::Mutex<HashMap<AwsKey, Arc<ecr::Ecr>>>>,
     /// ECS clients by region and endpoint, created on first use.
-    pub ecs: Arc<tokio::sync::Mutex<HashMap<EcrKey, Arc<ecs::Ecs>>>>,
+    pub ecs: Arc<tokio::sync::Mutex<HashMap<AwsKey, Arc<ecs::Ecs>>>>,
     pub terraform_bin: Option<PathBuf>,
     /// One terraform operation at a time per project and workspace.
     pub terraform_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -79,25 +79,11 @@ pub struct PipelineContext {
 
 impl PipelineContext {
     async fn ecr(&self, region: Option<String>, endpoint_url: Option<String>) -> Arc<ecr::Ecr> {
-        let mut clients = self.ecr.lock().await;
-        let key = (region, endpoint_url);
-        if let Some(client) = clients.get(&key) {
-            return Arc::clone(client);
-        }
-        let client = Arc::new(ecr::Ecr::new(key.0.clone(), key.1.clone()).await);
-        clients.insert(key, Arc::clone(&client));
-        client
+        cached(&self.ecr, (region, endpoint_url), |(r, e)| ecr::Ecr::new(r, e)).await
     }
 
     async fn ecs(&self, region: Option<String>, endpoint_url: Option<String>) -> Arc<ecs::Ecs> {
-        let mut clients = self.ecs.lock().await;
-        let key = (region, endpoint_url);
-        if let Some(client) = clients.get(&key) {
-            return Arc::clone(client);
-        }
-        let client = Arc::new(ecs::Ecs::new(key.0.clone(), key.1.clone()).await);
-        clients.insert(key, Arc::clone(&client));
-        client
+        cached(&self.ecs, (region, endpoint_url), |(r, e)| ecs::Ecs::new(r, e)).await
     }
 
     async fn terraform_lock(&self, state: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -107,6 +93,21 @@ impl PipelineContext {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(locks.entry(state.to_owned()).or_default())
     }
+}
+
+/// The client for `key`, made on first use and shared by every job after.
+async fn cached<T, F: Future<Output = T>>(
+    clients: &tokio::sync::Mutex<HashMap<AwsKey, Arc<T>>>,
+    key: AwsKey,
+    make: impl FnOnce(AwsKey) -> F,
+) -> Arc<T> {
+    let mut clients = clients.lock().await;
+    if let Some(client) = clients.get(&key) {
+        return Arc::clone(client);
+    }
+    let client = Arc::new(make(key.clone()).await);
+    clients.insert(key, Arc::clone(&client));
+    client
 }
 
 /// Beyond the time an app gets to become healthy, what starting, inspecting and removing
