@@ -91,6 +91,16 @@ async fn server_errors_are_retried_and_rate_limits_waited_out() {
         "{metrics}"
     );
 
+    // The first job's deployment is fully reported before the rate limit starts, so
+    // only the second job's requests are counted below.
+    eventually("the first deployment's failure", || {
+        fake.deployment_statuses()
+            .iter()
+            .any(|b| b["state"] == "failure")
+            .then_some(())
+    })
+    .await;
+
     // A rate limit: nothing is sent until it resets, then the report goes through.
     fake.with(|f| f.rate_limit_for = Some(2));
     let before = fake.requests().len();

@@ -20,6 +20,8 @@ use crate::store::{deployments, now_ms};
 
 /// Without news, the reporter looks again this often.
 const IDLE: Duration = Duration::from_secs(1);
+/// After news of a job, the reporter waits this long for more before it looks.
+const COALESCE: Duration = Duration::from_millis(200);
 /// Attempts per state before the reporter gives up on telling GitHub about it.
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -75,7 +77,11 @@ impl Reporter {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = events.recv() => {}
+                _ = events.recv() => {
+                    // Log lines of a busy job arrive in bursts: one pass answers a burst.
+                    tokio::time::sleep(COALESCE).await;
+                    while events.try_recv().is_ok() {}
+                }
                 () = tokio::time::sleep(IDLE) => {}
             }
         }
