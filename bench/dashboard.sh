@@ -33,38 +33,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-repo="$work/repo"; mkdir -p "$repo"
-git -C "$repo" init -q --initial-branch=master
-cp "$webapp_bin" "$repo/webapp"
-printf 'FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT ["/webapp"]\n' >"$repo/Dockerfile"
-git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@x commit -qm initial
+repo="$work/repo"
+webapp_repo "$repo" "$webapp_bin"
 secret="bench-$RANDOM$RANDOM"
 app_port=$(free_port)
 
 start_runner() { # size
   port=$(free_port)
-  cat >"$work/runner-$1.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-database_url = "sqlite://$work/db-$1/runner.db"
-[[projects]]
-name = "$unique"
-repository = "Codertocat/Hello-World"
-deploy_branches = ["master"]
-webhook_secret_env = "BENCH_SECRET"
-clone_url = "$repo"
-[projects.build]
-image = "$unique"
-build_args = { APP_COMMIT = "{{sha}}" }
-[projects.smoke]
-container_port = 5001
-expect_body = "healthy"
-[projects.registry]
-url = "$registry"
-[projects.rollout]
-target = "local"
-host_port = $app_port
-TOML
+  webapp_project_toml "$port" "$work/db-$1/runner.db" "$unique" "$repo" "$registry" "$app_port" >"$work/runner-$1.toml"
   BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner-$1.toml" >"$RESULTS/dashboard-runner-$1.log" 2>&1 &
   pid=$!
   wait_http "http://127.0.0.1:$port/healthz"

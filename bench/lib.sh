@@ -36,3 +36,39 @@ requests = int(re.search(r"(\d+) requests in", text).group(1))
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {requests}")
 PY
 }
+
+# webapp_repo DIR BINARY: a git repository holding the static webapp as a scratch build context.
+webapp_repo() {
+  mkdir -p "$1"
+  git -C "$1" init -q --initial-branch=master
+  cp "$2" "$1/webapp"
+  printf 'FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT ["/webapp"]\n' >"$1/Dockerfile"
+  git -C "$1" add -A && git -C "$1" -c user.name=b -c user.email=b@x commit -qm initial
+}
+
+# webapp_project_toml PORT DATABASE NAME REPO REGISTRY APP_PORT: a runner config deploying
+# the webapp repository NAME through every step to the local engine.
+webapp_project_toml() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+database_url = "sqlite://$2"
+[[projects]]
+name = "$3"
+repository = "Codertocat/Hello-World"
+deploy_branches = ["master"]
+webhook_secret_env = "BENCH_SECRET"
+clone_url = "$4"
+[projects.build]
+image = "$3"
+build_args = { APP_COMMIT = "{{sha}}" }
+[projects.smoke]
+container_port = 5001
+expect_body = "healthy"
+[projects.registry]
+url = "$5"
+[projects.rollout]
+target = "local"
+host_port = $6
+TOML
+}

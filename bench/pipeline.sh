@@ -31,11 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-repo="$work/repo"; mkdir -p "$repo"
-git -C "$repo" init -q --initial-branch=master
-cp "$webapp_bin" "$repo/webapp"
-printf 'FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nEXPOSE 5001\nENTRYPOINT ["/webapp"]\n' >"$repo/Dockerfile"
-git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@x commit -qm initial
+repo="$work/repo"
+webapp_repo "$repo" "$webapp_bin"
 
 # Baseline: the docker CLI doing build, smoke (run, wait for /health, remove) and push.
 baseline_times=()
@@ -54,28 +51,7 @@ done
 baseline=$(printf '%s\n' "${baseline_times[@]}" | python3 -c 'import statistics,sys; print(statistics.median(float(l) for l in sys.stdin))')
 
 port=$(free_port); app_port=$(free_port); secret="bench-$RANDOM$RANDOM"
-cat >"$work/runner.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-database_url = "sqlite://$work/runner.db"
-[[projects]]
-name = "$unique"
-repository = "Codertocat/Hello-World"
-deploy_branches = ["master"]
-webhook_secret_env = "BENCH_SECRET"
-clone_url = "$repo"
-[projects.build]
-image = "$unique"
-build_args = { APP_COMMIT = "{{sha}}" }
-[projects.smoke]
-container_port = 5001
-expect_body = "healthy"
-[projects.registry]
-url = "$registry"
-[projects.rollout]
-target = "local"
-host_port = $app_port
-TOML
+webapp_project_toml "$port" "$work/runner.db" "$unique" "$repo" "$registry" "$app_port" >"$work/runner.toml"
 BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" >"$RESULTS/pipeline-runner.log" 2>&1 &
 pid=$!
 wait_http "http://127.0.0.1:$port/healthz"
