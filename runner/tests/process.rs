@@ -294,15 +294,8 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let sha = webapp_repo(&repo, &WEBAPP_DOCKERFILE.replace("PORT=5001", "PORT=5999"));
     let unique = format!("{}{}", std::process::id(), free_port());
     let image = format!("runner-kill-{unique}");
-    let config = pipeline_config(
-        dir.path(),
-        &format!("kill{unique}"),
-        &repo,
-        &image,
-        &registry,
-        free_port(),
-        20,
-    );
+    let project = format!("kill{unique}");
+    let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, free_port(), 20);
     let config_path = dir.path().join("runner.toml");
     std::fs::write(&config_path, config).expect("write config");
     let client = reqwest::Client::builder()
@@ -314,7 +307,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let job_id = push_to(&client, &first.base, &sha).await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    while containers_of_job(job_id).is_empty() {
+    while containers_of_job(&project, job_id).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the smoke container never started: {}",
@@ -324,12 +317,12 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     }
     first.kill9();
     assert!(
-        !containers_of_job(job_id).is_empty(),
+        !containers_of_job(&project, job_id).is_empty(),
         "the killed runner left its smoke container"
     );
 
     let second = Runner::start(&config_path);
-    let leftovers = containers_of_job(job_id);
+    let leftovers = containers_of_job(&project, job_id);
     // The restarted runner reaps it before running anything (a new attempt may start its own).
     let stale: Vec<&String> = leftovers.iter().filter(|name| name.ends_with("-1")).collect();
     assert!(
@@ -341,7 +334,10 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     })
     .await;
     assert_eq!(job["state"], "failed", "{job}");
-    assert!(containers_of_job(job_id).is_empty(), "no container of the job is left");
+    assert!(
+        containers_of_job(&project, job_id).is_empty(),
+        "no container of the job is left"
+    );
     let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
     assert!(work.is_empty(), "no work directory is left");
     let _ = Command::new("docker")
@@ -414,7 +410,7 @@ async fn kill_during_step_then_restart(step: &str) {
         .await
         .expect("json");
     assert_eq!(version["commit"], sha.as_str());
-    let left: Vec<String> = containers_of_job(job_id);
+    let left: Vec<String> = containers_of_job(&project, job_id);
     assert_eq!(
         left,
         vec![format!("runner-{project}-production")],

@@ -364,8 +364,9 @@ pub fn webapp_repo(repo: &Path, dockerfile: &str) -> String {
     git(repo, &["rev-parse", "HEAD"])
 }
 
-/// Names of containers the runner labelled for job `job_id` (any state).
-pub fn containers_of_job(job_id: i64) -> Vec<String> {
+/// Names of containers the runner labelled for job `job_id` of `project` (any state).
+/// Every test's database numbers its jobs from 1, so the project tells tests apart.
+pub fn containers_of_job(project: &str, job_id: i64) -> Vec<String> {
     let output = std::process::Command::new("docker")
         .args([
             "ps",
@@ -374,6 +375,8 @@ pub fn containers_of_job(job_id: i64) -> Vec<String> {
             "{{.Names}}",
             "--filter",
             &format!("label=io.runner.job={job_id}"),
+            "--filter",
+            &format!("name=runner-{project}-"),
         ])
         .output()
         .expect("docker CLI");
