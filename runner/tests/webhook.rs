@@ -80,13 +80,62 @@ async fn a_push_to_a_deploy_branch_queues_a_deploy_job() {
     assert_eq!(recorded["body_kept"], true);
     assert!(recorded["received_at"].as_i64().expect("time") > 0);
 
-    // The raw body is kept byte for byte, for inspection and replay.
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT body FROM deliveries WHERE delivery_id = ?")
+    assert_eq!(recorded["body_bytes"], body.len());
+
+    // The raw body is kept byte for byte, for inspection and replay: its signature still
+    // verifies. On disk it takes a fraction of its size.
+    let kept = runner.delivery_body(&delivery_id).await;
+    assert_eq!(kept.status(), 200);
+    assert_eq!(kept.headers()["content-type"], "application/json");
+    let kept = kept.bytes().await.expect("body");
+    assert_eq!(kept.as_ref(), body.as_slice());
+    assert_eq!(sign(SECRET, &kept), sign(SECRET, &body));
+    let on_disk: i64 = sqlx::query_scalar("SELECT length(body) FROM deliveries WHERE delivery_id = ?")
         .bind(&delivery_id)
         .fetch_one(&runner.pool)
         .await
-        .expect("body");
-    assert_eq!(stored, body);
+        .expect("stored length");
+    assert!(
+        on_disk * 3 < i64::try_from(body.len()).expect("length"),
+        "a {}-byte push body takes {on_disk} bytes on disk",
+        body.len()
+    );
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_body_is_for_admins_and_says_when_retention_dropped_it() {
+    let runner = TestRunner::start().await;
+    let delivery_id = unique_delivery_id();
+    let body = push_body("refs/heads/master", SHA_A);
+    assert_eq!(
+        runner
+            .deliver_signed("push", &body, Some(SECRET), &delivery_id)
+            .await
+            .status(),
+        202
+    );
+
+    let anonymous = runner
+        .client
+        .get(runner.url(&format!("/api/deliveries/{delivery_id}/body")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(anonymous.status(), 401);
+    assert!(!anonymous.text().await.expect("text").contains("Hello-World"));
+
+    assert_eq!(runner.delivery_body("no-such-delivery").await.status(), 404);
+    assert_eq!(runner.delivery_body("bad id with spaces").await.status(), 400);
+
+    sqlx::query("UPDATE deliveries SET body = NULL WHERE delivery_id = ?")
+        .bind(&delivery_id)
+        .execute(&runner.pool)
+        .await
+        .expect("drop the body as retention does");
+    let gone = runner.delivery_body(&delivery_id).await;
+    assert_eq!(gone.status(), 410);
+    assert!(error_of(gone).await.contains("no longer kept"));
     runner.stop().await;
 }
 
@@ -116,11 +165,25 @@ async fn form_encoded_deliveries_are_accepted_and_signed_over_the_raw_body() {
         .header("x-github-event", "push")
         .header("x-github-delivery", unique_delivery_id())
         .header("x-hub-signature-256", sign(SECRET, json.as_bytes()))
-        .body(form)
+        .body(form.clone())
         .send()
         .await
         .expect("POST");
     assert_eq!(response.status(), 401);
+
+    // The form body is kept as it came, under its own content type.
+    let deliveries = runner.get_json("/api/deliveries").await;
+    let accepted = deliveries["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|d| d["content_type"] == "application/x-www-form-urlencoded")
+        .expect("the form delivery is listed");
+    let kept = runner
+        .delivery_body(accepted["delivery_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(kept.headers()["content-type"], "application/x-www-form-urlencoded");
+    assert_eq!(kept.text().await.expect("text"), form);
     runner.stop().await;
 }
 
@@ -543,6 +606,51 @@ async fn fifty_concurrent_copies_of_one_delivery_make_one_job() {
     assert_eq!(job_ids.len(), 1, "every copy names the same job");
     assert_eq!(runner.count("jobs").await, 1);
     assert_eq!(runner.count("deliveries").await, 1);
+}
+
+/// Deliveries that arrive together are committed together; each must still get its own
+/// job, and each copy the job of its original, whatever the mix inside one commit.
+#[tokio::test]
+async fn concurrent_deliveries_each_get_their_own_job_and_copies_the_originals() {
+    let runner = std::sync::Arc::new(TestRunner::start().await);
+    let ids: Vec<String> = (0..40).map(|_| unique_delivery_id()).collect();
+    let mut tasks = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        // Every fourth delivery is sent three times, all at once.
+        for _ in 0..if n % 4 == 0 { 3 } else { 1 } {
+            let runner = std::sync::Arc::clone(&runner);
+            let id = id.clone();
+            let body = push_body("refs/heads/master", &format!("{:040x}", n + 1));
+            tasks.push(tokio::spawn(async move {
+                let response = runner.deliver_signed("push", &body, Some(SECRET), &id).await;
+                let status = response.status().as_u16();
+                (id, status, response.json::<Value>().await.expect("json"))
+            }));
+        }
+    }
+    let mut job_of = std::collections::HashMap::new();
+    let mut accepted = 0;
+    for task in tasks {
+        let (id, status, answer) = task.await.expect("join");
+        assert!(
+            status == 202 || (status == 200 && answer["duplicate"] == true),
+            "{status}: {answer}"
+        );
+        accepted += usize::from(status == 202);
+        let job_id = answer["job_id"].as_i64().expect("job id");
+        assert_eq!(
+            *job_of.entry(id.clone()).or_insert(job_id),
+            job_id,
+            "copies of {id} name one job"
+        );
+    }
+    assert_eq!(accepted, ids.len(), "one copy of each delivery is accepted");
+    for (id, job_id) in &job_of {
+        let job = runner.get_json(&format!("/api/jobs/{job_id}")).await;
+        assert_eq!(job["delivery_id"], id.as_str(), "job {job_id} belongs to delivery {id}");
+    }
+    assert_eq!(runner.count("jobs").await, 40);
+    assert_eq!(runner.count("deliveries").await, 40);
 }
 
 #[tokio::test]

@@ -27,8 +27,46 @@ pub struct NewDelivery {
     pub sha: Option<String>,
     pub hook_id: Option<i64>,
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: StoredBody,
     pub received_at: i64,
+}
+
+/// A raw delivery body as kept on disk. Bodies are compressed in the request handler,
+/// off the ingest writer's path; one that would not shrink is kept as it came.
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    encoding: &'static str,
+    bytes: Vec<u8>,
+    raw_len: usize,
+}
+
+/// Fast level: JSON payloads already shrink about fivefold, and the CPU goes to requests.
+const BODY_ZSTD_LEVEL: i32 = 1;
+
+impl StoredBody {
+    pub fn compress(raw: &[u8]) -> Self {
+        match zstd::bulk::compress(raw, BODY_ZSTD_LEVEL) {
+            Ok(compressed) if compressed.len() < raw.len() => Self {
+                encoding: "zstd",
+                bytes: compressed,
+                raw_len: raw.len(),
+            },
+            _ => Self {
+                encoding: "identity",
+                bytes: raw.to_vec(),
+                raw_len: raw.len(),
+            },
+        }
+    }
+
+    fn decode(encoding: &str, bytes: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match encoding {
+            "identity" => Ok(bytes),
+            "zstd" => zstd::stream::decode_all(bytes.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("a stored delivery body does not decompress: {e}"))),
+            other => Err(StoreError::Corrupt(format!("unknown delivery body encoding {other:?}"))),
+        }
+    }
 }
 
 /// The result of recording a delivery, as the webhook answers it.
@@ -49,12 +87,14 @@ pub enum Recorded {
     },
 }
 
-/// Records a batch of deliveries and what they trigger, inside the caller's transaction,
-/// with one multi-row statement for the deliveries and one for their jobs (round trips to
-/// SQLite, not rows, are what a batch costs). The unique index on `delivery_id` decides
-/// duplicates, also between copies inside one batch (the first wins), so concurrent
-/// redeliveries cannot both win. Triggers (migrations/) supersede older queued deploys
-/// and link each job to its delivery, row by row in batch order.
+/// Records a batch of deliveries and what they trigger, inside the caller's write
+/// transaction (`BEGIN IMMEDIATE`: no other writer can come between the statements).
+/// Round trips to SQLite, and rows sent back, are what a batch costs, so the common case
+/// is one read that finds no earlier copies, one multi-row insert for the deliveries and
+/// one for their jobs, neither returning rows. The unique index on `delivery_id` still
+/// backs the duplicate check; between copies inside one batch the first wins. Triggers
+/// (migrations/) supersede older queued deploys and link each job to its delivery, row by
+/// row in batch order.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
     batch: &[(&NewDelivery, &Action)],
@@ -62,46 +102,62 @@ pub async fn record_batch(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, reason, \
-         content_type, body, body_bytes, received_at) ",
-    );
-    insert.push_values(batch.iter(), |mut row, (delivery, action)| {
-        let (outcome, reason) = match action {
-            Action::Queue(_) => ("queued", None),
-            Action::Ignore { reason } => ("ignored", Some(reason.clone())),
-            Action::CancelPullRequest { number, .. } => ("cancelled", Some(format!("pull request #{number} closed"))),
-        };
-        row.push_bind(delivery.delivery_id.clone())
-            .push_bind(delivery.event.clone())
-            .push_bind(delivery.action.clone())
-            .push_bind(delivery.project.clone())
-            .push_bind(delivery.repository.clone())
-            .push_bind(delivery.git_ref.clone())
-            .push_bind(delivery.sha.clone())
-            .push_bind(delivery.hook_id)
-            .push_bind(outcome)
-            .push_bind(reason)
-            .push_bind(delivery.content_type.clone())
-            .push_bind(delivery.body.clone())
-            .push_bind(i64::try_from(delivery.body.len()).unwrap_or(i64::MAX))
-            .push_bind(delivery.received_at);
-    });
-    insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
-    let inserted: HashSet<String> = insert
-        .build_query_scalar::<String>()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+    let ids = serde_json::to_string(&batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))?;
+    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(
+        "SELECT delivery_id, job_id FROM deliveries WHERE delivery_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
 
-    // In batch order, the first copy of an inserted id is the new one; every other is a duplicate.
+    // In batch order, the first copy of an id not recorded before is the new one.
     let mut claimed = HashSet::new();
     let is_new: Vec<bool> = batch
         .iter()
-        .map(|(delivery, _)| inserted.contains(&delivery.delivery_id) && claimed.insert(delivery.delivery_id.as_str()))
+        .map(|(delivery, _)| {
+            !earlier.contains_key(&delivery.delivery_id) && claimed.insert(delivery.delivery_id.as_str())
+        })
         .collect();
+    let new_deliveries: Vec<_> = batch
+        .iter()
+        .zip(&is_new)
+        .filter(|(_, new)| **new)
+        .map(|(d, _)| d)
+        .collect();
+    if !new_deliveries.is_empty() {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
+             reason, content_type, body, body_encoding, body_bytes, received_at) ",
+        );
+        insert.push_values(new_deliveries, |mut row, (delivery, action)| {
+            let (outcome, reason) = match action {
+                Action::Queue(_) => ("queued", None),
+                Action::Ignore { reason } => ("ignored", Some(reason.clone())),
+                Action::CancelPullRequest { number, .. } => {
+                    ("cancelled", Some(format!("pull request #{number} closed")))
+                }
+            };
+            row.push_bind(delivery.delivery_id.clone())
+                .push_bind(delivery.event.clone())
+                .push_bind(delivery.action.clone())
+                .push_bind(delivery.project.clone())
+                .push_bind(delivery.repository.clone())
+                .push_bind(delivery.git_ref.clone())
+                .push_bind(delivery.sha.clone())
+                .push_bind(delivery.hook_id)
+                .push_bind(outcome)
+                .push_bind(reason)
+                .push_bind(delivery.content_type.clone())
+                .push_bind(delivery.body.bytes.clone())
+                .push_bind(delivery.body.encoding)
+                .push_bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
+                .push_bind(delivery.received_at);
+        });
+        insert.build().persistent(false).execute(&mut *conn).await?;
+    }
 
     let new_jobs: Vec<&NewJob> = batch
         .iter()
@@ -111,7 +167,7 @@ pub async fn record_batch(
             _ => None,
         })
         .collect();
-    let mut job_ids: HashMap<String, i64> = HashMap::new();
+    let mut job_ids: HashMap<&str, i64> = HashMap::new();
     if !new_jobs.is_empty() {
         let now = batch[0].0.received_at;
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -135,23 +191,37 @@ pub async fn record_batch(
                 .push_bind(now)
                 .push_bind(now);
         });
-        insert.push(" RETURNING id, delivery_id");
-        let rows: Vec<(i64, Option<String>)> = insert.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
-        job_ids.extend(rows.into_iter().filter_map(|(id, delivery)| Some((delivery?, id))));
+        let done = insert.build().persistent(false).execute(&mut *conn).await?;
+        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
+        // failing row fails the whole statement), so the last id names them all.
+        let count = i64::try_from(new_jobs.len()).unwrap_or(i64::MAX);
+        if i64::try_from(done.rows_affected()).ok() != Some(count) {
+            return Err(StoreError::Corrupt(format!(
+                "inserting {count} jobs inserted {}",
+                done.rows_affected()
+            )));
+        }
+        let first = done.last_insert_rowid() - count + 1;
+        for (offset, job) in (0_i64..).zip(&new_jobs) {
+            if let Some(delivery) = job.delivery_id.as_deref() {
+                job_ids.insert(delivery, first + offset);
+            }
+        }
     }
 
     let mut results = Vec::with_capacity(batch.len());
     for ((delivery, action), new) in batch.iter().zip(is_new) {
         let recorded = if !new {
-            let job_id: Option<i64> = sqlx::query_scalar("SELECT job_id FROM deliveries WHERE delivery_id = ?")
-                .bind(&delivery.delivery_id)
-                .fetch_one(&mut *conn)
-                .await?;
+            // A copy of one recorded earlier, or of one first seen in this same batch.
+            let job_id = match earlier.get(&delivery.delivery_id) {
+                Some(job_id) => *job_id,
+                None => job_ids.get(delivery.delivery_id.as_str()).copied(),
+            };
             Recorded::Duplicate { job_id }
         } else {
             match action {
                 Action::Queue(_) => Recorded::Queued {
-                    job_id: job_ids.get(&delivery.delivery_id).copied().ok_or_else(|| {
+                    job_id: job_ids.get(delivery.delivery_id.as_str()).copied().ok_or_else(|| {
                         StoreError::Corrupt(format!("no job recorded for delivery {}", delivery.delivery_id))
                     })?,
                 },
@@ -221,14 +291,17 @@ pub async fn get(pool: &SqlitePool, delivery_id: &str) -> Result<Option<Delivery
     .await?)
 }
 
-/// The stored raw body and its content type, while retention keeps it.
+/// The raw body exactly as it arrived, and its content type, while retention keeps it.
 pub async fn body(pool: &SqlitePool, delivery_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-    let row: Option<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT content_type, body FROM deliveries WHERE delivery_id = ?")
+    let row: Option<(String, String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT content_type, body_encoding, body FROM deliveries WHERE delivery_id = ?")
             .bind(delivery_id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.and_then(|(content_type, body)| body.map(|b| (content_type, b))))
+    let Some((content_type, encoding, Some(stored))) = row else {
+        return Ok(None);
+    };
+    Ok(Some((content_type, StoredBody::decode(&encoding, stored)?)))
 }
 
 /// Drops raw bodies received before `cutoff`; the delivery rows themselves stay.
@@ -246,4 +319,30 @@ pub async fn count(pool: &SqlitePool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM deliveries")
         .fetch_one(pool)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_come_back_exactly_as_they_arrived() {
+        let push = include_bytes!("../../tests/fixtures/github-webhooks/push.payload.json");
+        let kept = StoredBody::compress(push);
+        assert_eq!(kept.encoding, "zstd");
+        assert!(kept.bytes.len() * 3 < push.len());
+        assert_eq!(StoredBody::decode(kept.encoding, kept.bytes).expect("decodes"), push);
+
+        // Too small to shrink: kept as it came.
+        let tiny = StoredBody::compress(b"{}");
+        assert_eq!(tiny.encoding, "identity");
+        assert_eq!(StoredBody::decode(tiny.encoding, tiny.bytes).expect("decodes"), b"{}");
+    }
+
+    #[test]
+    fn a_damaged_body_is_reported_not_returned() {
+        let error = StoredBody::decode("zstd", b"not zstd at all".to_vec()).expect_err("damaged");
+        assert!(error.to_string().contains("does not decompress"), "{error}");
+        assert!(StoredBody::decode("brotli", Vec::new()).is_err());
+    }
 }

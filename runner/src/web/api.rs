@@ -177,6 +177,28 @@ pub async fn replay_delivery(
     ))
 }
 
+/// The delivery's body exactly as GitHub sent it, with its content type, so it can be
+/// inspected (and its signature checked again). Admin only: payloads name people and
+/// their e-mail addresses.
+pub async fn delivery_body(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(delivery_id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let delivery_id =
+        crate::domain::DeliveryId::parse(&delivery_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let Some((content_type, body)) = deliveries::body(&state.pool, delivery_id.as_str()).await? else {
+        return Err(match deliveries::get(&state.pool, delivery_id.as_str()).await? {
+            Some(_) => ApiError::Gone(format!(
+                "the body of delivery {delivery_id} is no longer kept (see server.delivery_body_retention_days)"
+            )),
+            None => ApiError::NotFound(format!("delivery {delivery_id} does not exist")),
+        });
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LogQuery {
     after: Option<i64>,

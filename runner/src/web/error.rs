@@ -15,6 +15,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// It existed, and retention has since dropped it.
+    #[error("{0}")]
+    Gone(String),
     #[error("body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
     #[error("internal error")]
@@ -34,6 +37,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");

@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics))
         .route("/api/deliveries", get(api::list_deliveries))
+        .route("/api/deliveries/{id}/body", get(api::delivery_body))
         .route("/api/deliveries/{id}/replay", post(api::replay_delivery))
         .route("/api/jobs", get(api::list_jobs))
         .route("/api/jobs/{id}", get(api::get_job))

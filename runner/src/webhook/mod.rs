@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::domain::DeliveryId;
 use crate::startup::AppState;
-use crate::store::deliveries::{NewDelivery, Recorded};
+use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
 use crate::store::now_ms;
 use crate::web::error::ApiError;
 use signature::Signature;
@@ -115,7 +115,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         sha: facts.sha,
         hook_id: facts.hook_id,
         content_type,
-        body: body.to_vec(),
+        body: StoredBody::compress(&body),
         received_at: now,
     };
     let recorded = state

@@ -190,6 +190,16 @@ impl TestRunner {
             .await
     }
 
+    /// `GET /api/deliveries/{id}/body` as the admin.
+    pub async fn delivery_body(&self, delivery_id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/deliveries/{delivery_id}/body")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET delivery body")
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.pool)

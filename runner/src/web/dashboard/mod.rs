@@ -83,6 +83,7 @@ impl IntoResponse for PageError {
             }
             Self::Api(ApiError::NotFound(message)) => (StatusCode::NOT_FOUND, "Not found", message),
             Self::Api(ApiError::Conflict(message)) => (StatusCode::CONFLICT, "Not possible now", message),
+            Self::Api(ApiError::Gone(message)) => (StatusCode::GONE, "No longer kept", message),
             Self::Api(ApiError::Unauthorized(message)) => (StatusCode::UNAUTHORIZED, "Login required", message),
             Self::Api(other) => (StatusCode::BAD_REQUEST, "Bad request", other.to_string()),
         };
