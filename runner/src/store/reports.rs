@@ -101,12 +101,23 @@ pub async fn error_of(pool: &SqlitePool, id: i64) -> Result<Option<String>, Stor
 
 /// Jobs of projects that report nowhere are moved out of the reporter's way for good.
 pub async fn park_unreportable(pool: &SqlitePool, projects: &[String], now: i64) -> Result<u64, StoreError> {
+    const UNREPORTABLE: &str = "reported_state IS NOT state AND report_next_at <= ?1
+           AND project NOT IN (SELECT value FROM json_each(?2))";
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
-    Ok(sqlx::query(
-        "UPDATE jobs SET report_next_at = 9223372036854775807
-         WHERE reported_state IS NOT state AND report_next_at <= ?1
-           AND project NOT IN (SELECT value FROM json_each(?2))",
-    )
+    // Most passes find nothing to park: a read first keeps them off the write lock.
+    let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE {UNREPORTABLE})"
+    )))
+    .bind(now)
+    .bind(&projects)
+    .fetch_one(pool)
+    .await?;
+    if !any {
+        return Ok(0);
+    }
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET report_next_at = 9223372036854775807 WHERE {UNREPORTABLE}"
+    )))
     .bind(now)
     .bind(projects)
     .execute(pool)
