@@ -45,7 +45,20 @@ const BODY_ZSTD_LEVEL: i32 = 1;
 
 impl StoredBody {
     pub fn compress(raw: &[u8]) -> Self {
-        match zstd::bulk::compress(raw, BODY_ZSTD_LEVEL) {
+        thread_local! {
+            // Making a zstd context allocates and clears its tables, which costs more than
+            // compressing a whole push payload; each runtime thread keeps one.
+            static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let compressed = COMPRESSOR.with_borrow_mut(|slot| {
+            let compressor = match slot {
+                Some(compressor) => compressor,
+                None => slot.insert(zstd::bulk::Compressor::new(BODY_ZSTD_LEVEL)?),
+            };
+            compressor.compress(raw)
+        });
+        match compressed {
             Ok(compressed) if compressed.len() < raw.len() => Self {
                 encoding: "zstd",
                 bytes: compressed,
