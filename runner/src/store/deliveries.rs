@@ -100,25 +100,37 @@ pub enum Recorded {
     },
 }
 
-/// Records a batch of deliveries and what they trigger, inside the caller's write
-/// transaction (`BEGIN IMMEDIATE`: no other writer can come between the statements).
-/// Round trips to SQLite, and rows sent back, are what a batch costs, so the common case
-/// is one read that finds no earlier copies, one multi-row insert for the deliveries and
-/// one for their jobs, neither returning rows. The unique index on `delivery_id` still
-/// backs the duplicate check; between copies inside one batch the first wins. Triggers
-/// (migrations/) supersede older queued deploys and link each job to its delivery, row by
-/// row in batch order.
+/// Records a batch of deliveries and what they trigger in one write transaction of its
+/// own: all are committed, or none (then it is rolled back before the error returns).
+///
+/// Round trips to SQLite's thread, and rows sent back, are what a batch costs, so the
+/// common case is three: `BEGIN IMMEDIATE` with a read that finds no earlier copies, one
+/// multi-row insert for the deliveries followed by one for their jobs (neither returning
+/// rows), and `COMMIT`. Holding the write lock from the start is what makes the read
+/// decide duplicates; the unique index on `delivery_id` still backs it. Between copies
+/// inside one batch the first wins. Triggers (migrations/) supersede older queued deploys
+/// and link each job to its delivery, row by row in batch order.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
     batch: &[(&NewDelivery, &Action)],
 ) -> Result<Vec<Recorded>, StoreError> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
+    let recorded = record_in_transaction(conn, batch).await;
+    if recorded.is_err() {
+        // Fails harmlessly when BEGIN itself was what failed.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
+    recorded
+}
+
+async fn record_in_transaction(
+    conn: &mut SqliteConnection,
+    batch: &[(&NewDelivery, &Action)],
+) -> Result<Vec<Recorded>, StoreError> {
     let ids = serde_json::to_string(&batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))?;
     let earlier: HashMap<String, Option<i64>> = sqlx::query_as(
-        "SELECT delivery_id, job_id FROM deliveries WHERE delivery_id IN (SELECT value FROM json_each(?))",
+        "BEGIN IMMEDIATE; \
+         SELECT delivery_id, job_id FROM deliveries WHERE delivery_id IN (SELECT value FROM json_each(?))",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
@@ -140,12 +152,24 @@ pub async fn record_batch(
         .filter(|(_, new)| **new)
         .map(|(d, _)| d)
         .collect();
+    let new_jobs: Vec<&NewJob> = batch
+        .iter()
+        .zip(&is_new)
+        .filter_map(|((_, action), new)| match action {
+            Action::Queue(job) if *new => Some(job),
+            _ => None,
+        })
+        .collect();
+
+    let mut job_ids: HashMap<&str, i64> = HashMap::new();
     if !new_deliveries.is_empty() {
+        // Both inserts go in one round trip; the deliveries come first, as the job
+        // trigger that links them expects.
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
              reason, content_type, body, body_encoding, body_bytes, received_at) ",
         );
-        insert.push_values(new_deliveries, |mut row, (delivery, action)| {
+        insert.push_values(&new_deliveries, |mut row, (delivery, action)| {
             let (outcome, reason) = match action {
                 Action::Queue(_) => ("queued", None),
                 Action::Ignore { reason } => ("ignored", Some(reason.clone())),
@@ -169,52 +193,41 @@ pub async fn record_batch(
                 .push_bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
                 .push_bind(delivery.received_at);
         });
-        insert.build().persistent(false).execute(&mut *conn).await?;
-    }
-
-    let new_jobs: Vec<&NewJob> = batch
-        .iter()
-        .zip(&is_new)
-        .filter_map(|((_, action), new)| match action {
-            Action::Queue(job) if *new => Some(job),
-            _ => None,
-        })
-        .collect();
-    let mut job_ids: HashMap<&str, i64> = HashMap::new();
-    if !new_jobs.is_empty() {
-        let now = batch[0].0.received_at;
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
-             delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
-        );
-        insert.push_values(new_jobs.iter(), |mut row, job| {
-            row.push_bind(job.project.to_string())
-                .push_bind(job.environment.to_string())
-                .push_bind(job.kind.as_str())
-                .push_bind(job.trigger.as_str())
-                .push_bind("queued")
-                .push_bind(job.git_ref.to_string())
-                .push_bind(job.sha.to_string())
-                .push_bind(job.pull_request)
-                .push_bind(job.ordering_key)
-                .push_bind(job.delivery_id.clone())
-                .push_bind(job.commit_message.clone())
-                .push_bind(job.commit_author.clone())
-                .push_bind(job.rollback_of)
-                .push_bind(now)
-                .push_bind(now);
-        });
+        if !new_jobs.is_empty() {
+            let now = batch[0].0.received_at;
+            insert.push(
+                "; INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, \
+                 ordering_key, delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
+            );
+            insert.push_values(&new_jobs, |mut row, job| {
+                row.push_bind(job.project.to_string())
+                    .push_bind(job.environment.to_string())
+                    .push_bind(job.kind.as_str())
+                    .push_bind(job.trigger.as_str())
+                    .push_bind("queued")
+                    .push_bind(job.git_ref.to_string())
+                    .push_bind(job.sha.to_string())
+                    .push_bind(job.pull_request)
+                    .push_bind(job.ordering_key)
+                    .push_bind(job.delivery_id.clone())
+                    .push_bind(job.commit_message.clone())
+                    .push_bind(job.commit_author.clone())
+                    .push_bind(job.rollback_of)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+        }
         let done = insert.build().persistent(false).execute(&mut *conn).await?;
-        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
-        // failing row fails the whole statement), so the last id names them all.
-        let count = i64::try_from(new_jobs.len()).unwrap_or(i64::MAX);
-        if i64::try_from(done.rows_affected()).ok() != Some(count) {
+        let expected = new_deliveries.len() + new_jobs.len();
+        if usize::try_from(done.rows_affected()).ok() != Some(expected) {
             return Err(StoreError::Corrupt(format!(
-                "inserting {count} jobs inserted {}",
+                "recording a batch inserted {} rows instead of {expected}",
                 done.rows_affected()
             )));
         }
-        let first = done.last_insert_rowid() - count + 1;
+        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
+        // failing row fails the whole statement), so the last id names them all.
+        let first = done.last_insert_rowid() - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
         for (offset, job) in (0_i64..).zip(&new_jobs) {
             if let Some(delivery) = job.delivery_id.as_deref() {
                 job_ids.insert(delivery, first + offset);
@@ -257,6 +270,7 @@ pub async fn record_batch(
         };
         results.push(recorded);
     }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
 }
 

@@ -1,10 +1,12 @@
 //! The ingest transaction, with group commit.
 //!
-//! One task owns a dedicated write connection. Handlers send it a delivery and wait;
-//! it takes every delivery that is waiting (up to a cap), records them all in one
-//! transaction with one multi-row statement per table, and commits with one fsync. Only after that commit does any
-//! handler get its answer, so a 2xx still means "committed" (invariant 1), while the
-//! cost of the fsync is shared by every delivery that arrived during the previous one.
+//! One task owns a dedicated write connection. Handlers verify, parse and compress a
+//! delivery, send it here and wait; the task takes every delivery that is waiting (up to
+//! a cap) and records them all in one transaction (see `deliveries::record_batch`: three
+//! round trips, one multi-row insert per table) that commits with one fsync. Only after
+//! that commit does any handler get its answer, so a 2xx still means "committed"
+//! (invariant 1), while the cost of the fsync is shared by every delivery that arrived
+//! during the previous one.
 
 use std::sync::Arc;
 
@@ -88,31 +90,19 @@ async fn run(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Pending>, 
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Vec<Result<Recorded, IngestError>> {
-    match try_commit(conn, batch).await {
+    let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
+    match deliveries::record_batch(conn, &items).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(error) => {
             // Nothing of the batch is committed. Redo it one delivery per transaction, so
             // one bad delivery cannot fail the others; each still gets its own answer.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             tracing::warn!(%error, deliveries = batch.len(), "ingest batch failed; committing its deliveries one by one");
-            let mut results = Vec::with_capacity(batch.len());
-            for pending in batch {
-                let result = try_commit(conn, std::slice::from_ref(pending)).await;
-                if result.is_err() {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                }
+            let mut results = Vec::with_capacity(items.len());
+            for item in &items {
+                let result = deliveries::record_batch(conn, std::slice::from_ref(item)).await;
                 results.push(result.map(|mut one| one.remove(0)).map_err(IngestError::Store));
             }
             results
         }
     }
-}
-
-/// Records every delivery of `batch` in one transaction; all or none are committed.
-async fn try_commit(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<Recorded>, StoreError> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
-    let results = deliveries::record_batch(conn, &items).await?;
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
-    Ok(results)
 }
