@@ -194,28 +194,8 @@ async fn record_in_transaction(
                 .push_bind(delivery.received_at);
         });
         if !new_jobs.is_empty() {
-            let now = batch[0].0.received_at;
-            insert.push(
-                "; INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, \
-                 ordering_key, delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
-            );
-            insert.push_values(&new_jobs, |mut row, job| {
-                row.push_bind(job.project.to_string())
-                    .push_bind(job.environment.to_string())
-                    .push_bind(job.kind.as_str())
-                    .push_bind(job.trigger.as_str())
-                    .push_bind("queued")
-                    .push_bind(job.git_ref.to_string())
-                    .push_bind(job.sha.to_string())
-                    .push_bind(job.pull_request)
-                    .push_bind(job.ordering_key)
-                    .push_bind(job.delivery_id.clone())
-                    .push_bind(job.commit_message.clone())
-                    .push_bind(job.commit_author.clone())
-                    .push_bind(job.rollback_of)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
+            insert.push("; ");
+            jobs::push_insert(&mut insert, new_jobs.iter().copied(), batch[0].0.received_at);
         }
         let done = insert.build().persistent(false).execute(&mut *conn).await?;
         let expected = new_deliveries.len() + new_jobs.len();

@@ -1,6 +1,6 @@
 //! `(nothing) → queued`, and `queued → superseded` for older deploys of the same environment.
 
-use sqlx::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::domain::{CommitSha, GitRef, JobId, Name};
 use crate::job::{JobKind, Trigger};
@@ -31,30 +31,38 @@ pub struct NewJob {
 /// deploys never go live out of push order and nothing is silently dropped. The trigger
 /// `jobs_link_delivery` records the job on its delivery.
 pub async fn enqueue(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key,
-                           delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         RETURNING id",
-    )
-    .bind(job.project.as_str())
-    .bind(job.environment.as_str())
-    .bind(job.kind.as_str())
-    .bind(job.trigger.as_str())
-    .bind(job.git_ref.as_str())
-    .bind(job.sha.as_str())
-    .bind(job.pull_request)
-    .bind(job.ordering_key)
-    .bind(job.delivery_id.as_deref())
-    .bind(job.commit_message.as_deref())
-    .bind(job.commit_author.as_deref())
-    .bind(job.rollback_of)
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-
+    let mut insert = QueryBuilder::new("");
+    push_insert(&mut insert, [job], now);
+    insert.push(" RETURNING id");
+    let id: i64 = insert.build_query_scalar().fetch_one(&mut *conn).await?;
     JobId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Appends `INSERT INTO jobs ... VALUES` with one row per job, each queued at `now`: the
+/// one statement that queues jobs, alone (`enqueue`) or as part of a webhook batch. The
+/// triggers described on `enqueue` run for each row, in order.
+pub fn push_insert<'j>(insert: &mut QueryBuilder<Sqlite>, jobs: impl IntoIterator<Item = &'j NewJob>, now: i64) {
+    insert.push(
+        "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
+         delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
+    );
+    insert.push_values(jobs, |mut row, job| {
+        row.push_bind(job.project.to_string())
+            .push_bind(job.environment.to_string())
+            .push_bind(job.kind.as_str())
+            .push_bind(job.trigger.as_str())
+            .push_bind("queued")
+            .push_bind(job.git_ref.to_string())
+            .push_bind(job.sha.to_string())
+            .push_bind(job.pull_request)
+            .push_bind(job.ordering_key)
+            .push_bind(job.delivery_id.clone())
+            .push_bind(job.commit_message.clone())
+            .push_bind(job.commit_author.clone())
+            .push_bind(job.rollback_of)
+            .push_bind(now)
+            .push_bind(now);
+    });
 }
 
 /// Queues a job in its own transaction (actions from the API, not webhook deliveries).

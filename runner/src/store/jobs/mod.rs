@@ -12,7 +12,7 @@ mod heartbeat;
 pub use abandon::fail_abandoned;
 pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
 pub use claim::claim_next;
-pub use enqueue::{NewJob, enqueue, enqueue_now};
+pub use enqueue::{NewJob, enqueue, enqueue_now, push_insert};
 pub use finish::finish;
 pub use heartbeat::{Heartbeat, heartbeat};
 
