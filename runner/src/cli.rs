@@ -75,6 +75,28 @@ pub enum Command {
         #[command(flatten)]
         remote: crate::ops::Remote,
     },
+    /// Approve what a job waits for: running a pull request from a fork, or applying its
+    /// terraform plan (needs RUNNER_ADMIN_TOKEN).
+    Approve {
+        /// Job id (see `runner jobs`).
+        job: u64,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
+    /// Reject what a job waits for; the job ends without it (needs RUNNER_ADMIN_TOKEN).
+    Reject {
+        /// Job id (see `runner jobs`).
+        job: u64,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
+    /// Cancel a queued, held or running job (needs RUNNER_ADMIN_TOKEN).
+    Cancel {
+        /// Job id (see `runner jobs`).
+        job: u64,
+        #[command(flatten)]
+        remote: crate::ops::Remote,
+    },
     /// Exit 0 if the runner answers /healthz on its listen address (RUNNER_LISTEN or the
     /// config): the container image's HEALTHCHECK.
     Healthcheck(ConfigArg),
@@ -111,7 +133,7 @@ pub fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            crate::telemetry::init(config.server.log_format);
+            crate::telemetry::init(config.server.log_format, config.secrets().mask());
             runtime.block_on(serve(config))
         }
         Command::CheckConfig { config, json } => match config.load() {
@@ -146,6 +168,9 @@ pub fn main() -> ExitCode {
             ops_exit(runtime.block_on(crate::ops::rollback(&remote, deployment)))
         }
         Command::Replay { delivery, remote } => ops_exit(runtime.block_on(crate::ops::replay(&remote, &delivery))),
+        Command::Approve { job, remote } => ops_exit(runtime.block_on(crate::ops::approve(&remote, job))),
+        Command::Reject { job, remote } => ops_exit(runtime.block_on(crate::ops::reject(&remote, job))),
+        Command::Cancel { job, remote } => ops_exit(runtime.block_on(crate::ops::cancel(&remote, job))),
         Command::Healthcheck(arg) => {
             let listen = match std::env::var("RUNNER_LISTEN").ok().and_then(|v| v.parse().ok()) {
                 Some(listen) => listen,
@@ -241,11 +266,19 @@ fn print_config(config: &Config, as_json: bool) {
                 "deploy_branches": p.deploy_branches,
                 "deploy_tags": p.deploy_tags,
                 "environment": p.environment,
-                "clone_url": p.clone_url.as_deref().map(crate::pipeline::checkout::redact_url),
+                "clone_url": p.clone_url.as_ref().map(|u| crate::pipeline::checkout::redact_url(u.expose_secret())),
                 "webhook_secret": "[redacted]",
+                "pull_requests": p.pull_requests.as_str(),
+                "containers": json!({
+                    "memory_mb": p.containers.memory_bytes / (1024 * 1024),
+                    "cpus": p.containers.nano_cpus as f64 / 1e9,
+                    "pids_limit": p.containers.pids_limit,
+                    "capabilities": p.containers.capabilities,
+                }),
                 "build": p.build.as_ref().map(|b| json!({
                     "image": b.image, "context": b.context, "dockerfile": b.dockerfile,
-                    "build_args": b.build_args, "timeout_secs": b.timeout.as_secs(),
+                    "build_args": b.build_args, "secrets": b.secrets.keys().collect::<Vec<_>>(),
+                    "timeout_secs": b.timeout.as_secs(),
                 })),
                 "smoke": p.smoke.as_ref().map(|s| json!({
                     "container_port": s.container_port, "path": s.path, "expect_status": s.expect_status,
@@ -265,6 +298,11 @@ fn print_config(config: &Config, as_json: bool) {
                         (k.clone(), if secret { "[redacted]".to_owned() } else { v.clone() })
                     }).collect::<std::collections::BTreeMap<_, _>>(),
                     "env": t.env.keys().collect::<Vec<_>>(), "workspace": t.workspace,
+                    "secret_env": t.secret_env.keys().collect::<Vec<_>>(),
+                    "secret_vars": t.secret_vars.keys().collect::<Vec<_>>(),
+                    "plan_pull_requests": t.plan_pull_requests,
+                    "pull_request_env": t.pull_request_env.keys().collect::<Vec<_>>(),
+                    "pull_request_secret_env": t.pull_request_secret_env.keys().collect::<Vec<_>>(),
                     "require_approval": t.require_approval, "lock_timeout_secs": t.lock_timeout.as_secs(),
                     "timeout_secs": t.timeout.as_secs(),
                 })),
@@ -301,11 +339,13 @@ fn print_config(config: &Config, as_json: bool) {
             "workers": config.queue.workers,
             "lease_secs": config.queue.lease.as_secs(),
             "max_attempts": config.queue.max_attempts,
+            "job_log_max_bytes": config.queue.job_log_max_bytes,
         },
         "dashboard": {
             "read_access": match config.dashboard.read_access { crate::config::ReadAccess::Public => "public", crate::config::ReadAccess::Login => "login" },
             "public_url": config.dashboard.public_url,
             "session_hours": config.dashboard.session_lifetime.as_secs() / 3600,
+            "login_attempts_per_minute": config.dashboard.login_attempts_per_minute,
         },
         "github": {
             "api_url": config.github.api_url,

@@ -76,6 +76,7 @@ struct RawDashboard {
     read_access: Option<String>,
     public_url: Option<String>,
     session_hours: Option<u32>,
+    login_attempts_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +95,7 @@ struct RawQueue {
     workers: Option<usize>,
     lease_secs: Option<u64>,
     max_attempts: Option<u32>,
+    job_log_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,8 @@ struct RawProject {
     deploy_tags: bool,
     environment: Option<String>,
     clone_url: Option<String>,
+    pull_requests: Option<String>,
+    containers: Option<RawContainers>,
     build: Option<RawBuild>,
     smoke: Option<RawSmoke>,
     registry: Option<RawRegistry>,
@@ -127,6 +131,16 @@ struct RawTerraform {
     backend_config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    secret_env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    secret_vars: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    plan_pull_requests: bool,
+    #[serde(default)]
+    pull_request_env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pull_request_secret_env: std::collections::BTreeMap<String, String>,
     workspace: Option<String>,
     #[serde(default)]
     require_approval: bool,
@@ -142,7 +156,18 @@ struct RawBuild {
     dockerfile: Option<String>,
     #[serde(default)]
     build_args: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, String>,
     timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainers {
+    memory_mb: Option<u64>,
+    cpus: Option<f64>,
+    pids_limit: Option<i64>,
+    capabilities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +301,8 @@ pub struct DashboardConfig {
     /// hands out; an `https` URL also marks the session cookie `Secure`.
     pub public_url: Option<String>,
     pub session_lifetime: Duration,
+    /// Login attempts one client address may make per minute.
+    pub login_attempts_per_minute: u32,
 }
 
 impl DashboardConfig {
@@ -292,6 +319,8 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// Claims per job before it is failed as abandoned.
     pub max_attempts: u32,
+    /// A job's log stops growing at this many bytes (the cut is said in the log).
+    pub job_log_max_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -301,9 +330,14 @@ pub struct Project {
     pub deploy_branches: Vec<GitRef>,
     pub deploy_tags: bool,
     pub environment: Name,
-    /// Where checkout fetches from; defaults to the repository's GitHub URL.
-    pub clone_url: Option<String>,
+    /// Where checkout fetches from; defaults to the repository's GitHub URL. May hold
+    /// credentials, so it is masked wherever text is shown.
+    pub clone_url: Option<SecretString>,
     pub webhook_secret: SecretString,
+    /// Which pull requests run verify jobs.
+    pub pull_requests: PullRequestPolicy,
+    /// Limits of the containers that run the project's code (smoke test and rollout).
+    pub containers: ContainerLimits,
     pub build: Option<BuildSettings>,
     pub smoke: Option<SmokeSettings>,
     pub registry: Option<RegistrySettings>,
@@ -326,7 +360,54 @@ pub struct BuildSettings {
     /// Dockerfile, relative to the context.
     pub dockerfile: String,
     pub build_args: std::collections::BTreeMap<String, String>,
+    /// Build secrets by name: given only to builds of trusted code (never to a pull
+    /// request's build), and masked everywhere.
+    pub secrets: std::collections::BTreeMap<String, SecretString>,
     pub timeout: Duration,
+}
+
+/// Which pull requests run verify jobs (code from a fork is a stranger's code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRequestPolicy {
+    /// No pull request runs anything.
+    Off,
+    /// Pull requests from branches of the repository itself; a fork's are ignored.
+    SameRepository,
+    /// As `SameRepository`, and a fork's pull request is queued held until an admin
+    /// approves it; nothing of it runs before.
+    ApproveForks,
+}
+
+impl PullRequestPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::SameRepository => "same-repository",
+            Self::ApproveForks => "approve-forks",
+        }
+    }
+}
+
+/// Resource limits and privileges of the containers that run a project's image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLimits {
+    pub memory_bytes: i64,
+    /// CPU quota in billionths of a CPU, as the Engine API takes it.
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+    /// Capabilities kept; every other one is dropped.
+    pub capabilities: Vec<String>,
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids_limit: 256,
+            capabilities: vec!["NET_BIND_SERVICE".to_owned()],
+        }
+    }
 }
 
 /// How a built image proves it works: run it and ask its health endpoint.
@@ -386,8 +467,17 @@ pub struct TerraformSettings {
     pub vars: std::collections::BTreeMap<String, String>,
     /// `-backend-config` key/value pairs for `init`.
     pub backend_config: std::collections::BTreeMap<String, String>,
-    /// Extra environment of the terraform commands (e.g. `AWS_PROFILE`).
+    /// Extra environment of the terraform commands of deploys (e.g. `AWS_PROFILE`).
     pub env: std::collections::BTreeMap<String, String>,
+    /// Secret environment of deploys' terraform commands (credentials), masked everywhere.
+    pub secret_env: std::collections::BTreeMap<String, SecretString>,
+    /// Secret variables of deploys, masked everywhere.
+    pub secret_vars: std::collections::BTreeMap<String, SecretString>,
+    /// Whether verify jobs of pull requests plan at all.
+    pub plan_pull_requests: bool,
+    /// The environment of a pull request's plan (read-only credentials), never `env`.
+    pub pull_request_env: std::collections::BTreeMap<String, String>,
+    pub pull_request_secret_env: std::collections::BTreeMap<String, SecretString>,
     pub workspace: String,
     /// Deploys wait for `POST /api/jobs/{id}/approve` before applying a plan with changes.
     pub require_approval: bool,
@@ -542,7 +632,7 @@ impl Config {
         let read_access = match env_nonempty("RUNNER_DASHBOARD_READ_ACCESS")
             .or(raw.dashboard.read_access)
             .as_deref()
-            .unwrap_or("public")
+            .unwrap_or("login")
         {
             "public" => ReadAccess::Public,
             "login" => ReadAccess::Login,
@@ -563,6 +653,17 @@ impl Config {
                 "dashboard.public_url",
                 format!("{url:?} must start with http:// or https://"),
             ));
+        }
+        let login_attempts_per_minute = raw.dashboard.login_attempts_per_minute.unwrap_or(10);
+        if !(1..=1000).contains(&login_attempts_per_minute) {
+            return Err(invalid(
+                "dashboard.login_attempts_per_minute",
+                "must be between 1 and 1000",
+            ));
+        }
+        let job_log_max_bytes = raw.queue.job_log_max_bytes.unwrap_or(50 * 1024 * 1024);
+        if job_log_max_bytes < 64 * 1024 {
+            return Err(invalid("queue.job_log_max_bytes", "must be at least 65536"));
         }
         let session_hours = raw.dashboard.session_hours.unwrap_or(12);
         if !(1..=24 * 30).contains(&session_hours) {
@@ -637,12 +738,14 @@ impl Config {
                 workers,
                 lease: Duration::from_secs(lease_secs),
                 max_attempts,
+                job_log_max_bytes,
             },
             github,
             dashboard: DashboardConfig {
                 read_access,
                 public_url,
                 session_lifetime: Duration::from_secs(u64::from(session_hours) * 3600),
+                login_attempts_per_minute,
             },
             projects,
             admin_token,
@@ -658,6 +761,66 @@ impl Config {
     pub fn project(&self, name: &str) -> Option<&Project> {
         self.projects.iter().find(|p| p.name.as_str() == name)
     }
+
+    /// Every secret value this configuration holds: what the runner masks everywhere.
+    pub fn secrets(&self) -> crate::secrets::SecretSet {
+        let mut set = crate::secrets::SecretSet::default();
+        if let Some(token) = &self.admin_token {
+            set.add(token.expose_secret());
+        }
+        for project in &self.projects {
+            set.add(project.webhook_secret.expose_secret());
+            if let Some(url) = &project.clone_url {
+                for credential in crate::secrets::url_credentials(url.expose_secret()) {
+                    set.add(credential);
+                }
+            }
+            if let Some(password) = project.registry.as_ref().and_then(|r| r.password.as_ref()) {
+                set.add(password.expose_secret());
+            }
+            match project.github.as_ref().map(|g| &g.auth) {
+                Some(GitHubAuth::Token(token)) => set.add(token.expose_secret()),
+                Some(GitHubAuth::App { private_key, .. }) => set.add(private_key.expose_secret()),
+                None => {}
+            }
+            if let Some(build) = &project.build {
+                for value in build.secrets.values() {
+                    set.add(value.expose_secret());
+                }
+            }
+            if let Some(terraform) = &project.terraform {
+                for value in terraform
+                    .secret_env
+                    .values()
+                    .chain(terraform.secret_vars.values())
+                    .chain(terraform.pull_request_secret_env.values())
+                {
+                    set.add(value.expose_secret());
+                }
+            }
+        }
+        set
+    }
+}
+
+/// Reads `NAME = "ENV_VAR"` pairs: each value from the named environment variable.
+fn read_secret_map(
+    names: std::collections::BTreeMap<String, String>,
+    field: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::collections::BTreeMap<String, SecretString>, ConfigError> {
+    names
+        .into_iter()
+        .map(|(name, var)| {
+            let value = env(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                invalid(
+                    format!("{field}.{name}"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            Ok((name, SecretString::from(value)))
+        })
+        .collect()
 }
 
 fn find_terraform(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
@@ -750,6 +913,53 @@ fn resolve_project(
             "the webhook secret is empty; a project needs a secret",
         ));
     }
+    let pull_requests = match raw.pull_requests.as_deref().unwrap_or("same-repository") {
+        "off" => PullRequestPolicy::Off,
+        "same-repository" => PullRequestPolicy::SameRepository,
+        "approve-forks" => PullRequestPolicy::ApproveForks,
+        other => {
+            return Err(invalid(
+                field("pull_requests"),
+                format!("{other:?} is not \"off\", \"same-repository\" or \"approve-forks\""),
+            ));
+        }
+    };
+    let containers = match raw.containers {
+        None => ContainerLimits::default(),
+        Some(c) => {
+            let defaults = ContainerLimits::default();
+            let memory_mb = c.memory_mb.unwrap_or(512);
+            if !(16..=1024 * 1024).contains(&memory_mb) {
+                return Err(invalid(field("containers.memory_mb"), "must be between 16 and 1048576"));
+            }
+            let cpus = c.cpus.unwrap_or(1.0);
+            if !(cpus.is_finite() && (0.01..=1024.0).contains(&cpus)) {
+                return Err(invalid(field("containers.cpus"), "must be between 0.01 and 1024"));
+            }
+            let pids_limit = c.pids_limit.unwrap_or(defaults.pids_limit);
+            if !(8..=1_000_000).contains(&pids_limit) {
+                return Err(invalid(field("containers.pids_limit"), "must be between 8 and 1000000"));
+            }
+            let capabilities = c.capabilities.unwrap_or(defaults.capabilities);
+            if let Some(bad) = capabilities
+                .iter()
+                .find(|cap| cap.is_empty() || !cap.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+            {
+                return Err(invalid(
+                    field("containers.capabilities"),
+                    format!("{bad:?} is not a capability name like \"NET_BIND_SERVICE\""),
+                ));
+            }
+            ContainerLimits {
+                memory_bytes: i64::try_from(memory_mb * 1024 * 1024).unwrap_or(i64::MAX),
+                // Whole billionths of a CPU: the rounding is below anything measurable.
+                #[allow(clippy::cast_possible_truncation)]
+                nano_cpus: (cpus * 1e9).round() as i64,
+                pids_limit,
+                capabilities,
+            }
+        }
+    };
     let build = raw
         .build
         .map(|b| -> Result<BuildSettings, ConfigError> {
@@ -767,11 +977,19 @@ fn resolve_project(
                     return Err(invalid(field(name), "must be a relative path inside the repository"));
                 }
             }
+            let secrets = read_secret_map(b.secrets, &field("build.secrets"), env)?;
+            if let Some(name) = secrets.keys().find(|name| b.build_args.contains_key(*name)) {
+                return Err(invalid(
+                    field("build.secrets"),
+                    format!("{name} is both a build arg and a secret; keep it in one of them"),
+                ));
+            }
             Ok(BuildSettings {
                 image: b.image,
                 context,
                 dockerfile,
                 build_args: b.build_args,
+                secrets,
                 timeout: Duration::from_secs(b.timeout_secs.unwrap_or(1800)),
             })
         })
@@ -949,12 +1167,28 @@ fn resolve_project(
                     "must be a relative path inside the repository",
                 ));
             }
+            let secret_vars = read_secret_map(t.secret_vars, &field("terraform.secret_vars"), env)?;
+            if let Some(name) = secret_vars.keys().find(|name| t.vars.contains_key(*name)) {
+                return Err(invalid(
+                    field("terraform.secret_vars"),
+                    format!("{name} is both a plain and a secret variable"),
+                ));
+            }
             Ok(TerraformSettings {
                 dir: t.dir,
                 image_var: t.image_var.unwrap_or_else(|| "image_url".to_owned()),
                 vars: t.vars,
                 backend_config: t.backend_config,
                 env: t.env,
+                secret_env: read_secret_map(t.secret_env, &field("terraform.secret_env"), env)?,
+                secret_vars,
+                plan_pull_requests: t.plan_pull_requests,
+                pull_request_env: t.pull_request_env,
+                pull_request_secret_env: read_secret_map(
+                    t.pull_request_secret_env,
+                    &field("terraform.pull_request_secret_env"),
+                    env,
+                )?,
                 workspace: t.workspace.unwrap_or_else(|| "default".to_owned()),
                 require_approval: t.require_approval,
                 lock_timeout: Duration::from_secs(t.lock_timeout_secs.unwrap_or(60)),
@@ -968,8 +1202,10 @@ fn resolve_project(
         deploy_branches,
         deploy_tags: raw.deploy_tags,
         environment,
-        clone_url: raw.clone_url.filter(|u| !u.is_empty()),
+        clone_url: raw.clone_url.filter(|u| !u.is_empty()).map(SecretString::from),
         webhook_secret: SecretString::from(secret),
+        pull_requests,
+        containers,
         build,
         smoke,
         registry,

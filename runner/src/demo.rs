@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !app_port_is_ours(&docker, args.app_port).await {
         port_free(args.app_port, "--app-port")?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::secrets::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let webapp = match &args.webapp_bin {
         Some(path) => path.clone(),
@@ -274,12 +274,7 @@ fn read_or_create_token(path: &Path) -> anyhow::Result<String> {
         return Ok(token.trim().to_owned());
     }
     let token = hex::encode(random_bytes()?);
-    std::fs::write(path, format!("{token}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::secrets::write_private(path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

@@ -10,6 +10,7 @@ pub mod job;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -234,8 +234,9 @@ fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     }
 }
 
-/// POSTs an action, prints the queued job, and with `--wait` follows it to its end.
-async fn act(remote: &Remote, path: &str, body: Option<Value>) -> Result<(), OpsError> {
+/// POSTs an action, prints the job it concerns (`done`: what happened to it), and with
+/// `--wait` follows the job to its end.
+async fn act(remote: &Remote, path: &str, body: Option<Value>, done: &str) -> Result<(), OpsError> {
     let token = admin_token()?;
     let mut request = client()?
         .post(format!("{}{path}", remote.url.trim_end_matches('/')))
@@ -253,7 +254,7 @@ async fn act(remote: &Remote, path: &str, body: Option<Value>) -> Result<(), Ops
         if remote.json {
             println!("{queued}");
         } else {
-            println!("queued job {job_id}");
+            println!("{done} job {job_id}");
         }
         return Ok(());
     }
@@ -287,16 +288,36 @@ pub async fn deploy(remote: &Remote, project: &str, target: &str) -> Result<(), 
     } else {
         json!({ "ref": target })
     };
-    act(remote, &format!("/api/projects/{project}/deploy"), Some(body)).await
+    act(remote, &format!("/api/projects/{project}/deploy"), Some(body), "queued").await
 }
 
 pub async fn rollback(remote: &Remote, deployment: u64) -> Result<(), OpsError> {
-    act(remote, &format!("/api/deployments/{deployment}/rollback"), None).await
+    act(
+        remote,
+        &format!("/api/deployments/{deployment}/rollback"),
+        None,
+        "queued",
+    )
+    .await
 }
 
 pub async fn replay(remote: &Remote, delivery: &str) -> Result<(), OpsError> {
     let delivery = crate::domain::DeliveryId::parse(delivery).map_err(|e| OpsError::Usage(e.to_string()))?;
-    act(remote, &format!("/api/deliveries/{delivery}/replay"), None).await
+    act(remote, &format!("/api/deliveries/{delivery}/replay"), None, "queued").await
+}
+
+/// Approves what a job waits for: running a fork's pull request, or applying its plan.
+pub async fn approve(remote: &Remote, job: u64) -> Result<(), OpsError> {
+    act(remote, &format!("/api/jobs/{job}/approve"), None, "approved").await
+}
+
+/// Rejects what a job waits for; the job ends without running it.
+pub async fn reject(remote: &Remote, job: u64) -> Result<(), OpsError> {
+    act(remote, &format!("/api/jobs/{job}/reject"), None, "rejected").await
+}
+
+pub async fn cancel(remote: &Remote, job: u64) -> Result<(), OpsError> {
+    act(remote, &format!("/api/jobs/{job}/cancel"), None, "cancel requested for").await
 }
 
 /// Exit status 0 when the runner at `listen` answers `/healthz`: Docker's HEALTHCHECK.

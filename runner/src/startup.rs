@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineContext;
 use crate::pipeline::engine::DockerEngine;
-use crate::pipeline::joblog::{LogEvents, SecretMask};
+use crate::pipeline::joblog::LogEvents;
 use crate::store::{self, deliveries, now_ms};
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
@@ -37,6 +37,7 @@ pub struct AppState {
     pub job_queued: Arc<Notify>,
     /// Which job just stored log lines or changed state: wakes live log streams.
     pub log_events: LogEvents,
+    pub login_limiter: Arc<crate::web::dashboard::auth::LoginLimiter>,
 }
 
 pub struct Application {
@@ -72,13 +73,7 @@ impl Application {
             .iter()
             .map(|p| SignatureKey::new(p.webhook_secret.expose_secret().as_bytes()))
             .collect();
-        let mask = SecretMask::new(
-            config
-                .projects
-                .iter()
-                .map(|p| p.webhook_secret.expose_secret().to_owned())
-                .chain(config.admin_token.iter().map(|t| t.expose_secret().to_owned())),
-        );
+        let mask = config.secrets().mask();
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
         let log_events = LogEvents::default();
@@ -121,6 +116,7 @@ impl Application {
             cancellations,
             job_queued,
             log_events,
+            login_limiter: Arc::default(),
         };
         Ok(Self {
             listener,
@@ -175,9 +171,12 @@ impl Application {
         ));
 
         let router = crate::web::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         tracing::info!("stopped accepting requests; waiting for running jobs");
         stop_workers.cancel();
         retention.abort();
@@ -268,9 +267,7 @@ async fn reap_work_root(root: &PathBuf) -> anyhow::Result<()> {
                 .with_context(|| format!("removing {}", entry.path().display()))?;
         }
     }
-    tokio::fs::create_dir_all(root)
-        .await
-        .with_context(|| format!("creating the work directory {}", root.display()))
+    crate::secrets::create_private_dir(root).with_context(|| format!("creating the work directory {}", root.display()))
 }
 
 async fn checkpoint_periodically(pool: SqlitePool) {

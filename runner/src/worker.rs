@@ -126,7 +126,13 @@ impl Worker {
         let cancel = self.cancellations.register(job.id);
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().keep_lease(job.id, cancel.clone(), lost.clone()));
-        let (log, writer) = JobLog::start(self.pool.clone(), job.id, self.mask.clone(), self.log_events.clone());
+        let (log, writer) = JobLog::start_capped(
+            self.pool.clone(),
+            job.id,
+            self.mask.clone(),
+            self.log_events.clone(),
+            self.config.queue.job_log_max_bytes,
+        );
 
         let outcome = match self.config.project(&job.project) {
             Some(project) => pipeline::run(&self.pipeline, project, &job, &log, &cancel).await,
@@ -141,7 +147,7 @@ impl Worker {
         let (state, error) = match &outcome {
             Ok(()) => (JobState::Succeeded, None),
             Err(JobFailure::Cancelled) => (JobState::Cancelled, Some("cancelled by request".to_owned())),
-            Err(failure) => (JobState::Failed, Some(failure.to_string())),
+            Err(failure) => (JobState::Failed, Some(self.mask.masked(failure.to_string()))),
         };
         log.system(format!("job {}", state));
         drop(log);

@@ -67,10 +67,15 @@ async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
     let (log, writer) =
         runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default(), Default::default());
     let into = dir.path().join("work");
-    GitCheckout::new(repo.display().to_string())
+    GitCheckout::new(repo.display().to_string(), dir.path().join("home"))
         .fetch(&job, &into, &log)
         .await
         .expect("checkout succeeds");
+    let git_config = std::fs::read_to_string(into.join(".git/config")).expect("git config");
+    assert!(
+        !git_config.contains(&repo.display().to_string()),
+        "the clone URL (which may hold credentials) is not left in the checkout: {git_config}"
+    );
     assert_eq!(
         git(&into, &["rev-parse", "HEAD"]),
         first,

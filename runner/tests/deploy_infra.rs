@@ -99,6 +99,7 @@ dir = "infra"
 backend_config = {{ path = "{state}" }}
 require_approval = {approval}
 lock_timeout_secs = 5
+plan_pull_requests = true
 
 {rollout}
 "#,
@@ -476,11 +477,13 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
     let other = Module {
         bin: PathBuf::from(required_env("TERRAFORM_BIN", "scripts/services.sh install")),
         dir: elsewhere.path().to_owned(),
+        home: elsewhere.path().join("home"),
         vars: [("image_url".to_owned(), "registry.test/someone-else@sha256:0".to_owned())].into(),
         backend_config: [("path".to_owned(), setup.state.display().to_string())].into(),
         env: Default::default(),
         workspace: "default".into(),
         lock_timeout: Duration::from_secs(5),
+        lock_state: true,
     };
     let (runner_job_log, writer) = runner::pipeline::joblog::JobLog::start(
         runner.pool.clone(),

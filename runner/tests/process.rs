@@ -143,7 +143,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
             &format!("clone_url = \"{remote}\""),
         );
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, config).expect("write config");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -209,7 +209,7 @@ fn check_config_prints_the_resolved_config_without_secrets() {
         "url = \"127.0.0.1:1\"",
         "url = \"127.0.0.1:1\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASS\"",
     );
-    std::fs::write(&config_path, config).expect("write");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write");
     let output = Command::new(BIN)
         .args(["check-config", "--json", "--config"])
         .arg(&config_path)
@@ -297,7 +297,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let project = format!("kill{unique}");
     let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, free_port(), 20);
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, config).expect("write config");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -361,7 +361,7 @@ async fn kill_during_step_then_restart(step: &str) {
     let host_port = free_port();
     let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, config).expect("write config");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -444,7 +444,11 @@ async fn the_github_token_never_reaches_the_runners_own_log() {
     let api = fake.start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("runner.toml");
-    std::fs::write(&config, with_github(default_config_toml(dir.path()), &api, true)).expect("write");
+    std::fs::write(
+        &config,
+        publicly_readable(with_github(default_config_toml(dir.path()), &api, true)),
+    )
+    .expect("write");
     let runner = Runner::start_with_env(
         &config,
         &[("GITHUB_TOKEN_FOR_TESTS", GITHUB_TOKEN), ("RUST_LOG", "debug")],

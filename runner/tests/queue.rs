@@ -20,6 +20,7 @@ async fn fresh_db() -> (tempfile::TempDir, SqlitePool) {
 
 fn new_job(kind: JobKind, environment: &str, sha_digit: char, ordering_key: i64) -> NewJob {
     NewJob {
+        held_for_approval: false,
         project: Name::parse("hello").expect("name"),
         environment: Name::parse(environment).expect("env"),
         kind,

@@ -38,6 +38,7 @@ fn local_module(dir: &Path, state: &Path, image: &str, delay: u32) -> Module {
     Module {
         bin: terraform_bin(),
         dir: dir.to_owned(),
+        home: dir.with_extension("home"),
         vars: BTreeMap::from([
             ("image_url".to_owned(), image.to_owned()),
             ("apply_delay".to_owned(), delay.to_string()),
@@ -46,6 +47,7 @@ fn local_module(dir: &Path, state: &Path, image: &str, delay: u32) -> Module {
         env: BTreeMap::new(),
         workspace: "default".to_owned(),
         lock_timeout: Duration::from_secs(1),
+        lock_state: true,
     }
 }
 
@@ -211,6 +213,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
     let s3 = |image: &str, delay: u32, dir: &Path| Module {
         bin: terraform_bin(),
         dir: dir.to_owned(),
+        home: dir.with_extension("home"),
         vars: BTreeMap::from([
             ("image_url".to_owned(), image.to_owned()),
             ("apply_delay".to_owned(), delay.to_string()),
@@ -236,6 +239,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
         ]),
         workspace: "default".to_owned(),
         lock_timeout: Duration::from_secs(1),
+        lock_state: true,
     };
     let never = CancellationToken::new();
     let first_dir = module_dir("s3", &work.path().join("one"));

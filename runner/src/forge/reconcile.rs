@@ -84,6 +84,7 @@ impl Reconciler {
                 continue;
             }
             let job = NewJob {
+                held_for_approval: false,
                 project: project.name.clone(),
                 environment: project.environment.clone(),
                 kind: JobKind::Deploy,

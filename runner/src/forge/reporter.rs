@@ -33,12 +33,15 @@ pub struct Reporter {
     clients: HashMap<String, GitHub>,
     /// A project whose GitHub asked us to wait is left alone until then.
     paused_until: HashMap<String, i64>,
+    /// What a description may quote (a step's error) passes through this first.
+    mask: crate::secrets::SecretMask,
 }
 
 impl Reporter {
     pub fn new(pool: sqlx::SqlitePool, config: Arc<Config>, metrics: Arc<Metrics>, events: LogEvents) -> Self {
         Self {
             pool,
+            mask: config.secrets().mask(),
             config,
             metrics,
             events,
@@ -165,6 +168,7 @@ impl Reporter {
                 .await?;
         }
         let (state, text) = commit_status(job);
+        let text = self.mask.masked(text);
         client
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
@@ -233,6 +237,10 @@ fn commit_status(job: &Unreported) -> (CommitState, String) {
     match job.state.as_str() {
         "queued" => (CommitState::Pending, "queued".into()),
         "running" => (CommitState::Pending, "running".into()),
+        "awaiting_approval" if job.held_for.is_some() => (
+            CommitState::Pending,
+            "waiting for an admin to approve running this pull request from a fork".into(),
+        ),
         "awaiting_approval" => (
             CommitState::Pending,
             format!("waiting for approval of the plan: {}", plan.unwrap_or_default()),

@@ -1,9 +1,12 @@
 //! Step 1: fetch exactly the job's commit into a fresh directory, with the git CLI.
 //!
 //! Nothing from a payload reaches a shell: git runs without one, every argument is a
-//! separate argv entry, and the SHA was parsed as 40 hex digits before it got here.
+//! separate argv entry, and the SHA was parsed as 40 hex digits before it got here. Git
+//! gets an allow-list environment (see [`super::child`]), and the clone URL (which may
+//! hold credentials) is removed from the checkout once the commit is there, so code run
+//! in the checkout later cannot read it back from `.git/config`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -19,11 +22,13 @@ pub trait Checkout {
 
 pub struct GitCheckout {
     url: String,
+    /// `HOME` and `TMPDIR` of git: a directory private to the job.
+    home: PathBuf,
 }
 
 impl GitCheckout {
-    pub fn new(url: String) -> Self {
-        Self { url }
+    pub fn new(url: String, home: PathBuf) -> Self {
+        Self { url, home }
     }
 }
 
@@ -43,12 +48,14 @@ impl Checkout for GitCheckout {
             .await
             .map_err(|e| format!("cannot create {}: {e}", into.display()))?;
         log.system(format!("fetching {} from {}", job.sha, redact_url(&self.url)));
-        git(into, log, &["init", "--quiet"]).await?;
-        git(into, log, &["remote", "add", "origin", "--", &self.url]).await?;
+        let home = self.home.as_path();
+        git(into, home, log, &["init", "--quiet"]).await?;
+        git(into, home, log, &["remote", "add", "origin", "--", &self.url]).await?;
         // By SHA first (GitHub serves any reachable commit, shallow); servers that refuse
         // unadvertised objects get the ref instead, and the SHA must then be in it.
         let by_sha = git(
             into,
+            home,
             log,
             &["fetch", "--quiet", "--no-tags", "--depth=1", "origin", &job.sha],
         )
@@ -56,10 +63,11 @@ impl Checkout for GitCheckout {
         if by_sha.is_err() {
             log.system(format!("fetch by SHA refused; fetching {} instead", job.git_ref));
             let refspec = format!("+{}:refs/remotes/origin/job", job.git_ref);
-            git(into, log, &["fetch", "--quiet", "--no-tags", "origin", &refspec]).await?;
+            git(into, home, log, &["fetch", "--quiet", "--no-tags", "origin", &refspec]).await?;
         }
         git(
             into,
+            home,
             log,
             &[
                 "-c",
@@ -71,10 +79,11 @@ impl Checkout for GitCheckout {
             ],
         )
         .await?;
-        let head = git_output(into, &["rev-parse", "HEAD"]).await?;
+        let head = git_output(into, home, &["rev-parse", "HEAD"]).await?;
         if head.trim() != job.sha {
             return Err(format!("HEAD is {} after checkout, expected {}", head.trim(), job.sha));
         }
+        git(into, home, log, &["remote", "remove", "origin"]).await?;
         log.system(format!("checked out {}", job.sha));
         Ok(())
     }
@@ -84,7 +93,12 @@ impl Checkout for GitCheckout {
 pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<crate::domain::CommitSha, String> {
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        git_command(Path::new("."), &["ls-remote", "--", url, git_ref.as_str()]).output(),
+        git_command(
+            Path::new("."),
+            Path::new("/nonexistent"),
+            &["ls-remote", "--", url, git_ref.as_str()],
+        )
+        .output(),
     )
     .await
     .map_err(|_| format!("{} did not answer within 60 s", redact_url(url)))?
@@ -107,8 +121,8 @@ pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<c
     crate::domain::CommitSha::parse(&sha).map_err(|e| e.to_string())
 }
 
-fn git_command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("git");
+fn git_command(dir: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut command: Command = super::child::command("git", home);
     command
         .arg("-C")
         .arg(dir)
@@ -122,8 +136,8 @@ fn git_command(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs git, streaming its output into the job log; the error names the failed command.
-async fn git(dir: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
-    let mut child = git_command(dir, args)
+async fn git(dir: &Path, home: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
+    let mut child = git_command(dir, home, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -161,8 +175,8 @@ async fn git(dir: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
     }
 }
 
-async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = git_command(dir, args)
+async fn git_output(dir: &Path, home: &Path, args: &[&str]) -> Result<String, String> {
+    let output = git_command(dir, home, args)
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;

@@ -1,6 +1,8 @@
 //! The build context: the context directory of the checkout as a tar archive, without
 //! what `.dockerignore` excludes (Docker's rules: `*`, `?`, `**`, `!` exceptions, last
-//! match wins) and never the `.git` directory.
+//! match wins) and never the `.git` directory. Symbolic links are archived as links and
+//! never followed: neither the context directory nor `.dockerignore` may lead out of the
+//! checkout.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -79,10 +81,35 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
+/// Fails unless `path`, with every symbolic link resolved, lies inside `root`. A path
+/// that does not exist yet is inside (nothing can be read through it).
+pub fn inside(root: &Path, path: &Path) -> Result<(), String> {
+    let root = std::fs::canonicalize(root).map_err(|e| format!("cannot resolve {}: {e}", root.display()))?;
+    match std::fs::canonicalize(path) {
+        Ok(resolved) if resolved.starts_with(&root) => Ok(()),
+        Ok(_) => Err("it leads out of the checkout through a symbolic link".to_owned()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // A dangling link is not a path "that does not exist yet".
+            if std::fs::symlink_metadata(path).is_ok() {
+                Err("it is a symbolic link to nothing inside the checkout".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+        Err(error) => Err(format!("cannot resolve it: {error}")),
+    }
+}
+
 /// Packs `dir` into a tar archive, honouring its `.dockerignore`. The Dockerfile is
-/// always included, as Docker does, even when a pattern matches it.
-pub fn pack(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
-    let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+/// always included, as Docker does, even when a pattern matches it. `dir` must lie inside
+/// `checkout`.
+pub fn pack(checkout: &Path, dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
+    inside(checkout, dir).map_err(|e| format!("the build context {}: {e}", dir.display()))?;
+    let ignore_path = dir.join(".dockerignore");
+    if std::fs::symlink_metadata(&ignore_path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(".dockerignore is a symbolic link; it must be a file of the repository".into());
+    }
+    let ignore = match std::fs::read_to_string(&ignore_path) {
         Ok(text) => DockerIgnore::parse(&text),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => DockerIgnore::default(),
         Err(error) => return Err(format!("cannot read .dockerignore: {error}")),
@@ -187,7 +214,7 @@ mod tests {
         std::fs::write(dir.path().join(".git/config"), "x").expect("write");
         std::fs::create_dir_all(dir.path().join("bin")).expect("mkdir");
         std::fs::write(dir.path().join("bin/app"), "binary").expect("write");
-        let tar_bytes = pack(dir.path(), "Dockerfile").expect("pack");
+        let tar_bytes = pack(dir.path(), dir.path(), "Dockerfile").expect("pack");
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
         let names: Vec<String> = archive
             .entries()
@@ -198,5 +225,38 @@ mod tests {
         assert!(names.contains(&"bin/app".to_owned()), "{names:?}");
         assert!(!names.iter().any(|n| n.contains("secret.env")), "{names:?}");
         assert!(!names.iter().any(|n| n.starts_with(".git")), "{names:?}");
+    }
+
+    #[test]
+    fn links_out_of_the_checkout_are_never_followed() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("host-secret"), "HOST-SECRET-CONTENT").expect("write");
+        let checkout = tempfile::tempdir().expect("tempdir");
+        let root = checkout.path();
+        std::fs::write(root.join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::os::unix::fs::symlink(outside.path(), root.join("app")).expect("link");
+        std::os::unix::fs::symlink(outside.path().join("host-secret"), root.join("leak")).expect("link");
+
+        // The context directory itself is a link out: refused.
+        let error = pack(root, &root.join("app"), "Dockerfile").expect_err("context outside");
+        assert!(error.contains("symbolic link"), "{error}");
+
+        // A link inside the context is archived as a link, its target never read.
+        let tar_bytes = pack(root, root, "Dockerfile").expect("pack");
+        let text = String::from_utf8_lossy(&tar_bytes);
+        assert!(!text.contains("HOST-SECRET-CONTENT"));
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let leak = archive
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry"))
+            .find(|e| e.path().expect("path").to_string_lossy() == "leak")
+            .expect("the link is archived");
+        assert_eq!(leak.header().entry_type(), tar::EntryType::Symlink);
+
+        // A .dockerignore that is a link is refused rather than read.
+        std::os::unix::fs::symlink(outside.path().join("host-secret"), root.join(".dockerignore")).expect("link");
+        let error = pack(root, root, "Dockerfile").expect_err("linked .dockerignore");
+        assert!(error.contains(".dockerignore"), "{error}");
     }
 }

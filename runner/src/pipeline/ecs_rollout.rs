@@ -104,7 +104,14 @@ pub async fn go_live(
             } else {
                 "failed"
             };
-            let _ = deployments::finish(&ctx.pool, deployment.id, status, Some(&failure.to_string()), now_ms()).await;
+            let _ = deployments::finish(
+                &ctx.pool,
+                deployment.id,
+                status,
+                Some(&steps.log.mask().masked(failure.to_string())),
+                now_ms(),
+            )
+            .await;
             Err(failure)
         }
     }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::joblog::JobLog;
+use super::joblog::{JobLog, LineBuffer};
 
 pub const MANAGED_LABEL: &str = "io.runner.managed";
 pub const ROLE_LABEL: &str = "io.runner.role";
@@ -67,6 +67,9 @@ pub struct ContainerSpec {
     pub role: Role,
     pub job_id: i64,
     pub labels: HashMap<String, String>,
+    /// Memory, CPU and process limits and the capabilities kept; the container also runs
+    /// with `no-new-privileges`.
+    pub limits: crate::config::ContainerLimits,
 }
 
 /// A started container and the host port its service answers on.
@@ -250,15 +253,22 @@ impl ContainerEngine for DockerEngine {
             .docker
             .build_image(options, None, Some(bollard::body_full(context_tar)));
         let mut image_id = None;
+        // The builder streams output in chunks that need not end at a line's end.
+        let mut lines = LineBuffer::default();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| EngineError::Engine(format!("build failed: {e}")))?;
             if let Some(detail) = info.error_detail {
+                if let Some(rest) = lines.finish() {
+                    log.stdout(&rest);
+                }
                 return Err(EngineError::Engine(
                     detail.message.unwrap_or_else(|| "build failed".to_owned()),
                 ));
             }
             if let Some(text) = info.stream.as_deref() {
-                log.stdout(text.trim_end());
+                for line in lines.push(text) {
+                    log.stdout(&line);
+                }
             }
             if let Some(status) = info.status.as_deref() {
                 log.stdout(status);
@@ -266,6 +276,9 @@ impl ContainerEngine for DockerEngine {
             if let Some(id) = info.aux.and_then(|aux| aux.id) {
                 image_id = Some(id);
             }
+        }
+        if let Some(rest) = lines.finish() {
+            log.stdout(&rest);
         }
         match image_id {
             Some(id) => Ok(id),
@@ -305,6 +318,14 @@ impl ContainerEngine for DockerEngine {
                     name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
+                memory: Some(spec.limits.memory_bytes),
+                // No swap beyond the memory limit.
+                memory_swap: Some(spec.limits.memory_bytes),
+                nano_cpus: Some(spec.limits.nano_cpus),
+                pids_limit: Some(spec.limits.pids_limit),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(spec.limits.capabilities.clone()),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -344,11 +365,13 @@ impl ContainerEngine for DockerEngine {
             ..Default::default()
         };
         let mut stream = self.docker.logs(container, Some(options));
+        let mut buffer = LineBuffer::default();
         let mut lines = Vec::new();
         while let Some(item) = stream.next().await {
             let output = item?;
-            lines.extend(output.to_string().lines().map(str::to_owned));
+            lines.extend(buffer.push(&output.to_string()));
         }
+        lines.extend(buffer.finish());
         Ok(lines)
     }
 

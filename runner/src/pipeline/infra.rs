@@ -1,10 +1,14 @@
 //! The terraform steps of a job: plan (its summary and text kept on the job), approval
 //! when the project asks for it, apply of exactly the saved plan, and the outputs.
+//!
+//! A pull request's plan runs someone else's module: it gets the project's pull request
+//! environment (read-only credentials), never the deploy environment or secret
+//! variables, and plans with `-lock=false` so it cannot hold the production state lock.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
@@ -29,10 +33,11 @@ pub async fn run(
     steps: &Steps<'_>,
     project: &Project,
     settings: &TerraformSettings,
-    checkout: &Path,
+    dirs: &super::JobDirs,
     image: &str,
     plan_only: bool,
 ) -> Result<Applied, JobFailure> {
+    let checkout = dirs.checkout.as_path();
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
     let Some(bin) = ctx.terraform_bin.clone() else {
         return Err(JobFailure::NotConfigured(
@@ -40,23 +45,63 @@ pub async fn run(
         ));
     };
     let mut vars: BTreeMap<String, String> = settings.vars.clone();
+    let env: BTreeMap<String, String> = if plan_only {
+        log.system("pull request plan: with the pull request environment, no secret variables, -lock=false");
+        settings
+            .pull_request_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(
+                settings
+                    .pull_request_secret_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
+            )
+            .collect()
+    } else {
+        vars.extend(
+            settings
+                .secret_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
+        );
+        settings
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(
+                settings
+                    .secret_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
+            )
+            .collect()
+    };
     vars.insert(settings.image_var.clone(), image.to_owned());
     let module = Module {
         bin,
         dir: checkout.join(&settings.dir),
+        home: dirs.home.clone(),
         vars,
         backend_config: settings.backend_config.clone(),
-        env: settings.env.clone(),
+        env,
         workspace: settings.workspace.clone(),
         lock_timeout: settings.lock_timeout,
+        lock_state: !plan_only,
     };
+    if let Err(message) = super::context::inside(checkout, &module.dir) {
+        return Err(JobFailure::Step {
+            step: PLAN,
+            message: format!("terraform.dir {:?} at {}: {message}", settings.dir, job.sha),
+        });
+    }
     if !module.dir.is_dir() {
         return Err(JobFailure::Step {
             step: PLAN,
             message: format!("the repository has no directory {:?} at {}", settings.dir, job.sha),
         });
     }
-    let plan_file = checkout.join(format!("job-{}.tfplan", job.id));
+    let plan_file = dirs.home.join(format!("job-{}.tfplan", job.id));
     // One terraform operation per state at a time within this runner; Terraform's own
     // lock (with -lock-timeout) guards against everyone else.
     let state_lock = ctx
@@ -67,7 +112,8 @@ pub async fn run(
     for attempt in 1..=MAX_PLANS {
         let summary = steps
             .run(PLAN, settings.timeout, async {
-                let _held = state_lock.lock().await;
+                // A pull request's plan takes no lock, so it waits for none either.
+                let _held = if plan_only { None } else { Some(state_lock.lock().await) };
                 if !prepared {
                     module.prepare(log, steps.cancel).await.map_err(|e| e.to_string())?;
                 }

@@ -1,8 +1,10 @@
 //! A job's log: lines are buffered and written in small batches by a background task,
 //! so a chatty step never waits on the database, and every secret the runner knows is
-//! masked before a line is stored.
+//! masked before a line is stored. A line is at most 64 KiB and a log at most its cap
+//! (50 MB by default); what is cut is said in the log.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -12,37 +14,12 @@ use crate::domain::JobId;
 use crate::store::logs::{self, Stream};
 use crate::store::now_ms;
 
-/// Values that must never appear in a job log.
-#[derive(Clone, Default)]
-pub struct SecretMask(Arc<Vec<String>>);
+pub use crate::secrets::SecretMask;
 
-impl SecretMask {
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        // Each line of a multi-line secret is masked on its own, since logs are written line by line.
-        let mut values: Vec<String> = secrets
-            .into_iter()
-            .flat_map(|s| {
-                let mut parts: Vec<String> = s.lines().map(str::to_owned).collect();
-                parts.push(s);
-                parts
-            })
-            .filter(|s| s.trim().len() >= 4)
-            .collect();
-        values.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        values.dedup();
-        Self(Arc::new(values))
-    }
-
-    pub fn apply(&self, line: &str) -> String {
-        let mut out = line.to_owned();
-        for secret in self.0.iter() {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
-    }
-}
+/// Longest line kept; the rest of a longer line is cut, and the cut said.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// A job's log stops growing past this, unless the runner is configured otherwise.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Tells live log readers which job just stored new lines.
 #[derive(Clone)]
@@ -69,6 +46,14 @@ impl LogEvents {
 pub struct JobLog {
     sender: mpsc::UnboundedSender<(i64, Stream, String)>,
     mask: SecretMask,
+    budget: Arc<LogBudget>,
+}
+
+/// How much more a job's log may hold.
+struct LogBudget {
+    left: AtomicU64,
+    max: u64,
+    exhausted: AtomicBool,
 }
 
 pub struct JobLogWriter(tokio::task::JoinHandle<()>);
@@ -82,6 +67,17 @@ impl JobLogWriter {
 
 impl JobLog {
     pub fn start(pool: SqlitePool, job: JobId, mask: SecretMask, events: LogEvents) -> (Self, JobLogWriter) {
+        Self::start_capped(pool, job, mask, events, DEFAULT_MAX_LOG_BYTES)
+    }
+
+    /// A log that stops storing lines once `max_bytes` are stored.
+    pub fn start_capped(
+        pool: SqlitePool,
+        job: JobId,
+        mask: SecretMask,
+        events: LogEvents,
+        max_bytes: u64,
+    ) -> (Self, JobLogWriter) {
         let (sender, mut receiver) = mpsc::unbounded_channel::<(i64, Stream, String)>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
@@ -100,7 +96,12 @@ impl JobLog {
                 batch.clear();
             }
         });
-        (Self { sender, mask }, JobLogWriter(task))
+        let budget = Arc::new(LogBudget {
+            left: AtomicU64::new(max_bytes),
+            max: max_bytes,
+            exhausted: AtomicBool::new(false),
+        });
+        (Self { sender, mask, budget }, JobLogWriter(task))
     }
 
     /// What this log masks, for other text of the job kept elsewhere.
@@ -122,23 +123,100 @@ impl JobLog {
 
     fn write(&self, stream: Stream, text: &str) {
         for line in text.lines() {
-            let _ = self.sender.send((now_ms(), stream, self.mask.apply(line)));
+            // Masked whole first: a cut must not leave half a secret showing.
+            let masked = self.mask.apply(line);
+            let line = cut_line(&masked);
+            let cost = line.len() as u64 + 1;
+            // Once a line did not fit, nothing later is kept either: a log with holes
+            // would read as if the later lines came right after the earlier ones.
+            let fits = !self.budget.exhausted.load(Ordering::Relaxed)
+                && self
+                    .budget
+                    .left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(cost))
+                    .is_ok();
+            if fits {
+                let _ = self.sender.send((now_ms(), stream, line.into_owned()));
+            } else if !self.budget.exhausted.swap(true, Ordering::Relaxed) {
+                let notice = format!(
+                    "the log reached its cap of {} bytes (queue.job_log_max_bytes); later lines are not kept",
+                    self.budget.max
+                );
+                let _ = self.sender.send((now_ms(), Stream::System, notice));
+            }
         }
+    }
+}
+
+/// At most [`MAX_LINE_BYTES`] of a line, on a character boundary, and the cut said.
+fn cut_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE_BYTES {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = MAX_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{} [line cut: {} more bytes]", &line[..end], line.len() - end))
+}
+
+/// Turns output that arrives in arbitrary chunks (a build's stream, a container's log
+/// frames) into whole lines, so a secret split across two chunks is still masked whole.
+#[derive(Default)]
+pub struct LineBuffer {
+    pending: String,
+}
+
+impl LineBuffer {
+    /// The complete lines `chunk` finishes; a partial last line waits for the next chunk
+    /// (or is given up as a line once it is longer than any line kept).
+    pub fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.pending.push_str(chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.find('\n') {
+            let rest = self.pending.split_off(end + 1);
+            let mut line = std::mem::replace(&mut self.pending, rest);
+            line.pop();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+            lines.push(line);
+        }
+        if self.pending.len() > MAX_LINE_BYTES * 2 {
+            lines.push(std::mem::take(&mut self.pending));
+        }
+        lines
+    }
+
+    /// What is left once the output ends.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.pending);
+        (!rest.is_empty()).then_some(rest)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SecretMask;
+    use super::*;
 
     #[test]
-    fn masks_secrets_including_each_line_of_multi_line_ones() {
-        let mask = SecretMask::new([
-            "hunter2-token".to_owned(),
-            "-----BEGIN KEY-----\nabcdefgh\n-----END KEY-----".to_owned(),
-        ]);
-        assert_eq!(mask.apply("token=hunter2-token ok"), "token=*** ok");
-        assert_eq!(mask.apply("abcdefgh"), "***");
-        assert_eq!(mask.apply("nothing here"), "nothing here");
+    fn a_secret_split_across_two_chunks_comes_out_whole_and_is_masked() {
+        let mask = SecretMask::new(["hunter2-token-0123"]);
+        let mut buffer = LineBuffer::default();
+        let mut lines = buffer.push("Step 3/4 : RUN echo hunter2-to");
+        assert!(lines.is_empty());
+        lines.extend(buffer.push("ken-0123\r\nnext line\npartial"));
+        lines.extend(buffer.finish());
+        let masked: Vec<String> = lines.iter().map(|l| mask.apply(l).into_owned()).collect();
+        assert_eq!(masked, ["Step 3/4 : RUN echo ***", "next line", "partial"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_the_cut_is_said() {
+        let long = "x".repeat(MAX_LINE_BYTES + 10);
+        let cut = cut_line(&long);
+        assert!(cut.starts_with(&"x".repeat(MAX_LINE_BYTES)));
+        assert!(cut.ends_with("[line cut: 10 more bytes]"), "{}", &cut[cut.len() - 40..]);
+        assert_eq!(cut_line("short"), "short");
     }
 }

@@ -4,6 +4,7 @@
 //! whatever happens (success, failure, timeout or cancel).
 
 pub mod checkout;
+pub mod child;
 pub mod context;
 pub mod ecr;
 pub mod ecs;
@@ -164,7 +165,7 @@ pub async fn run(
         (kind, _) => run_build(&steps, project, &engine, kind).await,
     };
     // A checkout kept for the terraform steps goes now, whatever happened.
-    remove_workdir(&workdir_of(ctx, job), log).await;
+    remove_workdir(&workdir_of(ctx, job).root, log).await;
     let _ = steps::skip_pending(&ctx.pool, job.id.get(), now_ms()).await;
     result
 }
@@ -180,7 +181,7 @@ fn step_plan(project: &Project, job: &Job) -> Vec<&'static str> {
     match (job.kind, job.trigger) {
         (JobKind::Verify, _) => {
             plan.extend([CHECKOUT, BUILD, SMOKE]);
-            if project.terraform.is_some() {
+            if project.terraform.as_ref().is_some_and(|t| t.plan_pull_requests) {
                 plan.push(PLAN);
             }
         }
@@ -200,8 +201,39 @@ fn step_plan(project: &Project, job: &Job) -> Vec<&'static str> {
     plan
 }
 
-fn workdir_of(ctx: &PipelineContext, job: &Job) -> PathBuf {
-    ctx.work_root.join(format!("job-{}-{}", job.id, job.attempts))
+/// A job's directories: all under one root private to the runner's user (0700), removed
+/// whatever happens to the job.
+pub struct JobDirs {
+    pub root: PathBuf,
+    /// The commit's tree.
+    pub checkout: PathBuf,
+    /// `HOME` and `TMPDIR` of the job's child processes, its var file and plan file:
+    /// outside the checkout, so nothing in the repository can stand in for them.
+    pub home: PathBuf,
+}
+
+fn workdir_of(ctx: &PipelineContext, job: &Job) -> JobDirs {
+    let root = ctx.work_root.join(format!("job-{}-{}", job.id, job.attempts));
+    JobDirs {
+        checkout: root.join("checkout"),
+        home: root.join("home"),
+        root,
+    }
+}
+
+/// Creates the job's private directories (0700 from the start).
+async fn create_dirs(dirs: &JobDirs) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let (root, home) = (dirs.root.clone(), dirs.home.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(&root)?;
+        builder.create(&home)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot create the job's directories: {e}"))
 }
 
 async fn remove_workdir(workdir: &std::path::Path, log: &JobLog) {
@@ -264,6 +296,15 @@ impl Steps<'_> {
         };
         let elapsed = started.elapsed();
         self.ctx.metrics.step_duration.observe(name, elapsed);
+        // What a step says may quote its tools' output: no secret leaves in it.
+        let outcome = outcome.map_err(|failure| match failure {
+            JobFailure::Step { step, message } => JobFailure::Step {
+                step,
+                message: self.log.mask().masked(message),
+            },
+            JobFailure::NotConfigured(message) => JobFailure::NotConfigured(self.log.mask().masked(message)),
+            other => other,
+        });
         let (state, error) = match &outcome {
             Ok(_) => ("succeeded", None),
             Err(JobFailure::Cancelled) => ("cancelled", Some("cancelled".to_owned())),
@@ -308,24 +349,50 @@ async fn run_build(
     let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
         unreachable!("settings were checked before the job started");
     };
-    let workdir = workdir_of(ctx, job);
-    let checkout = GitCheckout::new(clone_url(project));
+    let dirs = workdir_of(ctx, job);
+    let workdir = dirs.checkout.clone();
+    let checkout = GitCheckout::new(clone_url(project), dirs.home.clone());
     let checked_out = steps
-        .run(CHECKOUT, ctx.checkout_timeout, checkout.fetch(job, &workdir, log))
+        .run(CHECKOUT, ctx.checkout_timeout, async {
+            create_dirs(&dirs).await?;
+            checkout.fetch(job, &workdir, log).await
+        })
         .await;
 
     let built = match checked_out {
         Ok(()) => {
             let tag = format!("{}:{}", build.image, job.sha);
             let context_dir = workdir.join(&build.context);
+            let mut build_args: HashMap<String, String> = build
+                .build_args
+                .iter()
+                .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
+                .collect();
+            if !build.secrets.is_empty() {
+                let names: Vec<&str> = build.secrets.keys().map(String::as_str).collect();
+                if kind == JobKind::Verify {
+                    log.system(format!(
+                        "build secrets withheld from this pull request's build: {}",
+                        names.join(", ")
+                    ));
+                } else {
+                    log.system(format!(
+                        "build secrets {} are passed as build args (the engine's builder has no secret mounts): \
+                         they are visible in the image's history, so keep the image private",
+                        names.join(", ")
+                    ));
+                    build_args.extend(
+                        build
+                            .secrets
+                            .iter()
+                            .map(|(key, value)| (key.clone(), value.expose_secret().to_owned())),
+                    );
+                }
+            }
             let request = BuildRequest {
                 tag: tag.clone(),
                 dockerfile: build.dockerfile.clone(),
-                build_args: build
-                    .build_args
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
-                    .collect(),
+                build_args,
                 labels: HashMap::from([
                     ("org.opencontainers.image.revision".to_owned(), job.sha.clone()),
                     (
@@ -341,9 +408,11 @@ async fn run_build(
             steps
                 .run(BUILD, build.timeout, async {
                     let dockerfile = build.dockerfile.clone();
-                    let tar = tokio::task::spawn_blocking(move || context::pack(&context_dir, &dockerfile))
-                        .await
-                        .map_err(|e| format!("packing the build context: {e}"))??;
+                    let checkout_root = workdir.clone();
+                    let tar =
+                        tokio::task::spawn_blocking(move || context::pack(&checkout_root, &context_dir, &dockerfile))
+                            .await
+                            .map_err(|e| format!("packing the build context: {e}"))??;
                     log.system(format!("build context: {} KiB", tar.len() / 1024));
                     engine
                         .build(Bytes::from(tar), &request, log)
@@ -360,7 +429,7 @@ async fn run_build(
     };
     // Without terraform steps, the checkout is no longer needed once the image exists.
     if project.terraform.is_none() {
-        remove_workdir(&workdir, log).await;
+        remove_workdir(&dirs.root, log).await;
     }
     let tag = built?;
 
@@ -375,6 +444,7 @@ async fn run_build(
                 role: Role::Smoke,
                 job_id: job.id.get(),
                 labels: HashMap::new(),
+                limits: project.containers.clone(),
             };
             let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
             smoke_container.set(Some(started.id.clone()));
@@ -390,8 +460,8 @@ async fn run_build(
 
     if kind == JobKind::Verify {
         log.system("verify job: the image builds and answers its health check");
-        if let Some(terraform) = &project.terraform {
-            infra::run(steps, project, terraform, &workdir, &tag, true).await?;
+        if let Some(terraform) = project.terraform.as_ref().filter(|t| t.plan_pull_requests) {
+            infra::run(steps, project, terraform, &dirs, &tag, true).await?;
         }
         return Ok(());
     }
@@ -445,7 +515,7 @@ async fn run_build(
         steps,
         project,
         engine,
-        &workdir,
+        &dirs,
         &image_ref,
         &format!("{repository}@{digest}"),
         Some(&digest),
@@ -459,7 +529,7 @@ async fn deliver(
     steps: &Steps<'_>,
     project: &Project,
     engine: &DockerEngine,
-    workdir: &std::path::Path,
+    dirs: &JobDirs,
     image_ref: &str,
     run_ref: &str,
     digest: Option<&str>,
@@ -483,7 +553,7 @@ async fn deliver(
     };
     let outputs = match &project.terraform {
         Some(terraform) => {
-            infra::run(steps, project, terraform, workdir, run_ref, false)
+            infra::run(steps, project, terraform, dirs, run_ref, false)
                 .await?
                 .outputs
         }
@@ -537,22 +607,21 @@ async fn run_rollback(steps: &Steps<'_>, project: &Project, engine: &DockerEngin
         "rolling back to deployment {} ({} at {})",
         target.id, target.image_ref, digest
     ));
-    let workdir = workdir_of(steps.ctx, job);
+    let dirs = workdir_of(steps.ctx, job);
     if project.terraform.is_some() {
-        let checkout = GitCheckout::new(clone_url(project));
+        let checkout = GitCheckout::new(clone_url(project), dirs.home.clone());
         steps
-            .run(
-                CHECKOUT,
-                steps.ctx.checkout_timeout,
-                checkout.fetch(job, &workdir, steps.log),
-            )
+            .run(CHECKOUT, steps.ctx.checkout_timeout, async {
+                create_dirs(&dirs).await?;
+                checkout.fetch(job, &dirs.checkout, steps.log).await
+            })
             .await?;
     }
     deliver(
         steps,
         project,
         engine,
-        &workdir,
+        &dirs,
         &target.image_ref,
         &format!("{repository}@{digest}"),
         Some(&digest),
@@ -571,9 +640,9 @@ async fn copy_container_logs(engine: &DockerEngine, container: &str, log: &JobLo
     }
 }
 
-fn clone_url(project: &Project) -> String {
-    project
-        .clone_url
-        .clone()
-        .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository))
+pub fn clone_url(project: &Project) -> String {
+    project.clone_url.as_ref().map_or_else(
+        || format!("https://github.com/{}.git", project.repository),
+        |url| url.expose_secret().to_owned(),
+    )
 }

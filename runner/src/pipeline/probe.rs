@@ -4,6 +4,23 @@ use std::time::{Duration, Instant};
 
 use crate::config::SmokeSettings;
 
+/// The most of a health response that is read: an app's answer is a word, and the app is
+/// the code under test, so it does not get to make the runner read without end.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The body's first `max` bytes, as text; the rest is never read.
+async fn read_at_most(mut response: reqwest::Response, max: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Asks `url` until it answers the expected status (and body, when configured) or
 /// `budget` runs out. The error says what was seen last ("503", "connection refused").
 pub async fn until_healthy(
@@ -18,7 +35,7 @@ pub async fn until_healthy(
         match http.get(url).timeout(Duration::from_secs(2)).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body = response.text().await.unwrap_or_default();
+                let body = read_at_most(response, MAX_BODY_BYTES).await;
                 let body_ok = expect.expect_body.as_deref().is_none_or(|want| body.trim() == want);
                 if status == expect.expect_status && body_ok {
                     return Ok(());

@@ -71,6 +71,7 @@ pub(super) async fn go_live(
                 role: Role::Candidate,
                 job_id: job.id.get(),
                 labels: labels.clone(),
+                limits: project.containers.clone(),
             };
             engine.remove(&spec.name).await.map_err(|e| e.to_string())?;
             let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
@@ -153,7 +154,14 @@ pub(super) async fn go_live(
             Ok(())
         }
         Err(failure) => {
-            let _ = deployments::finish(&ctx.pool, deployment.id, "failed", Some(&failure.to_string()), now_ms()).await;
+            let _ = deployments::finish(
+                &ctx.pool,
+                deployment.id,
+                "failed",
+                Some(&log.mask().masked(failure.to_string())),
+                now_ms(),
+            )
+            .await;
             Err(failure)
         }
     }

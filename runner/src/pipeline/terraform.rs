@@ -1,6 +1,10 @@
 //! The terraform boundary: the Terraform CLI run in a job's checkout, one command at a
 //! time, its output streamed into the job log. A cancelled command gets SIGINT and time
 //! to release its state lock before it is killed.
+//!
+//! Terraform starts from an allow-list environment plus what the project configures, and
+//! its variables go in a var file only the runner's user can read, never on a command
+//! line that is logged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,15 +100,20 @@ impl PlanSummary {
 }
 
 /// What a project's module needs to run: where, with which variables and backend.
+#[derive(Default)]
 pub struct Module {
     pub bin: PathBuf,
     pub dir: PathBuf,
+    /// A directory private to the job: terraform's `HOME` and `TMPDIR`, and its var file.
+    pub home: PathBuf,
     pub vars: BTreeMap<String, String>,
     pub backend_config: BTreeMap<String, String>,
-    /// Extra environment of every command (credentials profile, endpoints).
+    /// The whole configured environment of every command (credentials, endpoints).
     pub env: BTreeMap<String, String>,
     pub workspace: String,
     pub lock_timeout: Duration,
+    /// `false` plans with `-lock=false`: a pull request's plan never holds the state lock.
+    pub lock_state: bool,
 }
 
 /// The terraform boundary in our words: prepare, plan, apply that exact plan, read outputs.
@@ -143,7 +152,7 @@ enum Echo {
 
 impl Module {
     fn command(&self, args: &[String]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.bin);
+        let mut command = super::child::command(&self.bin, &self.home);
         command
             .args(args)
             .current_dir(&self.dir)
@@ -171,7 +180,13 @@ impl Module {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<Ran, TerraformError> {
-        log.system(format!("$ terraform {}", args.join(" ")));
+        log.system(format!("$ terraform {}", shown(args).join(" ")));
+        if let Err(source) = crate::secrets::create_private_dir(&self.home) {
+            return Err(TerraformError::Spawn {
+                bin: format!("its home directory {}", self.home.display()),
+                source,
+            });
+        }
         let mut child = self.command(args).spawn().map_err(|source| TerraformError::Spawn {
             bin: self.bin.display().to_string(),
             source,
@@ -243,16 +258,53 @@ impl Module {
         })
     }
 
-    fn vars_args(&self) -> Vec<String> {
-        self.vars
-            .iter()
-            .flat_map(|(key, value)| ["-var".to_owned(), format!("{key}={value}")])
-            .collect()
+    /// Writes the variables to a var file readable by the runner's user only, created
+    /// afresh (never through a link someone left at its path).
+    fn vars_args(&self) -> Result<Vec<String>, TerraformError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.home.join("runner.tfvars.json");
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.home)?;
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(&serde_json::to_vec(&self.vars).unwrap_or_default())?;
+            file.sync_all()
+        };
+        write().map_err(|source| TerraformError::Spawn {
+            bin: format!("the var file {}", path.display()),
+            source,
+        })?;
+        Ok(vec![format!("-var-file={}", path.display())])
     }
 
     fn lock_args(&self) -> Vec<String> {
-        vec![format!("-lock-timeout={}s", self.lock_timeout.as_secs())]
+        if self.lock_state {
+            vec![format!("-lock-timeout={}s", self.lock_timeout.as_secs())]
+        } else {
+            vec!["-lock=false".to_owned()]
+        }
     }
+}
+
+/// A command line as it may be logged: backend settings show their names only.
+fn shown(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|arg| match arg.strip_prefix("-backend-config=") {
+            Some(setting) => match setting.split_once('=') {
+                Some((key, _)) => format!("-backend-config={key}=***"),
+                None => arg.clone(),
+            },
+            None => arg.clone(),
+        })
+        .collect()
 }
 
 /// A command's failure, turned into what went wrong in our words.
@@ -355,7 +407,7 @@ impl Terraform for Module {
             format!("-out={}", plan_file.display()),
         ];
         args.extend(self.lock_args());
-        args.extend(self.vars_args());
+        args.extend(self.vars_args()?);
         let ran = self.run(&args, Echo::Everything, log, cancel).await?;
         // -detailed-exitcode: 0 no changes, 2 changes, anything else an error.
         if ran.code != 0 && ran.code != 2 {

@@ -62,10 +62,24 @@ pub async fn open(database_url: &str) -> Result<SqlitePool, StoreError> {
     if filename != Path::new(":memory:")
         && let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+        crate::secrets::create_private_dir(dir).map_err(|source| StoreError::Directory {
             path: dir.display().to_string(),
             source,
         })?;
+    }
+    if filename != Path::new(":memory:") && !filename.exists() {
+        // The database holds logs and plans: only the runner's user reads it, from the
+        // start (SQLite gives its -wal and -shm files the database file's mode).
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(filename)
+            .map_err(|source| StoreError::Directory {
+                path: filename.display().to_string(),
+                source,
+            })?;
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)

@@ -18,6 +18,7 @@ pub struct Unreported {
     pub error: Option<String>,
     pub plan_summary: Option<String>,
     pub superseded_by: Option<i64>,
+    pub held_for: Option<String>,
     pub github_deployment_id: Option<i64>,
     pub report_attempts: i64,
 }
@@ -32,7 +33,7 @@ pub async fn due(
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(
         "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,
-                superseded_by, github_deployment_id, report_attempts
+                superseded_by, held_for, github_deployment_id, report_attempts
          FROM jobs
          WHERE reported_state IS NOT state AND report_next_at <= ?1
            AND project IN (SELECT value FROM json_each(?2))

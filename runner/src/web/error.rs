@@ -20,6 +20,9 @@ pub enum ApiError {
     Gone(String),
     #[error("body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
+    /// Too many attempts: try again after this many seconds.
+    #[error("too many attempts; try again in {0} s")]
+    TooManyRequests(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -39,6 +42,7 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -49,6 +53,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::TooManyRequests(wait) = &self
+            && let Ok(value) = HeaderValue::from_str(&wait.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was not read; the connection cannot be reused.

@@ -19,9 +19,13 @@ use tower_http::trace::TraceLayer;
 use crate::startup::AppState;
 use crate::webhook;
 
+/// Every route but the webhook takes at most this much body: a login form or an action
+/// is a few hundred bytes, and nobody gets to make the runner read more before it even
+/// knows who is asking.
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/webhooks/github", post(webhook::receive))
+    let small_bodies = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics))
         .route("/api/deliveries", get(api::list_deliveries))
@@ -39,7 +43,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
         .merge(dashboard::routes())
         .fallback(not_found)
-        // The webhook reads its body itself, with its own limit and error.
+        .layer(axum::middleware::from_fn(limit_body));
+    Router::new()
+        .route("/webhooks/github", post(webhook::receive))
+        .merge(small_bodies)
+        // The webhook reads its body itself, with its own limit and error; every other
+        // route is held to SMALL_BODY_LIMIT by `limit_body`.
         .layer(DefaultBodyLimit::disable())
         .layer(
             TraceLayer::new_for_http()
@@ -66,6 +75,22 @@ pub fn router(state: AppState) -> Router {
             error::ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .with_state(state)
+}
+
+/// Refuses a body declared larger than [`SMALL_BODY_LIMIT`] before any handler runs (so
+/// before any authentication), and cuts off one that turns out larger while it is read.
+async fn limit_body(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > SMALL_BODY_LIMIT as u64) {
+        return error::ApiError::PayloadTooLarge(SMALL_BODY_LIMIT).into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, SMALL_BODY_LIMIT));
+    next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -47,6 +47,7 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
         commit_author: original.and_then(|j| j.commit_author),
         ordering_key: now_ms(),
         rollback_of: Some(deployment_id),
+        held_for_approval: false,
     };
     let job_id = enqueue(state, &job).await?;
     tracing::info!(deployment = deployment_id, job_id = %job_id, "rollback queued");
@@ -81,10 +82,7 @@ pub async fn redeploy(
                 GitRef::branch(&raw)
             }
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let url = project
-                .clone_url
-                .clone()
-                .unwrap_or_else(|| format!("https://github.com/{}.git", project.repository));
+            let url = crate::pipeline::clone_url(project);
             let sha = crate::pipeline::checkout::resolve_ref(&url, &git_ref)
                 .await
                 .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
@@ -106,6 +104,7 @@ pub async fn redeploy(
         commit_author: known.and_then(|j| j.commit_author),
         ordering_key: now_ms(),
         rollback_of: None,
+        held_for_approval: false,
     };
     let job_id = enqueue(state, &job).await?;
     Ok((job_id, job.sha))
@@ -176,10 +175,19 @@ async fn enqueue(state: &AppState, job: &NewJob) -> Result<JobId, ApiError> {
     Ok(job_id)
 }
 
-/// Approves or rejects the plan a job is waiting on.
+/// Approves or rejects what a job waits for: running at all (a fork's pull request), or
+/// applying its plan.
 pub async fn decide(state: &AppState, id: JobId, approved: bool) -> Result<(), ApiError> {
     use crate::store::jobs::approval::{self, Decision};
     match approval::decide(&state.pool, id, approved, now_ms()).await? {
+        Decision::Released => {
+            tracing::info!(job_id = %id, approved, "held pull request job answered");
+            if approved {
+                state.job_queued.notify_one();
+            }
+            state.log_events.stored(id);
+            Ok(())
+        }
         Decision::Recorded => {
             tracing::info!(job_id = %id, approved, "plan decision recorded");
             state.log_events.stored(id);

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Project;
+use crate::config::{Project, PullRequestPolicy};
 use crate::domain::{CommitSha, GitRef, RefKind, RepoName};
 use crate::job::{JobKind, Trigger};
 use crate::store::deliveries::Action;
@@ -75,6 +75,14 @@ struct Branch {
     #[serde(rename = "ref")]
     name: String,
     sha: String,
+    /// The repository the branch lives in; `null` when a fork was deleted.
+    #[serde(default)]
+    repo: Option<BranchRepository>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BranchRepository {
+    full_name: String,
 }
 
 /// A delivery's payload, parsed.
@@ -242,6 +250,7 @@ fn decide_push(
             .and_then(|a| a.name.as_deref().or(a.username.as_deref()))
             .map(|a| clip(a, 200)),
         rollback_of: None,
+        held_for_approval: false,
         // GitHub's push time orders pushes that arrive out of order; it has second
         // resolution, so pushes within one second keep arrival order.
         ordering_key: parsed.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
@@ -278,7 +287,22 @@ fn decide_pull_request(
             facts,
         ));
     }
+    if project.pull_requests == PullRequestPolicy::Off && action != "closed" {
+        return Ok((
+            ignore(format!(
+                "pull requests are off for {} (pull_requests = \"off\")",
+                project.name
+            )),
+            facts,
+        ));
+    }
+    let from_fork = is_from_fork(pr, parsed.repository.as_ref());
     match action {
+        "opened" | "synchronize" | "reopened"
+            if from_fork && project.pull_requests != PullRequestPolicy::ApproveForks =>
+        {
+            Ok((ignore("pull request from a fork".to_owned()), facts))
+        }
         "opened" | "synchronize" | "reopened" => {
             let sha = CommitSha::parse(&pr.head.sha).map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
             facts.sha = Some(sha.to_string());
@@ -297,6 +321,8 @@ fn decide_pull_request(
                 commit_author: pr.user.as_ref().and_then(|u| u.login.as_deref()).map(|a| clip(a, 200)),
                 ordering_key: now,
                 rollback_of: None,
+                // Each push to a fork's pull request is a new job, so it needs a new approval.
+                held_for_approval: from_fork,
             };
             Ok((Action::Queue(job), facts))
         }
@@ -314,6 +340,21 @@ fn decide_pull_request(
             )),
             facts,
         )),
+    }
+}
+
+/// A pull request whose head branch lives in another repository than the one it targets
+/// (or in a fork deleted since) carries a stranger's code.
+fn is_from_fork(pr: &PullRequest, base_repository: Option<&RepoName>) -> bool {
+    let base = pr
+        .base
+        .repo
+        .as_ref()
+        .map(|r| r.full_name.as_str())
+        .or(base_repository.map(RepoName::as_str));
+    match (pr.head.repo.as_ref(), base) {
+        (Some(head), Some(base)) => !head.full_name.eq_ignore_ascii_case(base),
+        _ => true,
     }
 }
 

@@ -119,6 +119,18 @@ pub fn test_env(name: &str) -> Option<String> {
     }
 }
 
+/// Tests read pages and the API without logging in, unless the config they are given
+/// says otherwise (the runner's own default is `read_access = "login"`).
+pub fn publicly_readable(config: String) -> String {
+    if config.contains("read_access") {
+        config
+    } else if config.contains("[dashboard]") {
+        config.replacen("[dashboard]", "[dashboard]\nread_access = \"public\"", 1)
+    } else {
+        format!("[dashboard]\nread_access = \"public\"\n\n{config}")
+    }
+}
+
 impl TestRunner {
     pub async fn start() -> Self {
         Self::start_with(default_config_toml).await
@@ -135,7 +147,7 @@ impl TestRunner {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path: PathBuf = dir.path().join("runner.toml");
-        std::fs::write(&config_path, make_config(dir.path())).expect("write config");
+        std::fs::write(&config_path, publicly_readable(make_config(dir.path()))).expect("write config");
         let config = Config::load_with(Some(&config_path), &env).expect("valid test config");
         let database_url = config.server.database_url.clone();
         let app = Application::build(config).await.expect("runner starts");

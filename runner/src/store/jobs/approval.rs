@@ -24,16 +24,41 @@ pub async fn request(pool: &SqlitePool, id: JobId, owner: &str, now: i64) -> Res
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// A held job: approved, it is queued; rejected, it is cancelled.
+    Released,
+    /// The worker waiting on the job's plan carries on with the answer.
     Recorded,
     NotWaiting,
     NotFound,
 }
 
-/// A person answers: only a job that is waiting can be approved or rejected, once.
+/// A person answers: only a job that is waiting can be approved or rejected, once. A
+/// held job (a fork's pull request) is released to the queue, or cancelled; a job waiting
+/// on its plan gets the answer its worker is polling for.
 pub async fn decide(pool: &SqlitePool, id: JobId, approved: bool, now: i64) -> Result<Decision, StoreError> {
+    let released = sqlx::query(
+        "UPDATE jobs SET
+             state = CASE WHEN ?1 = 'approved' THEN 'queued' ELSE 'cancelled' END,
+             held_for = CASE WHEN ?1 = 'approved' THEN NULL ELSE held_for END,
+             approval = ?1,
+             error = CASE WHEN ?1 = 'approved' THEN NULL
+                          ELSE 'rejected by an admin: the pull request''s code was not run' END,
+             finished_at = CASE WHEN ?1 = 'approved' THEN NULL ELSE ?2 END,
+             updated_at = ?2
+         WHERE id = ?3 AND state = 'awaiting_approval' AND held_for IS NOT NULL",
+    )
+    .bind(if approved { "approved" } else { "rejected" })
+    .bind(now)
+    .bind(id.get())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if released == 1 {
+        return Ok(Decision::Released);
+    }
     let changed = sqlx::query(
         "UPDATE jobs SET approval = ?1, updated_at = ?2
-         WHERE id = ?3 AND state = 'awaiting_approval' AND approval IS NULL",
+         WHERE id = ?3 AND state = 'awaiting_approval' AND approval IS NULL AND held_for IS NULL",
     )
     .bind(if approved { "approved" } else { "rejected" })
     .bind(now)

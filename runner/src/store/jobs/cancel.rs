@@ -58,7 +58,8 @@ pub async fn cancel_queued_pull_request(
 ) -> Result<Vec<i64>, StoreError> {
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = 'cancelled', error = 'pull request closed', finished_at = ?1, updated_at = ?1
-         WHERE project = ?2 AND pull_request = ?3 AND kind = 'verify' AND state = 'queued'
+         WHERE project = ?2 AND pull_request = ?3 AND kind = 'verify'
+           AND (state = 'queued' OR (state = 'awaiting_approval' AND held_for IS NOT NULL))
          RETURNING id",
     )
     .bind(now)

@@ -19,6 +19,7 @@ const NEXT_RUNNABLE: &str = "
       AND (candidate.state = 'queued' OR candidate.lease_expires_at < ?2)
       AND candidate.attempts < ?4
       AND candidate.cancel_requested = 0
+      AND candidate.held_for IS NULL
       AND NOT (candidate.kind = 'deploy' AND EXISTS (
           SELECT 1 FROM jobs AS busy
           WHERE busy.kind = 'deploy' AND busy.id <> candidate.id

@@ -1,4 +1,5 @@
-//! `(nothing) → queued`, and `queued → superseded` for older deploys of the same environment.
+//! `(nothing) → queued` (or `awaiting_approval`, held, for a fork's pull request), and
+//! `queued → superseded` for older deploys of the same environment.
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
@@ -22,6 +23,8 @@ pub struct NewJob {
     pub ordering_key: i64,
     /// For a rollback: the deployment whose image goes live again.
     pub rollback_of: Option<i64>,
+    /// A fork's pull request: queued held, nothing runs until an admin approves it.
+    pub held_for_approval: bool,
 }
 
 /// Inserts the job inside the caller's transaction. For a deploy, the trigger
@@ -44,14 +47,18 @@ pub async fn enqueue(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Res
 pub fn push_insert<'j>(insert: &mut QueryBuilder<Sqlite>, jobs: impl IntoIterator<Item = &'j NewJob>, now: i64) {
     insert.push(
         "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
-         delivery_id, commit_message, commit_author, rollback_of, created_at, updated_at) ",
+         delivery_id, commit_message, commit_author, rollback_of, held_for, created_at, updated_at) ",
     );
     insert.push_values(jobs, |mut row, job| {
         row.push_bind(job.project.to_string())
             .push_bind(job.environment.to_string())
             .push_bind(job.kind.as_str())
             .push_bind(job.trigger.as_str())
-            .push_bind("queued")
+            .push_bind(if job.held_for_approval {
+                "awaiting_approval"
+            } else {
+                "queued"
+            })
             .push_bind(job.git_ref.to_string())
             .push_bind(job.sha.to_string())
             .push_bind(job.pull_request)
@@ -60,6 +67,7 @@ pub fn push_insert<'j>(insert: &mut QueryBuilder<Sqlite>, jobs: impl IntoIterato
             .push_bind(job.commit_message.clone())
             .push_bind(job.commit_author.clone())
             .push_bind(job.rollback_of)
+            .push_bind(job.held_for_approval.then_some("fork"))
             .push_bind(now)
             .push_bind(now);
     });

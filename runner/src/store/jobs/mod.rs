@@ -47,6 +47,8 @@ pub struct Job {
     pub plan_summary: Option<serde_json::Value>,
     /// `approved` or `rejected`, once a person answered the job's request.
     pub approval: Option<String>,
+    /// `fork`: a fork's pull request held until an admin approves it.
+    pub held_for: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -74,6 +76,7 @@ pub(crate) struct JobRow {
     error: Option<String>,
     plan_summary: Option<String>,
     approval: Option<String>,
+    held_for: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
@@ -82,7 +85,7 @@ pub(crate) struct JobRow {
 
 pub(crate) const JOB_COLUMNS: &str = "id, project, environment, kind, trigger, state, git_ref, sha, pull_request, \
      delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, rollback_of, error, \
-     plan_summary, approval, created_at, started_at, finished_at, updated_at";
+     plan_summary, approval, held_for, created_at, started_at, finished_at, updated_at";
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -109,6 +112,7 @@ impl TryFrom<JobRow> for Job {
             error: row.error,
             plan_summary: row.plan_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             approval: row.approval,
+            held_for: row.held_for,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,

@@ -1,6 +1,8 @@
 //! Dashboard login: the admin token is exchanged once for a session cookie (HttpOnly,
 //! SameSite=Strict). Every form that changes something carries a CSRF token derived from
-//! the session, and a cross-site `Origin` is refused outright.
+//! the session, and a cross-site `Origin` is refused outright. Sessions are stored under a
+//! hash keyed by the admin token, so changing the token ends every session; each client
+//! address gets a bounded number of login attempts per minute.
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -79,7 +81,7 @@ impl FromRequestParts<AppState> for Viewer {
         let Some(token) = session_cookie(&parts.headers) else {
             return Ok(Self { session: None });
         };
-        let valid = sessions::is_valid(&state.pool, &token_hash(&token), now_ms())
+        let valid = sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms())
             .await
             .map_err(|e| PageError::Api(e.into()))?;
         Ok(Self {
@@ -94,7 +96,7 @@ pub async fn api_may_read(state: &AppState, headers: &HeaderMap) -> Result<(), A
         return Ok(());
     }
     if let Some(token) = session_cookie(headers)
-        && sessions::is_valid(&state.pool, &token_hash(&token), now_ms()).await?
+        && sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms()).await?
     {
         return Ok(());
     }
@@ -113,8 +115,16 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(format!("session:{token}")))
+/// What a session is stored under: bound to the admin token of the day, so a session
+/// made under another token (the token was changed) is valid no more.
+fn token_hash(state: &AppState, token: &str) -> String {
+    let admin = state
+        .config
+        .admin_token
+        .as_ref()
+        .map(|t| hex::encode(Sha256::digest(t.expose_secret().as_bytes())))
+        .unwrap_or_default();
+    hex::encode(Sha256::digest(format!("session:{admin}:{token}")))
 }
 
 fn csrf_for(token: &str) -> String {
@@ -136,11 +146,51 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site; anything else (`//evil.example`, `https://…`) goes home.
+/// Only a path on this site: one `/` followed by neither `/` nor `\`, and no control
+/// character anywhere (browsers drop tabs and newlines, so `/\t/evil.example` would
+/// become `//evil.example`). Anything else goes home.
 fn safe_next(next: Option<&str>) -> &str {
+    let local = |path: &str| {
+        let mut chars = path.chars();
+        chars.next() == Some('/')
+            && chars.next().is_none_or(|second| second != '/' && second != '\\')
+            && !path.contains('\\')
+            && !path.chars().any(char::is_control)
+    };
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        Some(path) if local(path) => path,
         _ => "/",
+    }
+}
+
+/// Login attempts per client address in the last minute.
+#[derive(Default)]
+pub struct LoginLimiter {
+    attempts:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>>,
+}
+
+impl LoginLimiter {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Counts an attempt from `client`; `Err(seconds)` when it must wait that long first.
+    pub fn attempt(&self, client: std::net::IpAddr, per_minute: u32) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if attempts.len() > 10_000 {
+            attempts.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < Self::WINDOW));
+        }
+        let times = attempts.entry(client).or_default();
+        while times.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= usize::try_from(per_minute).unwrap_or(usize::MAX) {
+            let oldest = times.front().copied().unwrap_or(now);
+            let wait = Self::WINDOW.saturating_sub(now.duration_since(oldest));
+            return Err(wait.as_secs().max(1));
+        }
+        times.push_back(now);
+        Ok(())
     }
 }
 
@@ -176,10 +226,26 @@ pub struct LoginForm {
 
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     viewer: Viewer,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<LoginForm>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, PageError> {
+    let client = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    if let Err(wait) = state
+        .login_limiter
+        .attempt(client, state.config.dashboard.login_attempts_per_minute)
+    {
+        tracing::warn!(%client, "too many login attempts");
+        return Err(PageError::Api(ApiError::TooManyRequests(wait)));
+    }
+    let axum::Form(form) = form.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            PageError::Api(ApiError::PayloadTooLarge(crate::web::SMALL_BODY_LIMIT))
+        } else {
+            PageError::BadRequest(rejection.body_text())
+        }
+    })?;
     let next = safe_next(form.next.as_deref()).to_owned();
     if !same_origin(&headers) {
         return Err(PageError::Forbidden("This request came from another site.".into()));
@@ -208,7 +274,7 @@ pub async fn login(
     let now = now_ms();
     sessions::create(
         &state.pool,
-        &token_hash(&token),
+        &token_hash(&state, &token),
         now,
         now + store::duration_ms(lifetime),
     )
@@ -245,7 +311,7 @@ pub async fn logout(
 ) -> Result<Response, PageError> {
     viewer.authorize(&headers, form.csrf.as_deref())?;
     if let Some(token) = &viewer.session {
-        sessions::delete(&state.pool, &token_hash(token))
+        sessions::delete(&state.pool, &token_hash(&state, token))
             .await
             .map_err(|e| PageError::Api(e.into()))?;
     }
@@ -267,7 +333,28 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/jobs/3\r\nSet-Cookie: x=y")), "/");
+        assert_eq!(safe_next(Some("evil.example")), "/");
+        assert_eq!(safe_next(Some("/")), "/");
+        assert_eq!(safe_next(Some("/?project=a%2Fb")), "/?project=a%2Fb");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn the_login_limiter_counts_per_address_and_says_how_long_to_wait() {
+        let limiter = LoginLimiter::default();
+        let (a, b) = (
+            std::net::IpAddr::from([10, 0, 0, 1]),
+            std::net::IpAddr::from([10, 0, 0, 2]),
+        );
+        for _ in 0..3 {
+            assert!(limiter.attempt(a, 3).is_ok());
+        }
+        let wait = limiter.attempt(a, 3).expect_err("fourth attempt");
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(limiter.attempt(b, 3).is_ok(), "another address has its own count");
     }
 
     #[test]

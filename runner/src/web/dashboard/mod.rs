@@ -85,6 +85,32 @@ impl IntoResponse for PageError {
             Self::Api(ApiError::Conflict(message)) => (StatusCode::CONFLICT, "Not possible now", message),
             Self::Api(ApiError::Gone(message)) => (StatusCode::GONE, "No longer kept", message),
             Self::Api(ApiError::Unauthorized(message)) => (StatusCode::UNAUTHORIZED, "Login required", message),
+            Self::Api(ApiError::TooManyRequests(wait)) => {
+                let mut response = html::respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    html::page(
+                        &Frame {
+                            title: "Too many attempts",
+                            logged_in: false,
+                            csrf: None,
+                            nav: Nav::None,
+                        },
+                        &format!(
+                            "<section class=\"narrow\"><h1>Too many attempts</h1><p class=\"error\" role=\"alert\">\
+                             Too many login attempts from your address. Try again in {wait} s.</p></section>"
+                        ),
+                    ),
+                );
+                if let Ok(value) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+                    response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            Self::Api(ApiError::PayloadTooLarge(limit)) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                format!("The request is larger than the {limit}-byte limit."),
+            ),
             Self::Api(other) => (StatusCode::BAD_REQUEST, "Bad request", other.to_string()),
         };
         let login = if status == StatusCode::UNAUTHORIZED {

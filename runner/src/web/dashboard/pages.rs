@@ -280,6 +280,28 @@ pub async fn job_page(
         sha = commit_link(repository, &job.sha),
         msg = esc(&headline(job.commit_message.as_deref())),
     );
+    if job.held_for.is_some() && job.state == crate::job::JobState::AwaitingApproval {
+        body.push_str(
+            "<section class=\"card\" id=\"held\"><p class=\"notice\">This pull request comes from a fork. \
+             Nothing of it runs, not even the checkout, until an admin approves it. Read its changes first: \
+             approving runs its Dockerfile and its code on this runner's engine.</p>",
+        );
+        body.push_str(&action_button(
+            &format!("/jobs/{id}/approve"),
+            "Approve and run",
+            csrf.as_deref(),
+            "",
+            Some("Run this pull request's code on the runner?"),
+        ));
+        body.push_str(&action_button(
+            &format!("/jobs/{id}/reject"),
+            "Reject",
+            csrf.as_deref(),
+            "danger",
+            None,
+        ));
+        body.push_str("</section>");
+    }
     if !job.state.is_terminal() {
         body.push_str("<span id=\"cancel-job\">");
         body.push_str(&action_button(
