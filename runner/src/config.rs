@@ -953,7 +953,6 @@ fn resolve_project(
             ContainerLimits {
                 memory_bytes: i64::try_from(memory_mb * 1024 * 1024).unwrap_or(i64::MAX),
                 // Whole billionths of a CPU: the rounding is below anything measurable.
-                #[allow(clippy::cast_possible_truncation)]
                 nano_cpus: (cpus * 1e9).round() as i64,
                 pids_limit,
                 capabilities,
@@ -1283,6 +1282,97 @@ mod tests {
     fn the_secret_never_shows_in_debug_output() {
         let config = load(HELLO, &[("HELLO_SECRET", "very-secret-value")]).expect("valid");
         assert!(!format!("{config:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn every_secret_the_config_holds_is_masked_in_every_encoding() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yP\n-----END RSA PRIVATE KEY-----\n";
+        std::fs::write(dir.path().join("app.pem"), key).expect("write");
+        let toml = format!(
+            r#"
+[[projects]]
+name = "hello"
+repository = "o/hello"
+deploy_branches = ["main"]
+webhook_secret_env = "WEBHOOK"
+clone_url = "https://x-access-token:clone-url-token-0001@github.com/o/hello.git"
+[projects.build]
+image = "hello"
+secrets = {{ NPM_TOKEN = "BUILD" }}
+[projects.registry]
+url = "127.0.0.1:5000"
+username_env = "REG_USER"
+password_env = "REG_PASSWORD"
+[projects.github]
+token_env = "GH_TOKEN"
+
+[[projects]]
+name = "app"
+repository = "o/app"
+deploy_branches = ["main"]
+webhook_secret_env = "WEBHOOK2"
+[projects.github]
+app_id = 12
+private_key_file = "{pem}"
+[projects.terraform]
+dir = "infra"
+secret_env = {{ AWS_SECRET_ACCESS_KEY = "TF_ENV" }}
+secret_vars = {{ db_password = "TF_VAR" }}
+pull_request_secret_env = {{ READ_ONLY = "TF_PR" }}
+"#,
+            pem = dir.path().join("app.pem").display()
+        );
+        let bin = std::env::current_exe().expect("an executable file");
+        let env = [
+            ("WEBHOOK", "webhook-secret-0002"),
+            ("WEBHOOK2", "webhook-secret-0003"),
+            ("BUILD", "build-secret-0004"),
+            ("REG_USER", "deployer"),
+            ("REG_PASSWORD", "registry-password-0005"),
+            ("GH_TOKEN", "ghp_github-token-0006"),
+            ("TF_ENV", "terraform-env-secret-0007"),
+            ("TF_VAR", "terraform-var-secret-0008"),
+            ("TF_PR", "pull-request-secret-0009"),
+            ("RUNNER_ADMIN_TOKEN", "admin-token-secret-0010"),
+            ("TERRAFORM_BIN", bin.to_str().expect("utf-8")),
+        ];
+        let config = load(&toml, &env).expect("valid");
+        let mask = config.secrets().mask();
+        let mut secrets: Vec<&str> = env
+            .iter()
+            .filter(|(name, _)| !matches!(*name, "REG_USER" | "TERRAFORM_BIN"))
+            .map(|(_, value)| *value)
+            .collect();
+        secrets.push("clone-url-token-0001");
+        secrets.extend(key.lines().filter(|l| !l.starts_with("-----")));
+        let engines = [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::URL_SAFE,
+        ];
+        for secret in secrets {
+            let mut forms = vec![
+                format!("x {secret} y"),
+                serde_json::json!({ "v": format!("\"{secret}\"") }).to_string(),
+                format!("?t={}", secret.replace('/', "%2F").replace('+', "%2B")),
+            ];
+            for prefix in ["", "a", "ab"] {
+                for engine in engines {
+                    forms.push(engine.encode(format!("{prefix}VAR={secret}\0NEXT=1")));
+                }
+            }
+            for form in forms {
+                let masked = mask.apply(&form);
+                assert!(masked.contains("***"), "{secret} not masked in {form}");
+            }
+            assert!(!mask.apply(secret).contains(secret), "{secret}");
+        }
+        assert_eq!(
+            mask.apply("deployer pushes"),
+            "deployer pushes",
+            "a user name is not a secret"
+        );
     }
 
     #[test]

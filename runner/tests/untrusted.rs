@@ -788,3 +788,87 @@ async fn a_job_log_stops_at_its_cap_and_says_so() {
     assert!(!text.contains("after the cap"));
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn a_secret_in_a_failed_steps_error_is_masked_there_and_in_the_jobs_error() {
+    required_env("TERRAFORM_BIN", "scripts/services.sh install builds one");
+    const PR_SECRET: &str = "pull-request-token-in-an-error-0011";
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("errmask{unique}");
+    let image = format!("runner-errmask-{unique}");
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path().to_owned();
+    webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    // Terraform names the missing file in its error: here, the environment in base64.
+    std::fs::create_dir_all(repo.join("infra")).expect("mkdir");
+    std::fs::write(
+        repo.join("infra/main.tf"),
+        "variable \"image_url\" {\n  type = string\n}\n\nresource \"terraform_data\" \"leak\" {\n  input = file(\"/nonexistent/${filebase64(\"/proc/self/environ\")}\")\n}\n",
+    )
+    .expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "module"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![format!("{image}:*")],
+    };
+    let state = repo_dir.path().join("state.tfstate");
+    let runner = TestRunner::start_with_env(
+        |dir| {
+            format!(
+                "{}\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nplan_pull_requests = true\npull_request_secret_env = {{ PR_TOKEN = \"PR_TOKEN_SOURCE\" }}\n",
+                pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 20),
+                state.display()
+            )
+        },
+        |name| match name {
+            "PR_TOKEN_SOURCE" => Some(PR_SECRET.to_owned()),
+            other => test_env(other),
+        },
+    )
+    .await;
+    let job_id = queued(
+        runner
+            .deliver("pull_request", &pull_request("opened", Some(REPOSITORY), &sha))
+            .await,
+    )
+    .await;
+    let job = wait_until_ended(&runner, job_id).await;
+    let log = runner.job_log(job_id).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().expect("error");
+    assert!(error.starts_with("plan failed"), "{error}");
+    assert!(
+        error.contains("no file exists at"),
+        "terraform quoted the path: {error}"
+    );
+    assert!(
+        error.contains("***"),
+        "the secret's base64 in the path is masked: {error}"
+    );
+    let step_error = job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "plan")
+        .and_then(|s| s["error"].as_str())
+        .expect("the plan step's error")
+        .to_owned();
+    let page = runner.get_text(&format!("/jobs/{job_id}")).await;
+    for text in [error, step_error.as_str(), log.as_str(), page.as_str()] {
+        for form in smuggled_forms(PR_SECRET).into_iter().take(2) {
+            assert!(!text.contains(&form), "{form} in {text}");
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for shift in ["", "a", "ab"] {
+            let encoded = b64.encode(format!("{shift}PR_TOKEN={PR_SECRET}"));
+            assert!(!text.contains(&encoded[8..36]), "{text}");
+        }
+    }
+    runner.stop().await;
+}

@@ -66,3 +66,60 @@ pub async fn until_healthy(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An app whose health endpoint answers 200 with a body that never ends.
+    async fn endless_app(sent: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let sent = Arc::clone(&sent);
+                tokio::spawn(async move {
+                    let mut request = [0_u8; 1024];
+                    let _ = stream.read(&mut request).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10000000000\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 64 * 1024];
+                    while stream.write_all(&chunk).await.is_ok() {
+                        sent.fetch_add(chunk.len(), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[tokio::test]
+    async fn an_endless_health_answer_is_read_no_further_than_the_limit() {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let url = endless_app(Arc::clone(&sent)).await;
+        let expect = SmokeSettings {
+            container_port: 5001,
+            path: "/health".into(),
+            expect_status: 200,
+            expect_body: Some("healthy".into()),
+            timeout: Duration::from_millis(100),
+        };
+        let http = reqwest::Client::new();
+        let error = until_healthy(&http, &url, &expect, Duration::from_millis(100))
+            .await
+            .expect_err("the body is not \"healthy\"");
+        assert!(error.starts_with("200 with body \"xxxx"), "{error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // What the app got out before the runner hung up: the limit plus what the
+        // sockets' buffers held, far from the seconds' worth a loopback link carries.
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent < 32 * 1024 * 1024, "{sent} bytes were sent");
+    }
+}

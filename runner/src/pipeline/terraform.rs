@@ -331,7 +331,7 @@ fn failure(command: &str, ran: &Ran) -> TerraformError {
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '╷' || c == '│' || c == '╵'))
         .map(|l| l.trim_start_matches(['│', '╷', '╵']).trim())
         .filter(|l| !l.is_empty())
-        .take(6)
+        .take(10)
         .collect::<Vec<_>>()
         .join(" ");
     TerraformError::Failed {
