@@ -48,7 +48,7 @@ pub enum Command {
     /// runner, a signed push, followed until the app answers.
     Demo(crate::demo::DemoArgs),
     /// List recent jobs (from a running runner with --url, or from the database).
-    Jobs(crate::ops::Source),
+    Jobs(crate::ops::JobsArgs),
     /// List recent deployments (from a running runner with --url, or from the database).
     Deployments(crate::ops::Source),
     /// Deploy a branch head or a commit SHA of a project (needs RUNNER_ADMIN_TOKEN).
@@ -157,7 +157,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Jobs(source) => ops_exit(runtime.block_on(crate::ops::jobs(&source))),
+        Command::Jobs(args) => ops_exit(runtime.block_on(crate::ops::jobs(&args))),
         Command::Deployments(source) => ops_exit(runtime.block_on(crate::ops::deployments(&source))),
         Command::Deploy {
             project,

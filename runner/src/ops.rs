@@ -95,9 +95,17 @@ async fn newest<F>(source: &Source, resource: &str, local: F) -> Result<Vec<Valu
 where
     F: AsyncFnOnce(&sqlx::SqlitePool) -> Result<Vec<Value>, crate::store::StoreError>,
 {
+    newest_with(source, resource, "", local).await
+}
+
+/// [`newest`], with `extra` (`&name=value` pairs) added to the API query.
+async fn newest_with<F>(source: &Source, resource: &str, extra: &str, local: F) -> Result<Vec<Value>, OpsError>
+where
+    F: AsyncFnOnce(&sqlx::SqlitePool) -> Result<Vec<Value>, crate::store::StoreError>,
+{
     match &source.url {
         Some(url) => {
-            let mut path = format!("/api/{resource}?limit={}", source.limit);
+            let mut path = format!("/api/{resource}?limit={}{extra}", source.limit);
             if let Some(project) = &source.project {
                 path.push_str(&format!("&project={}", crate::web::dashboard::html::url_value(project)));
             }
@@ -122,12 +130,50 @@ fn show(source: &Source, items: Vec<Value>, columns: &[&str], row: impl Fn(&Valu
     }
 }
 
-pub async fn jobs(source: &Source) -> Result<(), OpsError> {
+/// `runner jobs`: the common listing options and the job filters.
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub source: Source,
+    /// Only jobs of this kind.
+    #[arg(long, value_parser = ["deploy", "verify"])]
+    pub kind: Option<String>,
+    /// Only jobs in this state (queued, running, awaiting_approval, succeeded, failed, cancelled, superseded).
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+pub async fn jobs(args: &JobsArgs) -> Result<(), OpsError> {
+    let source = &args.source;
+    let state = args
+        .state
+        .as_deref()
+        .map(|s| {
+            crate::job::JobState::parse(s).ok_or_else(|| {
+                OpsError::Usage(format!(
+                    "--state {s:?} is not one of: {}",
+                    crate::job::JobState::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        })
+        .transpose()?;
     let filter = JobFilter {
         project: source.project.clone(),
-        ..JobFilter::default()
+        kind: args.kind.as_deref().and_then(crate::job::JobKind::parse),
+        state,
     };
-    let items = newest(source, "jobs", async |pool| {
+    let mut query = String::new();
+    if let Some(kind) = &args.kind {
+        query.push_str(&format!("&kind={kind}"));
+    }
+    if let Some(state) = state {
+        query.push_str(&format!("&state={state}"));
+    }
+    let items = newest_with(source, "jobs", &query, async |pool| {
         let page = crate::store::jobs::list(pool, &filter, None, usize::from(source.limit)).await?;
         Ok(page.items.into_iter().map(|j| json!(j)).collect())
     })
@@ -136,7 +182,16 @@ pub async fn jobs(source: &Source) -> Result<(), OpsError> {
         source,
         items,
         &[
-            "ID", "STATE", "KIND", "PROJECT", "ENV", "SHA", "TRIGGER", "CREATED", "ERROR",
+            "ID",
+            "STATE",
+            "KIND",
+            "PROJECT",
+            "ENV",
+            "SHA",
+            "TRIGGER",
+            "CREATED",
+            "FAILED AT",
+            "ERROR",
         ],
         |j| {
             vec![
@@ -151,7 +206,14 @@ pub async fn jobs(source: &Source) -> Result<(), OpsError> {
                     .as_i64()
                     .map(crate::telemetry::format_ms)
                     .unwrap_or_default(),
-                text(&j["error"]).chars().take(60).collect(),
+                text(&j["failed_step"]),
+                text(&j["error"])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect(),
             ]
         },
     );

@@ -65,7 +65,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
 
         let work_root = work_root(&config.server.database_url);
-        reap_work_root(&work_root).await?;
+        reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
         let engine = connect_engine(&config, instance_id(&config.server.database_url)).await;
 
         let signature_keys = config
@@ -257,10 +257,18 @@ fn work_root(database_url: &str) -> PathBuf {
 }
 
 /// Whatever a previous run left behind (a crash mid-checkout) is removed before any job runs.
-async fn reap_work_root(root: &PathBuf) -> anyhow::Result<()> {
+async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>) -> anyhow::Result<()> {
     if tokio::fs::try_exists(root).await.unwrap_or(false) {
         let mut entries = tokio::fs::read_dir(root).await?;
         while let Some(entry) = entries.next_entry().await? {
+            let pid_file = entry.path().join("home").join(crate::pipeline::terraform::PID_FILE);
+            if let Some(bin) = terraform_bin
+                && let Some(pid) =
+                    crate::pipeline::terraform::stop_orphan(&pid_file, bin, crate::pipeline::terraform::INTERRUPT_GRACE)
+                        .await
+            {
+                tracing::warn!(pid, "interrupted a terraform command an earlier run left running");
+            }
             tracing::info!(path = %entry.path().display(), "removing a work directory left by an earlier run");
             tokio::fs::remove_dir_all(entry.path())
                 .await

@@ -204,8 +204,30 @@ url = "127.0.0.1:1"
 [projects.rollout]
 target = "local"
 host_port = {slow_port}
+
+[[projects]]
+name = "broken"
+repository = "Acme/broken"
+deploy_branches = ["main"]
+webhook_secret_env = "OTHER_SECRET"
+clone_url = "{missing}"
+
+[projects.build]
+image = "runner-browser-broken"
+
+[projects.smoke]
+container_port = 5001
+
+[projects.registry]
+url = "127.0.0.1:1"
+
+[projects.rollout]
+target = "local"
+host_port = {broken_port}
 "#,
             slow_port = free_port(),
+            broken_port = free_port(),
+            missing = dir.join("no-such-repository").display(),
         )
     })
     .await;
@@ -393,6 +415,57 @@ host_port = {slow_port}
         .await
         .expect("json");
     assert_eq!(version["commit"], first.as_str(), "the first commit is live again");
+
+    // A push that fails: its job page opens on the failing step and that step's last lines;
+    // the Jobs page lists it with where it failed; the deployments page shows the attempt.
+    let broken_job = push(
+        &runner,
+        &"b".repeat(40),
+        OTHER_SECRET,
+        "Acme/broken",
+        "refs/heads/main",
+        "Broken",
+    )
+    .await;
+    assert_eq!(wait_job(&runner, broken_job).await["state"], "failed");
+    client
+        .goto(&runner.url(&format!("/jobs/{broken_job}")))
+        .await
+        .expect("open the failed job");
+    let failure = wait_for_text(&client, "#failure", "Failed at checkout").await;
+    assert!(
+        failure.contains("fetching"),
+        "the checkout's own lines come first: {failure}"
+    );
+    let open = client
+        .execute("return document.querySelector('#failure details').open;", vec![])
+        .await
+        .expect("script");
+    assert_eq!(open, Value::Bool(true), "the failing step is open");
+    screenshot(&client, "failed-job").await;
+    client.goto(&runner.url("/jobs?kind=deploy")).await.expect("open /jobs");
+    let row = wait_for_text(&client, &format!("#job-{broken_job}"), "checkout").await;
+    assert!(row.contains("failed"), "{row}");
+    let jobs_table = client
+        .find(Locator::Css("#jobs"))
+        .await
+        .expect("jobs table")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        jobs_table.contains(&format!("#{slow_job}")),
+        "every job is listed: {jobs_table}"
+    );
+    screenshot(&client, "jobs").await;
+    client.goto(&runner.url("/")).await.expect("open /");
+    let attempt = wait_for_text(&client, "tr.attempt", "Broken").await;
+    assert!(attempt.contains("failed"), "{attempt}");
+    let live_rows = client
+        .find_all(Locator::Css("#deployments tr.live"))
+        .await
+        .expect("rows");
+    assert_eq!(live_rows.len(), 1, "one live deployment in the environment");
 
     // Deliveries, and the narrow phone layout without sideways scrolling.
     client.goto(&runner.url("/deliveries")).await.expect("open deliveries");

@@ -75,6 +75,63 @@ async fn operator_commands_list_and_act_through_the_api() {
     assert_eq!(code, 1);
     assert!(stdout.contains("failed"), "{stdout}");
 
+    // Jobs filtered by kind and state; the failed step and the error's first line shown.
+    let (code, stdout, _) = runner_cli(
+        &[
+            "jobs", "--url", &base, "--kind", "deploy", "--state", "failed", "--json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let failed: Value = serde_json::from_str(&stdout).expect("json");
+    let failed = failed.as_array().expect("a list");
+    assert!(!failed.is_empty());
+    assert!(
+        failed.iter().all(|j| j["state"] == "failed" && j["kind"] == "deploy"),
+        "{stdout}"
+    );
+    assert_eq!(failed[0]["failed_step"], "checkout");
+    let (code, stdout, _) = runner_cli(&["jobs", "--url", &base, "--state", "failed"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.lines().next().is_some_and(|h| h.contains("FAILED AT")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("checkout"), "{stdout}");
+    let (code, _, stderr) = runner_cli(&["jobs", "--url", &base, "--state", "broken"], None).await;
+    assert_eq!(code, 2, "{stderr}");
+
+    // Cancel, approve and reject answer like the other actions.
+    let (code, stdout, stderr) =
+        runner_cli(&["deploy", "hello", &"2".repeat(40), "--url", &base], Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let queued: i64 = stdout
+        .trim()
+        .trim_start_matches("queued job ")
+        .parse()
+        .expect("a job id");
+    let (code, stdout, stderr) = runner_cli(
+        &["cancel", &queued.to_string(), "--url", &base, "--json"],
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    if code == 0 {
+        let answer: Value = serde_json::from_str(&stdout).expect("json");
+        assert_eq!(answer["job_id"], queued);
+    } else {
+        // The job had already failed at its checkout by the time it was asked.
+        assert!(stderr.contains("already finished"), "{stderr}");
+    }
+    for action in ["approve", "reject"] {
+        let (code, _, stderr) = runner_cli(&[action, &queued.to_string(), "--url", &base], Some(ADMIN_TOKEN)).await;
+        assert_eq!(code, 1, "{action}: {stderr}");
+        assert!(stderr.contains("is not waiting for approval"), "{stderr}");
+    }
+    let (code, _, stderr) = runner_cli(&["cancel", "999", "--url", &base], Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("job 999 does not exist"), "{stderr}");
+
     let closed = free_port();
     let (code, _, stderr) = runner_cli(&["jobs", "--url", &format!("http://127.0.0.1:{closed}")], None).await;
     assert_eq!(code, 1);
@@ -96,6 +153,9 @@ async fn every_subcommand_has_help() {
         "deploy",
         "rollback",
         "replay",
+        "approve",
+        "reject",
+        "cancel",
         "healthcheck",
     ] {
         assert!(stdout.contains(command), "--help lists {command}");

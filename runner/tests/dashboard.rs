@@ -108,7 +108,12 @@ async fn pages_show_deployments_jobs_and_deliveries_with_payload_text_escaped() 
         "the commit message reached the page as markup"
     );
     assert!(html.contains("https://github.com/Codertocat/Hello-World/commit/0123456789abcdef"));
-    assert!(html.contains("s-current"), "the live deployment is marked current");
+    assert!(
+        html.contains(&format!(
+            "<tr id=\"deployment-{deployment_id}\" class=\"live\"><td><span class=\"badge s-live\">live</span>"
+        )),
+        "the live deployment is marked live: {html}"
+    );
     // Without a login there is nothing to press.
     assert!(!html.contains("name=\"csrf\""));
 

@@ -183,6 +183,10 @@ async fn reconciliation_redelivers_missed_deliveries_and_deploys_an_unannounced_
             json!({ "id": 1004, "guid": "retried-ok", "status_code": 500, "event": "push", "redelivery": false }),
             json!({ "id": 1005, "guid": "retried-ok", "status_code": 202, "event": "push", "redelivery": true }),
         ];
+        // Newer deliveries that arrived fine push the missed one to the third page.
+        f.deliveries.extend((0..240).map(|i| {
+            json!({ "id": 2000 + i, "guid": format!("fine-{i}"), "status_code": 202, "event": "push", "redelivery": false })
+        }));
     });
     let api = fake.start().await;
     // Before GitHub reporting was set up, the release branch head was announced by a
@@ -230,6 +234,12 @@ async fn reconciliation_redelivers_missed_deliveries_and_deploys_an_unannounced_
         redelivered,
         [format!("/repos/{REPOSITORY}/hooks/42/deliveries/1001/attempts")]
     );
+    let pages = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/hooks/42/deliveries"))
+        .count();
+    assert_eq!(pages, 3, "245 deliveries are three pages of 100");
     // The other branch's head was seen: no second job for it.
     let jobs = runner.get_json("/api/jobs").await;
     let for_release = jobs["items"]

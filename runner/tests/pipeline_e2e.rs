@@ -284,8 +284,23 @@ timeout_secs = 30
         .collect();
     assert_eq!(
         statuses,
-        vec!["live", "live", "live", "live"],
-        "redeploy, rollback, second, first (the broken push never got a deployment row)"
+        vec!["live", "replaced", "failed", "replaced", "replaced"],
+        "redeploy, rollback, the broken push's attempt, second, first"
+    );
+    let items = deployments["items"].as_array().expect("items");
+    for pair in items.windows(2).filter(|p| p[1]["status"] == "replaced") {
+        // Each replaced deployment points at the next one that went live.
+        let newer_live = items
+            .iter()
+            .rev()
+            .find(|d| d["id"].as_i64() > pair[1]["id"].as_i64() && d["image_ref"] != "")
+            .expect("a newer deployment");
+        assert_eq!(pair[1]["replaced_by"], newer_live["id"], "{deployments}");
+    }
+    assert_eq!(
+        items[2]["image_ref"], "",
+        "the broken push is an attempt row: {}",
+        items[2]
     );
     runner.stop().await;
 }

@@ -476,3 +476,255 @@ async fn the_github_token_never_reaches_the_runners_own_log() {
         "part of the token is in the runner's log"
     );
 }
+
+/// A TCP relay to `target` that passes what the client sends 32 KiB at a time, with a
+/// pause between pieces: a registry that takes a few seconds to receive an image.
+fn slow_relay(target: &str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let target = target.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut client_in, mut server_out) =
+                (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0_u8; 32 * 1024];
+                while let Ok(n) = client_in.read(&mut buffer) {
+                    if n == 0 || server_out.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(15));
+                }
+                let _ = server_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut server_in, mut client_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_in, &mut client_out);
+                let _ = client_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr.to_string()
+}
+
+/// Where a runner is killed, and what the deploy has for it to be killed in.
+struct KillPoint {
+    /// The step running when the runner is killed (`approval`: while it waits for one).
+    step: &'static str,
+    terraform: bool,
+    slow_registry: bool,
+}
+
+/// Kills the runner at `point` of a deploy; after a restart the job ends succeeded, the
+/// commit is the one live version, and no container, work directory, terraform process
+/// or state lock is left.
+async fn kill_then_restart(point: KillPoint) {
+    let step = point.step;
+    let real_registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let registry = if point.slow_registry {
+        slow_relay(&real_registry)
+    } else {
+        real_registry.clone()
+    };
+    let terraform = required_env("TERRAFORM_BIN", "scripts/services.sh install builds one");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let mut sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("kill{step}{unique}");
+    let image = format!("runner-kill-{step}-{unique}");
+    let host_port = free_port();
+    let state = dir.path().join("state.tfstate");
+    let mut config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
+    if point.terraform {
+        std::fs::create_dir_all(repo.join("infra")).expect("mkdir");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/terraform/app/main.tf"),
+            repo.join("infra/main.tf"),
+        )
+        .expect("copy the module");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "--quiet", "-m", "infra"]);
+        sha = git(&repo, &["rev-parse", "HEAD"]);
+        config.push_str(&format!(
+            "\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nvars = {{ apply_delay = \"{}\" }}\nrequire_approval = {}\nlock_timeout_secs = 90\n",
+            state.display(),
+            if step == "apply" { 8 } else { 0 },
+            step == "approval",
+        ));
+    }
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+    let env = [
+        ("TERRAFORM_BIN", terraform.as_str()),
+        ("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ],
+    };
+
+    let mut first = Runner::start_with_env(&config_path, &env);
+    let job_id = push_to(&client, &first.base, &sha).await;
+    let waiting_for = |attempts: i64| {
+        move |j: &Value| {
+            if step == "approval" {
+                j["state"] == "awaiting_approval" && j["attempts"] == attempts
+            } else {
+                j["steps"]
+                    .as_array()
+                    .is_some_and(|steps| steps.iter().any(|s| s["name"] == step && s["state"] == "running"))
+            }
+        }
+    };
+    wait_for(
+        &client,
+        &first.base,
+        job_id,
+        &format!("{step} under way"),
+        waiting_for(1),
+    )
+    .await;
+    first.kill9();
+
+    let second = Runner::start_with_env(&config_path, &env);
+    if step == "approval" {
+        // The job is claimed again, planned again, and waits for an answer again.
+        wait_for(
+            &client,
+            &second.base,
+            job_id,
+            "a second wait for approval",
+            waiting_for(2),
+        )
+        .await;
+        let approved = client
+            .post(format!("{}/api/jobs/{job_id}/approve", second.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("approve");
+        assert_eq!(approved.status(), 200);
+    }
+    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
+        !matches!(j["state"].as_str(), Some("queued" | "running" | "awaiting_approval"))
+    })
+    .await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "killed during {step}: {job}\n{}",
+        second.log_text()
+    );
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["deployment"]["status"], "live");
+    let deployments: Value = client
+        .get(format!("{}/api/deployments?project={project}", second.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let live = deployments["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|d| d["status"] == "live")
+        .count();
+    assert_eq!(live, 1, "one live version: {deployments}");
+    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
+        .await
+        .expect("the environment answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version["commit"], sha.as_str());
+    assert_eq!(
+        containers_of_job(&project, job_id),
+        vec![format!("runner-{project}-production")],
+        "only the live container remains"
+    );
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
+    assert!(work.is_empty(), "no work directory is left");
+    if step == "apply" {
+        assert!(
+            second
+                .log_text()
+                .contains("interrupted a terraform command an earlier run left running"),
+            "the orphaned apply was interrupted at start: {}",
+            second.log_text()
+        );
+    }
+    if point.terraform {
+        assert!(
+            !dir.path().join(".terraform.tfstate.lock.info").exists()
+                && !state.with_extension("tfstate.lock.info").exists(),
+            "no state lock is left"
+        );
+        let left = Command::new("pgrep")
+            .args(["-f", &dir.path().join("work").display().to_string()])
+            .output()
+            .expect("pgrep");
+        assert!(
+            String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+            "a terraform command of the job is still running"
+        );
+    }
+    drop(second);
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_push_finishes_the_deploy_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "push",
+        terraform: false,
+        slow_registry: true,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_the_plan_finishes_the_deploy_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "plan",
+        terraform: true,
+        slow_registry: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_while_a_plan_waits_for_approval_asks_again_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "approval",
+        terraform: true,
+        slow_registry: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_apply_interrupts_the_orphaned_apply_and_finishes_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "apply",
+        terraform: true,
+        slow_registry: false,
+    })
+    .await;
+}

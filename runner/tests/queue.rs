@@ -294,3 +294,102 @@ async fn the_schema_refuses_states_that_do_not_exist() {
         .await;
     assert!(result.is_err(), "a running job must have a lease");
 }
+
+#[tokio::test]
+async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_their_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(runner::store::connect_options(&url).expect("options"))
+        .await
+        .expect("open");
+    // The schema before deployments could be replaced: every deployment that went live
+    // stayed "live".
+    runner::store::MIGRATOR
+        .run_to(7, &pool)
+        .await
+        .expect("migrations up to 7");
+    let job = |id: i64, state: &str| {
+        sqlx::query(
+            "INSERT INTO jobs (id, project, environment, kind, trigger, state, git_ref, sha, ordering_key,
+                               error, created_at, started_at, finished_at, updated_at)
+             VALUES (?1, 'app', CASE WHEN ?1 = 4 THEN 'staging' ELSE 'production' END, 'deploy', 'push', ?2,
+                     'refs/heads/main', ?3, ?1, CASE WHEN ?2 = 'failed' THEN 'smoke failed' END, ?1, ?1, ?1, ?1)",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(format!("{id}").repeat(40))
+        .execute(&pool)
+    };
+    for (id, state) in [
+        (1, "succeeded"),
+        (2, "succeeded"),
+        (3, "succeeded"),
+        (4, "succeeded"),
+        (5, "failed"),
+        (6, "failed"),
+    ] {
+        job(id, state).await.expect("job");
+    }
+    for (id, status) in [(1, "live"), (2, "live"), (3, "live"), (4, "live"), (5, "failed")] {
+        sqlx::query(
+            "INSERT INTO deployments (id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, started_at)
+             SELECT ?1, id, project, environment, sha, 'r/app:' || id, 'sha256:' || id, 'push', ?2, ?1 FROM jobs WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&pool)
+        .await
+        .expect("deployment");
+    }
+    runner::store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("the remaining migrations");
+
+    let rows: Vec<(i64, i64, String, Option<i64>, String)> =
+        sqlx::query_as("SELECT id, job_id, status, replaced_by, image_ref FROM deployments ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    let states: Vec<(i64, &str, Option<i64>)> = rows.iter().map(|r| (r.1, r.2.as_str(), r.3)).collect();
+    assert_eq!(
+        states,
+        [
+            (1, "replaced", Some(2)),
+            (2, "replaced", Some(3)),
+            (3, "live", None),
+            (4, "live", None),
+            (5, "failed", None),
+            // Job 6 failed before its rollout: an attempt row, without an image.
+            (6, "failed", None),
+        ]
+    );
+    assert_eq!(rows[5].4, "");
+    // One live deployment per environment, from now on enforced by the database.
+    let second_live = sqlx::query("UPDATE deployments SET status = 'live' WHERE id = 1")
+        .execute(&pool)
+        .await;
+    assert!(second_live.is_err(), "two live deployments in production");
+
+    // A deploy job that ends failed or cancelled from now on leaves its attempt row too.
+    job(7, "queued").await.expect("job");
+    sqlx::query("UPDATE jobs SET state = 'cancelled', error = 'cancelled before it ran' WHERE id = 7")
+        .execute(&pool)
+        .await
+        .expect("cancel");
+    let attempt: (String, Option<String>) = sqlx::query_as("SELECT status, error FROM deployments WHERE job_id = 7")
+        .fetch_one(&pool)
+        .await
+        .expect("attempt row");
+    assert_eq!(
+        attempt,
+        ("cancelled".to_owned(), Some("cancelled before it ran".to_owned()))
+    );
+    let violations = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&pool)
+        .await
+        .expect("check");
+    assert!(violations.is_empty(), "{} foreign key violations", violations.len());
+}

@@ -88,6 +88,16 @@ impl GitHub {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ForgeError> {
+        self.call_paged(method, path, body).await.map(|(json, _)| json)
+    }
+
+    /// Like `call`, with the cursor of the next page when GitHub's `Link` header names one.
+    async fn call_paged(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, Option<String>), ForgeError> {
         // A relative path: octocrab adds the base URI (GitHub Enterprise included) and only
         // then sends an App's credentials, which it never sends to a host named in a URL.
         let sent = match method {
@@ -109,6 +119,7 @@ impl GitHub {
             header("x-ratelimit-reset"),
             header("retry-after"),
         );
+        let next_cursor = header("link").as_deref().and_then(next_page_cursor);
         let text = self
             .client
             .body_to_string(response)
@@ -120,7 +131,7 @@ impl GitHub {
             serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
         };
         if status.is_success() {
-            return Ok(json);
+            return Ok((json, next_cursor));
         }
         let message = json["message"]
             .as_str()
@@ -223,18 +234,35 @@ impl GitHub {
         .map(drop)
     }
 
-    pub async fn hook_deliveries(&self, hook_id: i64) -> Result<Vec<HookDelivery>, ForgeError> {
-        let listed = self
-            .call(
-                Method::GET,
-                &format!("/repos/{}/hooks/{hook_id}/deliveries?per_page=100", self.repository),
-                None,
-            )
-            .await?;
-        serde_json::from_value(listed).map_err(|e| ForgeError::Rejected {
-            status: 0,
-            message: format!("unexpected hook deliveries: {e}"),
-        })
+    /// The hook's deliveries, newest first, page after page until a page reaches one at or
+    /// below `seen_up_to` (listed by an earlier pass), the list ends, or `max_pages` pages.
+    pub async fn hook_deliveries(
+        &self,
+        hook_id: i64,
+        seen_up_to: Option<i64>,
+        max_pages: usize,
+    ) -> Result<Vec<HookDelivery>, ForgeError> {
+        let mut all: Vec<HookDelivery> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..max_pages {
+            let mut path = format!("/repos/{}/hooks/{hook_id}/deliveries?per_page=100", self.repository);
+            if let Some(cursor) = &cursor {
+                path.push_str("&cursor=");
+                path.push_str(&url_escape(cursor));
+            }
+            let (listed, next) = self.call_paged(Method::GET, &path, None).await?;
+            let page: Vec<HookDelivery> = serde_json::from_value(listed).map_err(|e| ForgeError::Rejected {
+                status: 0,
+                message: format!("unexpected hook deliveries: {e}"),
+            })?;
+            let reached_seen = seen_up_to.is_some_and(|seen| page.iter().any(|d| d.id <= seen));
+            all.extend(page);
+            match next {
+                Some(next) if !reached_seen => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(all)
     }
 
     pub async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError> {
@@ -266,5 +294,64 @@ impl GitHub {
                 status: 0,
                 message: format!("branch {branch} has no commit"),
             })
+    }
+}
+
+/// The `cursor` of the `rel="next"` link of a `Link` header (GitHub's cursor paging).
+fn next_page_cursor(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let url = target.trim().trim_start_matches('<').trim_end_matches('>');
+        let query = url.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("cursor="))
+            .map(url_unescape)
+    })
+}
+
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn url_unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::next_page_cursor;
+
+    #[test]
+    fn the_next_cursor_is_read_from_githubs_link_header() {
+        let link = "<https://api.github.com/repositories/1/hooks/2/deliveries?per_page=100&cursor=v1_12%3D3>; rel=\"next\", \
+                    <https://api.github.com/repositories/1/hooks/2/deliveries?per_page=100>; rel=\"first\"";
+        assert_eq!(next_page_cursor(link).as_deref(), Some("v1_12=3"));
+        assert_eq!(
+            next_page_cursor("<https://api.github.com/x?per_page=100>; rel=\"first\""),
+            None
+        );
     }
 }

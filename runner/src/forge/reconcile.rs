@@ -3,7 +3,7 @@
 //! that never reached us, and queues a deploy for a deploy branch's head that no delivery
 //! announced (trigger `reconcile`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -16,6 +16,10 @@ use crate::job::{JobKind, Trigger};
 use crate::metrics::Metrics;
 use crate::store::jobs::{NewJob, enqueue_now};
 use crate::store::{deliveries, now_ms, reports};
+
+/// GitHub keeps three days of a hook's deliveries; a first pass reads at most this many
+/// pages of 100 (later passes stop at what they have seen).
+const MAX_DELIVERY_PAGES: usize = 50;
 
 pub struct Reconciler {
     pub pool: sqlx::SqlitePool,
@@ -38,9 +42,12 @@ impl Reconciler {
         }
         // Deliveries already asked for again: GitHub lists each attempt, asking twice helps nobody.
         let mut asked: HashSet<i64> = HashSet::new();
+        // Per project, the newest hook delivery an earlier pass went through: paging stops there.
+        let mut seen_up_to: HashMap<String, i64> = HashMap::new();
         loop {
             for project in &projects {
-                if let Err(error) = self.reconcile(project, &mut asked).await {
+                let seen = seen_up_to.entry(project.name.to_string()).or_default();
+                if let Err(error) = self.reconcile(project, &mut asked, seen).await {
                     tracing::warn!(project = %project.name, %error, "reconciliation with GitHub failed");
                 }
             }
@@ -51,12 +58,19 @@ impl Reconciler {
         }
     }
 
-    /// One pass for one project.
-    pub async fn reconcile(&self, project: &Project, asked: &mut HashSet<i64>) -> anyhow::Result<()> {
+    /// One pass for one project. `seen_up_to` (0 at first) is the newest delivery id an
+    /// earlier pass went through; it moves up once this pass has handled every delivery.
+    pub async fn reconcile(
+        &self,
+        project: &Project,
+        asked: &mut HashSet<i64>,
+        seen_up_to: &mut i64,
+    ) -> anyhow::Result<()> {
         let Some(settings) = &project.github else { return Ok(()) };
         let github = GitHub::connect(&self.config.github.api_url, &settings.auth, project.repository.clone()).await?;
         if let Some(hook_id) = settings.hook_id {
-            let listed = github.hook_deliveries(hook_id).await?;
+            let seen = (*seen_up_to > 0).then_some(*seen_up_to);
+            let listed = github.hook_deliveries(hook_id, seen, MAX_DELIVERY_PAGES).await?;
             // A delivery that later succeeded (a redelivery shares its guid) needs nothing.
             let succeeded: HashSet<&str> = listed.iter().filter(|d| !d.failed()).map(|d| d.guid.as_str()).collect();
             for delivery in listed.iter().filter(|d| d.failed()) {
@@ -75,6 +89,9 @@ impl Reconciler {
                     event = delivery.event.as_deref().unwrap_or(""),
                     "asked GitHub to redeliver a delivery that never arrived"
                 );
+            }
+            if let Some(newest) = listed.iter().map(|d| d.id).max() {
+                *seen_up_to = (*seen_up_to).max(newest);
             }
         }
         for branch in &project.deploy_branches {

@@ -19,7 +19,40 @@ use tokio_util::sync::CancellationToken;
 use super::joblog::JobLog;
 
 /// How long a cancelled terraform command gets to stop on its own (and unlock its state).
-const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
+
+/// In a job's home directory while a terraform command runs: the command's process id.
+pub const PID_FILE: &str = "terraform.pid";
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Interrupts a terraform command a killed runner left running (named by `pid_file`),
+/// as Ctrl-C would, and waits for it to release its lock and exit (killing it after
+/// `grace`). Only a process running `bin` is touched: the id may have been reused.
+pub async fn stop_orphan(pid_file: &Path, bin: &Path, grace: Duration) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let running = std::fs::canonicalize(proc_dir.join("exe")).ok()?;
+    if running != std::fs::canonicalize(bin).ok()? {
+        return None;
+    }
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGINT);
+    let deadline = tokio::time::Instant::now() + grace;
+    while proc_dir.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if proc_dir.exists() {
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+    }
+    Some(pid)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerraformError {
@@ -192,6 +225,13 @@ impl Module {
             source,
         })?;
         let pid = child.id();
+        // If the runner dies, its restart finds this and interrupts the orphaned command,
+        // so it lets go of the state lock instead of racing the job's next attempt.
+        let pid_file = self.home.join(PID_FILE);
+        if let Some(pid) = pid {
+            let _ = std::fs::write(&pid_file, pid.to_string());
+        }
+        let _forget_pid = RemoveOnDrop(pid_file);
         let stdout = child.stdout.take().map(BufReader::new);
         let stderr = child.stderr.take().map(BufReader::new);
         let read_stdout = async {

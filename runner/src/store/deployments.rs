@@ -17,6 +17,8 @@ pub struct Deployment {
     pub trigger: String,
     pub status: String,
     pub replaced_id: Option<i64>,
+    /// Once it is `replaced`: the deployment that took over.
+    pub replaced_by: Option<i64>,
     pub url: Option<String>,
     pub error: Option<String>,
     /// Terraform outputs after the apply of this deployment (JSON object).
@@ -27,7 +29,10 @@ pub struct Deployment {
 }
 
 const COLUMNS: &str = "id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, \
-     replaced_id, url, error, outputs, started_at, finished_at";
+     replaced_id, replaced_by, url, error, outputs, started_at, finished_at";
+
+/// What a deployment is, in the words the dashboard, the API and `runner deployments` use.
+pub const STATUSES: &[&str] = &["in_progress", "live", "replaced", "failed", "rolled_back", "cancelled"];
 
 pub struct NewDeployment<'a> {
     pub job_id: i64,
@@ -77,8 +82,22 @@ pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Resu
     Ok(row)
 }
 
-/// `in_progress → live | failed | rolled_back`.
+/// `in_progress → live | failed | rolled_back`. Going live, the deployment that was live
+/// in the environment becomes `replaced` (pointing at this one) in the same transaction,
+/// so there is never more, nor less, than one live deployment per environment.
 pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    if status == "live" {
+        sqlx::query(
+            "UPDATE deployments SET status = 'replaced', replaced_by = ?1
+             WHERE status = 'live' AND id <> ?1
+               AND (project, environment) = (SELECT project, environment FROM deployments
+                                             WHERE id = ?1 AND status = 'in_progress')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query(
         "UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
     )
@@ -86,8 +105,9 @@ pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str
     .bind(error)
     .bind(now)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -82,6 +82,28 @@ pub async fn tail(pool: &SqlitePool, job: JobId, limit: usize) -> Result<Vec<Log
     .await
 }
 
+/// The last `limit` lines a step wrote, oldest first: what a failed job's page opens
+/// with. A step's lines are those after its latest "step NAME: started" line.
+pub async fn step_tail(pool: &SqlitePool, job: JobId, step: &str, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+    let started: Option<i64> =
+        sqlx::query_scalar("SELECT max(seq) FROM job_logs WHERE job_id = ? AND stream = 'system' AND line = ?")
+            .bind(job.get())
+            .bind(format!("step {step}: started"))
+            .fetch_one(pool)
+            .await?;
+    let Some(started) = started else {
+        return Ok(Vec::new());
+    };
+    fetch_lines(
+        pool,
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3",
+        job,
+        started,
+        limit,
+    )
+    .await
+}
+
 /// Runs a line query with SQLite packing its rows into one JSON array. Fetched row by
 /// row, a thousand-line log costs milliseconds of per-row driver overhead; as one value it
 /// costs one row and a JSON parse.

@@ -16,7 +16,7 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
     let target = store::deployments::get(&state.pool, deployment_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {deployment_id} does not exist")))?;
-    if target.status != "live" || target.image_digest.is_none() {
+    if !matches!(target.status.as_str(), "live" | "replaced") || target.image_digest.is_none() {
         return Err(ApiError::Conflict(format!(
             "deployment {deployment_id} never went live (status {}); only a deployment that was live can be rolled back to",
             target.status

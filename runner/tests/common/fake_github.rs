@@ -218,7 +218,37 @@ async fn answer(
             (StatusCode::CREATED, Json(json!({ "state": body["state"] }))).into_response()
         }
         ("GET", ["repos", _, _, "hooks", _, "deliveries"]) => {
-            Json(Value::Array(fake.with(|f| f.deliveries.clone()))).into_response()
+            // Newest first, `per_page` at a time, the next page named by an opaque cursor
+            // in the Link header, as GitHub pages hook deliveries.
+            let query: HashMap<String, String> = uri
+                .query()
+                .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+                .unwrap_or_default();
+            let per_page: usize = query
+                .get("per_page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(30)
+                .min(100);
+            let start: usize = query
+                .get("cursor")
+                .and_then(|c| c.strip_prefix("v1_"))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let mut all = fake.with(|f| f.deliveries.clone());
+            all.sort_by_key(|d| std::cmp::Reverse(d["id"].as_i64().unwrap_or(0)));
+            let page: Vec<Value> = all.iter().skip(start).take(per_page).cloned().collect();
+            let mut response = Json(Value::Array(page)).into_response();
+            if start + per_page < all.len() {
+                let next = format!(
+                    "<http://github.test{}?per_page={per_page}&cursor=v1_{}>; rel=\"next\"",
+                    uri.path(),
+                    start + per_page
+                );
+                response
+                    .headers_mut()
+                    .insert("link", next.parse().expect("header value"));
+            }
+            response
         }
         ("POST", ["repos", _, _, "hooks", _, "deliveries", _, "attempts"]) => {
             (StatusCode::ACCEPTED, Json(json!({}))).into_response()

@@ -139,15 +139,33 @@ pub struct JobFilter {
     pub kind: Option<JobKind>,
 }
 
+/// A job as lists show it: with the step it failed at, if it failed at one.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    #[serde(flatten)]
+    pub job: Job,
+    pub failed_step: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobSummaryRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    failed_step: Option<String>,
+}
+
 /// Newest first, `limit` rows with ids below `before`.
 pub async fn list(
     pool: &SqlitePool,
     filter: &JobFilter,
     before: Option<i64>,
     limit: usize,
-) -> Result<Page<Job>, StoreError> {
-    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
+) -> Result<Page<JobSummary>, StoreError> {
+    let rows: Vec<JobSummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS},
+                (SELECT name FROM job_steps AS s WHERE s.job_id = jobs.id AND s.state = 'failed'
+                 ORDER BY s.position LIMIT 1) AS failed_step
+         FROM jobs
          WHERE id < ?1 AND (?2 IS NULL OR project = ?2) AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR kind = ?4)
          ORDER BY id DESC LIMIT ?5"
     )))
@@ -158,8 +176,16 @@ pub async fn list(
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
-    let jobs = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(jobs, limit, |job| job.id.get()))
+    let jobs = rows
+        .into_iter()
+        .map(|row| {
+            Ok(JobSummary {
+                job: Job::try_from(row.job)?,
+                failed_step: row.failed_step,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Page::from_rows(jobs, limit, |summary| summary.job.id.get()))
 }
 
 /// Jobs waiting to be claimed, for metrics and the dashboard.

@@ -21,12 +21,13 @@ table.list th,table.list td{text-align:left;padding:.45rem .6rem;border-bottom:1
 table.list th{font-size:.8rem;color:var(--muted);font-weight:600}
 tr.live{background:#f0fbf3}td.image code{word-break:break-all}
 .badge{display:inline-block;padding:.05rem .45rem;border-radius:1rem;font-size:.75rem;font-weight:600;background:#eef0f3;color:#444;white-space:nowrap}
-.s-live,.s-succeeded,.s-queued_job{background:#dafbe1;color:var(--ok)}
+.s-succeeded,.s-queued_job{background:#dafbe1;color:var(--ok)}
+.s-live{background:var(--ok);color:#fff}
 .s-failed,.s-rolled_back{background:#ffebe9;color:var(--bad)}
 .s-running,.s-in_progress{background:#ddf4ff;color:var(--run)}
 .s-queued,.s-pending,.s-awaiting_approval{background:#fff8c5;color:var(--warn)}
-.s-cancelled,.s-superseded,.s-skipped,.s-ignored,.s-duplicate{background:#eef0f3;color:var(--muted)}
-.s-current{background:var(--ok);color:#fff}
+.s-cancelled,.s-superseded,.s-skipped,.s-ignored,.s-duplicate,.s-replaced{background:#eef0f3;color:var(--muted)}
+tr.attempt td{color:var(--muted)}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.25rem 1rem;margin:1rem 0}
 ul.jobs{list-style:none;padding:0}ul.jobs li{padding:.25rem 0}
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end;margin:0 0 1rem}

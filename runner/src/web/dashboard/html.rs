@@ -57,6 +57,7 @@ pub struct Frame<'a> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Deployments,
+    Jobs,
     Deliveries,
     None,
 }
@@ -71,9 +72,11 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
          <title>{} · runner</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
          <script src=\"/assets/app.js\" defer></script></head><body>\
          <header><a class=\"brand\" href=\"/\">runner</a><nav>\
-         <a href=\"/\"{}>Deployments</a><a href=\"/deliveries\"{}>Deliveries</a></nav><div class=\"who\">",
+         <a href=\"/\"{}>Deployments</a><a href=\"/jobs\"{}>Jobs</a><a href=\"/deliveries\"{}>Deliveries</a></nav>\
+         <div class=\"who\">",
         esc(frame.title),
         active(Nav::Deployments),
+        active(Nav::Jobs),
         active(Nav::Deliveries),
     );
     match (frame.logged_in, frame.csrf) {

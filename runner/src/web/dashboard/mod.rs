@@ -5,6 +5,7 @@ mod actions;
 mod assets;
 pub mod auth;
 pub mod html;
+mod job_list;
 mod pages;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use html::{Frame, Nav, esc};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::deployments_page))
+        .route("/jobs", get(job_list::jobs_page))
         .route("/jobs/{id}", get(pages::job_page))
         .route("/deliveries", get(pages::deliveries_page))
         .route("/login", get(auth::login_page).post(auth::login))

@@ -1,6 +1,5 @@
 //! The read pages: deployments, a job, deliveries.
 
-use std::collections::HashSet;
 use std::fmt::Write;
 
 use axum::extract::{Path, Query, State};
@@ -18,7 +17,7 @@ use crate::store::{deliveries, jobs, logs, steps};
 const PAGE_SIZE: usize = 50;
 /// A job page shows this many of the newest log lines; the plain-text log has them all.
 const LOG_TAIL: usize = 5_000;
-const STATUSES: &[&str] = &["in_progress", "live", "failed", "rolled_back"];
+use crate::store::deployments::STATUSES;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DeploymentsQuery {
@@ -68,14 +67,6 @@ pub async fn deployments_page(
         )));
     }
     let page = deployments::list_views(&state.pool, &filter, query.before, PAGE_SIZE).await?;
-    let mut live = HashSet::new();
-    for project in &state.config.projects {
-        if let Some(deployment) =
-            deployments::live(&state.pool, project.name.as_str(), project.environment.as_str()).await?
-        {
-            live.insert(deployment.id);
-        }
-    }
     let active = jobs::active(&state.pool, 10).await?;
     let csrf = viewer.csrf();
 
@@ -164,7 +155,8 @@ pub async fn deployments_page(
         );
         for view in &page.items {
             let d = &view.deployment;
-            let is_live = live.contains(&d.id);
+            let is_live = d.status == "live";
+            let attempt = d.image_ref.is_empty();
             let digest = d
                 .image_digest
                 .as_deref()
@@ -177,7 +169,7 @@ pub async fn deployments_page(
                 })
                 .unwrap_or_default();
             let mut actions = String::new();
-            if d.status == "live" && !is_live && d.image_digest.is_some() {
+            if d.status == "replaced" && d.image_digest.is_some() {
                 actions.push_str(&action_button(
                     &format!("/deployments/{}/rollback", d.id),
                     "Roll back to this",
@@ -195,19 +187,20 @@ pub async fn deployments_page(
             ));
             let _ = write!(
                 body,
-                "<tr id=\"deployment-{id}\"{live_class}><td>{status}{live_mark}</td>\
+                "<tr id=\"deployment-{id}\"{live_class}><td>{status}</td>\
                  <td><b>{project}</b><br><span class=\"muted\">{env}</span></td>\
                  <td>{sha} {msg}<br><span class=\"muted\">{author}{git_ref}</span></td>\
                  <td class=\"image\"><code>{image}</code>{digest}</td><td>{trigger}</td><td>{duration}</td>\
                  <td>{when}</td><td class=\"actions\"><a href=\"/jobs/{job}\">Job #{job}</a>{actions}</td></tr>",
                 id = d.id,
-                live_class = if is_live { " class=\"live\"" } else { "" },
-                status = badge(&d.status),
-                live_mark = if is_live {
-                    " <span class=\"badge s-current\">current</span>"
+                live_class = if is_live {
+                    " class=\"live\""
+                } else if attempt {
+                    " class=\"attempt\""
                 } else {
                     ""
                 },
+                status = badge(&d.status),
                 project = esc(&d.project),
                 env = esc(&d.environment),
                 sha = commit_link(repository_of(&state, &d.project), &d.sha),
@@ -218,7 +211,11 @@ pub async fn deployments_page(
                     .as_deref()
                     .map(|r| format!(" · {}", esc(r.trim_start_matches("refs/heads/"))))
                     .unwrap_or_default(),
-                image = esc(&d.image_ref),
+                image = if attempt {
+                    "<span class=\"muted\">attempt: stopped before its rollout</span>".to_owned()
+                } else {
+                    esc(&d.image_ref).to_string()
+                },
                 trigger = esc(&d.trigger),
                 duration = duration(Some(d.started_at), d.finished_at),
                 when = time(d.started_at),
@@ -385,6 +382,9 @@ pub async fn job_page(
         if let Some(replaced) = d.replaced_id {
             let _ = write!(body, "<dt>Replaced</dt><dd>deployment {replaced}</dd>");
         }
+        if let Some(by) = d.replaced_by {
+            let _ = write!(body, "<dt>Replaced by</dt><dd>deployment {by}</dd>");
+        }
         if let Some(error) = &d.error {
             let _ = write!(body, "<dt>Error</dt><dd>{}</dd>", esc(error));
         }
@@ -393,7 +393,7 @@ pub async fn job_page(
             let _ = write!(body, "<dt>{}</dt><dd><code>{}</code></dd>", esc(name), esc(&text));
         }
         body.push_str("</dl>");
-        if d.status == "live" && d.image_digest.is_some() {
+        if d.status == "replaced" && d.image_digest.is_some() {
             body.push_str(&action_button(
                 &format!("/deployments/{}/rollback", d.id),
                 "Roll back to this",
@@ -458,6 +458,34 @@ pub async fn job_page(
             );
         }
         body.push_str("</section>");
+    }
+    // A failed job opens with where it failed and that step's last lines.
+    if job.state == crate::job::JobState::Failed
+        && let Some(failed) = steps.iter().find(|s| s.state == "failed")
+    {
+        let step_lines = logs::step_tail(&state.pool, id, &failed.name, 60).await?;
+        let _ = write!(
+            body,
+            "<section class=\"card failure\" id=\"failure\"><h2>Failed at {name}</h2><p class=\"error\">{error}</p>\
+             <details open><summary>The last lines of {name}</summary><pre class=\"step-log\">",
+            name = esc(&failed.name),
+            error = esc(failed.error.as_deref().or(job.error.as_deref()).unwrap_or("")),
+        );
+        for line in &step_lines {
+            let _ = writeln!(
+                body,
+                "<span class=\"l {}\">{}</span>",
+                if line.stream == "stderr" {
+                    "err"
+                } else if line.stream == "system" {
+                    "sys"
+                } else {
+                    "out"
+                },
+                esc(&line.line)
+            );
+        }
+        body.push_str("</pre></details></section>");
     }
     body.push_str("<h2>Steps</h2>");
     if steps.is_empty() {
