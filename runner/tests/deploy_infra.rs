@@ -264,7 +264,9 @@ async fn a_rejected_plan_applies_nothing() {
     let steps = step_states(&done);
     assert!(steps.contains(&("approval".into(), "failed".into())), "{steps:?}");
     assert!(steps.contains(&("apply".into(), "skipped".into())), "{steps:?}");
-    assert!(done["deployment"].is_null(), "nothing went live: {done}");
+    // Nothing went live: the deployment is the failed attempt, without an image.
+    assert_eq!(done["deployment"]["status"], "failed", "{done}");
+    assert_eq!(done["deployment"]["image_ref"], "", "{done}");
     let state = std::fs::read_to_string(&setup.state).unwrap_or_default();
     assert!(!state.contains("terraform_data"), "nothing was applied: {state}");
 
