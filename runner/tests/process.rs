@@ -728,3 +728,94 @@ async fn a_runner_killed_during_apply_interrupts_the_orphaned_apply_and_finishes
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishes_it_after_restart() {
+    let registry = required_env("RUNNER_TEST_REGISTRY", "start a registry with scripts/services.sh start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("killrecord{unique}");
+    let image = format!("runner-kill-record-{unique}");
+    let host_port = free_port();
+    let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
+    let config_path = dir.path().join("runner.toml");
+    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ],
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    let mut first = Runner::start(&config_path);
+    let job_id = push_to(&client, &first.base, &sha).await;
+    wait_for(&client, &first.base, job_id, "the rollout under way", |j| {
+        j["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["name"] == "rollout" && s["state"] == "running"))
+    })
+    .await;
+    // Hold the database's write lock: the container can go live, but the runner cannot
+    // record that it did. It is killed right there.
+    let url = format!("sqlite://{}", dir.path().join("runner.db").display());
+    let holder = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(runner::store::connect_options(&url).expect("options"))
+        .await
+        .expect("a second connection");
+    let lock = holder.begin_with("BEGIN IMMEDIATE").await.expect("take the write lock");
+    let live_name = format!("runner-{project}-production");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Running}}", &live_name])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new version never went live: {}", first.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.kill9();
+    drop(lock);
+    holder.close().await;
+
+    let second = Runner::start(&config_path);
+    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
+        !matches!(j["state"].as_str(), Some("queued" | "running"))
+    })
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", second.log_text());
+    assert_eq!(job["attempts"], 2);
+    let deployments: Value = client
+        .get(format!("{}/api/deployments?project={project}", second.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let items = deployments["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "the retried job kept its one deployment row: {deployments}");
+    assert_eq!(items[0]["status"], "live");
+    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
+        .await
+        .expect("the environment answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version["commit"], sha.as_str());
+    assert_eq!(containers_of_job(&project, job_id), vec![live_name], "only the live container remains");
+    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
+    assert!(work.is_empty(), "no work directory is left");
+}
