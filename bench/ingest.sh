@@ -10,9 +10,10 @@ cd "$BENCH_ROOT"
 DURATION=${1:-10}
 apt_need wrk curl
 
-cargo build --release --locked -p runner >&2
+PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
+cargo build --profile "$PROFILE" --locked -p runner >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-RUNNER="$target_dir/release/runner"
+RUNNER="$target_dir/$PROFILE/runner"
 
 work=$(mktemp -d)
 pid=""

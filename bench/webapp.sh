@@ -14,10 +14,11 @@ VENV=${BENCH_VENV:-/tmp/runner-bench-venv}
 [ -x "$VENV/bin/gunicorn" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'Flask==3.0.0' 'gunicorn==21.2.0'; }
 
 echo "building release binaries..." >&2
-cargo build --release --locked -p webapp --bin webapp --example bare_hello >&2
+PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
+cargo build --profile "$PROFILE" --locked -p webapp --bin webapp --example bare_hello >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WEBAPP="$target_dir/release/webapp"
-BARE="$target_dir/release/examples/bare_hello"
+WEBAPP="$target_dir/$PROFILE/webapp"
+BARE="$target_dir/$PROFILE/examples/bare_hello"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

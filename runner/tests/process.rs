@@ -731,7 +731,10 @@ async fn a_runner_killed_during_apply_interrupts_the_orphaned_apply_and_finishes
 
 #[tokio::test]
 async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishes_it_after_restart() {
-    let registry = required_env("RUNNER_TEST_REGISTRY", "start a registry with scripts/services.sh start");
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
@@ -782,7 +785,11 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
         if running {
             break;
         }
-        assert!(Instant::now() < deadline, "the new version never went live: {}", first.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the new version never went live: {}",
+            first.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -806,7 +813,11 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
         .await
         .expect("json");
     let items = deployments["items"].as_array().expect("items");
-    assert_eq!(items.len(), 1, "the retried job kept its one deployment row: {deployments}");
+    assert_eq!(
+        items.len(),
+        1,
+        "the retried job kept its one deployment row: {deployments}"
+    );
     assert_eq!(items[0]["status"], "live");
     let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
         .await
@@ -815,7 +826,11 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
         .await
         .expect("json");
     assert_eq!(version["commit"], sha.as_str());
-    assert_eq!(containers_of_job(&project, job_id), vec![live_name], "only the live container remains");
+    assert_eq!(
+        containers_of_job(&project, job_id),
+        vec![live_name],
+        "only the live container remains"
+    );
     let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
     assert!(work.is_empty(), "no work directory is left");
 }
