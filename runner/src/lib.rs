@@ -9,6 +9,7 @@ pub mod forge;
 pub mod job;
 pub mod metrics;
 pub mod ops;
+pub mod percent;
 pub mod pipeline;
 pub mod secrets;
 pub mod startup;

@@ -96,8 +96,8 @@ fn encodings(value: &str) -> Vec<String> {
         forms.push(json[1..json.len() - 1].to_owned());
     }
     // In a URL (query strings, credentials in a clone URL).
-    forms.push(percent_encoded(value, false));
-    forms.push(percent_encoded(value, true));
+    forms.push(crate::percent::encode(value));
+    forms.push(crate::percent::encode_form(value));
     // Base64 of a blob containing the value: which characters encode the value depends on
     // where it starts modulo 3, so each alignment has its own fragment. Characters that
     // mix in bytes before or after the value are dropped.
@@ -123,20 +123,6 @@ fn encodings(value: &str) -> Vec<String> {
     forms
 }
 
-/// Percent-encoding of everything but RFC 3986's unreserved characters; `form` also
-/// writes a space as `+`, as HTML forms do.
-fn percent_encoded(value: &str, form: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(byte)),
-            b' ' if form => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 /// Collects every secret value the runner was configured with.
 #[derive(Default)]
 pub struct SecretSet(Vec<String>);
@@ -151,10 +137,6 @@ impl SecretSet {
 
     pub fn mask(&self) -> SecretMask {
         SecretMask::new(&self.0)
-    }
-
-    pub fn values(&self) -> &[String] {
-        &self.0
     }
 }
 
@@ -193,32 +175,13 @@ pub fn url_credentials(url: &str) -> Vec<String> {
     let mut found = vec![userinfo.to_owned()];
     if let Some((_, password)) = userinfo.split_once(':') {
         found.push(password.to_owned());
-        if let Some(decoded) = percent_decoded(password) {
+        if password.contains('%')
+            && let Ok(decoded) = String::from_utf8(crate::percent::decode(password))
+        {
             found.push(decoded);
         }
     }
     found
-}
-
-fn percent_decoded(text: &str) -> Option<String> {
-    if !text.contains('%') {
-        return None;
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -267,8 +230,8 @@ mod tests {
 
     #[test]
     fn url_and_json_forms_are_masked() {
-        assert_hidden(&format!("https://x?token={}", percent_encoded(SECRET, false)));
-        assert_hidden(&format!("a=b&t={}", percent_encoded(SECRET, true)));
+        assert_hidden(&format!("https://x?token={}", crate::percent::encode(SECRET)));
+        assert_hidden(&format!("a=b&t={}", crate::percent::encode_form(SECRET)));
         let json = serde_json::json!({ "value": format!("\"{SECRET}\"\n") }).to_string();
         assert_hidden(&json);
     }

@@ -143,6 +143,7 @@ impl Application {
     /// finishes in-flight requests, and lets running jobs end (bounded).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop_workers = CancellationToken::new();
+        let mask = self.worker.mask.clone();
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
         let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
@@ -152,6 +153,7 @@ impl Application {
                 Arc::clone(&self.state.config),
                 Arc::clone(&self.state.metrics),
                 self.state.log_events.clone(),
+                mask,
             )
             .run(stop_workers.clone()),
         );

@@ -2,93 +2,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::Runner;
 use common::*;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runner");
-
-struct Runner {
-    child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Runner {
-    fn start(config: &Path) -> Self {
-        Self::start_with_env(config, &[])
-    }
-
-    fn start_with_env(config: &Path, extra: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HELLO_SECRET", SECRET)
-            .env("OTHER_SECRET", OTHER_SECRET)
-            .env("RUNNER_LOG_FORMAT", "json")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn runner");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let found = lines.lock().expect("lock").iter().find_map(|line| {
-                let json: Value = serde_json::from_str(line).ok()?;
-                (json["message"] == "listening").then(|| json["addr"].as_str().map(str::to_owned))?
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "runner did not start: {:#?}",
-                lines.lock().expect("lock")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            lines,
-        }
-    }
-
-    fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        self.lines.lock().expect("lock").join("\n")
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Delivers a signed push of `sha` to master and returns the queued job's id.
 async fn push_to(client: &reqwest::Client, base: &str, sha: &str) -> i64 {
@@ -262,19 +184,7 @@ async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
         .await
         .expect("json");
     assert_eq!(health["status"], "ok");
-    let status = Command::new("kill")
-        .args(["-TERM", &runner.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = runner.child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "runner did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = runner.terminate();
     assert_eq!(exit.code(), Some(0), "{}", runner.log_text());
     std::thread::sleep(Duration::from_millis(100));
     assert!(runner.log_text().contains("\"stopped\""), "{}", runner.log_text());
@@ -343,93 +253,6 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let _ = Command::new("docker")
         .args(["rmi", "-f", &format!("{image}:{sha}")])
         .output();
-}
-
-/// Kills the runner while `step` of a good deploy runs; after a restart the job completes,
-/// the commit is live, and nothing but the environment's live container is left.
-async fn kill_during_step_then_restart(step: &str) {
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
-    let unique = format!("{}{}", std::process::id(), free_port());
-    let project = format!("kill{step}{unique}");
-    let image = format!("runner-kill-{step}-{unique}");
-    let host_port = free_port();
-    let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
-    let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let cleanup = || {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &format!("runner-{project}-production")])
-            .output();
-        for reference in [
-            format!("{image}:*"),
-            format!("{registry}/{image}:*"),
-            format!("{registry}/{image}@*"),
-        ] {
-            if let Ok(listed) = Command::new("docker")
-                .args(["images", "-q", "--filter", &format!("reference={reference}")])
-                .output()
-            {
-                for id in String::from_utf8_lossy(&listed.stdout).lines() {
-                    let _ = Command::new("docker").args(["rmi", "-f", id]).output();
-                }
-            }
-        }
-    };
-
-    let mut first = Runner::start(&config_path);
-    let job_id = push_to(&client, &first.base, &sha).await;
-    wait_for(&client, &first.base, job_id, &format!("step {step} running"), |j| {
-        j["steps"]
-            .as_array()
-            .is_some_and(|steps| steps.iter().any(|s| s["name"] == step && s["state"] == "running"))
-    })
-    .await;
-    first.kill9();
-
-    let second = Runner::start(&config_path);
-    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
-        !matches!(j["state"].as_str(), Some("queued" | "running"))
-    })
-    .await;
-    assert_eq!(job["state"], "succeeded", "killed during {step}: {job}");
-    assert_eq!(job["attempts"], 2);
-    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
-        .await
-        .expect("the environment answers")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(version["commit"], sha.as_str());
-    let left: Vec<String> = containers_of_job(&project, job_id);
-    assert_eq!(
-        left,
-        vec![format!("runner-{project}-production")],
-        "only the live container remains"
-    );
-    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
-    assert!(work.is_empty(), "no work directory is left");
-    drop(second);
-    cleanup();
-}
-
-#[tokio::test]
-async fn a_runner_killed_during_build_finishes_the_deploy_after_restart() {
-    kill_during_step_then_restart("build").await;
-}
-
-#[tokio::test]
-async fn a_runner_killed_during_rollout_finishes_the_deploy_after_restart() {
-    kill_during_step_then_restart("rollout").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,68 +342,159 @@ struct KillPoint {
     slow_registry: bool,
 }
 
-/// Kills the runner at `point` of a deploy; after a restart the job ends succeeded, the
-/// commit is the one live version, and no container, work directory, terraform process
-/// or state lock is left.
+/// A good deploy of the webapp, set up for a runner to be killed in: its repository
+/// (with the terraform module when asked), its config and its engine cleanup.
+struct KilledDeploy {
+    dir: tempfile::TempDir,
+    sha: String,
+    project: String,
+    host_port: u16,
+    config_path: std::path::PathBuf,
+    /// What every runner of the test gets in its environment.
+    env: Vec<(&'static str, String)>,
+    client: reqwest::Client,
+    _cleanup: EngineCleanup,
+}
+
+impl KilledDeploy {
+    fn new(point: &KillPoint) -> Self {
+        let step = point.step;
+        let real_registry = required_env(
+            "RUNNER_TEST_REGISTRY",
+            "start a registry with scripts/services.sh start",
+        );
+        let registry = if point.slow_registry {
+            slow_relay(&real_registry)
+        } else {
+            real_registry
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let mut sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+        let unique = format!("{}{}", std::process::id(), free_port());
+        let project = format!("kill{step}{unique}");
+        let image = format!("runner-kill-{step}-{unique}");
+        let host_port = free_port();
+        let mut config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
+        let mut env = vec![("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN.to_owned())];
+        if point.terraform {
+            env.push((
+                "TERRAFORM_BIN",
+                required_env("TERRAFORM_BIN", "scripts/services.sh install builds one"),
+            ));
+            std::fs::create_dir_all(repo.join("infra")).expect("mkdir");
+            std::fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/terraform/app/main.tf"),
+                repo.join("infra/main.tf"),
+            )
+            .expect("copy the module");
+            git(&repo, &["add", "-A"]);
+            git(&repo, &["commit", "--quiet", "-m", "infra"]);
+            sha = git(&repo, &["rev-parse", "HEAD"]);
+            config.push_str(&format!(
+                "\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nvars = {{ apply_delay = \"{}\" }}\nrequire_approval = {}\nlock_timeout_secs = 90\n",
+                dir.path().join("state.tfstate").display(),
+                if step == "apply" { 8 } else { 0 },
+                step == "approval",
+            ));
+        }
+        let config_path = dir.path().join("runner.toml");
+        std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let _cleanup = EngineCleanup {
+            container: format!("runner-{project}-production"),
+            references: vec![
+                format!("{image}:*"),
+                format!("{registry}/{image}:*"),
+                format!("{registry}/{image}@*"),
+            ],
+        };
+        Self {
+            dir,
+            sha,
+            project,
+            host_port,
+            config_path,
+            env,
+            client,
+            _cleanup,
+        }
+    }
+
+    fn start_runner(&self) -> Runner {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Runner::start_with_env(&self.config_path, &env)
+    }
+
+    /// After the restart: the job ends succeeded on its second attempt, its commit is the
+    /// one live version, and no container but the live one, no work directory, terraform
+    /// process or state lock is left.
+    async fn assert_finished(&self, second: &Runner, job_id: i64) {
+        let (client, project) = (&self.client, &self.project);
+        let job = wait_for(client, &second.base, job_id, "a final state", |j| {
+            !matches!(j["state"].as_str(), Some("queued" | "running" | "awaiting_approval"))
+        })
+        .await;
+        assert_eq!(job["state"], "succeeded", "{job}\n{}", second.log_text());
+        assert_eq!(job["attempts"], 2);
+        assert_eq!(job["deployment"]["status"], "live");
+        let deployments: Value = client
+            .get(format!("{}/api/deployments?project={project}", second.base))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        let live = deployments["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|d| d["status"] == "live")
+            .count();
+        assert_eq!(live, 1, "one live version: {deployments}");
+        let version: Value = reqwest::get(format!("http://127.0.0.1:{}/version", self.host_port))
+            .await
+            .expect("the environment answers")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(version["commit"], self.sha.as_str());
+        assert_eq!(
+            containers_of_job(project, job_id),
+            vec![format!("runner-{project}-production")],
+            "only the live container remains"
+        );
+        let work_dir = self.dir.path().join("work");
+        let work: Vec<_> = std::fs::read_dir(&work_dir).expect("work dir").collect();
+        assert!(work.is_empty(), "no work directory is left");
+        assert!(
+            !self.dir.path().join(".terraform.tfstate.lock.info").exists()
+                && !self.dir.path().join("state.tfstate.lock.info").exists(),
+            "no state lock is left"
+        );
+        let left = Command::new("pgrep")
+            .args(["-f", &work_dir.display().to_string()])
+            .output()
+            .expect("pgrep");
+        assert!(
+            String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+            "a terraform command of the job is still running"
+        );
+    }
+}
+
+/// Kills the runner at `point` of a deploy; after a restart the job ends as
+/// [`KilledDeploy::assert_finished`] checks.
 async fn kill_then_restart(point: KillPoint) {
     let step = point.step;
-    let real_registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let registry = if point.slow_registry {
-        slow_relay(&real_registry)
-    } else {
-        real_registry.clone()
-    };
-    let terraform = required_env("TERRAFORM_BIN", "scripts/services.sh install builds one");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    let mut sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
-    let unique = format!("{}{}", std::process::id(), free_port());
-    let project = format!("kill{step}{unique}");
-    let image = format!("runner-kill-{step}-{unique}");
-    let host_port = free_port();
-    let state = dir.path().join("state.tfstate");
-    let mut config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
-    if point.terraform {
-        std::fs::create_dir_all(repo.join("infra")).expect("mkdir");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/terraform/app/main.tf"),
-            repo.join("infra/main.tf"),
-        )
-        .expect("copy the module");
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "--quiet", "-m", "infra"]);
-        sha = git(&repo, &["rev-parse", "HEAD"]);
-        config.push_str(&format!(
-            "\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nvars = {{ apply_delay = \"{}\" }}\nrequire_approval = {}\nlock_timeout_secs = 90\n",
-            state.display(),
-            if step == "apply" { 8 } else { 0 },
-            step == "approval",
-        ));
-    }
-    let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
-    let env = [
-        ("TERRAFORM_BIN", terraform.as_str()),
-        ("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let _cleanup = EngineCleanup {
-        container: format!("runner-{project}-production"),
-        references: vec![
-            format!("{image}:*"),
-            format!("{registry}/{image}:*"),
-            format!("{registry}/{image}@*"),
-        ],
-    };
-
-    let mut first = Runner::start_with_env(&config_path, &env);
-    let job_id = push_to(&client, &first.base, &sha).await;
+    let deploy = KilledDeploy::new(&point);
+    let client = &deploy.client;
+    let mut first = deploy.start_runner();
+    let job_id = push_to(client, &first.base, &deploy.sha).await;
     let waiting_for = |attempts: i64| {
         move |j: &Value| {
             if step == "approval" {
@@ -593,7 +507,7 @@ async fn kill_then_restart(point: KillPoint) {
         }
     };
     wait_for(
-        &client,
+        client,
         &first.base,
         job_id,
         &format!("{step} under way"),
@@ -602,11 +516,11 @@ async fn kill_then_restart(point: KillPoint) {
     .await;
     first.kill9();
 
-    let second = Runner::start_with_env(&config_path, &env);
+    let second = deploy.start_runner();
     if step == "approval" {
         // The job is claimed again, planned again, and waits for an answer again.
         wait_for(
-            &client,
+            client,
             &second.base,
             job_id,
             "a second wait for approval",
@@ -621,47 +535,7 @@ async fn kill_then_restart(point: KillPoint) {
             .expect("approve");
         assert_eq!(approved.status(), 200);
     }
-    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
-        !matches!(j["state"].as_str(), Some("queued" | "running" | "awaiting_approval"))
-    })
-    .await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "killed during {step}: {job}\n{}",
-        second.log_text()
-    );
-    assert_eq!(job["attempts"], 2);
-    assert_eq!(job["deployment"]["status"], "live");
-    let deployments: Value = client
-        .get(format!("{}/api/deployments?project={project}", second.base))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
-    let live = deployments["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter(|d| d["status"] == "live")
-        .count();
-    assert_eq!(live, 1, "one live version: {deployments}");
-    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
-        .await
-        .expect("the environment answers")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(version["commit"], sha.as_str());
-    assert_eq!(
-        containers_of_job(&project, job_id),
-        vec![format!("runner-{project}-production")],
-        "only the live container remains"
-    );
-    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
-    assert!(work.is_empty(), "no work directory is left");
+    deploy.assert_finished(&second, job_id).await;
     if step == "apply" {
         assert!(
             second
@@ -671,22 +545,26 @@ async fn kill_then_restart(point: KillPoint) {
             second.log_text()
         );
     }
-    if point.terraform {
-        assert!(
-            !dir.path().join(".terraform.tfstate.lock.info").exists()
-                && !state.with_extension("tfstate.lock.info").exists(),
-            "no state lock is left"
-        );
-        let left = Command::new("pgrep")
-            .args(["-f", &dir.path().join("work").display().to_string()])
-            .output()
-            .expect("pgrep");
-        assert!(
-            String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-            "a terraform command of the job is still running"
-        );
-    }
-    drop(second);
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_build_finishes_the_deploy_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "build",
+        terraform: false,
+        slow_registry: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_rollout_finishes_the_deploy_after_restart() {
+    kill_then_restart(KillPoint {
+        step: "rollout",
+        terraform: false,
+        slow_registry: false,
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -731,36 +609,15 @@ async fn a_runner_killed_during_apply_interrupts_the_orphaned_apply_and_finishes
 
 #[tokio::test]
 async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishes_it_after_restart() {
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    let sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
-    let unique = format!("{}{}", std::process::id(), free_port());
-    let project = format!("killrecord{unique}");
-    let image = format!("runner-kill-record-{unique}");
-    let host_port = free_port();
-    let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
-    let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
-    let _cleanup = EngineCleanup {
-        container: format!("runner-{project}-production"),
-        references: vec![
-            format!("{image}:*"),
-            format!("{registry}/{image}:*"),
-            format!("{registry}/{image}@*"),
-        ],
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-
-    let mut first = Runner::start(&config_path);
-    let job_id = push_to(&client, &first.base, &sha).await;
-    wait_for(&client, &first.base, job_id, "the rollout under way", |j| {
+    let deploy = KilledDeploy::new(&KillPoint {
+        step: "record",
+        terraform: false,
+        slow_registry: false,
+    });
+    let client = &deploy.client;
+    let mut first = deploy.start_runner();
+    let job_id = push_to(client, &first.base, &deploy.sha).await;
+    wait_for(client, &first.base, job_id, "the rollout under way", |j| {
         j["steps"]
             .as_array()
             .is_some_and(|steps| steps.iter().any(|s| s["name"] == "rollout" && s["state"] == "running"))
@@ -768,14 +625,14 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
     .await;
     // Hold the database's write lock: the container can go live, but the runner cannot
     // record that it did. It is killed right there.
-    let url = format!("sqlite://{}", dir.path().join("runner.db").display());
+    let url = format!("sqlite://{}", deploy.dir.path().join("runner.db").display());
     let holder = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(runner::store::connect_options(&url).expect("options"))
         .await
         .expect("a second connection");
     let lock = holder.begin_with("BEGIN IMMEDIATE").await.expect("take the write lock");
-    let live_name = format!("runner-{project}-production");
+    let live_name = format!("runner-{}-production", deploy.project);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let running = Command::new("docker")
@@ -797,15 +654,10 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
     drop(lock);
     holder.close().await;
 
-    let second = Runner::start(&config_path);
-    let job = wait_for(&client, &second.base, job_id, "a final state", |j| {
-        !matches!(j["state"].as_str(), Some("queued" | "running"))
-    })
-    .await;
-    assert_eq!(job["state"], "succeeded", "{job}\n{}", second.log_text());
-    assert_eq!(job["attempts"], 2);
+    let second = deploy.start_runner();
+    deploy.assert_finished(&second, job_id).await;
     let deployments: Value = client
-        .get(format!("{}/api/deployments?project={project}", second.base))
+        .get(format!("{}/api/deployments?project={}", second.base, deploy.project))
         .send()
         .await
         .expect("GET")
@@ -818,19 +670,4 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
         1,
         "the retried job kept its one deployment row: {deployments}"
     );
-    assert_eq!(items[0]["status"], "live");
-    let version: Value = reqwest::get(format!("http://127.0.0.1:{host_port}/version"))
-        .await
-        .expect("the environment answers")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(version["commit"], sha.as_str());
-    assert_eq!(
-        containers_of_job(&project, job_id),
-        vec![live_name],
-        "only the live container remains"
-    );
-    let work: Vec<_> = std::fs::read_dir(dir.path().join("work")).expect("work dir").collect();
-    assert!(work.is_empty(), "no work directory is left");
 }

@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::fake_github::{FakeGitHub, GITHUB_TOKEN, start_runner, with_github};
+use common::process::Runner;
 use common::*;
 use serde_json::Value;
 
@@ -410,45 +409,15 @@ host_port = {port}
     let config_path = dir.path().join("runner.toml");
     std::fs::write(&config_path, config).expect("write config");
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TERRAFORM_BIN", &terraform)
-        .env("REGISTRY_USER", "deployer")
-        .env(PULL_REQUEST_SECRET.0, PULL_REQUEST_SECRET.1)
-        .envs(RUNNER_SECRETS.iter().copied())
-        .env("RUNNER_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn runner");
-    let stderr = child.stderr.take().expect("stderr");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().expect("lock").push(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let base = loop {
-        let found = lines.lock().expect("lock").iter().find_map(|line| {
-            let json: Value = serde_json::from_str(line).ok()?;
-            (json["message"] == "listening").then(|| json["addr"].as_str().map(str::to_owned))?
-        });
-        if let Some(addr) = found {
-            break format!("http://{addr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "runner did not start: {:#?}",
-            lines.lock().expect("lock")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut env: Vec<(&str, &str)> = vec![
+        ("TERRAFORM_BIN", &terraform),
+        ("REGISTRY_USER", "deployer"),
+        PULL_REQUEST_SECRET,
+        ("RUST_LOG", "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn"),
+    ];
+    env.extend(RUNNER_SECRETS.iter().copied());
+    let mut runner = Runner::start_with_env(&config_path, &env);
+    let base = runner.base.clone();
     let client = reqwest::Client::new();
     let webhook_secret = RUNNER_SECRETS[0].1;
     let admin = RUNNER_SECRETS[1].1;
@@ -528,9 +497,8 @@ host_port = {port}
     assert!(!reports.is_empty(), "the job was reported to GitHub");
     surfaces.push(("GitHub reports", reports.join("\n")));
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
-    surfaces.push(("runner log", lines.lock().expect("lock").join("\n")));
+    runner.terminate();
+    surfaces.push(("runner log", runner.log_text()));
     for entry in std::fs::read_dir(dir.path()).expect("dir") {
         let path = entry.expect("entry").path();
         if path

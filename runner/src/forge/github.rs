@@ -248,7 +248,7 @@ impl GitHub {
             let mut path = format!("/repos/{}/hooks/{hook_id}/deliveries?per_page=100", self.repository);
             if let Some(cursor) = &cursor {
                 path.push_str("&cursor=");
-                path.push_str(&url_escape(cursor));
+                path.push_str(&crate::percent::encode(cursor));
             }
             let (listed, next) = self.call_paged(Method::GET, &path, None).await?;
             let page: Vec<HookDelivery> = serde_json::from_value(listed).map_err(|e| ForgeError::Rejected {
@@ -309,35 +309,8 @@ fn next_page_cursor(link: &str) -> Option<String> {
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("cursor="))
-            .map(url_unescape)
+            .map(|cursor| String::from_utf8_lossy(&crate::percent::decode(cursor)).into_owned())
     })
-}
-
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-fn url_unescape(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

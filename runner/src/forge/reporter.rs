@@ -38,10 +38,16 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(pool: sqlx::SqlitePool, config: Arc<Config>, metrics: Arc<Metrics>, events: LogEvents) -> Self {
+    pub fn new(
+        pool: sqlx::SqlitePool,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        events: LogEvents,
+        mask: crate::secrets::SecretMask,
+    ) -> Self {
         Self {
             pool,
-            mask: config.secrets().mask(),
+            mask,
             config,
             metrics,
             events,

@@ -44,38 +44,17 @@ pub async fn run(
             "no terraform executable: install Terraform or set TERRAFORM_BIN, and restart the runner".into(),
         ));
     };
-    let mut vars: BTreeMap<String, String> = settings.vars.clone();
-    let env: BTreeMap<String, String> = if plan_only {
+    let (mut vars, env) = if plan_only {
         log.system("pull request plan: with the pull request environment, no secret variables, -lock=false");
-        settings
-            .pull_request_env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(
-                settings
-                    .pull_request_secret_env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
-            )
-            .collect()
+        (
+            settings.vars.clone(),
+            with_secrets(&settings.pull_request_env, &settings.pull_request_secret_env),
+        )
     } else {
-        vars.extend(
-            settings
-                .secret_vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
-        );
-        settings
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(
-                settings
-                    .secret_env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
-            )
-            .collect()
+        (
+            with_secrets(&settings.vars, &settings.secret_vars),
+            with_secrets(&settings.env, &settings.secret_env),
+        )
     };
     vars.insert(settings.image_var.clone(), image.to_owned());
     let module = Module {
@@ -168,6 +147,16 @@ pub async fn run(
         message: format!("reading the outputs: {e}"),
     })?;
     Ok(Applied { outputs: Some(outputs) })
+}
+
+/// Plain values and secret ones, as the terraform command takes them.
+fn with_secrets(
+    plain: &BTreeMap<String, String>,
+    secret: &BTreeMap<String, secrecy::SecretString>,
+) -> BTreeMap<String, String> {
+    let mut all = plain.clone();
+    all.extend(secret.iter().map(|(k, v)| (k.clone(), v.expose_secret().to_owned())));
+    all
 }
 
 /// The summary goes on the job, the readable plan (secrets masked) into its artifacts.

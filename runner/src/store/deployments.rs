@@ -159,17 +159,6 @@ pub async fn fail_orphans(pool: &SqlitePool, now: i64) -> Result<u64, StoreError
     .rows_affected())
 }
 
-/// The deployment live in an environment now.
-pub async fn live(pool: &SqlitePool, project: &str, environment: &str) -> Result<Option<Deployment>, StoreError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deployments WHERE project = ? AND environment = ? AND status = 'live' ORDER BY id DESC LIMIT 1"
-    )))
-    .bind(project)
-    .bind(environment)
-    .fetch_optional(pool)
-    .await?)
-}
-
 /// A deployment as the dashboard lists it: with the commit it deployed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeploymentView {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_github;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -36,6 +36,7 @@ pub enum Decision {
 /// held job (a fork's pull request) is released to the queue, or cancelled; a job waiting
 /// on its plan gets the answer its worker is polling for.
 pub async fn decide(pool: &SqlitePool, id: JobId, approved: bool, now: i64) -> Result<Decision, StoreError> {
+    let answer = if approved { "approved" } else { "rejected" };
     let released = sqlx::query(
         "UPDATE jobs SET
              state = CASE WHEN ?1 = 'approved' THEN 'queued' ELSE 'cancelled' END,
@@ -47,7 +48,7 @@ pub async fn decide(pool: &SqlitePool, id: JobId, approved: bool, now: i64) -> R
              updated_at = ?2
          WHERE id = ?3 AND state = 'awaiting_approval' AND held_for IS NOT NULL",
     )
-    .bind(if approved { "approved" } else { "rejected" })
+    .bind(answer)
     .bind(now)
     .bind(id.get())
     .execute(pool)
@@ -60,7 +61,7 @@ pub async fn decide(pool: &SqlitePool, id: JobId, approved: bool, now: i64) -> R
         "UPDATE jobs SET approval = ?1, updated_at = ?2
          WHERE id = ?3 AND state = 'awaiting_approval' AND approval IS NULL AND held_for IS NULL",
     )
-    .bind(if approved { "approved" } else { "rejected" })
+    .bind(answer)
     .bind(now)
     .bind(id.get())
     .execute(pool)

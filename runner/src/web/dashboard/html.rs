@@ -35,14 +35,41 @@ impl Display for Esc<'_> {
 
 /// Percent-encodes a query-string value.
 pub fn url_value(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
+    crate::percent::encode(text)
+}
+
+/// A `<select>` of a GET filter form, "all" first; `chosen` stays selected.
+pub fn select(name: &str, label: &str, options: &[String], chosen: Option<&str>) -> String {
+    let mut out = format!("<label>{label} <select name=\"{name}\"><option value=\"\">all</option>");
+    for option in options {
+        let selected = if chosen == Some(option.as_str()) {
+            " selected"
         } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
+            ""
+        };
+        let _ = write!(out, "<option{selected}>{}</option>", esc(option));
     }
+    out.push_str("</select></label>");
+    out
+}
+
+/// The pager of a newest-first list at `path`: "← Newest" once the list is paged back,
+/// "Older →" while older rows remain; the list's filters stay in both links.
+pub fn pager(path: &str, filters: &[(&str, Option<&str>)], paged: bool, next_before: Option<i64>) -> String {
+    let keep: String = filters
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| format!("&{name}={}", url_value(v))))
+        .collect();
+    let mut out = String::from("<nav class=\"pager\">");
+    if paged {
+        let query = keep.trim_start_matches('&');
+        let separator = if query.is_empty() { "" } else { "?" };
+        let _ = write!(out, "<a href=\"{path}{separator}{query}\">← Newest</a>");
+    }
+    if let Some(next) = next_before {
+        let _ = write!(out, "<a href=\"{path}?before={next}{keep}\">Older →</a>");
+    }
+    out.push_str("</nav>");
     out
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::PageError;
 use super::auth::Viewer;
-use super::html::{self, Nav, badge, commit_link, esc, headline, time, url_value};
+use super::html::{self, Nav, badge, commit_link, esc, headline, select, time};
 use crate::job::{JobKind, JobState};
 use crate::startup::AppState;
 use crate::store::jobs::{self, JobFilter};
@@ -23,21 +23,6 @@ pub struct JobsQuery {
     kind: Option<String>,
     state: Option<String>,
     before: Option<i64>,
-}
-
-/// A `<select>` of a GET filter form; `chosen` stays selected.
-fn select(name: &str, label: &str, options: &[String], chosen: Option<&str>) -> String {
-    let mut out = format!("<label>{label} <select name=\"{name}\"><option value=\"\">all</option>");
-    for option in options {
-        let selected = if chosen == Some(option.as_str()) {
-            " selected"
-        } else {
-            ""
-        };
-        let _ = write!(out, "<option{selected}>{}</option>", esc(option));
-    }
-    out.push_str("</select></label>");
-    out
 }
 
 pub async fn jobs_page(
@@ -118,20 +103,16 @@ pub async fn jobs_page(
         }
         body.push_str("</tbody></table>");
     }
-    let mut keep = String::new();
-    for (name, value) in [("project", &project), ("kind", &kind), ("state", &job_state)] {
-        if let Some(value) = value {
-            let _ = write!(keep, "&{name}={}", url_value(value));
-        }
-    }
-    body.push_str("<nav class=\"pager\">");
-    if query.before.is_some() {
-        let _ = write!(body, "<a href=\"/jobs?{}\">← Newest</a>", keep.trim_start_matches('&'));
-    }
-    if let Some(next) = page.next_before {
-        let _ = write!(body, "<a href=\"/jobs?before={next}{keep}\">Older →</a>");
-    }
-    body.push_str("</nav>");
+    body.push_str(&html::pager(
+        "/jobs",
+        &[
+            ("project", project.as_deref()),
+            ("kind", kind.as_deref()),
+            ("state", job_state.as_deref()),
+        ],
+        query.before.is_some(),
+        page.next_before,
+    ));
     let csrf = viewer.csrf();
     Ok(html::respond(
         StatusCode::OK,

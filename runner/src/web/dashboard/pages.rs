@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::PageError;
 use super::auth::Viewer;
-use super::html::{self, Nav, badge, commit_link, duration, esc, headline, time, url_value};
+use super::html::{self, Nav, badge, commit_link, duration, esc, headline, select, time};
 use crate::startup::AppState;
 use crate::store::deployments::{self, DeploymentFilter};
 use crate::store::{deliveries, jobs, logs, steps};
@@ -33,6 +33,15 @@ fn non_empty(value: Option<&String>) -> Option<String> {
 
 fn repository_of<'a>(state: &'a AppState, project: &str) -> Option<&'a str> {
     state.config.project(project).map(|p| p.repository.as_str())
+}
+
+/// The class a log line is shown with, by the stream it came from.
+fn stream_class(stream: &str) -> &'static str {
+    match stream {
+        "stderr" => "err",
+        "system" => "sys",
+        _ => "out",
+    }
 }
 
 fn action_button(action: &str, label: &str, csrf: Option<&str>, class: &str, confirm: Option<&str>) -> String {
@@ -93,19 +102,6 @@ pub async fn deployments_page(
 
     // Filters: plain GET form, so every view has a URL.
     body.push_str("<form class=\"filters\" method=\"get\" action=\"/\">");
-    let select = |name: &str, label: &str, options: &mut dyn Iterator<Item = String>, chosen: Option<&String>| {
-        let mut out = format!("<label>{label} <select name=\"{name}\"><option value=\"\">all</option>");
-        for option in options {
-            let selected = if chosen.is_some_and(|c| *c == option) {
-                " selected"
-            } else {
-                ""
-            };
-            let _ = write!(out, "<option{selected}>{}</option>", esc(&option));
-        }
-        out.push_str("</select></label>");
-        out
-    };
     let projects: Vec<String> = state.config.projects.iter().map(|p| p.name.to_string()).collect();
     let mut environments: Vec<String> = state
         .config
@@ -115,24 +111,15 @@ pub async fn deployments_page(
         .collect();
     environments.sort();
     environments.dedup();
-    body.push_str(&select(
-        "project",
-        "Project",
-        &mut projects.into_iter(),
-        filter.project.as_ref(),
-    ));
+    let statuses: Vec<String> = STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    body.push_str(&select("project", "Project", &projects, filter.project.as_deref()));
     body.push_str(&select(
         "environment",
         "Environment",
-        &mut environments.into_iter(),
-        filter.environment.as_ref(),
+        &environments,
+        filter.environment.as_deref(),
     ));
-    body.push_str(&select(
-        "status",
-        "Status",
-        &mut STATUSES.iter().map(|s| (*s).to_owned()),
-        filter.status.as_ref(),
-    ));
+    body.push_str(&select("status", "Status", &statuses, filter.status.as_deref()));
     body.push_str("<button type=\"submit\">Filter</button></form>");
 
     if page.items.is_empty() {
@@ -224,24 +211,16 @@ pub async fn deployments_page(
         }
         body.push_str("</tbody></table>");
     }
-    let mut keep = String::new();
-    for (name, value) in [
-        ("project", &filter.project),
-        ("environment", &filter.environment),
-        ("status", &filter.status),
-    ] {
-        if let Some(value) = value {
-            let _ = write!(keep, "&{name}={}", url_value(value));
-        }
-    }
-    body.push_str("<nav class=\"pager\">");
-    if query.before.is_some() {
-        let _ = write!(body, "<a href=\"/?{}\">← Newest</a>", keep.trim_start_matches('&'));
-    }
-    if let Some(next) = page.next_before {
-        let _ = write!(body, "<a href=\"/?before={next}{keep}\">Older →</a>");
-    }
-    body.push_str("</nav>");
+    body.push_str(&html::pager(
+        "/",
+        &[
+            ("project", filter.project.as_deref()),
+            ("environment", filter.environment.as_deref()),
+            ("status", filter.status.as_deref()),
+        ],
+        query.before.is_some(),
+        page.next_before,
+    ));
     Ok(html::respond(
         StatusCode::OK,
         html::page(&viewer.frame("Deployments", csrf.as_deref(), Nav::Deployments), &body),
@@ -475,13 +454,7 @@ pub async fn job_page(
             let _ = writeln!(
                 body,
                 "<span class=\"l {}\">{}</span>",
-                if line.stream == "stderr" {
-                    "err"
-                } else if line.stream == "system" {
-                    "sys"
-                } else {
-                    "out"
-                },
+                stream_class(&line.stream),
                 esc(&line.line)
             );
         }
@@ -528,13 +501,7 @@ pub async fn job_page(
         let _ = writeln!(
             body,
             "<span class=\"l {}\" data-seq=\"{}\"><time data-ms=\"{}\" class=\"t\"></time>{}</span>",
-            if line.stream == "stderr" {
-                "err"
-            } else if line.stream == "system" {
-                "sys"
-            } else {
-                "out"
-            },
+            stream_class(&line.stream),
             line.seq,
             line.at,
             esc(&line.line)
@@ -617,14 +584,12 @@ pub async fn deliveries_page(
         }
         body.push_str("</tbody></table>");
     }
-    body.push_str("<nav class=\"pager\">");
-    if query.before.is_some() {
-        body.push_str("<a href=\"/deliveries\">← Newest</a>");
-    }
-    if let Some(next) = page.next_before {
-        let _ = write!(body, "<a href=\"/deliveries?before={next}\">Older →</a>");
-    }
-    body.push_str("</nav>");
+    body.push_str(&html::pager(
+        "/deliveries",
+        &[],
+        query.before.is_some(),
+        page.next_before,
+    ));
     Ok(html::respond(
         StatusCode::OK,
         html::page(&viewer.frame("Deliveries", csrf.as_deref(), Nav::Deliveries), &body),
