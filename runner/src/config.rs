@@ -342,12 +342,54 @@ pub struct Project {
     pub smoke: Option<SmokeSettings>,
     pub registry: Option<RegistrySettings>,
     pub terraform: Option<TerraformSettings>,
-    /// A container on this machine's Docker engine (`target = "local"`).
-    pub rollout: Option<RolloutSettings>,
-    /// An ECS service (`target = "ecs"`).
-    pub ecs: Option<EcsSettings>,
+    /// Where deploys go live (`[projects.rollout] target = ...`).
+    pub target: Option<Target>,
     /// Credentials for reporting to GitHub; `None`: nothing is reported.
     pub github: Option<ProjectGitHub>,
+    /// The repository's pages on its forge, linked from the dashboard and the image labels.
+    pub links: RepoLinks,
+}
+
+/// Where people (and git) find a repository on GitHub or GitHub Enterprise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoLinks {
+    /// `https://github.com/<owner>/<name>`.
+    repository: String,
+}
+
+impl RepoLinks {
+    pub fn new(web_url: &str, repository: &RepoName) -> Self {
+        Self {
+            repository: format!("{}/{repository}", web_url.trim_end_matches('/')),
+        }
+    }
+
+    /// The web address of the GitHub whose API is at `api_url`: `https://github.com` for
+    /// `https://api.github.com`, `https://HOST` for an Enterprise `https://HOST/api/v3`.
+    pub fn web_url_of_api(api_url: &str) -> String {
+        let api_url = api_url.trim_end_matches('/');
+        if let Some(rest) = api_url.strip_prefix("https://api.") {
+            return format!("https://{rest}");
+        }
+        api_url.strip_suffix("/api/v3").unwrap_or(api_url).to_owned()
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    pub fn commit(&self, sha: &str) -> String {
+        format!("{}/commit/{sha}", self.repository)
+    }
+
+    pub fn pull_request(&self, number: i64) -> String {
+        format!("{}/pull/{number}", self.repository)
+    }
+
+    /// Where checkout fetches from when the project names no `clone_url`.
+    pub fn clone_url(&self) -> String {
+        format!("{}.git", self.repository)
+    }
 }
 
 /// How the image is built from the checked-out commit.
@@ -503,6 +545,24 @@ pub struct EcsSettings {
     pub url: Option<String>,
 }
 
+/// Where a project's deploys go live.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A container on the runner's Docker engine (`target = "local"`).
+    Local(RolloutSettings),
+    /// An ECS service (`target = "ecs"`).
+    Ecs(EcsSettings),
+}
+
+impl Target {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Ecs(_) => "ecs",
+        }
+    }
+}
+
 /// Where a deploy goes live: a container on this machine's Docker engine.
 #[derive(Debug, Clone)]
 pub struct RolloutSettings {
@@ -548,21 +608,26 @@ impl Config {
     }
 
     pub fn load_with(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let raw = match path {
+        match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                toml::from_str::<RawConfig>(&text).map_err(|error| ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: error.to_string(),
-                })?
+                Self::parse(&text, path, env)
             }
-            None => RawConfig::default(),
-        };
-        let base_dir = path.and_then(Path::parent).unwrap_or(Path::new("."));
-        Self::resolve(raw, env, base_dir)
+            None => Self::resolve(RawConfig::default(), env, Path::new(".")),
+        }
+    }
+
+    /// Reads `text` as the config file at `path` (relative paths in it are relative to
+    /// the file's directory), with `env` standing for the process environment.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = toml::from_str::<RawConfig>(text).map_err(|error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        Self::resolve(raw, env, path.parent().unwrap_or(Path::new(".")))
     }
 
     fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Result<Self, ConfigError> {
@@ -678,6 +743,7 @@ impl Config {
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
             return Err(invalid("github.api_url", format!("{api_url:?} must be an http(s) URL")));
         }
+        let web_url = RepoLinks::web_url_of_api(&api_url);
         let github = GitHubConfig {
             api_url,
             status_context: raw.github.status_context.unwrap_or_else(|| "runner".to_owned()),
@@ -688,7 +754,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut repositories = HashSet::new();
         for (index, project) in raw.projects.into_iter().enumerate() {
-            let resolved = resolve_project(index, project, env, base_dir)?;
+            let resolved = resolve_project(index, project, env, base_dir, &web_url)?;
             if !names.insert(resolved.name.clone()) {
                 return Err(invalid(
                     format!("projects[{index}].name"),
@@ -843,6 +909,7 @@ fn resolve_project(
     raw: RawProject,
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: &Path,
+    web_url: &str,
 ) -> Result<Project, ConfigError> {
     let field = |name: &str| format!("projects[{index}].{name}");
     fn parse<T>(field: String, result: Result<T, ParseError>) -> Result<T, ConfigError> {
@@ -1057,21 +1124,21 @@ fn resolve_project(
             })
         })
         .transpose()?;
-    let (mut rollout, mut ecs) = (None, None);
+    let mut target = None;
     if let Some(r) = raw.rollout {
-        match r.target.as_str() {
+        target = Some(match r.target.as_str() {
             "local" => {
                 let host_port = r
                     .host_port
                     .ok_or_else(|| invalid(field("rollout.host_port"), "is required for target \"local\""))?;
                 let bind_raw = r.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
-                rollout = Some(RolloutSettings {
+                Target::Local(RolloutSettings {
                     host_port,
                     bind: bind_raw
                         .parse()
                         .map_err(|_| invalid(field("rollout.bind"), format!("{bind_raw:?} is not an IP address")))?,
                     timeout: Duration::from_secs(r.timeout_secs.unwrap_or(60)),
-                });
+                })
             }
             "ecs" => {
                 let required = |value: Option<String>, key: &str| {
@@ -1079,7 +1146,7 @@ fn resolve_project(
                         .filter(|v| !v.trim().is_empty())
                         .ok_or_else(|| invalid(field(&format!("rollout.{key}")), "is required for target \"ecs\""))
                 };
-                ecs = Some(EcsSettings {
+                Target::Ecs(EcsSettings {
                     cluster: required(r.cluster, "cluster")?,
                     service: required(r.service, "service")?,
                     container: r.container.unwrap_or_else(|| "app".to_owned()),
@@ -1088,7 +1155,7 @@ fn resolve_project(
                     timeout: Duration::from_secs(r.timeout_secs.unwrap_or(600)),
                     rollback_on_failure: r.rollback_on_failure.unwrap_or(true),
                     url: r.url,
-                });
+                })
             }
             other => {
                 return Err(invalid(
@@ -1096,7 +1163,7 @@ fn resolve_project(
                     format!("{other:?} is not a supported target (\"local\" or \"ecs\")"),
                 ));
             }
-        }
+        });
     }
     let github = raw
         .github
@@ -1195,6 +1262,7 @@ fn resolve_project(
             })
         })
         .transpose()?;
+    let links = RepoLinks::new(web_url, &repository);
     Ok(Project {
         name,
         repository,
@@ -1209,9 +1277,9 @@ fn resolve_project(
         smoke,
         registry,
         terraform,
-        rollout,
-        ecs,
+        target,
         github,
+        links,
     })
 }
 
@@ -1458,10 +1526,11 @@ service = "s"
         assert_eq!(terraform.image_var, "image_url");
         assert_eq!(terraform.workspace, "default");
         assert!(terraform.require_approval);
-        let ecs = project.ecs.as_ref().expect("ecs");
+        let Some(Target::Ecs(ecs)) = &project.target else {
+            panic!("an ECS target: {:?}", project.target);
+        };
         assert_eq!((ecs.cluster.as_str(), ecs.container.as_str()), ("c", "app"));
         assert!(ecs.rollback_on_failure);
-        assert!(project.rollout.is_none());
         let escape = TERRAFORM_PROJECT.replace("dir = \"terraform\"", "dir = \"../elsewhere\"");
         let error = load(
             &escape,

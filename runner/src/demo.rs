@@ -189,7 +189,7 @@ fn port_free(port: u16, flag: &str) -> Result<(), Prerequisite> {
 
 /// A second run finds its own app on the app port; that is not a conflict.
 async fn app_port_is_ours(docker: &Docker, port: u16) -> bool {
-    let name = crate::pipeline::rollout::live_name(PROJECT, "production");
+    let name = crate::pipeline::live_name(PROJECT, "production");
     match docker.inspect_container(&name, None).await {
         Ok(container) => container
             .host_config

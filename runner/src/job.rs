@@ -5,8 +5,10 @@ use serde::Serialize;
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        // Stored as the same text, which the tables' CHECK constraints list.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
         #[serde(rename_all = "snake_case")]
+        #[sqlx(type_name = "TEXT", rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -68,3 +70,28 @@ impl JobState {
         )
     }
 }
+
+text_enum!(
+    /// `pending → running → succeeded | failed | cancelled`, or `skipped` when the job
+    /// ended (or needed nothing of the step) before it.
+    StepState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// `in_progress → live → replaced`, or `in_progress → failed | rolled_back | cancelled`.
+    DeploymentStatus {
+        InProgress => "in_progress",
+        Live => "live",
+        Replaced => "replaced",
+        Failed => "failed",
+        RolledBack => "rolled_back",
+        Cancelled => "cancelled",
+    }
+);

@@ -8,7 +8,6 @@ pub mod domain;
 pub mod forge;
 pub mod job;
 pub mod metrics;
-pub mod ops;
 pub mod percent;
 pub mod pipeline;
 pub mod secrets;

@@ -15,30 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::PipelineContext;
-use crate::pipeline::engine::DockerEngine;
+use crate::pipeline::Cancellations;
+use crate::pipeline::engine::{ContainerEngine, DockerEngine};
 use crate::pipeline::joblog::LogEvents;
+use crate::pipeline::{Connections, PipelineContext};
 use crate::store::{self, deliveries, now_ms};
+use crate::web::AppState;
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
-use crate::worker::{Cancellations, Worker};
-
-/// Everything a request handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub pool: SqlitePool,
-    pub ingest: IngestWriter,
-    /// One per project, in the order of `config.projects`.
-    pub signature_keys: Arc<Vec<SignatureKey>>,
-    pub metrics: Arc<Metrics>,
-    pub cancellations: Arc<Cancellations>,
-    /// Woken once per job queued outside the webhook (API actions).
-    pub job_queued: Arc<Notify>,
-    /// Which job just stored log lines or changed state: wakes live log streams.
-    pub log_events: LogEvents,
-    pub login_limiter: Arc<crate::web::dashboard::auth::LoginLimiter>,
-}
+use crate::worker::Worker;
 
 pub struct Application {
     listener: TcpListener,
@@ -78,6 +63,11 @@ impl Application {
         let cancellations = Arc::new(Cancellations::default());
         let log_events = LogEvents::default();
         let owner = format!("{}-{}", std::process::id(), now_ms());
+        // Probes of the app follow no redirect: a health check answers itself.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the HTTP client")?;
         let worker = Worker {
             pool: pool.clone(),
             config: Arc::clone(&config),
@@ -89,13 +79,9 @@ impl Application {
                 work_root,
                 checkout_timeout: Duration::from_secs(600),
                 push_timeout: Duration::from_secs(1800),
-                engine,
-                http: reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .context("building the HTTP client")?,
-                ecr: Arc::default(),
-                ecs: Arc::default(),
+                engine: engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>),
+                connector: Arc::new(Connections::new(http.clone())),
+                http,
                 terraform_bin: config.terraform_bin.clone(),
                 terraform_locks: Arc::default(),
                 approval_timeout: Duration::from_secs(24 * 3600),
@@ -204,7 +190,7 @@ impl Application {
 /// The Docker engine, if one answers; and what an earlier run left in it is cleaned up.
 /// A runner whose projects need no engine still starts without one.
 async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngine> {
-    let needs_engine = config.projects.iter().any(|p| p.build.is_some() || p.rollout.is_some());
+    let needs_engine = config.projects.iter().any(|p| p.build.is_some() || p.target.is_some());
     match DockerEngine::connect(instance).await {
         Ok(engine) => {
             if let Err(error) = engine.reap_leftovers().await {

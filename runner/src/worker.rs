@@ -1,7 +1,6 @@
 //! The worker pool: claim a job, keep its lease alive, run its pipeline, record the end.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -15,36 +14,9 @@ use crate::domain::JobId;
 use crate::job::JobState;
 use crate::metrics::Metrics;
 use crate::pipeline::joblog::{JobLog, LogEvents, SecretMask};
-use crate::pipeline::{self, JobFailure, PipelineContext};
+use crate::pipeline::{self, Cancellations, JobFailure, PipelineContext};
 use crate::store::jobs::{self, Heartbeat, Job};
 use crate::store::now_ms;
-
-/// Cancellation handles of the jobs running in this process, so a cancel request
-/// interrupts the current step at once instead of at the next heartbeat.
-#[derive(Default)]
-pub struct Cancellations(Mutex<HashMap<JobId, CancellationToken>>);
-
-impl Cancellations {
-    fn register(&self, id: JobId) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.lock().insert(id, token.clone());
-        token
-    }
-
-    pub fn cancel(&self, id: JobId) {
-        if let Some(token) = self.lock().get(&id) {
-            token.cancel();
-        }
-    }
-
-    fn remove(&self, id: JobId) {
-        self.lock().remove(&id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 #[derive(Clone)]
 pub struct Worker {

@@ -9,7 +9,7 @@ use octocrab::Octocrab;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{CommitState, DeploymentState, ForgeError, HookDelivery};
+use super::{CommitState, DeploymentState, Forge, ForgeError, HookDelivery};
 use crate::config::GitHubAuth;
 use crate::domain::RepoName;
 
@@ -161,8 +161,27 @@ impl GitHub {
             message: format!("{method} {path}: {message}"),
         })
     }
+}
 
-    pub async fn commit_status(
+/// The `cursor` of the `rel="next"` link of a `Link` header (GitHub's cursor paging).
+fn next_page_cursor(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let url = target.trim().trim_start_matches('<').trim_end_matches('>');
+        let query = url.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("cursor="))
+            .map(|cursor| String::from_utf8_lossy(&crate::percent::decode(cursor)).into_owned())
+    })
+}
+
+#[async_trait::async_trait]
+impl Forge for GitHub {
+    async fn commit_status(
         &self,
         sha: &str,
         state: CommitState,
@@ -183,8 +202,7 @@ impl GitHub {
         .map(drop)
     }
 
-    /// A deployment of `sha` to `environment`; its id.
-    pub async fn create_deployment(&self, sha: &str, environment: &str, text: &str) -> Result<i64, ForgeError> {
+    async fn create_deployment(&self, sha: &str, environment: &str, text: &str) -> Result<i64, ForgeError> {
         let body = json!({
             "ref": sha,
             "environment": environment,
@@ -210,7 +228,7 @@ impl GitHub {
         })
     }
 
-    pub async fn deployment_status(
+    async fn deployment_status(
         &self,
         deployment: i64,
         state: DeploymentState,
@@ -234,9 +252,7 @@ impl GitHub {
         .map(drop)
     }
 
-    /// The hook's deliveries, newest first, page after page until a page reaches one at or
-    /// below `seen_up_to` (listed by an earlier pass), the list ends, or `max_pages` pages.
-    pub async fn hook_deliveries(
+    async fn hook_deliveries(
         &self,
         hook_id: i64,
         seen_up_to: Option<i64>,
@@ -265,7 +281,7 @@ impl GitHub {
         Ok(all)
     }
 
-    pub async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError> {
+    async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError> {
         self.call(
             Method::POST,
             &format!(
@@ -278,8 +294,7 @@ impl GitHub {
         .map(drop)
     }
 
-    /// The commit a branch points at now.
-    pub async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
+    async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
         let found = self
             .call(
                 Method::GET,
@@ -295,22 +310,6 @@ impl GitHub {
                 message: format!("branch {branch} has no commit"),
             })
     }
-}
-
-/// The `cursor` of the `rel="next"` link of a `Link` header (GitHub's cursor paging).
-fn next_page_cursor(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
-            return None;
-        }
-        let url = target.trim().trim_start_matches('<').trim_end_matches('>');
-        let query = url.split_once('?')?.1;
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("cursor="))
-            .map(|cursor| String::from_utf8_lossy(&crate::percent::decode(cursor)).into_owned())
-    })
 }
 
 #[cfg(test)]

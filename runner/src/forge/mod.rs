@@ -1,13 +1,67 @@
 //! The forge boundary (GitHub first): tell it what the runner did with a commit, and ask
-//! it what the runner may have missed.
+//! it what the runner may have missed. The reporter and the reconciler speak to a
+//! [`Forge`]; [`connect`] makes the one a project's config names.
+//!
+//! Adding a forge is a file here (its API client implementing [`Forge`]), a variant in
+//! the config, and one arm in [`connect`]. Its webhook deliveries arrive at a route of
+//! their own (`web::webhook` for GitHub's), read by `webhook`.
 
 pub mod github;
 pub mod reconcile;
 pub mod reporter;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::config::{Config, Project};
+
+/// What the runner asks of the forge that hosts a project's repository.
+#[async_trait::async_trait]
+pub trait Forge: Send + Sync {
+    /// Sets the commit status `context` on `sha`.
+    async fn commit_status(
+        &self,
+        sha: &str,
+        state: CommitState,
+        context: &str,
+        text: &str,
+        target_url: Option<&str>,
+    ) -> Result<(), ForgeError>;
+    /// Creates a deployment of `sha` to `environment`; returns its id on the forge.
+    async fn create_deployment(&self, sha: &str, environment: &str, text: &str) -> Result<i64, ForgeError>;
+    async fn deployment_status(
+        &self,
+        deployment: i64,
+        state: DeploymentState,
+        text: &str,
+        environment_url: Option<&str>,
+        log_url: Option<&str>,
+    ) -> Result<(), ForgeError>;
+    /// The hook's deliveries newer than `seen_up_to`, newest first, at most `max_pages` pages.
+    async fn hook_deliveries(
+        &self,
+        hook_id: i64,
+        seen_up_to: Option<i64>,
+        max_pages: usize,
+    ) -> Result<Vec<HookDelivery>, ForgeError>;
+    /// Asks the forge to send a delivery again.
+    async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError>;
+    /// The commit a branch points at now.
+    async fn branch_head(&self, branch: &str) -> Result<String, ForgeError>;
+}
+
+/// The forge client of `project`, or `None` when it has no forge credentials (nothing is
+/// reported, nothing reconciled).
+pub async fn connect(config: &Config, project: &Project) -> Option<Result<Arc<dyn Forge>, ForgeError>> {
+    let settings = project.github.as_ref()?;
+    Some(
+        github::GitHub::connect(&config.github.api_url, &settings.auth, project.repository.clone())
+            .await
+            .map(|client| Arc::new(client) as Arc<dyn Forge>),
+    )
+}
 
 /// Why a call to the forge did not work, and what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::github::GitHub;
 use crate::config::{Config, Project};
 use crate::domain::CommitSha;
 use crate::job::{JobKind, Trigger};
@@ -66,8 +65,10 @@ impl Reconciler {
         asked: &mut HashSet<i64>,
         seen_up_to: &mut i64,
     ) -> anyhow::Result<()> {
-        let Some(settings) = &project.github else { return Ok(()) };
-        let github = GitHub::connect(&self.config.github.api_url, &settings.auth, project.repository.clone()).await?;
+        let (Some(settings), Some(github)) = (&project.github, super::connect(&self.config, project).await) else {
+            return Ok(());
+        };
+        let github = github?;
         if let Some(hook_id) = settings.hook_id {
             let seen = (*seen_up_to > 0).then_some(*seen_up_to);
             let listed = github.hook_deliveries(hook_id, seen, MAX_DELIVERY_PAGES).await?;

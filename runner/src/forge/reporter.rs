@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::github::GitHub;
-use super::{CommitState, DeploymentState, ForgeError};
+use super::{CommitState, DeploymentState, Forge, ForgeError};
 use crate::config::{Config, Project};
+use crate::job::{JobKind, JobState, Trigger};
 use crate::metrics::Metrics;
 use crate::pipeline::joblog::LogEvents;
 use crate::store::reports::{self, Unreported};
@@ -30,7 +30,9 @@ pub struct Reporter {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     events: LogEvents,
-    clients: HashMap<String, GitHub>,
+    clients: HashMap<String, Arc<dyn Forge>>,
+    /// GitHub deployments created for jobs whose id could not be recorded, by job id.
+    created: HashMap<i64, i64>,
     /// A project whose GitHub asked us to wait is left alone until then.
     paused_until: HashMap<String, i64>,
     /// What a description may quote (a step's error) passes through this first.
@@ -52,6 +54,7 @@ impl Reporter {
             metrics,
             events,
             clients: HashMap::new(),
+            created: HashMap::new(),
             paused_until: HashMap::new(),
         }
     }
@@ -96,66 +99,92 @@ impl Reporter {
         }
     }
 
-    async fn client(&mut self, project: &Project) -> Result<GitHub, ForgeError> {
+    async fn client(&mut self, project: &Project) -> Result<Arc<dyn Forge>, ForgeError> {
         if let Some(client) = self.clients.get(project.name.as_str()) {
-            return Ok(client.clone());
+            return Ok(Arc::clone(client));
         }
-        let Some(settings) = &project.github else {
-            return Err(ForgeError::Rejected {
+        let client = super::connect(&self.config, project).await.unwrap_or_else(|| {
+            Err(ForgeError::Rejected {
                 status: 0,
                 message: "no GitHub credentials".into(),
-            });
-        };
-        let client = GitHub::connect(&self.config.github.api_url, &settings.auth, project.repository.clone()).await?;
-        self.clients.insert(project.name.to_string(), client.clone());
+            })
+        })?;
+        self.clients.insert(project.name.to_string(), Arc::clone(&client));
         Ok(client)
     }
 
     async fn report(&mut self, job: &Unreported) {
         let Some(project) = self.config.project(&job.project).cloned() else {
-            let _ = reports::reported(&self.pool, job.id, &job.state, Some("project no longer configured")).await;
+            self.record(
+                job,
+                reports::reported(&self.pool, job.id, job.state, Some("project no longer configured")),
+            )
+            .await;
             return;
         };
         let now = now_ms();
-        if self.paused_until.get(&job.project).is_some_and(|until| *until > now) {
-            let until = self.paused_until[&job.project];
-            let _ = reports::retry_later(&self.pool, job.id, "waiting out GitHub's rate limit", until).await;
+        if let Some(until) = self
+            .paused_until
+            .get(&job.project)
+            .copied()
+            .filter(|until| *until > now)
+        {
+            self.record(
+                job,
+                reports::retry_later(&self.pool, job.id, "waiting out GitHub's rate limit", until),
+            )
+            .await;
             return;
         }
         let outcome = async {
             let client = self.client(&project).await?;
-            self.send(&client, &project, job).await
+            self.send(client.as_ref(), &project, job).await
         }
         .await;
-        match outcome {
+        let error = match outcome {
             Ok(()) => {
-                let _ = reports::reported(&self.pool, job.id, &job.state, None).await;
+                self.record(job, reports::reported(&self.pool, job.id, job.state, None))
+                    .await;
+                return;
             }
-            Err(error) => {
-                self.metrics.github_report_failures.inc(error_kind(&error), "");
-                tracing::warn!(job_id = job.id, project = %job.project, %error, "could not report to GitHub");
-                let message = format!("reporting to GitHub: {error}");
-                let next = match &error {
-                    ForgeError::RateLimited { wait, .. } => {
-                        let until = now + crate::store::duration_ms(*wait);
-                        self.paused_until.insert(job.project.clone(), until);
-                        Some(until)
-                    }
-                    ForgeError::Transient(_) if job.report_attempts + 1 < MAX_ATTEMPTS => {
-                        Some(now + backoff(job.report_attempts))
-                    }
-                    _ => None,
-                };
-                let _ = match next {
-                    Some(at) => reports::retry_later(&self.pool, job.id, &message, at).await,
-                    // Refused, or tried enough: GitHub will not hear about this state.
-                    None => reports::reported(&self.pool, job.id, &job.state, Some(&message)).await,
-                };
+            Err(error) => error,
+        };
+        self.metrics.github_report_failures.inc(error_kind(&error), "");
+        tracing::warn!(job_id = job.id, project = %job.project, %error, "could not report to GitHub");
+        let message = format!("reporting to GitHub: {error}");
+        let next = match &error {
+            ForgeError::RateLimited { wait, .. } => {
+                let until = now + crate::store::duration_ms(*wait);
+                self.paused_until.insert(job.project.clone(), until);
+                Some(until)
+            }
+            ForgeError::Transient(_) if job.report_attempts + 1 < MAX_ATTEMPTS => {
+                Some(now + backoff(job.report_attempts))
+            }
+            _ => None,
+        };
+        match next {
+            Some(at) => {
+                self.record(job, reports::retry_later(&self.pool, job.id, &message, at))
+                    .await
+            }
+            // Refused, or tried enough: GitHub will not hear about this state.
+            None => {
+                self.record(job, reports::reported(&self.pool, job.id, job.state, Some(&message)))
+                    .await;
             }
         }
     }
 
-    async fn send(&self, client: &GitHub, project: &Project, job: &Unreported) -> Result<(), ForgeError> {
+    /// A bookkeeping write that fails leaves the job due: the reporter tells GitHub the
+    /// same state again on its next pass, which GitHub takes as a no-op for statuses.
+    async fn record(&self, job: &Unreported, write: impl Future<Output = Result<(), crate::store::StoreError>>) {
+        if let Err(error) = write.await {
+            tracing::warn!(job_id = job.id, %error, "reporter: cannot record what GitHub was told");
+        }
+    }
+
+    async fn send(&mut self, client: &dyn Forge, project: &Project, job: &Unreported) -> Result<(), ForgeError> {
         let job_url = self
             .config
             .dashboard
@@ -166,9 +195,9 @@ impl Reporter {
             "{}/{} ({})",
             self.config.github.status_context, job.kind, job.environment
         );
-        let is_deploy = job.kind == "deploy";
+        let is_deploy = job.kind == JobKind::Deploy;
         // A job first seen already finished still shows GitHub the whole story.
-        if job.reported_state.is_none() && job.state != "queued" {
+        if job.reported_state.is_none() && job.state != JobState::Queued {
             client
                 .commit_status(&job.sha, CommitState::Pending, &context, "queued", job_url.as_deref())
                 .await?;
@@ -181,17 +210,22 @@ impl Reporter {
         if !is_deploy {
             return Ok(());
         }
-        let deployment = match job.github_deployment_id {
+        let deployment = match job.github_deployment_id.or_else(|| self.created.get(&job.id).copied()) {
             Some(id) => id,
             None => {
-                let what = match job.trigger.as_str() {
-                    "rollback" => format!("rollback by the runner (job {})", job.id),
+                let what = match job.trigger {
+                    Trigger::Rollback => format!("rollback by the runner (job {})", job.id),
                     trigger => format!("{trigger} deploy by the runner (job {})", job.id),
                 };
                 let id = client
                     .create_deployment(&job.sha, project.environment.as_str(), &what)
                     .await?;
-                let _ = reports::set_deployment(&self.pool, job.id, id).await;
+                if let Err(error) = reports::set_deployment(&self.pool, job.id, id).await {
+                    // Kept in memory instead: the next pass uses this id rather than
+                    // creating a second deployment on GitHub.
+                    tracing::warn!(job_id = job.id, %error, "reporter: cannot record the GitHub deployment's id");
+                    self.created.insert(job.id, id);
+                }
                 id
             }
         };
@@ -199,7 +233,7 @@ impl Reporter {
             Ok(Some(d)) => d.url,
             _ => None,
         };
-        if job.reported_state.as_deref().is_none_or(|s| s == "queued") && !matches!(job.state.as_str(), "queued") {
+        if job.reported_state.is_none_or(|s| s == JobState::Queued) && job.state != JobState::Queued {
             client
                 .deployment_status(
                     deployment,
@@ -210,11 +244,11 @@ impl Reporter {
                 )
                 .await?;
         }
-        let final_state = match job.state.as_str() {
-            "succeeded" => Some(DeploymentState::Success),
-            "failed" => Some(DeploymentState::Failure),
-            "cancelled" | "superseded" => Some(DeploymentState::Inactive),
-            _ => None,
+        let final_state = match job.state {
+            JobState::Succeeded => Some(DeploymentState::Success),
+            JobState::Failed => Some(DeploymentState::Failure),
+            JobState::Cancelled | JobState::Superseded => Some(DeploymentState::Inactive),
+            JobState::Queued | JobState::Running | JobState::AwaitingApproval => None,
         };
         if let Some(final_state) = final_state {
             client
@@ -240,37 +274,37 @@ fn commit_status(job: &Unreported) -> (CommitState, String) {
         .as_deref()
         .and_then(|s| serde_json::from_str::<Value>(s).ok())
         .and_then(|v| v["headline"].as_str().map(str::to_owned));
-    match job.state.as_str() {
-        "queued" => (CommitState::Pending, "queued".into()),
-        "running" => (CommitState::Pending, "running".into()),
-        "awaiting_approval" if job.held_for.is_some() => (
+    match job.state {
+        JobState::Queued => (CommitState::Pending, "queued".into()),
+        JobState::Running => (CommitState::Pending, "running".into()),
+        JobState::AwaitingApproval if job.held_for.is_some() => (
             CommitState::Pending,
             "waiting for an admin to approve running this pull request from a fork".into(),
         ),
-        "awaiting_approval" => (
+        JobState::AwaitingApproval => (
             CommitState::Pending,
             format!("waiting for approval of the plan: {}", plan.unwrap_or_default()),
         ),
-        "succeeded" => (
+        JobState::Succeeded => (
             CommitState::Success,
-            match (job.kind.as_str(), plan) {
-                ("verify", Some(plan)) => format!("builds, passes its smoke test; plan: {plan}"),
-                ("verify", None) => "builds and passes its smoke test".into(),
-                (_, _) => format!("deployed to {}", job.environment),
+            match (job.kind, plan) {
+                (JobKind::Verify, Some(plan)) => format!("builds, passes its smoke test; plan: {plan}"),
+                (JobKind::Verify, None) => "builds and passes its smoke test".into(),
+                (JobKind::Deploy, _) => format!("deployed to {}", job.environment),
             },
         ),
-        "failed" => (
+        JobState::Failed => (
             CommitState::Failure,
             job.error.clone().unwrap_or_else(|| "failed".into()),
         ),
-        "superseded" => (
+        JobState::Superseded => (
             CommitState::Error,
             job.superseded_by.map_or_else(
                 || "superseded by a newer push".into(),
                 |id| format!("superseded by job {id}"),
             ),
         ),
-        _ => (CommitState::Error, "cancelled".into()),
+        JobState::Cancelled => (CommitState::Error, "cancelled".into()),
     }
 }
 

@@ -16,8 +16,9 @@ use super::joblog::JobLog;
 use crate::store::jobs::Job;
 
 /// Fetches a commit's tree into a directory.
-pub trait Checkout {
-    fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> impl Future<Output = Result<(), String>> + Send;
+#[async_trait::async_trait]
+pub trait Checkout: Send + Sync {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String>;
 }
 
 pub struct GitCheckout {
@@ -42,6 +43,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+#[async_trait::async_trait]
 impl Checkout for GitCheckout {
     async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String> {
         tokio::fs::create_dir_all(into)

@@ -81,23 +81,32 @@ pub struct Started {
 }
 
 /// The engine operations the pipeline uses, in our words.
+#[async_trait::async_trait]
 pub trait ContainerEngine: Send + Sync {
-    fn build(
-        &self,
-        context_tar: Bytes,
-        request: &BuildRequest,
-        log: &JobLog,
-    ) -> impl Future<Output = Result<String, EngineError>> + Send;
-    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<Started, EngineError>> + Send;
-    fn logs(&self, container: &str) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
-    fn remove(&self, container: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn push(
+    /// Builds `context_tar` as `request` says; returns the image id.
+    async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError>;
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, EngineError>;
+    /// The container's last output lines.
+    async fn logs(&self, container: &str) -> Result<Vec<String>, EngineError>;
+    /// Removes the container, running or not; a missing one is not an error.
+    async fn remove(&self, container: &str) -> Result<(), EngineError>;
+    /// Pushes `image:tag`; returns the digest the registry reported.
+    async fn push(
         &self,
         image: &str,
         tag: &str,
         auth: Option<RegistryAuth>,
         log: &JobLog,
-    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    ) -> Result<String, EngineError>;
+    /// Gives the image `source` the name `repo:tag`.
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError>;
+    /// The id of the container named `name`, if it exists.
+    async fn find(&self, name: &str) -> Result<Option<String>, EngineError>;
+    /// Stops the container with its stop signal and grace period; a stopped one is fine.
+    async fn stop(&self, container: &str) -> Result<(), EngineError>;
+    /// Starts a stopped container again.
+    async fn restart(&self, container: &str) -> Result<(), EngineError>;
+    async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError>;
 }
 
 #[derive(Debug, Clone)]
@@ -171,42 +180,13 @@ impl DockerEngine {
         Ok(removed)
     }
 
-    /// The id of the container named `name`, if it exists.
-    pub async fn find(&self, name: &str) -> Result<Option<String>, EngineError> {
-        match self
-            .docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(details) => Ok(details.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-            Err(error) => Err(error.into()),
+    /// Removes a container that failed to start. If that fails too, the start's error is
+    /// still what the caller reports; the container keeps the runner's labels, by which it
+    /// can be found.
+    async fn discard(&self, id: &str) {
+        if let Err(error) = self.remove(id).await {
+            tracing::warn!(container = id, %error, "cannot remove a container that failed to start");
         }
-    }
-
-    pub async fn stop(&self, container: &str) -> Result<(), EngineError> {
-        let options = StopContainerOptions {
-            t: Some(10),
-            ..Default::default()
-        };
-        match self.docker.stop_container(container, Some(options)).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    pub async fn restart(&self, container: &str) -> Result<(), EngineError> {
-        self.docker
-            .start_container(container, None::<StartContainerOptions>)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
-        self.docker
-            .rename_container(container, RenameContainerOptions { name: name.to_owned() })
-            .await?;
-        Ok(())
     }
 
     /// Where a running container publishes `container_port`.
@@ -238,6 +218,7 @@ impl DockerEngine {
     }
 }
 
+#[async_trait::async_trait]
 impl ContainerEngine for DockerEngine {
     async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
         let options = BuildImageOptions {
@@ -340,13 +321,13 @@ impl ContainerEngine for DockerEngine {
             .start_container(&created.id, None::<StartContainerOptions>)
             .await
         {
-            let _ = self.remove(&created.id).await;
+            self.discard(&created.id).await;
             return Err(error.into());
         }
         let (host_ip, host_port) = match self.published_port(&created.id, spec.container_port).await {
             Ok(published) => published,
             Err(error) => {
-                let _ = self.remove(&created.id).await;
+                self.discard(&created.id).await;
                 return Err(error);
             }
         };
@@ -426,15 +407,63 @@ impl ContainerEngine for DockerEngine {
         }
         digest.ok_or_else(|| EngineError::Engine("the registry did not report a digest for the pushed image".into()))
     }
-}
 
-impl DockerEngine {
-    pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         let options = TagImageOptions {
             repo: Some(repo.to_owned()),
             tag: Some(tag.to_owned()),
         };
         self.docker.tag_image(source, Some(options)).await?;
         Ok(())
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<String>, EngineError> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(details) => Ok(details.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn stop(&self, container: &str) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn restart(&self, container: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await?;
+        Ok(())
+    }
+
+    async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .rename_container(container, RenameContainerOptions { name: name.to_owned() })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Copies a container's last output into the job's log (why a smoke test or a rollout
+/// failed is usually there).
+pub async fn copy_logs(engine: &dyn ContainerEngine, container: &str, log: &JobLog) {
+    match engine.logs(container).await {
+        Ok(lines) => {
+            for line in lines {
+                log.stdout(&format!("[container] {line}"));
+            }
+        }
+        Err(error) => log.system(format!("could not read the container's logs: {error}")),
     }
 }

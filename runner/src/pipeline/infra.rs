@@ -11,11 +11,13 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::steps::Steps;
 use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
-use super::{APPLY, APPROVAL, JobFailure, PLAN, Steps};
+use super::{APPLY, APPROVAL, JobFailure, PLAN};
 use crate::config::{Project, TerraformSettings};
+use crate::job::StepState;
 use crate::store::jobs::approval::{self, Waiting};
-use crate::store::{artifacts, now_ms, steps as step_store};
+use crate::store::{artifacts, now_ms};
 
 /// A stale plan (the state changed between plan and apply) is planned again, and
 /// approved again, at most this many times.
@@ -29,7 +31,7 @@ pub struct Applied {
 
 /// Plans with `image` as the image variable; for a deploy, then waits for approval if
 /// needed, applies the plan and reads the outputs.
-pub async fn run(
+pub(super) async fn run(
     steps: &Steps<'_>,
     project: &Project,
     settings: &TerraformSettings,
@@ -115,7 +117,7 @@ pub async fn run(
         if !summary.has_changes() {
             log.system("no changes: nothing to approve or apply");
             for step in [APPROVAL, APPLY] {
-                let _ = step_store::set_state(&ctx.pool, job.id.get(), step, "skipped", None, now_ms()).await;
+                steps.set_state(step, StepState::Skipped, None).await;
             }
             break;
         }
@@ -139,7 +141,7 @@ pub async fn run(
         }
         log.system("the saved plan is stale (the state changed since it was made): planning again");
         for step in [PLAN, APPROVAL, APPLY] {
-            let _ = step_store::set_state(&ctx.pool, job.id.get(), step, "pending", None, now_ms()).await;
+            steps.set_state(step, StepState::Pending, None).await;
         }
     }
     let outputs = module.outputs(log, steps.cancel).await.map_err(|e| JobFailure::Step {

@@ -228,8 +228,11 @@ impl Module {
         // If the runner dies, its restart finds this and interrupts the orphaned command,
         // so it lets go of the state lock instead of racing the job's next attempt.
         let pid_file = self.home.join(PID_FILE);
-        if let Some(pid) = pid {
-            let _ = std::fs::write(&pid_file, pid.to_string());
+        if let Some(pid) = pid
+            && let Err(error) = std::fs::write(&pid_file, pid.to_string())
+        {
+            // Only a crash of the runner during this command needs the file.
+            tracing::warn!(%error, "cannot write terraform's pid file");
         }
         let _forget_pid = RemoveOnDrop(pid_file);
         let stdout = child.stdout.take().map(BufReader::new);

@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::{Page, StoreError};
+use crate::job::{DeploymentStatus, Trigger};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -14,8 +15,8 @@ pub struct Deployment {
     pub sha: String,
     pub image_ref: String,
     pub image_digest: Option<String>,
-    pub trigger: String,
-    pub status: String,
+    pub trigger: Trigger,
+    pub status: DeploymentStatus,
     pub replaced_id: Option<i64>,
     /// Once it is `replaced`: the deployment that took over.
     pub replaced_by: Option<i64>,
@@ -31,9 +32,6 @@ pub struct Deployment {
 const COLUMNS: &str = "id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, \
      replaced_id, replaced_by, url, error, outputs, started_at, finished_at";
 
-/// What a deployment is, in the words the dashboard, the API and `runner deployments` use.
-pub const STATUSES: &[&str] = &["in_progress", "live", "replaced", "failed", "rolled_back", "cancelled"];
-
 pub struct NewDeployment<'a> {
     pub job_id: i64,
     pub project: &'a str,
@@ -41,7 +39,7 @@ pub struct NewDeployment<'a> {
     pub sha: &'a str,
     pub image_ref: &'a str,
     pub image_digest: Option<&'a str>,
-    pub trigger: &'a str,
+    pub trigger: Trigger,
     pub url: &'a str,
 }
 
@@ -85,9 +83,15 @@ pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Resu
 /// `in_progress → live | failed | rolled_back`. Going live, the deployment that was live
 /// in the environment becomes `replaced` (pointing at this one) in the same transaction,
 /// so there is never more, nor less, than one live deployment per environment.
-pub async fn finish(pool: &SqlitePool, id: i64, status: &str, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+pub async fn finish(
+    pool: &SqlitePool,
+    id: i64,
+    status: DeploymentStatus,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    if status == "live" {
+    if status == DeploymentStatus::Live {
         sqlx::query(
             "UPDATE deployments SET status = 'replaced', replaced_by = ?1
              WHERE status = 'live' AND id <> ?1

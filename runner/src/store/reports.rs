@@ -3,6 +3,7 @@
 use sqlx::SqlitePool;
 
 use super::StoreError;
+use crate::job::{JobKind, JobState, Trigger};
 
 /// A job whose current state GitHub has not been told.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -10,10 +11,10 @@ pub struct Unreported {
     pub id: i64,
     pub project: String,
     pub environment: String,
-    pub kind: String,
-    pub trigger: String,
-    pub state: String,
-    pub reported_state: Option<String>,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub state: JobState,
+    pub reported_state: Option<JobState>,
     pub sha: String,
     pub error: Option<String>,
     pub plan_summary: Option<String>,
@@ -47,7 +48,7 @@ pub async fn due(
 }
 
 /// GitHub knows `state` now (or was told about it as far as it would listen: `error`).
-pub async fn reported(pool: &SqlitePool, id: i64, state: &str, error: Option<&str>) -> Result<(), StoreError> {
+pub async fn reported(pool: &SqlitePool, id: i64, state: JobState, error: Option<&str>) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE jobs SET reported_state = ?1, report_attempts = 0, report_next_at = 0, report_error = ?2 WHERE id = ?3",
     )

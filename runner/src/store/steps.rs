@@ -5,12 +5,13 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::StoreError;
+use crate::job::StepState;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Step {
     pub position: i64,
     pub name: String,
-    pub state: String,
+    pub state: StepState,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
@@ -39,7 +40,7 @@ pub async fn set_state(
     pool: &SqlitePool,
     job_id: i64,
     name: &str,
-    state: &str,
+    state: StepState,
     error: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {

@@ -14,9 +14,9 @@ use super::error::ApiError;
 use super::operations::{self, DeployTarget};
 use crate::domain::JobId;
 use crate::job::{JobKind, JobState};
-use crate::startup::AppState;
 use crate::store::jobs::{CancelOutcome, JobFilter};
 use crate::store::{self, deliveries, jobs, logs};
+use crate::web::AppState;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;

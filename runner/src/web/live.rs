@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use crate::domain::JobId;
-use crate::startup::AppState;
 use crate::store::{self, jobs, logs};
+use crate::web::AppState;
 
 /// Lines sent per database read; a long backlog goes out in chunks of this size.
 const CHUNK: usize = 1_000;

@@ -5,6 +5,10 @@ pub mod dashboard;
 pub mod error;
 pub mod live;
 pub mod operations;
+mod state;
+mod webhook;
+
+pub use state::AppState;
 
 use std::time::Duration;
 
@@ -15,9 +19,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-
-use crate::startup::AppState;
-use crate::webhook;
 
 /// Every route but the webhook takes at most this much body: a login form or an action
 /// is a few hundred bytes, and nobody gets to make the runner read more before it even

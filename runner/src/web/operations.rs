@@ -3,10 +3,10 @@
 
 use crate::domain::{CommitSha, DeliveryId, GitRef, JobId};
 use crate::job::{JobKind, Trigger};
-use crate::startup::AppState;
 use crate::store::deliveries::Action;
 use crate::store::jobs::{self, CancelOutcome, NewJob};
 use crate::store::{self, deliveries, now_ms};
+use crate::web::AppState;
 use crate::webhook::event;
 
 use super::error::ApiError;
@@ -125,7 +125,9 @@ pub async fn replay(state: &AppState, delivery_id: &str) -> Result<JobId, ApiErr
             ))
         })?;
     let json_text = if content_type == "application/x-www-form-urlencoded" {
-        crate::webhook::form_payload(&body)?.into_bytes()
+        crate::webhook::form_payload(&body)
+            .map_err(ApiError::BadRequest)?
+            .into_bytes()
     } else {
         body
     };

@@ -1,201 +1,22 @@
-//! `POST /webhooks/github`: the runner's front door.
-//!
-//! Order matters: size limit, then the signature over the raw bytes, and only then any
-//! parsing. Unsigned or oversized input is refused before it costs more than a hash.
+//! Webhook deliveries from GitHub: their headers, signature and payloads, read into the
+//! runner's own terms (an [`event::Parsed`] event and the job it asks for), and the
+//! durable ingest writer. The HTTP handler is `web::webhook`.
 
 pub mod event;
 pub mod ingest;
 pub mod signature;
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
-use crate::domain::DeliveryId;
-use crate::startup::AppState;
-use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
-use crate::store::now_ms;
-use crate::web::error::ApiError;
-use signature::Signature;
-
 pub const EVENT_HEADER: &str = "x-github-event";
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let limit = state.config.server.max_body_bytes;
-    let body = read_limited(&headers, body, limit).await?;
-
-    let signature = Signature::parse(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes())).map_err(|e| {
-        state.metrics.signature_failures.inc();
-        ApiError::Unauthorized(e.to_string())
-    })?;
-    let signed_by: Vec<usize> = state
-        .signature_keys
-        .iter()
-        .enumerate()
-        .filter(|(_, key)| key.verifies(&body, &signature))
-        .map(|(index, _)| index)
-        .collect();
-    if signed_by.is_empty() {
-        state.metrics.signature_failures.inc();
-        return Err(ApiError::Unauthorized(signature::SignatureError::Mismatch.to_string()));
-    }
-
-    let event = required_header(&headers, EVENT_HEADER)?;
-    if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(ApiError::BadRequest(format!(
-            "{EVENT_HEADER} {event:?} is not a GitHub event name"
-        )));
-    }
-    let delivery_id = DeliveryId::parse(required_header(&headers, DELIVERY_HEADER)?)
-        .map_err(|e| ApiError::BadRequest(format!("{DELIVERY_HEADER}: {e}")))?;
-
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json_text = match content_type.as_str() {
-        "application/json" => body.clone(),
-        "application/x-www-form-urlencoded" => Bytes::from(form_payload(&body)?),
-        "" => {
-            return Err(ApiError::BadRequest(
-                "missing Content-Type; GitHub sends application/json or application/x-www-form-urlencoded".into(),
-            ));
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unsupported Content-Type {other:?}; set the webhook to application/json or application/x-www-form-urlencoded"
-            )));
-        }
-    };
-    let parsed = event::parse(&json_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-
-    let now = now_ms();
-    let project = match &parsed.repository {
-        Some(repository) => {
-            let Some(index) = state
-                .config
-                .projects
-                .iter()
-                .position(|p| p.repository.key() == repository.key())
-            else {
-                return Err(ApiError::NotFound(format!(
-                    "repository {repository} is not configured on this runner"
-                )));
-            };
-            if !signed_by.contains(&index) {
-                state.metrics.signature_failures.inc();
-                return Err(ApiError::Unauthorized(format!(
-                    "the signature does not match the webhook secret configured for {repository}"
-                )));
-            }
-            &state.config.projects[index]
-        }
-        // Organisation- or app-level events name no repository: nothing to deploy.
-        None => &state.config.projects[signed_by[0]],
-    };
-
-    let (action, facts) = event::decide(event, &parsed, project, delivery_id.as_str(), now)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let delivery = NewDelivery {
-        delivery_id: delivery_id.to_string(),
-        event: event.to_owned(),
-        action: facts.action,
-        project: Some(project.name.to_string()),
-        repository: parsed.repository.as_ref().map(ToString::to_string),
-        git_ref: facts.git_ref,
-        sha: facts.sha,
-        hook_id: facts.hook_id,
-        content_type,
-        body: StoredBody::compress(&body),
-        received_at: now,
-    };
-    let recorded = state
-        .ingest
-        .record(delivery, action)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("recording a webhook delivery")))?;
-    state.metrics.deliveries.inc(event, outcome_label(&recorded));
-
-    let delivery_id = delivery_id.as_str();
-    Ok(match recorded {
-        Recorded::Queued { job_id } => {
-            tracing::info!(delivery_id, event, job_id, project = %project.name, "delivery queued a job");
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({ "delivery_id": delivery_id, "job_id": job_id })),
-            )
-                .into_response()
-        }
-        Recorded::Ignored { reason } => {
-            tracing::info!(delivery_id, event, reason = %reason, "delivery ignored");
-            axum::Json(json!({ "delivery_id": delivery_id, "ignored": reason })).into_response()
-        }
-        Recorded::Cancelled { jobs } => {
-            tracing::info!(delivery_id, event, cancelled = ?jobs, "pull request closed");
-            let reason = format!("pull request closed; cancelled {} queued verify job(s)", jobs.len());
-            axum::Json(json!({ "delivery_id": delivery_id, "ignored": reason, "cancelled_jobs": jobs })).into_response()
-        }
-        Recorded::Duplicate { job_id } => {
-            tracing::info!(delivery_id, event, "duplicate delivery");
-            axum::Json(json!({ "delivery_id": delivery_id, "duplicate": true, "job_id": job_id })).into_response()
-        }
-    })
-}
-
-fn outcome_label(recorded: &Recorded) -> &'static str {
-    match recorded {
-        Recorded::Queued { .. } => "queued",
-        Recorded::Ignored { .. } => "ignored",
-        Recorded::Cancelled { .. } => "cancelled",
-        Recorded::Duplicate { .. } => "duplicate",
-    }
-}
-
-/// Reads the body, refusing with 413 as soon as it is known to be too large: from
-/// `Content-Length` before reading anything, or once a chunked body passes the limit.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large =
-            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {error}"))
-        }
-    })
-}
-
-fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ApiError> {
-    headers
-        .get(name)
-        .ok_or_else(|| ApiError::BadRequest(format!("missing {name} header")))?
-        .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{name} header is not visible ASCII")))
-}
-
 /// GitHub's form encoding puts the JSON in a single `payload` field.
-pub(crate) fn form_payload(body: &[u8]) -> Result<String, ApiError> {
+pub fn form_payload(body: &[u8]) -> Result<String, String> {
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|e| ApiError::BadRequest(format!("form body is not valid application/x-www-form-urlencoded: {e}")))?;
+        .map_err(|e| format!("form body is not valid application/x-www-form-urlencoded: {e}"))?;
     fields
         .into_iter()
         .find(|(name, _)| name == "payload")
         .map(|(_, value)| value)
-        .ok_or_else(|| ApiError::BadRequest("form body has no payload field".into()))
+        .ok_or_else(|| "form body has no payload field".to_owned())
 }

@@ -8,8 +8,8 @@ use axum::response::Redirect;
 
 use super::PageError;
 use super::auth::{CsrfForm, Viewer};
-use crate::startup::AppState;
 use crate::store::deployments;
+use crate::web::AppState;
 use crate::web::api::parse_positive_id;
 use crate::web::operations::{self, DeployTarget};
 

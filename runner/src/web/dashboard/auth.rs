@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::PageError;
 use super::html::{self, Frame, Nav, esc};
 use crate::config::ReadAccess;
-use crate::startup::AppState;
 use crate::store::{self, now_ms, sessions};
+use crate::web::AppState;
 use crate::web::api::constant_time_eq;
 use crate::web::error::ApiError;
 

@@ -3,6 +3,7 @@
 //! Pages are written with `write!` into a `String`; every value that did not come from
 //! this file goes through [`esc`] (text and attribute values alike).
 
+use crate::config::RepoLinks;
 use std::fmt::{self, Display, Write};
 
 use axum::http::StatusCode;
@@ -166,13 +167,13 @@ pub fn headline(message: Option<&str>) -> String {
     short
 }
 
-pub fn commit_link(repository: Option<&str>, sha: &str) -> String {
+/// The commit's short SHA, linked to the commit's page on the forge when the project is known.
+pub fn commit_link(links: Option<&RepoLinks>, sha: &str) -> String {
     let short = sha.get(..7).unwrap_or(sha);
-    match repository {
-        Some(repo) => format!(
-            "<a class=\"sha\" href=\"https://github.com/{}/commit/{}\">{}</a>",
-            esc(repo),
-            esc(sha),
+    match links {
+        Some(links) => format!(
+            "<a class=\"sha\" href=\"{}\">{}</a>",
+            esc(&links.commit(sha)),
             esc(short)
         ),
         None => format!("<code class=\"sha\">{}</code>", esc(short)),

@@ -12,8 +12,8 @@ use super::PageError;
 use super::auth::Viewer;
 use super::html::{self, Nav, badge, commit_link, esc, headline, select, time};
 use crate::job::{JobKind, JobState};
-use crate::startup::AppState;
 use crate::store::jobs::{self, JobFilter};
+use crate::web::AppState;
 
 const PAGE_SIZE: usize = 50;
 
@@ -73,7 +73,7 @@ pub async fn jobs_page(
         );
         for summary in &page.items {
             let job = &summary.job;
-            let repository = state.config.project(&job.project).map(|p| p.repository.as_str());
+            let links = state.config.project(&job.project).map(|p| &p.links);
             let error = job
                 .error
                 .as_deref()
@@ -90,7 +90,7 @@ pub async fn jobs_page(
                 kind = job.kind,
                 project = esc(&job.project),
                 env = esc(&job.environment),
-                sha = commit_link(repository, &job.sha),
+                sha = commit_link(links, &job.sha),
                 msg = esc(&headline(job.commit_message.as_deref())),
                 trigger = esc(job.trigger.as_str()),
                 step = summary

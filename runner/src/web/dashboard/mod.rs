@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::startup::AppState;
+use crate::web::AppState;
 use crate::web::error::ApiError;
 use html::{Frame, Nav, esc};
 

@@ -10,14 +10,14 @@ use serde::Deserialize;
 use super::PageError;
 use super::auth::Viewer;
 use super::html::{self, Nav, badge, commit_link, duration, esc, headline, select, time};
-use crate::startup::AppState;
 use crate::store::deployments::{self, DeploymentFilter};
 use crate::store::{deliveries, jobs, logs, steps};
+use crate::web::AppState;
 
 const PAGE_SIZE: usize = 50;
 /// A job page shows this many of the newest log lines; the plain-text log has them all.
 const LOG_TAIL: usize = 5_000;
-use crate::store::deployments::STATUSES;
+use crate::job::{DeploymentStatus, StepState};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DeploymentsQuery {
@@ -31,8 +31,8 @@ fn non_empty(value: Option<&String>) -> Option<String> {
     value.filter(|v| !v.is_empty()).cloned()
 }
 
-fn repository_of<'a>(state: &'a AppState, project: &str) -> Option<&'a str> {
-    state.config.project(project).map(|p| p.repository.as_str())
+fn links_of<'a>(state: &'a AppState, project: &str) -> Option<&'a crate::config::RepoLinks> {
+    state.config.project(project).map(|p| &p.links)
 }
 
 /// The class a log line is shown with, by the stream it came from.
@@ -69,7 +69,7 @@ pub async fn deployments_page(
         status: non_empty(query.status.as_ref()),
     };
     if let Some(status) = &filter.status
-        && !STATUSES.contains(&status.as_str())
+        && DeploymentStatus::parse(status).is_none()
     {
         return Err(PageError::BadRequest(format!(
             "There is no deployment status {status:?}."
@@ -92,7 +92,7 @@ pub async fn deployments_page(
                 kind = job.kind,
                 project = esc(&job.project),
                 env = esc(&job.environment),
-                sha = commit_link(repository_of(&state, &job.project), &job.sha),
+                sha = commit_link(links_of(&state, &job.project), &job.sha),
                 msg = esc(&headline(job.commit_message.as_deref())),
                 when = time(job.created_at),
             );
@@ -111,7 +111,7 @@ pub async fn deployments_page(
         .collect();
     environments.sort();
     environments.dedup();
-    let statuses: Vec<String> = STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    let statuses: Vec<String> = DeploymentStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect();
     body.push_str(&select("project", "Project", &projects, filter.project.as_deref()));
     body.push_str(&select(
         "environment",
@@ -142,7 +142,7 @@ pub async fn deployments_page(
         );
         for view in &page.items {
             let d = &view.deployment;
-            let is_live = d.status == "live";
+            let is_live = d.status == DeploymentStatus::Live;
             let attempt = d.image_ref.is_empty();
             let digest = d
                 .image_digest
@@ -156,7 +156,7 @@ pub async fn deployments_page(
                 })
                 .unwrap_or_default();
             let mut actions = String::new();
-            if d.status == "replaced" && d.image_digest.is_some() {
+            if d.status == DeploymentStatus::Replaced && d.image_digest.is_some() {
                 actions.push_str(&action_button(
                     &format!("/deployments/{}/rollback", d.id),
                     "Roll back to this",
@@ -187,10 +187,10 @@ pub async fn deployments_page(
                 } else {
                     ""
                 },
-                status = badge(&d.status),
+                status = badge(d.status.as_str()),
                 project = esc(&d.project),
                 env = esc(&d.environment),
-                sha = commit_link(repository_of(&state, &d.project), &d.sha),
+                sha = commit_link(links_of(&state, &d.project), &d.sha),
                 msg = esc(&headline(view.commit_message.as_deref())),
                 author = esc(view.commit_author.as_deref().unwrap_or("")),
                 git_ref = view
@@ -203,7 +203,7 @@ pub async fn deployments_page(
                 } else {
                     esc(&d.image_ref).to_string()
                 },
-                trigger = esc(&d.trigger),
+                trigger = esc(d.trigger.as_str()),
                 duration = duration(Some(d.started_at), d.finished_at),
                 when = time(d.started_at),
                 job = d.job_id,
@@ -242,7 +242,7 @@ pub async fn job_page(
     let total_lines = jobs::log_line_count(&state.pool, id).await?;
     let lines = logs::tail(&state.pool, id, LOG_TAIL).await?;
     let csrf = viewer.csrf();
-    let repository = repository_of(&state, &job.project);
+    let links = links_of(&state, &job.project);
 
     let mut body = String::with_capacity(64 * 1024 + lines.len() * 120);
     let _ = write!(
@@ -253,7 +253,7 @@ pub async fn job_page(
         kind = job.kind,
         project = esc(&job.project),
         env = esc(&job.environment),
-        sha = commit_link(repository, &job.sha),
+        sha = commit_link(links, &job.sha),
         msg = esc(&headline(job.commit_message.as_deref())),
     );
     if job.held_for.is_some() && job.state == crate::job::JobState::AwaitingApproval {
@@ -303,8 +303,8 @@ pub async fn job_page(
     if let Some(pr) = job.pull_request {
         item(
             "Pull request",
-            match repository {
-                Some(repo) => format!("<a href=\"https://github.com/{}/pull/{pr}\">#{pr}</a>", esc(repo)),
+            match links {
+                Some(links) => format!("<a href=\"{}\">#{pr}</a>", esc(&links.pull_request(pr))),
                 None => format!("#{pr}"),
             },
         );
@@ -349,7 +349,7 @@ pub async fn job_page(
             body,
             "<section class=\"card\"><h2>Deployment {id} {status}</h2><dl class=\"meta\"><dt>Image</dt><dd><code>{image}</code></dd>",
             id = d.id,
-            status = badge(&d.status),
+            status = badge(d.status.as_str()),
             image = esc(&d.image_ref),
         );
         if let Some(digest) = &d.image_digest {
@@ -372,7 +372,7 @@ pub async fn job_page(
             let _ = write!(body, "<dt>{}</dt><dd><code>{}</code></dd>", esc(name), esc(&text));
         }
         body.push_str("</dl>");
-        if d.status == "replaced" && d.image_digest.is_some() {
+        if d.status == DeploymentStatus::Replaced && d.image_digest.is_some() {
             body.push_str(&action_button(
                 &format!("/deployments/{}/rollback", d.id),
                 "Roll back to this",
@@ -440,7 +440,7 @@ pub async fn job_page(
     }
     // A failed job opens with where it failed and that step's last lines.
     if job.state == crate::job::JobState::Failed
-        && let Some(failed) = steps.iter().find(|s| s.state == "failed")
+        && let Some(failed) = steps.iter().find(|s| s.state == StepState::Failed)
     {
         let step_lines = logs::step_tail(&state.pool, id, &failed.name, 60).await?;
         let _ = write!(
@@ -472,7 +472,7 @@ pub async fn job_page(
             body,
             "<tr data-step=\"{name}\"><td>{name}</td><td>{state}</td><td>{duration}</td><td>{error}</td></tr>",
             name = esc(&step.name),
-            state = badge(&step.state),
+            state = badge(step.state.as_str()),
             duration = duration(step.started_at, step.finished_at),
             error = esc(step.error.as_deref().unwrap_or("")),
         );
@@ -561,7 +561,10 @@ pub async fn deliveries_page(
                 sha = d
                     .sha
                     .as_deref()
-                    .map(|s| format!(" {}", commit_link(d.repository.as_deref(), s)))
+                    .map(|s| format!(
+                        " {}",
+                        commit_link(d.project.as_deref().and_then(|p| links_of(&state, p)), s)
+                    ))
                     .unwrap_or_default(),
                 outcome = badge(&d.outcome),
                 reason = esc(d.reason.as_deref().unwrap_or("")),

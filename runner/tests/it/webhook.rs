@@ -1,8 +1,6 @@
 //! `POST /webhooks/github` against the real server, with real GitHub bodies.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SHA_A: &str = "1111111111111111111111111111111111111111";

@@ -1,10 +1,8 @@
 //! The JSON API and what a worker does with a claimed job, over HTTP.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A repository with two commits on master; returns the first commit's SHA (not the tip).

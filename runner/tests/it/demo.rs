@@ -2,12 +2,10 @@
 //! Debian's docker-registry started by the demo itself, two runs, then `--clean`.
 //! Needs `WEBAPP_STATIC_BIN` and docker-registry (scripts/test provides both).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn demo(dir: &Path, args: &[&str]) -> Output {

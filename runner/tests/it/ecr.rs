@@ -1,10 +1,8 @@
 //! ECR against a real AWS API emulator (moto): repository creation and login.
 //! Needs `RUNNER_TEST_AWS_ENDPOINT` (scripts/services.sh start; scripts/test does this).
 
-mod common;
-
-use common::*;
-use runner::pipeline::ecr::Ecr;
+use crate::common::*;
+use runner::pipeline::registry::ecr::Ecr;
 
 fn endpoint() -> String {
     required_env("RUNNER_TEST_AWS_ENDPOINT", "start moto with scripts/services.sh start")

@@ -1,13 +1,11 @@
 //! The real `runner` binary: start-up checks, SIGKILL while a job is claimed, restart.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::Runner;
-use common::*;
+use crate::common::process::Runner;
+use crate::common::*;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runner");
@@ -257,7 +255,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_github_token_never_reaches_the_runners_own_log() {
-    use common::fake_github::*;
+    use crate::common::fake_github::*;
     let fake = FakeGitHub::default();
     // GitHub refuses the token and fails now and then: the runner logs every problem.
     fake.with(|f| {

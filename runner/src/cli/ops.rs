@@ -18,7 +18,7 @@ pub struct Source {
     #[arg(long, env = "RUNNER_URL")]
     pub url: Option<String>,
     #[command(flatten)]
-    pub config: crate::cli::ConfigArg,
+    pub config: super::ConfigArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -4,16 +4,14 @@
 //! Needs `WEBAPP_STATIC_BIN`, `RUNNER_TEST_REGISTRY`, `TERRAFORM_BIN` and the base image
 //! `local/busybox:1` (scripts/services.sh start makes it); `scripts/test` provides all.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::fake_github::{FakeGitHub, GITHUB_TOKEN, start_runner, with_github};
+use crate::common::process::Runner;
+use crate::common::*;
 use base64::Engine as _;
-use common::fake_github::{FakeGitHub, GITHUB_TOKEN, start_runner, with_github};
-use common::process::Runner;
-use common::*;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runner");

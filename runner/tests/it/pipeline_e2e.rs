@@ -3,13 +3,11 @@
 //! Needs `WEBAPP_STATIC_BIN` (scripts/build-webapp-static) and `RUNNER_TEST_REGISTRY`
 //! (scripts/services.sh start); `scripts/test` provides both.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn commit_all(repo: &Path, message: &str) -> String {
@@ -348,7 +346,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
         "{log}"
     );
     assert_eq!(live_version(host_port).await["commit"], sha.as_str());
-    let ecr = runner::pipeline::ecr::Ecr::new(
+    let ecr = runner::pipeline::registry::ecr::Ecr::new(
         Some("us-east-1".into()),
         Some(required_env("RUNNER_TEST_AWS_ENDPOINT", "")),
     )

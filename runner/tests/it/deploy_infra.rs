@@ -2,12 +2,10 @@
 //! build, smoke test and push (local engine and registry), real Terraform plan/apply
 //! (fixture modules with built-in resources only), approval over the API, and ECS on moto.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 struct Setup {
@@ -538,7 +536,7 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
 
 #[tokio::test]
 async fn a_deploy_and_its_rollback_report_statuses_and_deployments_to_github() {
-    use common::fake_github::*;
+    use crate::common::fake_github::*;
     let setup = setup();
     let fake = FakeGitHub::default();
     let api = fake.start().await;
@@ -614,7 +612,7 @@ async fn a_deploy_and_its_rollback_report_statuses_and_deployments_to_github() {
 
 #[tokio::test]
 async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
-    use common::fake_github::*;
+    use crate::common::fake_github::*;
     let setup = setup();
     let fake = FakeGitHub::default();
     let api = fake.start().await;
@@ -651,7 +649,7 @@ async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
 
 #[tokio::test]
 async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
-    use common::fake_github::*;
+    use crate::common::fake_github::*;
     let setup = setup();
     let fake = FakeGitHub::default();
     let api = fake.start().await;

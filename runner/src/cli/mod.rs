@@ -1,5 +1,7 @@
 //! Command-line interface of the `runner` binary.
 
+pub mod ops;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,9 +50,9 @@ pub enum Command {
     /// runner, a signed push, followed until the app answers.
     Demo(crate::demo::DemoArgs),
     /// List recent jobs (from a running runner with --url, or from the database).
-    Jobs(crate::ops::JobsArgs),
+    Jobs(ops::JobsArgs),
     /// List recent deployments (from a running runner with --url, or from the database).
-    Deployments(crate::ops::Source),
+    Deployments(ops::Source),
     /// Deploy a branch head or a commit SHA of a project (needs RUNNER_ADMIN_TOKEN).
     Deploy {
         /// Project name, as configured.
@@ -59,21 +61,21 @@ pub enum Command {
         #[arg(name = "ref")]
         target: String,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Put a deployment's image live again (needs RUNNER_ADMIN_TOKEN).
     Rollback {
         /// Deployment id (see `runner deployments`).
         deployment: u64,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Queue again what a stored webhook delivery asked for (needs RUNNER_ADMIN_TOKEN).
     Replay {
         /// The delivery's X-GitHub-Delivery id (see GET /api/deliveries).
         delivery: String,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Approve what a job waits for: running a pull request from a fork, or applying its
     /// terraform plan (needs RUNNER_ADMIN_TOKEN).
@@ -81,21 +83,21 @@ pub enum Command {
         /// Job id (see `runner jobs`).
         job: u64,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Reject what a job waits for; the job ends without it (needs RUNNER_ADMIN_TOKEN).
     Reject {
         /// Job id (see `runner jobs`).
         job: u64,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Cancel a queued, held or running job (needs RUNNER_ADMIN_TOKEN).
     Cancel {
         /// Job id (see `runner jobs`).
         job: u64,
         #[command(flatten)]
-        remote: crate::ops::Remote,
+        remote: ops::Remote,
     },
     /// Exit 0 if the runner answers /healthz on its listen address (RUNNER_LISTEN or the
     /// config): the container image's HEALTHCHECK.
@@ -157,20 +159,18 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Jobs(args) => ops_exit(runtime.block_on(crate::ops::jobs(&args))),
-        Command::Deployments(source) => ops_exit(runtime.block_on(crate::ops::deployments(&source))),
+        Command::Jobs(args) => ops_exit(runtime.block_on(ops::jobs(&args))),
+        Command::Deployments(source) => ops_exit(runtime.block_on(ops::deployments(&source))),
         Command::Deploy {
             project,
             target,
             remote,
-        } => ops_exit(runtime.block_on(crate::ops::deploy(&remote, &project, &target))),
-        Command::Rollback { deployment, remote } => {
-            ops_exit(runtime.block_on(crate::ops::rollback(&remote, deployment)))
-        }
-        Command::Replay { delivery, remote } => ops_exit(runtime.block_on(crate::ops::replay(&remote, &delivery))),
-        Command::Approve { job, remote } => ops_exit(runtime.block_on(crate::ops::approve(&remote, job))),
-        Command::Reject { job, remote } => ops_exit(runtime.block_on(crate::ops::reject(&remote, job))),
-        Command::Cancel { job, remote } => ops_exit(runtime.block_on(crate::ops::cancel(&remote, job))),
+        } => ops_exit(runtime.block_on(ops::deploy(&remote, &project, &target))),
+        Command::Rollback { deployment, remote } => ops_exit(runtime.block_on(ops::rollback(&remote, deployment))),
+        Command::Replay { delivery, remote } => ops_exit(runtime.block_on(ops::replay(&remote, &delivery))),
+        Command::Approve { job, remote } => ops_exit(runtime.block_on(ops::approve(&remote, job))),
+        Command::Reject { job, remote } => ops_exit(runtime.block_on(ops::reject(&remote, job))),
+        Command::Cancel { job, remote } => ops_exit(runtime.block_on(ops::cancel(&remote, job))),
         Command::Healthcheck(arg) => {
             let listen = match std::env::var("RUNNER_LISTEN").ok().and_then(|v| v.parse().ok()) {
                 Some(listen) => listen,
@@ -179,7 +179,7 @@ pub fn main() -> ExitCode {
                     Err(code) => return code,
                 },
             };
-            match runtime.block_on(crate::ops::healthcheck(listen)) {
+            match runtime.block_on(ops::healthcheck(listen)) {
                 Ok(()) => ExitCode::from(exit::OK),
                 Err(error) => {
                     eprintln!("runner: unhealthy: {error:#}");
@@ -209,14 +209,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn ops_exit(result: Result<(), crate::ops::OpsError>) -> ExitCode {
+fn ops_exit(result: Result<(), ops::OpsError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(crate::ops::OpsError::Usage(message)) => {
+        Err(ops::OpsError::Usage(message)) => {
             eprintln!("runner: {message}");
             ExitCode::from(exit::CONFIG)
         }
-        Err(crate::ops::OpsError::Failed(error)) => {
+        Err(ops::OpsError::Failed(error)) => {
             eprintln!("runner: {error:#}");
             ExitCode::from(exit::FAILURE)
         }
@@ -306,11 +306,6 @@ fn print_config(config: &Config, as_json: bool) {
                     "require_approval": t.require_approval, "lock_timeout_secs": t.lock_timeout.as_secs(),
                     "timeout_secs": t.timeout.as_secs(),
                 })),
-                "ecs": p.ecs.as_ref().map(|e| json!({
-                    "cluster": e.cluster, "service": e.service, "container": e.container, "region": e.region,
-                    "endpoint_url": e.endpoint_url, "timeout_secs": e.timeout.as_secs(),
-                    "rollback_on_failure": e.rollback_on_failure, "url": e.url,
-                })),
                 "github": p.github.as_ref().map(|g| json!({
                     "auth": match &g.auth {
                         crate::config::GitHubAuth::Token(_) => json!({ "token": "[redacted]" }),
@@ -320,10 +315,17 @@ fn print_config(config: &Config, as_json: bool) {
                     },
                     "hook_id": g.hook_id,
                 })),
-                "rollout": p.rollout.as_ref().map(|r| json!({
-                    "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
-                    "timeout_secs": r.timeout.as_secs(), "url": r.url(),
-                })),
+                "rollout": p.target.as_ref().map(|target| match target {
+                    crate::config::Target::Local(r) => json!({
+                        "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
+                        "timeout_secs": r.timeout.as_secs(), "url": r.url(),
+                    }),
+                    crate::config::Target::Ecs(e) => json!({
+                        "target": "ecs", "cluster": e.cluster, "service": e.service, "container": e.container,
+                        "region": e.region, "endpoint_url": e.endpoint_url, "timeout_secs": e.timeout.as_secs(),
+                        "rollback_on_failure": e.rollback_on_failure, "url": e.url,
+                    }),
+                }),
             })
         })
         .collect();

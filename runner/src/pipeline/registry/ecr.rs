@@ -8,7 +8,9 @@ use aws_sdk_ecr::types::ImageScanningConfiguration;
 use base64::Engine as _;
 use tokio::sync::Mutex;
 
-use super::engine::RegistryAuth;
+use super::{Destination, Registry};
+use crate::pipeline::engine::RegistryAuth;
+use crate::pipeline::joblog::JobLog;
 
 /// A token is refreshed this long before ECR says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -159,6 +161,29 @@ impl Ecr {
             .await
             .as_ref()
             .is_some_and(|c| c.valid_until > SystemTime::now())
+    }
+}
+
+/// ECR as a push destination: the repository is created when missing; `url` overrides
+/// the registry host the token names (a mirror or proxy in front of ECR).
+pub struct EcrRegistry {
+    pub client: std::sync::Arc<Ecr>,
+    pub url: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Registry for EcrRegistry {
+    async fn destination(&self, image: &str, log: &JobLog) -> Result<Destination, String> {
+        let uri = self.client.ensure_repository(image).await?;
+        log.system(format!("ECR repository {uri}"));
+        let login = self.client.login().await?;
+        let host = self.url.clone().unwrap_or_else(|| login.registry_host.clone());
+        let mut auth = login.auth;
+        auth.server.clone_from(&host);
+        Ok(Destination {
+            repository: format!("{host}/{image}"),
+            auth: Some(auth),
+        })
     }
 }
 

@@ -1,9 +1,7 @@
 //! The operator commands of the `runner` binary against a running runner: output, JSON,
 //! and exit codes that scripts rely on (0 done, 1 failed, 2 bad usage or configuration).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 async fn runner_cli(args: &[&str], token: Option<&str>) -> (i32, String, String) {

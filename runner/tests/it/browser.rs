@@ -3,13 +3,11 @@
 //! Needs `chromium` and `chromium-driver` (scripts/services.sh install), plus what the
 //! end-to-end pipeline test needs. Screenshots land in `target/browser-screenshots/`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! The dashboard over HTTP: pages, escaping, login, CSRF, read access, live logs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use runner::domain::JobId;
 use runner::store::deployments::{self, NewDeployment};
@@ -40,16 +38,22 @@ async fn live_deployment(runner: &TestRunner, message: &str, sha: &str) -> (i64,
             sha,
             image_ref: "127.0.0.1:5000/hello:abc",
             image_digest: Some("sha256:1111111111111111111111111111111111111111111111111111111111111111"),
-            trigger: "push",
+            trigger: runner::job::Trigger::Push,
             url: "http://127.0.0.1:1/",
         },
         runner::store::now_ms(),
     )
     .await
     .expect("start deployment");
-    deployments::finish(&runner.pool, deployment.id, "live", None, runner::store::now_ms())
-        .await
-        .expect("finish deployment");
+    deployments::finish(
+        &runner.pool,
+        deployment.id,
+        runner::job::DeploymentStatus::Live,
+        None,
+        runner::store::now_ms(),
+    )
+    .await
+    .expect("finish deployment");
     (job_id, deployment.id)
 }
 

@@ -3,13 +3,11 @@
 //! messages in the job log, the state lock held by a concurrent apply, cancel releasing
 //! it, and the S3 backend with its lock file on moto.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use runner::domain::JobId;
 use runner::pipeline::joblog::{JobLog, JobLogWriter};
 use runner::pipeline::terraform::{Module, Terraform, TerraformError};

@@ -2,13 +2,11 @@
 //! the REST endpoints the runner uses (paths, methods and fields as GitHub documents them),
 //! records every request, and can fail with 5xx, rate-limit with 403, or hang.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::fake_github::*;
-use common::*;
+use crate::common::fake_github::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{Deployment, Service};
 
-use super::joblog::JobLog;
+use crate::pipeline::joblog::JobLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcsError {
@@ -34,28 +34,28 @@ fn api<E: std::error::Error + 'static>(operation: &'static str) -> impl FnOnce(E
 }
 
 /// Puts a task definition revision on a service and says when it runs there.
-pub trait Deployer {
-    fn current(&self, cluster: &str, service: &str) -> impl Future<Output = Result<String, EcsError>>;
-    fn revision_with_image(
+#[async_trait::async_trait]
+pub trait Deployer: Send + Sync {
+    /// The task definition the service runs now.
+    async fn current(&self, cluster: &str, service: &str) -> Result<String, EcsError>;
+    /// A new revision of `task_definition`'s family, identical but for `container`'s image.
+    async fn revision_with_image(
         &self,
         task_definition: &str,
         container: &str,
         image: &str,
-    ) -> impl Future<Output = Result<String, EcsError>>;
-    fn image_of(
-        &self,
-        task_definition: &str,
-        container: &str,
-    ) -> impl Future<Output = Result<Option<String>, EcsError>>;
-    fn point(&self, cluster: &str, service: &str, task_definition: &str) -> impl Future<Output = Result<(), EcsError>>;
-    fn wait_stable(
+    ) -> Result<String, EcsError>;
+    async fn image_of(&self, task_definition: &str, container: &str) -> Result<Option<String>, EcsError>;
+    async fn point(&self, cluster: &str, service: &str, task_definition: &str) -> Result<(), EcsError>;
+    /// Waits, at most `timeout`, until the service runs only `task_definition`.
+    async fn wait_stable(
         &self,
         cluster: &str,
         service: &str,
         task_definition: &str,
         timeout: Duration,
         log: &JobLog,
-    ) -> impl Future<Output = Result<(), EcsError>>;
+    ) -> Result<(), EcsError>;
 }
 
 pub struct Ecs {
@@ -67,7 +67,7 @@ impl Ecs {
     /// The standard AWS configuration chain; `endpoint_url` (or `AWS_ENDPOINT_URL`) points
     /// it at another endpoint.
     pub async fn new(region: Option<String>, endpoint_url: Option<String>) -> Self {
-        let config = super::ecr::aws_sdk_config(region, endpoint_url).await;
+        let config = crate::pipeline::registry::ecr::aws_sdk_config(region, endpoint_url).await;
         Self {
             client: aws_sdk_ecs::Client::new(&config),
             poll: Duration::from_secs(2),
@@ -144,6 +144,7 @@ pub fn progress(service: &Service, task_definition: &str) -> Progress {
     }
 }
 
+#[async_trait::async_trait]
 impl Deployer for Ecs {
     async fn current(&self, cluster: &str, service: &str) -> Result<String, EcsError> {
         let service = self.service(cluster, service).await?;
@@ -153,7 +154,6 @@ impl Deployer for Ecs {
         })
     }
 
-    /// A new revision of `task_definition`'s family, identical but for `container`'s image.
     async fn revision_with_image(
         &self,
         task_definition: &str,

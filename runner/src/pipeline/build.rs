@@ -1,0 +1,201 @@
+//! From a commit to a pushed image: checkout, build, smoke test, push; then a deploy job
+//! goes on to [`super::deliver`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+
+use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Role, copy_logs};
+use super::joblog::JobLog;
+use super::steps::Steps;
+use super::{
+    BUILD, CHECKOUT, JobDirs, JobFailure, PUSH, SMOKE, STEP_MARGIN, context, create_dirs, deliver, infra, probe,
+    remove_workdir, workdir_of,
+};
+use crate::config::{BuildSettings, Project};
+use crate::job::JobKind;
+use crate::store::now_ms;
+
+pub(super) async fn run(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &Arc<dyn ContainerEngine>,
+    kind: JobKind,
+) -> Result<(), JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
+        unreachable!("settings were checked before the job started");
+    };
+    let dirs = workdir_of(ctx, job);
+    let checkout = ctx.connector.checkout(project, &dirs.home);
+    let checked_out = steps
+        .run(CHECKOUT, ctx.checkout_timeout, async {
+            create_dirs(&dirs).await?;
+            checkout.fetch(job, &dirs.checkout, log).await
+        })
+        .await;
+    let built = match checked_out {
+        Ok(()) => build_image(steps, project, build, engine.as_ref(), &dirs, kind).await,
+        Err(error) => Err(error),
+    };
+    // Without terraform steps, the checkout is no longer needed once the image exists.
+    if project.terraform.is_none() {
+        remove_workdir(&dirs.root, log).await;
+    }
+    let tag = built?;
+
+    let smoke_container = Leftover::default();
+    let smoked = steps
+        .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
+            let spec = ContainerSpec {
+                name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
+                image: tag.clone(),
+                container_port: smoke.container_port,
+                publish: None,
+                role: Role::Smoke,
+                job_id: job.id.get(),
+                labels: HashMap::new(),
+                limits: project.containers.clone(),
+            };
+            let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
+            smoke_container.set(Some(started.id.clone()));
+            let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
+            log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
+            let verdict = probe::until_healthy(&ctx.http, &url, smoke, smoke.timeout).await;
+            copy_logs(engine.as_ref(), &started.id, log).await;
+            verdict.map_err(|last| format!("{} answered {last}", smoke.path))
+        })
+        .await;
+    smoke_container.remove(engine.as_ref(), log).await;
+    smoked?;
+
+    if kind == JobKind::Verify {
+        log.system("verify job: the image builds and answers its health check");
+        if let Some(terraform) = project.terraform.as_ref().filter(|t| t.plan_pull_requests) {
+            infra::run(steps, project, terraform, &dirs, &tag, true).await?;
+        }
+        return Ok(());
+    }
+
+    let Some(registry_settings) = &project.registry else {
+        unreachable!("settings were checked before the job started");
+    };
+    let (repository, digest) = steps
+        .run(PUSH, ctx.push_timeout, async {
+            let registry = ctx.connector.registry(registry_settings).await;
+            let destination = registry.destination(&build.image, log).await?;
+            let repository = destination.repository;
+            engine
+                .tag(&tag, &repository, &job.sha)
+                .await
+                .map_err(|e| e.to_string())?;
+            let digest = engine
+                .push(&repository, &job.sha, destination.auth, log)
+                .await
+                .map_err(|e| e.to_string())?;
+            log.system(format!("pushed {repository}:{} ({digest})", job.sha));
+            Ok((repository, digest))
+        })
+        .await?;
+
+    let pushed = deliver::Pushed {
+        image_ref: format!("{repository}:{}", job.sha),
+        run_ref: format!("{repository}@{digest}"),
+        digest: Some(digest),
+    };
+    deliver::deliver(steps, project, engine, &dirs, &pushed).await
+}
+
+/// Packs the checkout's build context and builds it; returns the local tag.
+async fn build_image(
+    steps: &Steps<'_>,
+    project: &Project,
+    build: &BuildSettings,
+    engine: &dyn ContainerEngine,
+    dirs: &JobDirs,
+    kind: JobKind,
+) -> Result<String, JobFailure> {
+    let (job, log) = (steps.job, steps.log);
+    let tag = format!("{}:{}", build.image, job.sha);
+    let context_dir = dirs.checkout.join(&build.context);
+    let mut build_args: HashMap<String, String> = build
+        .build_args
+        .iter()
+        .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
+        .collect();
+    if !build.secrets.is_empty() {
+        let names: Vec<&str> = build.secrets.keys().map(String::as_str).collect();
+        if kind == JobKind::Verify {
+            log.system(format!(
+                "build secrets withheld from this pull request's build: {}",
+                names.join(", ")
+            ));
+        } else {
+            log.system(format!(
+                "build secrets {} are passed as build args (the engine's builder has no secret mounts): \
+                 they are visible in the image's history, so keep the image private",
+                names.join(", ")
+            ));
+            build_args.extend(
+                build
+                    .secrets
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.expose_secret().to_owned())),
+            );
+        }
+    }
+    let request = BuildRequest {
+        tag: tag.clone(),
+        dockerfile: build.dockerfile.clone(),
+        build_args,
+        labels: HashMap::from([
+            ("org.opencontainers.image.revision".to_owned(), job.sha.clone()),
+            (
+                "org.opencontainers.image.source".to_owned(),
+                project.links.repository().to_owned(),
+            ),
+            (
+                "org.opencontainers.image.created".to_owned(),
+                crate::telemetry::format_ms(now_ms()),
+            ),
+        ]),
+    };
+    let image_id = steps
+        .run(BUILD, build.timeout, async {
+            let dockerfile = build.dockerfile.clone();
+            let checkout_root = dirs.checkout.clone();
+            let tar = tokio::task::spawn_blocking(move || context::pack(&checkout_root, &context_dir, &dockerfile))
+                .await
+                .map_err(|e| format!("packing the build context: {e}"))??;
+            log.system(format!("build context: {} KiB", tar.len() / 1024));
+            engine
+                .build(Bytes::from(tar), &request, log)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    log.system(format!("built {tag} ({image_id})"));
+    Ok(tag)
+}
+
+/// A container a step started, removed by the step's owner after the step ends, so it
+/// goes also when the step future is dropped on timeout or cancel.
+#[derive(Clone, Default)]
+struct Leftover(Arc<Mutex<Option<String>>>);
+
+impl Leftover {
+    fn set(&self, id: Option<String>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    async fn remove(&self, engine: &dyn ContainerEngine, log: &JobLog) {
+        let id = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(id) = id
+            && let Err(error) = engine.remove(&id).await
+        {
+            log.system(format!("could not remove container {id}: {error}"));
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! From a pushed image to live, whatever the target: the terraform steps if the project
+//! has them, the deployment recorded once, the target asked to go live, and the outcome
+//! recorded (`live`, `failed`, or `rolled_back` when the target put the previous version
+//! back). A rollback job is the same delivery of an earlier deployment's image.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::engine::ContainerEngine;
+use super::steps::Steps;
+use super::target::Release;
+use super::{CHECKOUT, JobDirs, JobFailure, RECORD, ROLLOUT, STEP_MARGIN, create_dirs, infra, workdir_of};
+use crate::config::Project;
+use crate::job::DeploymentStatus;
+use crate::store::deployments::{self, NewDeployment};
+use crate::store::now_ms;
+
+/// An image in the registry, ready to go live.
+pub(super) struct Pushed {
+    /// `<repository>:<sha>`: what people read.
+    pub image_ref: String,
+    /// `<repository>@<digest>`: what runs, so a moved tag cannot change it.
+    pub run_ref: String,
+    pub digest: Option<String>,
+}
+
+pub(super) async fn deliver(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &Arc<dyn ContainerEngine>,
+    dirs: &JobDirs,
+    pushed: &Pushed,
+) -> Result<(), JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let Some(settings) = &project.target else {
+        unreachable!("settings were checked before the job started");
+    };
+    let target = ctx
+        .connector
+        .target(project, settings, Arc::clone(engine))
+        .await
+        .map_err(JobFailure::NotConfigured)?;
+    // What runs before terraform touches it: what a failed rollout goes back to.
+    let previous = match &project.terraform {
+        Some(_) => target.current(log).await,
+        None => None,
+    };
+    let outputs = match &project.terraform {
+        Some(terraform) => {
+            infra::run(steps, project, terraform, dirs, &pushed.run_ref, false)
+                .await?
+                .outputs
+        }
+        None => None,
+    };
+    let url = target.url(outputs.as_ref());
+    let deployment = deployments::start(
+        &ctx.pool,
+        &NewDeployment {
+            job_id: job.id.get(),
+            project: project.name.as_str(),
+            environment: project.environment.as_str(),
+            sha: &job.sha,
+            image_ref: &pushed.image_ref,
+            image_digest: pushed.digest.as_deref(),
+            trigger: job.trigger,
+            url: &url,
+        },
+        now_ms(),
+    )
+    .await
+    .map_err(|e| JobFailure::Step {
+        step: ROLLOUT,
+        message: format!("cannot record the deployment: {e}"),
+    })?;
+    if let Some(replaced) = deployment.replaced_id {
+        log.system(format!("deployment {} replaces deployment {replaced}", deployment.id));
+    }
+    if let Some(outputs) = &outputs
+        && let Err(error) = deployments::set_outputs(&ctx.pool, deployment.id, outputs).await
+    {
+        // The outputs are shown on the deployment's page; the deploy goes on without them.
+        log.system(format!("could not keep terraform's outputs on the deployment: {error}"));
+    }
+
+    let release = Release {
+        job_id: job.id.get(),
+        deployment_id: deployment.id,
+        sha: &job.sha,
+        image: &pushed.run_ref,
+        previous,
+    };
+    let rolled_back = AtomicBool::new(false);
+    let result = steps
+        .run(ROLLOUT, target.timeout() + STEP_MARGIN, async {
+            target.go_live(&release, log).await.map_err(|error| {
+                rolled_back.store(error.rolled_back, Ordering::Relaxed);
+                error.message
+            })
+        })
+        .await;
+    target.clean_up(&release, log).await;
+
+    if let Err(failure) = result {
+        let status = if rolled_back.load(Ordering::Relaxed) {
+            DeploymentStatus::RolledBack
+        } else {
+            DeploymentStatus::Failed
+        };
+        record_failure(steps, deployment.id, status, &failure).await;
+        return Err(failure);
+    }
+    // The release serves. If this write fails the job fails saying so, and the
+    // deployment's row stays `in_progress` rather than claiming an end it did not record.
+    steps
+        .run(RECORD, Duration::from_secs(30), async {
+            deployments::finish(&ctx.pool, deployment.id, DeploymentStatus::Live, None, now_ms())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    log.system(format!("deployment {} is live at {url}", deployment.id));
+    Ok(())
+}
+
+/// Ends the deployment's row with the failure. If even that write fails, the row stays
+/// `in_progress` and the job's end (recorded by the worker) still says what happened.
+async fn record_failure(steps: &Steps<'_>, deployment_id: i64, status: DeploymentStatus, failure: &JobFailure) {
+    let message = steps.log.mask().masked(failure.to_string());
+    if let Err(error) = deployments::finish(&steps.ctx.pool, deployment_id, status, Some(&message), now_ms()).await {
+        steps.log.system(format!(
+            "could not record deployment {deployment_id} as {status}: {error}"
+        ));
+    }
+}
+
+/// Puts an earlier deployment's image live again.
+pub(super) async fn rollback(
+    steps: &Steps<'_>,
+    project: &Project,
+    engine: &Arc<dyn ContainerEngine>,
+) -> Result<(), JobFailure> {
+    let (ctx, job) = (steps.ctx, steps.job);
+    let target = match job.rollback_of {
+        Some(id) => deployments::get(&ctx.pool, id).await.map_err(|e| JobFailure::Step {
+            step: ROLLOUT,
+            message: format!("cannot read deployment {id}: {e}"),
+        })?,
+        None => None,
+    };
+    let Some(target) = target else {
+        return Err(JobFailure::NotConfigured(format!(
+            "rollback job {} names no deployment that exists",
+            job.id
+        )));
+    };
+    let Some(digest) = target.image_digest.clone() else {
+        return Err(JobFailure::NotConfigured(format!(
+            "deployment {} has no pushed image digest",
+            target.id
+        )));
+    };
+    let repository = target
+        .image_ref
+        .rsplit_once(':')
+        .map_or(target.image_ref.as_str(), |(repo, _)| repo);
+    steps.log.system(format!(
+        "rolling back to deployment {} ({} at {})",
+        target.id, target.image_ref, digest
+    ));
+    let dirs = workdir_of(ctx, job);
+    if project.terraform.is_some() {
+        let checkout = ctx.connector.checkout(project, &dirs.home);
+        steps
+            .run(CHECKOUT, ctx.checkout_timeout, async {
+                create_dirs(&dirs).await?;
+                checkout.fetch(job, &dirs.checkout, steps.log).await
+            })
+            .await?;
+    }
+    let pushed = Pushed {
+        image_ref: target.image_ref.clone(),
+        run_ref: format!("{repository}@{digest}"),
+        digest: Some(digest),
+    };
+    deliver(steps, project, engine, &dirs, &pushed).await
+}

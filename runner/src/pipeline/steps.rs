@@ -1,0 +1,73 @@
+//! One step at a time: its timeout, the job's cancel, its recorded state and duration,
+//! and its error text masked before anything keeps it.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::joblog::JobLog;
+use super::{JobFailure, PipelineContext};
+use crate::job::StepState;
+use crate::store::jobs::Job;
+use crate::store::{now_ms, steps as step_store};
+
+pub(super) struct Steps<'a> {
+    pub ctx: &'a PipelineContext,
+    pub job: &'a Job,
+    pub log: &'a JobLog,
+    pub cancel: &'a CancellationToken,
+}
+
+impl Steps<'_> {
+    pub async fn run<T>(
+        &self,
+        name: &'static str,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, JobFailure> {
+        let started = std::time::Instant::now();
+        self.set_state(name, StepState::Running, None).await;
+        self.log.system(format!("step {name}: started"));
+        let outcome = tokio::select! {
+            () = self.cancel.cancelled() => Err(JobFailure::Cancelled),
+            result = tokio::time::timeout(timeout, work) => match result {
+                Err(_) => Err(JobFailure::Timeout { step: name, after: timeout }),
+                Ok(Err(message)) => Err(JobFailure::Step { step: name, message }),
+                Ok(Ok(value)) => Ok(value),
+            },
+        };
+        let elapsed = started.elapsed();
+        self.ctx.metrics.step_duration.observe(name, elapsed);
+        // What a step says may quote its tools' output: no secret leaves in it.
+        let outcome = outcome.map_err(|failure| match failure {
+            JobFailure::Step { step, message } => JobFailure::Step {
+                step,
+                message: self.log.mask().masked(message),
+            },
+            JobFailure::NotConfigured(message) => JobFailure::NotConfigured(self.log.mask().masked(message)),
+            other => other,
+        });
+        let (state, error) = match &outcome {
+            Ok(_) => (StepState::Succeeded, None),
+            Err(JobFailure::Cancelled) => (StepState::Cancelled, Some("cancelled".to_owned())),
+            Err(failure) => (StepState::Failed, Some(failure.to_string())),
+        };
+        self.set_state(name, state, error.as_deref()).await;
+        match &outcome {
+            Ok(_) => self.log.system(format!("step {name}: succeeded in {elapsed:.1?}")),
+            Err(error) => self.log.system(format!("step {name}: {error} after {elapsed:.1?}")),
+        }
+        outcome
+    }
+
+    /// Records a step's state. The job's outcome does not depend on it: a write that
+    /// fails (the database busy past its timeout) is logged, and the job page then shows
+    /// the step's previous state.
+    pub async fn set_state(&self, name: &str, state: StepState, error: Option<&str>) {
+        if let Err(failure) =
+            step_store::set_state(&self.ctx.pool, self.job.id.get(), name, state, error, now_ms()).await
+        {
+            tracing::warn!(step = name, %state, error = %failure, "cannot record a step's state");
+        }
+    }
+}

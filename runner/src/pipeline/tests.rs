@@ -1,0 +1,919 @@
+//! The pipeline driven through fakes of every boundary: no Docker, no git, no registry,
+//! no AWS. A fake container is an HTTP server in this process, so the health probes and
+//! the local target's swap on a fixed port run for real; the store is a real SQLite
+//! database in a temporary directory.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::checkout::Checkout;
+use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, EngineError, RegistryAuth, Role, Started};
+use super::joblog::{JobLog, LogEvents};
+use super::registry::{Destination, Registry};
+use super::target::DeployTarget;
+use super::target::ecs::EcsTarget;
+use super::target::ecs_api::{Deployer, EcsError};
+use super::target::local::LocalTarget;
+use super::{Connector, JobFailure, PipelineContext};
+use crate::config::{Config, Project, RegistrySettings, Target};
+use crate::domain::{CommitSha, GitRef, Name};
+use crate::job::{DeploymentStatus, JobKind, JobState, StepState, Trigger};
+use crate::store::jobs::{self, Job, NewJob};
+use crate::store::{deployments, now_ms, steps};
+
+// ---------------------------------------------------------------------------------------
+// Fakes
+
+/// A container of the fake engine: an HTTP server answering every request with `status`.
+struct FakeContainer {
+    name: String,
+    image: String,
+    role: Role,
+    addr: SocketAddr,
+    server: Option<JoinHandle<()>>,
+}
+
+/// What the fake engine does differently from a healthy one.
+#[derive(Default)]
+struct Script {
+    /// Operation name → the error it returns.
+    fail: HashMap<&'static str, String>,
+    /// Operation name → how long it takes.
+    slow: HashMap<&'static str, Duration>,
+    /// Containers of these roles answer 500.
+    unhealthy: Vec<Role>,
+    /// Images whose live containers answer 500 (as candidates they are healthy).
+    unhealthy_live_images: Vec<String>,
+}
+
+impl Script {
+    fn fail_on(&mut self, operation: &'static str, message: &str) {
+        self.fail.insert(operation, message.to_owned());
+    }
+
+    fn slow_on(&mut self, operation: &'static str, delay: Duration) {
+        self.slow.insert(operation, delay);
+    }
+}
+
+#[derive(Default)]
+struct FakeEngine {
+    calls: Mutex<Vec<String>>,
+    containers: Mutex<HashMap<String, FakeContainer>>,
+    next_id: AtomicU64,
+    script: Mutex<Script>,
+}
+
+impl FakeEngine {
+    fn script(&self, change: impl FnOnce(&mut Script)) {
+        change(&mut self.script.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// (name, image, running) of every container that exists.
+    fn containers(&self) -> Vec<(String, String, bool)> {
+        let mut all: Vec<_> = self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|c| (c.name.clone(), c.image.clone(), c.server.is_some()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    async fn enter(&self, operation: &'static str, detail: &str) -> Result<(), EngineError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{operation} {detail}").trim_end().to_owned());
+        let (slow, fail) = {
+            let script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
+            (script.slow.get(operation).copied(), script.fail.get(operation).cloned())
+        };
+        if let Some(delay) = slow {
+            tokio::time::sleep(delay).await;
+        }
+        match fail {
+            Some(message) => Err(EngineError::Engine(message)),
+            None => Ok(()),
+        }
+    }
+
+    fn status_for(&self, role: Role, image: &str) -> u16 {
+        let script = self.script.lock().unwrap_or_else(PoisonError::into_inner);
+        let live_fault = role == Role::Live && script.unhealthy_live_images.iter().any(|i| image.contains(i.as_str()));
+        if script.unhealthy.contains(&role) || live_fault {
+            500
+        } else {
+            200
+        }
+    }
+
+    fn by_name(&self, name_or_id: &str) -> Option<String> {
+        let containers = self.containers.lock().unwrap_or_else(PoisonError::into_inner);
+        if containers.contains_key(name_or_id) {
+            return Some(name_or_id.to_owned());
+        }
+        containers
+            .iter()
+            .find(|(_, c)| c.name == name_or_id)
+            .map(|(id, _)| id.clone())
+    }
+}
+
+/// Serves `status` on `addr` (port 0: any free port) until aborted.
+async fn serve(addr: SocketAddr, status: u16) -> Result<(SocketAddr, JoinHandle<()>), EngineError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| EngineError::Engine(format!("port {addr} is already allocated: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| EngineError::Engine(e.to_string()))?;
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0_u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let response = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok((bound, server))
+}
+
+#[async_trait::async_trait]
+impl ContainerEngine for FakeEngine {
+    async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
+        self.enter("build", &request.tag).await?;
+        if context_tar.is_empty() {
+            return Err(EngineError::Engine("empty build context".into()));
+        }
+        log.stdout("Step 1/1 : FROM scratch");
+        Ok(format!("sha256:{:064x}", context_tar.len()))
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, EngineError> {
+        self.enter("start", &spec.name).await?;
+        if self.by_name(&spec.name).is_some() {
+            return Err(EngineError::Engine(format!("the name {} is already in use", spec.name)));
+        }
+        let addr = match spec.publish {
+            Some((ip, port)) => SocketAddr::new(ip, port),
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        };
+        let (bound, server) = serve(addr, self.status_for(spec.role, &spec.image)).await?;
+        let id = format!("c{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.containers.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            id.clone(),
+            FakeContainer {
+                name: spec.name.clone(),
+                image: spec.image.clone(),
+                role: spec.role,
+                addr: bound,
+                server: Some(server),
+            },
+        );
+        Ok(Started {
+            id,
+            host_ip: bound.ip(),
+            host_port: bound.port(),
+        })
+    }
+
+    async fn logs(&self, container: &str) -> Result<Vec<String>, EngineError> {
+        self.enter("logs", container).await?;
+        Ok(vec!["listening".to_owned()])
+    }
+
+    async fn remove(&self, container: &str) -> Result<(), EngineError> {
+        let Some(id) = self.by_name(container) else {
+            return Ok(());
+        };
+        let name = self.containers.lock().unwrap_or_else(PoisonError::into_inner)[&id]
+            .name
+            .clone();
+        self.enter("remove", &name).await?;
+        let removed = self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(server) = removed.and_then(|c| c.server) {
+            server.abort();
+            // The port is free once the server's task is gone.
+            let _ = server.await;
+        }
+        Ok(())
+    }
+
+    async fn push(
+        &self,
+        image: &str,
+        tag: &str,
+        _auth: Option<RegistryAuth>,
+        _log: &JobLog,
+    ) -> Result<String, EngineError> {
+        self.enter("push", &format!("{image}:{tag}")).await?;
+        Ok(format!("sha256:{}", &tag[..tag.len().min(64)]))
+    }
+
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        self.enter("tag", &format!("{source} {repo}:{tag}")).await
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.by_name(name))
+    }
+
+    async fn stop(&self, container: &str) -> Result<(), EngineError> {
+        self.enter("stop", container).await?;
+        let id = self
+            .by_name(container)
+            .ok_or_else(|| EngineError::Engine("no such container".into()))?;
+        let server = self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+            .and_then(|c| c.server.take());
+        if let Some(server) = server {
+            server.abort();
+            // The port is free once the server's task is gone.
+            let _ = server.await;
+        }
+        Ok(())
+    }
+
+    async fn restart(&self, container: &str) -> Result<(), EngineError> {
+        self.enter("restart", container).await?;
+        let id = self
+            .by_name(container)
+            .ok_or_else(|| EngineError::Engine("no such container".into()))?;
+        let (addr, role, image) = {
+            let containers = self.containers.lock().unwrap_or_else(PoisonError::into_inner);
+            let c = &containers[&id];
+            (c.addr, c.role, c.image.clone())
+        };
+        let (_, server) = serve(addr, self.status_for(role, &image)).await?;
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+            .expect("the container still exists")
+            .server = Some(server);
+        Ok(())
+    }
+
+    async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
+        self.enter("rename", &format!("{container} {name}")).await?;
+        let id = self
+            .by_name(container)
+            .ok_or_else(|| EngineError::Engine("no such container".into()))?;
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+            .expect("the container still exists")
+            .name = name.to_owned();
+        Ok(())
+    }
+}
+
+/// A checkout that writes a one-line Dockerfile, after `delay`.
+struct FakeCheckout {
+    delay: Duration,
+    fail: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Checkout for FakeCheckout {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String> {
+        tokio::time::sleep(self.delay).await;
+        if let Some(message) = &self.fail {
+            return Err(message.clone());
+        }
+        log.system(format!("fake checkout of {}", job.sha));
+        tokio::fs::create_dir_all(into).await.map_err(|e| e.to_string())?;
+        tokio::fs::write(into.join("Dockerfile"), "FROM scratch\n")
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct FakeRegistry;
+
+#[async_trait::async_trait]
+impl Registry for FakeRegistry {
+    async fn destination(&self, image: &str, _log: &JobLog) -> Result<Destination, String> {
+        Ok(Destination {
+            repository: format!("registry.test/{image}"),
+            auth: None,
+        })
+    }
+}
+
+/// An ECS service as the fake deployer keeps it.
+#[derive(Default)]
+struct FakeEcs {
+    calls: Mutex<Vec<String>>,
+    /// The service's task definition.
+    current: Mutex<String>,
+    revisions: AtomicU64,
+    /// `wait_stable` fails with this.
+    unstable: Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl Deployer for FakeEcs {
+    async fn current(&self, _cluster: &str, _service: &str) -> Result<String, EcsError> {
+        Ok(self.current.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    async fn revision_with_image(&self, _td: &str, _container: &str, image: &str) -> Result<String, EcsError> {
+        let revision = self.revisions.fetch_add(1, Ordering::Relaxed) + 2;
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("register {image}"));
+        Ok(format!("app:{revision}"))
+    }
+
+    async fn image_of(&self, _td: &str, _container: &str) -> Result<Option<String>, EcsError> {
+        Ok(Some("old-image".to_owned()))
+    }
+
+    async fn point(&self, _cluster: &str, _service: &str, task_definition: &str) -> Result<(), EcsError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("point {task_definition}"));
+        task_definition.clone_into(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(())
+    }
+
+    async fn wait_stable(
+        &self,
+        _cluster: &str,
+        _service: &str,
+        task_definition: &str,
+        _timeout: Duration,
+        _log: &JobLog,
+    ) -> Result<(), EcsError> {
+        match self.unstable.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            Some(reason) => Err(EcsError::Failed(reason)),
+            None => {
+                self.calls
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(format!("stable {task_definition}"));
+                Ok(())
+            }
+        }
+    }
+}
+
+struct FakeConnector {
+    http: reqwest::Client,
+    ecs: Arc<FakeEcs>,
+    checkout_delay: Duration,
+    checkout_failure: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Connector for FakeConnector {
+    fn checkout(&self, _project: &Project, _home: &Path) -> Box<dyn Checkout> {
+        Box::new(FakeCheckout {
+            delay: self.checkout_delay,
+            fail: self.checkout_failure.clone(),
+        })
+    }
+
+    async fn registry(&self, _settings: &RegistrySettings) -> Arc<dyn Registry> {
+        Arc::new(FakeRegistry)
+    }
+
+    async fn target(
+        &self,
+        project: &Project,
+        target: &Target,
+        engine: Arc<dyn ContainerEngine>,
+    ) -> Result<Arc<dyn DeployTarget>, String> {
+        Ok(match target {
+            Target::Local(rollout) => Arc::new(LocalTarget {
+                engine,
+                http: self.http.clone(),
+                project: project.name.to_string(),
+                environment: project.environment.to_string(),
+                smoke: project.smoke.clone().ok_or("no smoke settings")?,
+                rollout: rollout.clone(),
+                limits: project.containers.clone(),
+            }),
+            Target::Ecs(settings) => Arc::new(EcsTarget {
+                ecs: Arc::clone(&self.ecs) as Arc<dyn Deployer>,
+                settings: settings.clone(),
+            }),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    ctx: PipelineContext,
+    engine: Arc<FakeEngine>,
+    ecs: Arc<FakeEcs>,
+    project: Project,
+    live_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A project deploying `main` to `rollout` (a `[projects.rollout]` body; `None`: the
+/// local target on a free port).
+async fn harness_with(rollout: Option<&str>, tune: impl FnOnce(&mut FakeConnector)) -> Harness {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let live_port = free_port();
+    let rollout = rollout.map_or_else(
+        || format!("target = \"local\"\nhost_port = {live_port}\ntimeout_secs = 4"),
+        str::to_owned,
+    );
+    let toml = format!(
+        r#"
+[server]
+database_url = "sqlite://{db}"
+[[projects]]
+name = "app"
+repository = "o/app"
+deploy_branches = ["main"]
+webhook_secret_env = "S"
+[projects.build]
+image = "app"
+timeout_secs = 5
+[projects.smoke]
+container_port = 8000
+path = "/health"
+timeout_secs = 2
+[projects.registry]
+kind = "v2"
+url = "registry.test"
+[projects.rollout]
+{rollout}
+"#,
+        db = dir.path().join("runner.db").display()
+    );
+    let env = |name: &str| (name == "S").then(|| "webhook-secret".to_owned());
+    let config = Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("a valid config");
+    let pool = crate::store::open(&config.server.database_url).await.expect("database");
+    let engine = Arc::new(FakeEngine::default());
+    let ecs = Arc::new(FakeEcs::default());
+    *ecs.current.lock().unwrap_or_else(PoisonError::into_inner) = "app:1".to_owned();
+    let http = reqwest::Client::new();
+    let mut connector = FakeConnector {
+        http: http.clone(),
+        ecs: Arc::clone(&ecs),
+        checkout_delay: Duration::ZERO,
+        checkout_failure: None,
+    };
+    tune(&mut connector);
+    let ctx = PipelineContext {
+        pool,
+        work_root: dir.path().join("work"),
+        checkout_timeout: Duration::from_secs(5),
+        push_timeout: Duration::from_secs(5),
+        engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
+        connector: Arc::new(connector),
+        http,
+        terraform_bin: None,
+        terraform_locks: Arc::default(),
+        approval_timeout: Duration::from_secs(5),
+        owner: "test".into(),
+        log_events: LogEvents::default(),
+        metrics: Arc::default(),
+    };
+    let project = config.projects[0].clone();
+    Harness {
+        _dir: dir,
+        ctx,
+        engine,
+        ecs,
+        project,
+        live_port,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(None, |_| {}).await
+}
+
+struct Ran {
+    result: Result<(), JobFailure>,
+    job: Job,
+    steps: Vec<(String, String)>,
+    log: String,
+}
+
+impl Ran {
+    fn step(&self, name: &str) -> &str {
+        self.steps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("absent", |(_, state)| state.as_str())
+    }
+}
+
+impl Harness {
+    async fn job(&self, sha: &str, trigger: Trigger, rollback_of: Option<i64>) -> Job {
+        let new = NewJob {
+            project: Name::parse("app").expect("a name"),
+            environment: Name::parse("production").expect("a name"),
+            kind: JobKind::Deploy,
+            trigger,
+            git_ref: GitRef::parse("refs/heads/main").expect("a ref"),
+            sha: CommitSha::parse(sha).expect("a sha"),
+            pull_request: None,
+            delivery_id: None,
+            commit_message: None,
+            commit_author: None,
+            ordering_key: now_ms(),
+            rollback_of,
+            held_for_approval: false,
+        };
+        jobs::enqueue_now(&self.ctx.pool, &new, now_ms())
+            .await
+            .expect("enqueue");
+        jobs::claim_next(&self.ctx.pool, "test", Duration::from_secs(60), 3, now_ms())
+            .await
+            .expect("claim")
+            .expect("a runnable job")
+    }
+
+    async fn run_job(&self, job: Job, cancel: &CancellationToken) -> Ran {
+        let (log, writer) = JobLog::start(
+            self.ctx.pool.clone(),
+            job.id,
+            crate::secrets::SecretSet::default().mask(),
+            LogEvents::default(),
+        );
+        let result = super::run(&self.ctx, &self.project, &job, &log, cancel).await;
+        drop(log);
+        writer.flush().await;
+        // What the worker does with the outcome, so the environment's next job may run.
+        let (outcome, error) = match &result {
+            Ok(()) => (JobState::Succeeded, None),
+            Err(JobFailure::Cancelled) => (JobState::Cancelled, None),
+            Err(failure) => (JobState::Failed, Some(failure.to_string())),
+        };
+        jobs::finish(&self.ctx.pool, job.id, "test", outcome, error.as_deref(), now_ms())
+            .await
+            .expect("the job's end is recorded");
+        let steps = steps::list(&self.ctx.pool, job.id.get())
+            .await
+            .expect("steps")
+            .into_iter()
+            .map(|s| (s.name, s.state.to_string()))
+            .collect();
+        let log = crate::store::logs::read(&self.ctx.pool, job.id, 0, 10_000)
+            .await
+            .expect("log")
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ran {
+            result,
+            job,
+            steps,
+            log,
+        }
+    }
+
+    async fn deploy(&self, sha: &str) -> Ran {
+        let job = self.job(sha, Trigger::Push, None).await;
+        self.run_job(job, &CancellationToken::new()).await
+    }
+
+    async fn live_answers(&self) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}/health", self.live_port);
+        match reqwest::get(url).await {
+            Ok(response) => Some(response.status().as_u16()),
+            Err(_) => None,
+        }
+    }
+
+    async fn deployment_of(&self, job: &Job) -> deployments::Deployment {
+        deployments::for_job(&self.ctx.pool, job.id.get())
+            .await
+            .expect("read")
+            .expect("a deployment row")
+    }
+
+    fn work_dirs_left(&self) -> usize {
+        std::fs::read_dir(&self.ctx.work_root).map_or(0, Iterator::count)
+    }
+}
+
+fn sha(n: u8) -> String {
+    format!("{n:02x}").repeat(20)
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn a_deploy_runs_every_step_in_order_and_leaves_only_the_live_container() {
+    let h = harness().await;
+    let ran = h.deploy(SHA).await;
+    ran.result.as_ref().expect("the deploy succeeds");
+    let names: Vec<&str> = ran.steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["checkout", "build", "smoke", "push", "rollout", "record"]);
+    assert!(ran.steps.iter().all(|(_, s)| s == "succeeded"), "{:?}", ran.steps);
+
+    let calls = h.engine.calls();
+    let order: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap_or_default()).collect();
+    let first = |op: &str| order.iter().position(|o| *o == op).unwrap_or(usize::MAX);
+    assert!(first("build") < first("start"), "{calls:?}");
+    assert!(
+        first("push") < calls.iter().position(|c| c.contains("candidate")).expect("a candidate"),
+        "{calls:?}"
+    );
+
+    let digest_ref = format!("registry.test/app@sha256:{SHA}");
+    assert_eq!(
+        h.engine.containers(),
+        [("runner-app-production".to_owned(), digest_ref, true)],
+        "only the live container is left, running the pushed digest"
+    );
+    assert_eq!(h.live_answers().await, Some(200));
+    let deployment = h.deployment_of(&ran.job).await;
+    assert_eq!(deployment.status, DeploymentStatus::Live);
+    assert_eq!(deployment.image_ref, format!("registry.test/app:{SHA}"));
+    assert_eq!(h.work_dirs_left(), 0, "the job's directories are removed");
+    assert!(
+        ran.log.contains(&format!(
+            "deployment {} is live at http://127.0.0.1:{}",
+            deployment.id, h.live_port
+        )),
+        "{}",
+        ran.log
+    );
+}
+
+#[tokio::test]
+async fn a_failing_step_ends_the_job_there_and_removes_what_it_started() {
+    type Setup = fn(&FakeEngine);
+    let cases: [(&str, Setup, &str); 5] = [
+        (
+            "build",
+            |e| e.script(|s| s.fail_on("build", "no space left")),
+            "no space left",
+        ),
+        (
+            "smoke",
+            |e| e.script(|s| s.unhealthy.push(Role::Smoke)),
+            "/health answered 500",
+        ),
+        ("smoke", |e| e.script(|s| s.fail_on("start", "port busy")), "port busy"),
+        (
+            "push",
+            |e| e.script(|s| s.fail_on("push", "denied: requested access")),
+            "denied",
+        ),
+        (
+            "rollout",
+            |e| e.script(|s| s.unhealthy.push(Role::Candidate)),
+            "never became healthy",
+        ),
+    ];
+    for (step, setup, says) in cases {
+        let h = harness().await;
+        setup(&h.engine);
+        let ran = h.deploy(SHA).await;
+        let failure = ran.result.as_ref().expect_err("the job fails").to_string();
+        assert!(failure.starts_with(&format!("{step} failed")), "{step}: {failure}");
+        assert!(failure.contains(says), "{step}: {failure}");
+        assert_eq!(ran.step(step), "failed", "{step}: {:?}", ran.steps);
+        let position = ran.steps.iter().position(|(n, _)| n == step).expect("the step");
+        assert!(
+            ran.steps[position + 1..].iter().all(|(_, s)| s == "skipped"),
+            "{step}: later steps are skipped: {:?}",
+            ran.steps
+        );
+        assert_eq!(h.engine.containers(), [], "{step}: no container is left");
+        assert_eq!(h.work_dirs_left(), 0, "{step}: the job's directories are removed");
+        // Every failed deploy leaves a failed attempt on the deployments page; only one
+        // that got to its rollout names an image.
+        let deployment = h.deployment_of(&ran.job).await;
+        assert_eq!(deployment.status, DeploymentStatus::Failed, "{step}");
+        assert_eq!(
+            deployment.image_ref.is_empty(),
+            step != "rollout",
+            "{step}: {deployment:?}"
+        );
+        assert!(deployment.error.unwrap_or_default().contains(says), "{step}");
+        assert_eq!(h.live_answers().await, None, "{step}: nothing went live");
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_during_any_step_stops_the_job_and_removes_its_containers() {
+    // (step, what makes it slow)
+    type Setup = fn(&Harness);
+    let cases: [(&str, Setup); 4] = [
+        ("build", |h| {
+            h.engine.script(|s| s.slow_on("build", Duration::from_secs(30)))
+        }),
+        ("smoke", |h| h.engine.script(|s| s.unhealthy.push(Role::Smoke))),
+        ("push", |h| {
+            h.engine.script(|s| s.slow_on("push", Duration::from_secs(30)))
+        }),
+        ("rollout", |h| h.engine.script(|s| s.unhealthy.push(Role::Candidate))),
+    ];
+    for (step, setup) in cases {
+        let h = harness().await;
+        setup(&h);
+        assert_cancelled_in(&h, step).await;
+    }
+    // The checkout is the connector's, not the engine's.
+    let h = harness_with(None, |c| c.checkout_delay = Duration::from_secs(30)).await;
+    assert_cancelled_in(&h, "checkout").await;
+}
+
+async fn assert_cancelled_in(h: &Harness, step: &str) {
+    let job = h.job(SHA, Trigger::Push, None).await;
+    let cancel = CancellationToken::new();
+    let canceller = {
+        let (cancel, pool, id, step) = (cancel.clone(), h.ctx.pool.clone(), job.id.get(), step.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let steps = steps::list(&pool, id).await.unwrap_or_default();
+                if steps.iter().any(|s| s.name == step && s.state == StepState::Running) {
+                    // Inside the step, past its first call.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    cancel.cancel();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let ran = h.run_job(job, &cancel).await;
+    canceller.await.expect("the canceller ends");
+    assert!(
+        matches!(ran.result, Err(JobFailure::Cancelled)),
+        "{step}: {:?}",
+        ran.result
+    );
+    assert_eq!(ran.step(step), "cancelled", "{step}: {:?}", ran.steps);
+    assert_eq!(h.engine.containers(), [], "{step}: nothing is left running");
+    assert_eq!(h.work_dirs_left(), 0, "{step}: the job's directories are removed");
+}
+
+#[tokio::test]
+async fn a_step_past_its_timeout_fails_the_job_as_timed_out() {
+    let h = harness().await;
+    h.engine.script(|s| s.slow_on("build", Duration::from_secs(30)));
+    let ran = h.deploy(SHA).await;
+    assert!(
+        matches!(ran.result, Err(JobFailure::Timeout { step: "build", after }) if after == Duration::from_secs(5)),
+        "{:?}",
+        ran.result
+    );
+    assert_eq!(ran.step("build"), "failed");
+    assert_eq!(ran.step("smoke"), "skipped");
+}
+
+#[tokio::test]
+async fn a_new_version_unhealthy_on_the_live_port_gives_the_port_back_to_the_old_one() {
+    let h = harness().await;
+    h.deploy(&sha(1)).await.result.expect("the first deploy succeeds");
+    // The second version passes as a candidate, and fails once it owns the port.
+    h.engine.script(|s| s.unhealthy_live_images.push(sha(2)));
+    let second = h.deploy(&sha(2)).await;
+    let failure = second.result.as_ref().expect_err("the swap fails").to_string();
+    assert!(failure.contains("never became healthy"), "{failure}");
+    assert!(failure.contains("the previous container was restored"), "{failure}");
+    let calls = h.engine.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("rename") && c.ends_with(" runner-app-production")),
+        "the old container got its name back: {calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.starts_with("restart")), "{calls:?}");
+    let containers = h.engine.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].0, "runner-app-production");
+    assert!(
+        containers[0].1.ends_with(&sha(1)),
+        "the old image serves again: {containers:?}"
+    );
+    assert_eq!(
+        h.live_answers().await,
+        Some(200),
+        "and it answers on the environment's port"
+    );
+    assert_eq!(h.deployment_of(&second.job).await.status, DeploymentStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_rollback_puts_the_earlier_digest_live_without_building() {
+    let h = harness().await;
+    let first = h.deploy(&sha(1)).await;
+    first.result.expect("first");
+    h.deploy(&sha(2)).await.result.expect("second");
+    let target = h.deployment_of(&first.job).await;
+    let builds_before = h.engine.calls().iter().filter(|c| c.starts_with("build")).count();
+
+    let job = h.job(&sha(1), Trigger::Rollback, Some(target.id)).await;
+    let ran = h.run_job(job, &CancellationToken::new()).await;
+    ran.result.as_ref().expect("the rollback succeeds");
+    let names: Vec<&str> = ran.steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["rollout", "record"]);
+    let builds_after = h.engine.calls().iter().filter(|c| c.starts_with("build")).count();
+    assert_eq!(builds_before, builds_after, "a rollback builds nothing");
+    let live = h.engine.containers();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].1, format!("registry.test/app@sha256:{}", sha(1)));
+    let deployment = h.deployment_of(&ran.job).await;
+    assert_eq!(
+        (deployment.status, deployment.trigger),
+        (DeploymentStatus::Live, Trigger::Rollback)
+    );
+    assert_eq!(h.live_answers().await, Some(200));
+}
+
+const ECS: &str = "target = \"ecs\"\ncluster = \"c\"\nservice = \"s\"\ntimeout_secs = 5";
+
+#[tokio::test]
+async fn an_ecs_deploy_registers_a_revision_points_the_service_and_records_it_live() {
+    let h = harness_with(Some(ECS), |_| {}).await;
+    let ran = h.deploy(SHA).await;
+    ran.result.as_ref().expect("the deploy succeeds");
+    let calls = h.ecs.calls.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert_eq!(
+        calls,
+        [
+            format!("register registry.test/app@sha256:{SHA}"),
+            "point app:2".to_owned(),
+            "stable app:2".to_owned()
+        ]
+    );
+    assert_eq!(h.deployment_of(&ran.job).await.status, DeploymentStatus::Live);
+    assert_eq!(h.engine.containers(), [], "an ECS deploy leaves no local container");
+}
+
+#[tokio::test]
+async fn an_ecs_deploy_that_never_stabilises_puts_the_previous_revision_back() {
+    let h = harness_with(Some(ECS), |_| {}).await;
+    *h.ecs.unstable.lock().unwrap_or_else(PoisonError::into_inner) = Some("tasks failed to start".into());
+    let ran = h.deploy(SHA).await;
+    let failure = ran.result.as_ref().expect_err("the deploy fails").to_string();
+    assert!(failure.contains("rolled back to app:1"), "{failure}");
+    assert_eq!(*h.ecs.current.lock().unwrap_or_else(PoisonError::into_inner), "app:1");
+    assert_eq!(h.deployment_of(&ran.job).await.status, DeploymentStatus::RolledBack);
+
+    let without = format!("{ECS}\nrollback_on_failure = false");
+    let h = harness_with(Some(&without), |_| {}).await;
+    *h.ecs.unstable.lock().unwrap_or_else(PoisonError::into_inner) = Some("tasks failed to start".into());
+    let ran = h.deploy(SHA).await;
+    assert!(ran.result.is_err());
+    assert_eq!(
+        *h.ecs.current.lock().unwrap_or_else(PoisonError::into_inner),
+        "app:2",
+        "the project asked for no rollback"
+    );
+    assert_eq!(h.deployment_of(&ran.job).await.status, DeploymentStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_failed_checkout_builds_nothing() {
+    let h = harness_with(None, |c| c.checkout_failure = Some("repository not found".into())).await;
+    let ran = h.deploy(SHA).await;
+    let failure = ran.result.expect_err("fails").to_string();
+    assert!(failure.contains("checkout failed: repository not found"), "{failure}");
+    assert!(h.engine.calls().is_empty(), "{:?}", h.engine.calls());
+    assert_eq!(h.work_dirs_left(), 0);
+}

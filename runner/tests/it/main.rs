@@ -1,0 +1,21 @@
+//! The runner's integration tests, in one test binary: each module starts the real
+//! runner (in process on port 0, or as a process) against the real outside parts that
+//! `scripts/services.sh` runs, with a fresh database.
+
+mod common;
+
+mod api;
+mod browser;
+mod cli;
+mod dashboard;
+mod demo;
+mod deploy_infra;
+mod ecr;
+mod github;
+mod parse_properties;
+mod pipeline_e2e;
+mod process;
+mod queue;
+mod terraform;
+mod untrusted;
+mod webhook;
