@@ -184,6 +184,16 @@ pub fn url_credentials(url: &str) -> Vec<String> {
     found
 }
 
+/// The URL as it may be shown: any `user:token@` part removed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

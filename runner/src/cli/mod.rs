@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrecy::ExposeSecret;
-use serde_json::json;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::startup::{Application, shutdown_signal};
 
 /// Exit codes scripts can rely on.
@@ -256,113 +254,13 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 fn print_config(config: &Config, as_json: bool) {
-    let projects: Vec<serde_json::Value> = config
-        .projects
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "repository": p.repository,
-                "deploy_branches": p.deploy_branches,
-                "deploy_tags": p.deploy_tags,
-                "environment": p.environment,
-                "clone_url": p.clone_url.as_ref().map(|u| crate::pipeline::checkout::redact_url(u.expose_secret())),
-                "webhook_secret": "[redacted]",
-                "pull_requests": p.pull_requests.as_str(),
-                "containers": json!({
-                    "memory_mb": p.containers.memory_bytes / (1024 * 1024),
-                    "cpus": p.containers.nano_cpus as f64 / 1e9,
-                    "pids_limit": p.containers.pids_limit,
-                    "capabilities": p.containers.capabilities,
-                }),
-                "build": p.build.as_ref().map(|b| json!({
-                    "image": b.image, "context": b.context, "dockerfile": b.dockerfile,
-                    "build_args": b.build_args, "secrets": b.secrets.keys().collect::<Vec<_>>(),
-                    "timeout_secs": b.timeout.as_secs(),
-                })),
-                "smoke": p.smoke.as_ref().map(|s| json!({
-                    "container_port": s.container_port, "path": s.path, "expect_status": s.expect_status,
-                    "expect_body": s.expect_body, "timeout_secs": s.timeout.as_secs(),
-                })),
-                "registry": p.registry.as_ref().map(|r| json!({
-                    "kind": match &r.kind { crate::config::RegistryKind::V2 => "v2", crate::config::RegistryKind::Ecr { .. } => "ecr" },
-                    "url": r.url,
-                    "region": match &r.kind { crate::config::RegistryKind::Ecr { region, .. } => region.clone(), crate::config::RegistryKind::V2 => None },
-                    "username": r.username,
-                    "password": r.password.as_ref().map(|_| "[redacted]"),
-                })),
-                "terraform": p.terraform.as_ref().map(|t| json!({
-                    "dir": t.dir, "image_var": t.image_var, "vars": t.vars,
-                    "backend_config": t.backend_config.iter().map(|(k, v)| {
-                        let secret = ["secret", "token", "access_key", "password"].iter().any(|s| k.contains(s));
-                        (k.clone(), if secret { "[redacted]".to_owned() } else { v.clone() })
-                    }).collect::<std::collections::BTreeMap<_, _>>(),
-                    "env": t.env.keys().collect::<Vec<_>>(), "workspace": t.workspace,
-                    "secret_env": t.secret_env.keys().collect::<Vec<_>>(),
-                    "secret_vars": t.secret_vars.keys().collect::<Vec<_>>(),
-                    "plan_pull_requests": t.plan_pull_requests,
-                    "pull_request_env": t.pull_request_env.keys().collect::<Vec<_>>(),
-                    "pull_request_secret_env": t.pull_request_secret_env.keys().collect::<Vec<_>>(),
-                    "require_approval": t.require_approval, "lock_timeout_secs": t.lock_timeout.as_secs(),
-                    "timeout_secs": t.timeout.as_secs(),
-                })),
-                "github": p.github.as_ref().map(|g| json!({
-                    "auth": match &g.auth {
-                        crate::config::GitHubAuth::Token(_) => json!({ "token": "[redacted]" }),
-                        crate::config::GitHubAuth::App { app_id, installation_id, .. } => json!({
-                            "app_id": app_id, "installation_id": installation_id, "private_key": "[redacted]",
-                        }),
-                    },
-                    "hook_id": g.hook_id,
-                })),
-                "rollout": p.target.as_ref().map(|target| match target {
-                    crate::config::Target::Local(r) => json!({
-                        "target": "local", "bind": r.bind.to_string(), "host_port": r.host_port,
-                        "timeout_secs": r.timeout.as_secs(), "url": r.url(),
-                    }),
-                    crate::config::Target::Ecs(e) => json!({
-                        "target": "ecs", "cluster": e.cluster, "service": e.service, "container": e.container,
-                        "region": e.region, "endpoint_url": e.endpoint_url, "timeout_secs": e.timeout.as_secs(),
-                        "rollback_on_failure": e.rollback_on_failure, "url": e.url,
-                    }),
-                }),
-            })
-        })
-        .collect();
-    let resolved = json!({
-        "server": {
-            "listen": config.server.listen.to_string(),
-            "database_url": config.server.database_url,
-            "max_body_bytes": config.server.max_body_bytes,
-            "delivery_body_retention_days": config.server.delivery_body_retention.as_secs() / 86_400,
-            "log_format": match config.server.log_format { LogFormat::Human => "human", LogFormat::Json => "json" },
-        },
-        "queue": {
-            "workers": config.queue.workers,
-            "lease_secs": config.queue.lease.as_secs(),
-            "max_attempts": config.queue.max_attempts,
-            "job_log_max_bytes": config.queue.job_log_max_bytes,
-        },
-        "dashboard": {
-            "read_access": match config.dashboard.read_access { crate::config::ReadAccess::Public => "public", crate::config::ReadAccess::Login => "login" },
-            "public_url": config.dashboard.public_url,
-            "session_hours": config.dashboard.session_lifetime.as_secs() / 3600,
-            "login_attempts_per_minute": config.dashboard.login_attempts_per_minute,
-        },
-        "github": {
-            "api_url": config.github.api_url,
-            "status_context": config.github.status_context,
-            "reconcile_interval_secs": config.github.reconcile_interval.as_secs(),
-        },
-        "terraform_bin": config.terraform_bin.as_ref().map(|p| p.display().to_string()),
-        "admin_token": config.admin_token.as_ref().map(|t| if t.expose_secret().is_empty() { "" } else { "[redacted]" }),
-        "projects": projects,
-    });
+    // Every config type prints its own redacted form.
+    let resolved = serde_json::to_value(config).unwrap_or_default();
     if as_json {
         println!("{resolved:#}");
     } else {
         println!("configuration is valid");
-        match toml::to_string_pretty(&resolved) {
+        match toml::to_string_pretty(config) {
             Ok(text) => println!("{text}"),
             Err(_) => println!("{resolved:#}"),
         }

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::joblog::JobLog;
+use crate::secrets::redact_url;
 use crate::store::jobs::Job;
 
 /// Fetches a commit's tree into a directory.
@@ -30,16 +31,6 @@ pub struct GitCheckout {
 impl GitCheckout {
     pub fn new(url: String, home: PathBuf) -> Self {
         Self { url, home }
-    }
-}
-
-/// The URL as it may be shown: any `user:token@` part removed.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -195,7 +186,7 @@ async fn git_output(dir: &Path, home: &Path, args: &[&str]) -> Result<String, St
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use crate::secrets::redact_url;
 
     #[test]
     fn credentials_in_urls_are_hidden() {

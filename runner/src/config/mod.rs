@@ -1,0 +1,237 @@
+//! Typed configuration: a TOML file, then `RUNNER_*` environment overrides, validated
+//! once at start-up into [`Config`]. Each section has its own file and resolver; secrets
+//! are read by one reader ([`secret`]) from the environment or files named in the config
+//! and held in `secrecy` types. Every type prints its own redacted form (`Serialize`),
+//! which is what `runner check-config` shows.
+
+mod build;
+mod dashboard;
+mod github;
+mod project;
+mod queue;
+mod raw;
+mod registry;
+mod secret;
+mod server;
+mod target;
+mod terraform;
+#[cfg(test)]
+mod tests;
+
+pub use build::{BuildSettings, ContainerLimits, SmokeSettings};
+pub use dashboard::{DashboardConfig, ReadAccess};
+pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
+pub use project::{Project, PullRequestPolicy};
+pub use queue::QueueConfig;
+pub use registry::{RegistryKind, RegistrySettings};
+pub use server::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, LogFormat, ServerConfig};
+pub use target::{EcsSettings, RolloutSettings, Target};
+pub use terraform::TerraformSettings;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::domain::RepoName;
+use raw::RawConfig;
+use secret::{SecretReader, redacted_option};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// The process environment, or what a test gives instead.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// An override: set and not blank.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub queue: QueueConfig,
+    pub dashboard: DashboardConfig,
+    pub github: GitHubConfig,
+    pub projects: Vec<Project>,
+    /// Bearer token for the action endpoints; `None` disables them (every action is 401).
+    #[serde(serialize_with = "redacted_option")]
+    pub admin_token: Option<SecretString>,
+    /// The terraform executable (`TERRAFORM_BIN`, else `terraform` on `PATH`), resolved
+    /// only when a project has a terraform step.
+    pub terraform_bin: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &|name| std::env::var(name).ok())
+    }
+
+    pub fn load_with(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text, path, env)
+            }
+            None => Self::resolve(RawConfig::default(), env, Path::new(".")),
+        }
+    }
+
+    /// Reads `text` as the config file at `path` (relative paths in it are relative to
+    /// the file's directory), with `env` standing for the process environment.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = toml::from_str::<RawConfig>(text).map_err(|error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        Self::resolve(raw, env, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Result<Self, ConfigError> {
+        let overrides = Env(env);
+        let secrets = SecretReader { env, base_dir };
+        let server = server::resolve(raw.server, &overrides)?;
+        let queue = queue::resolve(raw.queue, &overrides)?;
+        let dashboard = dashboard::resolve(raw.dashboard, &overrides)?;
+        let github = github::resolve(raw.github, &overrides)?;
+        let web_url = RepoLinks::web_url_of_api(&github.api_url);
+
+        let mut projects = Vec::with_capacity(raw.projects.len());
+        let mut names = HashSet::new();
+        let mut repositories = HashSet::new();
+        for (index, project) in raw.projects.into_iter().enumerate() {
+            let resolved = project::resolve(index, project, secrets, &web_url)?;
+            if !names.insert(resolved.name.clone()) {
+                return Err(invalid(
+                    format!("projects[{index}].name"),
+                    format!("{:?} is used twice", resolved.name.as_str()),
+                ));
+            }
+            if !repositories.insert(resolved.repository.key()) {
+                return Err(invalid(
+                    format!("projects[{index}].repository"),
+                    format!("{:?} is configured twice", resolved.repository.as_str()),
+                ));
+            }
+            projects.push(resolved);
+        }
+
+        let admin_token = env("RUNNER_ADMIN_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        if let Some(token) = &admin_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(invalid("RUNNER_ADMIN_TOKEN", "must be at least 16 characters"));
+        }
+
+        let terraform_bin = match projects.iter().find(|p| p.terraform.is_some()) {
+            None => None,
+            Some(project) => Some(find_terraform(env).ok_or_else(|| {
+                invalid(
+                    "TERRAFORM_BIN",
+                    format!(
+                        "project {} has a terraform step, but no terraform executable was found: install Terraform or set TERRAFORM_BIN to its path",
+                        project.name
+                    ),
+                )
+            })?),
+        };
+
+        Ok(Self {
+            server,
+            queue,
+            dashboard,
+            github,
+            projects,
+            admin_token,
+            terraform_bin,
+        })
+    }
+
+    pub fn project_by_repository(&self, repository: &RepoName) -> Option<&Project> {
+        let key = repository.key();
+        self.projects.iter().find(|p| p.repository.key() == key)
+    }
+
+    pub fn project(&self, name: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// Every secret value this configuration holds: what the runner masks everywhere.
+    pub fn secrets(&self) -> crate::secrets::SecretSet {
+        let mut set = crate::secrets::SecretSet::default();
+        if let Some(token) = &self.admin_token {
+            set.add(token.expose_secret());
+        }
+        for project in &self.projects {
+            set.add(project.webhook_secret.expose_secret());
+            if let Some(url) = &project.clone_url {
+                for credential in crate::secrets::url_credentials(url.expose_secret()) {
+                    set.add(credential);
+                }
+            }
+            if let Some(password) = project.registry.as_ref().and_then(|r| r.password.as_ref()) {
+                set.add(password.expose_secret());
+            }
+            match project.github.as_ref().map(|g| &g.auth) {
+                Some(GitHubAuth::Token(token)) => set.add(token.expose_secret()),
+                Some(GitHubAuth::App { private_key, .. }) => set.add(private_key.expose_secret()),
+                None => {}
+            }
+            if let Some(build) = &project.build {
+                for value in build.secrets.values() {
+                    set.add(value.expose_secret());
+                }
+            }
+            if let Some(terraform) = &project.terraform {
+                for value in terraform
+                    .secret_env
+                    .values()
+                    .chain(terraform.secret_vars.values())
+                    .chain(terraform.pull_request_secret_env.values())
+                {
+                    set.add(value.expose_secret());
+                }
+            }
+        }
+        set
+    }
+}
+
+fn find_terraform(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let is_executable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(explicit) = env("TERRAFORM_BIN").filter(|v| !v.trim().is_empty()) {
+        let path = PathBuf::from(explicit);
+        return is_executable(&path).then_some(path);
+    }
+    env("PATH")?
+        .split(':')
+        .map(|dir| Path::new(dir).join("terraform"))
+        .find(|candidate| is_executable(candidate))
+}

@@ -1,0 +1,263 @@
+use super::*;
+
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(toml).map_err(|e| ConfigError::Syntax {
+        path: "test.toml".into(),
+        message: e.to_string(),
+    })?;
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Config::resolve(
+        raw,
+        &move |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        Path::new("."),
+    )
+}
+
+const HELLO: &str = r#"
+    [[projects]]
+    name = "hello"
+    repository = "Codertocat/Hello-World"
+    deploy_branches = ["master"]
+    webhook_secret_env = "HELLO_SECRET"
+"#;
+
+#[test]
+fn the_pinned_keys_alone_make_a_valid_project() {
+    let config = load(HELLO, &[("HELLO_SECRET", "s3cret")]).expect("valid");
+    let project = &config.projects[0];
+    assert_eq!(project.deploy_branches[0].as_str(), "refs/heads/master");
+    assert_eq!(project.environment.as_str(), "production");
+    assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.server.database_url, DEFAULT_DATABASE_URL);
+    assert_eq!(config.server.max_body_bytes, 25 * 1024 * 1024);
+    assert!(
+        config
+            .project_by_repository(&RepoName::parse("codertocat/hello-world").expect("ok"))
+            .is_some()
+    );
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let config = load(
+        "[server]\nlisten = \"127.0.0.1:1\"\n",
+        &[
+            ("RUNNER_LISTEN", "127.0.0.1:9999"),
+            ("RUNNER_DATABASE_URL", "sqlite::memory:"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.server.database_url, "sqlite::memory:");
+}
+
+#[test]
+fn a_missing_or_empty_secret_refuses_to_start_and_names_the_variable() {
+    let error = load(HELLO, &[]).expect_err("unset").to_string();
+    assert!(error.contains("HELLO_SECRET") && error.contains("not set"), "{error}");
+    let error = load(HELLO, &[("HELLO_SECRET", "  ")]).expect_err("empty").to_string();
+    assert!(error.contains("empty"), "{error}");
+}
+
+#[test]
+fn the_secret_never_shows_in_debug_output() {
+    let config = load(HELLO, &[("HELLO_SECRET", "very-secret-value")]).expect("valid");
+    assert!(!format!("{config:?}").contains("very-secret-value"));
+}
+
+#[test]
+fn every_secret_the_config_holds_is_masked_in_every_encoding() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yP\n-----END RSA PRIVATE KEY-----\n";
+    std::fs::write(dir.path().join("app.pem"), key).expect("write");
+    let toml = format!(
+        r#"
+[[projects]]
+name = "hello"
+repository = "o/hello"
+deploy_branches = ["main"]
+webhook_secret_env = "WEBHOOK"
+clone_url = "https://x-access-token:clone-url-token-0001@github.com/o/hello.git"
+[projects.build]
+image = "hello"
+secrets = {{ NPM_TOKEN = "BUILD" }}
+[projects.registry]
+url = "127.0.0.1:5000"
+username_env = "REG_USER"
+password_env = "REG_PASSWORD"
+[projects.github]
+token_env = "GH_TOKEN"
+
+[[projects]]
+name = "app"
+repository = "o/app"
+deploy_branches = ["main"]
+webhook_secret_env = "WEBHOOK2"
+[projects.github]
+app_id = 12
+private_key_file = "{pem}"
+[projects.terraform]
+dir = "infra"
+secret_env = {{ AWS_SECRET_ACCESS_KEY = "TF_ENV" }}
+secret_vars = {{ db_password = "TF_VAR" }}
+pull_request_secret_env = {{ READ_ONLY = "TF_PR" }}
+"#,
+        pem = dir.path().join("app.pem").display()
+    );
+    let bin = std::env::current_exe().expect("an executable file");
+    let env = [
+        ("WEBHOOK", "webhook-secret-0002"),
+        ("WEBHOOK2", "webhook-secret-0003"),
+        ("BUILD", "build-secret-0004"),
+        ("REG_USER", "deployer"),
+        ("REG_PASSWORD", "registry-password-0005"),
+        ("GH_TOKEN", "ghp_github-token-0006"),
+        ("TF_ENV", "terraform-env-secret-0007"),
+        ("TF_VAR", "terraform-var-secret-0008"),
+        ("TF_PR", "pull-request-secret-0009"),
+        ("RUNNER_ADMIN_TOKEN", "admin-token-secret-0010"),
+        ("TERRAFORM_BIN", bin.to_str().expect("utf-8")),
+    ];
+    let config = load(&toml, &env).expect("valid");
+    let mask = config.secrets().mask();
+    let mut secrets: Vec<&str> = env
+        .iter()
+        .filter(|(name, _)| !matches!(*name, "REG_USER" | "TERRAFORM_BIN"))
+        .map(|(_, value)| *value)
+        .collect();
+    secrets.push("clone-url-token-0001");
+    secrets.extend(key.lines().filter(|l| !l.starts_with("-----")));
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ];
+    for secret in secrets {
+        let mut forms = vec![
+            format!("x {secret} y"),
+            serde_json::json!({ "v": format!("\"{secret}\"") }).to_string(),
+            format!("?t={}", secret.replace('/', "%2F").replace('+', "%2B")),
+        ];
+        for prefix in ["", "a", "ab"] {
+            for engine in engines {
+                forms.push(engine.encode(format!("{prefix}VAR={secret}\0NEXT=1")));
+            }
+        }
+        for form in forms {
+            let masked = mask.apply(&form);
+            assert!(masked.contains("***"), "{secret} not masked in {form}");
+        }
+        assert!(!mask.apply(secret).contains(secret), "{secret}");
+    }
+    assert_eq!(
+        mask.apply("deployer pushes"),
+        "deployer pushes",
+        "a user name is not a secret"
+    );
+}
+
+#[test]
+fn mistakes_are_named() {
+    let cases = [
+        ("[server]\nlisten = \"nope\"", "server.listen"),
+        ("[server]\ndatabase_url = \"postgres://x\"", "only sqlite"),
+        ("[queue]\nworkers = 0", "queue.workers"),
+        ("[server]\nlistn = \"x\"", "unknown field"),
+        (
+            "[[projects]]\nname = \"Bad Name\"\nrepository = \"a/b\"\ndeploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"",
+            "projects[0].name",
+        ),
+        (
+            "[[projects]]\nname = \"a\"\nrepository = \"a/b\"\ndeploy_branches = [\"$(id)\"]\nwebhook_secret_env = \"S\"",
+            "projects[0].deploy_branches",
+        ),
+        (
+            "[[projects]]\nname = \"a\"\nrepository = \"a/b\"\ndeploy_branches = []\nwebhook_secret_env = \"S\"",
+            "at least one branch",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let error = load(toml, &[("S", "x")]).expect_err(toml).to_string();
+        assert!(error.contains(expected), "{toml}: {error}");
+    }
+    let twice = format!("{HELLO}\n{}", HELLO.replace("hello\"", "other\""));
+    let error = load(&twice, &[("HELLO_SECRET", "x")])
+        .expect_err("dup repo")
+        .to_string();
+    assert!(error.contains("configured twice"), "{error}");
+}
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    let error = load("", &[("RUNNER_ADMIN_TOKEN", "short")])
+        .expect_err("short")
+        .to_string();
+    assert!(error.contains("RUNNER_ADMIN_TOKEN"), "{error}");
+}
+
+const TERRAFORM_PROJECT: &str = r#"
+[[projects]]
+name = "app"
+repository = "o/app"
+deploy_branches = ["main"]
+webhook_secret_env = "S"
+[projects.terraform]
+dir = "terraform"
+require_approval = true
+[projects.rollout]
+target = "ecs"
+cluster = "c"
+service = "s"
+"#;
+
+#[test]
+fn a_terraform_step_without_a_terraform_executable_refuses_to_start() {
+    let error = load(TERRAFORM_PROJECT, &[("S", "secret-value"), ("PATH", "/nonexistent")])
+        .expect_err("no terraform")
+        .to_string();
+    assert!(error.contains("TERRAFORM_BIN"), "{error}");
+    assert!(error.contains("project app"), "{error}");
+    let bad = load(
+        TERRAFORM_PROJECT,
+        &[("S", "secret-value"), ("TERRAFORM_BIN", "/nonexistent/terraform")],
+    );
+    assert!(bad.is_err());
+    // A project without terraform needs none.
+    assert!(load("", &[("PATH", "/nonexistent")]).is_ok());
+}
+
+#[test]
+fn terraform_and_ecs_settings_are_read_with_their_defaults() {
+    let bin = std::env::current_exe().expect("an executable file");
+    let config = load(
+        TERRAFORM_PROJECT,
+        &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+    )
+    .expect("valid");
+    let project = &config.projects[0];
+    let terraform = project.terraform.as_ref().expect("terraform");
+    assert_eq!(terraform.image_var, "image_url");
+    assert_eq!(terraform.workspace, "default");
+    assert!(terraform.require_approval);
+    let Some(Target::Ecs(ecs)) = &project.target else {
+        panic!("an ECS target: {:?}", project.target);
+    };
+    assert_eq!((ecs.cluster.as_str(), ecs.container.as_str()), ("c", "app"));
+    assert!(ecs.rollback_on_failure);
+    let escape = TERRAFORM_PROJECT.replace("dir = \"terraform\"", "dir = \"../elsewhere\"");
+    let error = load(
+        &escape,
+        &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+    )
+    .expect_err("outside the repository")
+    .to_string();
+    assert!(error.contains("terraform.dir"), "{error}");
+    let missing = TERRAFORM_PROJECT.replace("service = \"s\"\n", "");
+    let error = load(
+        &missing,
+        &[("S", "secret-value"), ("TERRAFORM_BIN", bin.to_str().expect("utf-8"))],
+    )
+    .expect_err("no service")
+    .to_string();
+    assert!(error.contains("rollout.service"), "{error}");
+}
