@@ -125,7 +125,7 @@ impl Reporter {
         let now = now_ms();
         if let Some(until) = self
             .paused_until
-            .get(&job.project)
+            .get(job.project.as_str())
             .copied()
             .filter(|until| *until > now)
         {
@@ -155,7 +155,7 @@ impl Reporter {
         let next = match &error {
             ForgeError::RateLimited { wait, .. } => {
                 let until = now + crate::store::duration_ms(*wait);
-                self.paused_until.insert(job.project.clone(), until);
+                self.paused_until.insert(job.project.to_string(), until);
                 Some(until)
             }
             ForgeError::Transient(_) if job.report_attempts + 1 < MAX_ATTEMPTS => {

@@ -151,7 +151,7 @@ async fn build_image(
         dockerfile: build.dockerfile.clone(),
         build_args,
         labels: HashMap::from([
-            ("org.opencontainers.image.revision".to_owned(), job.sha.clone()),
+            ("org.opencontainers.image.revision".to_owned(), job.sha.to_string()),
             (
                 "org.opencontainers.image.source".to_owned(),
                 project.links.repository().to_owned(),

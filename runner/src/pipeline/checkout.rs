@@ -73,7 +73,7 @@ impl Checkout for GitCheckout {
         )
         .await?;
         let head = git_output(into, home, &["rev-parse", "HEAD"]).await?;
-        if head.trim() != job.sha {
+        if head.trim() != job.sha.as_str() {
             return Err(format!("HEAD is {} after checkout, expected {}", head.trim(), job.sha));
         }
         git(into, home, log, &["remote", "remove", "origin"]).await?;

@@ -4,15 +4,16 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::{Page, StoreError};
+use crate::domain::{CommitSha, Name};
 use crate::job::{DeploymentStatus, Trigger};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
     pub id: i64,
     pub job_id: i64,
-    pub project: String,
-    pub environment: String,
-    pub sha: String,
+    pub project: Name,
+    pub environment: Name,
+    pub sha: CommitSha,
     pub image_ref: String,
     pub image_digest: Option<String>,
     pub trigger: Trigger,

@@ -3,19 +3,20 @@
 use sqlx::SqlitePool;
 
 use super::StoreError;
+use crate::domain::{CommitSha, Name};
 use crate::job::{JobKind, JobState, Trigger};
 
 /// A job whose current state GitHub has not been told.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unreported {
     pub id: i64,
-    pub project: String,
-    pub environment: String,
+    pub project: Name,
+    pub environment: Name,
     pub kind: JobKind,
     pub trigger: Trigger,
     pub state: JobState,
     pub reported_state: Option<JobState>,
-    pub sha: String,
+    pub sha: CommitSha,
     pub error: Option<String>,
     pub plan_summary: Option<String>,
     pub superseded_by: Option<i64>,

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::operations::{self, DeployTarget};
+use super::operations::{self, Revision};
 use crate::domain::JobId;
 use crate::job::{JobKind, JobState};
 use crate::store::jobs::{CancelOutcome, JobFilter};
@@ -155,8 +155,8 @@ pub async fn deploy_project(
         ))
     })?;
     let target = match (request.git_ref, request.sha) {
-        (_, Some(sha)) => DeployTarget::Sha(sha),
-        (Some(git_ref), None) => DeployTarget::Ref(git_ref),
+        (_, Some(sha)) => Revision::Sha(sha),
+        (Some(git_ref), None) => Revision::Ref(git_ref),
         (None, None) => return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into())),
     };
     let (job_id, sha) = operations::redeploy(&state, &name, target).await?;

@@ -55,27 +55,23 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
 }
 
 /// What to deploy again: a branch (resolved to its head now) or an exact commit.
-pub enum DeployTarget {
+pub enum Revision {
     Ref(String),
     Sha(String),
 }
 
 /// Deploys a branch head or a commit again (trigger `redeploy`).
-pub async fn redeploy(
-    state: &AppState,
-    project_name: &str,
-    target: DeployTarget,
-) -> Result<(JobId, CommitSha), ApiError> {
+pub async fn redeploy(state: &AppState, project_name: &str, target: Revision) -> Result<(JobId, CommitSha), ApiError> {
     let project = state
         .config
         .project(project_name)
         .ok_or_else(|| ApiError::NotFound(format!("project {project_name:?} is not configured")))?;
     let (git_ref, sha) = match target {
-        DeployTarget::Sha(sha) => {
+        Revision::Sha(sha) => {
             let sha = CommitSha::parse(&sha).map_err(|e| ApiError::BadRequest(e.to_string()))?;
             (project.deploy_branches[0].clone(), sha)
         }
-        DeployTarget::Ref(raw) => {
+        Revision::Ref(raw) => {
             let git_ref = if raw.starts_with("refs/") {
                 GitRef::parse(&raw)
             } else {

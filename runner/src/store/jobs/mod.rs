@@ -20,20 +20,20 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::{Page, StoreError};
-use crate::domain::JobId;
+use crate::domain::{CommitSha, GitRef, JobId, Name};
 use crate::job::{JobKind, JobState, Trigger};
 
 /// A job as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
     pub id: JobId,
-    pub project: String,
-    pub environment: String,
+    pub project: Name,
+    pub environment: Name,
     pub kind: JobKind,
     pub trigger: Trigger,
     pub state: JobState,
-    pub git_ref: String,
-    pub sha: String,
+    pub git_ref: GitRef,
+    pub sha: CommitSha,
     pub pull_request: Option<i64>,
     pub delivery_id: Option<String>,
     pub commit_message: Option<String>,
@@ -97,10 +97,10 @@ impl TryFrom<JobRow> for Job {
             kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
             trigger: Trigger::parse(&row.trigger).ok_or_else(|| corrupt("trigger", &row.trigger))?,
             state: JobState::parse(&row.state).ok_or_else(|| corrupt("state", &row.state))?,
-            project: row.project,
-            environment: row.environment,
-            git_ref: row.git_ref,
-            sha: row.sha,
+            project: Name::parse(&row.project).map_err(|_| corrupt("project", &row.project))?,
+            environment: Name::parse(&row.environment).map_err(|_| corrupt("environment", &row.environment))?,
+            git_ref: GitRef::parse(&row.git_ref).map_err(|_| corrupt("ref", &row.git_ref))?,
+            sha: CommitSha::parse(&row.sha).map_err(|_| corrupt("sha", &row.sha))?,
             pull_request: row.pull_request,
             delivery_id: row.delivery_id,
             commit_message: row.commit_message,

@@ -11,7 +11,7 @@ use super::auth::{CsrfForm, Viewer};
 use crate::store::deployments;
 use crate::web::AppState;
 use crate::web::api::parse_positive_id;
-use crate::web::operations::{self, DeployTarget};
+use crate::web::operations::{self, Revision};
 
 pub async fn cancel(
     State(state): State<AppState>,
@@ -51,7 +51,7 @@ pub async fn redeploy(
     let deployment = deployments::get(&state.pool, id)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
-    let (job, _) = operations::redeploy(&state, &deployment.project, DeployTarget::Sha(deployment.sha)).await?;
+    let (job, _) = operations::redeploy(&state, &deployment.project, Revision::Sha(deployment.sha.to_string())).await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
