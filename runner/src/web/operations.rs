@@ -121,20 +121,21 @@ pub async fn replay(state: &AppState, delivery_id: &str) -> Result<JobId, ApiErr
             ))
         })?;
     let json_text = if content_type == "application/x-www-form-urlencoded" {
-        crate::webhook::form_payload(&body)
+        crate::webhook::github::form_payload(&body)
             .map_err(ApiError::BadRequest)?
             .into_bytes()
     } else {
         body
     };
-    let parsed = event::parse(&json_text).map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
+    let parsed = crate::webhook::github::parse(&delivery.event, &json_text)
+        .map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
     let project = parsed
         .repository
         .as_ref()
         .and_then(|r| state.config.project_by_repository(r))
         .ok_or_else(|| ApiError::Conflict(format!("delivery {delivery_id} names no configured repository")))?;
     let now = now_ms();
-    let (action, _) = event::decide(&delivery.event, &parsed, project, delivery_id.as_str(), now)
+    let (action, _) = event::decide(&parsed, project, delivery_id.as_str(), now)
         .map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
     let Action::Queue(mut job) = action else {
         return Err(ApiError::Conflict(format!(

@@ -14,8 +14,9 @@ use super::error::ApiError;
 use crate::domain::DeliveryId;
 use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
 use crate::store::now_ms;
+use crate::webhook::event;
+use crate::webhook::github::{self, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, form_payload};
 use crate::webhook::signature::{self, Signature};
-use crate::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, event, form_payload};
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let limit = state.config.server.max_body_bytes;
@@ -69,7 +70,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
             )));
         }
     };
-    let parsed = event::parse(&json_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let parsed = github::parse(event, &json_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     let now = now_ms();
     let project = match &parsed.repository {
@@ -96,8 +97,8 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         None => &state.config.projects[signed_by[0]],
     };
 
-    let (action, facts) = event::decide(event, &parsed, project, delivery_id.as_str(), now)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (action, facts) =
+        event::decide(&parsed, project, delivery_id.as_str(), now).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let delivery = NewDelivery {
         delivery_id: delivery_id.to_string(),
         event: event.to_owned(),

@@ -1,7 +1,6 @@
-//! GitHub payloads, parsed only as far as the runner needs, and the decision of what
-//! each delivery triggers. Nothing here touches the database or the network.
-
-use serde::Deserialize;
+//! A delivery in the runner's own terms, whatever forge sent it (each forge's format is
+//! read by a module of its own, [`super::github`] for GitHub), and the decision of what
+//! it triggers. Nothing here touches the database or the network.
 
 use crate::config::{Project, PullRequestPolicy};
 use crate::domain::{CommitSha, GitRef, RefKind, RepoName};
@@ -20,125 +19,60 @@ pub enum PayloadError {
     Field(&'static str),
 }
 
-/// Every field the runner reads, from any event, in one typed pass over the body
-/// (unknown fields are skipped without being built into a tree).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Payload {
-    repository: Option<RepositoryField>,
-    #[serde(rename = "ref")]
-    git_ref: Option<String>,
-    after: Option<String>,
-    deleted: bool,
-    head_commit: Option<HeadCommit>,
-    action: Option<String>,
-    number: Option<i64>,
-    pull_request: Option<PullRequest>,
-    hook_id: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RepositoryField {
-    full_name: String,
-    /// Integer seconds on push payloads, a timestamp string elsewhere.
-    #[serde(default)]
-    pushed_at: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeadCommit {
-    message: Option<String>,
-    author: Option<Person>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Person {
-    name: Option<String>,
-    username: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PullRequest {
-    title: Option<String>,
-    user: Option<Login>,
-    head: Branch,
-    base: Branch,
-}
-
-#[derive(Debug, Deserialize)]
-struct Login {
-    login: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Branch {
-    #[serde(rename = "ref")]
-    name: String,
-    sha: String,
-    /// The repository the branch lives in; `null` when a fork was deleted.
-    #[serde(default)]
-    repo: Option<BranchRepository>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BranchRepository {
-    full_name: String,
-}
-
-/// A delivery's payload, parsed.
+/// A delivery's payload: the repository it is about and what happened.
 #[derive(Debug)]
-pub struct Parsed {
-    payload: Payload,
+pub struct Incoming {
     /// `None` for events about an organisation or app rather than a repository.
     pub repository: Option<RepoName>,
-    pushed_at: Option<i64>,
+    pub event: Event,
 }
 
-/// Parses the JSON and the repository it names (every event we act on names one).
-pub fn parse(json_text: &[u8]) -> Result<Parsed, PayloadError> {
-    let payload: Payload = serde_json::from_slice(json_text).map_err(|e| {
-        if e.is_data() {
-            describe_data_error(json_text, &e)
-        } else {
-            PayloadError::Json(e.to_string())
-        }
-    })?;
-    let (repository, pushed_at) = match &payload.repository {
-        Some(repo) => (
-            Some(RepoName::parse(&repo.full_name).map_err(|_| PayloadError::Field("repository.full_name"))?),
-            repo.pushed_at.as_ref().and_then(serde_json::Value::as_i64),
-        ),
-        None => (None, None),
-    };
-    Ok(Parsed {
-        payload,
-        repository,
-        pushed_at,
-    })
+#[derive(Debug)]
+pub enum Event {
+    /// The forge checks the webhook is set up.
+    Ping {
+        hook_id: Option<i64>,
+    },
+    Push(Push),
+    PullRequest(PullRequest),
+    /// Any other event, by its name: it triggers nothing.
+    Other(String),
 }
 
-/// Valid JSON of the wrong shape: say whether it is not an object or which field is off.
-fn describe_data_error(json_text: &[u8], error: &serde_json::Error) -> PayloadError {
-    match serde_json::from_slice::<serde_json::Value>(json_text) {
-        Ok(value) if !value.is_object() => PayloadError::Json("expected a JSON object".into()),
-        _ => {
-            let message = error.to_string();
-            let field = [
-                "repository",
-                "pull_request",
-                "head_commit",
-                "ref",
-                "after",
-                "number",
-                "action",
-                "hook_id",
-            ]
-            .into_iter()
-            .find(|f| message.contains(f))
-            .unwrap_or("payload");
-            PayloadError::Field(field)
-        }
-    }
+/// Commits pushed to a ref. Fields are as the forge sent them; [`decide`] checks them.
+#[derive(Debug, Default)]
+pub struct Push {
+    pub git_ref: Option<String>,
+    /// The commit the ref points at now.
+    pub after: Option<String>,
+    /// The ref was deleted.
+    pub deleted: bool,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    /// When the forge received the push, in seconds: orders pushes that arrive out of order.
+    pub pushed_at: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct PullRequest {
+    /// `opened`, `synchronize`, `reopened`, `closed`, ...
+    pub action: Option<String>,
+    pub number: Option<i64>,
+    pub change: Option<Change>,
+}
+
+/// The pull request's branches.
+#[derive(Debug)]
+pub struct Change {
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub head_sha: String,
+    /// The branch it would merge into (a short name).
+    pub base_branch: String,
+    /// `owner/name` of the repositories the branches live in; `None` when the forge does
+    /// not say (a deleted fork).
+    pub head_repository: Option<String>,
+    pub base_repository: Option<String>,
 }
 
 /// What the delivery says, beyond the decision: recorded on the delivery row.
@@ -152,15 +86,14 @@ pub struct Facts {
 
 /// Decides what a delivery for `project` triggers.
 pub fn decide(
-    event: &str,
-    parsed: &Parsed,
+    incoming: &Incoming,
     project: &Project,
     delivery_id: &str,
     now: i64,
 ) -> Result<(Action, Facts), PayloadError> {
-    match event {
-        "ping" => {
-            let hook_id = parsed.payload.hook_id;
+    match &incoming.event {
+        Event::Ping { hook_id } => {
+            let hook_id = *hook_id;
             let reason = match hook_id {
                 Some(id) => format!("ping: hook {id} is set up for {}", project.name),
                 None => format!("ping: webhook is set up for {}", project.name),
@@ -173,22 +106,18 @@ pub fn decide(
                 },
             ))
         }
-        "push" => decide_push(parsed, project, delivery_id, now),
-        "pull_request" => decide_pull_request(parsed, project, delivery_id, now),
-        other => Ok((
+        Event::Push(push) => decide_push(push, project, delivery_id, now),
+        Event::PullRequest(pull_request) => {
+            decide_pull_request(pull_request, incoming.repository.as_ref(), project, delivery_id, now)
+        }
+        Event::Other(other) => Ok((
             ignore(format!("event {:?} does not trigger anything", clip(other, 64))),
             Facts::default(),
         )),
     }
 }
 
-fn decide_push(
-    parsed: &Parsed,
-    project: &Project,
-    delivery_id: &str,
-    now: i64,
-) -> Result<(Action, Facts), PayloadError> {
-    let push = &parsed.payload;
+fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> Result<(Action, Facts), PayloadError> {
     let (Some(raw_ref), Some(after)) = (push.git_ref.as_deref(), push.after.as_deref()) else {
         return Err(PayloadError::Field("ref/after"));
     };
@@ -234,7 +163,6 @@ fn decide_push(
         }
         _ => {}
     }
-    let head = push.head_commit.as_ref();
     let job = NewJob {
         project: project.name.clone(),
         environment: project.environment.clone(),
@@ -244,45 +172,41 @@ fn decide_push(
         sha,
         pull_request: None,
         delivery_id: Some(delivery_id.to_owned()),
-        commit_message: head.and_then(|c| c.message.as_deref()).map(|m| clip(m, MAX_TEXT)),
-        commit_author: head
-            .and_then(|c| c.author.as_ref())
-            .and_then(|a| a.name.as_deref().or(a.username.as_deref()))
-            .map(|a| clip(a, 200)),
+        commit_message: push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
+        commit_author: push.author.as_deref().map(|a| clip(a, 200)),
         rollback_of: None,
         held_for_approval: false,
         // GitHub's push time orders pushes that arrive out of order; it has second
         // resolution, so pushes within one second keep arrival order.
-        ordering_key: parsed.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
+        ordering_key: push.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
     };
     Ok((Action::Queue(job), facts))
 }
 
 fn decide_pull_request(
-    parsed: &Parsed,
+    payload: &PullRequest,
+    repository: Option<&RepoName>,
     project: &Project,
     delivery_id: &str,
     now: i64,
 ) -> Result<(Action, Facts), PayloadError> {
-    let payload = &parsed.payload;
-    let (Some(action), Some(number), Some(pr)) =
-        (payload.action.as_deref(), payload.number, payload.pull_request.as_ref())
+    let (Some(action), Some(number), Some(pr)) = (payload.action.as_deref(), payload.number, payload.change.as_ref())
     else {
         return Err(PayloadError::Field("pull_request"));
     };
     let mut facts = Facts {
         action: Some(clip(action, 64)),
         git_ref: Some(format!("refs/pull/{}/head", number)),
-        sha: Some(clip(&pr.head.sha, 64)),
+        sha: Some(clip(&pr.head_sha, 64)),
         ..Facts::default()
     };
-    let base_is_deploy_branch = GitRef::branch(&pr.base.name).is_ok_and(|base| project.deploys_ref(&base));
+    let base_is_deploy_branch = GitRef::branch(&pr.base_branch).is_ok_and(|base| project.deploys_ref(&base));
     if !base_is_deploy_branch {
         return Ok((
             ignore(format!(
                 "pull request #{} targets {:?}, not a deploy branch",
                 number,
-                clip(&pr.base.name, 80)
+                clip(&pr.base_branch, 80)
             )),
             facts,
         ));
@@ -296,7 +220,7 @@ fn decide_pull_request(
             facts,
         ));
     }
-    let from_fork = is_from_fork(pr, parsed.repository.as_ref());
+    let from_fork = is_from_fork(pr, repository);
     match action {
         "opened" | "synchronize" | "reopened"
             if from_fork && project.pull_requests != PullRequestPolicy::ApproveForks =>
@@ -304,7 +228,7 @@ fn decide_pull_request(
             Ok((ignore("pull request from a fork".to_owned()), facts))
         }
         "opened" | "synchronize" | "reopened" => {
-            let sha = CommitSha::parse(&pr.head.sha).map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
+            let sha = CommitSha::parse(&pr.head_sha).map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
             facts.sha = Some(sha.to_string());
             let git_ref =
                 GitRef::parse(&format!("refs/pull/{}/head", number)).map_err(|_| PayloadError::Field("number"))?;
@@ -318,7 +242,7 @@ fn decide_pull_request(
                 pull_request: Some(number),
                 delivery_id: Some(delivery_id.to_owned()),
                 commit_message: pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
-                commit_author: pr.user.as_ref().and_then(|u| u.login.as_deref()).map(|a| clip(a, 200)),
+                commit_author: pr.author.as_deref().map(|a| clip(a, 200)),
                 ordering_key: now,
                 rollback_of: None,
                 // Each push to a fork's pull request is a new job, so it needs a new approval.
@@ -345,15 +269,10 @@ fn decide_pull_request(
 
 /// A pull request whose head branch lives in another repository than the one it targets
 /// (or in a fork deleted since) carries a stranger's code.
-fn is_from_fork(pr: &PullRequest, base_repository: Option<&RepoName>) -> bool {
-    let base = pr
-        .base
-        .repo
-        .as_ref()
-        .map(|r| r.full_name.as_str())
-        .or(base_repository.map(RepoName::as_str));
-    match (pr.head.repo.as_ref(), base) {
-        (Some(head), Some(base)) => !head.full_name.eq_ignore_ascii_case(base),
+fn is_from_fork(pr: &Change, base_repository: Option<&RepoName>) -> bool {
+    let base = pr.base_repository.as_deref().or(base_repository.map(RepoName::as_str));
+    match (pr.head_repository.as_deref(), base) {
+        (Some(head), Some(base)) => !head.eq_ignore_ascii_case(base),
         _ => true,
     }
 }

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use runner::Config;
 use runner::config::Project;
 use runner::domain::GitRef;
-use runner::webhook::event;
 use runner::webhook::signature::{Signature, SignatureKey};
+use runner::webhook::{event, github};
 
 fn project() -> Project {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -66,8 +66,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_the_payload_parser(body in proptest::collection::vec(any::<u8>(), 0..2000), event_name in "[a-z_]{1,20}") {
         let project = project();
-        if let Ok(parsed) = event::parse(&body) {
-            let _ = event::decide(&event_name, &parsed, &project, "d", 0);
+        if let Ok(parsed) = github::parse(&event_name, &body) {
+            let _ = event::decide(&parsed, &project, "d", 0);
         }
     }
 
@@ -77,8 +77,8 @@ proptest! {
         let mut push = push_fixture();
         push[field] = value;
         let body = serde_json::to_vec(&push).expect("json");
-        if let Ok(parsed) = event::parse(&body)
-            && let Ok((runner::store::deliveries::Action::Queue(job), _)) = event::decide("push", &parsed, &project, "d", 0)
+        if let Ok(parsed) = github::parse("push", &body)
+            && let Ok((runner::store::deliveries::Action::Queue(job), _)) = event::decide(&parsed, &project, "d", 0)
         {
             prop_assert!(GitRef::parse(job.git_ref.as_str()).is_ok());
             prop_assert_eq!(job.git_ref.as_str(), "refs/heads/master");

@@ -1,0 +1,164 @@
+//! GitHub's webhook deliveries: its headers, its form encoding, and its payloads read
+//! into the runner's own [`Incoming`] event, as far as the runner needs them. Another
+//! forge's deliveries would be a file like this one, and a route of their own.
+
+use serde::Deserialize;
+
+use super::event::{Change, Event, Incoming, PayloadError, PullRequest, Push};
+use crate::domain::RepoName;
+
+pub const EVENT_HEADER: &str = "x-github-event";
+pub const DELIVERY_HEADER: &str = "x-github-delivery";
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// GitHub's form encoding puts the JSON in a single `payload` field.
+pub fn form_payload(body: &[u8]) -> Result<String, String> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| format!("form body is not valid application/x-www-form-urlencoded: {e}"))?;
+    fields
+        .into_iter()
+        .find(|(name, _)| name == "payload")
+        .map(|(_, value)| value)
+        .ok_or_else(|| "form body has no payload field".to_owned())
+}
+
+/// Reads the payload of a delivery of `event` (the `X-GitHub-Event` header).
+pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
+    let payload: Payload = serde_json::from_slice(json_text).map_err(|e| {
+        if e.is_data() {
+            describe_data_error(json_text, &e)
+        } else {
+            PayloadError::Json(e.to_string())
+        }
+    })?;
+    let repository = payload
+        .repository
+        .as_ref()
+        .map(|repo| RepoName::parse(&repo.full_name).map_err(|_| PayloadError::Field("repository.full_name")))
+        .transpose()?;
+    let event = match event {
+        "ping" => Event::Ping {
+            hook_id: payload.hook_id,
+        },
+        "push" => {
+            let head = payload.head_commit.as_ref();
+            Event::Push(Push {
+                git_ref: payload.git_ref,
+                after: payload.after,
+                deleted: payload.deleted,
+                message: head.and_then(|c| c.message.clone()),
+                author: head
+                    .and_then(|c| c.author.as_ref())
+                    .and_then(|a| a.name.clone().or_else(|| a.username.clone())),
+                pushed_at: payload
+                    .repository
+                    .as_ref()
+                    .and_then(|r| r.pushed_at.as_ref())
+                    .and_then(serde_json::Value::as_i64),
+            })
+        }
+        "pull_request" => Event::PullRequest(PullRequest {
+            action: payload.action,
+            number: payload.number,
+            change: payload.pull_request.map(|pr| Change {
+                title: pr.title,
+                author: pr.user.and_then(|u| u.login),
+                head_sha: pr.head.sha,
+                base_branch: pr.base.name,
+                head_repository: pr.head.repo.map(|r| r.full_name),
+                base_repository: pr.base.repo.map(|r| r.full_name),
+            }),
+        }),
+        other => Event::Other(other.to_owned()),
+    };
+    Ok(Incoming { repository, event })
+}
+
+/// Every field the runner reads, from any event, in one typed pass over the body
+/// (unknown fields are skipped without being built into a tree).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Payload {
+    repository: Option<RepositoryField>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    after: Option<String>,
+    deleted: bool,
+    head_commit: Option<HeadCommit>,
+    action: Option<String>,
+    number: Option<i64>,
+    pull_request: Option<PullRequestField>,
+    hook_id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepositoryField {
+    full_name: String,
+    /// Integer seconds on push payloads, a timestamp string elsewhere.
+    #[serde(default)]
+    pushed_at: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeadCommit {
+    message: Option<String>,
+    author: Option<Person>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Person {
+    name: Option<String>,
+    username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestField {
+    title: Option<String>,
+    user: Option<Login>,
+    head: Branch,
+    base: Branch,
+}
+
+#[derive(Debug, Deserialize)]
+struct Login {
+    login: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Branch {
+    #[serde(rename = "ref")]
+    name: String,
+    sha: String,
+    /// The repository the branch lives in; `null` when a fork was deleted.
+    #[serde(default)]
+    repo: Option<BranchRepository>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BranchRepository {
+    full_name: String,
+}
+
+/// Valid JSON of the wrong shape: say whether it is not an object or which field is off.
+fn describe_data_error(json_text: &[u8], error: &serde_json::Error) -> PayloadError {
+    match serde_json::from_slice::<serde_json::Value>(json_text) {
+        Ok(value) if !value.is_object() => PayloadError::Json("expected a JSON object".into()),
+        _ => {
+            let message = error.to_string();
+            let field = [
+                "repository",
+                "pull_request",
+                "head_commit",
+                "ref",
+                "after",
+                "number",
+                "action",
+                "hook_id",
+            ]
+            .into_iter()
+            .find(|f| message.contains(f))
+            .unwrap_or("payload");
+            PayloadError::Field(field)
+        }
+    }
+}
