@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::PageError;
-use super::html::{self, Frame, Nav, esc};
+use super::html::{self, Frame, Nav};
 use crate::config::ReadAccess;
 use crate::store::{self, now_ms, sessions};
 use crate::web::AppState;
@@ -199,23 +199,8 @@ pub async fn login_page(viewer: Viewer, axum::extract::Query(query): axum::extra
 }
 
 fn login_form(viewer: &Viewer, next: &str, problem: Option<&str>, status: StatusCode) -> Response {
-    let mut body = String::from("<section class=\"narrow\"><h1>Log in</h1>");
-    if viewer.logged_in() {
-        body.push_str("<p class=\"notice\">You are logged in.</p>");
-    }
-    if let Some(problem) = problem {
-        body.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", esc(problem)));
-    }
-    body.push_str(&format!(
-        "<form method=\"post\" action=\"/login\" class=\"stack\">\
-         <input type=\"hidden\" name=\"next\" value=\"{}\">\
-         <label for=\"token\">Admin token</label>\
-         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Log in</button></form>\
-         <p class=\"muted\">The token is the runner's <code>RUNNER_ADMIN_TOKEN</code>.</p></section>",
-        esc(next)
-    ));
-    html::respond(status, html::page(&viewer.frame("Log in", None, Nav::None), &body))
+    let content = super::pages::login::render(viewer.logged_in(), next, problem);
+    html::respond(status, html::page(&viewer.frame("Log in", None, Nav::None), &content))
 }
 
 #[derive(Deserialize)]

@@ -1,77 +1,16 @@
-//! HTML building blocks: escaping, the page frame, times and badges.
-//!
-//! Pages are written with `write!` into a `String`; every value that did not come from
-//! this file goes through [`esc`] (text and attribute values alike).
-
-use crate::config::RepoLinks;
-use std::fmt::{self, Display, Write};
+//! The pieces every page is made of: the page frame, times, badges, links, filter forms,
+//! pagers and action buttons. Pages are `maud` templates, which escape every value they
+//! are given unless it is already `Markup`.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub struct Esc<'a>(pub &'a str);
-
-pub fn esc(text: &str) -> Esc<'_> {
-    Esc(text)
-}
-
-impl Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(position) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..position])?;
-            f.write_str(match rest.as_bytes()[position] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[position + 1..];
-        }
-        f.write_str(rest)
-    }
-}
+use crate::config::RepoLinks;
 
 /// Percent-encodes a query-string value.
 pub fn url_value(text: &str) -> String {
     crate::percent::encode(text)
-}
-
-/// A `<select>` of a GET filter form, "all" first; `chosen` stays selected.
-pub fn select(name: &str, label: &str, options: &[String], chosen: Option<&str>) -> String {
-    let mut out = format!("<label>{label} <select name=\"{name}\"><option value=\"\">all</option>");
-    for option in options {
-        let selected = if chosen == Some(option.as_str()) {
-            " selected"
-        } else {
-            ""
-        };
-        let _ = write!(out, "<option{selected}>{}</option>", esc(option));
-    }
-    out.push_str("</select></label>");
-    out
-}
-
-/// The pager of a newest-first list at `path`: "← Newest" once the list is paged back,
-/// "Older →" while older rows remain; the list's filters stay in both links.
-pub fn pager(path: &str, filters: &[(&str, Option<&str>)], paged: bool, next_before: Option<i64>) -> String {
-    let keep: String = filters
-        .iter()
-        .filter_map(|(name, value)| value.map(|v| format!("&{name}={}", url_value(v))))
-        .collect();
-    let mut out = String::from("<nav class=\"pager\">");
-    if paged {
-        let query = keep.trim_start_matches('&');
-        let separator = if query.is_empty() { "" } else { "?" };
-        let _ = write!(out, "<a href=\"{path}{separator}{query}\">← Newest</a>");
-    }
-    if let Some(next) = next_before {
-        let _ = write!(out, "<a href=\"{path}?before={next}{keep}\">Older →</a>");
-    }
-    out.push_str("</nav>");
-    out
 }
 
 /// What the page frame needs to know about who is looking.
@@ -90,71 +29,88 @@ pub enum Nav {
     None,
 }
 
-pub fn page(frame: &Frame<'_>, body: &str) -> String {
-    let mut out = String::with_capacity(body.len() + 2048);
-    let active = |nav: Nav| if frame.nav == nav { " class=\"active\"" } else { "" };
-    let _ = write!(
-        out,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · runner</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
-         <script src=\"/assets/app.js\" defer></script></head><body>\
-         <header><a class=\"brand\" href=\"/\">runner</a><nav>\
-         <a href=\"/\"{}>Deployments</a><a href=\"/jobs\"{}>Jobs</a><a href=\"/deliveries\"{}>Deliveries</a></nav>\
-         <div class=\"who\">",
-        esc(frame.title),
-        active(Nav::Deployments),
-        active(Nav::Jobs),
-        active(Nav::Deliveries),
-    );
-    match (frame.logged_in, frame.csrf) {
-        (true, Some(csrf)) => {
-            let _ = write!(
-                out,
-                "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                 <button class=\"link\">Log out</button></form>",
-                esc(csrf)
-            );
+pub fn page(frame: &Frame<'_>, content: &Markup) -> Markup {
+    let active = |nav: Nav| (frame.nav == nav).then_some("active");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (frame.title) " · runner" }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header {
+                    a.brand href="/" { "runner" }
+                    nav {
+                        a href="/" class=[active(Nav::Deployments)] { "Deployments" }
+                        a href="/jobs" class=[active(Nav::Jobs)] { "Jobs" }
+                        a href="/deliveries" class=[active(Nav::Deliveries)] { "Deliveries" }
+                    }
+                    div.who {
+                        @match (frame.logged_in, frame.csrf) {
+                            (true, Some(csrf)) => {
+                                form method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button.link { "Log out" }
+                                }
+                            }
+                            _ => { a href="/login" { "Log in" } }
+                        }
+                    }
+                }
+                main { (content) }
+            }
         }
-        _ => out.push_str("<a href=\"/login\">Log in</a>"),
     }
-    out.push_str("</div></header><main>");
-    out.push_str(body);
-    out.push_str("</main></body></html>");
-    out
 }
 
-pub fn respond(status: StatusCode, html: String) -> Response {
-    (status, [(axum::http::header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+pub fn respond(status: StatusCode, page: Markup) -> Response {
+    (
+        status,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Html(page.into_string()),
+    )
+        .into_response()
 }
 
 /// A time the browser shows in the viewer's zone (and as "3 min ago"); the UTC text is
 /// what shows without script.
-pub fn time(ms: i64) -> String {
-    format!(
-        "<time datetime=\"{iso}\" data-ms=\"{ms}\">{iso}</time>",
-        iso = crate::telemetry::format_ms(ms)
-    )
+pub fn time(ms: i64) -> Markup {
+    let iso = crate::telemetry::format_ms(ms);
+    html! { time datetime=(iso) data-ms=(ms) { (iso) } }
 }
 
-pub fn duration(start: Option<i64>, end: Option<i64>) -> String {
-    let (Some(start), Some(end)) = (start, end) else {
-        return if start.is_some() {
-            "<span class=\"muted\">running</span>".to_owned()
-        } else {
-            String::new()
-        };
+/// How long from `start` to `end`: "1m 05s", "3.2s"; `None` before the start.
+pub fn took(start: Option<i64>, end: Option<i64>) -> Option<String> {
+    let start = start?;
+    let Some(end) = end else {
+        return Some(String::new());
     };
-    let secs = (end - start).max(0) / 1000;
-    if secs >= 60 {
+    let ms = (end - start).max(0);
+    let secs = ms / 1000;
+    Some(if secs >= 60 {
         format!("{}m {:02}s", secs / 60, secs % 60)
     } else {
-        format!("{}.{}s", secs, ((end - start).max(0) % 1000) / 100)
+        format!("{}.{}s", secs, (ms % 1000) / 100)
+    })
+}
+
+/// A duration cell: the time taken, "running" once started, nothing before.
+pub fn duration(start: Option<i64>, end: Option<i64>) -> Markup {
+    html! {
+        @match took(start, end) {
+            Some(text) if text.is_empty() => span.muted { "running" },
+            Some(text) => (text),
+            None => {},
+        }
     }
 }
 
-pub fn badge(state: &str) -> String {
-    format!("<span class=\"badge s-{0}\">{0}</span>", esc(state))
+pub fn badge(state: &str) -> Markup {
+    html! { span class={ "badge s-" (state) } { (state) } }
 }
 
 /// The first line of a commit message, shortened for a table cell.
@@ -168,16 +124,81 @@ pub fn headline(message: Option<&str>) -> String {
 }
 
 /// The commit's short SHA, linked to the commit's page on the forge when the project is known.
-pub fn commit_link(links: Option<&RepoLinks>, sha: &str) -> String {
+pub fn commit_link(links: Option<&RepoLinks>, sha: &str) -> Markup {
     let short = sha.get(..7).unwrap_or(sha);
-    match links {
-        Some(links) => format!(
-            "<a class=\"sha\" href=\"{}\">{}</a>",
-            esc(&links.commit(sha)),
-            esc(short)
-        ),
-        None => format!("<code class=\"sha\">{}</code>", esc(short)),
+    html! {
+        @match links {
+            Some(links) => a.sha href=(links.commit(sha)) { (short) },
+            None => code.sha { (short) },
+        }
     }
+}
+
+/// A `<select>` of a GET filter form, "all" first; `chosen` stays selected.
+pub fn select(name: &str, label: &str, options: &[String], chosen: Option<&str>) -> Markup {
+    html! {
+        label {
+            (label) " "
+            select name=(name) {
+                option value="" { "all" }
+                @for option in options {
+                    option selected[chosen == Some(option.as_str())] { (option) }
+                }
+            }
+        }
+    }
+}
+
+/// The pager of a newest-first list at `path`: "← Newest" once the list is paged back,
+/// "Older →" while older rows remain; the list's filters stay in both links.
+pub fn pager(path: &str, filters: &[(&str, Option<&str>)], paged: bool, next_before: Option<i64>) -> Markup {
+    let keep: String = filters
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| format!("&{name}={}", url_value(v))))
+        .collect();
+    let newest = match keep.trim_start_matches('&') {
+        "" => path.to_owned(),
+        query => format!("{path}?{query}"),
+    };
+    html! {
+        nav.pager {
+            @if paged { a href=(newest) { "← Newest" } }
+            @if let Some(next) = next_before { a href={ (path) "?before=" (next) (keep) } { "Older →" } }
+        }
+    }
+}
+
+/// A button that posts to `action` with the session's CSRF token; nothing without a
+/// session. `confirm` is asked first (by the page's script).
+pub fn action_button(action: &str, label: &str, csrf: Option<&str>, class: &str, confirm: Option<&str>) -> Markup {
+    html! {
+        @if let Some(csrf) = csrf {
+            form method="post" action=(action) class="inline" data-confirm=[confirm] {
+                input type="hidden" name="csrf" value=(csrf);
+                button class=(class) { (label) }
+            }
+        }
+    }
+}
+
+/// A page of one message: errors, refusals.
+pub fn message_page(title: &str, message: &str, login_link: bool) -> Markup {
+    page(
+        &Frame {
+            title,
+            logged_in: false,
+            csrf: None,
+            nav: Nav::None,
+        },
+        &html! {
+            section.narrow {
+                h1 { (title) }
+                p.error role="alert" { (message) }
+                @if login_link { p { a.button href="/login" { "Log in" } } }
+                p { a href="/" { "Back to deployments" } }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -185,16 +206,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            esc("<script>alert(\"x\" & 'y')</script>").to_string(),
-            "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
+    fn values_are_escaped_in_text_and_attributes() {
+        let hostile = "<script>alert(\"x\" & 'y')</script>";
+        let markup = action_button(hostile, hostile, Some(hostile), "secondary", Some(hostile)).into_string();
+        assert!(!markup.contains("<script>"), "{markup}");
+        assert!(
+            markup.contains("&lt;script&gt;alert(&quot;x&quot; &amp; 'y')&lt;/script&gt;"),
+            "{markup}"
         );
-        assert_eq!(esc("plain").to_string(), "plain");
+        assert!(!badge(hostile).into_string().contains("<script>"));
     }
 
     #[test]
     fn encodes_query_values() {
         assert_eq!(url_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn durations_read_in_seconds_or_minutes() {
+        assert_eq!(took(Some(0), Some(3_250)).as_deref(), Some("3.2s"));
+        assert_eq!(took(Some(0), Some(65_000)).as_deref(), Some("1m 05s"));
+        assert_eq!(took(Some(0), None).as_deref(), Some(""));
+        assert_eq!(took(None, None), None);
     }
 }

@@ -5,7 +5,6 @@ mod actions;
 mod assets;
 pub mod auth;
 pub mod html;
-mod job_list;
 mod pages;
 
 use axum::Router;
@@ -15,12 +14,11 @@ use axum::routing::{get, post};
 
 use crate::web::AppState;
 use crate::web::error::ApiError;
-use html::{Frame, Nav, esc};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::deployments_page))
-        .route("/jobs", get(job_list::jobs_page))
+        .route("/jobs", get(pages::jobs_page))
         .route("/jobs/{id}", get(pages::job_page))
         .route("/deliveries", get(pages::deliveries_page))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -88,21 +86,12 @@ impl IntoResponse for PageError {
             Self::Api(ApiError::Gone(message)) => (StatusCode::GONE, "No longer kept", message),
             Self::Api(ApiError::Unauthorized(message)) => (StatusCode::UNAUTHORIZED, "Login required", message),
             Self::Api(ApiError::TooManyRequests(wait)) => {
-                let mut response = html::respond(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    html::page(
-                        &Frame {
-                            title: "Too many attempts",
-                            logged_in: false,
-                            csrf: None,
-                            nav: Nav::None,
-                        },
-                        &format!(
-                            "<section class=\"narrow\"><h1>Too many attempts</h1><p class=\"error\" role=\"alert\">\
-                             Too many login attempts from your address. Try again in {wait} s.</p></section>"
-                        ),
-                    ),
+                let page = html::message_page(
+                    "Too many attempts",
+                    &format!("Too many login attempts from your address. Try again in {wait} s."),
+                    false,
                 );
+                let mut response = html::respond(StatusCode::TOO_MANY_REQUESTS, page);
                 if let Ok(value) = axum::http::HeaderValue::from_str(&wait.to_string()) {
                     response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
                 }
@@ -115,23 +104,7 @@ impl IntoResponse for PageError {
             ),
             Self::Api(other) => (StatusCode::BAD_REQUEST, "Bad request", other.to_string()),
         };
-        let login = if status == StatusCode::UNAUTHORIZED {
-            "<p><a class=\"button\" href=\"/login\">Log in</a></p>"
-        } else {
-            ""
-        };
-        let body = format!(
-            "<section class=\"narrow\"><h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>{login}\
-             <p><a href=\"/\">Back to deployments</a></p></section>",
-            esc(title),
-            esc(&message)
-        );
-        let frame = Frame {
-            title,
-            logged_in: false,
-            csrf: None,
-            nav: Nav::None,
-        };
-        html::respond(status, html::page(&frame, &body))
+        let page = html::message_page(title, &message, status == StatusCode::UNAUTHORIZED);
+        html::respond(status, page)
     }
 }
