@@ -9,7 +9,7 @@ mod dashboard;
 mod github;
 mod project;
 mod queue;
-mod raw;
+pub mod raw;
 mod registry;
 mod secret;
 mod server;

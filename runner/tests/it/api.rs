@@ -106,10 +106,9 @@ async fn a_commit_that_is_not_in_the_repository_fails_checkout_clearly() {
 #[tokio::test]
 async fn credentials_in_the_clone_url_never_reach_the_job_log() {
     let runner = TestRunner::start_with(|dir| {
-        default_config_toml(dir).replace(
-            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-            "clone_url = \"http://deploy:s3cr3t-clone-token@127.0.0.1:1/repo.git\"",
-        )
+        let mut config = default_config(dir);
+        config.projects[0].clone_url = Some("http://deploy:s3cr3t-clone-token@127.0.0.1:1/repo.git".into());
+        config
     })
     .await;
     let response = runner
@@ -198,10 +197,10 @@ async fn cancel_needs_the_admin_token() {
     // One worker, held by a hanging checkout, so the second job stays queued.
     let remote = hanging_server();
     let runner = TestRunner::start_with(move |dir| {
-        default_config_toml(dir).replace("workers = 2", "workers = 1").replace(
-            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-            &format!("clone_url = \"{remote}\""),
-        )
+        let mut config = default_config(dir);
+        config.queue.workers = Some(1);
+        config.projects[0].clone_url = Some(remote);
+        config
     })
     .await;
     let mut ids = Vec::new();

@@ -173,7 +173,7 @@ async fn the_dashboard_in_a_browser_shows_deploys_live_logs_and_rolls_back_after
     let (config_project, config_repo, config_image, config_registry) =
         (project.clone(), repo.clone(), image.clone(), registry.clone());
     let runner = TestRunner::start_with(move |dir| {
-        pipeline_config(
+        let mut config = pipeline_config(
             dir,
             &config_project,
             &config_repo,
@@ -181,52 +181,27 @@ async fn the_dashboard_in_a_browser_shows_deploys_live_logs_and_rolls_back_after
             &config_registry,
             host_port,
             15,
-        ) + &format!(
-            r#"
-[[projects]]
-name = "slow"
-repository = "Octocoders/Hello-World"
-deploy_branches = ["main"]
-webhook_secret_env = "OTHER_SECRET"
-clone_url = "{hanging}"
-
-[projects.build]
-image = "runner-browser-slow"
-
-[projects.smoke]
-container_port = 5001
-
-[projects.registry]
-url = "127.0.0.1:1"
-
-[projects.rollout]
-target = "local"
-host_port = {slow_port}
-
-[[projects]]
-name = "broken"
-repository = "Acme/broken"
-deploy_branches = ["main"]
-webhook_secret_env = "OTHER_SECRET"
-clone_url = "{missing}"
-
-[projects.build]
-image = "runner-browser-broken"
-
-[projects.smoke]
-container_port = 5001
-
-[projects.registry]
-url = "127.0.0.1:1"
-
-[projects.rollout]
-target = "local"
-host_port = {broken_port}
-"#,
-            slow_port = free_port(),
-            broken_port = free_port(),
-            missing = dir.join("no-such-repository").display(),
-        )
+        );
+        let quick_project = |name: &str, repository: &str, clone_url: String| config::Project {
+            clone_url: Some(clone_url),
+            build: Some(config::Build {
+                image: format!("runner-browser-{name}"),
+                ..config::Build::default()
+            }),
+            smoke: Some(config::Smoke {
+                container_port: 5001,
+                ..config::Smoke::default()
+            }),
+            registry: Some(config::v2_registry("127.0.0.1:1")),
+            rollout: Some(config::local_rollout(free_port(), None)),
+            ..config::project(name, repository, &["main"], "OTHER_SECRET")
+        };
+        config
+            .projects
+            .push(quick_project("slow", "Octocoders/Hello-World", hanging.clone()));
+        let missing = dir.join("no-such-repository").display().to_string();
+        config.projects.push(quick_project("broken", "Acme/broken", missing));
+        config
     })
     .await;
 

@@ -336,7 +336,9 @@ async fn a_stored_delivery_can_be_replayed_by_an_admin() {
 #[tokio::test]
 async fn login_only_read_access_guards_pages_and_the_api() {
     let runner = TestRunner::start_with(|dir| {
-        default_config_toml(dir).replace("[queue]", "[dashboard]\nread_access = \"login\"\n\n[queue]")
+        let mut config = default_config(dir);
+        config.dashboard.read_access = Some("login".into());
+        config
     })
     .await;
     let response = no_redirects().get(runner.url("/jobs/1")).send().await.expect("GET");
@@ -416,10 +418,9 @@ async fn read_events(
 async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
     let remote = hanging_server();
     let runner = TestRunner::start_with(move |dir| {
-        default_config_toml(dir).replace(
-            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-            &format!("clone_url = \"{remote}\""),
-        )
+        let mut config = default_config(dir);
+        config.projects[0].clone_url = Some(remote);
+        config
     })
     .await;
     let response = runner

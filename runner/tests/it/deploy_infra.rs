@@ -62,56 +62,35 @@ fn head(setup: &Setup) -> String {
 }
 
 /// The project's config: terraform in `infra/` with local state, and `rollout`.
-fn config(setup: &Setup, dir: &Path, approval: bool, rollout: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-database_url = "sqlite://{db}"
-
-[queue]
-workers = 2
-lease_secs = 10
-
-[[projects]]
-name = "{project}"
-repository = "{REPOSITORY}"
-deploy_branches = ["master"]
-webhook_secret_env = "HELLO_SECRET"
-clone_url = "{repo}"
-
-[projects.build]
-image = "{image}"
-build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
-
-[projects.smoke]
-container_port = 5001
-expect_body = "healthy"
-timeout_secs = 15
-
-[projects.registry]
-url = "{registry}"
-
-[projects.terraform]
-dir = "infra"
-backend_config = {{ path = "{state}" }}
-require_approval = {approval}
-lock_timeout_secs = 5
-plan_pull_requests = true
-
-{rollout}
-"#,
-        db = dir.join("runner.db").display(),
-        project = setup.project,
-        repo = setup.repo.display(),
-        image = setup.image,
-        registry = setup.registry,
-        state = setup.state.display(),
-    )
+fn config(setup: &Setup, dir: &Path, approval: bool, rollout: config::Rollout) -> config::Config {
+    let mut config = config::runner(dir);
+    config.queue = config::Queue {
+        workers: Some(2),
+        lease_secs: Some(10),
+        ..config::Queue::default()
+    };
+    config.projects = vec![config::Project {
+        clone_url: Some(setup.repo.display().to_string()),
+        build: Some(config::build(&setup.image)),
+        smoke: Some(config::Smoke {
+            path: None,
+            ..config::webapp_smoke(15)
+        }),
+        registry: Some(config::v2_registry(&setup.registry)),
+        terraform: Some(config::Terraform {
+            require_approval: approval,
+            lock_timeout_secs: Some(5),
+            plan_pull_requests: true,
+            ..config::terraform("infra", &setup.state)
+        }),
+        rollout: Some(rollout),
+        ..config::project(&setup.project, REPOSITORY, &["master"], "HELLO_SECRET")
+    }];
+    config
 }
 
-fn local_rollout(port: u16) -> String {
-    format!("[projects.rollout]\ntarget = \"local\"\nhost_port = {port}\ntimeout_secs = 30\n")
+fn local_rollout(port: u16) -> config::Rollout {
+    config::local_rollout(port, Some(30))
 }
 
 async fn wait_for_state(runner: &TestRunner, job_id: i64, wanted: &[&str]) -> Value {
@@ -159,7 +138,7 @@ async fn post(runner: &TestRunner, path: &str, token: Option<&str>) -> reqwest::
 async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
     let setup = setup();
     let port = free_port();
-    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, &local_rollout(port))).await;
+    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, local_rollout(port))).await;
     let sha = head(&setup);
     let job_id = push(&runner, &sha).await;
 
@@ -251,7 +230,7 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
 async fn a_rejected_plan_applies_nothing() {
     let setup = setup();
     let port = free_port();
-    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, &local_rollout(port))).await;
+    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, local_rollout(port))).await;
     let job_id = push(&runner, &head(&setup)).await;
     wait_for_state(&runner, job_id, &["awaiting_approval"]).await;
     let rejected = post(&runner, &format!("/api/jobs/{job_id}/reject"), Some(ADMIN_TOKEN)).await;
@@ -275,7 +254,7 @@ async fn a_rejected_plan_applies_nothing() {
 async fn a_verify_job_stops_after_its_plan() {
     let setup = setup();
     let port = free_port();
-    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, &local_rollout(port))).await;
+    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, local_rollout(port))).await;
     let mut opened = fixture_json("pull_request.opened.payload.json");
     opened["pull_request"]["head"]["sha"] = head(&setup).into();
     opened["pull_request"]["base"]["ref"] = "master".into();
@@ -366,11 +345,8 @@ async fn service_task_definition(ecs: &aws_sdk_ecs::Client, cluster: &str, servi
         .expect("task definition")
 }
 
-fn ecs_rollout(endpoint: &str, cluster: &str, service: &str, timeout: u64) -> String {
-    format!(
-        "[projects.rollout]\ntarget = \"ecs\"\ncluster = \"{cluster}\"\nservice = \"{service}\"\ncontainer = \"app\"\n\
-         region = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\ntimeout_secs = {timeout}\n"
-    )
+fn ecs_rollout(endpoint: &str, cluster: &str, service: &str, timeout: u64) -> config::Rollout {
+    config::ecs_rollout(cluster, service, endpoint, timeout)
 }
 
 #[tokio::test]
@@ -382,7 +358,7 @@ async fn push_to_ecs_on_moto_plans_waits_for_approval_applies_and_becomes_stable
     // moto runs 2 tasks per service (MOTO_ECS_SERVICE_RUNNING=2): 2 wanted is stable.
     let first = ecs_service(&ecs, &cluster, &service, 2).await;
     let rollout = ecs_rollout(&endpoint, &cluster, &service, 30);
-    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, &rollout)).await;
+    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, rollout)).await;
     let sha = head(&setup);
     let job_id = push(&runner, &sha).await;
     wait_for_state(&runner, job_id, &["awaiting_approval"]).await;
@@ -435,11 +411,10 @@ async fn an_ecs_service_that_never_stabilises_times_out_and_is_rolled_back() {
     let first = ecs_service(&ecs, &cluster, &service, 5).await;
     let rollout = ecs_rollout(&endpoint, &cluster, &service, 4);
     let runner = TestRunner::start_with(|dir| {
-        let with_terraform = config(&setup, dir, false, &rollout);
+        let mut config = config(&setup, dir, false, rollout);
         // This project rolls out without terraform: the runner registers the revision.
-        let start = with_terraform.find("[projects.terraform]").expect("section");
-        let end = with_terraform.find("[projects.rollout]").expect("section");
-        format!("{}{}", &with_terraform[..start], &with_terraform[end..])
+        config.projects[0].terraform = None;
+        config
     })
     .await;
     let started = std::time::Instant::now();
@@ -467,7 +442,7 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
     use runner::pipeline::terraform::{Module, Terraform};
     let setup = setup();
     let port = free_port();
-    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, &local_rollout(port))).await;
+    let runner = TestRunner::start_with(|dir| config(&setup, dir, true, local_rollout(port))).await;
     let job_id = push(&runner, &head(&setup)).await;
     wait_for_state(&runner, job_id, &["awaiting_approval"]).await;
 
@@ -541,7 +516,7 @@ async fn a_deploy_and_its_rollback_report_statuses_and_deployments_to_github() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
     let port = free_port();
-    let runner = start_runner(|dir| with_github(config(&setup, dir, false, &local_rollout(port)), &api, false)).await;
+    let runner = start_runner(|dir| with_github(config(&setup, dir, false, local_rollout(port)), &api, false)).await;
     let sha = head(&setup);
     let job_id = push(&runner, &sha).await;
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
@@ -617,7 +592,7 @@ async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
     let port = free_port();
-    let runner = start_runner(|dir| with_github(config(&setup, dir, true, &local_rollout(port)), &api, false)).await;
+    let runner = start_runner(|dir| with_github(config(&setup, dir, true, local_rollout(port)), &api, false)).await;
     let mut opened = fixture_json("pull_request.opened.payload.json");
     opened["pull_request"]["head"]["sha"] = head(&setup).into();
     let response = runner
@@ -655,10 +630,11 @@ async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
     let api = fake.start().await;
     let port = free_port();
     let runner = start_runner(|dir| {
-        with_github(config(&setup, dir, false, &local_rollout(port)), &api, false).replace(
-            "expect_body = \"healthy\"\ntimeout_secs = 15",
-            "expect_body = \"sick\"\ntimeout_secs = 3",
-        )
+        let mut config = with_github(config(&setup, dir, false, local_rollout(port)), &api, false);
+        let smoke = config.projects[0].smoke.as_mut().expect("smoke");
+        smoke.expect_body = Some("sick".into());
+        smoke.timeout_secs = Some(3);
+        config
     })
     .await;
     let sha = head(&setup);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 async fn a_failed_job_reports_pending_then_failure_and_its_deployment_fails() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config_toml(dir), &api, false)).await;
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
     let sha = "a".repeat(40);
     let response = runner.deliver("push", &push_body("refs/heads/master", &sha)).await;
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
@@ -68,7 +68,7 @@ async fn server_errors_are_retried_and_rate_limits_waited_out() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.fail_next = 2);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config_toml(dir), &api, false)).await;
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"b".repeat(40)))
         .await;
@@ -136,7 +136,7 @@ async fn a_hung_github_does_not_hold_up_jobs() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.hang = true);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config_toml(dir), &api, false)).await;
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
     let started = std::time::Instant::now();
     let mut ids = Vec::new();
     for (n, branch) in ["refs/heads/master", "refs/heads/release/v1"].iter().enumerate() {
@@ -191,10 +191,9 @@ async fn reconciliation_redelivers_missed_deliveries_and_deploys_an_unannounced_
     // delivery the runner received.
     let data = tempfile::tempdir().expect("tempdir");
     let shared = |dir: &Path| {
-        default_config_toml(dir).replace(
-            &format!("sqlite://{}", dir.join("runner.db").display()),
-            &format!("sqlite://{}", data.path().join("runner.db").display()),
-        )
+        let mut config = default_config(dir);
+        config.server.database_url = Some(format!("sqlite://{}", data.path().join("runner.db").display()));
+        config
     };
     let before = TestRunner::start_with(shared).await;
     let response = before
@@ -260,7 +259,7 @@ async fn the_token_appears_in_no_log_page_or_table() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.fail_next = 1);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config_toml(dir), &api, false)).await;
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"f".repeat(40)))
         .await;
@@ -394,10 +393,12 @@ async fn a_github_app_reports_with_its_installation_token() {
     let api = fake.start().await;
     let key_path = key.display().to_string();
     let runner = start_runner(|dir| {
-        with_github(default_config_toml(dir), &api, false).replace(
-            "token_env = \"GITHUB_TOKEN_FOR_TESTS\"",
-            &format!("app_id = 1234\nprivate_key_file = \"{key_path}\""),
-        )
+        let mut config = with_github(default_config(dir), &api, false);
+        let github = config.projects[0].github.as_mut().expect("github");
+        github.token_env = None;
+        github.app_id = Some(1234);
+        github.private_key_file = Some(key_path.clone().into());
+        config
     })
     .await;
     let response = runner

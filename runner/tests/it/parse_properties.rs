@@ -1,6 +1,7 @@
 //! Property tests of the signature and payload path: no input makes it panic, and only
 //! the exact signature of the exact body verifies.
 
+use crate::common::config;
 use proptest::prelude::*;
 use runner::Config;
 use runner::config::Project;
@@ -11,11 +12,11 @@ use runner::webhook::{event, github};
 fn project() -> Project {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("runner.toml");
-    std::fs::write(
-        &path,
-        "[[projects]]\nname = \"hello\"\nrepository = \"Codertocat/Hello-World\"\ndeploy_branches = [\"master\"]\nwebhook_secret_env = \"S\"\n",
-    )
-    .expect("write");
+    let file = config::Config {
+        projects: vec![config::project("hello", "Codertocat/Hello-World", &["master"], "S")],
+        ..config::Config::default()
+    };
+    std::fs::write(&path, config::to_toml(&file)).expect("write");
     let config = Config::load_with(Some(&path), &|name| (name == "S").then(|| "secret".to_owned())).expect("config");
     config.projects[0].clone()
 }

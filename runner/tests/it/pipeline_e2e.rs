@@ -83,44 +83,21 @@ async fn push_builds_smokes_pushes_and_goes_live_then_a_bad_image_fails_and_roll
     let config_registry = registry.clone();
     let config_image = image.clone();
     let runner = TestRunner::start_with(move |dir| {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-database_url = "sqlite://{db}"
-
-[queue]
-workers = 2
-lease_secs = 10
-
-[[projects]]
-name = "{config_project}"
-repository = "{REPOSITORY}"
-deploy_branches = ["master"]
-webhook_secret_env = "HELLO_SECRET"
-clone_url = "{repo}"
-
-[projects.build]
-image = "{config_image}"
-build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
-
-[projects.smoke]
-container_port = 5001
-path = "/health"
-expect_body = "healthy"
-timeout_secs = 15
-
-[projects.registry]
-url = "{config_registry}"
-
-[projects.rollout]
-target = "local"
-host_port = {host_port}
-timeout_secs = 30
-"#,
-            db = dir.join("runner.db").display(),
-            repo = config_repo.display(),
-        )
+        let mut config = pipeline_config(
+            dir,
+            &config_project,
+            &config_repo,
+            &config_image,
+            &config_registry,
+            host_port,
+            15,
+        );
+        config.queue = config::Queue {
+            workers: Some(2),
+            lease_secs: Some(10),
+            ..config::Queue::default()
+        };
+        config
     })
     .await;
 
@@ -330,12 +307,22 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     let state = state_dir.path().to_owned();
     let make_config = move |_: &std::path::Path| {
         // ECR's API is moto; the pushes go to the local registry standing in for ECR's host.
-        pipeline_config(&state, &config_project, &repo, &config_image, &config_registry, host_port, 15).replace(
-            &format!("[projects.registry]\nurl = \"{config_registry}\""),
-            &format!(
-                "[projects.registry]\nkind = \"ecr\"\nregion = \"us-east-1\"\nendpoint_url = \"{aws}\"\nurl = \"{config_registry}\""
-            ),
-        )
+        let mut config = pipeline_config(
+            &state,
+            &config_project,
+            &repo,
+            &config_image,
+            &config_registry,
+            host_port,
+            15,
+        );
+        config.projects[0].registry = Some(config::Registry {
+            kind: Some("ecr".into()),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(aws.clone()),
+            ..config::v2_registry(&config_registry)
+        });
+        config
     };
     let runner = TestRunner::start_with(make_config.clone()).await;
     let job = push_and_wait(&runner, &sha).await;

@@ -56,14 +56,12 @@ async fn wait_for(client: &reqwest::Client, base: &str, id: i64, what: &str, che
 async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let remote = hanging_server();
-    let config = default_config_toml(dir.path())
-        .replace("lease_secs = 5", "lease_secs = 2\nmax_attempts = 5")
-        .replace(
-            &format!("clone_url = \"{}\"", dir.path().join("no-such-repo").display()),
-            &format!("clone_url = \"{remote}\""),
-        );
+    let mut config = default_config(dir.path());
+    config.queue.lease_secs = Some(2);
+    config.queue.max_attempts = Some(5);
+    config.projects[0].clone_url = Some(remote);
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+    config::write(&config_path, config);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -104,7 +102,7 @@ async fn a_job_claimed_when_the_runner_is_killed_is_claimed_again_after_restart(
 fn serve_refuses_to_start_without_the_webhook_secret_and_names_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    std::fs::write(&config_path, to_toml(&default_config(dir.path()))).expect("write");
     let output = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&config_path)
@@ -125,11 +123,11 @@ fn serve_refuses_to_start_without_the_webhook_secret_and_names_it() {
 fn check_config_prints_the_resolved_config_without_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("runner.toml");
-    let config = default_config_toml(dir.path()).replace(
-        "url = \"127.0.0.1:1\"",
-        "url = \"127.0.0.1:1\"\nusername_env = \"REG_USER\"\npassword_env = \"REG_PASS\"",
-    );
-    std::fs::write(&config_path, publicly_readable(config)).expect("write");
+    let mut config = default_config(dir.path());
+    let registry = config.projects[0].registry.as_mut().expect("a registry");
+    registry.username_env = Some("REG_USER".into());
+    registry.password_env = Some("REG_PASS".into());
+    config::write(&config_path, config);
     let output = Command::new(BIN)
         .args(["check-config", "--json", "--config"])
         .arg(&config_path)
@@ -173,7 +171,7 @@ fn help_lists_every_subcommand() {
 async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, default_config_toml(dir.path())).expect("write");
+    std::fs::write(&config_path, to_toml(&default_config(dir.path()))).expect("write");
     let mut runner = Runner::start(&config_path);
     let health: Value = reqwest::get(format!("{}/healthz", runner.base))
         .await
@@ -205,7 +203,7 @@ async fn a_runner_killed_during_smoke_leaves_no_container_and_the_job_still_ends
     let project = format!("kill{unique}");
     let config = pipeline_config(dir.path(), &project, &repo, &image, &registry, free_port(), 20);
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+    config::write(&config_path, config);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -265,11 +263,7 @@ async fn the_github_token_never_reaches_the_runners_own_log() {
     let api = fake.start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("runner.toml");
-    std::fs::write(
-        &config,
-        publicly_readable(with_github(default_config_toml(dir.path()), &api, true)),
-    )
-    .expect("write");
+    config::write(&config, with_github(default_config(dir.path()), &api, true));
     let runner = Runner::start_with_env(
         &config,
         &[("GITHUB_TOKEN_FOR_TESTS", GITHUB_TOKEN), ("RUST_LOG", "debug")],
@@ -389,15 +383,19 @@ impl KilledDeploy {
             git(&repo, &["add", "-A"]);
             git(&repo, &["commit", "--quiet", "-m", "infra"]);
             sha = git(&repo, &["rev-parse", "HEAD"]);
-            config.push_str(&format!(
-                "\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nvars = {{ apply_delay = \"{}\" }}\nrequire_approval = {}\nlock_timeout_secs = 90\n",
-                dir.path().join("state.tfstate").display(),
-                if step == "apply" { 8 } else { 0 },
-                step == "approval",
-            ));
+            config.projects[0].terraform = Some(config::Terraform {
+                vars: [(
+                    "apply_delay".to_owned(),
+                    if step == "apply" { "8" } else { "0" }.to_owned(),
+                )]
+                .into(),
+                require_approval: step == "approval",
+                lock_timeout_secs: Some(90),
+                ..config::terraform("infra", &dir.path().join("state.tfstate"))
+            });
         }
         let config_path = dir.path().join("runner.toml");
-        std::fs::write(&config_path, publicly_readable(config)).expect("write config");
+        config::write(&config_path, config);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

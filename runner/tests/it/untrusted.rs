@@ -4,6 +4,7 @@
 //! Needs `WEBAPP_STATIC_BIN`, `RUNNER_TEST_REGISTRY`, `TERRAFORM_BIN` and the base image
 //! `local/busybox:1` (scripts/services.sh start makes it); `scripts/test` provides all.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -62,10 +63,9 @@ async fn a_forks_pull_request_runs_nothing_unless_the_policy_says_approve() {
     runner.stop().await;
 
     let off = TestRunner::start_with(|dir| {
-        default_config_toml(dir).replace(
-            "webhook_secret_env = \"HELLO_SECRET\"",
-            "webhook_secret_env = \"HELLO_SECRET\"\npull_requests = \"off\"",
-        )
+        let mut config = default_config(dir);
+        config.projects[0].pull_requests = Some("off".into());
+        config
     })
     .await;
     let response = off
@@ -78,12 +78,9 @@ async fn a_forks_pull_request_runs_nothing_unless_the_policy_says_approve() {
     off.stop().await;
 }
 
-fn approve_forks(config: String) -> String {
-    config.replacen(
-        "webhook_secret_env = \"HELLO_SECRET\"",
-        "webhook_secret_env = \"HELLO_SECRET\"\npull_requests = \"approve-forks\"",
-        1,
-    )
+fn approve_forks(mut config: config::Config) -> config::Config {
+    config.projects[0].pull_requests = Some("approve-forks".into());
+    config
 }
 
 async fn queued(response: reqwest::Response) -> i64 {
@@ -346,66 +343,40 @@ async fn a_hostile_fork_reaches_no_runner_secret_in_any_page_log_artifact_or_dat
     let fake = FakeGitHub::default();
     let api = fake.start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-database_url = "sqlite://{db}"
-
-[dashboard]
-read_access = "public"
-
-[github]
-api_url = "{api}"
-reconcile_interval_secs = 3600
-
-[[projects]]
-name = "{project}"
-repository = "{REPOSITORY}"
-deploy_branches = ["master"]
-webhook_secret_env = "HELLO_SECRET"
-clone_url = "{repo}"
-pull_requests = "approve-forks"
-
-[projects.github]
-token_env = "GITHUB_TOKEN_FOR_TESTS"
-
-[projects.build]
-image = "{image}"
-build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
-secrets = {{ DEPLOY_KEY = "BUILD_SECRET" }}
-
-[projects.smoke]
-container_port = 5001
-expect_body = "healthy"
-timeout_secs = 20
-
-[projects.registry]
-url = "{registry}"
-username_env = "REGISTRY_USER"
-password_env = "REGISTRY_PASSWORD"
-
-[projects.terraform]
-dir = "infra"
-backend_config = {{ path = "{state}" }}
-secret_env = {{ CLOUD_SECRET = "DEPLOY_CLOUD_SECRET" }}
-secret_vars = {{ db_password = "DB_PASSWORD" }}
-plan_pull_requests = true
-pull_request_env = {{ PR_PLAIN = "visible-in-the-plan" }}
-pull_request_secret_env = {{ PR_TOKEN = "{pr_var}" }}
-
-[projects.rollout]
-target = "local"
-host_port = {port}
-"#,
-        db = dir.path().join("runner.db").display(),
-        repo = repo.display(),
-        state = dir.path().join("state.tfstate").display(),
-        pr_var = PULL_REQUEST_SECRET.0,
-        port = free_port(),
+    let mut config = with_github(
+        approve_forks(pipeline_config(
+            dir.path(),
+            &project,
+            &repo,
+            &image,
+            &registry,
+            free_port(),
+            20,
+        )),
+        &api,
+        false,
     );
+    config.dashboard.public_url = None;
+    config.queue = config::Queue::default();
+    let secrets = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let project_config = &mut config.projects[0];
+    let build = project_config.build.as_mut().expect("build");
+    build.secrets = secrets(&[("DEPLOY_KEY", "BUILD_SECRET")]);
+    let registry_config = project_config.registry.as_mut().expect("registry");
+    registry_config.username_env = Some("REGISTRY_USER".into());
+    registry_config.password_env = Some("REGISTRY_PASSWORD".into());
+    project_config.terraform = Some(config::Terraform {
+        secret_env: secrets(&[("CLOUD_SECRET", "DEPLOY_CLOUD_SECRET")]),
+        secret_vars: secrets(&[("db_password", "DB_PASSWORD")]),
+        plan_pull_requests: true,
+        pull_request_env: secrets(&[("PR_PLAIN", "visible-in-the-plan")]),
+        pull_request_secret_env: secrets(&[("PR_TOKEN", PULL_REQUEST_SECRET.0)]),
+        ..config::terraform("infra", &dir.path().join("state.tfstate"))
+    });
     let config_path = dir.path().join("runner.toml");
-    std::fs::write(&config_path, config).expect("write config");
+    config::write(&config_path, config);
 
     let mut env: Vec<(&str, &str)> = vec![
         ("TERRAFORM_BIN", &terraform),
@@ -536,17 +507,12 @@ async fn credentials_in_a_clone_url_stay_out_of_step_job_and_status_texts() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
     let runner = start_runner(|dir| {
-        let base = default_config_toml(dir);
+        let mut config = default_config(dir);
         let missing = dir.join("no-such-repo").display().to_string();
-        with_github(
-            base.replacen(
-                &format!("clone_url = \"{missing}\""),
-                &format!("clone_url = \"http://x-access-token:{CLONE_SECRET}@127.0.0.1:1/{missing}.git\""),
-                1,
-            ),
-            &api,
-            false,
-        )
+        config.projects[0].clone_url = Some(format!(
+            "http://x-access-token:{CLONE_SECRET}@127.0.0.1:1/{missing}.git"
+        ));
+        with_github(config, &api, false)
     })
     .await;
     let job_id = queued(
@@ -667,7 +633,9 @@ async fn changing_the_admin_token_ends_every_session_and_files_are_private() {
     let data = tempfile::tempdir().expect("tempdir");
     let database = data.path().join("runner.db");
     let config = |_: &Path| {
-        default_config_toml(data.path()).replace("[queue]", "[dashboard]\nread_access = \"login\"\n\n[queue]")
+        let mut config = default_config(data.path());
+        config.dashboard.read_access = Some("login".into());
+        config
     };
     let first = TestRunner::start_with(config).await;
     let no_redirects = reqwest::Client::builder()
@@ -786,11 +754,13 @@ async fn a_secret_in_a_failed_steps_error_is_masked_there_and_in_the_jobs_error(
     let state = repo_dir.path().join("state.tfstate");
     let runner = TestRunner::start_with_env(
         |dir| {
-            format!(
-                "{}\n[projects.terraform]\ndir = \"infra\"\nbackend_config = {{ path = \"{}\" }}\nplan_pull_requests = true\npull_request_secret_env = {{ PR_TOKEN = \"PR_TOKEN_SOURCE\" }}\n",
-                pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 20),
-                state.display()
-            )
+            let mut config = pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 20);
+            config.projects[0].terraform = Some(config::Terraform {
+                plan_pull_requests: true,
+                pull_request_secret_env: [("PR_TOKEN".to_owned(), "PR_TOKEN_SOURCE".to_owned())].into(),
+                ..config::terraform("infra", &state)
+            });
+            config
         },
         |name| match name {
             "PR_TOKEN_SOURCE" => Some(PR_SECRET.to_owned()),

@@ -20,10 +20,10 @@ async fn error_of(response: reqwest::Response) -> String {
 async fn githubs_documented_signature_vector_is_accepted_over_http() {
     let vector = TestRunner::start_with(|dir| {
         std::fs::write(dir.join("github-vector-secret"), "It's a Secret to Everybody\n").expect("write secret");
-        default_config_toml(dir).replace(
-            "webhook_secret_env = \"HELLO_SECRET\"",
-            "webhook_secret_file = \"github-vector-secret\"",
-        )
+        let mut config = default_config(dir);
+        config.projects[0].webhook_secret_env = None;
+        config.projects[0].webhook_secret_file = Some("github-vector-secret".into());
+        config
     })
     .await;
     let response = vector
@@ -458,10 +458,9 @@ async fn pushes_that_deploy_nothing_are_200_ignored_with_the_reason() {
 #[tokio::test]
 async fn tag_pushes_deploy_when_the_project_says_so() {
     let runner = TestRunner::start_with(|dir| {
-        default_config_toml(dir).replace(
-            "webhook_secret_env = \"HELLO_SECRET\"",
-            "webhook_secret_env = \"HELLO_SECRET\"\ndeploy_tags = true",
-        )
+        let mut config = default_config(dir);
+        config.projects[0].deploy_tags = true;
+        config
     })
     .await;
     let response = runner.deliver("push", &push_body("refs/tags/v1.0", SHA_A)).await;
@@ -475,10 +474,10 @@ async fn pull_requests_queue_verify_jobs_and_closing_cancels_the_queued_ones() {
     // second one is still queued when the pull request closes.
     let remote = hanging_server();
     let runner = TestRunner::start_with(move |dir| {
-        default_config_toml(dir).replace("workers = 2", "workers = 1").replace(
-            &format!("clone_url = \"{}\"", dir.join("no-such-repo").display()),
-            &format!("clone_url = \"{remote}\""),
-        )
+        let mut config = default_config(dir);
+        config.queue.workers = Some(1);
+        config.projects[0].clone_url = Some(remote);
+        config
     })
     .await;
     let opened = fixture_json("pull_request.opened.payload.json");

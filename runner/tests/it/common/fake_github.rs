@@ -2,6 +2,7 @@
 //! fields as GitHub documents them). It records every request, and can fail with 5xx,
 //! rate-limit with 403, or hang.
 
+use super::config::{Config, GitHub, ProjectGitHub};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -261,29 +262,24 @@ async fn answer(
     }
 }
 
-fn github_section(api: &str, hook: bool) -> String {
-    format!(
-        "\n[projects.github]\ntoken_env = \"GITHUB_TOKEN_FOR_TESTS\"\n{}",
-        if hook { "hook_id = 42\n" } else { "" }
-    ) + &format!("\n#api {api}\n")
+/// `config` with GitHub reporting to `api` for its first project (and reconciling hook
+/// 42 when `hook`).
+pub fn with_github(mut config: Config, api: &str, hook: bool) -> Config {
+    config.github = GitHub {
+        api_url: Some(api.to_owned()),
+        reconcile_interval_secs: Some(3600),
+        ..GitHub::default()
+    };
+    config.dashboard.public_url = Some("https://ci.example.test".to_owned());
+    config.projects[0].github = Some(ProjectGitHub {
+        token_env: Some("GITHUB_TOKEN_FOR_TESTS".to_owned()),
+        hook_id: hook.then_some(42),
+        ..ProjectGitHub::default()
+    });
+    config
 }
 
-/// The config `base` with GitHub reporting to `api` for its first project.
-pub fn with_github(base: String, api: &str, hook: bool) -> String {
-    let global = format!(
-        "[github]\napi_url = \"{api}\"\nreconcile_interval_secs = 3600\n\n[dashboard]\npublic_url = \"https://ci.example.test\"\n\n"
-    );
-    // The first project's section ends where the second [[projects]] or its sub-tables begin.
-    let first = base.find("[[projects]]").expect("a project");
-    let rest = &base[first + 12..];
-    let end = rest
-        .find("\n[[projects]]")
-        .or_else(|| rest.find("\n[projects."))
-        .map_or(base.len(), |i| first + 12 + i);
-    format!("{global}{}{}{}", &base[..end], github_section(api, hook), &base[end..])
-}
-
-pub async fn start_runner(make: impl FnOnce(&Path) -> String) -> TestRunner {
+pub async fn start_runner(make: impl FnOnce(&Path) -> Config) -> TestRunner {
     TestRunner::start_with_env(make, |name| match name {
         "GITHUB_TOKEN_FOR_TESTS" => Some(GITHUB_TOKEN.to_owned()),
         other => test_env(other),

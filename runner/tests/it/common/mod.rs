@@ -2,8 +2,11 @@
 //! protocol to it.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod fake_github;
 pub mod process;
+
+pub use config::{default_config, pipeline_config, publicly_readable, to_toml};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,55 +63,6 @@ pub struct TestRunner {
     pub pool: sqlx::SqlitePool,
 }
 
-/// The default project: Codertocat/Hello-World, deploying master, checking out from a
-/// path that does not exist (jobs fail fast at checkout, which these tests do not need).
-pub fn default_config_toml(dir: &Path) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-database_url = "sqlite://{db}"
-max_body_bytes = 65536
-
-[queue]
-workers = 2
-lease_secs = 5
-
-[[projects]]
-name = "hello"
-repository = "{REPOSITORY}"
-deploy_branches = ["master", "release/v1"]
-webhook_secret_env = "HELLO_SECRET"
-clone_url = "{missing}"
-
-[projects.build]
-image = "runner-test-hello"
-
-[projects.smoke]
-container_port = 5001
-expect_body = "healthy"
-timeout_secs = 20
-
-[projects.registry]
-url = "127.0.0.1:1"
-
-[projects.rollout]
-target = "local"
-host_port = {host_port}
-
-[[projects]]
-name = "other"
-repository = "Octocoders/Hello-World"
-deploy_branches = ["main"]
-webhook_secret_env = "OTHER_SECRET"
-clone_url = "{missing}"
-"#,
-        db = dir.join("runner.db").display(),
-        missing = dir.join("no-such-repo").display(),
-        host_port = free_port(),
-    )
-}
-
 pub fn test_env(name: &str) -> Option<String> {
     match name {
         "HELLO_SECRET" => Some(SECRET.to_owned()),
@@ -120,35 +74,23 @@ pub fn test_env(name: &str) -> Option<String> {
     }
 }
 
-/// Tests read pages and the API without logging in, unless the config they are given
-/// says otherwise (the runner's own default is `read_access = "login"`).
-pub fn publicly_readable(config: String) -> String {
-    if config.contains("read_access") {
-        config
-    } else if config.contains("[dashboard]") {
-        config.replacen("[dashboard]", "[dashboard]\nread_access = \"public\"", 1)
-    } else {
-        format!("[dashboard]\nread_access = \"public\"\n\n{config}")
-    }
-}
-
 impl TestRunner {
     pub async fn start() -> Self {
-        Self::start_with(default_config_toml).await
+        Self::start_with(default_config).await
     }
 
-    pub async fn start_with(make_config: impl FnOnce(&Path) -> String) -> Self {
+    pub async fn start_with(make_config: impl FnOnce(&Path) -> config::Config) -> Self {
         Self::start_with_env(make_config, test_env).await
     }
 
     /// With environment variables from `env` (secrets the config names).
     pub async fn start_with_env(
-        make_config: impl FnOnce(&Path) -> String,
+        make_config: impl FnOnce(&Path) -> config::Config,
         env: impl Fn(&str) -> Option<String>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path: PathBuf = dir.path().join("runner.toml");
-        std::fs::write(&config_path, publicly_readable(make_config(dir.path()))).expect("write config");
+        std::fs::write(&config_path, to_toml(&publicly_readable(make_config(dir.path())))).expect("write config");
         let config = Config::load_with(Some(&config_path), &env).expect("valid test config");
         let database_url = config.server.database_url.clone();
         let app = Application::build(config).await.expect("runner starts");
@@ -293,57 +235,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-/// A project with every pipeline step configured, deploying from the git repository `repo`.
-pub fn pipeline_config(
-    dir: &Path,
-    project: &str,
-    repo: &Path,
-    image: &str,
-    registry: &str,
-    host_port: u16,
-    smoke_secs: u64,
-) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-database_url = "sqlite://{db}"
-
-[queue]
-workers = 2
-lease_secs = 3
-max_attempts = 2
-
-[[projects]]
-name = "{project}"
-repository = "{REPOSITORY}"
-deploy_branches = ["master"]
-webhook_secret_env = "HELLO_SECRET"
-clone_url = "{repo}"
-
-[projects.build]
-image = "{image}"
-build_args = {{ APP_COMMIT = "{{{{sha}}}}" }}
-
-[projects.smoke]
-container_port = 5001
-path = "/health"
-expect_body = "healthy"
-timeout_secs = {smoke_secs}
-
-[projects.registry]
-url = "{registry}"
-
-[projects.rollout]
-target = "local"
-host_port = {host_port}
-timeout_secs = 30
-"#,
-        db = dir.join("runner.db").display(),
-        repo = repo.display(),
-    )
 }
 
 /// The Dockerfile of the test repositories: the static webapp binary in an empty image.
