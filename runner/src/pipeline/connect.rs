@@ -15,6 +15,7 @@ use super::target::DeployTarget;
 use super::target::ecs::EcsTarget;
 use super::target::ecs_api::Ecs;
 use super::target::local::LocalTarget;
+use super::terraform::{Module, Terraform};
 use crate::config::{Project, RegistryKind, RegistrySettings, Target};
 
 #[async_trait::async_trait]
@@ -22,6 +23,8 @@ pub trait Connector: Send + Sync {
     /// Fetches the project's commits; `home` is the job's private directory.
     fn checkout(&self, project: &Project, home: &Path) -> Box<dyn Checkout>;
     async fn registry(&self, settings: &RegistrySettings) -> Arc<dyn Registry>;
+    /// Runs terraform on `module` (its directory, variables and environment).
+    fn terraform(&self, module: Module) -> Box<dyn Terraform>;
     async fn target(
         &self,
         project: &Project,
@@ -58,6 +61,10 @@ impl Connections {
 impl Connector for Connections {
     fn checkout(&self, project: &Project, home: &Path) -> Box<dyn Checkout> {
         Box::new(GitCheckout::new(super::clone_url(project), home.to_owned()))
+    }
+
+    fn terraform(&self, module: Module) -> Box<dyn Terraform> {
+        Box::new(module)
     }
 
     async fn registry(&self, settings: &RegistrySettings) -> Arc<dyn Registry> {

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::steps::Steps;
-use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
+use super::terraform::{Module, PlanSummary, TerraformError};
 use super::{APPLY, APPROVAL, JobFailure, PLAN};
 use crate::config::{Project, TerraformSettings};
 use crate::job::StepState;
@@ -70,18 +70,20 @@ pub(super) async fn run(
         lock_timeout: settings.lock_timeout,
         lock_state: !plan_only,
     };
-    if let Err(message) = super::context::inside(checkout, &module.dir) {
+    let module_dir = module.dir.clone();
+    if let Err(message) = super::context::inside(checkout, &module_dir) {
         return Err(JobFailure::Step {
             step: PLAN,
             message: format!("terraform.dir {:?} at {}: {message}", settings.dir, job.sha),
         });
     }
-    if !module.dir.is_dir() {
+    if !module_dir.is_dir() {
         return Err(JobFailure::Step {
             step: PLAN,
             message: format!("the repository has no directory {:?} at {}", settings.dir, job.sha),
         });
     }
+    let module = ctx.connector.terraform(module);
     let plan_file = dirs.home.join(format!("job-{}.tfplan", job.id));
     // One terraform operation per state at a time within this runner; Terraform's own
     // lock (with -lock-timeout) guards against everyone else.

@@ -150,21 +150,19 @@ pub struct Module {
 }
 
 /// The terraform boundary in our words: prepare, plan, apply that exact plan, read outputs.
-pub trait Terraform {
-    fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> impl Future<Output = Result<(), TerraformError>>;
-    fn plan(
+#[async_trait::async_trait]
+pub trait Terraform: Send + Sync {
+    async fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError>;
+    /// Plans into `plan_file`; returns the plan's summary and its readable text.
+    async fn plan(
         &self,
         plan_file: &Path,
         log: &JobLog,
         cancel: &CancellationToken,
-    ) -> impl Future<Output = Result<(PlanSummary, String), TerraformError>>;
-    fn apply(
-        &self,
-        plan_file: &Path,
-        log: &JobLog,
-        cancel: &CancellationToken,
-    ) -> impl Future<Output = Result<(), TerraformError>>;
-    fn outputs(&self, log: &JobLog, cancel: &CancellationToken) -> impl Future<Output = Result<Value, TerraformError>>;
+    ) -> Result<(PlanSummary, String), TerraformError>;
+    /// Applies exactly the saved plan ([`TerraformError::StalePlan`] when the state moved).
+    async fn apply(&self, plan_file: &Path, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError>;
+    async fn outputs(&self, log: &JobLog, cancel: &CancellationToken) -> Result<Value, TerraformError>;
 }
 
 struct Ran {
@@ -384,6 +382,7 @@ fn failure(command: &str, ran: &Ran) -> TerraformError {
     }
 }
 
+#[async_trait::async_trait]
 impl Terraform for Module {
     /// `fmt -check` (a warning only), `init`, the workspace, `validate`.
     async fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError> {

@@ -3,10 +3,11 @@
 //! the local target's swap on a fixed port run for real; the store is a real SQLite
 //! database in a temporary directory.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use super::target::DeployTarget;
 use super::target::ecs::EcsTarget;
 use super::target::ecs_api::{Deployer, EcsError};
 use super::target::local::LocalTarget;
+use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
 use super::{Connector, JobFailure, PipelineContext};
 use crate::config::{Config, Project, RegistrySettings, Target};
 use crate::domain::{CommitSha, GitRef, Name};
@@ -307,7 +309,9 @@ impl Checkout for FakeCheckout {
             return Err(message.clone());
         }
         log.system(format!("fake checkout of {}", job.sha));
-        tokio::fs::create_dir_all(into).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(into.join("infra"))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::fs::write(into.join("Dockerfile"), "FROM scratch\n")
             .await
             .map_err(|e| e.to_string())
@@ -386,9 +390,84 @@ impl Deployer for FakeEcs {
     }
 }
 
+/// Terraform as the fake runs it: what each job's module was given, and scripted plans.
+#[derive(Default)]
+struct FakeTerraform {
+    calls: Mutex<Vec<String>>,
+    /// The environment and `lock_state` of each module a job ran.
+    modules: Mutex<Vec<(BTreeMap<String, String>, bool)>>,
+    /// Plans report no changes.
+    no_changes: AtomicBool,
+    /// The next apply finds its plan stale.
+    stale_once: AtomicBool,
+    /// Operation name → how long it takes.
+    slow: Mutex<HashMap<&'static str, Duration>>,
+}
+
+impl FakeTerraform {
+    async fn enter(&self, operation: &'static str) {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(operation.to_owned());
+        let delay = self
+            .slow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(operation)
+            .copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+struct FakeModule(Arc<FakeTerraform>);
+
+#[async_trait::async_trait]
+impl Terraform for FakeModule {
+    async fn prepare(&self, _log: &JobLog, _cancel: &CancellationToken) -> Result<(), TerraformError> {
+        self.0.enter("prepare").await;
+        Ok(())
+    }
+
+    async fn plan(
+        &self,
+        _plan_file: &Path,
+        _log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> Result<(PlanSummary, String), TerraformError> {
+        self.0.enter("plan").await;
+        let changes = usize::from(!self.0.no_changes.load(Ordering::Relaxed));
+        let summary = PlanSummary {
+            change: changes,
+            ..PlanSummary::default()
+        };
+        Ok((summary, "~ aws_ecs_service.app".to_owned()))
+    }
+
+    async fn apply(&self, _plan_file: &Path, _log: &JobLog, _cancel: &CancellationToken) -> Result<(), TerraformError> {
+        self.0.enter("apply").await;
+        if self.0.stale_once.swap(false, Ordering::Relaxed) {
+            return Err(TerraformError::StalePlan);
+        }
+        Ok(())
+    }
+
+    async fn outputs(&self, _log: &JobLog, _cancel: &CancellationToken) -> Result<serde_json::Value, TerraformError> {
+        self.0.enter("outputs").await;
+        Ok(serde_json::json!({ "app_url": "http://app.test" }))
+    }
+}
+
 struct FakeConnector {
     http: reqwest::Client,
     ecs: Arc<FakeEcs>,
+    terraform: Arc<FakeTerraform>,
     checkout_delay: Duration,
     checkout_failure: Option<String>,
 }
@@ -404,6 +483,15 @@ impl Connector for FakeConnector {
 
     async fn registry(&self, _settings: &RegistrySettings) -> Arc<dyn Registry> {
         Arc::new(FakeRegistry)
+    }
+
+    fn terraform(&self, module: Module) -> Box<dyn Terraform> {
+        self.terraform
+            .modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((module.env, module.lock_state));
+        Box::new(FakeModule(Arc::clone(&self.terraform)))
     }
 
     async fn target(
@@ -440,6 +528,7 @@ struct Harness {
     ctx: PipelineContext,
     engine: Arc<FakeEngine>,
     ecs: Arc<FakeEcs>,
+    terraform: Arc<FakeTerraform>,
     project: Project,
     live_port: u16,
 }
@@ -454,6 +543,11 @@ fn free_port() -> u16 {
 /// A project deploying `main` to `rollout` (a `[projects.rollout]` body; `None`: the
 /// local target on a free port).
 async fn harness_with(rollout: Option<&str>, tune: impl FnOnce(&mut FakeConnector)) -> Harness {
+    harness_full(rollout, "", tune).await
+}
+
+/// As [`harness_with`], with more of the project's sub-tables (`[projects.terraform]`).
+async fn harness_full(rollout: Option<&str>, extra: &str, tune: impl FnOnce(&mut FakeConnector)) -> Harness {
     let dir = tempfile::tempdir().expect("temporary directory");
     let live_port = free_port();
     let rollout = rollout.map_or_else(
@@ -481,19 +575,27 @@ kind = "v2"
 url = "registry.test"
 [projects.rollout]
 {rollout}
+{extra}
 "#,
         db = dir.path().join("runner.db").display()
     );
-    let env = |name: &str| (name == "S").then(|| "webhook-secret".to_owned());
+    let env = |name: &str| match name {
+        "S" => Some("webhook-secret".to_owned()),
+        // Any executable stands in: the fake terraform never runs it.
+        "TERRAFORM_BIN" => Some("/bin/true".to_owned()),
+        _ => None,
+    };
     let config = Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("a valid config");
     let pool = crate::store::open(&config.server.database_url).await.expect("database");
     let engine = Arc::new(FakeEngine::default());
     let ecs = Arc::new(FakeEcs::default());
     *ecs.current.lock().unwrap_or_else(PoisonError::into_inner) = "app:1".to_owned();
     let http = reqwest::Client::new();
+    let terraform = Arc::new(FakeTerraform::default());
     let mut connector = FakeConnector {
         http: http.clone(),
         ecs: Arc::clone(&ecs),
+        terraform: Arc::clone(&terraform),
         checkout_delay: Duration::ZERO,
         checkout_failure: None,
     };
@@ -506,7 +608,7 @@ url = "registry.test"
         engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
         connector: Arc::new(connector),
         http,
-        terraform_bin: None,
+        terraform_bin: config.terraform_bin.clone(),
         terraform_locks: Arc::default(),
         approval_timeout: Duration::from_secs(5),
         owner: "test".into(),
@@ -519,6 +621,7 @@ url = "registry.test"
         ctx,
         engine,
         ecs,
+        terraform,
         project,
         live_port,
     }
@@ -546,14 +649,23 @@ impl Ran {
 
 impl Harness {
     async fn job(&self, sha: &str, trigger: Trigger, rollback_of: Option<i64>) -> Job {
+        self.enqueue(JobKind::Deploy, sha, trigger, rollback_of).await
+    }
+
+    async fn enqueue(&self, kind: JobKind, sha: &str, trigger: Trigger, rollback_of: Option<i64>) -> Job {
+        let pull_request = (kind == JobKind::Verify).then_some(7);
+        let git_ref = match pull_request {
+            Some(number) => format!("refs/pull/{number}/head"),
+            None => "refs/heads/main".to_owned(),
+        };
         let new = NewJob {
             project: Name::parse("app").expect("a name"),
             environment: Name::parse("production").expect("a name"),
-            kind: JobKind::Deploy,
+            kind,
             trigger,
-            git_ref: GitRef::parse("refs/heads/main").expect("a ref"),
+            git_ref: GitRef::parse(&git_ref).expect("a ref"),
             sha: CommitSha::parse(sha).expect("a sha"),
-            pull_request: None,
+            pull_request,
             delivery_id: None,
             commit_message: None,
             commit_author: None,
@@ -916,4 +1028,175 @@ async fn a_failed_checkout_builds_nothing() {
     assert!(failure.contains("checkout failed: repository not found"), "{failure}");
     assert!(h.engine.calls().is_empty(), "{:?}", h.engine.calls());
     assert_eq!(h.work_dirs_left(), 0);
+}
+
+const TERRAFORM: &str = "[projects.terraform]\ndir = \"infra\"\nrequire_approval = true\n\
+                         env = { DEPLOY_ONLY = \"deploy\" }\npull_request_env = { PR_ONLY = \"pr\" }\n\
+                         plan_pull_requests = true";
+
+async fn terraform_harness() -> Harness {
+    harness_full(None, TERRAFORM, |_| {}).await
+}
+
+/// Answers the job's approval request once it is made.
+fn approve_when_asked(h: &Harness, job: &Job, approved: bool) -> JoinHandle<()> {
+    let (pool, id) = (h.ctx.pool.clone(), job.id);
+    tokio::spawn(async move {
+        loop {
+            let state = jobs::get(&pool, id).await.ok().flatten().map(|j| j.state);
+            if state == Some(JobState::AwaitingApproval) {
+                jobs::approval::decide(&pool, id, approved, now_ms())
+                    .await
+                    .expect("the answer is recorded");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_deploy_with_terraform_plans_waits_for_approval_applies_then_rolls_out() {
+    let h = terraform_harness().await;
+    let job = h.job(SHA, Trigger::Push, None).await;
+    let approver = approve_when_asked(&h, &job, true);
+    let ran = h.run_job(job, &CancellationToken::new()).await;
+    approver.await.expect("the approver ends");
+    ran.result.as_ref().expect("the deploy succeeds");
+    let names: Vec<&str> = ran.steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "checkout", "build", "smoke", "push", "plan", "approval", "apply", "rollout", "record"
+        ]
+    );
+    assert!(ran.steps.iter().all(|(_, s)| s == "succeeded"), "{:?}", ran.steps);
+    assert_eq!(h.terraform.calls(), ["prepare", "plan", "apply", "outputs"]);
+    let (env, locks) = h.terraform.modules.lock().unwrap_or_else(PoisonError::into_inner)[0].clone();
+    assert!(
+        locks && env.contains_key("DEPLOY_ONLY") && !env.contains_key("PR_ONLY"),
+        "{env:?}"
+    );
+    let deployment = h.deployment_of(&ran.job).await;
+    assert_eq!(deployment.status, DeploymentStatus::Live);
+    assert_eq!(deployment.outputs.expect("outputs")["app_url"], "http://app.test");
+}
+
+#[tokio::test]
+async fn a_rejected_plan_applies_nothing_and_puts_nothing_live() {
+    let h = terraform_harness().await;
+    let job = h.job(SHA, Trigger::Push, None).await;
+    let approver = approve_when_asked(&h, &job, false);
+    let ran = h.run_job(job, &CancellationToken::new()).await;
+    approver.await.expect("the approver ends");
+    let failure = ran.result.as_ref().expect_err("the deploy fails").to_string();
+    assert!(failure.contains("rejected"), "{failure}");
+    assert_eq!(ran.step("approval"), "failed");
+    assert_eq!((ran.step("apply"), ran.step("rollout")), ("skipped", "skipped"));
+    assert_eq!(h.terraform.calls(), ["prepare", "plan"]);
+    assert_eq!(h.engine.containers(), [], "nothing went live");
+}
+
+#[tokio::test]
+async fn a_cancel_during_plan_approval_or_apply_stops_the_job_and_applies_nothing_after() {
+    for step in ["plan", "approval", "apply"] {
+        let h = terraform_harness().await;
+        if step != "approval" {
+            let slow = if step == "plan" { "plan" } else { "apply" };
+            h.terraform
+                .slow
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(slow, Duration::from_secs(30));
+        }
+        let approver = (step == "apply").then(|| {
+            let pool = h.ctx.pool.clone();
+            tokio::spawn(async move {
+                // Approves the first job that asks (the one this test runs).
+                loop {
+                    if let Ok(Some(job)) = jobs::get(&pool, crate::domain::JobId::new(1).expect("an id")).await
+                        && job.state == JobState::AwaitingApproval
+                    {
+                        let _ = jobs::approval::decide(&pool, job.id, true, now_ms()).await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        });
+        assert_cancelled_in(&h, step).await;
+        if let Some(approver) = approver {
+            approver.await.expect("the approver ends");
+        }
+        let calls = h.terraform.calls();
+        if step != "apply" {
+            assert!(!calls.contains(&"apply".to_owned()), "{step}: {calls:?}");
+        }
+        assert!(!calls.contains(&"outputs".to_owned()), "{step}: {calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_plan_without_changes_skips_approval_and_apply() {
+    let h = terraform_harness().await;
+    h.terraform.no_changes.store(true, Ordering::Relaxed);
+    let ran = h.deploy(SHA).await;
+    ran.result.as_ref().expect("the deploy succeeds");
+    assert_eq!((ran.step("approval"), ran.step("apply")), ("skipped", "skipped"));
+    assert_eq!(ran.step("rollout"), "succeeded");
+    assert_eq!(h.terraform.calls(), ["prepare", "plan", "outputs"]);
+}
+
+#[tokio::test]
+async fn a_stale_plan_is_planned_and_approved_again_before_it_is_applied() {
+    let h = terraform_harness().await;
+    h.terraform.stale_once.store(true, Ordering::Relaxed);
+    let job = h.job(SHA, Trigger::Push, None).await;
+    let first = approve_when_asked(&h, &job, true);
+    let never = CancellationToken::new();
+    let ran = {
+        let run = h.run_job(job.clone(), &never);
+        let second = async {
+            first.await.expect("the first approval");
+            // The second request comes once the first plan turned out stale.
+            loop {
+                let calls = h.terraform.calls();
+                if calls.iter().filter(|c| *c == "plan").count() == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            approve_when_asked(&h, &job, true).await.expect("the second approval");
+        };
+        let (ran, ()) = tokio::join!(run, second);
+        ran
+    };
+    ran.result.as_ref().expect("the deploy succeeds");
+    assert_eq!(
+        h.terraform.calls(),
+        ["prepare", "plan", "apply", "plan", "apply", "outputs"],
+        "prepared once, planned and applied twice"
+    );
+    assert!(ran.log.contains("the saved plan is stale"), "{}", ran.log);
+}
+
+#[tokio::test]
+async fn a_pull_requests_plan_gets_the_pull_request_environment_and_takes_no_lock() {
+    let h = terraform_harness().await;
+    let job = h.enqueue(JobKind::Verify, SHA, Trigger::PullRequest, None).await;
+    let ran = h.run_job(job, &CancellationToken::new()).await;
+    ran.result.as_ref().expect("the verify job succeeds");
+    let names: Vec<&str> = ran.steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["checkout", "build", "smoke", "plan"]);
+    assert_eq!(h.terraform.calls(), ["prepare", "plan"], "a pull request never applies");
+    let (env, locks) = h.terraform.modules.lock().unwrap_or_else(PoisonError::into_inner)[0].clone();
+    assert!(!locks, "a pull request's plan takes no state lock");
+    assert!(
+        env.contains_key("PR_ONLY") && !env.contains_key("DEPLOY_ONLY"),
+        "{env:?}"
+    );
+    assert!(
+        h.engine.calls().iter().all(|c| !c.starts_with("push")),
+        "a verify job pushes nothing"
+    );
 }
