@@ -172,7 +172,10 @@ impl Application {
         reconciler.abort();
         // The reporter gets a moment to tell GitHub how the last jobs ended.
         let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
-        let _ = store::checkpoint(&pool).await;
+        if let Err(error) = store::checkpoint(&pool).await {
+            // The WAL is checkpointed again when the database is next opened.
+            tracing::warn!(%error, "final WAL checkpoint failed");
+        }
         let drained = tokio::time::timeout(JOB_SHUTDOWN_GRACE, async {
             while workers.join_next().await.is_some() {}
         })

@@ -75,18 +75,7 @@ impl Reporter {
         }
         let mut events = self.events.subscribe();
         loop {
-            let now = now_ms();
-            if let Err(error) = reports::park_unreportable(&self.pool, &projects, now).await {
-                tracing::warn!(%error, "reporter: cannot set aside jobs of projects without GitHub");
-            }
-            match reports::due(&self.pool, &projects, now, 20).await {
-                Ok(jobs) => {
-                    for job in jobs {
-                        self.report(&job).await;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "reporter: cannot read jobs to report"),
-            }
+            self.pass(&projects).await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = events.recv() => {
@@ -96,6 +85,22 @@ impl Reporter {
                 }
                 () = tokio::time::sleep(IDLE) => {}
             }
+        }
+    }
+
+    /// Tells the forge what it has not heard yet, for the jobs due now.
+    async fn pass(&mut self, projects: &[String]) {
+        let now = now_ms();
+        if let Err(error) = reports::park_unreportable(&self.pool, projects, now).await {
+            tracing::warn!(%error, "reporter: cannot set aside jobs of projects without GitHub");
+        }
+        match reports::due(&self.pool, projects, now, 20).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    self.report(&job).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reporter: cannot read jobs to report"),
         }
     }
 
@@ -318,5 +323,142 @@ fn error_kind(error: &ForgeError) -> &'static str {
         ForgeError::Transient(_) => "transient",
         ForgeError::RateLimited { .. } => "rate_limited",
         ForgeError::Rejected { .. } => "rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, PoisonError};
+
+    use super::*;
+    use crate::domain::{CommitSha, GitRef, Name};
+    use crate::forge::HookDelivery;
+    use crate::job::{JobKind, JobState, Trigger};
+    use crate::store::jobs::{self, NewJob};
+
+    /// A forge that keeps what it is told.
+    #[derive(Default)]
+    struct FakeForge {
+        told: Mutex<Vec<String>>,
+    }
+
+    impl FakeForge {
+        fn say(&self, what: String) {
+            self.told.lock().unwrap_or_else(PoisonError::into_inner).push(what);
+        }
+
+        fn told(&self) -> Vec<String> {
+            self.told.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Forge for FakeForge {
+        async fn commit_status(
+            &self,
+            _sha: &str,
+            state: CommitState,
+            _context: &str,
+            text: &str,
+            _target_url: Option<&str>,
+        ) -> Result<(), ForgeError> {
+            self.say(format!("status {} {text}", state.as_str()));
+            Ok(())
+        }
+
+        async fn create_deployment(&self, _sha: &str, environment: &str, _text: &str) -> Result<i64, ForgeError> {
+            self.say(format!("deployment to {environment}"));
+            Ok(99)
+        }
+
+        async fn deployment_status(
+            &self,
+            deployment: i64,
+            state: DeploymentState,
+            _text: &str,
+            _environment_url: Option<&str>,
+            _log_url: Option<&str>,
+        ) -> Result<(), ForgeError> {
+            self.say(format!("deployment {deployment} {}", state.as_str()));
+            Ok(())
+        }
+
+        async fn hook_deliveries(&self, _: i64, _: Option<i64>, _: usize) -> Result<Vec<HookDelivery>, ForgeError> {
+            Ok(Vec::new())
+        }
+
+        async fn redeliver(&self, _: i64, _: i64) -> Result<(), ForgeError> {
+            Ok(())
+        }
+
+        async fn branch_head(&self, _: &str) -> Result<String, ForgeError> {
+            Ok("0".repeat(40))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let toml = format!(
+            "[server]\ndatabase_url = \"sqlite://{}\"\n[[projects]]\nname = \"app\"\nrepository = \"o/app\"\n\
+             deploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"\n[projects.github]\ntoken_env = \"T\"\n",
+            dir.path().join("runner.db").display()
+        );
+        let env = |name: &str| matches!(name, "S" | "T").then(|| "a-secret-value".to_owned());
+        let config = Arc::new(Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("config"));
+        let pool = crate::store::open(&config.server.database_url).await.expect("database");
+        let forge = Arc::new(FakeForge::default());
+        let mut reporter = Reporter::new(
+            pool.clone(),
+            Arc::clone(&config),
+            Arc::default(),
+            LogEvents::default(),
+            crate::secrets::SecretSet::default().mask(),
+        );
+        reporter
+            .clients
+            .insert("app".to_owned(), Arc::clone(&forge) as Arc<dyn Forge>);
+        let projects = reporter.reporting_projects();
+
+        let job = NewJob {
+            project: Name::parse("app").expect("name"),
+            environment: Name::parse("production").expect("name"),
+            kind: JobKind::Deploy,
+            trigger: Trigger::Push,
+            git_ref: GitRef::parse("refs/heads/main").expect("ref"),
+            sha: CommitSha::parse(&"a".repeat(40)).expect("sha"),
+            pull_request: None,
+            delivery_id: None,
+            commit_message: None,
+            commit_author: None,
+            ordering_key: now_ms(),
+            rollback_of: None,
+            held_for_approval: false,
+        };
+        jobs::enqueue_now(&pool, &job, now_ms()).await.expect("enqueue");
+        reporter.pass(&projects).await;
+        let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, now_ms())
+            .await
+            .expect("claim")
+            .expect("a job");
+        reporter.pass(&projects).await;
+        jobs::finish(&pool, claimed.id, "w", JobState::Succeeded, None, now_ms())
+            .await
+            .expect("finish");
+        reporter.pass(&projects).await;
+        reporter.pass(&projects).await;
+
+        assert_eq!(
+            forge.told(),
+            [
+                "status pending queued",
+                "deployment to production",
+                "status pending running",
+                "deployment 99 in_progress",
+                "status success deployed to production",
+                "deployment 99 success",
+            ],
+            "each state once, one forge deployment, nothing told twice"
+        );
     }
 }
