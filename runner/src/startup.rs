@@ -81,6 +81,7 @@ impl Application {
                 push_timeout: Duration::from_secs(1800),
                 engine: engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>),
                 connector: Arc::new(Connections::new(http.clone())),
+                clock: Arc::new(crate::pipeline::clock::SystemClock),
                 http,
                 terraform_bin: config.terraform_bin.clone(),
                 terraform_locks: Arc::default(),

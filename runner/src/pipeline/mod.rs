@@ -10,6 +10,7 @@ mod build;
 mod cancel;
 pub mod checkout;
 pub mod child;
+pub mod clock;
 mod connect;
 pub mod context;
 mod deliver;
@@ -68,8 +69,10 @@ pub struct PipelineContext {
     pub push_timeout: Duration,
     /// `None` when no Docker engine answered at start; jobs that need one fail saying so.
     pub engine: Option<Arc<dyn ContainerEngine>>,
-    /// Makes the other boundaries: checkout, registries, deploy targets.
+    /// Makes the other boundaries: checkout, registries, deploy targets, terraform.
     pub connector: Arc<dyn Connector>,
+    /// What step timeouts and step times are measured with.
+    pub clock: Arc<dyn clock::Clock>,
     pub http: reqwest::Client,
     pub terraform_bin: Option<PathBuf>,
     /// One terraform operation at a time per project and workspace.

@@ -9,7 +9,7 @@ use super::joblog::JobLog;
 use super::{JobFailure, PipelineContext};
 use crate::job::StepState;
 use crate::store::jobs::Job;
-use crate::store::{now_ms, steps as step_store};
+use crate::store::steps as step_store;
 
 pub(super) struct Steps<'a> {
     pub ctx: &'a PipelineContext,
@@ -30,11 +30,8 @@ impl Steps<'_> {
         self.log.system(format!("step {name}: started"));
         let outcome = tokio::select! {
             () = self.cancel.cancelled() => Err(JobFailure::Cancelled),
-            result = tokio::time::timeout(timeout, work) => match result {
-                Err(_) => Err(JobFailure::Timeout { step: name, after: timeout }),
-                Ok(Err(message)) => Err(JobFailure::Step { step: name, message }),
-                Ok(Ok(value)) => Ok(value),
-            },
+            () = self.ctx.clock.sleep(timeout) => Err(JobFailure::Timeout { step: name, after: timeout }),
+            result = work => result.map_err(|message| JobFailure::Step { step: name, message }),
         };
         let elapsed = started.elapsed();
         self.ctx.metrics.step_duration.observe(name, elapsed);
@@ -64,8 +61,15 @@ impl Steps<'_> {
     /// fails (the database busy past its timeout) is logged, and the job page then shows
     /// the step's previous state.
     pub async fn set_state(&self, name: &str, state: StepState, error: Option<&str>) {
-        if let Err(failure) =
-            step_store::set_state(&self.ctx.pool, self.job.id.get(), name, state, error, now_ms()).await
+        if let Err(failure) = step_store::set_state(
+            &self.ctx.pool,
+            self.job.id.get(),
+            name,
+            state,
+            error,
+            self.ctx.clock.now_ms(),
+        )
+        .await
         {
             tracing::warn!(step = name, %state, error = %failure, "cannot record a step's state");
         }

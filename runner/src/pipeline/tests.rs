@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checkout::Checkout;
+use super::clock::Clock;
 use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, EngineError, RegistryAuth, Role, Started};
 use super::joblog::{JobLog, LogEvents};
 use super::registry::{Destination, Registry};
@@ -518,6 +519,61 @@ impl Connector for FakeConnector {
     }
 }
 
+/// A clock that moves only when a test moves it.
+struct FakeClock {
+    time: Mutex<FakeTime>,
+}
+
+struct FakeTime {
+    now_ms: i64,
+    /// Sleepers by the time they wake at.
+    sleepers: Vec<(i64, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl FakeClock {
+    fn new() -> Self {
+        Self {
+            time: Mutex::new(FakeTime {
+                now_ms: 1_700_000_000_000,
+                sleepers: Vec::new(),
+            }),
+        }
+    }
+
+    /// Moves the clock on, waking every sleeper whose time has come.
+    fn advance(&self, by: Duration) {
+        let mut time = self.time.lock().unwrap_or_else(PoisonError::into_inner);
+        time.now_ms += i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let now = time.now_ms;
+        let (due, waiting): (Vec<_>, Vec<_>) = time.sleepers.drain(..).partition(|(at, _)| *at <= now);
+        time.sleepers = waiting;
+        for (_, wake) in due {
+            let _ = wake.send(());
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for FakeClock {
+    async fn sleep(&self, duration: Duration) {
+        let woken = {
+            let mut time = self.time.lock().unwrap_or_else(PoisonError::into_inner);
+            let (wake, woken) = tokio::sync::oneshot::channel();
+            let at = time.now_ms + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+            time.sleepers.push((at, wake));
+            woken
+        };
+        // A dropped clock never wakes its sleepers.
+        if woken.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.time.lock().unwrap_or_else(PoisonError::into_inner).now_ms
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Harness
 
@@ -529,6 +585,7 @@ struct Harness {
     engine: Arc<FakeEngine>,
     ecs: Arc<FakeEcs>,
     terraform: Arc<FakeTerraform>,
+    clock: Arc<FakeClock>,
     project: Project,
     live_port: u16,
 }
@@ -592,6 +649,7 @@ url = "registry.test"
     *ecs.current.lock().unwrap_or_else(PoisonError::into_inner) = "app:1".to_owned();
     let http = reqwest::Client::new();
     let terraform = Arc::new(FakeTerraform::default());
+    let clock = Arc::new(FakeClock::new());
     let mut connector = FakeConnector {
         http: http.clone(),
         ecs: Arc::clone(&ecs),
@@ -607,6 +665,7 @@ url = "registry.test"
         push_timeout: Duration::from_secs(5),
         engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
         connector: Arc::new(connector),
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
         http,
         terraform_bin: config.terraform_bin.clone(),
         terraform_locks: Arc::default(),
@@ -622,6 +681,7 @@ url = "registry.test"
         engine,
         ecs,
         terraform,
+        clock,
         project,
         live_port,
     }
@@ -906,15 +966,47 @@ async fn assert_cancelled_in(h: &Harness, step: &str) {
 #[tokio::test]
 async fn a_step_past_its_timeout_fails_the_job_as_timed_out() {
     let h = harness().await;
-    h.engine.script(|s| s.slow_on("build", Duration::from_secs(30)));
-    let ran = h.deploy(SHA).await;
+    // The build would take an hour; the clock passes its five-second timeout at once.
+    h.engine.script(|s| s.slow_on("build", Duration::from_secs(3600)));
+    let job = h.job(SHA, Trigger::Push, None).await;
+    let (pool, id, clock) = (h.ctx.pool.clone(), job.id.get(), Arc::clone(&h.clock));
+    let timekeeper = tokio::spawn(async move {
+        loop {
+            let steps = steps::list(&pool, id).await.unwrap_or_default();
+            if steps.iter().any(|s| s.name == "build" && s.state == StepState::Running) {
+                clock.advance(Duration::from_secs(4));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                clock.advance(Duration::from_secs(1));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let ran = h.run_job(job, &CancellationToken::new()).await;
+    timekeeper.await.expect("the timekeeper ends");
     assert!(
         matches!(ran.result, Err(JobFailure::Timeout { step: "build", after }) if after == Duration::from_secs(5)),
         "{:?}",
         ran.result
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the fake clock, not the wall clock, ran out"
+    );
     assert_eq!(ran.step("build"), "failed");
     assert_eq!(ran.step("smoke"), "skipped");
+    let build = steps::list(&h.ctx.pool, ran.job.id.get())
+        .await
+        .expect("steps")
+        .into_iter()
+        .find(|s| s.name == "build")
+        .expect("the build step");
+    assert_eq!(
+        build.finished_at.zip(build.started_at).map(|(end, start)| end - start),
+        Some(5_000),
+        "the step's recorded time is the clock's"
+    );
 }
 
 #[tokio::test]
