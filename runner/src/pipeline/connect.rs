@@ -91,18 +91,7 @@ impl Connector for Connections {
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<dyn DeployTarget>, String> {
         Ok(match target {
-            Target::Local(rollout) => Arc::new(LocalTarget {
-                engine,
-                http: self.http.clone(),
-                project: project.name.to_string(),
-                environment: project.environment.to_string(),
-                smoke: project
-                    .smoke
-                    .clone()
-                    .ok_or("the local target probes the app: configure [projects.smoke]")?,
-                rollout: rollout.clone(),
-                limits: project.containers.clone(),
-            }),
+            Target::Local(rollout) => Arc::new(LocalTarget::for_project(project, rollout, engine, self.http.clone())?),
             Target::Ecs(settings) => {
                 let key = (settings.region.clone(), settings.endpoint_url.clone());
                 Arc::new(EcsTarget {

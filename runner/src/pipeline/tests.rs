@@ -502,15 +502,7 @@ impl Connector for FakeConnector {
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<dyn DeployTarget>, String> {
         Ok(match target {
-            Target::Local(rollout) => Arc::new(LocalTarget {
-                engine,
-                http: self.http.clone(),
-                project: project.name.to_string(),
-                environment: project.environment.to_string(),
-                smoke: project.smoke.clone().ok_or("no smoke settings")?,
-                rollout: rollout.clone(),
-                limits: project.containers.clone(),
-            }),
+            Target::Local(rollout) => Arc::new(LocalTarget::for_project(project, rollout, engine, self.http.clone())?),
             Target::Ecs(settings) => Arc::new(EcsTarget {
                 ecs: Arc::clone(&self.ecs) as Arc<dyn Deployer>,
                 settings: settings.clone(),

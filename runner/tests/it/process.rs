@@ -368,6 +368,9 @@ impl KilledDeploy {
         let image = format!("runner-kill-{step}-{unique}");
         let host_port = free_port();
         let mut config = pipeline_config(dir.path(), &project, &repo, &image, &registry, host_port, 20);
+        // Long enough that a busy machine's slow disk never costs the first runner its
+        // lease before the kill: the job must run exactly twice.
+        config.queue.lease_secs = Some(6);
         let mut env = vec![("RUNNER_ADMIN_TOKEN", ADMIN_TOKEN.to_owned())];
         if point.terraform {
             env.push((

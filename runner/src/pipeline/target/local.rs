@@ -31,6 +31,27 @@ pub struct LocalTarget {
 }
 
 impl LocalTarget {
+    /// The local target of `project`, which probes the app as its smoke settings say.
+    pub fn for_project(
+        project: &crate::config::Project,
+        rollout: &RolloutSettings,
+        engine: Arc<dyn ContainerEngine>,
+        http: reqwest::Client,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            engine,
+            http,
+            project: project.name.to_string(),
+            environment: project.environment.to_string(),
+            smoke: project
+                .smoke
+                .clone()
+                .ok_or("the local target probes the app: configure [projects.smoke]")?,
+            rollout: rollout.clone(),
+            limits: project.containers.clone(),
+        })
+    }
+
     fn live(&self) -> String {
         live_name(&self.project, &self.environment)
     }

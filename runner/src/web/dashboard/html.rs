@@ -181,6 +181,22 @@ pub fn action_button(action: &str, label: &str, csrf: Option<&str>, class: &str,
     }
 }
 
+/// "Roll back to this" for a deployment that was replaced and whose image is pinned.
+pub fn rollback_button(deployment: &crate::store::deployments::Deployment, csrf: Option<&str>) -> Markup {
+    let possible = deployment.status == crate::job::DeploymentStatus::Replaced && deployment.image_digest.is_some();
+    html! {
+        @if possible {
+            (action_button(
+                &format!("/deployments/{}/rollback", deployment.id),
+                "Roll back to this",
+                csrf,
+                "secondary",
+                Some("Put this deployment's image live again?"),
+            ))
+        }
+    }
+}
+
 /// A page of one message: errors, refusals.
 pub fn message_page(title: &str, message: &str, login_link: bool) -> Markup {
     page(

@@ -172,15 +172,7 @@ fn deployment_row(view: &View<'_>, row: &DeploymentView) -> Markup {
             td { (time(d.started_at)) }
             td.actions {
                 a href={ "/jobs/" (d.job_id) } { "Job #" (d.job_id) }
-                @if d.status == DeploymentStatus::Replaced && d.image_digest.is_some() {
-                    (action_button(
-                        &format!("/deployments/{}/rollback", d.id),
-                        "Roll back to this",
-                        csrf,
-                        "secondary",
-                        Some("Put this deployment's image live again?"),
-                    ))
-                }
+                (html::rollback_button(d, csrf))
                 (action_button(
                     &format!("/deployments/{}/redeploy", d.id),
                     "Redeploy",

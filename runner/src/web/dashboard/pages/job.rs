@@ -11,7 +11,7 @@ use super::super::auth::Viewer;
 use super::super::html::{self, Nav, action_button, badge, commit_link, duration, headline, time};
 use super::{links_of, stream_class};
 use crate::config::RepoLinks;
-use crate::job::{DeploymentStatus, JobState, StepState};
+use crate::job::{JobState, StepState};
 use crate::store::artifacts::Artifact;
 use crate::store::deployments::{self, Deployment};
 use crate::store::jobs::{self, Job};
@@ -231,15 +231,7 @@ fn deployment_card(d: &Deployment, csrf: Option<&str>) -> Markup {
                     dd { code { (value.as_str().map_or_else(|| value.to_string(), str::to_owned)) } }
                 }
             }
-            @if d.status == DeploymentStatus::Replaced && d.image_digest.is_some() {
-                (action_button(
-                    &format!("/deployments/{}/rollback", d.id),
-                    "Roll back to this",
-                    csrf,
-                    "secondary",
-                    Some("Put this deployment's image live again?"),
-                ))
-            }
+            (html::rollback_button(d, csrf))
         }
     }
 }
