@@ -11,18 +11,17 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::DeliveryId;
 use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
 use crate::store::now_ms;
 use crate::webhook::event;
-use crate::webhook::github::{self, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, form_payload};
-use crate::webhook::signature::{self, Signature};
+use crate::webhook::github;
+use crate::webhook::signature::SignatureError;
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let limit = state.config.server.max_body_bytes;
     let body = read_limited(&headers, body, limit).await?;
 
-    let signature = Signature::parse(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes())).map_err(|e| {
+    let signature = github::signature(&headers).map_err(|e| {
         state.metrics.signature_failures.inc();
         ApiError::Unauthorized(e.to_string())
     })?;
@@ -35,41 +34,12 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         .collect();
     if signed_by.is_empty() {
         state.metrics.signature_failures.inc();
-        return Err(ApiError::Unauthorized(signature::SignatureError::Mismatch.to_string()));
+        return Err(ApiError::Unauthorized(SignatureError::Mismatch.to_string()));
     }
-
-    let event = required_header(&headers, EVENT_HEADER)?;
-    if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(ApiError::BadRequest(format!(
-            "{EVENT_HEADER} {event:?} is not a GitHub event name"
-        )));
-    }
-    let delivery_id = DeliveryId::parse(required_header(&headers, DELIVERY_HEADER)?)
-        .map_err(|e| ApiError::BadRequest(format!("{DELIVERY_HEADER}: {e}")))?;
-
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json_text = match content_type.as_str() {
-        "application/json" => body.clone(),
-        "application/x-www-form-urlencoded" => Bytes::from(form_payload(&body).map_err(ApiError::BadRequest)?),
-        "" => {
-            return Err(ApiError::BadRequest(
-                "missing Content-Type; GitHub sends application/json or application/x-www-form-urlencoded".into(),
-            ));
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unsupported Content-Type {other:?}; set the webhook to application/json or application/x-www-form-urlencoded"
-            )));
-        }
-    };
+    // Only a signed delivery's headers and body are read.
+    let (event, delivery_id) = github::envelope(&headers).map_err(ApiError::BadRequest)?;
+    let event = event.as_str();
+    let (content_type, json_text) = github::json_body(&headers, &body).map_err(ApiError::BadRequest)?;
     let parsed = github::parse(event, &json_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     let now = now_ms();
@@ -173,12 +143,4 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             ApiError::BadRequest(format!("could not read the request body: {error}"))
         }
     })
-}
-
-fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ApiError> {
-    headers
-        .get(name)
-        .ok_or_else(|| ApiError::BadRequest(format!("missing {name} header")))?
-        .to_str()
-        .map_err(|_| ApiError::BadRequest(format!("{name} header is not visible ASCII")))
 }

@@ -2,14 +2,70 @@
 //! into the runner's own [`Incoming`] event, as far as the runner needs them. Another
 //! forge's deliveries would be a file like this one, and a route of their own.
 
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::event::{Change, Event, Incoming, PayloadError, PullRequest, Push};
-use crate::domain::RepoName;
+use super::signature::{Signature, SignatureError};
+use crate::domain::{DeliveryId, RepoName};
 
 pub const EVENT_HEADER: &str = "x-github-event";
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// The signature GitHub put on the delivery (`X-Hub-Signature-256`).
+pub fn signature(headers: &HeaderMap) -> Result<Signature, SignatureError> {
+    Signature::parse(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()))
+}
+
+/// The event name and delivery id a (signed) delivery carries in its headers.
+pub fn envelope(headers: &HeaderMap) -> Result<(String, DeliveryId), String> {
+    let event = required_header(headers, EVENT_HEADER)?;
+    if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(format!("{EVENT_HEADER} {event:?} is not a GitHub event name"));
+    }
+    let delivery_id =
+        DeliveryId::parse(required_header(headers, DELIVERY_HEADER)?).map_err(|e| format!("{DELIVERY_HEADER}: {e}"))?;
+    Ok((event.to_owned(), delivery_id))
+}
+
+/// The payload's JSON text, in either of GitHub's encodings, and the content type it came
+/// in (kept with the delivery, for a replay).
+pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Bytes), String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json_text = match content_type.as_str() {
+        "application/json" => body.clone(),
+        "application/x-www-form-urlencoded" => Bytes::from(form_payload(body)?),
+        "" => {
+            return Err(
+                "missing Content-Type; GitHub sends application/json or application/x-www-form-urlencoded".into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "unsupported Content-Type {other:?}; set the webhook to application/json or application/x-www-form-urlencoded"
+            ));
+        }
+    };
+    Ok((content_type, json_text))
+}
+
+fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, String> {
+    headers
+        .get(name)
+        .ok_or_else(|| format!("missing {name} header"))?
+        .to_str()
+        .map_err(|_| format!("{name} header is not visible ASCII"))
+}
 
 /// GitHub's form encoding puts the JSON in a single `payload` field.
 pub fn form_payload(body: &[u8]) -> Result<String, String> {
