@@ -139,6 +139,14 @@ impl FakeEngine {
     }
 }
 
+/// Stops a fake container's server; its port is free once this returns.
+async fn shut_down(server: Option<JoinHandle<()>>) {
+    if let Some(server) = server {
+        server.abort();
+        let _ = server.await;
+    }
+}
+
 /// Serves `status` on `addr` (port 0: any free port) until aborted.
 async fn serve(addr: SocketAddr, status: u16) -> Result<(SocketAddr, JoinHandle<()>), EngineError> {
     let listener = TcpListener::bind(addr)
@@ -215,11 +223,7 @@ impl ContainerEngine for FakeEngine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
-        if let Some(server) = removed.and_then(|c| c.server) {
-            server.abort();
-            // The port is free once the server's task is gone.
-            let _ = server.await;
-        }
+        shut_down(removed.and_then(|c| c.server)).await;
         Ok(())
     }
 
@@ -253,11 +257,7 @@ impl ContainerEngine for FakeEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&id)
             .and_then(|c| c.server.take());
-        if let Some(server) = server {
-            server.abort();
-            // The port is free once the server's task is gone.
-            let _ = server.await;
-        }
+        shut_down(server).await;
         Ok(())
     }
 
@@ -925,22 +925,27 @@ async fn a_cancel_during_any_step_stops_the_job_and_removes_its_containers() {
     assert_cancelled_in(&h, "checkout").await;
 }
 
+/// Returns once the job's `step` is running.
+async fn until_running(pool: &sqlx::SqlitePool, job: i64, step: &str) {
+    loop {
+        let steps = steps::list(pool, job).await.unwrap_or_default();
+        if steps.iter().any(|s| s.name == step && s.state == StepState::Running) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn assert_cancelled_in(h: &Harness, step: &str) {
     let job = h.job(SHA, Trigger::Push, None).await;
     let cancel = CancellationToken::new();
     let canceller = {
         let (cancel, pool, id, step) = (cancel.clone(), h.ctx.pool.clone(), job.id.get(), step.to_owned());
         tokio::spawn(async move {
-            loop {
-                let steps = steps::list(&pool, id).await.unwrap_or_default();
-                if steps.iter().any(|s| s.name == step && s.state == StepState::Running) {
-                    // Inside the step, past its first call.
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    cancel.cancel();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            until_running(&pool, id, &step).await;
+            // Inside the step, past its first call.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            cancel.cancel();
         })
     };
     let ran = h.run_job(job, &cancel).await;
@@ -963,16 +968,10 @@ async fn a_step_past_its_timeout_fails_the_job_as_timed_out() {
     let job = h.job(SHA, Trigger::Push, None).await;
     let (pool, id, clock) = (h.ctx.pool.clone(), job.id.get(), Arc::clone(&h.clock));
     let timekeeper = tokio::spawn(async move {
-        loop {
-            let steps = steps::list(&pool, id).await.unwrap_or_default();
-            if steps.iter().any(|s| s.name == "build" && s.state == StepState::Running) {
-                clock.advance(Duration::from_secs(4));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                clock.advance(Duration::from_secs(1));
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_running(&pool, id, "build").await;
+        clock.advance(Duration::from_secs(4));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(Duration::from_secs(1));
     });
     let started = std::time::Instant::now();
     let ran = h.run_job(job, &CancellationToken::new()).await;
@@ -1122,9 +1121,13 @@ async fn terraform_harness() -> Harness {
     harness_full(None, TERRAFORM, |_| {}).await
 }
 
-/// Answers the job's approval request once it is made.
+/// [`answer_when_asked`] for a job of the harness.
 fn approve_when_asked(h: &Harness, job: &Job, approved: bool) -> JoinHandle<()> {
-    let (pool, id) = (h.ctx.pool.clone(), job.id);
+    answer_when_asked(h.ctx.pool.clone(), job.id, approved)
+}
+
+/// Answers job `id`'s approval request once it is made.
+fn answer_when_asked(pool: sqlx::SqlitePool, id: crate::domain::JobId, approved: bool) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let state = jobs::get(&pool, id).await.ok().flatten().map(|j| j.state);
@@ -1193,21 +1196,9 @@ async fn a_cancel_during_plan_approval_or_apply_stops_the_job_and_applies_nothin
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(slow, Duration::from_secs(30));
         }
-        let approver = (step == "apply").then(|| {
-            let pool = h.ctx.pool.clone();
-            tokio::spawn(async move {
-                // Approves the first job that asks (the one this test runs).
-                loop {
-                    if let Ok(Some(job)) = jobs::get(&pool, crate::domain::JobId::new(1).expect("an id")).await
-                        && job.state == JobState::AwaitingApproval
-                    {
-                        let _ = jobs::approval::decide(&pool, job.id, true, now_ms()).await;
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        });
+        // The job this test runs is the harness's first.
+        let first_job = crate::domain::JobId::new(1).expect("an id");
+        let approver = (step == "apply").then(|| answer_when_asked(h.ctx.pool.clone(), first_job, true));
         assert_cancelled_in(&h, step).await;
         if let Some(approver) = approver {
             approver.await.expect("the approver ends");
