@@ -62,6 +62,7 @@ clone_url = "$4"
 [projects.build]
 image = "$3"
 build_args = { APP_COMMIT = "{{sha}}" }
+builder = "${BENCH_BUILDER:-auto}"
 [projects.smoke]
 container_port = 5001
 expect_body = "healthy"

@@ -67,4 +67,6 @@ if os.environ.get("BENCH_KEEP_LOG"):
 counted = rows[1:]
 def med(key): return statistics.median(r[key] for r in counted)
 def worst(key): return max(r[key] for r in counted)
-print(json.dumps({k: [med(k), worst(k)] for k in ("push_to_live", "external", "overhead", "pickup")}))
+summary = {k: [med(k), worst(k)] for k in ("push_to_live", "external", "overhead", "pickup", "build")}
+summary["first_build"] = rows[0]["build"]
+print(json.dumps(summary))

@@ -195,8 +195,11 @@ impl Application {
 /// A runner whose projects need no engine still starts without one.
 async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngine> {
     let needs_engine = config.projects.iter().any(|p| p.build.is_some() || p.target.is_some());
-    match DockerEngine::connect(instance).await {
+    match DockerEngine::connect(&config.engine.host, instance).await {
         Ok(engine) => {
+            if let Err(reason) = engine.buildkit_support() {
+                tracing::warn!(%reason, "the engine cannot build with BuildKit; builds use its legacy builder");
+            }
             if let Err(error) = engine.reap_leftovers().await {
                 tracing::warn!(%error, "cannot remove containers left by an earlier run");
             }

@@ -27,6 +27,29 @@ pub struct BuildSettings {
     pub secrets: BTreeMap<String, SecretString>,
     #[serde(rename = "timeout_secs", serialize_with = "secs")]
     pub timeout: Duration,
+    pub builder: Builder,
+    /// The stage of a multi-stage Dockerfile to build (default: the last).
+    pub target: Option<String>,
+    /// The platform to build for, like `linux/amd64` (default: the engine's own).
+    pub platform: Option<String>,
+    /// Images whose build cache the build may reuse (pushed with `cache_to = "inline"`,
+    /// by this runner or another one): how several runners share one cache.
+    pub cache_from: Vec<String>,
+    /// Whether the pushed image carries its build cache (BuildKit's inline cache), for
+    /// `cache_from` of later builds elsewhere.
+    pub inline_cache: bool,
+}
+
+/// Which of the engine's builders builds the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit when the engine has it, else the legacy builder (the reason is logged).
+    Auto,
+    /// BuildKit, or a failed build when the engine has none.
+    BuildKit,
+    /// The engine's legacy builder: no `RUN --mount`, no secret mounts.
+    Legacy,
 }
 
 /// How a built image proves it works: run it and ask its health endpoint.
@@ -94,6 +117,67 @@ pub(super) fn resolve_build(
             format!("{name} is both a build arg and a secret; keep it in one of them"),
         ));
     }
+    let builder = match raw.builder.as_deref() {
+        None | Some("auto") => Builder::Auto,
+        Some("buildkit") => Builder::BuildKit,
+        Some("legacy") => Builder::Legacy,
+        Some(other) => {
+            return Err(invalid(
+                format!("{field}.build.builder"),
+                format!("{other:?} is not one of \"auto\", \"buildkit\", \"legacy\""),
+            ));
+        }
+    };
+    if builder == Builder::Legacy && !build_secrets.is_empty() {
+        return Err(invalid(
+            format!("{field}.build.secrets"),
+            "the legacy builder has no secret mounts and would write secrets into the image's history; \
+             use builder = \"auto\" or \"buildkit\"",
+        ));
+    }
+    if let Some(target) = &raw.target
+        && (target.is_empty() || !target.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    {
+        return Err(invalid(
+            format!("{field}.build.target"),
+            format!("{target:?} is not a stage name (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    if let Some(platform) = &raw.platform {
+        let parts: Vec<&str> = platform.split('/').collect();
+        let well_formed = (2..=3).contains(&parts.len())
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !well_formed {
+            return Err(invalid(
+                format!("{field}.build.platform"),
+                format!("{platform:?} is not a platform like \"linux/amd64\" or \"linux/arm64/v8\""),
+            ));
+        }
+    }
+    for reference in &raw.cache_from {
+        crate::domain::ImageRef::parse(reference).map_err(|e| invalid(format!("{field}.build.cache_from"), e))?;
+    }
+    let inline_cache = match raw.cache_to.as_deref() {
+        None => false,
+        Some("inline" | "type=inline") => true,
+        Some(other) => {
+            return Err(invalid(
+                format!("{field}.build.cache_to"),
+                format!(
+                    "{other:?}: the engine's BuildKit exports cache only inline, into the pushed image; \
+                     use cache_to = \"inline\" and name that image in cache_from"
+                ),
+            ));
+        }
+    };
+    if (inline_cache || !raw.cache_from.is_empty()) && builder == Builder::Legacy {
+        return Err(invalid(
+            format!("{field}.build.cache_to"),
+            "a shared build cache needs BuildKit; use builder = \"auto\" or \"buildkit\"",
+        ));
+    }
     Ok(BuildSettings {
         image: raw.image,
         context,
@@ -101,6 +185,11 @@ pub(super) fn resolve_build(
         build_args: raw.build_args,
         secrets: build_secrets,
         timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(1800)),
+        builder,
+        target: raw.target,
+        platform: raw.platform,
+        cache_from: raw.cache_from,
+        inline_cache,
     })
 }
 

@@ -6,6 +6,7 @@
 
 mod build;
 mod dashboard;
+mod engine;
 mod github;
 mod project;
 mod queue;
@@ -18,8 +19,9 @@ mod terraform;
 #[cfg(test)]
 mod tests;
 
-pub use build::{BuildSettings, ContainerLimits, SmokeSettings};
+pub use build::{BuildSettings, Builder, ContainerLimits, SmokeSettings};
 pub use dashboard::{DashboardConfig, ReadAccess};
+pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
 pub use project::{Project, PullRequestPolicy};
 pub use queue::QueueConfig;
@@ -69,6 +71,7 @@ impl Env<'_> {
 pub struct Config {
     pub server: ServerConfig,
     pub queue: QueueConfig,
+    pub engine: EngineConfig,
     pub dashboard: DashboardConfig,
     pub github: GitHubConfig,
     pub projects: Vec<Project>,
@@ -114,6 +117,7 @@ impl Config {
         let secrets = SecretReader { env, base_dir };
         let server = server::resolve(raw.server, &overrides)?;
         let queue = queue::resolve(raw.queue, &overrides)?;
+        let engine = engine::resolve(raw.engine, &overrides)?;
         let dashboard = dashboard::resolve(raw.dashboard, &overrides)?;
         let github = github::resolve(raw.github, &overrides)?;
         let web_url = RepoLinks::web_url_of_api(&github.api_url);
@@ -163,6 +167,7 @@ impl Config {
         Ok(Self {
             server,
             queue,
+            engine,
             dashboard,
             github,
             projects,

@@ -15,6 +15,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub queue: RawQueue,
     #[serde(default)]
+    pub engine: RawEngine,
+    #[serde(default)]
     pub dashboard: RawDashboard,
     #[serde(default)]
     pub github: RawGitHub,
@@ -59,6 +61,13 @@ pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     pub delivery_body_retention_days: Option<u32>,
     pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    pub host: Option<String>,
+    pub tls_cert_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -131,6 +140,12 @@ pub struct RawBuild {
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     pub timeout_secs: Option<u64>,
+    pub builder: Option<String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub cache_from: Vec<String>,
+    pub cache_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use secrecy::ExposeSecret;
 
 use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Role, copy_logs};
 use super::joblog::JobLog;
@@ -125,27 +124,25 @@ async fn build_image(
         .iter()
         .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
         .collect();
-    if !build.secrets.is_empty() {
+    if build.inline_cache {
+        // BuildKit writes the build cache's metadata into the image, for `cache_from`.
+        build_args.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
+    }
+    let secrets = if build.secrets.is_empty() {
+        build.secrets.clone()
+    } else {
         let names: Vec<&str> = build.secrets.keys().map(String::as_str).collect();
         if kind == JobKind::Verify {
             log.system(format!(
                 "build secrets withheld from this pull request's build: {}",
                 names.join(", ")
             ));
+            Default::default()
         } else {
-            log.system(format!(
-                "build secrets {} are passed as build args (the engine's builder has no secret mounts): \
-                 they are visible in the image's history, so keep the image private",
-                names.join(", ")
-            ));
-            build_args.extend(
-                build
-                    .secrets
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.expose_secret().to_owned())),
-            );
+            log.system(format!("build secrets offered as secret mounts: {}", names.join(", ")));
+            build.secrets.clone()
         }
-    }
+    };
     let request = BuildRequest {
         tag: tag.clone(),
         dockerfile: build.dockerfile.clone(),
@@ -161,6 +158,12 @@ async fn build_image(
                 crate::telemetry::format_ms(now_ms()),
             ),
         ]),
+        builder: build.builder,
+        target: build.target.clone(),
+        platform: build.platform.clone(),
+        cache_from: build.cache_from.clone(),
+        secrets,
+        credentials: cache_credentials(project),
     };
     let image_id = steps
         .run(BUILD, build.timeout, async {
@@ -178,6 +181,22 @@ async fn build_image(
         .await?;
     log.system(format!("built {tag} ({image_id})"));
     Ok(tag)
+}
+
+/// The project's own registry login, for pulling `cache_from` images from it.
+fn cache_credentials(project: &Project) -> HashMap<String, (String, secrecy::SecretString)> {
+    let Some(registry) = &project.registry else {
+        return HashMap::new();
+    };
+    match (&registry.url, &registry.username, &registry.password) {
+        (Some(url), Some(username), Some(password))
+            if !project.build.as_ref().is_none_or(|b| b.cache_from.is_empty()) =>
+        {
+            let host = url.split('/').next().unwrap_or(url).to_owned();
+            HashMap::from([(host, (username.clone(), password.clone()))])
+        }
+        _ => HashMap::new(),
+    }
 }
 
 /// A container a step started, removed by the step's owner after the step ends, so it

@@ -4,7 +4,7 @@
 //! role, so what a crash leaves behind can be found and removed at the next start, and
 //! several runners can share one engine without touching each other's containers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use bollard::Docker;
@@ -17,8 +17,11 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
+use secrecy::SecretString;
 
+use super::buildkit::{self, BuildKitRequest};
 use super::joblog::{JobLog, LineBuffer};
+use crate::config::{Builder, EngineHost};
 
 pub const MANAGED_LABEL: &str = "io.runner.managed";
 pub const ROLE_LABEL: &str = "io.runner.role";
@@ -44,7 +47,7 @@ impl Role {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot reach the Docker engine ({0}); start it or set DOCKER_HOST")]
+    #[error("cannot reach the Docker engine ({0}); start it, or point engine.host (or DOCKER_HOST) at one")]
     Unreachable(String),
     #[error("{0}")]
     Engine(String),
@@ -115,6 +118,14 @@ pub struct BuildRequest {
     pub dockerfile: String,
     pub build_args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
+    pub builder: Builder,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub cache_from: Vec<String>,
+    /// Secret mounts (`RUN --mount=type=secret,id=NAME`); BuildKit only.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Registry host → (username, password), for pulling `cache_from` images.
+    pub credentials: HashMap<String, (String, SecretString)>,
 }
 
 #[derive(Clone)]
@@ -127,19 +138,72 @@ pub struct RegistryAuth {
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    host: EngineHost,
+    /// The Engine API version both sides speak.
+    api_version: String,
+    /// Why the engine cannot build with BuildKit, if it cannot.
+    no_buildkit: Option<String>,
+    /// Where containers on a remote engine publish their ports and are reached.
+    remote_ip: Option<IpAddr>,
     /// This runner's identity on the engine (stable across its restarts).
     instance: String,
 }
 
+/// BuildKit came with Engine API 1.39 (Docker 18.09), on Linux engines.
+const BUILDKIT_API: (u32, u32) = (1, 39);
+
 impl DockerEngine {
-    /// Connects to `DOCKER_HOST` or the local socket and checks the engine answers.
-    pub async fn connect(instance: String) -> Result<Self, EngineError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(Self { docker, instance })
+    /// Connects to the engine at `host` and checks it answers.
+    pub async fn connect(host: &EngineHost, instance: String) -> Result<Self, EngineError> {
+        let unreachable = |e: &dyn std::fmt::Display| EngineError::Unreachable(format!("{}: {e}", describe(host)));
+        let docker = match host {
+            EngineHost::Unix { path } => {
+                Docker::connect_with_unix(&path.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
+            }
+            EngineHost::Tcp { host, port } => {
+                Docker::connect_with_http(&format!("tcp://{host}:{port}"), 120, bollard::API_DEFAULT_VERSION)
+            }
+            EngineHost::Tls { host, port, cert_dir } => Docker::connect_with_ssl(
+                &format!("https://{host}:{port}"),
+                &cert_dir.join("key.pem"),
+                &cert_dir.join("cert.pem"),
+                &cert_dir.join("ca.pem"),
+                120,
+                bollard::API_DEFAULT_VERSION,
+            ),
+        }
+        .map_err(|e| unreachable(&e))?;
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+        let version = docker.version().await.map_err(|e| unreachable(&e))?;
+        let api_version = version.api_version.unwrap_or_else(|| "1.41".to_owned());
+        let no_buildkit = buildkit_missing(&api_version, version.os.as_deref());
+        let remote_ip = match host.remote_host() {
+            None => None,
+            Some(name) => Some(
+                tokio::net::lookup_host((name, 0))
+                    .await
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .map(|address| address.ip())
+                    .ok_or_else(|| EngineError::Unreachable(format!("cannot resolve the engine's host {name}")))?,
+            ),
+        };
+        Ok(Self {
+            docker,
+            host: host.clone(),
+            api_version,
+            no_buildkit,
+            remote_ip,
+            instance,
+        })
+    }
+
+    /// Whether builds can use BuildKit here; if not, why.
+    pub fn buildkit_support(&self) -> Result<(), &str> {
+        match &self.no_buildkit {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        }
     }
 
     pub fn docker(&self) -> &Docker {
@@ -208,6 +272,7 @@ impl DockerEngine {
             .as_deref()
             .filter(|ip| !ip.is_empty() && *ip != "0.0.0.0")
             .and_then(|ip| ip.parse().ok())
+            .or(self.remote_ip)
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         let port = binding
             .host_port
@@ -218,9 +283,99 @@ impl DockerEngine {
     }
 }
 
-#[async_trait::async_trait]
-impl ContainerEngine for DockerEngine {
-    async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
+fn describe(host: &EngineHost) -> String {
+    match host {
+        EngineHost::Unix { path } => format!("unix://{}", path.display()),
+        EngineHost::Tcp { host, port } => format!("tcp://{host}:{port}"),
+        EngineHost::Tls { host, port, .. } => format!("tcp://{host}:{port} (TLS)"),
+    }
+}
+
+/// The builder to use and why, or why none can build: `requested` is the project's
+/// setting, `no_buildkit` why the engine cannot use BuildKit (if it cannot).
+fn choose_builder(
+    requested: Builder,
+    no_buildkit: Option<&str>,
+    needs_buildkit: bool,
+) -> Result<(Builder, String), String> {
+    match (requested, no_buildkit) {
+        (Builder::Legacy, _) => Ok((
+            Builder::Legacy,
+            "the engine's legacy builder (builder = \"legacy\")".to_owned(),
+        )),
+        (Builder::Auto | Builder::BuildKit, None) => Ok((Builder::BuildKit, "BuildKit (Engine API {api})".to_owned())),
+        (Builder::BuildKit, Some(reason)) => Err(format!(
+            "builder = \"buildkit\" is set, but {reason}; upgrade the engine or set builder = \"auto\""
+        )),
+        (Builder::Auto, Some(reason)) if needs_buildkit => Err(format!(
+            "this build needs BuildKit (secret mounts or a shared cache), but {reason}"
+        )),
+        (Builder::Auto, Some(reason)) => Ok((
+            Builder::Legacy,
+            format!("the engine's legacy builder, because {reason}"),
+        )),
+    }
+}
+
+fn buildkit_missing(api_version: &str, os: Option<&str>) -> Option<String> {
+    let parsed = api_version
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
+    match parsed {
+        Some(version) if version < BUILDKIT_API => Some(format!(
+            "the engine speaks Engine API {api_version}; BuildKit needs 1.39 (Docker 18.09) or later"
+        )),
+        None => Some(format!(
+            "the engine reports an Engine API version {api_version:?} the runner cannot read"
+        )),
+        Some(_) if os.is_some_and(|os| os != "linux") => Some(format!(
+            "the engine runs on {}; BuildKit builds through the Engine API need a Linux engine",
+            os.unwrap_or_default()
+        )),
+        Some(_) => None,
+    }
+}
+
+impl DockerEngine {
+    /// Chooses the builder `request` asks for, as this engine allows, and says why.
+    fn choose_builder(&self, request: &BuildRequest, log: &JobLog) -> Result<Builder, EngineError> {
+        let needs_buildkit = !request.secrets.is_empty() || !request.cache_from.is_empty();
+        let (builder, reason) = choose_builder(request.builder, self.no_buildkit.as_deref(), needs_buildkit)
+            .map_err(EngineError::Engine)?;
+        let reason = reason.replace("{api}", &self.api_version);
+        log.system(format!("builder: {reason}"));
+        tracing::info!(builder = ?builder, %reason, "building");
+        Ok(builder)
+    }
+
+    async fn build_with_buildkit(
+        &self,
+        context_tar: Bytes,
+        request: &BuildRequest,
+        log: &JobLog,
+    ) -> Result<String, EngineError> {
+        let buildkit_request = BuildKitRequest {
+            tag: &request.tag,
+            dockerfile: &request.dockerfile,
+            build_args: &request.build_args,
+            labels: &request.labels,
+            target: request.target.as_deref(),
+            platform: request.platform.as_deref(),
+            cache_from: &request.cache_from,
+            secrets: &request.secrets,
+            credentials: &request.credentials,
+        };
+        buildkit::build(&self.host, &self.api_version, context_tar, &buildkit_request, log)
+            .await
+            .map_err(|e| EngineError::Engine(e.to_string()))
+    }
+
+    async fn build_with_legacy_builder(
+        &self,
+        context_tar: Bytes,
+        request: &BuildRequest,
+        log: &JobLog,
+    ) -> Result<String, EngineError> {
         let options = BuildImageOptions {
             dockerfile: request.dockerfile.clone(),
             t: Some(request.tag.clone()),
@@ -228,6 +383,8 @@ impl ContainerEngine for DockerEngine {
             forcerm: true,
             buildargs: Some(request.build_args.clone()),
             labels: Some(request.labels.clone()),
+            target: request.target.clone().unwrap_or_default(),
+            platform: request.platform.clone().unwrap_or_default(),
             ..Default::default()
         };
         let mut stream = self
@@ -272,12 +429,27 @@ impl ContainerEngine for DockerEngine {
             }
         }
     }
+}
+
+#[async_trait::async_trait]
+impl ContainerEngine for DockerEngine {
+    async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
+        match self.choose_builder(request, log)? {
+            Builder::BuildKit => self.build_with_buildkit(context_tar, request, log).await,
+            Builder::Legacy | Builder::Auto => self.build_with_legacy_builder(context_tar, request, log).await,
+        }
+    }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, EngineError> {
         let port_key = format!("{}/tcp", spec.container_port);
+        // A remote engine's containers are reached on its address, not on our loopback.
         let (host_ip, host_port) = match spec.publish {
             Some((ip, port)) => (ip.to_string(), port.to_string()),
-            None => ("127.0.0.1".to_owned(), String::new()),
+            None => (
+                self.remote_ip
+                    .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
+                String::new(),
+            ),
         };
         let mut labels = spec.labels.clone();
         labels.insert(MANAGED_LABEL.to_owned(), self.instance.clone());
@@ -465,5 +637,37 @@ pub async fn copy_logs(engine: &dyn ContainerEngine, container: &str, log: &JobL
             }
         }
         Err(error) => log.system(format!("could not read the container's logs: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildkit_is_used_where_the_engine_has_it_and_its_absence_is_explained() {
+        assert_eq!(buildkit_missing("1.41", Some("linux")), None);
+        let old = buildkit_missing("1.38", Some("linux")).expect("too old");
+        assert!(old.contains("1.39"), "{old}");
+        assert!(buildkit_missing("1.41", Some("windows")).is_some());
+
+        assert_eq!(
+            choose_builder(Builder::Auto, None, false).map(|c| c.0),
+            Ok(Builder::BuildKit)
+        );
+        assert_eq!(
+            choose_builder(Builder::Legacy, None, false).map(|c| c.0),
+            Ok(Builder::Legacy)
+        );
+        let (builder, why) = choose_builder(Builder::Auto, Some(&old), false).expect("falls back");
+        assert_eq!(builder, Builder::Legacy);
+        assert!(why.contains("1.39"), "the fallback says why: {why}");
+        let demanded = choose_builder(Builder::BuildKit, Some(&old), false).expect_err("refused");
+        assert!(
+            demanded.contains("builder = \"buildkit\"") && demanded.contains("1.39"),
+            "{demanded}"
+        );
+        let needed = choose_builder(Builder::Auto, Some(&old), true).expect_err("refused");
+        assert!(needed.contains("secret mounts"), "{needed}");
     }
 }

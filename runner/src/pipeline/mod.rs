@@ -7,6 +7,7 @@
 //! the real ones, the unit tests give fakes.
 
 mod build;
+mod buildkit;
 mod cancel;
 pub mod checkout;
 pub mod child;

@@ -11,6 +11,7 @@ mod dashboard;
 mod demo;
 mod deploy_infra;
 mod ecr;
+mod engine_builds;
 mod github;
 mod parse_properties;
 mod pipeline_e2e;

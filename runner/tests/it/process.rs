@@ -362,7 +362,18 @@ impl KilledDeploy {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
-        let mut sha = webapp_repo(&repo, WEBAPP_DOCKERFILE);
+        // BuildKit builds the webapp's image in well under a second: a build to be killed
+        // gets a slow stage first.
+        let dockerfile = if step == "build" {
+            WEBAPP_DOCKERFILE.replacen(
+                "FROM scratch\n",
+                "FROM local/busybox:1 AS slow\nRUN sleep 6 && touch /slept\nFROM scratch\nCOPY --from=slow /slept /slept\n",
+                1,
+            )
+        } else {
+            WEBAPP_DOCKERFILE.to_owned()
+        };
+        let mut sha = webapp_repo(&repo, &dockerfile);
         let unique = format!("{}{}", std::process::id(), free_port());
         let project = format!("kill{step}{unique}");
         let image = format!("runner-kill-{step}-{unique}");

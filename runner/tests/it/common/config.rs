@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use runner::config::raw::{
-    RawBuild as Build, RawConfig as Config, RawGitHub as GitHub, RawProject as Project,
+    RawBuild as Build, RawConfig as Config, RawEngine as Engine, RawGitHub as GitHub, RawProject as Project,
     RawProjectGitHub as ProjectGitHub, RawQueue as Queue, RawRegistry as Registry, RawRollout as Rollout,
     RawServer as Server, RawSmoke as Smoke, RawTerraform as Terraform,
 };

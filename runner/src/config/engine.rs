@@ -1,0 +1,161 @@
+//! `[engine]`: the Docker engine that builds images and runs containers, on this host or
+//! another one.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::raw::RawEngine;
+use super::{ConfigError, Env, invalid};
+
+pub const DEFAULT_ENGINE_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Where the engine listens, parsed from a `DOCKER_HOST`-style address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EngineHost {
+    /// The engine's socket on this host.
+    Unix { path: PathBuf },
+    /// The engine on `host:port`, over plain HTTP (a trusted network or a tunnel only).
+    Tcp { host: String, port: u16 },
+    /// The engine on `host:port` over TLS, with `ca.pem`, `cert.pem` and `key.pem` from
+    /// `cert_dir` (the engine checks our certificate, we check its).
+    Tls { host: String, port: u16, cert_dir: PathBuf },
+}
+
+impl EngineHost {
+    /// Whether containers started there are reached through the network rather than this
+    /// host's loopback.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Self::Unix { .. })
+    }
+
+    /// The host name or address of a remote engine.
+    pub fn remote_host(&self) -> Option<&str> {
+        match self {
+            Self::Unix { .. } => None,
+            Self::Tcp { host, .. } | Self::Tls { host, .. } => Some(host),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineConfig {
+    pub host: EngineHost,
+}
+
+/// `RUNNER_ENGINE_HOST`, else the file's `engine.host`, else `DOCKER_HOST`, else the local
+/// socket. TLS is used for `tcp://` when `DOCKER_TLS_VERIFY` is set or `engine.tls_cert_dir`
+/// is given, with the certificates from there (or `DOCKER_CERT_PATH`, or `~/.docker`).
+pub(super) fn resolve(raw: RawEngine, env: &Env<'_>) -> Result<EngineConfig, ConfigError> {
+    let (field, address) = match (env.get("RUNNER_ENGINE_HOST"), raw.host, env.get("DOCKER_HOST")) {
+        (Some(value), _, _) => ("RUNNER_ENGINE_HOST", value),
+        (None, Some(value), _) => ("engine.host", value),
+        (None, None, Some(value)) => ("DOCKER_HOST", value),
+        (None, None, None) => ("engine.host", DEFAULT_ENGINE_HOST.to_owned()),
+    };
+    let cert_dir = raw
+        .tls_cert_dir
+        .or_else(|| env.get("DOCKER_TLS_VERIFY").map(|_| cert_path(env)));
+    let host = parse_host(&address, cert_dir).map_err(|reason| invalid(field, reason))?;
+    Ok(EngineConfig { host })
+}
+
+fn cert_path(env: &Env<'_>) -> PathBuf {
+    env.get("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env.get("HOME").unwrap_or_else(|| "/root".to_owned())).join(".docker"))
+}
+
+fn parse_host(address: &str, cert_dir: Option<PathBuf>) -> Result<EngineHost, String> {
+    if let Some(path) = address.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{address:?}: the socket path must be absolute, like unix:///var/run/docker.sock"
+            ));
+        }
+        return Ok(EngineHost::Unix {
+            path: PathBuf::from(path),
+        });
+    }
+    let rest = address
+        .strip_prefix("tcp://")
+        .or_else(|| address.strip_prefix("https://"))
+        .ok_or_else(|| {
+            if address.starts_with("ssh://") {
+                format!(
+                    "{address:?}: reach an engine over SSH through a forwarded socket instead \
+                     (ssh -nNT -L /run/remote-docker.sock:/var/run/docker.sock HOST, then unix:///run/remote-docker.sock)"
+                )
+            } else {
+                format!("{address:?} is not an engine address like unix:///var/run/docker.sock or tcp://HOST:2376")
+            }
+        })?;
+    let authority = rest.trim_end_matches('/');
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse::<u16>()
+                .map_err(|_| format!("{address:?}: {port:?} is not a port"))?,
+        ),
+        _ => return Err(format!("{address:?}: give the port, like tcp://{authority}:2376")),
+    };
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err(format!("{address:?}: {host:?} is not a host name or address"));
+    }
+    let host = host.to_owned();
+    Ok(match (cert_dir, address.starts_with("https://")) {
+        (Some(cert_dir), _) => EngineHost::Tls { host, port, cert_dir },
+        (None, true) => {
+            return Err(format!(
+                "{address:?}: TLS needs certificates: set engine.tls_cert_dir or DOCKER_CERT_PATH"
+            ));
+        }
+        (None, false) => EngineHost::Tcp { host, port },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_addresses_parse_as_docker_reads_them() {
+        assert_eq!(
+            parse_host("unix:///var/run/docker.sock", None),
+            Ok(EngineHost::Unix {
+                path: "/var/run/docker.sock".into()
+            })
+        );
+        assert_eq!(
+            parse_host("tcp://127.0.0.2:2375", None),
+            Ok(EngineHost::Tcp {
+                host: "127.0.0.2".into(),
+                port: 2375
+            })
+        );
+        assert_eq!(
+            parse_host("tcp://[::1]:2376", Some("/certs".into())),
+            Ok(EngineHost::Tls {
+                host: "::1".into(),
+                port: 2376,
+                cert_dir: "/certs".into()
+            })
+        );
+        for bad in [
+            "tcp://host",
+            "tcp://:2375",
+            "unix://relative.sock",
+            "docker.example",
+            "tcp://a@b:1",
+            "https://h:1",
+        ] {
+            assert!(parse_host(bad, None).is_err(), "{bad} was accepted");
+        }
+        assert!(
+            parse_host("ssh://me@builder", None)
+                .expect_err("refused")
+                .contains("forwarded socket")
+        );
+    }
+}
