@@ -21,6 +21,20 @@ pub enum EngineHost {
     /// The engine on `host:port` over TLS, with `ca.pem`, `cert.pem` and `key.pem` from
     /// `cert_dir` (the engine checks our certificate, we check its).
     Tls { host: String, port: u16, cert_dir: PathBuf },
+    /// The engine's socket on another host, forwarded over SSH by the system's `ssh`.
+    Ssh(SshDestination),
+}
+
+/// `ssh://[user@]host[:port]`, and how to trust it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshDestination {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    /// The private key to log in with (else ssh's own defaults and agent).
+    pub identity_file: Option<PathBuf>,
+    /// The host keys to trust (else ssh's own `known_hosts`); unknown hosts are refused.
+    pub known_hosts_file: Option<PathBuf>,
 }
 
 impl EngineHost {
@@ -35,6 +49,7 @@ impl EngineHost {
         match self {
             Self::Unix { .. } => None,
             Self::Tcp { host, .. } | Self::Tls { host, .. } => Some(host),
+            Self::Ssh(destination) => Some(&destination.host),
         }
     }
 }
@@ -57,7 +72,20 @@ pub(super) fn resolve(raw: RawEngine, env: &Env<'_>) -> Result<EngineConfig, Con
     let cert_dir = raw
         .tls_cert_dir
         .or_else(|| env.get("DOCKER_TLS_VERIFY").map(|_| cert_path(env)));
-    let host = parse_host(&address, cert_dir).map_err(|reason| invalid(field, reason))?;
+    let mut host = parse_host(&address, cert_dir).map_err(|reason| invalid(field, reason))?;
+    match &mut host {
+        EngineHost::Ssh(destination) => {
+            destination.identity_file = raw.ssh_identity_file;
+            destination.known_hosts_file = raw.ssh_known_hosts_file;
+        }
+        _ if raw.ssh_identity_file.is_some() || raw.ssh_known_hosts_file.is_some() => {
+            return Err(invalid(
+                "engine.ssh_identity_file",
+                "is for an engine reached over SSH (host = \"ssh://user@host\")",
+            ));
+        }
+        _ => {}
+    }
     Ok(EngineConfig { host })
 }
 
@@ -78,18 +106,16 @@ fn parse_host(address: &str, cert_dir: Option<PathBuf>) -> Result<EngineHost, St
             path: PathBuf::from(path),
         });
     }
+    if let Some(rest) = address.strip_prefix("ssh://") {
+        return parse_ssh(address, rest.trim_end_matches('/')).map(EngineHost::Ssh);
+    }
     let rest = address
         .strip_prefix("tcp://")
         .or_else(|| address.strip_prefix("https://"))
         .ok_or_else(|| {
-            if address.starts_with("ssh://") {
-                format!(
-                    "{address:?}: reach an engine over SSH through a forwarded socket instead \
-                     (ssh -nNT -L /run/remote-docker.sock:/var/run/docker.sock HOST, then unix:///run/remote-docker.sock)"
-                )
-            } else {
-                format!("{address:?} is not an engine address like unix:///var/run/docker.sock or tcp://HOST:2376")
-            }
+            format!(
+                "{address:?} is not an engine address like unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST"
+            )
         })?;
     let authority = rest.trim_end_matches('/');
     let (host, port) = match authority.rsplit_once(':') {
@@ -112,6 +138,41 @@ fn parse_host(address: &str, cert_dir: Option<PathBuf>) -> Result<EngineHost, St
             ));
         }
         (None, false) => EngineHost::Tcp { host, port },
+    })
+}
+
+fn parse_ssh(address: &str, rest: &str) -> Result<SshDestination, String> {
+    let (user, authority) = match rest.rsplit_once('@') {
+        Some((user, authority)) => (Some(user), authority),
+        None => (None, rest),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            Some(
+                port.parse::<u16>()
+                    .map_err(|_| format!("{address:?}: {port:?} is not a port"))?,
+            ),
+        ),
+        None => (authority, None),
+    };
+    // Both end up as ssh's arguments: nothing that ssh could read as an option.
+    let plain = |text: &str| {
+        !text.is_empty()
+            && !text.starts_with('-')
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !plain(host) || user.is_some_and(|user| !plain(user)) {
+        return Err(format!(
+            "{address:?} is not an address like ssh://deploy@builder.example.com:22"
+        ));
+    }
+    Ok(SshDestination {
+        user: user.map(str::to_owned),
+        host: host.to_owned(),
+        port,
+        identity_file: None,
+        known_hosts_file: None,
     })
 }
 

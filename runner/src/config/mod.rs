@@ -21,7 +21,7 @@ mod tests;
 
 pub use build::{BuildSettings, Builder, ContainerLimits, SmokeSettings};
 pub use dashboard::{DashboardConfig, ReadAccess};
-pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost};
+pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost, SshDestination};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
 pub use project::{Project, PullRequestPolicy};
 pub use queue::QueueConfig;

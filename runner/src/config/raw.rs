@@ -68,6 +68,8 @@ pub struct RawServer {
 pub struct RawEngine {
     pub host: Option<String>,
     pub tls_cert_dir: Option<PathBuf>,
+    pub ssh_identity_file: Option<PathBuf>,
+    pub ssh_known_hosts_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -21,6 +22,7 @@ use secrecy::SecretString;
 
 use super::buildkit::{self, BuildKitRequest};
 use super::joblog::{JobLog, LineBuffer};
+use super::ssh_tunnel::SshTunnel;
 use crate::config::{Builder, EngineHost};
 
 pub const MANAGED_LABEL: &str = "io.runner.managed";
@@ -147,6 +149,8 @@ pub struct DockerEngine {
     remote_ip: Option<IpAddr>,
     /// This runner's identity on the engine (stable across its restarts).
     instance: String,
+    /// The forward to an engine reached over SSH, open as long as the engine is used.
+    _tunnel: Option<Arc<SshTunnel>>,
 }
 
 /// BuildKit came with Engine API 1.39 (Docker 18.09), on Linux engines.
@@ -154,8 +158,21 @@ const BUILDKIT_API: (u32, u32) = (1, 39);
 
 impl DockerEngine {
     /// Connects to the engine at `host` and checks it answers.
-    pub async fn connect(host: &EngineHost, instance: String) -> Result<Self, EngineError> {
-        let unreachable = |e: &dyn std::fmt::Display| EngineError::Unreachable(format!("{}: {e}", describe(host)));
+    pub async fn connect(configured: &EngineHost, instance: String) -> Result<Self, EngineError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| EngineError::Unreachable(format!("{}: {e}", describe(configured)));
+        // Over SSH, the engine is a local socket the tunnel forwards.
+        let (host, tunnel) = match configured {
+            EngineHost::Ssh(destination) => {
+                let tunnel = SshTunnel::open(destination).await.map_err(|e| unreachable(&e))?;
+                let local = EngineHost::Unix {
+                    path: tunnel.socket().to_owned(),
+                };
+                (local, Some(Arc::new(tunnel)))
+            }
+            other => (other.clone(), None),
+        };
+        let host = &host;
         let docker = match host {
             EngineHost::Unix { path } => {
                 Docker::connect_with_unix(&path.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
@@ -171,13 +188,14 @@ impl DockerEngine {
                 120,
                 bollard::API_DEFAULT_VERSION,
             ),
+            EngineHost::Ssh(_) => unreachable!("an SSH engine is reached through its tunnel's socket"),
         }
         .map_err(|e| unreachable(&e))?;
         let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
         let version = docker.version().await.map_err(|e| unreachable(&e))?;
         let api_version = version.api_version.unwrap_or_else(|| "1.41".to_owned());
         let no_buildkit = buildkit_missing(&api_version, version.os.as_deref());
-        let remote_ip = match host.remote_host() {
+        let remote_ip = match configured.remote_host() {
             None => None,
             Some(name) => Some(
                 tokio::net::lookup_host((name, 0))
@@ -195,6 +213,7 @@ impl DockerEngine {
             no_buildkit,
             remote_ip,
             instance,
+            _tunnel: tunnel,
         })
     }
 
@@ -288,6 +307,7 @@ fn describe(host: &EngineHost) -> String {
         EngineHost::Unix { path } => format!("unix://{}", path.display()),
         EngineHost::Tcp { host, port } => format!("tcp://{host}:{port}"),
         EngineHost::Tls { host, port, .. } => format!("tcp://{host}:{port} (TLS)"),
+        EngineHost::Ssh(destination) => format!("ssh://{}", destination.host),
     }
 }
 

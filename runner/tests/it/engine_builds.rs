@@ -22,6 +22,9 @@ const WEBAPP_LIKE_DOCKERFILE: &str = r#"FROM local/busybox:1 AS builder
 WORKDIR /src
 COPY webapp /src/webapp
 COPY CHANGES /src/CHANGES
+COPY . /context
+RUN test ! -e /context/notes.txt && test ! -e /context/docs/draft.md && test -e /context/docs/keep.md \
+ && echo "the context follows .dockerignore"
 RUN --mount=type=cache,id=CACHE_ID,target=/cache \
     if [ -f /cache/warm ]; then echo "cache mount: warm since $(cat /cache/warm)"; else echo "cache mount: cold"; fi \
  && date +%s > /cache/warm
@@ -59,6 +62,11 @@ impl Repo {
         std::fs::copy(&webapp_bin, path.join("webapp")).expect("copy the webapp binary");
         std::fs::write(path.join("Dockerfile"), dockerfile).expect("write");
         std::fs::write(path.join("CHANGES"), "first\n").expect("write");
+        std::fs::create_dir(path.join("docs")).expect("mkdir");
+        for file in ["notes.txt", "docs/draft.md", "docs/keep.md"] {
+            std::fs::write(path.join(file), "text\n").expect("write");
+        }
+        std::fs::write(path.join(".dockerignore"), "notes.txt\ndocs/*\n!docs/keep.md\n").expect("write");
         Self { _dir: dir, path }
     }
 
@@ -202,7 +210,8 @@ async fn a_dockerfile_shaped_like_the_webapps_builds_with_buildkit_smokes_and_go
         "the first build fills the cache mount:\n{log}"
     );
     // BuildKit's progress as readable lines: numbered steps, their output, their times.
-    assert!(log.contains("[builder 6/6] RUN --mount=type=secret"), "{log}");
+    assert!(log.contains("[builder 8/8] RUN --mount=type=secret"), "{log}");
+    assert!(log.contains("the context follows .dockerignore"), "{log}");
     assert!(log.lines().any(|l| l.contains("DONE ") && l.ends_with('s')), "{log}");
     assert!(!log.contains("moby.buildkit.trace"), "no raw engine messages:\n{log}");
     // The secret reached the build (the step checks its value), and is masked in the log.
@@ -443,6 +452,209 @@ async fn the_pipeline_runs_on_an_engine_reached_over_tcp() {
     assert!(
         log.contains("waiting for http://127.0.0.2:"),
         "the smoke test goes to the engine's address:\n{log}"
+    );
+    assert_eq!(live_commit(host_port).await, sha.as_str());
+    runner.stop().await;
+}
+
+/// The engine behind TLS with client certificates, as `dockerd --tlsverify` serves it:
+/// the runner proves itself with `cert.pem` and checks the engine against `ca.pem`.
+#[tokio::test]
+async fn the_pipeline_runs_on_an_engine_reached_over_tls() {
+    let stunnel =
+        which("stunnel4").unwrap_or_else(|| panic!("stunnel4 is missing: install it (scripts/services.sh install)"));
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path(), "127.0.0.2");
+    let engine_port = free_port();
+    let pem = |name: &str| certs.path().join(name).display().to_string();
+    let stunnel_config = certs.path().join("stunnel.conf");
+    std::fs::write(
+        &stunnel_config,
+        format!(
+            "foreground = yes\npid =\n[engine]\naccept = 127.0.0.2:{engine_port}\nconnect = /var/run/docker.sock\n\
+             cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\n",
+            pem("server-cert.pem"),
+            pem("server-key.pem"),
+            pem("ca.pem")
+        ),
+    )
+    .expect("write");
+    let mut forward = Command::new(stunnel)
+        .arg(&stunnel_config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stunnel starts");
+    let _stop_forward = KillOnDrop(&mut forward);
+    wait_for_port("127.0.0.2", engine_port).await;
+
+    let id = unique();
+    let (project, image, host_port) = (format!("bktls{id}"), format!("runner-bktls-{id}"), free_port());
+    let _cleanup = cleanup(&project, &image);
+    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
+    let sha = repo.commit("over tls\n");
+    let cert_dir = certs.path().to_owned();
+    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
+        token_secret(build);
+        build.target = Some("app".to_owned());
+        config.engine = config::Engine {
+            host: Some(format!("tcp://127.0.0.2:{engine_port}")),
+            tls_cert_dir: Some(cert_dir),
+            ..config::Engine::default()
+        };
+    })
+    .await;
+    let (job, log) = push_and_wait(&runner, &sha).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(
+        log.contains("the token is ***"),
+        "the secret session works over TLS:\n{log}"
+    );
+    assert_eq!(live_commit(host_port).await, sha.as_str());
+    runner.stop().await;
+}
+
+/// A CA, a server certificate for `ip` and a client certificate, laid out as Docker
+/// expects (`ca.pem`, `cert.pem`, `key.pem`), plus the server's pair.
+fn make_certificates(dir: &Path, ip: &str) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl is missing ({e}): install it (scripts/services.sh install)"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test CA",
+                "-keyout",
+                "ca-key.pem",
+                "-out",
+                "ca.pem",
+            ][..],
+            &key[..],
+        ]
+        .concat(),
+    );
+    for (name, subject, extension) in [
+        ("server", "/CN=engine", format!("subjectAltName=IP:{ip}")),
+        ("client", "/CN=runner", "extendedKeyUsage=clientAuth".to_owned()),
+    ] {
+        let [key_file, request, cert_file, extensions] =
+            ["-key.pem", ".csr", "-cert.pem", ".ext"].map(|suffix| format!("{name}{suffix}"));
+        std::fs::write(dir.join(&extensions), format!("{extension}\n")).expect("write");
+        openssl(
+            &[
+                &["req", "-new", "-subj", subject, "-keyout", &key_file, "-out", &request][..],
+                &key[..],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &request,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-extfile",
+            &extensions,
+            "-out",
+            &cert_file,
+        ]);
+    }
+    std::fs::copy(dir.join("client-cert.pem"), dir.join("cert.pem")).expect("copy");
+    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).expect("copy");
+}
+
+/// The engine on a host reached over SSH (OpenSSH's sshd on 127.0.0.2, a key pair and a
+/// known host key made for the test): the runner forwards the engine's socket with `ssh`
+/// and runs the whole pipeline through it.
+#[tokio::test]
+async fn the_pipeline_runs_on_an_engine_reached_over_ssh() {
+    let sshd = Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "sshd is missing: install openssh-server (scripts/services.sh install)"
+    );
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = |name: &str| keys.path().join(name);
+    for name in ["host_key", "client_key"] {
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(key(name))
+            .output()
+            .expect("ssh-keygen runs (install openssh-client)");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let ssh_port = free_port();
+    std::fs::copy(key("client_key.pub"), key("authorized_keys")).expect("copy");
+    let host_key = std::fs::read_to_string(key("host_key.pub")).expect("read");
+    std::fs::write(key("known_hosts"), format!("[127.0.0.2]:{ssh_port} {host_key}")).expect("write");
+    std::fs::write(
+        key("sshd_config"),
+        format!(
+            "Port {ssh_port}\nListenAddress 127.0.0.2\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+             StrictModes no\nUsePAM no\nAllowStreamLocalForwarding yes\n",
+            key("host_key").display(),
+            key("authorized_keys").display()
+        ),
+    )
+    .expect("write");
+    std::fs::create_dir_all("/run/sshd").expect("sshd's privilege separation directory");
+    let mut server = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(key("sshd_config"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sshd starts");
+    let _stop_server = KillOnDrop(&mut server);
+    wait_for_port("127.0.0.2", ssh_port).await;
+
+    let id = unique();
+    let (project, image, host_port) = (format!("bkssh{id}"), format!("runner-bkssh-{id}"), free_port());
+    let _cleanup = cleanup(&project, &image);
+    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
+    let sha = repo.commit("over ssh\n");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
+    let (identity, known_hosts) = (key("client_key"), key("known_hosts"));
+    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
+        token_secret(build);
+        build.target = Some("app".to_owned());
+        config.engine = config::Engine {
+            host: Some(format!("ssh://{user}@127.0.0.2:{ssh_port}")),
+            ssh_identity_file: Some(identity),
+            ssh_known_hosts_file: Some(known_hosts),
+            ..config::Engine::default()
+        };
+    })
+    .await;
+    let (job, log) = push_and_wait(&runner, &sha).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(
+        log.contains("the token is ***"),
+        "the secret session works over SSH:\n{log}"
+    );
+    assert!(
+        log.contains("waiting for http://127.0.0.2:"),
+        "the smoke test goes to the engine's host:\n{log}"
     );
     assert_eq!(live_commit(host_port).await, sha.as_str());
     runner.stop().await;

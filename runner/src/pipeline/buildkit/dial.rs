@@ -50,6 +50,10 @@ pub async fn dial(host: &EngineHost) -> Result<Connection, DialError> {
                     source,
                 })
         }
+        EngineHost::Ssh(destination) => Err(DialError::Connect {
+            address: format!("ssh://{}", destination.host),
+            source: std::io::Error::other("an SSH engine is dialled through its tunnel's socket"),
+        }),
     }
 }
 
