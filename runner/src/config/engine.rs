@@ -213,10 +213,25 @@ mod tests {
         ] {
             assert!(parse_host(bad, None).is_err(), "{bad} was accepted");
         }
-        assert!(
-            parse_host("ssh://me@builder", None)
-                .expect_err("refused")
-                .contains("forwarded socket")
+        assert_eq!(
+            parse_host("ssh://deploy@builder.example.com:2222", None),
+            Ok(EngineHost::Ssh(SshDestination {
+                user: Some("deploy".into()),
+                host: "builder.example.com".into(),
+                port: Some(2222),
+                identity_file: None,
+                known_hosts_file: None,
+            }))
         );
+        // Nothing in the address may reach ssh as an option.
+        for bad in [
+            "ssh://-oProxyCommand=x",
+            "ssh://me@",
+            "ssh://a b@host",
+            "ssh://host:ssh",
+            "ssh://-l@host",
+        ] {
+            assert!(parse_host(bad, None).is_err(), "{bad} was accepted");
+        }
     }
 }
