@@ -124,6 +124,18 @@ async fn build_image(
         .iter()
         .map(|(key, value)| (key.clone(), value.replace("{{sha}}", &job.sha)))
         .collect();
+    if kind == JobKind::Verify {
+        // A stranger's Dockerfile could fill a cache mount (a package cache, say) with what
+        // a deploy build would then use, or read what deploy builds left there: a pull
+        // request's cache mounts live in a namespace of their own, per pull request.
+        let scope = job
+            .pull_request
+            .map_or_else(|| format!("job-{}", job.id), |number| format!("pr-{number}"));
+        build_args.insert(
+            "BUILDKIT_CACHE_MOUNT_NS".to_owned(),
+            format!("runner-{}-{scope}", project.name),
+        );
+    }
     if build.inline_cache {
         // BuildKit writes the build cache's metadata into the image, for `cache_from`.
         build_args.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
@@ -163,7 +175,13 @@ async fn build_image(
         platform: build.platform.clone(),
         cache_from: build.cache_from.clone(),
         secrets,
-        credentials: cache_credentials(project),
+        // The registry login pulls cache images for deploy builds only: with it, a pull
+        // request's Dockerfile could pull any private image of that registry.
+        credentials: if kind == JobKind::Verify {
+            HashMap::new()
+        } else {
+            cache_credentials(project)
+        },
     };
     let image_id = steps
         .run(BUILD, build.timeout, async {

@@ -184,6 +184,16 @@ fn saved_image(reference: &str) -> Vec<u8> {
     saved.stdout
 }
 
+/// Whether a build step printed a line starting with `text` (not merely a step whose
+/// command holds it): BuildKit's lines read `#N <output>`.
+fn printed(log: &str, text: &str) -> bool {
+    log.lines().any(|line| {
+        line.split_once(" #")
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .is_some_and(|(number, output)| number.bytes().all(|b| b.is_ascii_digit()) && output.starts_with(text))
+    })
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -206,16 +216,16 @@ async fn a_dockerfile_shaped_like_the_webapps_builds_with_buildkit_smokes_and_go
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(log.contains("builder: BuildKit"), "the builder is named:\n{log}");
     assert!(
-        log.contains("cache mount: cold"),
+        printed(&log, "cache mount: cold"),
         "the first build fills the cache mount:\n{log}"
     );
     // BuildKit's progress as readable lines: numbered steps, their output, their times.
     assert!(log.contains("[builder 8/8] RUN --mount=type=secret"), "{log}");
-    assert!(log.contains("the context follows .dockerignore"), "{log}");
+    assert!(printed(&log, "the context follows .dockerignore"), "{log}");
     assert!(log.lines().any(|l| l.contains("DONE ") && l.ends_with('s')), "{log}");
     assert!(!log.contains("moby.buildkit.trace"), "no raw engine messages:\n{log}");
     // The secret reached the build (the step checks its value), and is masked in the log.
-    assert!(log.contains("the token is ***"), "{log}");
+    assert!(printed(&log, "the token is ***"), "{log}");
     assert!(!log.contains(BUILD_TOKEN), "the secret is in the log:\n{log}");
     // The target stage is what was built: the later stage would have failed the build.
     assert!(!log.contains("must not run"), "{log}");
@@ -233,7 +243,7 @@ async fn a_dockerfile_shaped_like_the_webapps_builds_with_buildkit_smokes_and_go
     let (job, log) = push_and_wait(&runner, &second).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(
-        log.contains("cache mount: warm since"),
+        printed(&log, "cache mount: warm since"),
         "the cache mount persisted across jobs:\n{log}"
     );
     assert!(
@@ -244,21 +254,34 @@ async fn a_dockerfile_shaped_like_the_webapps_builds_with_buildkit_smokes_and_go
     runner.stop().await;
 }
 
+/// A pull request's Dockerfile is a stranger's code: its build is offered no secret, and
+/// it neither sees nor fills the cache mounts that deploy builds use.
 #[tokio::test]
-async fn a_pull_requests_build_gets_no_build_secret() {
+async fn a_pull_requests_build_gets_no_build_secret_and_no_deploy_cache_mount() {
     let id = unique();
     let (project, image) = (format!("bkpr{id}"), format!("runner-bkpr-{id}"));
     let _cleanup = cleanup(&project, &image);
     let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
-    let sha = repo.commit("from a fork\n");
     // A pull request from the repository itself is verified (built and smoke-tested).
     let runner = start_runner(&repo, &project, &image, free_port(), |_, build| {
         token_secret(build);
         build.target = Some("app".to_owned());
     })
     .await;
+    let deployed = repo.commit("deployed\n");
+    let (job, log) = push_and_wait(&runner, &deployed).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+
+    // The pull request also tries to leave something in the cache mount for deploys.
+    let dockerfile = webapp_like_dockerfile(&format!("runner-test-{id}"));
+    std::fs::write(
+        repo.path.join("Dockerfile"),
+        dockerfile.replace("date +%s > /cache/warm", "echo poisoned > /cache/warm"),
+    )
+    .expect("write");
+    let proposed = repo.commit("proposed\n");
     let mut body = fixture_json("pull_request.opened.payload.json");
-    body["pull_request"]["head"]["sha"] = sha.as_str().into();
+    body["pull_request"]["head"]["sha"] = proposed.as_str().into();
     let response = runner
         .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
         .await;
@@ -268,6 +291,11 @@ async fn a_pull_requests_build_gets_no_build_secret() {
         .expect("a job");
     let job = runner.wait_for_job_end(job_id).await;
     let log = runner.job_log(job_id).await;
+    assert_eq!(job["kind"], "verify", "{job}");
+    assert!(
+        printed(&log, "cache mount: cold") && !printed(&log, "cache mount: warm"),
+        "the deploy build's cache mount is not the pull request's:\n{log}"
+    );
     // The Dockerfile demands the secret; without it the build fails at that step.
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     assert!(
@@ -276,6 +304,17 @@ async fn a_pull_requests_build_gets_no_build_secret() {
     );
     let error = job["error"].as_str().expect("error");
     assert!(error.contains("DEPLOY_TOKEN"), "the failure names the secret: {error}");
+
+    // And what the pull request's build put in its cache mount is not seen by the next
+    // deploy build.
+    std::fs::write(repo.path.join("Dockerfile"), &dockerfile).expect("write");
+    let next = repo.commit("next deploy\n");
+    let (job, log) = push_and_wait(&runner, &next).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(
+        printed(&log, "cache mount: warm since") && !printed(&log, "cache mount: warm since poisoned"),
+        "the deploy build found its own cache mount, untouched:\n{log}"
+    );
     runner.stop().await;
 }
 
@@ -506,7 +545,7 @@ async fn the_pipeline_runs_on_an_engine_reached_over_tls() {
     let (job, log) = push_and_wait(&runner, &sha).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(
-        log.contains("the token is ***"),
+        printed(&log, "the token is ***"),
         "the secret session works over TLS:\n{log}"
     );
     assert_eq!(live_commit(host_port).await, sha.as_str());
@@ -649,7 +688,7 @@ async fn the_pipeline_runs_on_an_engine_reached_over_ssh() {
     let (job, log) = push_and_wait(&runner, &sha).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(
-        log.contains("the token is ***"),
+        printed(&log, "the token is ***"),
         "the secret session works over SSH:\n{log}"
     );
     assert!(
