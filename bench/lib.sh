@@ -53,6 +53,8 @@ webapp_project_toml() {
 [server]
 listen = "127.0.0.1:$1"
 database_url = "sqlite://$2"
+[dashboard]
+read_access = "public"
 [[projects]]
 name = "$3"
 repository = "Codertocat/Hello-World"
