@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use crate::config::SshDestination;
 
@@ -18,93 +18,30 @@ const REMOTE_SOCKET: &str = "/var/run/docker.sock";
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct SshTunnel {
-    /// Killed (and the forward closed) when the tunnel is dropped.
-    _ssh: tokio::process::Child,
     socket: PathBuf,
     dir: PathBuf,
+    /// Watches `ssh` and starts it again when the connection drops; aborting it kills
+    /// `ssh` (and closes the forward).
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl SshTunnel {
     /// Logs in to `destination` and forwards its engine's socket; fails with what `ssh`
-    /// said when it cannot.
+    /// said when it cannot. A forward that breaks later is opened again at the same
+    /// socket, so the engine's clients carry on once it is back.
     pub async fn open(destination: &SshDestination) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("runner-engine-{}-{}", std::process::id(), unique()));
         crate::secrets::create_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let socket = dir.join("docker.sock");
-        let mut command = tokio::process::Command::new("ssh");
-        // ssh needs the user's home (its config, keys, known hosts) and agent; nothing else
-        // of the runner's environment.
-        command.env_clear();
-        for name in ["PATH", "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        command.args([
-            "-nNT",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "StreamLocalBindUnlink=yes",
-            "-o",
-            "ServerAliveInterval=15",
-            "-o",
-            "ServerAliveCountMax=3",
-        ]);
-        if let Some(port) = destination.port {
-            command.arg("-p").arg(port.to_string());
-        }
-        if let Some(identity) = &destination.identity_file {
-            command.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
-        }
-        if let Some(known_hosts) = &destination.known_hosts_file {
-            command
-                .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-                .args(["-o", "StrictHostKeyChecking=yes"]);
-        }
-        command
-            .arg("-L")
-            .arg(format!("{}:{REMOTE_SOCKET}", socket.display()))
-            .arg("--")
-            .arg(match &destination.user {
-                Some(user) => format!("{user}@{}", destination.host),
-                None => destination.host.clone(),
-            })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut ssh = command.spawn().map_err(|e| {
-            let _ = std::fs::remove_dir_all(&dir);
-            format!("cannot run ssh ({e}); install OpenSSH's client")
-        })?;
-        let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
-        loop {
-            if socket_answers(&socket).await {
-                return Ok(Self { _ssh: ssh, socket, dir });
-            }
-            let exited = ssh.try_wait().ok().flatten();
-            if exited.is_some() || tokio::time::Instant::now() >= deadline {
-                let mut said = String::new();
-                if let Some(mut stderr) = ssh.stderr.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut said)).await;
-                }
-                let _ = ssh.kill().await;
+        let ssh = match forward(destination, &socket).await {
+            Ok(ssh) => ssh,
+            Err(error) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                let said = said.trim().lines().last().unwrap_or("no answer").to_owned();
-                return Err(match exited {
-                    Some(status) => format!("ssh to {} failed ({status}): {said}", destination.host),
-                    None => format!(
-                        "ssh to {} did not open the forward within {OPEN_TIMEOUT:?}",
-                        destination.host
-                    ),
-                });
+                return Err(error);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        let keeper = tokio::spawn(keep_open(ssh, destination.clone(), socket.clone()));
+        Ok(Self { socket, dir, keeper })
     }
 
     /// The forwarded engine socket.
@@ -115,7 +52,118 @@ impl SshTunnel {
 
 impl Drop for SshTunnel {
     fn drop(&mut self) {
+        self.keeper.abort();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits for `ssh` to end, then opens the forward again: at once the first time, then
+/// after growing pauses while it keeps failing.
+async fn keep_open(mut ssh: tokio::process::Child, destination: SshDestination, socket: PathBuf) {
+    let mut pause = Duration::ZERO;
+    loop {
+        let status = ssh.wait().await;
+        tracing::warn!(host = %destination.host, ?status, "the SSH forward to the engine ended; opening it again");
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            match forward(&destination, &socket).await {
+                Ok(reopened) => {
+                    tracing::info!(host = %destination.host, "the SSH forward to the engine is open again");
+                    ssh = reopened;
+                    pause = Duration::ZERO;
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, retry_in = ?pause, "cannot open the SSH forward to the engine"),
+            }
+        }
+    }
+}
+
+/// Starts `ssh` forwarding the engine's socket to `socket`, and waits until it answers.
+async fn forward(destination: &SshDestination, socket: &Path) -> Result<tokio::process::Child, String> {
+    let mut command = tokio::process::Command::new("ssh");
+    // ssh needs the user's home (its config, keys, known hosts) and agent; nothing else
+    // of the runner's environment.
+    command.env_clear();
+    for name in ["PATH", "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.args([
+        "-nNT",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "StreamLocalBindUnlink=yes",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=3",
+    ]);
+    if let Some(port) = destination.port {
+        command.arg("-p").arg(port.to_string());
+    }
+    if let Some(identity) = &destination.identity_file {
+        command.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
+    }
+    if let Some(known_hosts) = &destination.known_hosts_file {
+        command
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "StrictHostKeyChecking=yes"]);
+    }
+    command
+        .arg("-L")
+        .arg(format!("{}:{REMOTE_SOCKET}", socket.display()))
+        .arg("--")
+        .arg(match &destination.user {
+            Some(user) => format!("{user}@{}", destination.host),
+            None => destination.host.clone(),
+        })
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut ssh = command
+        .spawn()
+        .map_err(|e| format!("cannot run ssh ({e}); install OpenSSH's client"))?;
+    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    loop {
+        if socket_answers(socket).await {
+            // What ssh says from now on (a dropped connection, say) goes to the runner's log,
+            // and never fills the pipe.
+            if let Some(stderr) = ssh.stderr.take() {
+                let host = destination.host.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(%host, ssh = %line, "ssh");
+                    }
+                });
+            }
+            return Ok(ssh);
+        }
+        let exited = ssh.try_wait().ok().flatten();
+        if exited.is_some() || tokio::time::Instant::now() >= deadline {
+            let mut said = String::new();
+            if let Some(mut stderr) = ssh.stderr.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut said)).await;
+            }
+            let _ = ssh.kill().await;
+            let said = said.trim().lines().last().unwrap_or("no answer").to_owned();
+            return Err(match exited {
+                Some(status) => format!("ssh to {} failed ({status}): {said}", destination.host),
+                None => format!(
+                    "ssh to {} did not open the forward within {OPEN_TIMEOUT:?}",
+                    destination.host
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

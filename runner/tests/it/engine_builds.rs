@@ -696,7 +696,32 @@ async fn the_pipeline_runs_on_an_engine_reached_over_ssh() {
         "the smoke test goes to the engine's host:\n{log}"
     );
     assert_eq!(live_commit(host_port).await, sha.as_str());
+
+    // The SSH connection drops: the runner opens the forward again, and the next deploy
+    // goes through it.
+    let forward_pattern = format!("ssh -nNT .*-p {ssh_port} ");
+    let first_forward = pids_matching(&forward_pattern);
+    assert_eq!(first_forward.len(), 1, "one ssh forward: {first_forward:?}");
+    let killed = Command::new("kill").arg(&first_forward[0]).status().expect("kill");
+    assert!(killed.success());
+    eventually("the forward opened again", || {
+        let now = pids_matching(&forward_pattern);
+        (now.len() == 1 && now != first_forward).then_some(())
+    })
+    .await;
+    let sha = repo.commit("after the connection dropped\n");
+    let (job, log) = push_and_wait(&runner, &sha).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(live_commit(host_port).await, sha.as_str());
     runner.stop().await;
+}
+
+fn pids_matching(pattern: &str) -> Vec<String> {
+    let found = Command::new("pgrep").args(["-f", pattern]).output().expect("pgrep");
+    String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
