@@ -140,7 +140,7 @@ pub async fn run(
     }
     let Some(engine) = ctx.engine.clone() else {
         return Err(JobFailure::NotConfigured(
-            "no Docker engine answered when the runner started; start it (or set DOCKER_HOST) and restart the runner"
+            "no Docker engine answered when the runner started; start it (or point [engine] host at one) and restart the runner"
                 .into(),
         ));
     };
