@@ -12,15 +12,7 @@ DURATION=${1:-10}
 SSE_DEPLOYS=${2:-5}
 apt_need wrk curl git
 
-export SERVICES_DIR=$(mktemp -d)
-scripts/services.sh install >/dev/null
-scripts/services.sh start
-eval "$(scripts/services.sh env)"
-registry=$RUNNER_TEST_REGISTRY
-cargo build --release --locked -p runner >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-RUNNER="$target_dir/release/runner"
-webapp_bin=$(scripts/build-webapp-static)
+pipeline_setup
 
 work=$(mktemp -d)
 unique="dash$$"

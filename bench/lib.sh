@@ -37,6 +37,22 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {requests}")
 PY
 }
 
+# pipeline_setup: the real parts a pipeline bench needs, on a services directory of its
+# own: sets registry (the test registry), RUNNER (the release binary) and webapp_bin (the
+# static webapp). The caller's cleanup stops the services.
+pipeline_setup() {
+  export SERVICES_DIR=$(mktemp -d)
+  scripts/services.sh install >/dev/null
+  scripts/services.sh start
+  eval "$(scripts/services.sh env)"
+  registry=$RUNNER_TEST_REGISTRY
+  cargo build --release --locked -p runner >&2
+  local target_dir
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  RUNNER="$target_dir/release/runner"
+  webapp_bin=$(scripts/build-webapp-static)
+}
+
 # webapp_repo DIR BINARY: a git repository holding the static webapp as a scratch build context.
 webapp_repo() {
   mkdir -p "$1"
