@@ -24,14 +24,6 @@ impl Drop for Chromedriver {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
-}
-
 async fn start_chromedriver() -> Chromedriver {
     let driver = which("chromedriver").unwrap_or_else(|| {
         panic!("chromedriver is not installed: apt-get install chromium chromium-driver (scripts/services.sh install does it)")

@@ -455,6 +455,46 @@ async fn image_config_in_registry(registry: &str, image: &str, tag: &str) -> Str
         .expect("text")
 }
 
+/// One deploy of the webapp-like Dockerfile (with its secret) through the engine that
+/// `engine` names; the job must succeed, its secret step must have read the secret, and
+/// the new version must be live. The runner stays up for more deploys.
+struct EngineDeploy {
+    runner: TestRunner,
+    repo: Repo,
+    host_port: u16,
+    log: String,
+    _cleanup: EngineCleanup,
+}
+
+async fn deploy_through(kind: &str, engine: config::Engine) -> EngineDeploy {
+    let id = unique();
+    let (project, image, host_port) = (format!("bk{kind}{id}"), format!("runner-bk{kind}-{id}"), free_port());
+    let cleanup = cleanup(&project, &image);
+    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
+    let sha = repo.commit(&format!("over {kind}\n"));
+    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
+        token_secret(build);
+        build.target = Some("app".to_owned());
+        config.engine = engine;
+    })
+    .await;
+    let (job, log) = push_and_wait(&runner, &sha).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(log.contains("builder: BuildKit"), "{log}");
+    assert!(
+        printed(&log, "the token is ***"),
+        "the secret session works over {kind}:\n{log}"
+    );
+    assert_eq!(live_commit(host_port).await, sha.as_str());
+    EngineDeploy {
+        runner,
+        repo,
+        host_port,
+        log,
+        _cleanup: cleanup,
+    }
+}
+
 /// The engine on another address (127.0.0.2, a TCP port, as a remote engine would be):
 /// the whole pipeline runs through it, and the smoke test reaches the container there.
 #[tokio::test]
@@ -471,29 +511,20 @@ async fn the_pipeline_runs_on_an_engine_reached_over_tcp() {
     let _stop_forward = KillOnDrop(&mut forward);
     wait_for_port("127.0.0.2", engine_port).await;
 
-    let id = unique();
-    let (project, image, host_port) = (format!("bktcp{id}"), format!("runner-bktcp-{id}"), free_port());
-    let _cleanup = cleanup(&project, &image);
-    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
-    let sha = repo.commit("over tcp\n");
-    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
-        token_secret(build);
-        build.target = Some("app".to_owned());
-        config.engine = config::Engine {
+    let deploy = deploy_through(
+        "tcp",
+        config::Engine {
             host: Some(format!("tcp://127.0.0.2:{engine_port}")),
             ..config::Engine::default()
-        };
-    })
+        },
+    )
     .await;
-    let (job, log) = push_and_wait(&runner, &sha).await;
-    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
-    assert!(log.contains("builder: BuildKit"), "{log}");
     assert!(
-        log.contains("waiting for http://127.0.0.2:"),
-        "the smoke test goes to the engine's address:\n{log}"
+        deploy.log.contains("waiting for http://127.0.0.2:"),
+        "the smoke test goes to the engine's address:\n{}",
+        deploy.log
     );
-    assert_eq!(live_commit(host_port).await, sha.as_str());
-    runner.stop().await;
+    deploy.runner.stop().await;
 }
 
 /// The engine behind TLS with client certificates, as `dockerd --tlsverify` serves it:
@@ -526,30 +557,16 @@ async fn the_pipeline_runs_on_an_engine_reached_over_tls() {
     let _stop_forward = KillOnDrop(&mut forward);
     wait_for_port("127.0.0.2", engine_port).await;
 
-    let id = unique();
-    let (project, image, host_port) = (format!("bktls{id}"), format!("runner-bktls-{id}"), free_port());
-    let _cleanup = cleanup(&project, &image);
-    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
-    let sha = repo.commit("over tls\n");
-    let cert_dir = certs.path().to_owned();
-    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
-        token_secret(build);
-        build.target = Some("app".to_owned());
-        config.engine = config::Engine {
+    let deploy = deploy_through(
+        "tls",
+        config::Engine {
             host: Some(format!("tcp://127.0.0.2:{engine_port}")),
-            tls_cert_dir: Some(cert_dir),
+            tls_cert_dir: Some(certs.path().to_owned()),
             ..config::Engine::default()
-        };
-    })
+        },
+    )
     .await;
-    let (job, log) = push_and_wait(&runner, &sha).await;
-    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
-    assert!(
-        printed(&log, "the token is ***"),
-        "the secret session works over TLS:\n{log}"
-    );
-    assert_eq!(live_commit(host_port).await, sha.as_str());
-    runner.stop().await;
+    deploy.runner.stop().await;
 }
 
 /// A CA, a server certificate for `ip` and a client certificate, laid out as Docker
@@ -667,35 +684,22 @@ async fn the_pipeline_runs_on_an_engine_reached_over_ssh() {
     let _stop_server = KillOnDrop(&mut server);
     wait_for_port("127.0.0.2", ssh_port).await;
 
-    let id = unique();
-    let (project, image, host_port) = (format!("bkssh{id}"), format!("runner-bkssh-{id}"), free_port());
-    let _cleanup = cleanup(&project, &image);
-    let repo = Repo::new(&webapp_like_dockerfile(&format!("runner-test-{id}")));
-    let sha = repo.commit("over ssh\n");
     let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
-    let (identity, known_hosts) = (key("client_key"), key("known_hosts"));
-    let runner = start_runner(&repo, &project, &image, host_port, |config, build| {
-        token_secret(build);
-        build.target = Some("app".to_owned());
-        config.engine = config::Engine {
+    let deploy = deploy_through(
+        "ssh",
+        config::Engine {
             host: Some(format!("ssh://{user}@127.0.0.2:{ssh_port}")),
-            ssh_identity_file: Some(identity),
-            ssh_known_hosts_file: Some(known_hosts),
+            ssh_identity_file: Some(key("client_key")),
+            ssh_known_hosts_file: Some(key("known_hosts")),
             ..config::Engine::default()
-        };
-    })
+        },
+    )
     .await;
-    let (job, log) = push_and_wait(&runner, &sha).await;
-    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(
-        printed(&log, "the token is ***"),
-        "the secret session works over SSH:\n{log}"
+        deploy.log.contains("waiting for http://127.0.0.2:"),
+        "the smoke test goes to the engine's host:\n{}",
+        deploy.log
     );
-    assert!(
-        log.contains("waiting for http://127.0.0.2:"),
-        "the smoke test goes to the engine's host:\n{log}"
-    );
-    assert_eq!(live_commit(host_port).await, sha.as_str());
 
     // The SSH connection drops: the runner opens the forward again, and the next deploy
     // goes through it.
@@ -709,11 +713,11 @@ async fn the_pipeline_runs_on_an_engine_reached_over_ssh() {
         (now.len() == 1 && now != first_forward).then_some(())
     })
     .await;
-    let sha = repo.commit("after the connection dropped\n");
-    let (job, log) = push_and_wait(&runner, &sha).await;
+    let sha = deploy.repo.commit("after the connection dropped\n");
+    let (job, log) = push_and_wait(&deploy.runner, &sha).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
-    assert_eq!(live_commit(host_port).await, sha.as_str());
-    runner.stop().await;
+    assert_eq!(live_commit(deploy.host_port).await, sha.as_str());
+    deploy.runner.stop().await;
 }
 
 fn pids_matching(pattern: &str) -> Vec<String> {
@@ -749,14 +753,6 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
 }
 
 async fn wait_for_port(host: &str, port: u16) {

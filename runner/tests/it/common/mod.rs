@@ -300,6 +300,15 @@ pub fn containers_of_job(project: &str, job_id: i64) -> Vec<String> {
         .collect()
 }
 
+/// The program's path on `PATH`, if it is installed.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}
+
 /// Removes what the test made live in the engine, whatever the outcome.
 pub struct EngineCleanup {
     pub container: String,
