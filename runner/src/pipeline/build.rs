@@ -180,7 +180,7 @@ async fn build_image(
         credentials: if kind == JobKind::Verify {
             HashMap::new()
         } else {
-            cache_credentials(project)
+            cache_credentials(project, build)
         },
     };
     let image_id = steps
@@ -202,14 +202,12 @@ async fn build_image(
 }
 
 /// The project's own registry login, for pulling `cache_from` images from it.
-fn cache_credentials(project: &Project) -> HashMap<String, (String, secrecy::SecretString)> {
-    let Some(registry) = &project.registry else {
+fn cache_credentials(project: &Project, build: &BuildSettings) -> HashMap<String, (String, secrecy::SecretString)> {
+    let Some(registry) = project.registry.as_ref().filter(|_| !build.cache_from.is_empty()) else {
         return HashMap::new();
     };
     match (&registry.url, &registry.username, &registry.password) {
-        (Some(url), Some(username), Some(password))
-            if !project.build.as_ref().is_none_or(|b| b.cache_from.is_empty()) =>
-        {
+        (Some(url), Some(username), Some(password)) => {
             let host = url.split('/').next().unwrap_or(url).to_owned();
             HashMap::from([(host, (username.clone(), password.clone()))])
         }

@@ -104,14 +104,13 @@ pub async fn build(
         .await
         .map_err(|e| BuildKitError::Connection(e.to_string()))?;
     let status = response.status();
-    let mut body = response.into_body();
     if !status.is_success() {
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         return Err(BuildKitError::Refused {
             status,
-            message: engine_message(&bytes),
+            message: engine_message(response.into_body()).await,
         });
     }
+    let mut body = response.into_body();
 
     let mut progress = Progress::default();
     let mut outcome = Outcome::default();
@@ -255,13 +254,10 @@ async fn start_session(
         .map_err(|e| BuildKitError::Session(e.to_string()))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(BuildKitError::Session(format!("{status}: {}", engine_message(&bytes))));
+        return Err(BuildKitError::Session(format!(
+            "{status}: {}",
+            engine_message(response.into_body()).await
+        )));
     }
     let upgraded = hyper::upgrade::on(response)
         .await
@@ -305,11 +301,12 @@ where
 }
 
 /// The engine's error body is `{"message": "..."}`.
-fn engine_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
+async fn engine_message(body: hyper::body::Incoming) -> String {
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned())
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
