@@ -189,17 +189,14 @@ fn port_free(port: u16, flag: &str) -> Result<(), Prerequisite> {
 
 /// A second run finds its own app on the app port; that is not a conflict.
 async fn app_port_is_ours(docker: &Docker, port: u16) -> bool {
-    let name = crate::pipeline::live_name(PROJECT, "production");
-    match docker.inspect_container(&name, None).await {
-        Ok(container) => container
-            .host_config
-            .and_then(|h| h.port_bindings)
-            .into_iter()
-            .flatten()
-            .flat_map(|(_, bindings)| bindings.unwrap_or_default())
-            .any(|b| b.host_port.as_deref() == Some(&port.to_string())),
-        Err(_) => false,
+    let _ = port;
+    for slot in 0..2 {
+        let name = crate::pipeline::slot_name(PROJECT, "production", slot);
+        if docker.inspect_container(&name, None).await.is_ok() {
+            return true;
+        }
     }
+    false
 }
 
 fn build_webapp() -> anyhow::Result<PathBuf> {

@@ -45,6 +45,7 @@ text_enum!(
         Rollback => "rollback",
         Reconcile => "reconcile",
         Replay => "replay",
+        Promote => "promote",
     }
 );
 

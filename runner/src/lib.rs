@@ -10,6 +10,7 @@ pub mod job;
 pub mod metrics;
 pub mod percent;
 pub mod pipeline;
+pub mod proxy;
 pub mod secrets;
 pub mod startup;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::pipeline::Cancellations;
 use crate::pipeline::engine::{ContainerEngine, DockerEngine};
 use crate::pipeline::joblog::LogEvents;
 use crate::pipeline::{Connections, PipelineContext};
+use crate::proxy::{Caddy, Proxy};
 use crate::store::{self, deliveries, now_ms};
 use crate::web::AppState;
 use crate::webhook::ingest::IngestWriter;
@@ -29,6 +30,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     worker: Worker,
+    proxy: Arc<dyn Proxy>,
 }
 
 /// How long running jobs get to finish after a stop signal before the process exits anyway
@@ -51,7 +53,10 @@ impl Application {
 
         let work_root = work_root(&config.server.database_url);
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
-        let engine = connect_engine(&config, instance_id(&config.server.database_url)).await;
+        let engine = connect_engine(&config, instance_id(&config.server.database_url))
+            .await
+            .map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
+        let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
 
         let signature_keys = config
             .projects
@@ -68,6 +73,24 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
+        if has_local_environments(&config) {
+            match (proxy.check().await, &engine) {
+                (Err(error), _) => {
+                    tracing::error!(%error, "local deploys will fail until the proxy answers");
+                }
+                (Ok(()), Some(engine)) => {
+                    crate::pipeline::restore_local_environments(
+                        &config,
+                        &pool,
+                        Arc::clone(engine),
+                        Arc::clone(&proxy),
+                        http.clone(),
+                    )
+                    .await;
+                }
+                (Ok(()), None) => {}
+            }
+        }
         let worker = Worker {
             pool: pool.clone(),
             config: Arc::clone(&config),
@@ -79,8 +102,12 @@ impl Application {
                 work_root,
                 checkout_timeout: Duration::from_secs(600),
                 push_timeout: Duration::from_secs(1800),
-                engine: engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>),
-                connector: Arc::new(Connections::new(http.clone())),
+                engine,
+                connector: Arc::new(Connections::new(
+                    http.clone(),
+                    Arc::clone(&proxy),
+                    config.proxy.health_interval,
+                )),
                 clock: Arc::new(crate::pipeline::clock::SystemClock),
                 http,
                 terraform_bin: config.terraform_bin.clone(),
@@ -109,6 +136,7 @@ impl Application {
             listener,
             state,
             worker,
+            proxy,
         })
     }
 
@@ -134,6 +162,11 @@ impl Application {
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
         let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
+        let routes = tokio::spawn(crate::pipeline::keep_routes(
+            Arc::clone(&self.state.config),
+            Arc::clone(&self.proxy),
+            stop_workers.clone(),
+        ));
         let reporter = tokio::spawn(
             crate::forge::reporter::Reporter::new(
                 pool.clone(),
@@ -170,6 +203,7 @@ impl Application {
         stop_workers.cancel();
         retention.abort();
         checkpoints.abort();
+        routes.abort();
         reconciler.abort();
         // The reporter gets a moment to tell GitHub how the last jobs ended.
         let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
@@ -194,7 +228,10 @@ impl Application {
 /// The Docker engine, if one answers; and what an earlier run left in it is cleaned up.
 /// A runner whose projects need no engine still starts without one.
 async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngine> {
-    let needs_engine = config.projects.iter().any(|p| p.build.is_some() || p.target.is_some());
+    let needs_engine = config
+        .projects
+        .iter()
+        .any(|p| p.build.is_some() || p.environments.iter().any(|e| e.target.is_some()));
     match DockerEngine::connect(&config.engine.host, instance).await {
         Ok(engine) => {
             if let Err(reason) = engine.buildkit_support() {
@@ -202,9 +239,6 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
             }
             if let Err(error) = engine.reap_leftovers().await {
                 tracing::warn!(%error, "cannot remove containers left by an earlier run");
-            }
-            if let Err(error) = crate::pipeline::recover_interrupted_swaps(&engine).await {
-                tracing::warn!(%error, "cannot recover an interrupted rollout");
             }
             Some(engine)
         }
@@ -214,6 +248,14 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
         }
         Err(_) => None,
     }
+}
+
+fn has_local_environments(config: &Config) -> bool {
+    config
+        .projects
+        .iter()
+        .flat_map(|p| &p.environments)
+        .any(|e| matches!(e.target, Some(crate::config::Target::Local(_))))
 }
 
 /// A runner is known to the engine by its database: restarts keep the identity, two

@@ -9,6 +9,7 @@ mod dashboard;
 mod engine;
 mod github;
 mod project;
+mod proxy;
 mod queue;
 pub mod raw;
 mod registry;
@@ -23,7 +24,8 @@ pub use build::{BuildSettings, Builder, ContainerLimits, SmokeSettings};
 pub use dashboard::{DashboardConfig, ReadAccess};
 pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost, SshDestination};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
-pub use project::{Project, PullRequestPolicy};
+pub use project::{Environment, Project, PullRequestPolicy};
+pub use proxy::{DEFAULT_ADMIN_URL, ProxyConfig};
 pub use queue::QueueConfig;
 pub use registry::{RegistryKind, RegistrySettings};
 pub use server::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, LogFormat, ServerConfig};
@@ -72,6 +74,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub queue: QueueConfig,
     pub engine: EngineConfig,
+    pub proxy: ProxyConfig,
     pub dashboard: DashboardConfig,
     pub github: GitHubConfig,
     pub projects: Vec<Project>,
@@ -118,6 +121,7 @@ impl Config {
         let server = server::resolve(raw.server, &overrides)?;
         let queue = queue::resolve(raw.queue, &overrides)?;
         let engine = engine::resolve(raw.engine, &overrides)?;
+        let proxy = proxy::resolve(raw.proxy, &overrides)?;
         let dashboard = dashboard::resolve(raw.dashboard, &overrides)?;
         let github = github::resolve(raw.github, &overrides)?;
         let web_url = RepoLinks::web_url_of_api(&github.api_url);
@@ -141,6 +145,7 @@ impl Config {
             }
             projects.push(resolved);
         }
+        check_local_addresses(&projects)?;
 
         let admin_token = env("RUNNER_ADMIN_TOKEN")
             .filter(|t| !t.is_empty())
@@ -168,6 +173,7 @@ impl Config {
             server,
             queue,
             engine,
+            proxy,
             dashboard,
             github,
             projects,
@@ -224,6 +230,34 @@ impl Config {
         }
         set
     }
+}
+
+/// Two local environments cannot share a route or a slot: each would take the other's
+/// traffic.
+fn check_local_addresses(projects: &[Project]) -> Result<(), ConfigError> {
+    let mut taken: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (index, project) in projects.iter().enumerate() {
+        for environment in &project.environments {
+            let Some(Target::Local(rollout)) = &environment.target else {
+                continue;
+            };
+            let owner = format!("{}/{}", project.name, environment.name);
+            let addresses = rollout
+                .ports()
+                .into_iter()
+                .map(|port| format!("port {port}"))
+                .chain(rollout.hostname.iter().map(|h| format!("hostname {h}")));
+            for address in addresses {
+                if let Some(other) = taken.insert(address.clone(), owner.clone()) {
+                    return Err(invalid(
+                        format!("projects[{index}] ({owner}).rollout"),
+                        format!("{address} is already used by {other}; give each local environment its own"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn find_terraform(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -18,9 +18,8 @@ use crate::domain::{GitRef, Name, ParseError, RepoName};
 pub struct Project {
     pub name: Name,
     pub repository: RepoName,
-    pub deploy_branches: Vec<GitRef>,
-    pub deploy_tags: bool,
-    pub environment: Name,
+    /// Where pushes go live, each fed by its own branches (at least one).
+    pub environments: Vec<Environment>,
     /// Where checkout fetches from; defaults to the repository's GitHub URL. May hold
     /// credentials, so it is masked wherever text is shown.
     #[serde(serialize_with = "redacted_url")]
@@ -35,9 +34,6 @@ pub struct Project {
     pub smoke: Option<SmokeSettings>,
     pub registry: Option<RegistrySettings>,
     pub terraform: Option<TerraformSettings>,
-    /// Where deploys go live (`[projects.rollout] target = ...`).
-    #[serde(rename = "rollout")]
-    pub target: Option<Target>,
     /// Credentials for reporting to GitHub; `None`: nothing is reported.
     pub github: Option<ProjectGitHub>,
     /// The repository's pages on its forge, linked from the dashboard and the image labels.
@@ -50,21 +46,66 @@ impl std::fmt::Debug for Project {
         f.debug_struct("Project")
             .field("name", &self.name)
             .field("repository", &self.repository)
-            .field("deploy_branches", &self.deploy_branches)
-            .field("deploy_tags", &self.deploy_tags)
-            .field("environment", &self.environment)
+            .field("environments", &self.environments)
             .field("webhook_secret", &"[redacted]")
             .finish_non_exhaustive()
     }
 }
 
-impl Project {
+/// One place a project's pushes go live: its branches, its rollout, its own history and
+/// its own one-deploy-at-a-time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub name: Name,
+    pub branches: Vec<GitRef>,
+    /// Tag pushes deploy here too.
+    pub tags: bool,
+    /// Where its deploys go live (`rollout`, else the project's).
+    #[serde(rename = "rollout")]
+    pub target: Option<Target>,
+}
+
+impl Environment {
     pub fn deploys_ref(&self, git_ref: &GitRef) -> bool {
         match git_ref.kind() {
-            crate::domain::RefKind::Branch => self.deploy_branches.contains(git_ref),
-            crate::domain::RefKind::Tag => self.deploy_tags,
+            crate::domain::RefKind::Branch => self.branches.contains(git_ref),
+            crate::domain::RefKind::Tag => self.tags,
             crate::domain::RefKind::Other => false,
         }
+    }
+
+    /// The branch a deploy without one (a redeploy of a bare commit) is recorded under.
+    pub fn default_branch(&self) -> Option<&GitRef> {
+        self.branches.first()
+    }
+}
+
+impl Project {
+    /// The environments a push of `git_ref` deploys to, in the config's order.
+    pub fn environments_for<'a>(&'a self, git_ref: &'a GitRef) -> impl Iterator<Item = &'a Environment> + 'a {
+        self.environments.iter().filter(move |e| e.deploys_ref(git_ref))
+    }
+
+    pub fn deploys_ref(&self, git_ref: &GitRef) -> bool {
+        self.environments_for(git_ref).next().is_some()
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name.as_str() == name)
+    }
+
+    /// The first environment: where actions that name none go.
+    pub fn default_environment(&self) -> &Environment {
+        &self.environments[0]
+    }
+
+    /// The branch a deploy of a bare commit is recorded under.
+    pub fn default_branch(&self) -> GitRef {
+        self.environments
+            .iter()
+            .find_map(Environment::default_branch)
+            .cloned()
+            .unwrap_or_else(|| GitRef::branch("main").unwrap_or_else(|_| unreachable!("\"main\" is a branch name")))
     }
 }
 
@@ -106,28 +147,7 @@ pub(super) fn resolve(
 
     let name = parse(field("name"), Name::parse(&raw.name))?;
     let repository = parse(field("repository"), RepoName::parse(&raw.repository))?;
-    if raw.deploy_branches.is_empty() {
-        return Err(invalid(
-            field("deploy_branches"),
-            "list at least one branch, e.g. [\"main\"]",
-        ));
-    }
-    let deploy_branches = raw
-        .deploy_branches
-        .iter()
-        .map(|branch| {
-            let qualified = if branch.starts_with("refs/") {
-                GitRef::parse(branch)
-            } else {
-                GitRef::branch(branch)
-            };
-            parse(field("deploy_branches"), qualified)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let environment = parse(
-        field("environment"),
-        Name::parse(raw.environment.as_deref().unwrap_or("production")),
-    )?;
+    let environments = resolve_environments(&raw, &at)?;
     let webhook_secret = secrets
         .env_or_file(
             raw.webhook_secret_env.as_deref(),
@@ -158,9 +178,7 @@ pub(super) fn resolve(
     Ok(Project {
         name,
         repository,
-        deploy_branches,
-        deploy_tags: raw.deploy_tags,
-        environment,
+        environments,
         clone_url: raw.clone_url.filter(|u| !u.is_empty()).map(SecretString::from),
         webhook_secret,
         pull_requests,
@@ -175,11 +193,83 @@ pub(super) fn resolve(
             .terraform
             .map(|t| super::terraform::resolve(t, &at, secrets))
             .transpose()?,
-        target: raw.rollout.map(|r| super::target::resolve(r, &at)).transpose()?,
         github: raw
             .github
             .map(|g| super::github::resolve_project(g, &field("github"), secrets))
             .transpose()?,
         links,
     })
+}
+
+fn parse_branches(raw: &[String], field: &str) -> Result<Vec<GitRef>, ConfigError> {
+    raw.iter()
+        .map(|branch| {
+            let qualified = if branch.starts_with("refs/") {
+                GitRef::parse(branch)
+            } else {
+                GitRef::branch(branch)
+            };
+            qualified.map_err(|e| invalid(field, e))
+        })
+        .collect()
+}
+
+/// `[[projects.environments]]`, or the one environment the project-level keys describe.
+fn resolve_environments(raw: &RawProject, at: &str) -> Result<Vec<Environment>, ConfigError> {
+    let field = |name: &str| format!("{at}.{name}");
+    let default_target = raw.rollout.clone().map(|r| super::target::resolve(r, at)).transpose()?;
+    if raw.environments.is_empty() {
+        if raw.deploy_branches.is_empty() {
+            return Err(invalid(
+                field("deploy_branches"),
+                "list at least one branch, e.g. [\"main\"] (or declare [[projects.environments]])",
+            ));
+        }
+        let name = Name::parse(raw.environment.as_deref().unwrap_or("production"))
+            .map_err(|e| invalid(field("environment"), e))?;
+        return Ok(vec![Environment {
+            name,
+            branches: parse_branches(&raw.deploy_branches, &field("deploy_branches"))?,
+            tags: raw.deploy_tags,
+            target: default_target,
+        }]);
+    }
+    for (key, set) in [
+        ("deploy_branches", !raw.deploy_branches.is_empty()),
+        ("environment", raw.environment.is_some()),
+        ("deploy_tags", raw.deploy_tags),
+    ] {
+        if set {
+            return Err(invalid(
+                field(key),
+                "cannot be set beside [[projects.environments]]: give each environment its branches",
+            ));
+        }
+    }
+    let mut environments: Vec<Environment> = Vec::with_capacity(raw.environments.len());
+    for (index, environment) in raw.environments.iter().enumerate() {
+        let at = format!("{at}.environments[{index}]");
+        let field = |name: &str| format!("{at}.{name}");
+        let name = Name::parse(&environment.name).map_err(|e| invalid(field("name"), e))?;
+        if environments.iter().any(|e| e.name == name) {
+            return Err(invalid(field("name"), format!("{:?} is declared twice", name.as_str())));
+        }
+        if environment.branches.is_empty() && !environment.tags {
+            return Err(invalid(
+                field("branches"),
+                "list at least one branch (or set tags = true), e.g. [\"main\"]",
+            ));
+        }
+        let target = match environment.rollout.clone() {
+            Some(rollout) => Some(super::target::resolve(rollout, &at)?),
+            None => default_target.clone(),
+        };
+        environments.push(Environment {
+            name,
+            branches: parse_branches(&environment.branches, &field("branches"))?,
+            tags: environment.tags,
+            target,
+        });
+    }
+    Ok(environments)
 }

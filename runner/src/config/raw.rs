@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub engine: RawEngine,
     #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
     pub dashboard: RawDashboard,
     #[serde(default)]
     pub github: RawGitHub,
@@ -74,6 +76,16 @@ pub struct RawEngine {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub admin_url: Option<String>,
+    pub http_listen: Option<String>,
+    pub https_listen: Option<String>,
+    pub health_interval_ms: Option<u64>,
+    pub check_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawQueue {
     pub workers: Option<usize>,
     pub lease_secs: Option<u64>,
@@ -86,6 +98,7 @@ pub struct RawQueue {
 pub struct RawProject {
     pub name: String,
     pub repository: String,
+    #[serde(default)]
     pub deploy_branches: Vec<String>,
     pub webhook_secret_env: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
@@ -101,6 +114,21 @@ pub struct RawProject {
     pub terraform: Option<RawTerraform>,
     pub rollout: Option<RawRollout>,
     pub github: Option<RawProjectGitHub>,
+    /// Several environments fed by branches of the repository; without them, the
+    /// project has one (`environment`, `deploy_branches`, `deploy_tags`, `rollout`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<RawEnvironment>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub name: String,
+    #[serde(default)]
+    pub branches: Vec<String>,
+    #[serde(default)]
+    pub tags: bool,
+    pub rollout: Option<RawRollout>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -186,6 +214,10 @@ pub struct RawRollout {
     pub target: String,
     pub host_port: Option<u16>,
     pub bind: Option<String>,
+    pub hostname: Option<String>,
+    pub tls: Option<String>,
+    pub slot_ports: Option<Vec<u16>>,
+    pub drain_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub cluster: Option<String>,
     pub service: Option<String>,

@@ -25,8 +25,9 @@ const HELLO: &str = r#"
 fn the_pinned_keys_alone_make_a_valid_project() {
     let config = load(HELLO, &[("HELLO_SECRET", "s3cret")]).expect("valid");
     let project = &config.projects[0];
-    assert_eq!(project.deploy_branches[0].as_str(), "refs/heads/master");
-    assert_eq!(project.environment.as_str(), "production");
+    let environment = project.default_environment();
+    assert_eq!(environment.branches[0].as_str(), "refs/heads/master");
+    assert_eq!(environment.name.as_str(), "production");
     assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(config.server.database_url, DEFAULT_DATABASE_URL);
     assert_eq!(config.server.max_body_bytes, 25 * 1024 * 1024);
@@ -239,8 +240,8 @@ fn terraform_and_ecs_settings_are_read_with_their_defaults() {
     assert_eq!(terraform.image_var, "image_url");
     assert_eq!(terraform.workspace, "default");
     assert!(terraform.require_approval);
-    let Some(Target::Ecs(ecs)) = &project.target else {
-        panic!("an ECS target: {:?}", project.target);
+    let Some(Target::Ecs(ecs)) = &project.default_environment().target else {
+        panic!("an ECS target: {:?}", project.default_environment().target);
     };
     assert_eq!((ecs.cluster.as_str(), ecs.container.as_str()), ("c", "app"));
     assert!(ecs.rollback_on_failure);

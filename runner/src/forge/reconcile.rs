@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Project};
-use crate::domain::CommitSha;
+use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::{JobKind, Trigger};
 use crate::metrics::Metrics;
 use crate::store::jobs::{NewJob, enqueue_now};
@@ -95,7 +95,12 @@ impl Reconciler {
                 *seen_up_to = (*seen_up_to).max(newest);
             }
         }
-        for branch in &project.deploy_branches {
+        let heads: Vec<(&Name, &GitRef)> = project
+            .environments
+            .iter()
+            .flat_map(|e| e.branches.iter().map(move |b| (&e.name, b)))
+            .collect();
+        for (environment, branch) in heads {
             let head = github.branch_head(branch.short_name()).await?;
             let Ok(sha) = CommitSha::parse(&head) else { continue };
             if reports::sha_seen(&self.pool, project.name.as_str(), sha.as_str()).await? {
@@ -104,7 +109,7 @@ impl Reconciler {
             let job = NewJob {
                 held_for_approval: false,
                 project: project.name.clone(),
-                environment: project.environment.clone(),
+                environment: environment.clone(),
                 kind: JobKind::Deploy,
                 trigger: Trigger::Reconcile,
                 git_ref: branch.clone(),

@@ -143,7 +143,7 @@ impl Reporter {
         }
         let outcome = async {
             let client = self.client(&project).await?;
-            self.send(client.as_ref(), &project, job).await
+            self.send(client.as_ref(), job).await
         }
         .await;
         let error = match outcome {
@@ -189,7 +189,7 @@ impl Reporter {
         }
     }
 
-    async fn send(&mut self, client: &dyn Forge, project: &Project, job: &Unreported) -> Result<(), ForgeError> {
+    async fn send(&mut self, client: &dyn Forge, job: &Unreported) -> Result<(), ForgeError> {
         let job_url = self
             .config
             .dashboard
@@ -223,7 +223,7 @@ impl Reporter {
                     trigger => format!("{trigger} deploy by the runner (job {})", job.id),
                 };
                 let id = client
-                    .create_deployment(&job.sha, project.environment.as_str(), &what)
+                    .create_deployment(&job.sha, job.environment.as_str(), &what)
                     .await?;
                 if let Err(error) = reports::set_deployment(&self.pool, job.id, id).await {
                     // Kept in memory instead: the next pass uses this id rather than

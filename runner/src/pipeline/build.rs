@@ -13,13 +13,14 @@ use super::{
     BUILD, CHECKOUT, JobDirs, JobFailure, PUSH, SMOKE, STEP_MARGIN, context, create_dirs, deliver, infra, probe,
     remove_workdir, workdir_of,
 };
-use crate::config::{BuildSettings, Project};
+use crate::config::{BuildSettings, Environment, Project};
 use crate::job::JobKind;
 use crate::store::now_ms;
 
 pub(super) async fn run(
     steps: &Steps<'_>,
     project: &Project,
+    environment: &Environment,
     engine: &Arc<dyn ContainerEngine>,
     kind: JobKind,
 ) -> Result<(), JobFailure> {
@@ -104,7 +105,7 @@ pub(super) async fn run(
         run_ref: format!("{repository}@{digest}"),
         digest: Some(digest),
     };
-    deliver::deliver(steps, project, engine, &dirs, &pushed).await
+    deliver::deliver(steps, project, environment, engine, &dirs, &pushed).await
 }
 
 /// Packs the checkout's build context and builds it; returns the local tag.

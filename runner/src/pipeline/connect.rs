@@ -16,7 +16,8 @@ use super::target::ecs::EcsTarget;
 use super::target::ecs_api::Ecs;
 use super::target::local::LocalTarget;
 use super::terraform::{Module, Terraform};
-use crate::config::{Project, RegistryKind, RegistrySettings, Target};
+use crate::config::{Environment, Project, RegistryKind, RegistrySettings, Target};
+use crate::proxy::Proxy;
 
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {
@@ -28,6 +29,7 @@ pub trait Connector: Send + Sync {
     async fn target(
         &self,
         project: &Project,
+        environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<dyn DeployTarget>, String>;
@@ -40,6 +42,8 @@ type AwsKey = (Option<String>, Option<String>);
 #[derive(Clone, Default)]
 pub struct Connections {
     http: reqwest::Client,
+    /// The proxy in front of local environments, and how often it checks their slots.
+    proxy: Option<(Arc<dyn Proxy>, std::time::Duration)>,
     /// ECR clients by region and endpoint, created on first use so their token caches are
     /// shared by jobs.
     ecr: Arc<tokio::sync::Mutex<HashMap<AwsKey, Arc<Ecr>>>>,
@@ -48,10 +52,11 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// `http` probes the local target's containers.
-    pub fn new(http: reqwest::Client) -> Self {
+    /// `http` probes the local target's containers; `proxy` routes to them.
+    pub fn new(http: reqwest::Client, proxy: Arc<dyn Proxy>, health_interval: std::time::Duration) -> Self {
         Self {
             http,
+            proxy: Some((proxy, health_interval)),
             ..Self::default()
         }
     }
@@ -87,11 +92,26 @@ impl Connector for Connections {
     async fn target(
         &self,
         project: &Project,
+        environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<dyn DeployTarget>, String> {
         Ok(match target {
-            Target::Local(rollout) => Arc::new(LocalTarget::for_project(project, rollout, engine, self.http.clone())?),
+            Target::Local(rollout) => {
+                let (proxy, interval) = self
+                    .proxy
+                    .clone()
+                    .ok_or("the local target needs the proxy ([proxy] admin_url)")?;
+                Arc::new(LocalTarget::for_environment(
+                    project,
+                    environment,
+                    rollout,
+                    engine,
+                    proxy,
+                    self.http.clone(),
+                    interval,
+                )?)
+            }
             Target::Ecs(settings) => {
                 let key = (settings.region.clone(), settings.endpoint_url.clone());
                 Arc::new(EcsTarget {

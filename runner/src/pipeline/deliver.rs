@@ -11,7 +11,7 @@ use super::engine::ContainerEngine;
 use super::steps::Steps;
 use super::target::Release;
 use super::{CHECKOUT, JobDirs, JobFailure, RECORD, ROLLOUT, STEP_MARGIN, create_dirs, infra, workdir_of};
-use crate::config::Project;
+use crate::config::{Environment, Project};
 use crate::job::DeploymentStatus;
 use crate::store::deployments::{self, NewDeployment};
 use crate::store::now_ms;
@@ -28,17 +28,18 @@ pub(super) struct Pushed {
 pub(super) async fn deliver(
     steps: &Steps<'_>,
     project: &Project,
+    environment: &Environment,
     engine: &Arc<dyn ContainerEngine>,
     dirs: &JobDirs,
     pushed: &Pushed,
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
-    let Some(settings) = &project.target else {
+    let Some(settings) = &environment.target else {
         unreachable!("settings were checked before the job started");
     };
     let target = ctx
         .connector
-        .target(project, settings, Arc::clone(engine))
+        .target(project, environment, settings, Arc::clone(engine))
         .await
         .map_err(JobFailure::NotConfigured)?;
     // What runs before terraform touches it: what a failed rollout goes back to.
@@ -60,7 +61,7 @@ pub(super) async fn deliver(
         &NewDeployment {
             job_id: job.id.get(),
             project: project.name.as_str(),
-            environment: project.environment.as_str(),
+            environment: environment.name.as_str(),
             sha: &job.sha,
             image_ref: &pushed.image_ref,
             image_digest: pushed.digest.as_deref(),
@@ -90,6 +91,7 @@ pub(super) async fn deliver(
         sha: &job.sha,
         image: &pushed.run_ref,
         previous,
+        replaces: deployment.replaced_id,
     };
     let rolled_back = AtomicBool::new(false);
     let result = steps
@@ -121,6 +123,9 @@ pub(super) async fn deliver(
         })
         .await?;
     log.system(format!("deployment {} is live at {url}", deployment.id));
+    // What it replaced goes only now: a crash before this line leaves both, and the
+    // runner's record says which one serves.
+    target.retire(&release, log).await;
     Ok(())
 }
 
@@ -135,10 +140,12 @@ async fn record_failure(steps: &Steps<'_>, deployment_id: i64, status: Deploymen
     }
 }
 
-/// Puts an earlier deployment's image live again.
-pub(super) async fn rollback(
+/// Puts an earlier deployment's image live: again in its own environment (a rollback),
+/// or in another one (a promotion). Nothing is rebuilt: the digest is the same.
+pub(super) async fn redeliver(
     steps: &Steps<'_>,
     project: &Project,
+    environment: &Environment,
     engine: &Arc<dyn ContainerEngine>,
 ) -> Result<(), JobFailure> {
     let (ctx, job) = (steps.ctx, steps.job);
@@ -151,8 +158,8 @@ pub(super) async fn rollback(
     };
     let Some(target) = target else {
         return Err(JobFailure::NotConfigured(format!(
-            "rollback job {} names no deployment that exists",
-            job.id
+            "{} job {} names no deployment that exists",
+            job.trigger, job.id
         )));
     };
     let Some(digest) = target.image_digest.clone() else {
@@ -165,10 +172,23 @@ pub(super) async fn rollback(
         .image_ref
         .rsplit_once(':')
         .map_or(target.image_ref.as_str(), |(repo, _)| repo);
-    steps.log.system(format!(
-        "rolling back to deployment {} ({} at {})",
-        target.id, target.image_ref, digest
-    ));
+    if target.project.as_str() != project.name.as_str() {
+        return Err(JobFailure::NotConfigured(format!(
+            "deployment {} belongs to project {}, not {}",
+            target.id, target.project, project.name
+        )));
+    }
+    steps.log.system(if target.environment == environment.name {
+        format!(
+            "rolling back to deployment {} ({} at {})",
+            target.id, target.image_ref, digest
+        )
+    } else {
+        format!(
+            "promoting deployment {} of {} ({} at {}) to {}",
+            target.id, target.environment, target.image_ref, digest, environment.name
+        )
+    });
     let dirs = workdir_of(ctx, job);
     if project.terraform.is_some() {
         let checkout = ctx.connector.checkout(project, &dirs.home);
@@ -184,5 +204,5 @@ pub(super) async fn rollback(
         run_ref: format!("{repository}@{digest}"),
         digest: Some(digest),
     };
-    deliver(steps, project, engine, &dirs, &pushed).await
+    deliver(steps, project, environment, engine, &dirs, &pushed).await
 }

@@ -38,6 +38,12 @@ pub enum Role {
 }
 
 impl Role {
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Smoke, Self::Candidate, Self::Live]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Smoke => "smoke",
@@ -77,6 +83,15 @@ pub struct ContainerSpec {
     pub limits: crate::config::ContainerLimits,
 }
 
+/// A container this runner made, as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct ManagedContainer {
+    pub id: String,
+    pub role: Option<Role>,
+    pub running: bool,
+    pub labels: HashMap<String, String>,
+}
+
 /// A started container and the host port its service answers on.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -111,6 +126,8 @@ pub trait ContainerEngine: Send + Sync {
     async fn stop(&self, container: &str) -> Result<(), EngineError>;
     /// Starts a stopped container again.
     async fn restart(&self, container: &str) -> Result<(), EngineError>;
+    /// This runner's containers that carry every one of `labels`, running or not.
+    async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError>;
     async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError>;
 }
 
@@ -630,6 +647,29 @@ impl ContainerEngine for DockerEngine {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+
+    async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError> {
+        let mut filters = vec![format!("{MANAGED_LABEL}={}", self.instance)];
+        filters.extend(labels.iter().map(|(key, value)| format!("{key}={value}")));
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), filters)])),
+            ..Default::default()
+        };
+        let listed = self.docker.list_containers(Some(options)).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                Some(ManagedContainer {
+                    role: labels.get(ROLE_LABEL).and_then(|r| Role::parse(r)),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    id: c.id?,
+                    labels,
+                })
+            })
+            .collect())
     }
 
     async fn restart(&self, container: &str) -> Result<(), EngineError> {

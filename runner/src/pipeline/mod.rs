@@ -29,7 +29,7 @@ mod tests;
 
 pub use cancel::Cancellations;
 pub use connect::{Connections, Connector};
-pub use target::local::{live_name, recover_interrupted_swaps};
+pub use target::local::{keep_routes, restore_local_environments, slot_name};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ use secrecy::ExposeSecret;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Project;
+use crate::config::{Environment, Project};
 use crate::job::{JobKind, Trigger};
 use crate::store::jobs::Job;
 use crate::store::{now_ms, steps as step_store};
@@ -123,9 +123,15 @@ pub async fn run(
         "{} job ({}) for {} at {} ({}), attempt {}",
         job.kind, job.trigger, project.name, job.sha, job.git_ref, job.attempts
     ));
+    let Some(environment) = project.environment(job.environment.as_str()) else {
+        return Err(JobFailure::NotConfigured(format!(
+            "project {} has no environment {:?} any more",
+            project.name, job.environment
+        )));
+    };
     let plan = step_plan(project, job);
     let plan = plan.as_slice();
-    let missing = missing_settings(project, plan);
+    let missing = missing_settings(project, environment, plan);
     if !missing.is_empty() {
         return Err(JobFailure::NotConfigured(format!(
             "project {} cannot {} yet: configure {} in its [[projects]] entry",
@@ -150,8 +156,10 @@ pub async fn run(
     }
     let steps = Steps { ctx, job, log, cancel };
     let result = match (job.kind, job.trigger) {
-        (JobKind::Deploy, Trigger::Rollback) => deliver::rollback(&steps, project, &engine).await,
-        (kind, _) => build::run(&steps, project, &engine, kind).await,
+        (JobKind::Deploy, Trigger::Rollback | Trigger::Promote) => {
+            deliver::redeliver(&steps, project, environment, &engine).await
+        }
+        (kind, _) => build::run(&steps, project, environment, &engine, kind).await,
     };
     // A checkout kept for the terraform steps goes now, whatever happened.
     remove_workdir(&workdir_of(ctx, job).root, log).await;
@@ -177,7 +185,7 @@ fn step_plan(project: &Project, job: &Job) -> Vec<&'static str> {
                 plan.push(PLAN);
             }
         }
-        (JobKind::Deploy, Trigger::Rollback) => {
+        (JobKind::Deploy, Trigger::Rollback | Trigger::Promote) => {
             if !infra.is_empty() {
                 plan.push(CHECKOUT);
             }
@@ -236,7 +244,7 @@ async fn remove_workdir(workdir: &std::path::Path, log: &JobLog) {
     }
 }
 
-fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
+fn missing_settings(project: &Project, environment: &Environment, plan: &[&str]) -> Vec<&'static str> {
     let mut missing = Vec::new();
     if plan.contains(&BUILD) && project.build.is_none() {
         missing.push("[projects.build] (image, context, dockerfile)");
@@ -247,12 +255,12 @@ fn missing_settings(project: &Project, plan: &[&str]) -> Vec<&'static str> {
     if plan.contains(&PUSH) && project.registry.is_none() {
         missing.push("[projects.registry] (kind, url)");
     }
-    if plan.contains(&ROLLOUT) && project.target.is_none() {
-        missing.push("[projects.rollout] (target, host_port)");
+    if plan.contains(&ROLLOUT) && environment.target.is_none() {
+        missing.push("[projects.rollout] (target, host_port), or the environment's rollout");
     }
     if plan.contains(&ROLLOUT)
         && !plan.contains(&SMOKE)
-        && matches!(project.target, Some(crate::config::Target::Local(_)))
+        && matches!(environment.target, Some(crate::config::Target::Local(_)))
         && project.smoke.is_none()
     {
         missing.push("[projects.smoke] (container_port, path): the local target probes it");

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkout::Checkout;
 use super::clock::Clock;
-use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, EngineError, RegistryAuth, Role, Started};
+use super::engine::{
+    BuildRequest, ContainerEngine, ContainerSpec, EngineError, ManagedContainer, RegistryAuth, Role, Started,
+};
 use super::joblog::{JobLog, LogEvents};
 use super::registry::{Destination, Registry};
 use super::target::DeployTarget;
@@ -28,7 +30,7 @@ use super::target::ecs_api::{Deployer, EcsError};
 use super::target::local::LocalTarget;
 use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
 use super::{Connector, JobFailure, PipelineContext};
-use crate::config::{Config, Project, RegistrySettings, Target};
+use crate::config::{Config, Environment, Project, RegistrySettings, Target};
 use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::{DeploymentStatus, JobKind, JobState, StepState, Trigger};
 use crate::store::jobs::{self, Job, NewJob};
@@ -42,6 +44,7 @@ struct FakeContainer {
     name: String,
     image: String,
     role: Role,
+    labels: HashMap<String, String>,
     addr: SocketAddr,
     server: Option<JoinHandle<()>>,
 }
@@ -194,6 +197,7 @@ impl ContainerEngine for FakeEngine {
                 name: spec.name.clone(),
                 image: spec.image.clone(),
                 role: spec.role,
+                labels: spec.labels.clone(),
                 addr: bound,
                 server: Some(server),
             },
@@ -279,6 +283,24 @@ impl ContainerEngine for FakeEngine {
             .expect("the container still exists")
             .server = Some(server);
         Ok(())
+    }
+
+    async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError> {
+        let containers = self.containers.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(containers
+            .iter()
+            .filter(|(_, c)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(id, c)| ManagedContainer {
+                id: id.clone(),
+                role: Some(c.role),
+                running: c.server.is_some(),
+                labels: c.labels.clone(),
+            })
+            .collect())
     }
 
     async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError> {
@@ -498,16 +520,43 @@ impl Connector for FakeConnector {
     async fn target(
         &self,
         project: &Project,
+        environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<dyn DeployTarget>, String> {
         Ok(match target {
-            Target::Local(rollout) => Arc::new(LocalTarget::for_project(project, rollout, engine, self.http.clone())?),
+            Target::Local(rollout) => Arc::new(LocalTarget::for_environment(
+                project,
+                environment,
+                rollout,
+                engine,
+                Arc::new(FakeProxy),
+                self.http.clone(),
+                Duration::from_millis(10),
+            )?),
             Target::Ecs(settings) => Arc::new(EcsTarget {
                 ecs: Arc::clone(&self.ecs) as Arc<dyn Deployer>,
                 settings: settings.clone(),
             }),
         })
+    }
+}
+
+/// A proxy that takes every route; nothing is ever in flight.
+struct FakeProxy;
+
+#[async_trait::async_trait]
+impl crate::proxy::Proxy for FakeProxy {
+    async fn ensure(&self, _route: &crate::proxy::Route) -> Result<crate::proxy::Applied, crate::proxy::ProxyError> {
+        Ok(crate::proxy::Applied::Unchanged)
+    }
+
+    async fn in_flight(&self, _upstream: SocketAddr) -> Result<u64, crate::proxy::ProxyError> {
+        Ok(0)
+    }
+
+    async fn check(&self) -> Result<(), crate::proxy::ProxyError> {
+        Ok(())
     }
 }
 
@@ -600,7 +649,13 @@ async fn harness_full(rollout: Option<&str>, extra: &str, tune: impl FnOnce(&mut
     let dir = tempfile::tempdir().expect("temporary directory");
     let live_port = free_port();
     let rollout = rollout.map_or_else(
-        || format!("target = \"local\"\nhost_port = {live_port}\ntimeout_secs = 4"),
+        || {
+            format!(
+                "target = \"local\"\nhost_port = {}\nslot_ports = [{live_port}, {}]\ntimeout_secs = 4",
+                free_port(),
+                free_port()
+            )
+        },
         str::to_owned,
     );
     let toml = format!(
@@ -820,14 +875,18 @@ async fn a_deploy_runs_every_step_in_order_and_leaves_only_the_live_container() 
     let first = |op: &str| order.iter().position(|o| *o == op).unwrap_or(usize::MAX);
     assert!(first("build") < first("start"), "{calls:?}");
     assert!(
-        first("push") < calls.iter().position(|c| c.contains("candidate")).expect("a candidate"),
+        first("push")
+            < calls
+                .iter()
+                .position(|c| c == "start runner-app-production-a")
+                .expect("the release starts in slot a"),
         "{calls:?}"
     );
 
     let digest_ref = format!("registry.test/app@sha256:{SHA}");
     assert_eq!(
         h.engine.containers(),
-        [("runner-app-production".to_owned(), digest_ref, true)],
+        [("runner-app-production-a".to_owned(), digest_ref, true)],
         "only the live container is left, running the pushed digest"
     );
     assert_eq!(h.live_answers().await, Some(200));
@@ -836,10 +895,8 @@ async fn a_deploy_runs_every_step_in_order_and_leaves_only_the_live_container() 
     assert_eq!(deployment.image_ref, format!("registry.test/app:{SHA}"));
     assert_eq!(h.work_dirs_left(), 0, "the job's directories are removed");
     assert!(
-        ran.log.contains(&format!(
-            "deployment {} is live at http://127.0.0.1:{}",
-            deployment.id, h.live_port
-        )),
+        ran.log
+            .contains(&format!("deployment {} is live at http://127.0.0.1:", deployment.id)),
         "{}",
         ran.log
     );
@@ -867,7 +924,7 @@ async fn a_failing_step_ends_the_job_there_and_removes_what_it_started() {
         ),
         (
             "rollout",
-            |e| e.script(|s| s.unhealthy.push(Role::Candidate)),
+            |e| e.script(|s| s.unhealthy.push(Role::Live)),
             "never became healthy",
         ),
     ];
@@ -913,7 +970,7 @@ async fn a_cancel_during_any_step_stops_the_job_and_removes_its_containers() {
         ("push", |h| {
             h.engine.script(|s| s.slow_on("push", Duration::from_secs(30)))
         }),
-        ("rollout", |h| h.engine.script(|s| s.unhealthy.push(Role::Candidate))),
+        ("rollout", |h| h.engine.script(|s| s.unhealthy.push(Role::Live))),
     ];
     for (step, setup) in cases {
         let h = harness().await;
@@ -1001,35 +1058,39 @@ async fn a_step_past_its_timeout_fails_the_job_as_timed_out() {
 }
 
 #[tokio::test]
-async fn a_new_version_unhealthy_on_the_live_port_gives_the_port_back_to_the_old_one() {
+async fn deploys_alternate_slots_and_retire_what_they_replace() {
+    let h = harness().await;
+    for (n, slot) in [(1, "a"), (2, "b"), (3, "a")] {
+        h.deploy(&sha(n)).await.result.expect("the deploy succeeds");
+        let containers = h.engine.containers();
+        assert_eq!(containers.len(), 1, "deploy {n}: one container is left: {containers:?}");
+        assert_eq!(containers[0].0, format!("runner-app-production-{slot}"), "deploy {n}");
+        assert!(containers[0].1.ends_with(&sha(n)), "deploy {n}: {containers:?}");
+        assert!(containers[0].2, "deploy {n}: it runs");
+    }
+}
+
+#[tokio::test]
+async fn a_new_version_that_never_gets_healthy_leaves_the_old_one_serving_in_its_slot() {
     let h = harness().await;
     h.deploy(&sha(1)).await.result.expect("the first deploy succeeds");
-    // The second version passes as a candidate, and fails once it owns the port.
     h.engine.script(|s| s.unhealthy_live_images.push(sha(2)));
     let second = h.deploy(&sha(2)).await;
-    let failure = second.result.as_ref().expect_err("the swap fails").to_string();
+    let failure = second.result.as_ref().expect_err("the rollout fails").to_string();
     assert!(failure.contains("never became healthy"), "{failure}");
-    assert!(failure.contains("the previous container was restored"), "{failure}");
+    assert!(failure.contains("the live version keeps serving"), "{failure}");
     let calls = h.engine.calls();
     assert!(
-        calls
+        !calls
             .iter()
-            .any(|c| c.starts_with("rename") && c.ends_with(" runner-app-production")),
-        "the old container got its name back: {calls:?}"
+            .any(|c| c.starts_with("stop runner-app-production-a") || c.starts_with("stop c0")),
+        "the live version was never stopped: {calls:?}"
     );
-    assert!(calls.iter().any(|c| c.starts_with("restart")), "{calls:?}");
     let containers = h.engine.containers();
-    assert_eq!(containers.len(), 1, "{containers:?}");
-    assert_eq!(containers[0].0, "runner-app-production");
-    assert!(
-        containers[0].1.ends_with(&sha(1)),
-        "the old image serves again: {containers:?}"
-    );
-    assert_eq!(
-        h.live_answers().await,
-        Some(200),
-        "and it answers on the environment's port"
-    );
+    assert_eq!(containers.len(), 1, "the new version was removed: {containers:?}");
+    assert_eq!(containers[0].0, "runner-app-production-a");
+    assert!(containers[0].1.ends_with(&sha(1)), "{containers:?}");
+    assert_eq!(h.live_answers().await, Some(200), "slot a still answers");
     assert_eq!(h.deployment_of(&second.job).await.status, DeploymentStatus::Failed);
 }
 

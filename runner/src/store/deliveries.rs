@@ -11,9 +11,15 @@ use super::{Page, StoreError};
 /// What the ingest decided to do with a verified, parsed delivery.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Queue(NewJob),
-    Ignore { reason: String },
-    CancelPullRequest { project: String, number: i64 },
+    /// One job per environment the delivery feeds (a pull request: one verify job).
+    Queue(Vec<NewJob>),
+    Ignore {
+        reason: String,
+    },
+    CancelPullRequest {
+        project: String,
+        number: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -155,9 +161,9 @@ async fn record_in_transaction(
     let new_jobs: Vec<&NewJob> = batch
         .iter()
         .zip(&is_new)
-        .filter_map(|((_, action), new)| match action {
-            Action::Queue(job) if *new => Some(job),
-            _ => None,
+        .flat_map(|((_, action), new)| match action {
+            Action::Queue(jobs) if *new => jobs.as_slice(),
+            _ => &[],
         })
         .collect();
 
@@ -209,8 +215,9 @@ async fn record_in_transaction(
         // failing row fails the whole statement), so the last id names them all.
         let first = done.last_insert_rowid() - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
         for (offset, job) in (0_i64..).zip(&new_jobs) {
+            // A delivery that queued several jobs (one per environment) names the first.
             if let Some(delivery) = job.delivery_id.as_deref() {
-                job_ids.insert(delivery, first + offset);
+                job_ids.entry(delivery).or_insert(first + offset);
             }
         }
     }

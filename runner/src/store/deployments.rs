@@ -125,6 +125,17 @@ pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Deployment>, Store
     .await?)
 }
 
+/// What serves in the environment now, if anything does.
+pub async fn live(pool: &SqlitePool, project: &str, environment: &str) -> Result<Option<Deployment>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deployments WHERE project = ? AND environment = ? AND status = 'live'"
+    )))
+    .bind(project)
+    .bind(environment)
+    .fetch_optional(pool)
+    .await?)
+}
+
 pub async fn for_job(pool: &SqlitePool, job_id: i64) -> Result<Option<Deployment>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM deployments WHERE job_id = ?"

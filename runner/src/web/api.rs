@@ -136,6 +136,8 @@ pub struct DeployRequest {
     git_ref: Option<String>,
     /// A full 40-character commit SHA, deployed as is.
     sha: Option<String>,
+    /// The environment to deploy to (default: the first one the branch feeds).
+    environment: Option<String>,
 }
 
 /// Deploys a branch head or a commit again (trigger `redeploy`).
@@ -159,7 +161,7 @@ pub async fn deploy_project(
         (Some(git_ref), None) => Revision::Ref(git_ref),
         (None, None) => return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into())),
     };
-    let (job_id, sha) = operations::redeploy(&state, &name, target).await?;
+    let (job_id, sha) = operations::redeploy(&state, &name, target, request.environment.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": sha }))))
 }
 

@@ -31,15 +31,21 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
         JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
     )
     .await?;
+    let environment = project.environment(&target.environment).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "environment {} of project {} is no longer configured",
+            target.environment, target.project
+        ))
+    })?;
     let job = NewJob {
         project: project.name.clone(),
-        environment: project.environment.clone(),
+        environment: environment.name.clone(),
         kind: JobKind::Deploy,
         trigger: Trigger::Rollback,
         git_ref: original
             .as_ref()
             .and_then(|j| GitRef::parse(&j.git_ref).ok())
-            .unwrap_or_else(|| project.deploy_branches[0].clone()),
+            .unwrap_or_else(|| project.default_branch()),
         sha: CommitSha::parse(&target.sha).map_err(|e| ApiError::Internal(e.into()))?,
         pull_request: None,
         delivery_id: None,
@@ -54,22 +60,86 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
     Ok(job_id)
 }
 
+/// Queues a job that puts exactly the image digest live in `from` live in `to` as well,
+/// without rebuilding it (trigger `promote`).
+pub async fn promote(state: &AppState, project_name: &str, from: &str, to: &str) -> Result<(JobId, i64), ApiError> {
+    let project = state
+        .config
+        .project(project_name)
+        .ok_or_else(|| ApiError::NotFound(format!("project {project_name:?} is not configured")))?;
+    let environment = |name: &str| {
+        project
+            .environment(name)
+            .ok_or_else(|| ApiError::NotFound(format!("project {project_name} has no environment {name:?}")))
+    };
+    let (source_environment, target_environment) = (environment(from)?, environment(to)?);
+    if source_environment.name == target_environment.name {
+        return Err(ApiError::BadRequest(format!(
+            "promote from one environment to another: both are {from:?}"
+        )));
+    }
+    let source = store::deployments::live(&state.pool, project.name.as_str(), from)
+        .await?
+        .filter(|d| d.image_digest.is_some())
+        .ok_or_else(|| ApiError::Conflict(format!("nothing is live in {project_name}/{from} to promote")))?;
+    let original = jobs::get(
+        &state.pool,
+        JobId::new(source.job_id).map_err(|e| ApiError::Internal(e.into()))?,
+    )
+    .await?;
+    let job = NewJob {
+        project: project.name.clone(),
+        environment: target_environment.name.clone(),
+        kind: JobKind::Deploy,
+        trigger: Trigger::Promote,
+        git_ref: original
+            .as_ref()
+            .and_then(|j| GitRef::parse(&j.git_ref).ok())
+            .unwrap_or_else(|| project.default_branch()),
+        sha: CommitSha::parse(&source.sha).map_err(|e| ApiError::Internal(e.into()))?,
+        pull_request: None,
+        delivery_id: None,
+        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
+        commit_author: original.and_then(|j| j.commit_author),
+        ordering_key: now_ms(),
+        rollback_of: Some(source.id),
+        held_for_approval: false,
+    };
+    let job_id = enqueue(state, &job).await?;
+    tracing::info!(deployment = source.id, from, to, job_id = %job_id, "promotion queued");
+    Ok((job_id, source.id))
+}
+
 /// What to deploy again: a branch (resolved to its head now) or an exact commit.
 pub enum Revision {
     Ref(String),
     Sha(String),
 }
 
-/// Deploys a branch head or a commit again (trigger `redeploy`).
-pub async fn redeploy(state: &AppState, project_name: &str, target: Revision) -> Result<(JobId, CommitSha), ApiError> {
+/// Deploys a branch head or a commit again (trigger `redeploy`) to `environment`; without
+/// one, to the first environment the branch feeds (a bare commit: the first environment).
+pub async fn redeploy(
+    state: &AppState,
+    project_name: &str,
+    target: Revision,
+    environment: Option<&str>,
+) -> Result<(JobId, CommitSha), ApiError> {
     let project = state
         .config
         .project(project_name)
         .ok_or_else(|| ApiError::NotFound(format!("project {project_name:?} is not configured")))?;
+    let named = environment
+        .map(|name| {
+            project
+                .environment(name)
+                .ok_or_else(|| ApiError::NotFound(format!("project {project_name} has no environment {name:?}")))
+        })
+        .transpose()?;
     let (git_ref, sha) = match target {
         Revision::Sha(sha) => {
             let sha = CommitSha::parse(&sha).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            (project.deploy_branches[0].clone(), sha)
+            let branch = named.unwrap_or(project.default_environment()).default_branch().cloned();
+            (branch.unwrap_or_else(|| project.default_branch()), sha)
         }
         Revision::Ref(raw) => {
             let git_ref = if raw.starts_with("refs/") {
@@ -85,11 +155,14 @@ pub async fn redeploy(state: &AppState, project_name: &str, target: Revision) ->
             (git_ref, sha)
         }
     };
+    let environment = named
+        .or_else(|| project.environments_for(&git_ref).next())
+        .unwrap_or(project.default_environment());
     // Keep what a push told us about this commit, when we have seen it.
     let known = jobs::latest_for_sha(&state.pool, project.name.as_str(), sha.as_str()).await?;
     let job = NewJob {
         project: project.name.clone(),
-        environment: project.environment.clone(),
+        environment: environment.name.clone(),
         kind: JobKind::Deploy,
         trigger: Trigger::Redeploy,
         git_ref,
@@ -137,17 +210,25 @@ pub async fn replay(state: &AppState, delivery_id: &str) -> Result<JobId, ApiErr
     let now = now_ms();
     let (action, _) = event::decide(&parsed, project, delivery_id.as_str(), now)
         .map_err(|e| ApiError::Conflict(format!("stored body: {e}")))?;
-    let Action::Queue(mut job) = action else {
-        return Err(ApiError::Conflict(format!(
-            "delivery {delivery_id} ({} event) queues nothing under the current configuration",
-            delivery.event
-        )));
+    let queued = match action {
+        Action::Queue(jobs) if !jobs.is_empty() => jobs,
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "delivery {delivery_id} ({} event) queues nothing under the current configuration",
+                delivery.event
+            )));
+        }
     };
-    job.trigger = Trigger::Replay;
-    job.ordering_key = now;
-    let job_id = enqueue(state, &job).await?;
-    tracing::info!(delivery_id = %delivery_id, job_id = %job_id, "delivery replayed");
-    Ok(job_id)
+    // One job per environment the delivery feeds; the answer names the first.
+    let mut first = None;
+    for mut job in queued {
+        job.trigger = Trigger::Replay;
+        job.ordering_key = now;
+        let job_id = enqueue(state, &job).await?;
+        tracing::info!(delivery_id = %delivery_id, job_id = %job_id, environment = %job.environment, "delivery replayed");
+        first.get_or_insert(job_id);
+    }
+    first.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a replay queued no job")))
 }
 
 pub async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiError> {

@@ -138,7 +138,7 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
         return Ok((ignore(format!("{} was deleted", git_ref.short_name())), facts));
     }
     match git_ref.kind() {
-        RefKind::Tag if !project.deploy_tags => {
+        RefKind::Tag if !project.deploys_ref(&git_ref) => {
             return Ok((
                 ignore(format!(
                     "tag push {} (tags are not deployed for {})",
@@ -163,24 +163,28 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
         }
         _ => {}
     }
-    let job = NewJob {
-        project: project.name.clone(),
-        environment: project.environment.clone(),
-        kind: JobKind::Deploy,
-        trigger: Trigger::Push,
-        git_ref,
-        sha,
-        pull_request: None,
-        delivery_id: Some(delivery_id.to_owned()),
-        commit_message: push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
-        commit_author: push.author.as_deref().map(|a| clip(a, 200)),
-        rollback_of: None,
-        held_for_approval: false,
-        // GitHub's push time orders pushes that arrive out of order; it has second
-        // resolution, so pushes within one second keep arrival order.
-        ordering_key: push.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
-    };
-    Ok((Action::Queue(job), facts))
+    // One deploy per environment the ref feeds, each ordered among its environment's.
+    let jobs = project
+        .environments_for(&git_ref)
+        .map(|environment| NewJob {
+            project: project.name.clone(),
+            environment: environment.name.clone(),
+            kind: JobKind::Deploy,
+            trigger: Trigger::Push,
+            git_ref: git_ref.clone(),
+            sha: sha.clone(),
+            pull_request: None,
+            delivery_id: Some(delivery_id.to_owned()),
+            commit_message: push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
+            commit_author: push.author.as_deref().map(|a| clip(a, 200)),
+            rollback_of: None,
+            held_for_approval: false,
+            // GitHub's push time orders pushes that arrive out of order; it has second
+            // resolution, so pushes within one second keep arrival order.
+            ordering_key: push.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
+        })
+        .collect();
+    Ok((Action::Queue(jobs), facts))
 }
 
 fn decide_pull_request(
@@ -200,8 +204,11 @@ fn decide_pull_request(
         sha: Some(clip(&pr.head_sha, 64)),
         ..Facts::default()
     };
-    let base_is_deploy_branch = GitRef::branch(&pr.base_branch).is_ok_and(|base| project.deploys_ref(&base));
-    if !base_is_deploy_branch {
+    // A pull request is verified for the environment its base branch feeds.
+    let base_environment = GitRef::branch(&pr.base_branch)
+        .ok()
+        .and_then(|base| project.environments_for(&base).next().map(|e| e.name.clone()));
+    let Some(base_environment) = base_environment else {
         return Ok((
             ignore(format!(
                 "pull request #{} targets {:?}, not a deploy branch",
@@ -210,7 +217,7 @@ fn decide_pull_request(
             )),
             facts,
         ));
-    }
+    };
     if project.pull_requests == PullRequestPolicy::Off && action != "closed" {
         return Ok((
             ignore(format!(
@@ -234,7 +241,7 @@ fn decide_pull_request(
                 GitRef::parse(&format!("refs/pull/{}/head", number)).map_err(|_| PayloadError::Field("number"))?;
             let job = NewJob {
                 project: project.name.clone(),
-                environment: project.environment.clone(),
+                environment: base_environment,
                 kind: JobKind::Verify,
                 trigger: Trigger::PullRequest,
                 git_ref,
@@ -248,7 +255,7 @@ fn decide_pull_request(
                 // Each push to a fork's pull request is a new job, so it needs a new approval.
                 held_for_approval: from_fork,
             };
-            Ok((Action::Queue(job), facts))
+            Ok((Action::Queue(vec![job]), facts))
         }
         "closed" => Ok((
             Action::CancelPullRequest {

@@ -20,3 +20,4 @@ mod queue;
 mod terraform;
 mod untrusted;
 mod webhook;
+mod zero_downtime;

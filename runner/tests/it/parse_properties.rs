@@ -79,8 +79,10 @@ proptest! {
         push[field] = value;
         let body = serde_json::to_vec(&push).expect("json");
         if let Ok(parsed) = github::parse("push", &body)
-            && let Ok((runner::store::deliveries::Action::Queue(job), _)) = event::decide(&parsed, &project, "d", 0)
+            && let Ok((runner::store::deliveries::Action::Queue(jobs), _)) = event::decide(&parsed, &project, "d", 0)
         {
+            prop_assert_eq!(jobs.len(), 1, "one environment, one job");
+            let job = &jobs[0];
             prop_assert!(GitRef::parse(job.git_ref.as_str()).is_ok());
             prop_assert_eq!(job.git_ref.as_str(), "refs/heads/master");
             prop_assert!(!job.sha.is_null());

@@ -475,8 +475,8 @@ impl KilledDeploy {
         assert_eq!(version["commit"], self.sha.as_str());
         assert_eq!(
             containers_of_job(project, job_id),
-            vec![format!("runner-{project}-production")],
-            "only the live container remains"
+            vec![format!("runner-{project}-production-a")],
+            "only the live container remains, in the first slot"
         );
         let work_dir = self.dir.path().join("work");
         let work: Vec<_> = std::fs::read_dir(&work_dir).expect("work dir").collect();
@@ -642,7 +642,7 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
         .await
         .expect("a second connection");
     let lock = holder.begin_with("BEGIN IMMEDIATE").await.expect("take the write lock");
-    let live_name = format!("runner-{}-production", deploy.project);
+    let live_name = format!("runner-{}-production-a", deploy.project);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let running = Command::new("docker")

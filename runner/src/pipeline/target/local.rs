@@ -1,112 +1,218 @@
-//! Rollout to a container on the runner's Docker engine: the new version is started
-//! beside the old one and health-checked; only when healthy does it take over the
-//! environment's published port. If it never becomes healthy, the old container keeps
-//! serving and the job fails.
+//! Rollout to containers on the runner's Docker engine, behind the proxy. An environment
+//! has two slots (loopback ports) and a route over them in which the first slot wins while
+//! healthy. A deploy starts the new version in the slot the live one does not hold and
+//! checks its health directly; then the traffic moves without a reload of the proxy:
+//! - new version in the first slot: the proxy's own health check sends it the traffic
+//!   as soon as it answers; the old one drains and is stopped;
+//! - new version in the second slot: stopping the old one (first slot) moves the
+//!   traffic; requests it could not take are retried on the new one.
+//!
+//! A version that never gets healthy never gets traffic. The runner's record says which
+//! deployment is live; at start-up each environment is brought back to it (route, one
+//! container, nothing else).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{DeployTarget, Release, RolloutError};
-use crate::config::{ContainerLimits, RolloutSettings, SmokeSettings};
-use crate::pipeline::engine::{ContainerEngine, ContainerSpec, DockerEngine, EngineError, Role, copy_logs};
+use crate::config::{ContainerLimits, Environment, Project, RolloutSettings, SmokeSettings};
+use crate::pipeline::engine::{ContainerEngine, ContainerSpec, EngineError, ManagedContainer, Role, copy_logs};
 use crate::pipeline::joblog::JobLog;
 use crate::pipeline::probe;
+use crate::proxy::{HealthCheck, Listen, Proxy, Route};
 
-/// The name of an environment's live container.
-pub fn live_name(project: &str, environment: &str) -> String {
-    format!("runner-{project}-{environment}")
+const PROJECT_LABEL: &str = "io.runner.project";
+const ENVIRONMENT_LABEL: &str = "io.runner.environment";
+const DEPLOYMENT_LABEL: &str = "io.runner.deployment";
+const SLOT_LABEL: &str = "io.runner.slot";
+const SLOT_NAMES: [&str; 2] = ["a", "b"];
+
+/// The name of the container in an environment's slot (`slot` 0 or 1).
+pub fn slot_name(project: &str, environment: &str, slot: usize) -> String {
+    format!("runner-{project}-{environment}-{}", SLOT_NAMES[slot % 2])
 }
 
 pub struct LocalTarget {
     pub engine: Arc<dyn ContainerEngine>,
+    pub proxy: Arc<dyn Proxy>,
     pub http: reqwest::Client,
     pub project: String,
     pub environment: String,
     pub smoke: SmokeSettings,
     pub rollout: RolloutSettings,
     pub limits: ContainerLimits,
+    /// How often the proxy checks each slot.
+    pub health_interval: Duration,
+    /// Set once `go_live` has put the release in its slot for good.
+    went_live: AtomicBool,
+}
+
+/// One of an environment's containers.
+#[derive(Debug, Clone)]
+struct Occupant {
+    id: String,
+    slot: Option<usize>,
+    deployment: Option<i64>,
+    running: bool,
 }
 
 impl LocalTarget {
-    /// The local target of `project`, which probes the app as its smoke settings say.
-    pub fn for_project(
-        project: &crate::config::Project,
+    /// The local target of `environment`, which probes the app as its smoke settings say.
+    pub fn for_environment(
+        project: &Project,
+        environment: &Environment,
         rollout: &RolloutSettings,
         engine: Arc<dyn ContainerEngine>,
+        proxy: Arc<dyn Proxy>,
         http: reqwest::Client,
+        health_interval: Duration,
     ) -> Result<Self, String> {
         Ok(Self {
             engine,
+            proxy,
             http,
             project: project.name.to_string(),
-            environment: project.environment.to_string(),
+            environment: environment.name.to_string(),
             smoke: project
                 .smoke
                 .clone()
                 .ok_or("the local target probes the app: configure [projects.smoke]")?,
             rollout: rollout.clone(),
             limits: project.containers.clone(),
+            health_interval,
+            went_live: AtomicBool::new(false),
         })
     }
 
-    fn live(&self) -> String {
-        live_name(&self.project, &self.environment)
+    fn slot_address(&self, slot: usize) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.rollout.slot_ports[slot % 2])
     }
 
-    fn candidate(&self, release: &Release<'_>) -> String {
-        format!("{}-candidate-{}", self.live(), release.job_id)
+    /// The environment's route in the proxy.
+    pub fn route(&self) -> Route {
+        route_of(
+            &self.project,
+            &self.environment,
+            &self.rollout,
+            &self.smoke,
+            self.health_interval,
+        )
     }
 
-    /// Stops the live container, starts `spec` on the environment's port and waits for
-    /// it; if it does not answer, the previous container is put back.
-    async fn swap(&self, spec: ContainerSpec, release: &Release<'_>) -> Result<(), String> {
-        let (engine, live) = (&self.engine, self.live());
-        let url = self.rollout.url();
-        // The old container steps aside (kept until the new one is healthy).
-        let previous_name = format!("{live}-previous-{}", release.job_id);
-        let previous = engine.find(&live).await.map_err(|e| e.to_string())?;
-        if let Some(old) = &previous {
-            engine.rename(old, &previous_name).await.map_err(|e| e.to_string())?;
-            engine.stop(old).await.map_err(|e| e.to_string())?;
+    async fn occupants(&self) -> Result<Vec<Occupant>, EngineError> {
+        let listed = self
+            .engine
+            .containers(&[
+                (PROJECT_LABEL, self.project.as_str()),
+                (ENVIRONMENT_LABEL, self.environment.as_str()),
+            ])
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter(|c| c.role == Some(Role::Live))
+            .map(occupant)
+            .collect())
+    }
+
+    fn spec(&self, slot: usize, image: &str, deployment: i64, job_id: i64, sha: &str) -> ContainerSpec {
+        let labels = HashMap::from([
+            (PROJECT_LABEL.to_owned(), self.project.clone()),
+            (ENVIRONMENT_LABEL.to_owned(), self.environment.clone()),
+            (DEPLOYMENT_LABEL.to_owned(), deployment.to_string()),
+            (SLOT_LABEL.to_owned(), SLOT_NAMES[slot].to_owned()),
+            ("org.opencontainers.image.revision".to_owned(), sha.to_owned()),
+        ]);
+        ContainerSpec {
+            name: slot_name(&self.project, &self.environment, slot),
+            image: image.to_owned(),
+            container_port: self.smoke.container_port,
+            publish: Some((IpAddr::V4(Ipv4Addr::LOCALHOST), self.rollout.slot_ports[slot])),
+            role: Role::Live,
+            job_id,
+            labels,
+            limits: self.limits.clone(),
         }
-        let swapped = async {
-            engine.start(&spec).await.map_err(|e| e.to_string())?;
-            let live_url = format!("{url}{}", self.smoke.path);
-            probe::until_healthy(&self.http, &live_url, &self.smoke, self.rollout.timeout / 2)
-                .await
-                .map_err(|last| {
-                    format!(
-                        "the new container on {url} never became healthy ({} answered {last})",
-                        self.smoke.path
-                    )
-                })
-        }
-        .await;
-        match (swapped, previous) {
-            (Ok(()), Some(old)) => engine.remove(&old).await.map_err(|e| e.to_string()),
-            (Ok(()), None) => Ok(()),
-            (Err(error), previous) => {
-                if let Err(remove_error) = engine.remove(&live).await {
-                    // The rename below then fails and says so; nothing more to do here.
-                    tracing::warn!(%remove_error, "cannot remove the unhealthy new container");
+    }
+
+    /// Lets the container in `slot` finish what the proxy sends it (at most the drain
+    /// period), then stops and removes it.
+    async fn retire_slot(&self, occupant: &Occupant, drain: bool, log: &JobLog) {
+        if drain && let Some(slot) = occupant.slot {
+            let deadline = tokio::time::Instant::now() + self.rollout.drain;
+            // The proxy may still pick it until its next health check of the new slot.
+            tokio::time::sleep(self.health_interval * 2).await;
+            while tokio::time::Instant::now() < deadline {
+                match self.proxy.in_flight(self.slot_address(slot)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-                let Some(old) = previous else {
-                    return Err(error);
-                };
-                engine
-                    .rename(&old, &live)
-                    .await
-                    .map_err(|e| format!("{error}; restoring the previous container failed: {e}"))?;
-                engine
-                    .restart(&old)
-                    .await
-                    .map_err(|e| format!("{error}; restarting the previous container failed: {e}"))?;
-                Err(format!("{error}; the previous container was restored"))
             }
         }
+        if let Err(error) = self.engine.stop(&occupant.id).await {
+            log.system(format!("could not stop the replaced container: {error}"));
+        }
+        if let Err(error) = self.engine.remove(&occupant.id).await {
+            log.system(format!("could not remove the replaced container: {error}"));
+        }
+    }
+
+    /// Brings the environment back to what the runner's record says: the route in the
+    /// proxy, `live`'s container running in a slot, and no other container. Run when no
+    /// job of this runner is running (at start-up).
+    pub async fn restore(&self, live: Option<(i64, String, String)>) -> Result<(), String> {
+        let occupants = self.occupants().await.map_err(|e| e.to_string())?;
+        // Containers from before slots held the route's port: they go first.
+        for legacy in occupants.iter().filter(|o| o.slot.is_none()) {
+            tracing::warn!(container = %legacy.id, environment = %self.environment, "replacing a container that predates the proxy");
+            self.engine.remove(&legacy.id).await.map_err(|e| e.to_string())?;
+        }
+        self.proxy.ensure(&self.route()).await.map_err(|e| e.to_string())?;
+        let keep = live.as_ref().and_then(|(deployment, _, _)| {
+            occupants
+                .iter()
+                .filter(|o| o.slot.is_some() && o.deployment == Some(*deployment))
+                .max_by_key(|o| o.running)
+                .cloned()
+        });
+        for other in occupants
+            .iter()
+            .filter(|o| o.slot.is_some() && keep.as_ref().is_none_or(|k| k.id != o.id))
+        {
+            tracing::info!(container = %other.id, environment = %self.environment, "removing a container the record does not call live");
+            self.engine.remove(&other.id).await.map_err(|e| e.to_string())?;
+        }
+        match (keep, live) {
+            (Some(kept), _) if !kept.running => {
+                tracing::info!(container = %kept.id, "starting the live container again");
+                self.engine.restart(&kept.id).await.map_err(|e| e.to_string())
+            }
+            (Some(_), _) | (None, None) => Ok(()),
+            (None, Some((deployment, image, sha))) => {
+                tracing::warn!(deployment, environment = %self.environment, "the live deployment had no container; starting it again");
+                self.engine
+                    .start(&self.spec(0, &image, deployment, 0, &sha))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn occupant(container: ManagedContainer) -> Occupant {
+    Occupant {
+        slot: container
+            .labels
+            .get(SLOT_LABEL)
+            .and_then(|s| SLOT_NAMES.iter().position(|n| n == s)),
+        deployment: container.labels.get(DEPLOYMENT_LABEL).and_then(|d| d.parse().ok()),
+        running: container.running,
+        id: container.id,
     }
 }
 
@@ -121,51 +227,70 @@ impl DeployTarget for LocalTarget {
     }
 
     async fn go_live(&self, release: &Release<'_>, log: &JobLog) -> Result<(), RolloutError> {
-        let engine = &self.engine;
-        let labels = HashMap::from([
-            ("io.runner.project".to_owned(), self.project.clone()),
-            ("io.runner.environment".to_owned(), self.environment.clone()),
-            ("io.runner.deployment".to_owned(), release.deployment_id.to_string()),
-            ("org.opencontainers.image.revision".to_owned(), release.sha.to_owned()),
-        ]);
-        // 1. The candidate runs beside the live container, on a port of its own.
-        let spec = ContainerSpec {
-            name: self.candidate(release),
-            image: release.image.to_owned(),
-            container_port: self.smoke.container_port,
-            publish: None,
-            role: Role::Candidate,
-            job_id: release.job_id,
-            labels,
-            limits: self.limits.clone(),
-        };
-        engine.remove(&spec.name).await.map_err(failed)?;
-        let started = engine.start(&spec).await.map_err(failed)?;
-        let probe_url = format!("http://{}:{}{}", started.host_ip, started.host_port, self.smoke.path);
-        log.system(format!("candidate started; waiting for {probe_url}"));
-        if let Err(last) = probe::until_healthy(&self.http, &probe_url, &self.smoke, self.rollout.timeout / 2).await {
-            copy_logs(engine.as_ref(), &started.id, log).await;
+        // Without its route nothing would reach the new version: nothing is started.
+        self.proxy.ensure(&self.route()).await.map_err(|e| {
+            RolloutError::failed(format!("{e}; nothing was started and the live version keeps serving"))
+        })?;
+        let occupants = self.occupants().await.map_err(failed)?;
+        // The slot serving now: the replaced deployment's, else any running one.
+        let serving = |o: &&Occupant| o.running && o.slot.is_some();
+        let live_slot = occupants
+            .iter()
+            .filter(serving)
+            .find(|o| o.deployment.is_some() && o.deployment == release.replaces)
+            .or_else(|| occupants.iter().find(serving))
+            .and_then(|o| o.slot);
+        let slot = live_slot.map_or(0, |live| 1 - live);
+        // Whatever else sits in that slot (a failed attempt, a stopped leftover) goes.
+        for leftover in occupants.iter().filter(|o| o.slot == Some(slot)) {
+            self.engine.remove(&leftover.id).await.map_err(failed)?;
+        }
+        let spec = self.spec(slot, release.image, release.deployment_id, release.job_id, release.sha);
+        let started = self.engine.start(&spec).await.map_err(failed)?;
+        let probe_url = format!("http://{}{}", self.slot_address(slot), self.smoke.path);
+        log.system(format!(
+            "started in slot {} beside the live version; waiting for {probe_url}",
+            SLOT_NAMES[slot]
+        ));
+        if let Err(last) = probe::until_healthy(&self.http, &probe_url, &self.smoke, self.rollout.timeout).await {
+            copy_logs(self.engine.as_ref(), &started.id, log).await;
             return Err(RolloutError::failed(format!(
-                "the new version never became healthy ({} answered {last}); the live version keeps serving",
+                "the new version never became healthy ({} answered {last}); it got no traffic and the live version keeps serving",
                 self.smoke.path
             )));
         }
-        self.clean_up(release, log).await;
-
-        // 2. Swap: the candidate's image takes the environment's port.
-        let spec = ContainerSpec {
-            name: self.live(),
-            publish: Some((self.rollout.bind, self.rollout.host_port)),
-            role: Role::Live,
-            ..spec
-        };
-        self.swap(spec, release).await.map_err(RolloutError::failed)
+        if slot == 0 {
+            // The proxy moves the traffic at its next health check of this slot.
+            tokio::time::sleep(self.health_interval * 2).await;
+            log.system(format!("the proxy sends {} to slot a", self.rollout.url()));
+        }
+        self.went_live.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn clean_up(&self, release: &Release<'_>, log: &JobLog) {
-        let name = self.candidate(release);
-        if let Err(error) = self.engine.remove(&name).await {
-            log.system(format!("could not remove container {name}: {error}"));
+        if self.went_live.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(occupants) = self.occupants().await else { return };
+        for unfinished in occupants.iter().filter(|o| o.deployment == Some(release.deployment_id)) {
+            if let Err(error) = self.engine.remove(&unfinished.id).await {
+                log.system(format!("could not remove container {}: {error}", unfinished.id));
+            }
+        }
+    }
+
+    async fn retire(&self, release: &Release<'_>, log: &JobLog) {
+        let Ok(occupants) = self.occupants().await else { return };
+        for replaced in occupants.iter().filter(|o| o.deployment != Some(release.deployment_id)) {
+            // Out of the first slot, traffic has already moved: it drains. In the first
+            // slot, stopping it is what moves the traffic.
+            let drain = replaced.slot == Some(1);
+            log.system(format!(
+                "stopping the replaced version (deployment {})",
+                replaced.deployment.map_or_else(|| "?".to_owned(), |d| d.to_string())
+            ));
+            self.retire_slot(replaced, drain, log).await;
         }
     }
 }
@@ -174,27 +299,148 @@ fn failed(error: EngineError) -> RolloutError {
     RolloutError::failed(error.to_string())
 }
 
-/// After a crash in the middle of a swap: a `-previous-` container whose environment has
-/// no live container any more is put back; otherwise it is removed.
-pub async fn recover_interrupted_swaps(engine: &DockerEngine) -> Result<(), EngineError> {
-    for (id, names, _) in engine.managed(Some(Role::Live)).await? {
-        let Some(name) = names.first().map(|n| n.trim_start_matches('/').to_owned()) else {
-            continue;
-        };
-        let Some((live, _job)) = name.split_once("-previous-") else {
-            continue;
-        };
-        match engine.find(live).await? {
-            Some(_) => {
-                tracing::info!(container = %name, "removing the previous container of a finished swap");
-                engine.remove(&id).await?;
+/// At start-up, before any job runs: every local environment back to the runner's record
+/// (see [`LocalTarget::restore`]). One environment that cannot be restored does not keep
+/// the others from it.
+pub async fn restore_local_environments(
+    config: &crate::config::Config,
+    pool: &sqlx::SqlitePool,
+    engine: Arc<dyn ContainerEngine>,
+    proxy: Arc<dyn Proxy>,
+    http: reqwest::Client,
+) {
+    for (project, environment, rollout) in local_environments(config) {
+        let target = match LocalTarget::for_environment(
+            project,
+            environment,
+            rollout,
+            Arc::clone(&engine),
+            Arc::clone(&proxy),
+            http.clone(),
+            config.proxy.health_interval,
+        ) {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::warn!(project = %project.name, environment = %environment.name, %error, "cannot restore the environment");
+                continue;
             }
-            None => {
-                tracing::warn!(container = %name, live, "restoring the live container of an interrupted swap");
-                engine.rename(&id, live).await?;
-                engine.restart(&id).await?;
+        };
+        let live = match crate::store::deployments::live(pool, project.name.as_str(), environment.name.as_str()).await {
+            Ok(live) => live.and_then(|d| {
+                let image = run_ref(&d.image_ref, d.image_digest.as_deref()?);
+                Some((d.id, image, d.sha.to_string()))
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the live deployment");
+                continue;
+            }
+        };
+        match target.restore(live).await {
+            Ok(()) => {
+                tracing::info!(project = %project.name, environment = %environment.name, "environment matches the record")
+            }
+            Err(error) => {
+                tracing::error!(project = %project.name, environment = %environment.name, %error, "cannot restore the environment")
             }
         }
     }
-    Ok(())
+}
+
+/// Keeps the proxy's routes as the config says, every `check_interval`: a Caddy that was
+/// restarted without them gets them back. Only a route that differs is written.
+pub async fn keep_routes(
+    config: Arc<crate::config::Config>,
+    proxy: Arc<dyn Proxy>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let routes: Vec<Route> = local_environments(&config)
+        .filter_map(|(project, environment, rollout)| {
+            let smoke = project.smoke.as_ref()?;
+            Some(route_of(
+                project.name.as_str(),
+                environment.name.as_str(),
+                rollout,
+                smoke,
+                config.proxy.health_interval,
+            ))
+        })
+        .collect();
+    if routes.is_empty() {
+        return;
+    }
+    let mut failing = false;
+    loop {
+        for route in &routes {
+            match proxy.ensure(route).await {
+                Ok(crate::proxy::Applied::Written) => {
+                    tracing::warn!(route = %route.id, "put back a route the proxy had lost")
+                }
+                Ok(crate::proxy::Applied::Unchanged) => {}
+                Err(error) if !failing => {
+                    tracing::error!(route = %route.id, %error, "the proxy's routes cannot be checked");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if failing && proxy.check().await.is_ok() {
+            failing = false;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(config.proxy.check_interval) => {}
+        }
+    }
+}
+
+fn local_environments(
+    config: &crate::config::Config,
+) -> impl Iterator<Item = (&Project, &Environment, &RolloutSettings)> {
+    config.projects.iter().flat_map(|project| {
+        project
+            .environments
+            .iter()
+            .filter_map(move |environment| match &environment.target {
+                Some(crate::config::Target::Local(rollout)) => Some((project, environment, rollout)),
+                _ => None,
+            })
+    })
+}
+
+fn route_of(
+    project: &str,
+    environment: &str,
+    rollout: &RolloutSettings,
+    smoke: &SmokeSettings,
+    health_interval: Duration,
+) -> Route {
+    let slot = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), rollout.slot_ports[i]);
+    Route {
+        id: format!("runner-{project}-{environment}"),
+        listen: match (&rollout.hostname, rollout.host_port) {
+            (Some(name), _) => Listen::Host {
+                name: name.clone(),
+                tls: rollout.tls,
+            },
+            (None, port) => Listen::Port(SocketAddr::new(rollout.bind, port.unwrap_or_default())),
+        },
+        slots: [slot(0), slot(1)],
+        health: HealthCheck {
+            path: smoke.path.clone(),
+            expect_status: smoke.expect_status,
+            expect_body: smoke.expect_body.clone(),
+            interval: health_interval,
+        },
+    }
+}
+
+/// `<repository>@<digest>` from a deployment's `<repository>:<tag>`.
+fn run_ref(image_ref: &str, digest: &str) -> String {
+    let repository = image_ref.rsplit_once(':').map_or(
+        image_ref,
+        |(repo, tag)| {
+            if tag.contains('/') { image_ref } else { repo }
+        },
+    );
+    format!("{repository}@{digest}")
 }

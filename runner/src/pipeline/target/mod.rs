@@ -24,6 +24,8 @@ pub struct Release<'a> {
     pub image: &'a str,
     /// What ran before terraform touched anything ([`DeployTarget::current`]).
     pub previous: Option<String>,
+    /// The deployment live when this one started.
+    pub replaces: Option<i64>,
 }
 
 /// A rollout that did not end with the release live.
@@ -61,4 +63,7 @@ pub trait DeployTarget: Send + Sync {
     /// Removes what `go_live` started and no longer needs, also when it was cut off by a
     /// timeout or a cancel.
     async fn clean_up(&self, _release: &Release<'_>, _log: &JobLog) {}
+    /// Once the release is recorded live: lets the version it replaced finish its open
+    /// requests, then stops it (a target whose platform does this itself does nothing).
+    async fn retire(&self, _release: &Release<'_>, _log: &JobLog) {}
 }

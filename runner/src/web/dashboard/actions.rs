@@ -51,7 +51,13 @@ pub async fn redeploy(
     let deployment = deployments::get(&state.pool, id)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
-    let (job, _) = operations::redeploy(&state, &deployment.project, Revision::Sha(deployment.sha.to_string())).await?;
+    let (job, _) = operations::redeploy(
+        &state,
+        &deployment.project,
+        Revision::Sha(deployment.sha.to_string()),
+        Some(deployment.environment.as_str()),
+    )
+    .await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 
 pub use runner::config::raw::{
     RawBuild as Build, RawConfig as Config, RawEngine as Engine, RawGitHub as GitHub, RawProject as Project,
-    RawProjectGitHub as ProjectGitHub, RawQueue as Queue, RawRegistry as Registry, RawRollout as Rollout,
-    RawServer as Server, RawSmoke as Smoke, RawTerraform as Terraform,
+    RawProjectGitHub as ProjectGitHub, RawProxy as Proxy, RawQueue as Queue, RawRegistry as Registry,
+    RawRollout as Rollout, RawServer as Server, RawSmoke as Smoke, RawTerraform as Terraform,
 };
 
 use super::{REPOSITORY, free_port};
@@ -68,14 +68,27 @@ pub fn v2_registry(url: &str) -> Registry {
     }
 }
 
-/// The local target on `host_port`.
+/// The local target on `host_port` (the proxy's), with two free slot ports.
 pub fn local_rollout(host_port: u16, timeout_secs: Option<u64>) -> Rollout {
     Rollout {
         target: "local".to_owned(),
         host_port: Some(host_port),
+        slot_ports: Some(vec![free_port(), free_port()]),
+        drain_secs: Some(1),
         timeout_secs,
         ..Rollout::default()
     }
+}
+
+/// Points `config` at a Caddy of this test's own, started now.
+pub fn with_proxy(mut config: Config) -> Config {
+    config.proxy = Proxy {
+        admin_url: Some(super::caddy::for_this_test()),
+        health_interval_ms: Some(100),
+        check_interval_secs: Some(1),
+        ..Proxy::default()
+    };
+    config
 }
 
 /// An ECS service as the target.
@@ -155,7 +168,7 @@ pub fn pipeline_config(
         rollout: Some(local_rollout(host_port, Some(30))),
         ..project(name, REPOSITORY, &["master"], "HELLO_SECRET")
     }];
-    config
+    with_proxy(config)
 }
 
 /// Tests read pages and the API without logging in, unless the config they are given

@@ -2,6 +2,7 @@
 //! protocol to it.
 #![allow(dead_code)]
 
+pub mod caddy;
 pub mod config;
 pub mod fake_github;
 pub mod process;
@@ -318,8 +319,10 @@ pub struct EngineCleanup {
 
 impl Drop for EngineCleanup {
     fn drop(&mut self) {
+        // The environment's container, in whichever slot it is.
+        let (a, b) = (format!("{}-a", self.container), format!("{}-b", self.container));
         let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.container])
+            .args(["rm", "-f", &self.container, &a, &b])
             .output();
         for reference in &self.references {
             let listed = std::process::Command::new("docker")

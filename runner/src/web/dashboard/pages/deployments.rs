@@ -72,7 +72,11 @@ pub async fn deployments_page(
 fn render(view: &View<'_>) -> Markup {
     let config = &view.state.config;
     let projects: Vec<String> = config.projects.iter().map(|p| p.name.to_string()).collect();
-    let mut environments: Vec<String> = config.projects.iter().map(|p| p.environment.to_string()).collect();
+    let mut environments: Vec<String> = config
+        .projects
+        .iter()
+        .flat_map(|p| p.environments.iter().map(|e| e.name.to_string()))
+        .collect();
     environments.sort();
     environments.dedup();
     let statuses: Vec<String> = DeploymentStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect();

@@ -1,0 +1,266 @@
+//! Local deploys behind a real Caddy: a client probing the environment through the proxy
+//! during deploys, a failed deploy and a rollback sees no failed request; a Caddy that is
+//! down fails the deploy and leaves the live version alone; a Caddy that lost its routes
+//! gets them back from the runner.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+use crate::pipeline_e2e::{commit_all, push_and_wait};
+
+/// Counts what a client sees on `url` while it runs: answers per commit, and failures.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<Vec<String>>>,
+}
+
+impl Prober {
+    /// Four clients, each with keep-alive connections, asking every 5 ms.
+    fn start(url: String) -> Self {
+        let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        let task = {
+            let (stop, ok, failed): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) =
+                (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..4 {
+                    let (client, url, stop, ok, failed) = (
+                        client.clone(),
+                        url.clone(),
+                        Arc::clone(&stop),
+                        Arc::clone(&ok),
+                        Arc::clone(&failed),
+                    );
+                    tasks.spawn(async move {
+                        let mut seen = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            match client.get(&url).send().await {
+                                Ok(response) if response.status().is_success() => {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                    if let Ok(version) = response.json::<Value>().await
+                                        && let Some(commit) = version["commit"].as_str()
+                                        && seen.last().is_none_or(|last: &String| last != commit)
+                                    {
+                                        seen.push(commit.to_owned());
+                                    }
+                                }
+                                _ => {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        seen
+                    });
+                }
+                let mut all = Vec::new();
+                while let Some(Ok(seen)) = tasks.join_next().await {
+                    all.push(seen);
+                }
+                all
+            })
+        };
+        Self { stop, ok, failed, task }
+    }
+
+    /// (answered, failed, per client the commits in the order they answered).
+    async fn finish(self) -> (u64, u64, Vec<Vec<String>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.task.await.expect("the prober ends");
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            seen,
+        )
+    }
+}
+
+struct Environment {
+    project: String,
+    runner: TestRunner,
+    repo: tempfile::TempDir,
+    host_port: u16,
+    _cleanup: EngineCleanup,
+}
+
+async fn environment(name: &str) -> Environment {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let (project, image, host_port) = (
+        format!("{name}{unique}"),
+        format!("runner-{name}-{unique}"),
+        free_port(),
+    );
+    let repo = tempfile::tempdir().expect("tempdir");
+    webapp_repo(repo.path(), WEBAPP_DOCKERFILE);
+    let cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{registry}/{image}:*"),
+            format!("{registry}/{image}@*"),
+        ],
+    };
+    let (repo_path, config_project) = (repo.path().to_owned(), project.clone());
+    let runner = TestRunner::start_with(move |dir| {
+        pipeline_config(dir, &config_project, &repo_path, &image, &registry, host_port, 15)
+    })
+    .await;
+    Environment {
+        project,
+        runner,
+        repo,
+        host_port,
+        _cleanup: cleanup,
+    }
+}
+
+impl Environment {
+    async fn deploy(&self, change: &str) -> (String, Value) {
+        std::fs::write(self.repo.path().join("CHANGES"), change).expect("write");
+        let sha = commit_all(self.repo.path(), change);
+        let job = push_and_wait(&self.runner, &sha).await;
+        (sha, job)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/version", self.host_port)
+    }
+}
+
+#[tokio::test]
+async fn deploys_a_failed_deploy_and_a_rollback_fail_no_request_through_the_proxy() {
+    let env = environment("zd").await;
+    let (first, job) = env.deploy("first").await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        env.runner.job_log(&job["id"]).await
+    );
+    let first_deployment = job["deployment"]["id"].as_i64().expect("a deployment");
+
+    let prober = Prober::start(env.url());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (second, job) = env.deploy("second").await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        env.runner.job_log(&job["id"]).await
+    );
+    let log = env.runner.job_log(&job["id"]).await;
+    assert!(log.contains("started in slot b beside the live version"), "{log}");
+    let (third, job) = env.deploy("third").await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env.runner.job_log(&job["id"]).await.contains("started in slot a"));
+
+    // A version that never answers its health check: it gets no traffic.
+    std::fs::write(
+        env.repo.path().join("Dockerfile"),
+        WEBAPP_DOCKERFILE.replace("PORT=5001", "PORT=5999"),
+    )
+    .expect("write");
+    let (_, job) = env.deploy("broken").await;
+    assert_eq!(job["state"], "failed", "{job}");
+
+    let rollback = reqwest::Client::new()
+        .post(env.runner.url(&format!("/api/deployments/{first_deployment}/rollback")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(rollback.status(), 202);
+    let job_id = rollback.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let job = env.runner.wait_for_job_end(job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", env.runner.job_log(job_id).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (answered, failed, seen) = prober.finish().await;
+    assert_eq!(failed, 0, "{answered} requests answered, {failed} failed");
+    assert!(answered > 100, "the prober kept asking: {answered}");
+    for client in &seen {
+        assert_eq!(
+            client,
+            &[first.clone(), second.clone(), third.clone(), first.clone()],
+            "each version served in turn"
+        );
+    }
+    let running = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.runner.project={}", env.project),
+        ])
+        .output()
+        .expect("docker");
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout).lines().count(),
+        1,
+        "one container serves the environment"
+    );
+    env.runner.stop().await;
+}
+
+#[tokio::test]
+async fn with_caddy_down_a_deploy_fails_in_one_sentence_and_a_restarted_caddy_gets_its_routes_back() {
+    let env = environment("cd").await;
+    let (first, job) = env.deploy("first").await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        env.runner.job_log(&job["id"]).await
+    );
+
+    caddy::this_tests(caddy::Caddy::kill);
+    let (_, job) = env.deploy("second").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().expect("an error");
+    assert!(
+        error.contains("Caddy's admin API") && error.contains("the live version keeps serving"),
+        "{error}"
+    );
+    let live = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+        ])
+        .arg(format!("runner-{}-production-a", env.project))
+        .output()
+        .expect("docker");
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout).trim(),
+        format!("true {first}"),
+        "the live container is untouched"
+    );
+
+    // Caddy comes back without any configuration: the runner puts its route back.
+    caddy::this_tests(caddy::Caddy::run);
+    let url = env.url();
+    let answered = eventually("the environment answers through the proxy again", || {
+        std::process::Command::new("curl")
+            .args(["-fsS", &url])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .await;
+    assert!(answered.contains(first.as_str()), "{answered}");
+    env.runner.stop().await;
+}
