@@ -18,7 +18,7 @@ unique="benchbk$$"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production" >/dev/null 2>&1 || true
+  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
   docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
   scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
 }
@@ -56,7 +56,7 @@ DOCKERFILE
   BENCH_KEEP_LOG="$RESULTS/buildkit-last-job.log" python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$repo" \
     runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-  docker rm -f "runner-$unique-production" >/dev/null 2>&1 || true
+  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
 }
 
 warm=$(run_with cache "type=cache,id=$unique-deps")

@@ -63,7 +63,8 @@ webapp_repo() {
 }
 
 # webapp_project_toml PORT DATABASE NAME REPO REGISTRY APP_PORT: a runner config deploying
-# the webapp repository NAME through every step to the local engine.
+# the webapp repository NAME through every step to the local engine, served by the
+# services' Caddy on APP_PORT (slot ports: BENCH_SLOTS="A, B", else two free ones).
 webapp_project_toml() {
   cat <<TOML
 [server]
@@ -71,6 +72,8 @@ listen = "127.0.0.1:$1"
 database_url = "sqlite://$2"
 [dashboard]
 read_access = "public"
+[proxy]
+admin_url = "$RUNNER_TEST_CADDY_ADMIN"
 [[projects]]
 name = "$3"
 repository = "Codertocat/Hello-World"
@@ -89,5 +92,6 @@ url = "$5"
 [projects.rollout]
 target = "local"
 host_port = $6
+slot_ports = [${BENCH_SLOTS:-$(free_port), $(free_port)}]
 TOML
 }

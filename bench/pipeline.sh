@@ -17,7 +17,7 @@ unique="bench$$"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production" "$unique-baseline" >/dev/null 2>&1 || true
+  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" "$unique-baseline" >/dev/null 2>&1 || true
   docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
   scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
 }
@@ -58,7 +58,7 @@ for builder in buildkit legacy; do
   summary=$(python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$repo" \
     runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$RUNS")
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-  docker rm -f "runner-$unique-production" >/dev/null 2>&1 || true
+  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
   python3 - "$summary" "$baseline" "$cli_build" "$builder" <<'PY'
 import json, sys
 s, baseline, cli_build, builder = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]

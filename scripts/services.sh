@@ -85,10 +85,21 @@ YML
   echo "$moto_port" >"$DIR/moto.port"
   wait_http "http://127.0.0.1:$moto_port/moto-api/" "$DIR/moto.log"
   echo "moto (AWS APIs) on 127.0.0.1:$moto_port" >&2
+
+  # Caddy, the proxy in front of local environments, with its admin API on loopback. Each
+  # integration test starts a Caddy of its own; this one is for benches and trying things.
+  local caddy_port; caddy_port=$(free_port)
+  mkdir -p "$DIR/caddy"
+  printf '{"admin":{"listen":"127.0.0.1:%s"}}' "$caddy_port" >"$DIR/caddy/caddy.json"
+  XDG_DATA_HOME="$DIR/caddy" XDG_CONFIG_HOME="$DIR/caddy" setsid caddy run --config "$DIR/caddy/caddy.json" >"$DIR/caddy.log" 2>&1 &
+  echo $! >"$DIR/caddy.pid"
+  echo "$caddy_port" >"$DIR/caddy.port"
+  wait_http "http://127.0.0.1:$caddy_port/config/" "$DIR/caddy.log"
+  echo "caddy (admin API) on 127.0.0.1:$caddy_port" >&2
 }
 
 stop() {
-  for name in registry moto; do
+  for name in registry moto caddy; do
     if [ -f "$DIR/$name.pid" ]; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
       rm -f "$DIR/$name.pid"
@@ -98,6 +109,7 @@ stop() {
 
 env_() {
   [ -f "$DIR/registry.port" ] && echo "export RUNNER_TEST_REGISTRY=127.0.0.1:$(cat "$DIR/registry.port")"
+  [ -f "$DIR/caddy.port" ] && echo "export RUNNER_TEST_CADDY_ADMIN=http://127.0.0.1:$(cat "$DIR/caddy.port")"
   if [ -x "$DIR/bin/terraform" ]; then
     echo "export TERRAFORM_BIN=$DIR/bin/terraform"
     # A CLI config file named by the machine but absent makes every command warn.

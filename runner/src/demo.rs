@@ -89,6 +89,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(registry) => registry.clone(),
         None => start_registry(&dir).await?,
     };
+    let proxy = start_caddy(&dir).await?;
     let (sha, message) = commit_next_version(&dir.join("repo"), &webapp)?;
     step(&format!(
         "commit {} \"{message}\" in {}",
@@ -99,7 +100,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let secret = hex::encode(random_bytes()?);
     let admin_token = read_or_create_token(&dir.join("admin-token"))?;
     let config_path = dir.join("runner.toml");
-    std::fs::write(&config_path, demo_config(&dir, args.port, args.app_port, &registry))?;
+    std::fs::write(
+        &config_path,
+        demo_config(&dir, args.port, args.app_port, &registry, &proxy),
+    )?;
     let env = |name: &str| match name {
         "DEMO_WEBHOOK_SECRET" => Some(secret.clone()),
         "RUNNER_ADMIN_TOKEN" => Some(admin_token.clone()),
@@ -331,7 +335,52 @@ async fn registry_answers(port: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-fn demo_config(dir: &Path, port: u16, app_port: u16, registry: &str) -> String {
+/// The proxy in front of the demo's app: Debian's `caddy`, its admin API on a free port,
+/// kept running between runs like the registry (`--clean` stops it).
+async fn start_caddy(dir: &Path) -> anyhow::Result<String> {
+    let (pid_file, port_file) = (dir.join("caddy.pid"), dir.join("caddy.port"));
+    if let (Ok(pid), Ok(port)) = (std::fs::read_to_string(&pid_file), std::fs::read_to_string(&port_file))
+        && Path::new(&format!("/proc/{}", pid.trim())).exists()
+        && reqwest::get(format!("http://127.0.0.1:{}/config/", port.trim()))
+            .await
+            .is_ok()
+    {
+        return Ok(format!("http://127.0.0.1:{}", port.trim()));
+    }
+    let Some(binary) = which("caddy") else {
+        bail!(Prerequisite(
+            "No proxy for the app: install Debian's caddy (apt-get install caddy), then run `runner demo` again."
+                .into()
+        ));
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = dir.join("caddy.json");
+    std::fs::write(&config, format!(r#"{{"admin":{{"listen":"127.0.0.1:{port}"}}}}"#))?;
+    let log = std::fs::File::create(dir.join("caddy.log"))?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(binary)
+        .process_group(0)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("XDG_DATA_HOME", dir.join("caddy-data"))
+        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting caddy")?;
+    std::fs::write(&pid_file, child.id().to_string())?;
+    std::fs::write(&port_file, port.to_string())?;
+    for _ in 0..100 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/config/")).await.is_ok() {
+            step(&format!("proxy (Caddy) with its admin API on 127.0.0.1:{port}"));
+            return Ok(format!("http://127.0.0.1:{port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("Caddy did not start; see {}", dir.join("caddy.log").display())
+}
+
+fn demo_config(dir: &Path, port: u16, app_port: u16, registry: &str, proxy: &str) -> String {
     format!(
         r#"# Written by `runner demo`; rewritten on each run.
 [server]
@@ -340,6 +389,9 @@ database_url = "sqlite://{db}"
 
 [dashboard]
 read_access = "public"
+
+[proxy]
+admin_url = "{proxy}"
 
 [[projects]]
 name = "{PROJECT}"
@@ -363,7 +415,10 @@ url = "{registry}"
 [projects.rollout]
 target = "local"
 host_port = {app_port}
+slot_ports = [{slot_a}, {slot_b}]
 "#,
+        slot_a = app_port.wrapping_add(1000),
+        slot_b = app_port.wrapping_add(1001),
         db = dir.join("data/runner.db").display(),
         repo = dir.join("repo").display(),
     )
@@ -520,11 +575,13 @@ async fn clean(dir: &Path) -> anyhow::Result<()> {
         }
         step("removed the demo's images");
     }
-    if let Ok(pid) = std::fs::read_to_string(dir.join("registry.pid")) {
-        let pid = pid.trim();
-        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
-            let _ = std::process::Command::new("kill").arg(pid).status();
-            step(&format!("stopped the registry (pid {pid})"));
+    for (what, file) in [("the registry", "registry.pid"), ("the proxy", "caddy.pid")] {
+        if let Ok(pid) = std::fs::read_to_string(dir.join(file)) {
+            let pid = pid.trim();
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                let _ = std::process::Command::new("kill").arg(pid).status();
+                step(&format!("stopped {what} (pid {pid})"));
+            }
         }
     }
     if dir.exists() {

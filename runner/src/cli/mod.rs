@@ -61,6 +61,20 @@ pub enum Command {
         #[command(flatten)]
         remote: ops::Remote,
     },
+    /// Put exactly the image live in one environment live in another, without
+    /// rebuilding it (needs RUNNER_ADMIN_TOKEN).
+    Promote {
+        /// Project name, as configured.
+        project: String,
+        /// The environment whose live image goes (e.g. staging).
+        #[arg(long)]
+        from: String,
+        /// The environment it goes live in (e.g. production).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        remote: ops::Remote,
+    },
     /// Put a deployment's image live again (needs RUNNER_ADMIN_TOKEN).
     Rollback {
         /// Deployment id (see `runner deployments`).
@@ -159,6 +173,12 @@ pub fn main() -> ExitCode {
         }),
         Command::Jobs(args) => ops_exit(runtime.block_on(ops::jobs(&args))),
         Command::Deployments(source) => ops_exit(runtime.block_on(ops::deployments(&source))),
+        Command::Promote {
+            project,
+            from,
+            to,
+            remote,
+        } => ops_exit(runtime.block_on(ops::promote(&remote, &project, &from, &to))),
         Command::Deploy {
             project,
             target,

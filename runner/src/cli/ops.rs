@@ -353,6 +353,17 @@ pub async fn deploy(remote: &Remote, project: &str, target: &str) -> Result<(), 
     act(remote, &format!("/api/projects/{project}/deploy"), Some(body), "queued").await
 }
 
+pub async fn promote(remote: &Remote, project: &str, from: &str, to: &str) -> Result<(), OpsError> {
+    let body = json!({ "from": from, "to": to });
+    act(
+        remote,
+        &format!("/api/projects/{project}/promote"),
+        Some(body),
+        "queued",
+    )
+    .await
+}
+
 pub async fn rollback(remote: &Remote, deployment: u64) -> Result<(), OpsError> {
     act(
         remote,

@@ -165,6 +165,33 @@ pub async fn deploy_project(
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": sha }))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    from: String,
+    to: String,
+}
+
+/// Puts the image live in `from` live in `to` (trigger `promote`), without rebuilding it.
+pub async fn promote_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let request: PromoteRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be {{\"from\": \"staging\", \"to\": \"production\"}}: {e}"
+        ))
+    })?;
+    let (job_id, deployment) = operations::promote(&state, &name, &request.from, &request.to).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "promotes": deployment })),
+    ))
+}
+
 /// Queues again what a stored delivery asks for.
 pub async fn replay_delivery(
     State(state): State<AppState>,

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deployments", get(api::list_deployments))
         .route("/api/deployments/{id}/rollback", post(api::rollback_deployment))
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
+        .route("/api/projects/{name}/promote", post(api::promote_project))
         .merge(dashboard::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(limit_body));

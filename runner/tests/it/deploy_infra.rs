@@ -86,7 +86,7 @@ fn config(setup: &Setup, dir: &Path, approval: bool, rollout: config::Rollout) -
         rollout: Some(rollout),
         ..config::project(&setup.project, REPOSITORY, &["master"], "HELLO_SECRET")
     }];
-    config
+    config::with_proxy(config)
 }
 
 fn local_rollout(port: u16) -> config::Rollout {

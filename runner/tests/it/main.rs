@@ -12,6 +12,7 @@ mod demo;
 mod deploy_infra;
 mod ecr;
 mod engine_builds;
+mod environments;
 mod github;
 mod parse_properties;
 mod pipeline_e2e;
