@@ -123,6 +123,8 @@ pub struct Metrics {
     pub redeliveries_requested: Counter,
     /// Deploys queued for a branch head no delivery announced.
     pub reconcile_deploys: Counter,
+    /// Bytes of the images the runner keeps in the engine, by project (after its last prune).
+    pub images_bytes: Mutex<BTreeMap<String, u64>>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -218,6 +220,14 @@ impl Metrics {
             "Deploys queued for a branch head that no delivery announced.",
             self.reconcile_deploys.get(),
         );
+        let _ = writeln!(
+            out,
+            "# HELP runner_images_bytes Disk used by the images the runner keeps for rollbacks, by project."
+        );
+        let _ = writeln!(out, "# TYPE runner_images_bytes gauge");
+        for (project, bytes) in lock(&self.images_bytes).iter() {
+            let _ = writeln!(out, "runner_images_bytes{{project=\"{project}\"}} {bytes}");
+        }
         out
     }
 }

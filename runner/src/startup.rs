@@ -186,9 +186,10 @@ impl Application {
             }
             .run(stop_workers.clone()),
         );
-        let retention = tokio::spawn(prune_bodies(
+        let retention = tokio::spawn(prune_history(
             self.state.pool.clone(),
             self.state.config.server.delivery_body_retention,
+            self.state.config.server.job_retention,
             stop_workers.clone(),
         ));
 
@@ -324,13 +325,25 @@ async fn checkpoint_periodically(pool: SqlitePool) {
     }
 }
 
-async fn prune_bodies(pool: SqlitePool, retention: Duration, stop: CancellationToken) {
+/// Hourly: delivery bodies past their retention, and finished jobs past theirs.
+async fn prune_history(pool: SqlitePool, bodies: Duration, jobs: Option<Duration>, stop: CancellationToken) {
     loop {
-        let cutoff = now_ms() - store::duration_ms(retention);
+        let cutoff = now_ms() - store::duration_ms(bodies);
         match deliveries::prune_bodies(&pool, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(bodies = n, "dropped delivery bodies past their retention"),
             Err(error) => tracing::warn!(%error, "cannot prune delivery bodies"),
+        }
+        if let Some(jobs) = jobs {
+            match store::jobs::prune_finished(&pool, now_ms() - store::duration_ms(jobs)).await {
+                Ok(pruned) if pruned == store::jobs::Pruned::default() => {}
+                Ok(pruned) => tracing::info!(
+                    jobs = pruned.jobs,
+                    log_lines = pruned.log_lines,
+                    "removed finished jobs past their retention"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot prune finished jobs"),
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}

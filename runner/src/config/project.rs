@@ -36,6 +36,9 @@ pub struct Project {
     pub terraform: Option<TerraformSettings>,
     /// Credentials for reporting to GitHub; `None`: nothing is reported.
     pub github: Option<ProjectGitHub>,
+    /// Per environment, the images of this many latest deployments (the live one and the
+    /// ones a rollback can go back to) are kept; older images the runner built are removed.
+    pub keep_deployments: u32,
     /// The repository's pages on its forge, linked from the dashboard and the image labels.
     #[serde(skip)]
     pub links: RepoLinks,
@@ -175,6 +178,13 @@ pub(super) fn resolve(
         }
     };
     let links = RepoLinks::new(web_url, &repository);
+    let keep_deployments = raw.retention.as_ref().and_then(|r| r.keep_deployments).unwrap_or(10);
+    if !(1..=1000).contains(&keep_deployments) {
+        return Err(invalid(
+            field("retention.keep_deployments"),
+            "must be between 1 and 1000 (the live deployment counts)",
+        ));
+    }
     Ok(Project {
         name,
         repository,
@@ -197,6 +207,7 @@ pub(super) fn resolve(
             .github
             .map(|g| super::github::resolve_project(g, &field("github"), secrets))
             .transpose()?,
+        keep_deployments,
         links,
     })
 }

@@ -62,6 +62,7 @@ pub struct RawServer {
     pub database_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub delivery_body_retention_days: Option<u32>,
+    pub retention_days: Option<u32>,
     pub log_format: Option<String>,
 }
 
@@ -114,10 +115,17 @@ pub struct RawProject {
     pub terraform: Option<RawTerraform>,
     pub rollout: Option<RawRollout>,
     pub github: Option<RawProjectGitHub>,
+    pub retention: Option<RawRetention>,
     /// Several environments fed by branches of the repository; without them, the
     /// project has one (`environment`, `deploy_branches`, `deploy_tags`, `rollout`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<RawEnvironment>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub keep_deployments: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -29,7 +29,15 @@ pub struct ServerConfig {
     /// Raw bodies of accepted deliveries are kept this long, for inspection and replay.
     #[serde(rename = "delivery_body_retention_days", serialize_with = "days")]
     pub delivery_body_retention: Duration,
+    /// Finished jobs (their logs, steps and artifacts) are removed after this long;
+    /// deployments and the jobs they name are kept. `None`: kept for ever.
+    #[serde(rename = "retention_days", serialize_with = "optional_days")]
+    pub job_retention: Option<Duration>,
     pub log_format: LogFormat,
+}
+
+fn optional_days<S: serde::Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.map_or(0, |d| d.as_secs() / 86_400))
 }
 
 fn days<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -87,6 +95,11 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
         database_url,
         max_body_bytes,
         delivery_body_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+        // 0: kept for ever.
+        job_retention: match raw.retention_days.unwrap_or(90) {
+            0 => None,
+            days => Some(Duration::from_secs(u64::from(days) * 86_400)),
+        },
         log_format,
     })
 }

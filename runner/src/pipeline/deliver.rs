@@ -126,6 +126,7 @@ pub(super) async fn deliver(
     // What it replaced goes only now: a crash before this line leaves both, and the
     // runner's record says which one serves.
     target.retire(&release, log).await;
+    super::retention::prune(ctx, project, engine, log).await;
     Ok(())
 }
 

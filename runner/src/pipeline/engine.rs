@@ -90,6 +90,19 @@ pub struct ManagedContainer {
     pub role: Option<Role>,
     pub running: bool,
     pub labels: HashMap<String, String>,
+    /// The host ports it publishes.
+    pub published: Vec<u16>,
+}
+
+/// An image in the engine, as listed.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub id: String,
+    /// `repository:tag` names.
+    pub tags: Vec<String>,
+    /// `repository@sha256:…` names.
+    pub digests: Vec<String>,
+    pub bytes: u64,
 }
 
 /// A started container and the host port its service answers on.
@@ -126,6 +139,11 @@ pub trait ContainerEngine: Send + Sync {
     async fn stop(&self, container: &str) -> Result<(), EngineError>;
     /// Starts a stopped container again.
     async fn restart(&self, container: &str) -> Result<(), EngineError>;
+    /// The images named in any of `repositories` (without tag or digest).
+    async fn images(&self, repositories: &[String]) -> Result<Vec<StoredImage>, EngineError>;
+    /// Removes one name of an image (`repo:tag` or `repo@digest`); the image goes with
+    /// its last name. One a container still uses is refused by the engine.
+    async fn remove_image(&self, name: &str) -> Result<(), EngineError>;
     /// This runner's containers that carry every one of `labels`, running or not.
     async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError>;
     async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError>;
@@ -649,6 +667,36 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn images(&self, repositories: &[String]) -> Result<Vec<StoredImage>, EngineError> {
+        let options = bollard::query_parameters::ListImagesOptions {
+            all: false,
+            filters: Some(HashMap::from([("reference".to_owned(), repositories.to_vec())])),
+            ..Default::default()
+        };
+        let listed = self.docker.list_images(Some(options)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|image| StoredImage {
+                id: image.id,
+                tags: image.repo_tags,
+                digests: image.repo_digests,
+                bytes: u64::try_from(image.size).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self.docker.remove_image(name, Some(options), None).await {
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError> {
         let mut filters = vec![format!("{MANAGED_LABEL}={}", self.instance)];
         filters.extend(labels.iter().map(|(key, value)| format!("{key}={value}")));
@@ -665,6 +713,12 @@ impl ContainerEngine for DockerEngine {
                 Some(ManagedContainer {
                     role: labels.get(ROLE_LABEL).and_then(|r| Role::parse(r)),
                     running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    published: c
+                        .ports
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|p| p.public_port)
+                        .collect(),
                     id: c.id?,
                     labels,
                 })

@@ -20,6 +20,7 @@ mod infra;
 pub mod joblog;
 mod probe;
 pub mod registry;
+mod retention;
 mod ssh_tunnel;
 mod steps;
 pub mod target;

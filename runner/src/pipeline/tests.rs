@@ -285,6 +285,14 @@ impl ContainerEngine for FakeEngine {
         Ok(())
     }
 
+    async fn images(&self, _repositories: &[String]) -> Result<Vec<super::engine::StoredImage>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), EngineError> {
+        self.enter("remove_image", name).await
+    }
+
     async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError> {
         let containers = self.containers.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(containers
@@ -299,6 +307,7 @@ impl ContainerEngine for FakeEngine {
                 role: Some(c.role),
                 running: c.server.is_some(),
                 labels: c.labels.clone(),
+                published: vec![c.addr.port()],
             })
             .collect())
     }

@@ -231,3 +231,52 @@ pub async fn set_outputs(pool: &SqlitePool, id: i64, outputs: &serde_json::Value
         .await?;
     Ok(())
 }
+
+/// What a project's rollbacks and running jobs still need: commits and image digests.
+#[derive(Debug, Default, Clone)]
+pub struct KeptImages {
+    pub shas: std::collections::HashSet<String>,
+    pub digests: std::collections::HashSet<String>,
+}
+
+/// Per environment of `project`, the images of its `keep` latest deployments that went
+/// (or are going) live: the live one and those a rollback can go back to; and the commits
+/// of its jobs not yet finished, whose images may not have a deployment yet.
+pub async fn kept_images(pool: &SqlitePool, project: &str, keep: u32) -> Result<KeptImages, StoreError> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT sha, image_digest FROM (
+             SELECT sha, image_digest,
+                    row_number() OVER (PARTITION BY environment ORDER BY id DESC) AS newest
+             FROM deployments
+             WHERE project = ?1 AND status IN ('live', 'replaced', 'in_progress') AND image_ref <> '')
+         WHERE newest <= ?2
+         UNION ALL
+         SELECT sha, NULL FROM jobs
+         WHERE project = ?1 AND state IN ('queued', 'running', 'awaiting_approval')",
+    )
+    .bind(project)
+    .bind(i64::from(keep))
+    .fetch_all(pool)
+    .await?;
+    let mut kept = KeptImages::default();
+    for (sha, digest) in rows {
+        kept.shas.insert(sha);
+        kept.digests.extend(digest);
+    }
+    Ok(kept)
+}
+
+/// Whether `deployment` is among the ones whose images are kept (see [`kept_images`]).
+pub async fn within_kept(pool: &SqlitePool, deployment: &Deployment, keep: u32) -> Result<bool, StoreError> {
+    let newer: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deployments
+         WHERE project = ? AND environment = ? AND status IN ('live', 'replaced', 'in_progress')
+           AND image_ref <> '' AND id > ?",
+    )
+    .bind(deployment.project.as_str())
+    .bind(deployment.environment.as_str())
+    .bind(deployment.id)
+    .fetch_one(pool)
+    .await?;
+    Ok(newer < i64::from(keep))
+}

@@ -26,6 +26,12 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
         .config
         .project(&target.project)
         .ok_or_else(|| ApiError::Conflict(format!("project {} is no longer configured", target.project)))?;
+    if !store::deployments::within_kept(&state.pool, &target, project.keep_deployments).await? {
+        return Err(ApiError::Conflict(format!(
+            "deployment {deployment_id}'s image is no longer kept: each environment keeps the images of its last {} deployments ([projects.retention] keep_deployments)",
+            project.keep_deployments
+        )));
+    }
     let original = jobs::get(
         &state.pool,
         JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,

@@ -161,7 +161,12 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
                 .unwrap_or_default()
                 .contains("terraform_data")
     );
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err());
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .is_ok_and(|r| r.status().is_server_error()),
+        "the route exists, and nothing behind it is live"
+    );
 
     // The dashboard offers the decision to an admin.
     assert_eq!(

@@ -305,7 +305,8 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     let (config_project, config_image, config_registry) = (project.clone(), image.clone(), registry.clone());
     let state_dir = tempfile::tempdir().expect("tempdir");
     let state = state_dir.path().to_owned();
-    let make_config = move |_: &std::path::Path| {
+    // One config for both runners of the test (same slots, same Caddy).
+    let config = {
         // ECR's API is moto; the pushes go to the local registry standing in for ECR's host.
         let mut config = pipeline_config(
             &state,
@@ -324,6 +325,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
         });
         config
     };
+    let make_config = move |_: &std::path::Path| config.clone();
     let runner = TestRunner::start_with(make_config.clone()).await;
     let job = push_and_wait(&runner, &sha).await;
     let log = runner.job_log(&job["id"]).await;
@@ -375,7 +377,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &live]), "true");
     let version = eventually("the app answers through the proxy again", || {
         std::process::Command::new("curl")
-            .args(["-fsS", &format!("http://127.0.0.1:{host_port}/version")])
+            .args(["-fsS", "-m", "3", &format!("http://127.0.0.1:{host_port}/version")])
             .output()
             .ok()
             .filter(|o| o.status.success())

@@ -393,3 +393,83 @@ async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_th
         .expect("check");
     assert!(violations.is_empty(), "{} foreign key violations", violations.len());
 }
+
+#[tokio::test]
+async fn finished_jobs_past_the_retention_lose_their_logs_and_those_without_a_deployment_go() {
+    use runner::store::deployments::{self, NewDeployment};
+    use runner::store::logs::{self, Stream};
+    let (_dir, pool) = fresh_db().await;
+    let mut ids = Vec::new();
+    // A verify job and a deploy job finished at t=1000, a verify job at t=5000.
+    for (kind, digit, finished_at) in [
+        (JobKind::Verify, '1', 1_000),
+        (JobKind::Deploy, '2', 1_000),
+        (JobKind::Verify, '3', 5_000),
+    ] {
+        let id = enqueue(&pool, new_job(kind, "production", digit, 1), 0).await;
+        let claimed = jobs::claim_next(&pool, "w", LEASE, 3, 10)
+            .await
+            .expect("claim")
+            .expect("a job");
+        assert_eq!(claimed.id, id);
+        logs::append(&pool, id, &[(10, Stream::System, "a line".to_owned())])
+            .await
+            .expect("log");
+        if kind == JobKind::Deploy {
+            let sha = digit.to_string().repeat(40);
+            let deployment = deployments::start(
+                &pool,
+                &NewDeployment {
+                    job_id: id.get(),
+                    project: "hello",
+                    environment: "production",
+                    sha: &sha,
+                    image_ref: "app:x",
+                    image_digest: Some("sha256:x"),
+                    trigger: Trigger::Push,
+                    url: "",
+                },
+                20,
+            )
+            .await
+            .expect("deployment");
+            deployments::finish(&pool, deployment.id, runner::job::DeploymentStatus::Live, None, 30)
+                .await
+                .expect("live");
+        }
+        assert!(
+            jobs::finish(&pool, id, "w", JobState::Succeeded, None, finished_at)
+                .await
+                .expect("finish")
+        );
+        ids.push(id);
+    }
+    let pruned = jobs::prune_finished(&pool, 2_000).await.expect("prune");
+    assert_eq!(pruned, jobs::Pruned { log_lines: 2, jobs: 1 });
+    assert!(
+        jobs::get(&pool, ids[0]).await.expect("get").is_none(),
+        "the old verify job is gone"
+    );
+    assert!(
+        jobs::get(&pool, ids[1]).await.expect("get").is_some(),
+        "a deployment's job stays"
+    );
+    assert!(
+        logs::read(&pool, ids[1], 0, 10).await.expect("read").is_empty(),
+        "without its log"
+    );
+    assert_eq!(
+        logs::read(&pool, ids[2], 0, 10).await.expect("read").len(),
+        1,
+        "a recent job keeps its log"
+    );
+    assert_eq!(
+        deployments::list(&pool, Some("hello"), None, 10)
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1,
+        "deployments are kept"
+    );
+}

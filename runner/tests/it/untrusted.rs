@@ -230,7 +230,7 @@ async fn a_held_fork_pull_request_runs_only_once_approved_and_each_push_needs_a_
             "inspect",
             "--format",
             "{{json .HostConfig}}",
-            &format!("runner-{project}-production"),
+            &format!("runner-{project}-production-a"),
         ])
         .output()
         .expect("docker inspect");

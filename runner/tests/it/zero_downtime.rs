@@ -82,15 +82,26 @@ impl Prober {
     }
 }
 
-struct Environment {
-    project: String,
-    runner: TestRunner,
+/// A webapp project deploying master to a local environment behind this test's Caddy.
+pub(crate) struct Environment {
+    pub project: String,
+    pub image: String,
+    pub registry: String,
+    pub runner: TestRunner,
     repo: tempfile::TempDir,
     host_port: u16,
     _cleanup: EngineCleanup,
 }
 
 async fn environment(name: &str) -> Environment {
+    environment_with(name, |_| {}).await
+}
+
+/// As [`environment`], with `tune` applied to the runner's config.
+pub(crate) async fn environment_with(
+    name: &str,
+    tune: impl FnOnce(&mut config::Config) + Send + 'static,
+) -> Environment {
     let registry = required_env(
         "RUNNER_TEST_REGISTRY",
         "start a registry with scripts/services.sh start",
@@ -112,12 +123,25 @@ async fn environment(name: &str) -> Environment {
         ],
     };
     let (repo_path, config_project) = (repo.path().to_owned(), project.clone());
+    let (config_image, config_registry) = (image.clone(), registry.clone());
     let runner = TestRunner::start_with(move |dir| {
-        pipeline_config(dir, &config_project, &repo_path, &image, &registry, host_port, 15)
+        let mut config = pipeline_config(
+            dir,
+            &config_project,
+            &repo_path,
+            &config_image,
+            &config_registry,
+            host_port,
+            15,
+        );
+        tune(&mut config);
+        config
     })
     .await;
     Environment {
         project,
+        image,
+        registry,
         runner,
         repo,
         host_port,
@@ -126,7 +150,7 @@ async fn environment(name: &str) -> Environment {
 }
 
 impl Environment {
-    async fn deploy(&self, change: &str) -> (String, Value) {
+    pub(crate) async fn deploy(&self, change: &str) -> (String, Value) {
         std::fs::write(self.repo.path().join("CHANGES"), change).expect("write");
         let sha = commit_all(self.repo.path(), change);
         let job = push_and_wait(&self.runner, &sha).await;
@@ -254,7 +278,7 @@ async fn with_caddy_down_a_deploy_fails_in_one_sentence_and_a_restarted_caddy_ge
     let url = env.url();
     let answered = eventually("the environment answers through the proxy again", || {
         std::process::Command::new("curl")
-            .args(["-fsS", &url])
+            .args(["-fsS", "-m", "3", &url])
             .output()
             .ok()
             .filter(|o| o.status.success())

@@ -10,6 +10,7 @@ pub mod v2;
 
 use super::engine::RegistryAuth;
 use super::joblog::JobLog;
+use crate::store::deployments::KeptImages;
 
 /// Where an image goes, and how to log in there.
 pub struct Destination {
@@ -23,4 +24,9 @@ pub trait Registry: Send + Sync {
     /// The destination of `image` (the repository part of the image's name), made ready
     /// to receive a push.
     async fn destination(&self, image: &str, log: &JobLog) -> Result<Destination, String>;
+    /// Deletes the runner's tags of `image` (commit SHAs) whose manifests `keep` does not
+    /// name; returns how many it deleted. A registry that cannot delete keeps everything.
+    async fn prune(&self, _image: &str, _keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
+        Ok(0)
+    }
 }

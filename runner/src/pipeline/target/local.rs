@@ -59,6 +59,7 @@ struct Occupant {
     slot: Option<usize>,
     deployment: Option<i64>,
     running: bool,
+    published: Vec<u16>,
 }
 
 impl LocalTarget {
@@ -172,10 +173,16 @@ impl LocalTarget {
             self.engine.remove(&legacy.id).await.map_err(|e| e.to_string())?;
         }
         self.proxy.ensure(&self.route()).await.map_err(|e| e.to_string())?;
+        // The live deployment's container, if it still publishes its slot's port (the
+        // slot ports may have changed in the config since it started).
+        let in_its_slot = |o: &Occupant| {
+            o.slot
+                .is_some_and(|slot| o.published.is_empty() || o.published.contains(&self.rollout.slot_ports[slot]))
+        };
         let keep = live.as_ref().and_then(|(deployment, _, _)| {
             occupants
                 .iter()
-                .filter(|o| o.slot.is_some() && o.deployment == Some(*deployment))
+                .filter(|o| in_its_slot(o) && o.deployment == Some(*deployment))
                 .max_by_key(|o| o.running)
                 .cloned()
         });
@@ -212,6 +219,7 @@ fn occupant(container: ManagedContainer) -> Occupant {
             .and_then(|s| SLOT_NAMES.iter().position(|n| n == s)),
         deployment: container.labels.get(DEPLOYMENT_LABEL).and_then(|d| d.parse().ok()),
         running: container.running,
+        published: container.published,
         id: container.id,
     }
 }

@@ -8,6 +8,7 @@ mod claim;
 mod enqueue;
 mod finish;
 mod heartbeat;
+mod prune;
 
 pub use abandon::fail_abandoned;
 pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
@@ -15,6 +16,7 @@ pub use claim::claim_next;
 pub use enqueue::{NewJob, enqueue, enqueue_now, push_insert};
 pub use finish::finish;
 pub use heartbeat::{Heartbeat, heartbeat};
+pub use prune::{Pruned, prune_finished};
 
 use serde::Serialize;
 use sqlx::SqlitePool;

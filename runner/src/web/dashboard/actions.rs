@@ -39,6 +39,23 @@ pub async fn rollback(
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
+/// Puts a live deployment's image live in another environment of its project.
+pub async fn promote(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path((id, to)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    viewer.authorize(&headers, form.csrf.as_deref())?;
+    let id = parse_positive_id(&id, "deployment")?;
+    let deployment = deployments::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
+    let (job, _) = operations::promote(&state, &deployment.project, &deployment.environment, &to).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}
+
 pub async fn redeploy(
     State(state): State<AppState>,
     viewer: Viewer,

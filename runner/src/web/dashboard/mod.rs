@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}/reject", post(actions::reject))
         .route("/deployments/{id}/rollback", post(actions::rollback))
         .route("/deployments/{id}/redeploy", post(actions::redeploy))
+        .route("/deployments/{id}/promote/{to}", post(actions::promote))
         .route("/deliveries/{id}/replay", post(actions::replay))
         .route("/assets/app.css", get(assets::stylesheet))
         .route("/assets/app.js", get(assets::script))

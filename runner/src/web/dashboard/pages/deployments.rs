@@ -69,6 +69,22 @@ pub async fn deployments_page(
     ))
 }
 
+/// The other environments of the deployment's project.
+fn promotion_targets(view: &View<'_>, deployment: &crate::store::deployments::Deployment) -> Vec<String> {
+    view.state
+        .config
+        .project(deployment.project.as_str())
+        .map(|project| {
+            project
+                .environments
+                .iter()
+                .filter(|e| e.name != deployment.environment)
+                .map(|e| e.name.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn render(view: &View<'_>) -> Markup {
     let config = &view.state.config;
     let projects: Vec<String> = config.projects.iter().map(|p| p.name.to_string()).collect();
@@ -177,6 +193,18 @@ fn deployment_row(view: &View<'_>, row: &DeploymentView) -> Markup {
             td.actions {
                 a href={ "/jobs/" (d.job_id) } { "Job #" (d.job_id) }
                 (html::rollback_button(d, csrf))
+                // A live deployment can go live, as it is, in the project's other environments.
+                @if d.status == DeploymentStatus::Live && d.image_digest.is_some() {
+                    @for target in promotion_targets(view, d) {
+                        (action_button(
+                            &format!("/deployments/{}/promote/{target}", d.id),
+                            &format!("Promote to {target}"),
+                            csrf,
+                            "secondary",
+                            Some(&format!("Put this image live in {target}, without rebuilding it?")),
+                        ))
+                    }
+                }
                 (action_button(
                     &format!("/deployments/{}/redeploy", d.id),
                     "Redeploy",
