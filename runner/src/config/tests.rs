@@ -262,3 +262,92 @@ fn terraform_and_ecs_settings_are_read_with_their_defaults() {
     .to_string();
     assert!(error.contains("rollout.service"), "{error}");
 }
+
+const TWO_ENVIRONMENTS: &str = r#"
+    [[projects]]
+    name = "app"
+    repository = "o/app"
+    webhook_secret_env = "S"
+    [[projects.environments]]
+    name = "staging"
+    branches = ["develop"]
+    [projects.environments.rollout]
+    target = "local"
+    host_port = 9001
+    slot_ports = [19001, 19002]
+    [[projects.environments]]
+    name = "production"
+    branches = ["main"]
+    tags = true
+    [projects.environments.rollout]
+    target = "local"
+    hostname = "app.example.com"
+    slot_ports = [19003, 19004]
+"#;
+
+#[test]
+fn environments_are_read_with_their_branches_and_routes() {
+    let config = load(TWO_ENVIRONMENTS, &[("S", "x")]).expect("valid");
+    let project = &config.projects[0];
+    let names: Vec<&str> = project.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["staging", "production"]);
+    let develop = crate::domain::GitRef::branch("develop").expect("ref");
+    let deployed: Vec<&str> = project.environments_for(&develop).map(|e| e.name.as_str()).collect();
+    assert_eq!(deployed, ["staging"]);
+    let Some(Target::Local(production)) = &project.environment("production").expect("production").target else {
+        panic!("a local target");
+    };
+    assert_eq!(
+        production.url(),
+        "https://app.example.com",
+        "a hostname gets TLS by default"
+    );
+    assert_eq!(config.proxy.admin_url, DEFAULT_ADMIN_URL);
+}
+
+#[test]
+fn environment_and_route_mistakes_are_refused_with_the_key_named() {
+    let cases = [
+        (
+            TWO_ENVIRONMENTS.replace("name = \"staging\"", "name = \"Staging Env\""),
+            "projects[0].environments[0].name",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace("name = \"staging\"", "name = \"production\""),
+            "projects[0].environments[1].name",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace("app.example.com", "-bad_host"),
+            "projects[0].environments[1].rollout.hostname",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace("slot_ports = [19003, 19004]", "slot_ports = [19001, 19005]"),
+            "projects[0] (app/production).rollout",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace("slot_ports = [19001, 19002]\n", ""),
+            "projects[0].environments[0].rollout.slot_ports",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace(
+                "webhook_secret_env = \"S\"",
+                "webhook_secret_env = \"S\"\n    deploy_branches = [\"main\"]",
+            ),
+            "projects[0].deploy_branches",
+        ),
+        (
+            TWO_ENVIRONMENTS.replace(
+                "hostname = \"app.example.com\"",
+                "hostname = \"app.example.com\"\n    tls = \"maybe\"",
+            ),
+            "projects[0].environments[1].rollout.tls",
+        ),
+    ];
+    for (toml, key) in cases {
+        let error = load(&toml, &[("S", "x")]).expect_err(key).to_string();
+        assert!(error.starts_with(key), "{key}: {error}");
+    }
+    let bad_proxy = format!("[proxy]\nadmin_url = \"not a url\"\n{TWO_ENVIRONMENTS}");
+    let error = load(&bad_proxy, &[("S", "x")]).expect_err("proxy").to_string();
+    assert!(error.starts_with("proxy.admin_url"), "{error}");
+}

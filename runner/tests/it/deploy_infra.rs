@@ -391,18 +391,11 @@ async fn push_to_ecs_on_moto_plans_waits_for_approval_applies_and_becomes_stable
     assert_eq!(deployment["outputs"]["image"], pushed.as_str());
     let now_running = service_task_definition(&ecs, &cluster, &service).await;
     assert_ne!(now_running, first, "the service moved to a new revision");
-    let image = ecs
-        .describe_task_definition()
-        .task_definition(&now_running)
-        .send()
-        .await
-        .expect("describe")
-        .task_definition
-        .and_then(|t| t.container_definitions)
-        .and_then(|c| c.into_iter().next())
-        .and_then(|c| c.image)
-        .expect("image");
-    assert_eq!(image, pushed, "the new revision runs the pushed image");
+    assert_eq!(
+        service_image(&ecs, &cluster, &service).await,
+        pushed,
+        "the new revision runs the pushed image"
+    );
     runner.stop().await;
 }
 
@@ -665,5 +658,101 @@ async fn a_failed_smoke_test_is_reported_to_github_with_what_it_answered() {
     })
     .await;
     assert_eq!(states, ["in_progress", "failure"]);
+    runner.stop().await;
+}
+
+/// The image a service's current revision runs.
+async fn service_image(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> String {
+    let revision = service_task_definition(ecs, cluster, service).await;
+    ecs.describe_task_definition()
+        .task_definition(&revision)
+        .send()
+        .await
+        .expect("describe")
+        .task_definition
+        .and_then(|t| t.container_definitions)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.image)
+        .expect("image")
+}
+
+#[tokio::test]
+async fn on_ecs_each_environment_has_its_service_and_a_promotion_moves_stagings_digest_to_production() {
+    let endpoint = required_env("RUNNER_TEST_AWS_ENDPOINT", "start moto with scripts/services.sh start");
+    let setup = setup();
+    let ecs = ecs_client(&endpoint).await;
+    let cluster = format!("c-{}", setup.project);
+    let (staging, production) = (format!("stg-{}", setup.project), format!("prd-{}", setup.project));
+    ecs_service(&ecs, &cluster, &staging, 2).await;
+    let production_first = ecs_service(&ecs, &cluster, &production, 2).await;
+    let (staging_rollout, production_rollout) = (
+        ecs_rollout(&endpoint, &cluster, &staging, 30),
+        ecs_rollout(&endpoint, &cluster, &production, 30),
+    );
+    let runner = TestRunner::start_with(|dir| {
+        let mut config = config(&setup, dir, false, staging_rollout.clone());
+        let project = &mut config.projects[0];
+        project.terraform = None;
+        project.deploy_branches.clear();
+        project.rollout = None;
+        project.environments = vec![
+            config::Environment {
+                name: "staging".into(),
+                branches: vec!["develop".into()],
+                rollout: Some(staging_rollout),
+                ..config::Environment::default()
+            },
+            config::Environment {
+                name: "production".into(),
+                branches: vec!["master".into()],
+                rollout: Some(production_rollout),
+                ..config::Environment::default()
+            },
+        ];
+        config
+    })
+    .await;
+    let response = runner
+        .deliver("push", &push_body("refs/heads/develop", &head(&setup)))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["environment"], "staging");
+    let pushed = format!(
+        "{}/{}@{}",
+        setup.registry,
+        setup.image,
+        done["deployment"]["image_digest"].as_str().expect("digest")
+    );
+    assert_eq!(service_image(&ecs, &cluster, &staging).await, pushed);
+    assert_eq!(
+        service_task_definition(&ecs, &cluster, &production).await,
+        production_first,
+        "production is untouched by a push to develop"
+    );
+
+    let promoted = reqwest::Client::new()
+        .post(runner.url(&format!("/api/projects/{}/promote", setup.project)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "from": "staging", "to": "production" }))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(promoted.status(), 202);
+    let job_id = promoted.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["deployment"]["trigger"], "promote");
+    assert_eq!(
+        service_image(&ecs, &cluster, &production).await,
+        pushed,
+        "production runs exactly staging's digest"
+    );
     runner.stop().await;
 }
