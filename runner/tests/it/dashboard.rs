@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const HOSTILE_MESSAGE: &str = "<script>alert(1)</script> & \"quotes\"";
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
@@ -58,7 +58,7 @@ async fn live_deployment(runner: &TestRunner, message: &str, sha: &str) -> (i64,
 }
 
 /// Logs in with the admin token; returns the `Cookie` header value.
-async fn log_in(runner: &TestRunner) -> String {
+pub(crate) async fn log_in(runner: &TestRunner) -> String {
     let response = no_redirects()
         .post(runner.url("/login"))
         .form(&[("token", ADMIN_TOKEN), ("next", "/")])
@@ -82,7 +82,7 @@ async fn log_in(runner: &TestRunner) -> String {
     cookie.split(';').next().expect("name=value").to_owned()
 }
 
-async fn page(runner: &TestRunner, path: &str, cookie: Option<&str>) -> (u16, String) {
+pub(crate) async fn page(runner: &TestRunner, path: &str, cookie: Option<&str>) -> (u16, String) {
     let mut request = no_redirects().get(runner.url(path));
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
@@ -92,7 +92,7 @@ async fn page(runner: &TestRunner, path: &str, cookie: Option<&str>) -> (u16, St
     (status, response.text().await.expect("text"))
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
     html[start..start + 40].to_owned()
 }

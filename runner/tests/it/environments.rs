@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::common::config::{Rollout, local_rollout};
 use crate::common::*;
+use crate::dashboard::{csrf_of, log_in, no_redirects, page};
 
 #[tokio::test]
 async fn branches_feed_their_environments_and_a_promotion_reuses_stagings_image() {
@@ -87,17 +88,28 @@ async fn branches_feed_their_environments_and_a_promotion_reuses_stagings_image(
         .await
         .expect("the API answers");
     assert_eq!(bad.status(), 404, "an unknown environment is refused");
-    let promoted = client
-        .post(runner.url(&format!("/api/projects/{project}/promote")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({ "from": "staging", "to": "production" }))
+    // The dashboard offers the promotion on staging's live deployment.
+    let staging_deployment = job["deployment"]["id"].as_i64().expect("a deployment");
+    let cookie = log_in(&runner).await;
+    let (_, html) = page(&runner, "/", Some(&cookie)).await;
+    let action = format!("/deployments/{staging_deployment}/promote/production");
+    assert!(html.contains(&format!("action=\"{action}\"")), "{html}");
+    assert!(html.contains("Promote to production"));
+    let promoted = no_redirects()
+        .post(runner.url(&action))
+        .header("cookie", &cookie)
+        .header("origin", runner.base.clone())
+        .form(&[("csrf", csrf_of(&html))])
         .send()
         .await
-        .expect("the API answers");
-    assert_eq!(promoted.status(), 202);
-    let promotion_job = promoted.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
+        .expect("the dashboard answers");
+    assert_eq!(promoted.status(), 303);
+    let promotion_job: i64 = promoted.headers()["location"]
+        .to_str()
+        .ok()
+        .and_then(|l| l.strip_prefix("/jobs/"))
+        .and_then(|id| id.parse().ok())
+        .expect("redirected to the promotion's job");
     let job = runner.wait_for_job_end(promotion_job).await;
     assert_eq!(
         job["state"],
