@@ -101,9 +101,9 @@ pub(super) async fn run(
         .await?;
 
     let pushed = deliver::Pushed {
-        image_ref: format!("{repository}:{}", job.sha),
-        run_ref: format!("{repository}@{digest}"),
-        digest: Some(digest),
+        repository,
+        sha: job.sha.to_string(),
+        digest,
     };
     deliver::deliver(steps, project, environment, engine, &dirs, &pushed).await
 }

@@ -18,11 +18,23 @@ use crate::store::now_ms;
 
 /// An image in the registry, ready to go live.
 pub(super) struct Pushed {
+    /// Where it was pushed: `host[:port][/path]/<image>`.
+    pub repository: String,
+    /// Its tag: the commit it was built from.
+    pub sha: String,
+    pub digest: String,
+}
+
+impl Pushed {
     /// `<repository>:<sha>`: what people read.
-    pub image_ref: String,
+    fn image_ref(&self) -> String {
+        format!("{}:{}", self.repository, self.sha)
+    }
+
     /// `<repository>@<digest>`: what runs, so a moved tag cannot change it.
-    pub run_ref: String,
-    pub digest: Option<String>,
+    fn run_ref(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
 }
 
 pub(super) async fn deliver(
@@ -49,7 +61,7 @@ pub(super) async fn deliver(
     };
     let outputs = match &project.terraform {
         Some(terraform) => {
-            infra::run(steps, project, terraform, dirs, &pushed.run_ref, false)
+            infra::run(steps, project, terraform, dirs, &pushed.run_ref(), false)
                 .await?
                 .outputs
         }
@@ -63,8 +75,8 @@ pub(super) async fn deliver(
             project: project.name.as_str(),
             environment: environment.name.as_str(),
             sha: &job.sha,
-            image_ref: &pushed.image_ref,
-            image_digest: pushed.digest.as_deref(),
+            image_ref: &pushed.image_ref(),
+            image_digest: Some(&pushed.digest),
             trigger: job.trigger,
             url: &url,
         },
@@ -89,7 +101,7 @@ pub(super) async fn deliver(
         job_id: job.id.get(),
         deployment_id: deployment.id,
         sha: &job.sha,
-        image: &pushed.run_ref,
+        image: &pushed.run_ref(),
         previous,
         replaces: deployment.replaced_id,
     };
@@ -126,7 +138,7 @@ pub(super) async fn deliver(
     // What it replaced goes only now: a crash before this line leaves both, and the
     // runner's record says which one serves.
     target.retire(&release, log).await;
-    super::retention::prune(ctx, project, engine, log).await;
+    super::retention::prune(ctx, project, engine, &pushed.repository, log).await;
     Ok(())
 }
 
@@ -169,10 +181,6 @@ pub(super) async fn redeliver(
             target.id
         )));
     };
-    let repository = target
-        .image_ref
-        .rsplit_once(':')
-        .map_or(target.image_ref.as_str(), |(repo, _)| repo);
     if target.project.as_str() != project.name.as_str() {
         return Err(JobFailure::NotConfigured(format!(
             "deployment {} belongs to project {}, not {}",
@@ -201,9 +209,9 @@ pub(super) async fn redeliver(
             .await?;
     }
     let pushed = Pushed {
-        image_ref: target.image_ref.clone(),
-        run_ref: format!("{repository}@{digest}"),
-        digest: Some(digest),
+        repository: target.repository().to_owned(),
+        sha: target.sha.to_string(),
+        digest,
     };
     deliver(steps, project, environment, engine, &dirs, &pushed).await
 }

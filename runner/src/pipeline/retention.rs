@@ -12,7 +12,14 @@ use crate::config::Project;
 use crate::store::deployments::{self, KeptImages};
 
 /// Never fails the deploy: what cannot be removed now is removed after a later one.
-pub(super) async fn prune(ctx: &PipelineContext, project: &Project, engine: &Arc<dyn ContainerEngine>, log: &JobLog) {
+/// `pushed_to` is the repository the deploy's image was pushed to.
+pub(super) async fn prune(
+    ctx: &PipelineContext,
+    project: &Project,
+    engine: &Arc<dyn ContainerEngine>,
+    pushed_to: &str,
+    log: &JobLog,
+) {
     let Some(build) = &project.build else { return };
     let kept = match deployments::kept_images(&ctx.pool, project.name.as_str(), project.keep_deployments).await {
         Ok(kept) => kept,
@@ -27,12 +34,7 @@ pub(super) async fn prune(ctx: &PipelineContext, project: &Project, engine: &Arc
         Some(settings) => Some(ctx.connector.registry(settings).await),
         None => None,
     };
-    let mut repositories = vec![build.image.clone()];
-    if let Some(registry) = &registry
-        && let Ok(destination) = registry.destination(&build.image, log).await
-    {
-        repositories.push(destination.repository);
-    }
+    let repositories = [build.image.clone(), pushed_to.to_owned()];
     let images = match engine.images(&repositories).await {
         Ok(images) => images,
         Err(error) => {

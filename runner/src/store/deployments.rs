@@ -30,6 +30,20 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
 }
 
+impl Deployment {
+    /// Where its image was pushed: `image_ref` without its `:<sha>` tag.
+    pub fn repository(&self) -> &str {
+        self.image_ref
+            .rsplit_once(':')
+            .map_or(self.image_ref.as_str(), |(repository, _)| repository)
+    }
+
+    /// `<repository>@<digest>`: exactly the image it ran; `None` without a pushed digest.
+    pub fn pinned_image(&self) -> Option<String> {
+        Some(format!("{}@{}", self.repository(), self.image_digest.as_deref()?))
+    }
+}
+
 const COLUMNS: &str = "id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, \
      replaced_id, replaced_by, url, error, outputs, started_at, finished_at";
 

@@ -1,9 +1,11 @@
 //! What an operator can ask for, whether through the JSON API or a dashboard form.
 //! Each operation checks its preconditions and queues at most one job.
 
+use crate::config::{Environment, Project};
 use crate::domain::{CommitSha, DeliveryId, GitRef, JobId};
 use crate::job::{JobKind, Trigger};
 use crate::store::deliveries::Action;
+use crate::store::deployments::Deployment;
 use crate::store::jobs::{self, CancelOutcome, NewJob};
 use crate::store::{self, deliveries, now_ms};
 use crate::web::AppState;
@@ -32,35 +34,13 @@ pub async fn rollback(state: &AppState, deployment_id: i64) -> Result<JobId, Api
             project.keep_deployments
         )));
     }
-    let original = jobs::get(
-        &state.pool,
-        JobId::new(target.job_id).map_err(|e| ApiError::Internal(e.into()))?,
-    )
-    .await?;
     let environment = project.environment(&target.environment).ok_or_else(|| {
         ApiError::Conflict(format!(
             "environment {} of project {} is no longer configured",
             target.environment, target.project
         ))
     })?;
-    let job = NewJob {
-        project: project.name.clone(),
-        environment: environment.name.clone(),
-        kind: JobKind::Deploy,
-        trigger: Trigger::Rollback,
-        git_ref: original
-            .as_ref()
-            .and_then(|j| GitRef::parse(&j.git_ref).ok())
-            .unwrap_or_else(|| project.default_branch()),
-        sha: CommitSha::parse(&target.sha).map_err(|e| ApiError::Internal(e.into()))?,
-        pull_request: None,
-        delivery_id: None,
-        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
-        commit_author: original.and_then(|j| j.commit_author),
-        ordering_key: now_ms(),
-        rollback_of: Some(deployment_id),
-        held_for_approval: false,
-    };
+    let job = redelivery(state, project, environment, &target, Trigger::Rollback).await?;
     let job_id = enqueue(state, &job).await?;
     tracing::info!(deployment = deployment_id, job_id = %job_id, "rollback queued");
     Ok(job_id)
@@ -88,16 +68,31 @@ pub async fn promote(state: &AppState, project_name: &str, from: &str, to: &str)
         .await?
         .filter(|d| d.image_digest.is_some())
         .ok_or_else(|| ApiError::Conflict(format!("nothing is live in {project_name}/{from} to promote")))?;
+    let job = redelivery(state, project, target_environment, &source, Trigger::Promote).await?;
+    let job_id = enqueue(state, &job).await?;
+    tracing::info!(deployment = source.id, from, to, job_id = %job_id, "promotion queued");
+    Ok((job_id, source.id))
+}
+
+/// A deploy job (`trigger`: rollback or promote) that puts exactly `source`'s image live in
+/// `environment`, under the commit, branch and message of the job that built it.
+async fn redelivery(
+    state: &AppState,
+    project: &Project,
+    environment: &Environment,
+    source: &Deployment,
+    trigger: Trigger,
+) -> Result<NewJob, ApiError> {
     let original = jobs::get(
         &state.pool,
         JobId::new(source.job_id).map_err(|e| ApiError::Internal(e.into()))?,
     )
     .await?;
-    let job = NewJob {
+    Ok(NewJob {
         project: project.name.clone(),
-        environment: target_environment.name.clone(),
+        environment: environment.name.clone(),
         kind: JobKind::Deploy,
-        trigger: Trigger::Promote,
+        trigger,
         git_ref: original
             .as_ref()
             .and_then(|j| GitRef::parse(&j.git_ref).ok())
@@ -110,10 +105,7 @@ pub async fn promote(state: &AppState, project_name: &str, from: &str, to: &str)
         ordering_key: now_ms(),
         rollback_of: Some(source.id),
         held_for_approval: false,
-    };
-    let job_id = enqueue(state, &job).await?;
-    tracing::info!(deployment = source.id, from, to, job_id = %job_id, "promotion queued");
-    Ok((job_id, source.id))
+    })
 }
 
 /// What to deploy again: a branch (resolved to its head now) or an exact commit.

@@ -375,14 +375,10 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
     );
     let restarted = TestRunner::start_with(make_config).await;
     assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &live]), "true");
-    let version = eventually("the app answers through the proxy again", || {
-        std::process::Command::new("curl")
-            .args(["-fsS", "-m", "3", &format!("http://127.0.0.1:{host_port}/version")])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    })
+    let version = eventually_answers(
+        "the app answers through the proxy again",
+        &format!("http://127.0.0.1:{host_port}/version"),
+    )
     .await;
     assert!(version.contains(sha.as_str()), "{version}");
     restarted.stop().await;

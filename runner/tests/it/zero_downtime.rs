@@ -157,6 +157,14 @@ impl Environment {
         (sha, job)
     }
 
+    /// As [`Self::deploy`], for a deploy that must succeed; returns its log too.
+    pub(crate) async fn deploy_live(&self, change: &str) -> (String, Value, String) {
+        let (sha, job) = self.deploy(change).await;
+        let log = self.runner.job_log(&job["id"]).await;
+        assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+        (sha, job, log)
+    }
+
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/version", self.host_port)
     }
@@ -165,29 +173,15 @@ impl Environment {
 #[tokio::test]
 async fn deploys_a_failed_deploy_and_a_rollback_fail_no_request_through_the_proxy() {
     let env = environment("zd").await;
-    let (first, job) = env.deploy("first").await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        env.runner.job_log(&job["id"]).await
-    );
+    let (first, job, _) = env.deploy_live("first").await;
     let first_deployment = job["deployment"]["id"].as_i64().expect("a deployment");
 
     let prober = Prober::start(env.url());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (second, job) = env.deploy("second").await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        env.runner.job_log(&job["id"]).await
-    );
-    let log = env.runner.job_log(&job["id"]).await;
+    let (second, _, log) = env.deploy_live("second").await;
     assert!(log.contains("started in slot b beside the live version"), "{log}");
-    let (third, job) = env.deploy("third").await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    assert!(env.runner.job_log(&job["id"]).await.contains("started in slot a"));
+    let (third, _, log) = env.deploy_live("third").await;
+    assert!(log.contains("started in slot a"), "{log}");
 
     // A version that never answers its health check: it gets no traffic.
     std::fs::write(
@@ -242,13 +236,7 @@ async fn deploys_a_failed_deploy_and_a_rollback_fail_no_request_through_the_prox
 #[tokio::test]
 async fn with_caddy_down_a_deploy_fails_in_one_sentence_and_a_restarted_caddy_gets_its_routes_back() {
     let env = environment("cd").await;
-    let (first, job) = env.deploy("first").await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        env.runner.job_log(&job["id"]).await
-    );
+    let (first, _, _) = env.deploy_live("first").await;
 
     caddy::this_tests(caddy::Caddy::kill);
     let (_, job) = env.deploy("second").await;
@@ -276,15 +264,7 @@ async fn with_caddy_down_a_deploy_fails_in_one_sentence_and_a_restarted_caddy_ge
     // Caddy comes back without any configuration: the runner puts its route back.
     caddy::this_tests(caddy::Caddy::run);
     let url = env.url();
-    let answered = eventually("the environment answers through the proxy again", || {
-        std::process::Command::new("curl")
-            .args(["-fsS", "-m", "3", &url])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    })
-    .await;
+    let answered = eventually_answers("the environment answers through the proxy again", &url).await;
     assert!(answered.contains(first.as_str()), "{answered}");
     env.runner.stop().await;
 }

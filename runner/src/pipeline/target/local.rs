@@ -25,6 +25,7 @@ use crate::pipeline::engine::{ContainerEngine, ContainerSpec, EngineError, Manag
 use crate::pipeline::joblog::JobLog;
 use crate::pipeline::probe;
 use crate::proxy::{HealthCheck, Listen, Proxy, Route};
+use crate::store::deployments::Deployment;
 
 const PROJECT_LABEL: &str = "io.runner.project";
 const ENVIRONMENT_LABEL: &str = "io.runner.environment";
@@ -165,7 +166,7 @@ impl LocalTarget {
     /// Brings the environment back to what the runner's record says: the route in the
     /// proxy, `live`'s container running in a slot, and no other container. Run when no
     /// job of this runner is running (at start-up).
-    pub async fn restore(&self, live: Option<(i64, String, String)>) -> Result<(), String> {
+    pub async fn restore(&self, live: Option<&Deployment>) -> Result<(), String> {
         let occupants = self.occupants().await.map_err(|e| e.to_string())?;
         // Containers from before slots held the route's port: they go first.
         for legacy in occupants.iter().filter(|o| o.slot.is_none()) {
@@ -179,10 +180,10 @@ impl LocalTarget {
             o.slot
                 .is_some_and(|slot| o.published.is_empty() || o.published.contains(&self.rollout.slot_ports[slot]))
         };
-        let keep = live.as_ref().and_then(|(deployment, _, _)| {
+        let keep = live.and_then(|deployment| {
             occupants
                 .iter()
-                .filter(|o| in_its_slot(o) && o.deployment == Some(*deployment))
+                .filter(|o| in_its_slot(o) && o.deployment == Some(deployment.id))
                 .max_by_key(|o| o.running)
                 .cloned()
         });
@@ -199,10 +200,16 @@ impl LocalTarget {
                 self.engine.restart(&kept.id).await.map_err(|e| e.to_string())
             }
             (Some(_), _) | (None, None) => Ok(()),
-            (None, Some((deployment, image, sha))) => {
-                tracing::warn!(deployment, environment = %self.environment, "the live deployment had no container; starting it again");
+            (None, Some(deployment)) => {
+                let Some(image) = deployment.pinned_image() else {
+                    return Err(format!(
+                        "live deployment {} has no pushed image to start again",
+                        deployment.id
+                    ));
+                };
+                tracing::warn!(deployment = deployment.id, environment = %self.environment, "the live deployment had no container; starting it again");
                 self.engine
-                    .start(&self.spec(0, &image, deployment, 0, &sha))
+                    .start(&self.spec(0, &image, deployment.id, 0, deployment.sha.as_str()))
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -334,16 +341,13 @@ pub async fn restore_local_environments(
             }
         };
         let live = match crate::store::deployments::live(pool, project.name.as_str(), environment.name.as_str()).await {
-            Ok(live) => live.and_then(|d| {
-                let image = run_ref(&d.image_ref, d.image_digest.as_deref()?);
-                Some((d.id, image, d.sha.to_string()))
-            }),
+            Ok(live) => live,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the live deployment");
                 continue;
             }
         };
-        match target.restore(live).await {
+        match target.restore(live.as_ref()).await {
             Ok(()) => {
                 tracing::info!(project = %project.name, environment = %environment.name, "environment matches the record")
             }
@@ -378,6 +382,11 @@ pub async fn keep_routes(
     }
     let mut failing = false;
     loop {
+        // Start-up has just written them (restore_local_environments): the first check waits.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(config.proxy.check_interval) => {}
+        }
         for route in &routes {
             match proxy.ensure(route).await {
                 Ok(crate::proxy::Applied::Written) => {
@@ -393,10 +402,6 @@ pub async fn keep_routes(
         }
         if failing && proxy.check().await.is_ok() {
             failing = false;
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(config.proxy.check_interval) => {}
         }
     }
 }
@@ -440,15 +445,4 @@ fn route_of(
             interval: health_interval,
         },
     }
-}
-
-/// `<repository>@<digest>` from a deployment's `<repository>:<tag>`.
-fn run_ref(image_ref: &str, digest: &str) -> String {
-    let repository = image_ref.rsplit_once(':').map_or(
-        image_ref,
-        |(repo, tag)| {
-            if tag.contains('/') { image_ref } else { repo }
-        },
-    );
-    format!("{repository}@{digest}")
 }

@@ -343,6 +343,19 @@ impl Drop for EngineCleanup {
     }
 }
 
+/// The body `url` answers with a 2xx, once it does (each try bounded to 3 s).
+pub async fn eventually_answers(what: &str, url: &str) -> String {
+    eventually(what, || {
+        std::process::Command::new("curl")
+            .args(["-fsS", "-m", "3", url])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .await
+}
+
 /// Polls `check` every 100 ms for up to 30 s until it gives a value.
 pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     for _ in 0..300 {
