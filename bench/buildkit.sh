@@ -13,16 +13,7 @@ apt_need curl git
 
 pipeline_setup
 
-work=$(mktemp -d)
-unique="benchbk$$"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
-  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
-}
-trap cleanup EXIT
+pipeline_workspace benchbk
 
 # run_with NAME MOUNT: a first build then RUNS rebuilds with /deps mounted as MOUNT says;
 # prints the summary JSON.

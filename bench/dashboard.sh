@@ -14,16 +14,7 @@ apt_need wrk curl git
 
 pipeline_setup
 
-work=$(mktemp -d)
-unique="dash$$"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
-  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
-}
-trap cleanup EXIT
+pipeline_workspace dash
 
 repo="$work/repo"
 webapp_repo "$repo" "$webapp_bin"

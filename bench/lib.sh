@@ -53,6 +53,26 @@ pipeline_setup() {
   webapp_bin=$(scripts/build-webapp-static)
 }
 
+# pipeline_workspace PREFIX: a work directory (work) and a name unique to this run
+# (unique) for the images and containers a pipeline bench makes. On exit the runner whose
+# PID is in pid is stopped, the environment's containers, those listed in
+# cleanup_containers and every image named after the run are removed, and the services
+# stopped.
+pipeline_workspace() {
+  work=$(mktemp -d)
+  unique="$1$$"
+  pid=""
+  cleanup_containers=()
+  trap pipeline_cleanup EXIT
+}
+
+pipeline_cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
+  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" "${cleanup_containers[@]}" >/dev/null 2>&1 || true
+  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
+}
+
 # webapp_repo DIR BINARY: a git repository holding the static webapp as a scratch build context.
 webapp_repo() {
   mkdir -p "$1"

@@ -12,16 +12,8 @@ apt_need curl git
 
 pipeline_setup
 
-work=$(mktemp -d)
-unique="bench$$"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" "$unique-baseline" >/dev/null 2>&1 || true
-  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
-}
-trap cleanup EXIT
+pipeline_workspace bench
+cleanup_containers=("$unique-baseline")
 
 repo="$work/repo"
 webapp_repo "$repo" "$webapp_bin"

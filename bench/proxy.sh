@@ -13,16 +13,7 @@ apt_need curl git wrk
 
 pipeline_setup
 
-work=$(mktemp -d)
-unique="zd$$"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
-  docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" >/dev/null 2>&1 || true
-  docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
-}
-trap cleanup EXIT
+pipeline_workspace zd
 
 repo="$work/repo"
 webapp_repo "$repo" "$webapp_bin"
