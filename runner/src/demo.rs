@@ -516,11 +516,10 @@ async fn follow(http: &reqwest::Client, base: &str, job_id: i64) -> anyhow::Resu
 
 /// Removes the demo's containers and images, stops its registry, deletes its directory.
 async fn clean(dir: &Path) -> anyhow::Result<()> {
-    let database = format!("sqlite://{}", dir.join("data/runner.db").display());
     if let Ok(docker) = Docker::connect_with_local_defaults()
         && docker.ping().await.is_ok()
     {
-        let instance = crate::startup::instance_id(&database);
+        let instance = crate::startup::instance_id(&dir.join("data/work"));
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{}={instance}", crate::pipeline::engine::MANAGED_LABEL)],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -51,9 +51,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
 
-        let work_root = work_root(&config.server.database_url);
+        let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
-        let engine = connect_engine(&config, instance_id(&config.server.database_url))
+        let engine = connect_engine(&config, instance_id(&work_root))
             .await
             .map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
         let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
@@ -119,6 +119,7 @@ impl Application {
             },
             mask,
             log_events: log_events.clone(),
+            runnable_projects: config.runnable_projects().map(Arc::from),
             owner,
         };
         let state = AppState {
@@ -150,7 +151,7 @@ impl Application {
         self.local_addr().port()
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &Store {
         &self.state.pool
     }
 
@@ -259,39 +260,14 @@ fn has_local_environments(config: &Config) -> bool {
         .any(|e| matches!(e.target, Some(crate::config::Target::Local(_))))
 }
 
-/// A runner is known to the engine by its database: restarts keep the identity, two
-/// runners with different databases never reap each other's containers.
-pub fn instance_id(database_url: &str) -> String {
+/// A runner is known to the engine by its work directory (beside its SQLite file, or the
+/// one each replica names): restarts keep the identity, two runners never reap each
+/// other's containers.
+pub fn instance_id(work_dir: &std::path::Path) -> String {
     use sha2::Digest;
-    let path = database_path(database_url);
-    let stable = std::fs::canonicalize(&path).unwrap_or(path);
+    let stable = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
     let digest = sha2::Sha256::digest(stable.to_string_lossy().as_bytes());
     hex::encode(&digest[..6])
-}
-
-fn database_path(database_url: &str) -> PathBuf {
-    let path = database_url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:")
-        .split('?')
-        .next()
-        .unwrap_or_default();
-    if path.is_empty() || path.starts_with(":memory:") {
-        PathBuf::from(format!(":memory:{}", std::process::id()))
-    } else {
-        PathBuf::from(path)
-    }
-}
-
-/// Job work directories live beside the database file.
-fn work_root(database_url: &str) -> PathBuf {
-    let path = database_path(database_url);
-    if path.to_string_lossy().starts_with(":memory:") {
-        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
-    } else {
-        path.parent()
-            .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work"))
-    }
 }
 
 /// Whatever a previous run left behind (a crash mid-checkout) is removed before any job runs.
@@ -316,7 +292,7 @@ async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>)
     crate::secrets::create_private_dir(root).with_context(|| format!("creating the work directory {}", root.display()))
 }
 
-async fn checkpoint_periodically(pool: SqlitePool) {
+async fn checkpoint_periodically(pool: Store) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Err(error) = store::checkpoint(&pool).await {
@@ -326,7 +302,7 @@ async fn checkpoint_periodically(pool: SqlitePool) {
 }
 
 /// Hourly: delivery bodies past their retention, and finished jobs past theirs.
-async fn prune_history(pool: SqlitePool, bodies: Duration, jobs: Option<Duration>, stop: CancellationToken) {
+async fn prune_history(pool: Store, bodies: Duration, jobs: Option<Duration>, stop: CancellationToken) {
     loop {
         let cutoff = now_ms() - store::duration_ms(bodies);
         match deliveries::prune_bodies(&pool, cutoff).await {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::store::now_ms;
 
 #[derive(Clone)]
 pub struct Worker {
-    pub pool: SqlitePool,
+    pub pool: Store,
     pub config: Arc<Config>,
     pub job_queued: Arc<Notify>,
     pub cancellations: Arc<Cancellations>,
@@ -30,6 +30,9 @@ pub struct Worker {
     pub log_events: LogEvents,
     /// Distinguishes this process's leases from another's (and from its own past lives).
     pub owner: String,
+    /// The projects whose jobs this runner may claim (`None`: all); see
+    /// `Config::runnable_projects`.
+    pub runnable_projects: Option<Arc<[String]>>,
 }
 
 /// How often an idle worker looks for jobs whose lease ran out, even without a wake-up.
@@ -58,6 +61,7 @@ impl Worker {
                 &self.owner,
                 self.config.queue.lease,
                 self.config.queue.max_attempts,
+                self.runnable_projects.as_deref(),
                 now_ms(),
             )
             .await;

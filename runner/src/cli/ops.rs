@@ -93,7 +93,7 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
 /// `--url` is given, else from `local` reading the database.
 async fn newest<F>(source: &Source, resource: &str, local: F) -> Result<Vec<Value>, OpsError>
 where
-    F: AsyncFnOnce(&sqlx::SqlitePool) -> Result<Vec<Value>, crate::store::StoreError>,
+    F: AsyncFnOnce(&crate::store::Store) -> Result<Vec<Value>, crate::store::StoreError>,
 {
     newest_with(source, resource, "", local).await
 }
@@ -101,7 +101,7 @@ where
 /// [`newest`], with `extra` (`&name=value` pairs) added to the API query.
 async fn newest_with<F>(source: &Source, resource: &str, extra: &str, local: F) -> Result<Vec<Value>, OpsError>
 where
-    F: AsyncFnOnce(&sqlx::SqlitePool) -> Result<Vec<Value>, crate::store::StoreError>,
+    F: AsyncFnOnce(&crate::store::Store) -> Result<Vec<Value>, crate::store::StoreError>,
 {
     match &source.url {
         Some(url) => {
@@ -256,7 +256,7 @@ pub async fn deployments(source: &Source) -> Result<(), OpsError> {
     Ok(())
 }
 
-async fn open_database(source: &Source) -> Result<sqlx::SqlitePool, OpsError> {
+async fn open_database(source: &Source) -> Result<crate::store::Store, OpsError> {
     let config = Config::load(source.config.config.as_deref())
         .map_err(|e| OpsError::Usage(format!("invalid configuration: {e}")))?;
     Ok(crate::store::open(&config.server.database_url)

@@ -87,6 +87,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The projects whose jobs this runner may claim: those whose `runs_on` labels are all
+    /// among its `[queue] labels`. `None`: every project (no project asks for a label).
+    pub fn runnable_projects(&self) -> Option<Vec<String>> {
+        if self.projects.iter().all(|p| p.runs_on.is_empty()) {
+            return None;
+        }
+        Some(
+            self.projects
+                .iter()
+                .filter(|p| p.runs_on.iter().all(|label| self.queue.labels.contains(label)))
+                .map(|p| p.name.to_string())
+                .collect(),
+        )
+    }
+
     /// Reads `path` (if given) and applies overrides from the process environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_with(path, &|name| std::env::var(name).ok())

@@ -39,6 +39,8 @@ pub struct Project {
     /// Per environment, the images of this many latest deployments (the live one and the
     /// ones a rollback can go back to) are kept; older images the runner built are removed.
     pub keep_deployments: u32,
+    /// Labels a runner must offer (`[queue] labels`) to run this project's jobs.
+    pub runs_on: Vec<String>,
     /// The repository's pages on its forge, linked from the dashboard and the image labels.
     #[serde(skip)]
     pub links: RepoLinks,
@@ -185,7 +187,11 @@ pub(super) fn resolve(
             "must be between 1 and 1000 (the live deployment counts)",
         ));
     }
+    for label in &raw.runs_on {
+        super::queue::check_label(label).map_err(|why| invalid(field("runs_on"), why))?;
+    }
     Ok(Project {
+        runs_on: raw.runs_on.clone(),
         name,
         repository,
         environments,

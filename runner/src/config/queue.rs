@@ -19,6 +19,9 @@ pub struct QueueConfig {
     pub max_attempts: u32,
     /// A job's log stops growing at this many bytes (the cut is said in the log).
     pub job_log_max_bytes: u64,
+    /// What this runner offers (`[[projects]] runs_on` asks for labels); it claims only
+    /// jobs of projects whose every label it has.
+    pub labels: Vec<String>,
 }
 
 pub(super) fn resolve(raw: RawQueue, env: &Env<'_>) -> Result<QueueConfig, ConfigError> {
@@ -43,10 +46,37 @@ pub(super) fn resolve(raw: RawQueue, env: &Env<'_>) -> Result<QueueConfig, Confi
     if job_log_max_bytes < 64 * 1024 {
         return Err(invalid("queue.job_log_max_bytes", "must be at least 65536"));
     }
+    let labels = match env.get("RUNNER_LABELS") {
+        Some(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => raw.labels.unwrap_or_default(),
+    };
+    for label in &labels {
+        check_label(label).map_err(|why| invalid("queue.labels", why))?;
+    }
     Ok(QueueConfig {
         workers,
+        labels,
         lease: Duration::from_secs(lease_secs),
         max_attempts,
         job_log_max_bytes,
     })
+}
+
+/// A placement label: a short word of letters, digits, `-`, `_` and `.`.
+pub(super) fn check_label(label: &str) -> Result<(), String> {
+    let valid = !label.is_empty()
+        && label.len() <= 64
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{label:?} is not a label (1 to 64 letters, digits, '-', '_' or '.')"
+        ))
+    }
 }

@@ -64,6 +64,7 @@ pub struct RawServer {
     pub delivery_body_retention_days: Option<u32>,
     pub retention_days: Option<u32>,
     pub log_format: Option<String>,
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -92,6 +93,7 @@ pub struct RawQueue {
     pub lease_secs: Option<u64>,
     pub max_attempts: Option<u32>,
     pub job_log_max_bytes: Option<u64>,
+    pub labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -105,6 +107,8 @@ pub struct RawProject {
     pub webhook_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub deploy_tags: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs_on: Vec<String>,
     pub environment: Option<String>,
     pub clone_url: Option<String>,
     pub pull_requests: Option<String>,

@@ -1,6 +1,7 @@
 //! `[server]`: where the runner listens, its database, and how it logs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -24,7 +25,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `sqlite:` (one runner process) or `postgres://` (replicas sharing one database);
+    /// shown without its credentials.
+    #[serde(serialize_with = "redacted_url")]
     pub database_url: String,
+    /// Where jobs check out and build. Beside the SQLite file by default; each replica
+    /// on PostgreSQL names its own, and it is that replica's identity on its engine.
+    pub work_dir: PathBuf,
     pub max_body_bytes: usize,
     /// Raw bodies of accepted deliveries are kept this long, for inspection and replay.
     #[serde(rename = "delivery_body_retention_days", serialize_with = "days")]
@@ -34,6 +41,10 @@ pub struct ServerConfig {
     #[serde(rename = "retention_days", serialize_with = "optional_days")]
     pub job_retention: Option<Duration>,
     pub log_format: LogFormat,
+}
+
+fn redacted_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::secrets::redact_url(url))
 }
 
 fn optional_days<S: serde::Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -59,12 +70,43 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
         .get("RUNNER_DATABASE_URL")
         .or(raw.database_url)
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    if !database_url.starts_with("sqlite:") {
-        return Err(invalid(
+    let backend = crate::store::Backend::of_url(&database_url).ok_or_else(|| {
+        invalid(
             "server.database_url",
-            format!("{database_url:?}: only sqlite: URLs are supported by this build"),
-        ));
+            format!(
+                "{:?} is neither a sqlite: URL nor a postgres:// URL",
+                crate::secrets::redact_url(&database_url)
+            ),
+        )
+    })?;
+    if backend == crate::store::Backend::Postgres {
+        let host = database_url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, host)| host))
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || host.starts_with(':') {
+            return Err(invalid(
+                "server.database_url",
+                format!(
+                    "{:?} names no host: write postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                    crate::secrets::redact_url(&database_url)
+                ),
+            ));
+        }
     }
+    let work_dir = match env.get("RUNNER_WORK_DIR").map(PathBuf::from).or(raw.work_dir) {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            return Err(invalid("server.work_dir", "must not be empty"));
+        }
+        Some(dir) => dir,
+        None if backend == crate::store::Backend::Postgres => {
+            return Err(invalid(
+                "server.work_dir",
+                "required with a postgres:// database_url: each replica needs a work directory of its own",
+            ));
+        }
+        None => default_work_dir(&database_url),
+    };
     let max_body_bytes = match env.get("RUNNER_MAX_BODY_BYTES") {
         Some(v) => v
             .parse()
@@ -93,6 +135,7 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
     Ok(ServerConfig {
         listen,
         database_url,
+        work_dir,
         max_body_bytes,
         delivery_body_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
         // 0: kept for ever.
@@ -102,4 +145,21 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
         },
         log_format,
     })
+}
+
+/// Job work directories live beside the SQLite file.
+fn default_work_dir(database_url: &str) -> PathBuf {
+    let path = database_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
+    } else {
+        PathBuf::from(path)
+            .parent()
+            .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work"))
+    }
 }

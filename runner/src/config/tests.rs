@@ -161,7 +161,17 @@ pull_request_secret_env = {{ READ_ONLY = "TF_PR" }}
 fn mistakes_are_named() {
     let cases = [
         ("[server]\nlisten = \"nope\"", "server.listen"),
-        ("[server]\ndatabase_url = \"postgres://x\"", "only sqlite"),
+        ("[server]\ndatabase_url = \"mysql://x\"", "neither a sqlite: URL nor a postgres:// URL"),
+        ("[server]\ndatabase_url = \"postgres://x\"", "server.work_dir: required"),
+        (
+            "[server]\ndatabase_url = \"postgres://u:pw@/db\"\nwork_dir = \"w\"",
+            "names no host",
+        ),
+        ("[queue]\nlabels = [\"has space\"]", "queue.labels"),
+        (
+            "[[projects]]\nname = \"a\"\nrepository = \"a/b\"\ndeploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"\nruns_on = [\"$(x)\"]",
+            "projects[0].runs_on",
+        ),
         ("[queue]\nworkers = 0", "queue.workers"),
         ("[server]\nlistn = \"x\"", "unknown field"),
         (
@@ -350,4 +360,38 @@ fn environment_and_route_mistakes_are_refused_with_the_key_named() {
     let bad_proxy = format!("[proxy]\nadmin_url = \"not a url\"\n{TWO_ENVIRONMENTS}");
     let error = load(&bad_proxy, &[("S", "x")]).expect_err("proxy").to_string();
     assert!(error.starts_with("proxy.admin_url"), "{error}");
+}
+
+#[test]
+fn a_postgres_url_is_accepted_and_its_password_never_shown() {
+    let config = load(
+        "[server]\ndatabase_url = \"postgres://runner:hunter2secret@db.internal:5432/runner\"\nwork_dir = \"/srv/runner-a\"",
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(config.server.work_dir, std::path::PathBuf::from("/srv/runner-a"));
+    let shown = toml::to_string(&config.server).expect("serialises");
+    assert!(shown.contains("db.internal:5432/runner"), "{shown}");
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+    let error = load("[server]\ndatabase_url = \"postgres://runner:hunter2secret@\"\nwork_dir = \"w\"", &[])
+        .expect_err("no host")
+        .to_string();
+    assert!(!error.contains("hunter2secret"), "{error}");
+}
+
+#[test]
+fn labels_pick_the_projects_a_runner_claims() {
+    let two = format!(
+        "[queue]\nlabels = [\"host-engine\"]\n{HELLO}\nruns_on = [\"host-engine\"]\n{}\nruns_on = [\"gpu\"]",
+        HELLO.replace("hello\"", "other\"").replace("Hello-World", "Other")
+    );
+    let config = load(&two, &[("HELLO_SECRET", "x")]).expect("valid");
+    assert_eq!(config.runnable_projects(), Some(vec!["hello".to_owned()]));
+    let from_env = load(&two, &[("HELLO_SECRET", "x"), ("RUNNER_LABELS", "gpu, host-engine")]).expect("valid");
+    assert_eq!(
+        from_env.runnable_projects(),
+        Some(vec!["hello".to_owned(), "other".to_owned()])
+    );
+    let plain = load(HELLO, &[("HELLO_SECRET", "x")]).expect("valid");
+    assert_eq!(plain.runnable_projects(), None, "no project asks for a label: all are claimed");
 }

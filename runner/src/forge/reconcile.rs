@@ -21,7 +21,7 @@ use crate::store::{deliveries, now_ms, reports};
 const MAX_DELIVERY_PAGES: usize = 50;
 
 pub struct Reconciler {
-    pub pool: sqlx::SqlitePool,
+    pub pool: crate::store::Store,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub job_queued: Arc<Notify>,

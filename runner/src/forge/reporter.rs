@@ -26,7 +26,7 @@ const COALESCE: Duration = Duration::from_millis(200);
 const MAX_ATTEMPTS: i64 = 8;
 
 pub struct Reporter {
-    pool: sqlx::SqlitePool,
+    pool: crate::store::Store,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     events: LogEvents,
@@ -41,7 +41,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(
-        pool: sqlx::SqlitePool,
+        pool: crate::store::Store,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         events: LogEvents,
@@ -437,7 +437,7 @@ mod tests {
         };
         jobs::enqueue_now(&pool, &job, now_ms()).await.expect("enqueue");
         reporter.pass(&projects).await;
-        let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, now_ms())
+        let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())
             .await
             .expect("claim")
             .expect("a job");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::JobId;
@@ -66,13 +66,13 @@ impl JobLogWriter {
 }
 
 impl JobLog {
-    pub fn start(pool: SqlitePool, job: JobId, mask: SecretMask, events: LogEvents) -> (Self, JobLogWriter) {
+    pub fn start(pool: Store, job: JobId, mask: SecretMask, events: LogEvents) -> (Self, JobLogWriter) {
         Self::start_capped(pool, job, mask, events, DEFAULT_MAX_LOG_BYTES)
     }
 
     /// A log that stops storing lines once `max_bytes` are stored.
     pub fn start_capped(
-        pool: SqlitePool,
+        pool: Store,
         job: JobId,
         mask: SecretMask,
         events: LogEvents,

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Environment, Project};
@@ -65,7 +65,7 @@ pub enum JobFailure {
 /// What every job needs from the runner.
 #[derive(Clone)]
 pub struct PipelineContext {
-    pub pool: SqlitePool,
+    pub pool: Store,
     /// Work directories of running jobs live here; emptied at start-up.
     pub work_root: PathBuf,
     pub checkout_timeout: Duration,

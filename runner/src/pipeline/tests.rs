@@ -792,7 +792,7 @@ impl Harness {
         jobs::enqueue_now(&self.ctx.pool, &new, now_ms())
             .await
             .expect("enqueue");
-        jobs::claim_next(&self.ctx.pool, "test", Duration::from_secs(60), 3, now_ms())
+        jobs::claim_next(&self.ctx.pool, "test", Duration::from_secs(60), 3, None, now_ms())
             .await
             .expect("claim")
             .expect("a runnable job")
@@ -992,7 +992,7 @@ async fn a_cancel_during_any_step_stops_the_job_and_removes_its_containers() {
 }
 
 /// Returns once the job's `step` is running.
-async fn until_running(pool: &sqlx::SqlitePool, job: i64, step: &str) {
+async fn until_running(pool: &crate::store::Store, job: i64, step: &str) {
     loop {
         let steps = steps::list(pool, job).await.unwrap_or_default();
         if steps.iter().any(|s| s.name == step && s.state == StepState::Running) {
@@ -1197,7 +1197,7 @@ fn approve_when_asked(h: &Harness, job: &Job, approved: bool) -> JoinHandle<()> 
 }
 
 /// Answers job `id`'s approval request once it is made.
-fn answer_when_asked(pool: sqlx::SqlitePool, id: crate::domain::JobId, approved: bool) -> JoinHandle<()> {
+fn answer_when_asked(pool: crate::store::Store, id: crate::domain::JobId, approved: bool) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let state = jobs::get(&pool, id).await.ok().flatten().map(|j| j.state);
@@ -1236,7 +1236,7 @@ async fn a_deploy_with_terraform_plans_waits_for_approval_applies_then_rolls_out
     );
     let deployment = h.deployment_of(&ran.job).await;
     assert_eq!(deployment.status, DeploymentStatus::Live);
-    assert_eq!(deployment.outputs.expect("outputs")["app_url"], "http://app.test");
+    assert_eq!(deployment.outputs.0.expect("outputs")["app_url"], "http://app.test");
 }
 
 #[tokio::test]

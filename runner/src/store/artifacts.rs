@@ -1,7 +1,7 @@
 //! Readable artifacts of a job, such as the text of its terraform plan.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use super::Store;
 
 use super::StoreError;
 
@@ -14,7 +14,7 @@ pub struct Artifact {
 }
 
 pub async fn put(
-    pool: &SqlitePool,
+    pool: &Store,
     job_id: i64,
     name: &str,
     content_type: &str,
@@ -22,7 +22,7 @@ pub async fn put(
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO job_artifacts (job_id, name, content_type, content, created_at) VALUES (?, ?, ?, ?, ?)
+        "INSERT INTO job_artifacts (job_id, name, content_type, content, created_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (job_id, name) DO UPDATE SET content_type = excluded.content_type,
              content = excluded.content, created_at = excluded.created_at",
     )
@@ -31,17 +31,17 @@ pub async fn put(
     .bind(content_type)
     .bind(content)
     .bind(now)
-    .execute(pool)
+    .execute(pool.db())
     .await?;
     Ok(())
 }
 
-pub async fn get(pool: &SqlitePool, job_id: i64, name: &str) -> Result<Option<Artifact>, StoreError> {
+pub async fn get(pool: &Store, job_id: i64, name: &str) -> Result<Option<Artifact>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT name, content_type, content, created_at FROM job_artifacts WHERE job_id = ? AND name = ?",
+        "SELECT name, content_type, content, created_at FROM job_artifacts WHERE job_id = $1 AND name = $2",
     )
     .bind(job_id)
     .bind(name)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?)
 }

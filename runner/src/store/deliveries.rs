@@ -1,12 +1,12 @@
 //! Webhook deliveries: recorded once per `X-GitHub-Delivery`, with the job they queued.
 
 use serde::Serialize;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, Executor as _};
 
 use std::collections::{HashMap, HashSet};
 
 use super::jobs::{self, NewJob};
-use super::{Page, StoreError};
+use super::{Backend, Flag, Page, Store, StoreError, Values, take_write_lock};
 
 /// What the ingest decided to do with a verified, parsed delivery.
 #[derive(Debug, Clone)]
@@ -117,10 +117,11 @@ pub enum Recorded {
 /// inside one batch the first wins. Triggers (migrations/) supersede older queued deploys
 /// and link each job to its delivery, row by row in batch order.
 pub async fn record_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    backend: Backend,
     batch: &[(&NewDelivery, &Action)],
 ) -> Result<Vec<Recorded>, StoreError> {
-    let recorded = record_in_transaction(conn, batch).await;
+    let recorded = record_in_transaction(conn, backend, batch).await;
     if recorded.is_err() {
         // Fails harmlessly when BEGIN itself was what failed.
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -129,20 +130,31 @@ pub async fn record_batch(
 }
 
 async fn record_in_transaction(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    backend: Backend,
     batch: &[(&NewDelivery, &Action)],
 ) -> Result<Vec<Recorded>, StoreError> {
     let ids = serde_json::to_string(&batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))?;
-    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(
-        "BEGIN IMMEDIATE; \
-         SELECT delivery_id, job_id FROM deliveries WHERE delivery_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    let earlier_copies = format!(
+        "SELECT delivery_id, job_id FROM deliveries WHERE {}",
+        backend.in_json_list("delivery_id", "$1")
+    );
+    let earlier_copies = match backend {
+        // One round trip: the write lock and the read together.
+        Backend::Sqlite => format!("BEGIN IMMEDIATE; {earlier_copies}"),
+        Backend::Postgres => {
+            conn.execute("BEGIN").await?;
+            take_write_lock(conn).await?;
+            earlier_copies
+        }
+    };
+    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
 
     // In batch order, the first copy of an id not recorded before is the new one.
     let mut claimed = HashSet::new();
@@ -169,13 +181,11 @@ async fn record_in_transaction(
 
     let mut job_ids: HashMap<&str, i64> = HashMap::new();
     if !new_deliveries.is_empty() {
-        // Both inserts go in one round trip; the deliveries come first, as the job
-        // trigger that links them expects.
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut insert = Values::new(
             "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
              reason, content_type, body, body_encoding, body_bytes, received_at) ",
         );
-        insert.push_values(&new_deliveries, |mut row, (delivery, action)| {
+        insert.rows(&new_deliveries, |row, (delivery, action)| {
             let (outcome, reason) = match action {
                 Action::Queue(_) => ("queued", None),
                 Action::Ignore { reason } => ("ignored", Some(reason.clone())),
@@ -183,41 +193,68 @@ async fn record_in_transaction(
                     ("cancelled", Some(format!("pull request #{number} closed")))
                 }
             };
-            row.push_bind(delivery.delivery_id.clone())
-                .push_bind(delivery.event.clone())
-                .push_bind(delivery.action.clone())
-                .push_bind(delivery.project.clone())
-                .push_bind(delivery.repository.clone())
-                .push_bind(delivery.git_ref.clone())
-                .push_bind(delivery.sha.clone())
-                .push_bind(delivery.hook_id)
-                .push_bind(outcome)
-                .push_bind(reason)
-                .push_bind(delivery.content_type.clone())
-                .push_bind(delivery.body.bytes.clone())
-                .push_bind(delivery.body.encoding)
-                .push_bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
-                .push_bind(delivery.received_at);
+            row.bind(delivery.delivery_id.clone())
+                .bind(delivery.event.clone())
+                .bind(delivery.action.clone())
+                .bind(delivery.project.clone())
+                .bind(delivery.repository.clone())
+                .bind(delivery.git_ref.clone())
+                .bind(delivery.sha.clone())
+                .bind(delivery.hook_id)
+                .bind(outcome)
+                .bind(reason)
+                .bind(delivery.content_type.clone())
+                .bind(delivery.body.bytes.clone())
+                .bind(delivery.body.encoding)
+                .bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
+                .bind(delivery.received_at);
         });
-        if !new_jobs.is_empty() {
-            insert.push("; ");
-            jobs::push_insert(&mut insert, new_jobs.iter().copied(), batch[0].0.received_at);
-        }
-        let done = insert.build().persistent(false).execute(&mut *conn).await?;
-        let expected = new_deliveries.len() + new_jobs.len();
-        if usize::try_from(done.rows_affected()).ok() != Some(expected) {
-            return Err(StoreError::Corrupt(format!(
-                "recording a batch inserted {} rows instead of {expected}",
-                done.rows_affected()
-            )));
-        }
-        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
-        // failing row fails the whole statement), so the last id names them all.
-        let first = done.last_insert_rowid() - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
-        for (offset, job) in (0_i64..).zip(&new_jobs) {
-            // A delivery that queued several jobs (one per environment) names the first.
-            if let Some(delivery) = job.delivery_id.as_deref() {
-                job_ids.entry(delivery).or_insert(first + offset);
+        let now = batch[0].0.received_at;
+        match backend {
+            Backend::Sqlite => {
+                // Both inserts go in one round trip; the deliveries come first, as the job
+                // trigger that links them expects.
+                if !new_jobs.is_empty() {
+                    insert.push("; ");
+                    jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
+                }
+                let done = insert.build().persistent(false).execute(&mut *conn).await?;
+                expect_rows(done.rows_affected(), new_deliveries.len() + new_jobs.len())?;
+                // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
+                // failing row fails the whole statement), so the last id names them all.
+                if let Some(last) = done.last_insert_id() {
+                    let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
+                    for (offset, job) in (0_i64..).zip(&new_jobs) {
+                        // A delivery that queued several jobs (one per environment) names the first.
+                        if let Some(delivery) = job.delivery_id.as_deref() {
+                            job_ids.entry(delivery).or_insert(first + offset);
+                        }
+                    }
+                }
+            }
+            Backend::Postgres => {
+                let done = insert.build().persistent(false).execute(&mut *conn).await?;
+                expect_rows(done.rows_affected(), new_deliveries.len())?;
+                if !new_jobs.is_empty() {
+                    let mut insert = Values::new("");
+                    jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
+                    insert.push(" RETURNING id, delivery_id");
+                    let mut queued: Vec<(i64, Option<String>)> =
+                        insert.build_as().persistent(false).fetch_all(&mut *conn).await?;
+                    expect_rows(queued.len() as u64, new_jobs.len())?;
+                    queued.sort_unstable_by_key(|(id, _)| *id);
+                    let keys: HashMap<&str, &str> = new_jobs
+                        .iter()
+                        .filter_map(|job| job.delivery_id.as_deref())
+                        .map(|id| (id, id))
+                        .collect();
+                    for (id, delivery) in queued {
+                        // A delivery that queued several jobs (one per environment) names the first.
+                        if let Some(key) = delivery.as_deref().and_then(|d| keys.get(d)) {
+                            job_ids.entry(key).or_insert(id);
+                        }
+                    }
+                }
             }
         }
     }
@@ -246,7 +283,7 @@ async fn record_in_transaction(
                         "pull request #{number} closed; cancelled {} queued verify job(s)",
                         cancelled.len()
                     );
-                    sqlx::query("UPDATE deliveries SET reason = ? WHERE delivery_id = ?")
+                    sqlx::query("UPDATE deliveries SET reason = $1 WHERE delivery_id = $2")
                         .bind(&reason)
                         .bind(&delivery.delivery_id)
                         .execute(&mut *conn)
@@ -259,6 +296,16 @@ async fn record_in_transaction(
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
+}
+
+fn expect_rows(inserted: u64, expected: usize) -> Result<(), StoreError> {
+    if usize::try_from(inserted).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "recording a batch inserted {inserted} rows instead of {expected}"
+        )))
+    }
 }
 
 /// A delivery as listed by the API (without its body).
@@ -278,6 +325,7 @@ pub struct Delivery {
     pub job_id: Option<i64>,
     pub content_type: String,
     pub body_bytes: i64,
+    #[sqlx(try_from = "Flag")]
     pub body_kept: bool,
     pub received_at: i64,
 }
@@ -285,32 +333,32 @@ pub struct Delivery {
 const DELIVERY_COLUMNS: &str = "id, delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
      reason, job_id, content_type, body_bytes, body IS NOT NULL AS body_kept, received_at";
 
-pub async fn list(pool: &SqlitePool, before: Option<i64>, limit: usize) -> Result<Page<Delivery>, StoreError> {
+pub async fn list(pool: &Store, before: Option<i64>, limit: usize) -> Result<Page<Delivery>, StoreError> {
     let rows: Vec<Delivery> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id < ? ORDER BY id DESC LIMIT ?"
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id < $1 ORDER BY id DESC LIMIT $2"
     )))
     .bind(before.unwrap_or(i64::MAX))
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.id))
 }
 
-pub async fn get(pool: &SqlitePool, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+pub async fn get(pool: &Store, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?"
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = $1"
     )))
     .bind(delivery_id)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?)
 }
 
 /// The raw body exactly as it arrived, and its content type, while retention keeps it.
-pub async fn body(pool: &SqlitePool, delivery_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+pub async fn body(pool: &Store, delivery_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
     let row: Option<(String, String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT content_type, body_encoding, body FROM deliveries WHERE delivery_id = ?")
+        sqlx::query_as("SELECT content_type, body_encoding, body FROM deliveries WHERE delivery_id = $1")
             .bind(delivery_id)
-            .fetch_optional(pool)
+            .fetch_optional(pool.db())
             .await?;
     let Some((content_type, encoding, Some(stored))) = row else {
         return Ok(None);
@@ -319,19 +367,19 @@ pub async fn body(pool: &SqlitePool, delivery_id: &str) -> Result<Option<(String
 }
 
 /// Drops raw bodies received before `cutoff`; the delivery rows themselves stay.
-pub async fn prune_bodies(pool: &SqlitePool, cutoff: i64) -> Result<u64, StoreError> {
+pub async fn prune_bodies(pool: &Store, cutoff: i64) -> Result<u64, StoreError> {
     Ok(
-        sqlx::query("UPDATE deliveries SET body = NULL WHERE body IS NOT NULL AND received_at < ?")
+        sqlx::query("UPDATE deliveries SET body = NULL WHERE body IS NOT NULL AND received_at < $1")
             .bind(cutoff)
-            .execute(pool)
+            .execute(pool.db())
             .await?
             .rows_affected(),
     )
 }
 
-pub async fn count(pool: &SqlitePool) -> Result<i64, StoreError> {
+pub async fn count(pool: &Store) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(pool)
+        .fetch_one(pool.db())
         .await?)
 }
 

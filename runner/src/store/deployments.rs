@@ -1,7 +1,7 @@
 //! Deployments: what went live where, from which job, replacing what.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use super::Store;
 
 use super::{Page, StoreError};
 use crate::domain::{CommitSha, Name};
@@ -24,8 +24,7 @@ pub struct Deployment {
     pub url: Option<String>,
     pub error: Option<String>,
     /// Terraform outputs after the apply of this deployment (JSON object).
-    #[sqlx(json(nullable))]
-    pub outputs: Option<serde_json::Value>,
+    pub outputs: Outputs,
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }
@@ -41,6 +40,26 @@ impl Deployment {
     /// `<repository>@<digest>`: exactly the image it ran; `None` without a pushed digest.
     pub fn pinned_image(&self) -> Option<String> {
         Some(format!("{}@{}", self.repository(), self.image_digest.as_deref()?))
+    }
+}
+
+/// Terraform's outputs after the apply that put a deployment live, kept as JSON text.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct Outputs(pub Option<serde_json::Value>);
+
+impl sqlx::Type<sqlx::Any> for Outputs {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for Outputs {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <Option<String> as sqlx::Decode<'r, sqlx::Any>>::decode(value)? {
+            Some(text) => Ok(Self(Some(serde_json::from_str(&text)?))),
+            None => Ok(Self(None)),
+        }
     }
 }
 
@@ -60,10 +79,10 @@ pub struct NewDeployment<'a> {
 
 /// `(nothing) → in_progress`, remembering what is live now. A retried job (its worker
 /// died) reuses its row.
-pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Result<Deployment, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub async fn start(pool: &Store, new: &NewDeployment<'_>, now: i64) -> Result<Deployment, StoreError> {
+    let mut tx = pool.begin_write().await?;
     let live: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM deployments WHERE project = ? AND environment = ? AND status = 'live' AND job_id <> ?
+        "SELECT id FROM deployments WHERE project = $1 AND environment = $2 AND status = 'live' AND job_id <> $3
          ORDER BY id DESC LIMIT 1",
     )
     .bind(new.project)
@@ -74,7 +93,7 @@ pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Resu
     let row: Deployment = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deployments (job_id, project, environment, sha, image_ref, image_digest, trigger, status,
                                   replaced_id, url, started_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_progress', $8, $9, $10)
          ON CONFLICT (job_id) DO UPDATE SET status = 'in_progress', image_ref = excluded.image_ref,
              image_digest = excluded.image_digest, error = NULL, finished_at = NULL
          RETURNING {COLUMNS}"
@@ -99,26 +118,26 @@ pub async fn start(pool: &SqlitePool, new: &NewDeployment<'_>, now: i64) -> Resu
 /// in the environment becomes `replaced` (pointing at this one) in the same transaction,
 /// so there is never more, nor less, than one live deployment per environment.
 pub async fn finish(
-    pool: &SqlitePool,
+    pool: &Store,
     id: i64,
     status: DeploymentStatus,
     error: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_write().await?;
     if status == DeploymentStatus::Live {
         sqlx::query(
-            "UPDATE deployments SET status = 'replaced', replaced_by = ?1
-             WHERE status = 'live' AND id <> ?1
+            "UPDATE deployments SET status = 'replaced', replaced_by = $1
+             WHERE status = 'live' AND id <> $1
                AND (project, environment) = (SELECT project, environment FROM deployments
-                                             WHERE id = ?1 AND status = 'in_progress')",
+                                             WHERE id = $1 AND status = 'in_progress')",
         )
         .bind(id)
         .execute(&mut *tx)
         .await?;
     }
     sqlx::query(
-        "UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
+        "UPDATE deployments SET status = $1, error = $2, finished_at = $3 WHERE id = $4 AND status = 'in_progress'",
     )
     .bind(status)
     .bind(error)
@@ -130,61 +149,61 @@ pub async fn finish(
     Ok(())
 }
 
-pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Deployment>, StoreError> {
+pub async fn get(pool: &Store, id: i64) -> Result<Option<Deployment>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deployments WHERE id = ?"
+        "SELECT {COLUMNS} FROM deployments WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?)
 }
 
 /// What serves in the environment now, if anything does.
-pub async fn live(pool: &SqlitePool, project: &str, environment: &str) -> Result<Option<Deployment>, StoreError> {
+pub async fn live(pool: &Store, project: &str, environment: &str) -> Result<Option<Deployment>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deployments WHERE project = ? AND environment = ? AND status = 'live'"
+        "SELECT {COLUMNS} FROM deployments WHERE project = $1 AND environment = $2 AND status = 'live'"
     )))
     .bind(project)
     .bind(environment)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?)
 }
 
-pub async fn for_job(pool: &SqlitePool, job_id: i64) -> Result<Option<Deployment>, StoreError> {
+pub async fn for_job(pool: &Store, job_id: i64) -> Result<Option<Deployment>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deployments WHERE job_id = ?"
+        "SELECT {COLUMNS} FROM deployments WHERE job_id = $1"
     )))
     .bind(job_id)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?)
 }
 
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &Store,
     project: Option<&str>,
     before: Option<i64>,
     limit: usize,
 ) -> Result<Page<Deployment>, StoreError> {
     let rows: Vec<Deployment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deployments WHERE id < ?1 AND (?2 IS NULL OR project = ?2) ORDER BY id DESC LIMIT ?3"
+        "SELECT {COLUMNS} FROM deployments WHERE id < $1 AND ($2 IS NULL OR project = $2) ORDER BY id DESC LIMIT $3"
     )))
     .bind(before.unwrap_or(i64::MAX))
     .bind(project)
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.id))
 }
 
 /// A deployment whose job ended without finishing it (its worker died too often) is failed.
-pub async fn fail_orphans(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
+pub async fn fail_orphans(pool: &Store, now: i64) -> Result<u64, StoreError> {
     Ok(sqlx::query(
-        "UPDATE deployments SET status = 'failed', error = 'its job ended before the rollout finished', finished_at = ?
+        "UPDATE deployments SET status = 'failed', error = 'its job ended before the rollout finished', finished_at = $1
          WHERE status = 'in_progress'
            AND job_id IN (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'superseded'))",
     )
     .bind(now)
-    .execute(pool)
+    .execute(pool.db())
     .await?
     .rows_affected())
 }
@@ -209,7 +228,7 @@ pub struct DeploymentFilter {
 
 /// Newest first, filtered, keyset-paginated on the id.
 pub async fn list_views(
-    pool: &SqlitePool,
+    pool: &Store,
     filter: &DeploymentFilter,
     before: Option<i64>,
     limit: usize,
@@ -222,26 +241,26 @@ pub async fn list_views(
     let rows: Vec<DeploymentView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {columns}, j.git_ref, j.commit_message, j.commit_author
          FROM deployments AS d LEFT JOIN jobs AS j ON j.id = d.job_id
-         WHERE d.id < ?1 AND (?2 IS NULL OR d.project = ?2) AND (?3 IS NULL OR d.environment = ?3)
-           AND (?4 IS NULL OR d.status = ?4)
-         ORDER BY d.id DESC LIMIT ?5"
+         WHERE d.id < $1 AND ($2 IS NULL OR d.project = $2) AND ($3 IS NULL OR d.environment = $3)
+           AND ($4 IS NULL OR d.status = $4)
+         ORDER BY d.id DESC LIMIT $5"
     )))
     .bind(before.unwrap_or(i64::MAX))
     .bind(filter.project.as_deref())
     .bind(filter.environment.as_deref())
     .bind(filter.status.as_deref())
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.deployment.id))
 }
 
 /// Records what the apply of this deployment's job produced.
-pub async fn set_outputs(pool: &SqlitePool, id: i64, outputs: &serde_json::Value) -> Result<(), StoreError> {
-    sqlx::query("UPDATE deployments SET outputs = ? WHERE id = ?")
+pub async fn set_outputs(pool: &Store, id: i64, outputs: &serde_json::Value) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deployments SET outputs = $1 WHERE id = $2")
         .bind(outputs.to_string())
         .bind(id)
-        .execute(pool)
+        .execute(pool.db())
         .await?;
     Ok(())
 }
@@ -256,21 +275,21 @@ pub struct KeptImages {
 /// Per environment of `project`, the images of its `keep` latest deployments that went
 /// (or are going) live: the live one and those a rollback can go back to; and the commits
 /// of its jobs not yet finished, whose images may not have a deployment yet.
-pub async fn kept_images(pool: &SqlitePool, project: &str, keep: u32) -> Result<KeptImages, StoreError> {
+pub async fn kept_images(pool: &Store, project: &str, keep: u32) -> Result<KeptImages, StoreError> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT sha, image_digest FROM (
              SELECT sha, image_digest,
                     row_number() OVER (PARTITION BY environment ORDER BY id DESC) AS newest
              FROM deployments
-             WHERE project = ?1 AND status IN ('live', 'replaced', 'in_progress') AND image_ref <> '')
-         WHERE newest <= ?2
+             WHERE project = $1 AND status IN ('live', 'replaced', 'in_progress') AND image_ref <> '') AS ranked
+         WHERE newest <= $2
          UNION ALL
          SELECT sha, NULL FROM jobs
-         WHERE project = ?1 AND state IN ('queued', 'running', 'awaiting_approval')",
+         WHERE project = $1 AND state IN ('queued', 'running', 'awaiting_approval')",
     )
     .bind(project)
     .bind(i64::from(keep))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     let mut kept = KeptImages::default();
     for (sha, digest) in rows {
@@ -281,16 +300,16 @@ pub async fn kept_images(pool: &SqlitePool, project: &str, keep: u32) -> Result<
 }
 
 /// Whether `deployment` is among the ones whose images are kept (see [`kept_images`]).
-pub async fn within_kept(pool: &SqlitePool, deployment: &Deployment, keep: u32) -> Result<bool, StoreError> {
+pub async fn within_kept(pool: &Store, deployment: &Deployment, keep: u32) -> Result<bool, StoreError> {
     let newer: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM deployments
-         WHERE project = ? AND environment = ? AND status IN ('live', 'replaced', 'in_progress')
-           AND image_ref <> '' AND id > ?",
+         WHERE project = $1 AND environment = $2 AND status IN ('live', 'replaced', 'in_progress')
+           AND image_ref <> '' AND id > $3",
     )
     .bind(deployment.project.as_str())
     .bind(deployment.environment.as_str())
     .bind(deployment.id)
-    .fetch_one(pool)
+    .fetch_one(pool.db())
     .await?;
     Ok(newer < i64::from(keep))
 }

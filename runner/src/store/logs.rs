@@ -1,7 +1,7 @@
 //! Job log lines, numbered per job so a reader can resume after the last line it saw.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use super::Store;
 
 use super::StoreError;
 use crate::domain::JobId;
@@ -34,17 +34,17 @@ pub struct LogLine {
 }
 
 /// Appends lines in one transaction; sequence numbers continue from the job's last line.
-pub async fn append(pool: &SqlitePool, job: JobId, lines: &[(i64, Stream, String)]) -> Result<(), StoreError> {
+pub async fn append(pool: &Store, job: JobId, lines: &[(i64, Stream, String)]) -> Result<(), StoreError> {
     if lines.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
+    let mut tx = pool.begin_write().await?;
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = $1")
         .bind(job.get())
         .fetch_one(&mut *tx)
         .await?;
     for (offset, (at, stream, line)) in (1_i64..).zip(lines) {
-        sqlx::query("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
             .bind(job.get())
             .bind(last + offset)
             .bind(at)
@@ -53,15 +53,23 @@ pub async fn append(pool: &SqlitePool, job: JobId, lines: &[(i64, Stream, String
             .execute(&mut *tx)
             .await?;
     }
+    if pool.backend() == crate::store::Backend::Postgres {
+        // Live logs served by other replicas follow this job.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::store::notify::LOGS_CHANNEL)
+            .bind(job.get().to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
 
 /// Lines after `after_seq`, oldest first, at most `limit`.
-pub async fn read(pool: &SqlitePool, job: JobId, after_seq: i64, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+pub async fn read(pool: &Store, job: JobId, after_seq: i64, limit: usize) -> Result<Vec<LogLine>, StoreError> {
     fetch_lines(
         pool,
-        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         job,
         after_seq,
         limit,
@@ -70,10 +78,10 @@ pub async fn read(pool: &SqlitePool, job: JobId, after_seq: i64, limit: usize) -
 }
 
 /// The last `limit` lines, oldest first: what a page shows of a long log.
-pub async fn tail(pool: &SqlitePool, job: JobId, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+pub async fn tail(pool: &Store, job: JobId, limit: usize) -> Result<Vec<LogLine>, StoreError> {
     fetch_lines(
         pool,
-        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3",
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3",
         job,
         // Line numbers start at 1: after 0 is the whole log.
         0,
@@ -84,19 +92,19 @@ pub async fn tail(pool: &SqlitePool, job: JobId, limit: usize) -> Result<Vec<Log
 
 /// The last `limit` lines a step wrote, oldest first: what a failed job's page opens
 /// with. A step's lines are those after its latest "step NAME: started" line.
-pub async fn step_tail(pool: &SqlitePool, job: JobId, step: &str, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+pub async fn step_tail(pool: &Store, job: JobId, step: &str, limit: usize) -> Result<Vec<LogLine>, StoreError> {
     let started: Option<i64> =
-        sqlx::query_scalar("SELECT max(seq) FROM job_logs WHERE job_id = ? AND stream = 'system' AND line = ?")
+        sqlx::query_scalar("SELECT max(seq) FROM job_logs WHERE job_id = $1 AND stream = 'system' AND line = $2")
             .bind(job.get())
             .bind(format!("step {step}: started"))
-            .fetch_one(pool)
+            .fetch_one(pool.db())
             .await?;
     let Some(started) = started else {
         return Ok(Vec::new());
     };
     fetch_lines(
         pool,
-        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3",
+        "SELECT seq, at, stream, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3",
         job,
         started,
         limit,
@@ -104,23 +112,23 @@ pub async fn step_tail(pool: &SqlitePool, job: JobId, step: &str, limit: usize) 
     .await
 }
 
-/// Runs a line query with SQLite packing its rows into one JSON array. Fetched row by
+/// Runs a line query with the database packing its rows into one JSON array. Fetched row by
 /// row, a thousand-line log costs milliseconds of per-row driver overhead; as one value it
 /// costs one row and a JSON parse.
 async fn fetch_lines(
-    pool: &SqlitePool,
+    pool: &Store,
     query: &'static str,
     job: JobId,
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<LogLine>, StoreError> {
-    let packed: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT coalesce(json_group_array(json_array(seq, at, stream, line)), '[]') FROM ({query})"
-    )))
+    let packed: String = sqlx::query_scalar(sqlx::AssertSqlSafe(
+        pool.backend().json_rows("seq, at, stream, line", query),
+    ))
     .bind(job.get())
     .bind(after_seq)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_one(pool)
+    .fetch_one(pool.db())
     .await?;
     let rows: Vec<(i64, i64, String, String)> =
         serde_json::from_str(&packed).map_err(|e| StoreError::Corrupt(format!("job log lines: {e}")))?;

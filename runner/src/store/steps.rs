@@ -2,7 +2,7 @@
 //! failed | skipped | cancelled`.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use super::Store;
 
 use super::StoreError;
 use crate::job::StepState;
@@ -18,14 +18,14 @@ pub struct Step {
 }
 
 /// Lays out the job's plan; a retried job starts its plan afresh.
-pub async fn plan(pool: &SqlitePool, job_id: i64, names: &[&str]) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("DELETE FROM job_steps WHERE job_id = ?")
+pub async fn plan(pool: &Store, job_id: i64, names: &[&str]) -> Result<(), StoreError> {
+    let mut tx = pool.begin_write().await?;
+    sqlx::query("DELETE FROM job_steps WHERE job_id = $1")
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
     for (position, name) in (0_i64..).zip(names) {
-        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES (?, ?, ?, 'pending')")
+        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES ($1, $2, $3, 'pending')")
             .bind(job_id)
             .bind(position)
             .bind(name)
@@ -37,7 +37,7 @@ pub async fn plan(pool: &SqlitePool, job_id: i64, names: &[&str]) -> Result<(), 
 }
 
 pub async fn set_state(
-    pool: &SqlitePool,
+    pool: &Store,
     job_id: i64,
     name: &str,
     state: StepState,
@@ -45,36 +45,36 @@ pub async fn set_state(
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE job_steps SET state = ?1, error = ?2,
-             started_at = CASE WHEN ?1 = 'running' THEN ?3 ELSE started_at END,
-             finished_at = CASE WHEN ?1 IN ('succeeded', 'failed', 'skipped', 'cancelled') THEN ?3 ELSE finished_at END
-         WHERE job_id = ?4 AND name = ?5",
+        "UPDATE job_steps SET state = $1, error = $2,
+             started_at = CASE WHEN $1 = 'running' THEN $3 ELSE started_at END,
+             finished_at = CASE WHEN $1 IN ('succeeded', 'failed', 'skipped', 'cancelled') THEN $3 ELSE finished_at END
+         WHERE job_id = $4 AND name = $5",
     )
     .bind(state)
     .bind(error)
     .bind(now)
     .bind(job_id)
     .bind(name)
-    .execute(pool)
+    .execute(pool.db())
     .await?;
     Ok(())
 }
 
 /// Steps that never ran once the job ended are marked skipped.
-pub async fn skip_pending(pool: &SqlitePool, job_id: i64, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE job_steps SET state = 'skipped', finished_at = ? WHERE job_id = ? AND state = 'pending'")
+pub async fn skip_pending(pool: &Store, job_id: i64, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE job_steps SET state = 'skipped', finished_at = $1 WHERE job_id = $2 AND state = 'pending'")
         .bind(now)
         .bind(job_id)
-        .execute(pool)
+        .execute(pool.db())
         .await?;
     Ok(())
 }
 
-pub async fn list(pool: &SqlitePool, job_id: i64) -> Result<Vec<Step>, StoreError> {
+pub async fn list(pool: &Store, job_id: i64) -> Result<Vec<Step>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT position, name, state, started_at, finished_at, error FROM job_steps WHERE job_id = ? ORDER BY position",
+        "SELECT position, name, state, started_at, finished_at, error FROM job_steps WHERE job_id = $1 ORDER BY position",
     )
     .bind(job_id)
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?)
 }

@@ -23,15 +23,26 @@ pub enum ApiError {
     /// Too many attempts: try again after this many seconds.
     #[error("too many attempts; try again in {0} s")]
     TooManyRequests(u64),
+    /// The database cannot be reached; nothing was recorded. A sender that retries (GitHub
+    /// redelivers) is told when.
+    #[error("the runner's database is unavailable; nothing was recorded, try again in {0} s")]
+    Unavailable(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "database unavailable");
+            return Self::Unavailable(RETRY_WHILE_UNAVAILABLE_S);
+        }
         Self::Internal(anyhow::Error::new(error))
     }
 }
+
+/// What `Retry-After` says while the database is away.
+pub const RETRY_WHILE_UNAVAILABLE_S: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -43,6 +54,7 @@ impl IntoResponse for ApiError {
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -54,7 +66,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::TooManyRequests(wait) = &self
+        if let Self::TooManyRequests(wait) | Self::Unavailable(wait) = &self
             && let Ok(value) = HeaderValue::from_str(&wait.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

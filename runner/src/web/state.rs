@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -16,7 +16,7 @@ use crate::webhook::signature::SignatureKey;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub pool: SqlitePool,
+    pub pool: Store,
     pub ingest: IngestWriter,
     /// One per project, in the order of `config.projects`.
     pub signature_keys: Arc<Vec<SignatureKey>>,

@@ -9,15 +9,19 @@
 //! during the previous one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::AnyConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::deliveries::{self, Action, NewDelivery, Recorded};
-use crate::store::{StoreError, connect_options};
+use crate::store::{self, Backend, StoreError};
 
 /// Most deliveries committed together; bounds the time one batch holds the write lock.
 const MAX_BATCH: usize = 512;
+
+/// Longest pause between attempts to reconnect to a database that went away.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -43,9 +47,15 @@ impl IngestWriter {
     /// Opens the write connection and starts the task. `job_queued` is notified once per
     /// job after the commit that made it visible.
     pub async fn start(database_url: &str, job_queued: Arc<Notify>) -> Result<Self, StoreError> {
-        let conn = SqliteConnection::connect_with(&connect_options(database_url)?).await?;
+        let backend = Backend::of_url(database_url).unwrap_or(Backend::Sqlite);
+        let conn = store::connect(database_url).await?;
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(conn, receiver, job_queued));
+        let writer = Writer {
+            database_url: database_url.to_owned(),
+            backend,
+            conn: Some(conn),
+        };
+        tokio::spawn(writer.run(receiver, job_queued));
         Ok(Self { sender })
     }
 
@@ -64,42 +74,94 @@ impl IngestWriter {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Pending>, job_queued: Arc<Notify>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let started = std::time::Instant::now();
-        let results = commit_batch(&mut conn, &batch).await;
-        tracing::trace!(
-            deliveries = batch.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "ingest batch committed"
-        );
-        let queued = results
-            .iter()
-            .filter(|r| matches!(r, Ok(Recorded::Queued { .. })))
-            .count();
-        for (pending, result) in batch.drain(..).zip(results) {
-            // A handler that gave up (client went away) no longer listens; the row stays.
-            let _ = pending.reply.send(result);
-        }
-        for _ in 0..queued {
-            job_queued.notify_one();
-        }
-    }
-    tracing::debug!("ingest writer stopped");
+struct Writer {
+    database_url: String,
+    backend: Backend,
+    /// `None` after the database went away, until a reconnect succeeds.
+    conn: Option<AnyConnection>,
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Vec<Result<Recorded, IngestError>> {
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Pending>, job_queued: Arc<Notify>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut reconnect_pause = Duration::from_millis(50);
+        while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let started = std::time::Instant::now();
+            let backend = self.backend;
+            let results = match self.connection().await {
+                Ok(conn) => commit_batch(conn, backend, &batch).await,
+                Err(error) => {
+                    tracing::warn!(%error, "ingest writer cannot reach the database");
+                    tokio::time::sleep(reconnect_pause).await;
+                    reconnect_pause = (reconnect_pause * 2).min(MAX_RECONNECT_PAUSE);
+                    batch.iter().map(|_| Err(unavailable())).collect()
+                }
+            };
+            tracing::trace!(
+                deliveries = batch.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "ingest batch committed"
+            );
+            if results
+                .iter()
+                .any(|r| matches!(r, Err(IngestError::Store(e)) if e.is_unavailable()))
+            {
+                // The connection may be broken for good: open a fresh one next time.
+                self.conn = None;
+            } else {
+                reconnect_pause = Duration::from_millis(50);
+            }
+            let queued = results
+                .iter()
+                .filter(|r| matches!(r, Ok(Recorded::Queued { .. })))
+                .count();
+            for (pending, result) in batch.drain(..).zip(results) {
+                // A handler that gave up (client went away) no longer listens; the row stays.
+                let _ = pending.reply.send(result);
+            }
+            // PostgreSQL tells every replica, this one included, through its notification.
+            if self.backend == Backend::Sqlite {
+                for _ in 0..queued {
+                    job_queued.notify_one();
+                }
+            }
+        }
+        tracing::debug!("ingest writer stopped");
+    }
+
+    async fn connection(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(store::connect(&self.database_url).await?);
+            tracing::info!("ingest writer connected to the database again");
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+}
+
+fn unavailable() -> IngestError {
+    IngestError::Store(StoreError::Query(sqlx::Error::PoolTimedOut))
+}
+
+async fn commit_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Pending],
+) -> Vec<Result<Recorded, IngestError>> {
     let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
-    match deliveries::record_batch(conn, &items).await {
+    match deliveries::record_batch(conn, backend, &items).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(error) if error.is_unavailable() => {
+            // Nothing was committed, and nothing can be until the database is back.
+            tracing::warn!(%error, deliveries = batch.len(), "ingest batch failed: database unavailable");
+            items.iter().map(|_| Err(unavailable())).collect()
+        }
         Err(error) => {
             // Nothing of the batch is committed. Redo it one delivery per transaction, so
             // one bad delivery cannot fail the others; each still gets its own answer.
             tracing::warn!(%error, deliveries = batch.len(), "ingest batch failed; committing its deliveries one by one");
             let mut results = Vec::with_capacity(items.len());
             for item in &items {
-                let result = deliveries::record_batch(conn, std::slice::from_ref(item)).await;
+                let result = deliveries::record_batch(conn, backend, std::slice::from_ref(item)).await;
                 results.push(result.map(|mut one| one.remove(0)).map_err(IngestError::Store));
             }
             results

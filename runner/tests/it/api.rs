@@ -127,7 +127,7 @@ async fn credentials_in_the_clone_url_never_reach_the_job_log() {
     assert!(!log.contains("s3cr3t-clone-token"), "{log}");
     assert!(!job.to_string().contains("s3cr3t-clone-token"), "{job}");
     let in_db: i64 = sqlx::query_scalar("SELECT count(*) FROM job_logs WHERE line LIKE '%s3cr3t%'")
-        .fetch_one(&runner.pool)
+        .fetch_one(runner.pool.db())
         .await
         .expect("count");
     assert_eq!(in_db, 0);

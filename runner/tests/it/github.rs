@@ -192,7 +192,8 @@ async fn reconciliation_redelivers_missed_deliveries_and_deploys_an_unannounced_
     let data = tempfile::tempdir().expect("tempdir");
     let shared = |dir: &Path| {
         let mut config = default_config(dir);
-        config.server.database_url = Some(format!("sqlite://{}", data.path().join("runner.db").display()));
+        config.server.database_url = Some(crate::common::database::url_for(data.path()));
+        config.server.work_dir = Some(dir.join("work"));
         config
     };
     let before = TestRunner::start_with(shared).await;
@@ -288,7 +289,7 @@ async fn the_token_appears_in_no_log_page_or_table() {
         "SELECT coalesce(error, '') || coalesce(report_error, '') || coalesce(plan_summary, '') FROM jobs
          UNION ALL SELECT line FROM job_logs UNION ALL SELECT coalesce(reason, '') FROM deliveries",
     )
-    .fetch_all(&runner.pool)
+    .fetch_all(runner.pool.db())
     .await
     .expect("dump");
     seen.push_str(&dump.join("\n"));

@@ -114,7 +114,7 @@ fn serve_refuses_to_start_without_the_webhook_secret_and_names_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("HELLO_SECRET is not set"), "{stderr}");
     assert!(
-        !dir.path().join("runner.db").exists(),
+        !crate::common::database::is_migrated(dir.path()),
         "nothing is created for a config that is refused"
     );
 }
@@ -185,7 +185,7 @@ async fn sigterm_stops_the_runner_cleanly_with_exit_code_0() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(runner.log_text().contains("\"stopped\""), "{}", runner.log_text());
     // The database was created under the configured path with its migrations applied.
-    assert!(dir.path().join("runner.db").exists());
+    assert!(crate::common::database::is_migrated(dir.path()));
 }
 
 #[tokio::test]
@@ -635,13 +635,9 @@ async fn a_runner_killed_while_recording_a_deploy_that_already_went_live_finishe
     .await;
     // Hold the database's write lock: the container can go live, but the runner cannot
     // record that it did. It is killed right there.
-    let url = format!("sqlite://{}", deploy.dir.path().join("runner.db").display());
-    let holder = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(runner::store::connect_options(&url).expect("options"))
-        .await
-        .expect("a second connection");
-    let lock = holder.begin_with("BEGIN IMMEDIATE").await.expect("take the write lock");
+    let url = crate::common::database::url_for(deploy.dir.path());
+    let holder = runner::store::open(&url).await.expect("a second connection");
+    let lock = holder.begin_write().await.expect("take the write lock");
     let live_name = format!("runner-{}-production-a", deploy.project);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -6,14 +6,14 @@ use std::time::Duration;
 use runner::domain::{CommitSha, GitRef, JobId, Name};
 use runner::job::{JobKind, JobState, Trigger};
 use runner::store::jobs::{self, CancelOutcome, Heartbeat, NewJob};
-use sqlx::SqlitePool;
+use runner::store::Store;
 
 const LEASE: Duration = Duration::from_secs(10);
 const LEASE_MS: i64 = 10_000;
 
-async fn fresh_db() -> (tempfile::TempDir, SqlitePool) {
+async fn fresh_db() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    let url = crate::common::database::url_for(dir.path());
     let pool = runner::store::open(&url).await.expect("open");
     (dir, pool)
 }
@@ -40,14 +40,14 @@ fn new_job(kind: JobKind, environment: &str, sha_digit: char, ordering_key: i64)
     }
 }
 
-async fn enqueue(pool: &SqlitePool, job: NewJob, now: i64) -> JobId {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+async fn enqueue(pool: &Store, job: NewJob, now: i64) -> JobId {
+    let mut tx = pool.begin_write().await.expect("begin");
     let id = jobs::enqueue(&mut tx, &job, now).await.expect("enqueue");
     tx.commit().await.expect("commit");
     id
 }
 
-async fn state(pool: &SqlitePool, id: JobId) -> JobState {
+async fn state(pool: &Store, id: JobId) -> JobState {
     jobs::get(pool, id).await.expect("get").expect("exists").state
 }
 
@@ -59,7 +59,7 @@ async fn concurrent_claims_hand_a_job_to_exactly_one_worker() {
     for worker in 0..16 {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
-            jobs::claim_next(&pool, &format!("w{worker}"), LEASE, 3, 2_000)
+            jobs::claim_next(&pool, &format!("w{worker}"), LEASE, 3, None, 2_000)
                 .await
                 .expect("claim")
         }));
@@ -80,19 +80,19 @@ async fn concurrent_claims_hand_a_job_to_exactly_one_worker() {
 async fn an_expired_lease_is_claimed_again_and_the_old_worker_loses_it() {
     let (_dir, pool) = fresh_db().await;
     let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
-    let first = jobs::claim_next(&pool, "dead-worker", LEASE, 3, 1_000)
+    let first = jobs::claim_next(&pool, "dead-worker", LEASE, 3, None, 1_000)
         .await
         .expect("claim")
         .expect("job");
     // While the lease holds, nobody else gets it.
     assert!(
-        jobs::claim_next(&pool, "other", LEASE, 3, 1_000 + LEASE_MS - 1)
+        jobs::claim_next(&pool, "other", LEASE, 3, None, 1_000 + LEASE_MS - 1)
             .await
             .expect("claim")
             .is_none()
     );
     // Once it lapses, it is claimed again with a second attempt.
-    let second = jobs::claim_next(&pool, "new-worker", LEASE, 3, 1_000 + LEASE_MS + 1)
+    let second = jobs::claim_next(&pool, "new-worker", LEASE, 3, None, 1_000 + LEASE_MS + 1)
         .await
         .expect("claim")
         .expect("job");
@@ -119,7 +119,7 @@ async fn an_expired_lease_is_claimed_again_and_the_old_worker_loses_it() {
 async fn heartbeats_keep_the_lease() {
     let (_dir, pool) = fresh_db().await;
     let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
-    jobs::claim_next(&pool, "w", LEASE, 3, 0)
+    jobs::claim_next(&pool, "w", LEASE, 3, None, 0)
         .await
         .expect("claim")
         .expect("job");
@@ -130,7 +130,7 @@ async fn heartbeats_keep_the_lease() {
         );
     }
     assert!(
-        jobs::claim_next(&pool, "thief", LEASE, 3, 20_000)
+        jobs::claim_next(&pool, "thief", LEASE, 3, None, 20_000)
             .await
             .expect("claim")
             .is_none()
@@ -143,7 +143,7 @@ async fn a_job_whose_workers_keep_dying_is_failed_after_max_attempts() {
     let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
     let mut now = 0;
     for attempt in 1..=3 {
-        let job = jobs::claim_next(&pool, &format!("w{attempt}"), LEASE, 3, now)
+        let job = jobs::claim_next(&pool, &format!("w{attempt}"), LEASE, 3, None, now)
             .await
             .expect("claim")
             .expect("job");
@@ -151,7 +151,7 @@ async fn a_job_whose_workers_keep_dying_is_failed_after_max_attempts() {
         now += LEASE_MS + 1;
     }
     assert!(
-        jobs::claim_next(&pool, "w4", LEASE, 3, now)
+        jobs::claim_next(&pool, "w4", LEASE, 3, None, now)
             .await
             .expect("claim")
             .is_none()
@@ -192,7 +192,7 @@ async fn a_newer_deploy_supersedes_the_queued_one_and_an_older_late_one_is_super
 async fn one_running_deploy_per_environment_while_others_run_in_parallel() {
     let (_dir, pool) = fresh_db().await;
     let running = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
-    let claimed = jobs::claim_next(&pool, "w1", LEASE, 3, 0)
+    let claimed = jobs::claim_next(&pool, "w1", LEASE, 3, None, 0)
         .await
         .expect("claim")
         .expect("job");
@@ -202,11 +202,11 @@ async fn one_running_deploy_per_environment_while_others_run_in_parallel() {
     let staging = enqueue(&pool, new_job(JobKind::Deploy, "staging", '3', 3), 2).await;
     let verify = enqueue(&pool, new_job(JobKind::Verify, "production", '4', 4), 3).await;
 
-    let a = jobs::claim_next(&pool, "w2", LEASE, 3, 10)
+    let a = jobs::claim_next(&pool, "w2", LEASE, 3, None, 10)
         .await
         .expect("claim")
         .expect("job");
-    let b = jobs::claim_next(&pool, "w3", LEASE, 3, 10)
+    let b = jobs::claim_next(&pool, "w3", LEASE, 3, None, 10)
         .await
         .expect("claim")
         .expect("job");
@@ -218,7 +218,7 @@ async fn one_running_deploy_per_environment_while_others_run_in_parallel() {
         "staging and the verify job run beside the production deploy"
     );
     assert!(
-        jobs::claim_next(&pool, "w4", LEASE, 3, 10)
+        jobs::claim_next(&pool, "w4", LEASE, 3, None, 10)
             .await
             .expect("claim")
             .is_none(),
@@ -230,7 +230,7 @@ async fn one_running_deploy_per_environment_while_others_run_in_parallel() {
             .await
             .expect("finish")
     );
-    let after = jobs::claim_next(&pool, "w4", LEASE, 3, 30)
+    let after = jobs::claim_next(&pool, "w4", LEASE, 3, None, 30)
         .await
         .expect("claim")
         .expect("job");
@@ -252,7 +252,7 @@ async fn cancelling_a_queued_job_is_immediate_and_a_running_one_is_asked_to_stop
     );
 
     let running = enqueue(&pool, new_job(JobKind::Deploy, "production", '2', 2), 0).await;
-    jobs::claim_next(&pool, "w", LEASE, 3, 10)
+    jobs::claim_next(&pool, "w", LEASE, 3, None, 10)
         .await
         .expect("claim")
         .expect("job");
@@ -283,14 +283,14 @@ async fn cancelling_a_queued_job_is_immediate_and_a_running_one_is_asked_to_stop
 async fn the_schema_refuses_states_that_do_not_exist() {
     let (_dir, pool) = fresh_db().await;
     let id = enqueue(&pool, new_job(JobKind::Deploy, "production", '1', 1), 0).await;
-    let result = sqlx::query("UPDATE jobs SET state = 'exploded' WHERE id = ?")
+    let result = sqlx::query("UPDATE jobs SET state = 'exploded' WHERE id = $1")
         .bind(id.get())
-        .execute(&pool)
+        .execute(pool.db())
         .await;
     assert!(result.is_err(), "CHECK constraint rejects unknown states");
-    let result = sqlx::query("UPDATE jobs SET state = 'running' WHERE id = ?")
+    let result = sqlx::query("UPDATE jobs SET state = 'running' WHERE id = $1")
         .bind(id.get())
-        .execute(&pool)
+        .execute(pool.db())
         .await;
     assert!(result.is_err(), "a running job must have a lease");
 }
@@ -299,14 +299,18 @@ async fn the_schema_refuses_states_that_do_not_exist() {
 async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_their_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    // An upgrade of a SQLite file from an older release: SQLite's own migrations.
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .expect("options")
+        .create_if_missing(true);
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(runner::store::connect_options(&url).expect("options"))
+        .connect_with(options)
         .await
         .expect("open");
     // The schema before deployments could be replaced: every deployment that went live
     // stayed "live".
-    runner::store::MIGRATOR
+    runner::store::SQLITE_MIGRATOR
         .run_to(7, &pool)
         .await
         .expect("migrations up to 7");
@@ -314,8 +318,8 @@ async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_th
         sqlx::query(
             "INSERT INTO jobs (id, project, environment, kind, trigger, state, git_ref, sha, ordering_key,
                                error, created_at, started_at, finished_at, updated_at)
-             VALUES (?1, 'app', CASE WHEN ?1 = 4 THEN 'staging' ELSE 'production' END, 'deploy', 'push', ?2,
-                     'refs/heads/main', ?3, ?1, CASE WHEN ?2 = 'failed' THEN 'smoke failed' END, ?1, ?1, ?1, ?1)",
+             VALUES ($1, 'app', CASE WHEN $1 = 4 THEN 'staging' ELSE 'production' END, 'deploy', 'push', $2,
+                     'refs/heads/main', $3, $1, CASE WHEN $2 = 'failed' THEN 'smoke failed' END, $1, $1, $1, $1)",
         )
         .bind(id)
         .bind(state)
@@ -335,7 +339,7 @@ async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_th
     for (id, status) in [(1, "live"), (2, "live"), (3, "live"), (4, "live"), (5, "failed")] {
         sqlx::query(
             "INSERT INTO deployments (id, job_id, project, environment, sha, image_ref, image_digest, trigger, status, started_at)
-             SELECT ?1, id, project, environment, sha, 'r/app:' || id, 'sha256:' || id, 'push', ?2, ?1 FROM jobs WHERE id = ?1",
+             SELECT $1, id, project, environment, sha, 'r/app:' || id, 'sha256:' || id, 'push', $2, $1 FROM jobs WHERE id = $1",
         )
         .bind(id)
         .bind(status)
@@ -343,7 +347,7 @@ async fn deployments_of_an_older_database_get_true_states_and_failed_attempts_th
         .await
         .expect("deployment");
     }
-    runner::store::MIGRATOR
+    runner::store::SQLITE_MIGRATOR
         .run(&pool)
         .await
         .expect("the remaining migrations");
@@ -407,7 +411,7 @@ async fn finished_jobs_past_the_retention_lose_their_logs_and_those_without_a_de
         (JobKind::Verify, '3', 5_000),
     ] {
         let id = enqueue(&pool, new_job(kind, "production", digit, 1), 0).await;
-        let claimed = jobs::claim_next(&pool, "w", LEASE, 3, 10)
+        let claimed = jobs::claim_next(&pool, "w", LEASE, 3, None, 10)
             .await
             .expect("claim")
             .expect("a job");

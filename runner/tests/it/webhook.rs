@@ -88,9 +88,9 @@ async fn a_push_to_a_deploy_branch_queues_a_deploy_job() {
     let kept = kept.bytes().await.expect("body");
     assert_eq!(kept.as_ref(), body.as_slice());
     assert_eq!(sign(SECRET, &kept), sign(SECRET, &body));
-    let on_disk: i64 = sqlx::query_scalar("SELECT length(body) FROM deliveries WHERE delivery_id = ?")
+    let on_disk: i64 = sqlx::query_scalar("SELECT length(body) FROM deliveries WHERE delivery_id = $1")
         .bind(&delivery_id)
-        .fetch_one(&runner.pool)
+        .fetch_one(runner.pool.db())
         .await
         .expect("stored length");
     assert!(
@@ -126,9 +126,9 @@ async fn a_kept_body_is_for_admins_and_says_when_retention_dropped_it() {
     assert_eq!(runner.delivery_body("no-such-delivery").await.status(), 404);
     assert_eq!(runner.delivery_body("bad id with spaces").await.status(), 400);
 
-    sqlx::query("UPDATE deliveries SET body = NULL WHERE delivery_id = ?")
+    sqlx::query("UPDATE deliveries SET body = NULL WHERE delivery_id = $1")
         .bind(&delivery_id)
-        .execute(&runner.pool)
+        .execute(runner.pool.db())
         .await
         .expect("drop the body as retention does");
     let gone = runner.delivery_body(&delivery_id).await;
@@ -673,12 +673,12 @@ async fn hostile_refs_are_stored_safely_or_refused() {
     }
     // The hostile ref is stored as data, verbatim (clipped), and never became a job.
     let stored: String = sqlx::query_scalar("SELECT git_ref FROM deliveries ORDER BY id LIMIT 1")
-        .fetch_one(&runner.pool)
+        .fetch_one(runner.pool.db())
         .await
         .expect("row");
     assert_eq!(stored, "refs/heads/$(rm -rf ~)");
     let longest: i64 = sqlx::query_scalar("SELECT max(length(git_ref)) FROM deliveries")
-        .fetch_one(&runner.pool)
+        .fetch_one(runner.pool.db())
         .await
         .expect("row");
     assert!(longest <= 512);

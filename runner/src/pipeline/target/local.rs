@@ -319,7 +319,7 @@ fn failed(error: EngineError) -> RolloutError {
 /// the others from it.
 pub async fn restore_local_environments(
     config: &crate::config::Config,
-    pool: &sqlx::SqlitePool,
+    pool: &crate::store::Store,
     engine: Arc<dyn ContainerEngine>,
     proxy: Arc<dyn Proxy>,
     http: reqwest::Client,

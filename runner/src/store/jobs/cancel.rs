@@ -1,7 +1,8 @@
 //! `queued → cancelled` at once; `running | awaiting_approval → cancelled` through the
 //! worker, which is asked to stop and cleans up first.
 
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::AnyConnection;
+use crate::store::Store;
 
 use crate::domain::JobId;
 use crate::store::StoreError;
@@ -17,28 +18,28 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-pub async fn cancel(pool: &SqlitePool, id: JobId, now: i64) -> Result<CancelOutcome, StoreError> {
+pub async fn cancel(pool: &Store, id: JobId, now: i64) -> Result<CancelOutcome, StoreError> {
     let state: Option<String> = sqlx::query_scalar(
         "UPDATE jobs SET
              state = CASE WHEN state IN ('queued', 'awaiting_approval') THEN 'cancelled' ELSE state END,
-             finished_at = CASE WHEN state IN ('queued', 'awaiting_approval') THEN ?1 ELSE finished_at END,
-             cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE cancel_requested END,
+             finished_at = CASE WHEN state IN ('queued', 'awaiting_approval') THEN $1 ELSE finished_at END,
+             cancel_requested = CASE WHEN state = 'running' THEN TRUE ELSE cancel_requested END,
              error = CASE WHEN state IN ('queued', 'awaiting_approval') THEN 'cancelled before it ran' ELSE error END,
-             updated_at = ?1
-         WHERE id = ?2 AND state IN ('queued', 'awaiting_approval', 'running')
+             updated_at = $1
+         WHERE id = $2 AND state IN ('queued', 'awaiting_approval', 'running')
          RETURNING state",
     )
     .bind(now)
     .bind(id.get())
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?;
     Ok(match state.as_deref() {
         Some("running") => CancelOutcome::Requested,
         Some(_) => CancelOutcome::Cancelled,
         None => {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1")
                 .bind(id.get())
-                .fetch_optional(pool)
+                .fetch_optional(pool.db())
                 .await?;
             if exists.is_some() {
                 CancelOutcome::AlreadyFinished
@@ -51,14 +52,14 @@ pub async fn cancel(pool: &SqlitePool, id: JobId, now: i64) -> Result<CancelOutc
 
 /// A closed pull request needs no verification: cancel its verify jobs that have not started.
 pub async fn cancel_queued_pull_request(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     project: &str,
     pull_request: i64,
     now: i64,
 ) -> Result<Vec<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "UPDATE jobs SET state = 'cancelled', error = 'pull request closed', finished_at = ?1, updated_at = ?1
-         WHERE project = ?2 AND pull_request = ?3 AND kind = 'verify'
+        "UPDATE jobs SET state = 'cancelled', error = 'pull request closed', finished_at = $1, updated_at = $1
+         WHERE project = $2 AND pull_request = $3 AND kind = 'verify'
            AND (state = 'queued' OR (state = 'awaiting_approval' AND held_for IS NOT NULL))
          RETURNING id",
     )

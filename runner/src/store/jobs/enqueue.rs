@@ -1,11 +1,11 @@
 //! `(nothing) → queued` (or `awaiting_approval`, held, for a fork's pull request), and
 //! `queued → superseded` for older deploys of the same environment.
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::AnyConnection;
 
 use crate::domain::{CommitSha, GitRef, JobId, Name};
 use crate::job::{JobKind, Trigger};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, Values};
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -33,49 +33,49 @@ pub struct NewJob {
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
 /// deploys never go live out of push order and nothing is silently dropped. The trigger
 /// `jobs_link_delivery` records the job on its delivery.
-pub async fn enqueue(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
-    let mut insert = QueryBuilder::new("");
+pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
+    let mut insert = Values::new("");
     push_insert(&mut insert, [job], now);
     insert.push(" RETURNING id");
-    let id: i64 = insert.build_query_scalar().fetch_one(&mut *conn).await?;
+    let id: i64 = insert.build_scalar().fetch_one(&mut *conn).await?;
     JobId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Appends `INSERT INTO jobs ... VALUES` with one row per job, each queued at `now`: the
 /// one statement that queues jobs, alone (`enqueue`) or as part of a webhook batch. The
 /// triggers described on `enqueue` run for each row, in order.
-pub fn push_insert<'j>(insert: &mut QueryBuilder<Sqlite>, jobs: impl IntoIterator<Item = &'j NewJob>, now: i64) {
+pub fn push_insert<'j>(insert: &mut Values, jobs: impl IntoIterator<Item = &'j NewJob>, now: i64) {
     insert.push(
         "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
          delivery_id, commit_message, commit_author, rollback_of, held_for, created_at, updated_at) ",
     );
-    insert.push_values(jobs, |mut row, job| {
-        row.push_bind(job.project.to_string())
-            .push_bind(job.environment.to_string())
-            .push_bind(job.kind.as_str())
-            .push_bind(job.trigger.as_str())
-            .push_bind(if job.held_for_approval {
+    insert.rows(jobs, |row, job| {
+        row.bind(job.project.to_string())
+            .bind(job.environment.to_string())
+            .bind(job.kind.as_str())
+            .bind(job.trigger.as_str())
+            .bind(if job.held_for_approval {
                 "awaiting_approval"
             } else {
                 "queued"
             })
-            .push_bind(job.git_ref.to_string())
-            .push_bind(job.sha.to_string())
-            .push_bind(job.pull_request)
-            .push_bind(job.ordering_key)
-            .push_bind(job.delivery_id.clone())
-            .push_bind(job.commit_message.clone())
-            .push_bind(job.commit_author.clone())
-            .push_bind(job.rollback_of)
-            .push_bind(job.held_for_approval.then_some("fork"))
-            .push_bind(now)
-            .push_bind(now);
+            .bind(job.git_ref.to_string())
+            .bind(job.sha.to_string())
+            .bind(job.pull_request)
+            .bind(job.ordering_key)
+            .bind(job.delivery_id.clone())
+            .bind(job.commit_message.clone())
+            .bind(job.commit_author.clone())
+            .bind(job.rollback_of)
+            .bind(job.held_for_approval.then_some("fork"))
+            .bind(now)
+            .bind(now);
     });
 }
 
 /// Queues a job in its own transaction (actions from the API, not webhook deliveries).
-pub async fn enqueue_now(pool: &sqlx::SqlitePool, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub async fn enqueue_now(pool: &Store, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
+    let mut tx = pool.begin_write().await?;
     let id = enqueue(&mut tx, job, now).await?;
     tx.commit().await?;
     Ok(id)

@@ -1,6 +1,6 @@
 //! `running → succeeded | failed | cancelled`.
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 
 use crate::domain::JobId;
 use crate::job::JobState;
@@ -8,7 +8,7 @@ use crate::store::StoreError;
 
 /// Records the outcome, only if this worker still holds the job. Returns whether it did.
 pub async fn finish(
-    pool: &SqlitePool,
+    pool: &Store,
     id: JobId,
     owner: &str,
     outcome: JobState,
@@ -20,16 +20,16 @@ pub async fn finish(
         JobState::Succeeded | JobState::Failed | JobState::Cancelled
     ));
     let updated = sqlx::query(
-        "UPDATE jobs SET state = ?1, error = ?2, finished_at = ?3, updated_at = ?3,
+        "UPDATE jobs SET state = $1, error = $2, finished_at = $3, updated_at = $3,
                          lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = ?4 AND lease_owner = ?5 AND state = 'running'",
+         WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
     )
     .bind(outcome.as_str())
     .bind(error)
     .bind(now)
     .bind(id.get())
     .bind(owner)
-    .execute(pool)
+    .execute(pool.db())
     .await?;
     Ok(updated.rows_affected() == 1)
 }

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 
 use crate::domain::JobId;
-use crate::store::{StoreError, duration_ms};
+use crate::store::{Flag, StoreError, duration_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heartbeat {
@@ -19,26 +19,26 @@ pub enum Heartbeat {
 }
 
 pub async fn heartbeat(
-    pool: &SqlitePool,
+    pool: &Store,
     id: JobId,
     owner: &str,
     lease: Duration,
     now: i64,
 ) -> Result<Heartbeat, StoreError> {
-    let cancel_requested: Option<bool> = sqlx::query_scalar(
-        "UPDATE jobs SET lease_expires_at = ?1 + ?2, updated_at = ?1
-         WHERE id = ?3 AND lease_owner = ?4 AND state IN ('running', 'awaiting_approval')
+    let cancel_requested: Option<Flag> = sqlx::query_scalar(
+        "UPDATE jobs SET lease_expires_at = $1 + $2, updated_at = $1
+         WHERE id = $3 AND lease_owner = $4 AND state IN ('running', 'awaiting_approval')
          RETURNING cancel_requested",
     )
     .bind(now)
     .bind(duration_ms(lease))
     .bind(id.get())
     .bind(owner)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?;
     Ok(match cancel_requested {
         None => Heartbeat::Lost,
-        Some(true) => Heartbeat::CancelRequested,
-        Some(false) => Heartbeat::Renewed,
+        Some(Flag(true)) => Heartbeat::CancelRequested,
+        Some(Flag(false)) => Heartbeat::Renewed,
     })
 }

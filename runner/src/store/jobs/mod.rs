@@ -19,9 +19,9 @@ pub use heartbeat::{Heartbeat, heartbeat};
 pub use prune::{Pruned, prune_finished};
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use crate::store::Store;
 
-use super::{Page, StoreError};
+use super::{Flag, Page, StoreError};
 use crate::domain::{CommitSha, GitRef, JobId, Name};
 use crate::job::{JobKind, JobState, Trigger};
 
@@ -72,6 +72,7 @@ pub(crate) struct JobRow {
     commit_message: Option<String>,
     commit_author: Option<String>,
     attempts: i64,
+    #[sqlx(try_from = "Flag")]
     cancel_requested: bool,
     superseded_by: Option<i64>,
     rollback_of: Option<i64>,
@@ -123,12 +124,12 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-pub async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, StoreError> {
+pub async fn get(pool: &Store, id: JobId) -> Result<Option<Job>, StoreError> {
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
     )))
     .bind(id.get())
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?;
     row.map(Job::try_from).transpose()
 }
@@ -158,7 +159,7 @@ struct JobSummaryRow {
 
 /// Newest first, `limit` rows with ids below `before`.
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &Store,
     filter: &JobFilter,
     before: Option<i64>,
     limit: usize,
@@ -168,15 +169,15 @@ pub async fn list(
                 (SELECT name FROM job_steps AS s WHERE s.job_id = jobs.id AND s.state = 'failed'
                  ORDER BY s.position LIMIT 1) AS failed_step
          FROM jobs
-         WHERE id < ?1 AND (?2 IS NULL OR project = ?2) AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR kind = ?4)
-         ORDER BY id DESC LIMIT ?5"
+         WHERE id < $1 AND ($2 IS NULL OR project = $2) AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR kind = $4)
+         ORDER BY id DESC LIMIT $5"
     )))
     .bind(before.unwrap_or(i64::MAX))
     .bind(filter.project.as_deref())
     .bind(filter.state.map(JobState::as_str))
     .bind(filter.kind.map(JobKind::as_str))
     .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     let jobs = rows
         .into_iter()
@@ -191,46 +192,46 @@ pub async fn list(
 }
 
 /// Jobs waiting to be claimed, for metrics and the dashboard.
-pub async fn queued_count(pool: &SqlitePool) -> Result<i64, StoreError> {
+pub async fn queued_count(pool: &Store) -> Result<i64, StoreError> {
     // The repeated condition lets SQLite use the partial index of live jobs instead of a scan.
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running', 'awaiting_approval') AND state = 'queued'",
     )
-    .fetch_one(pool)
+    .fetch_one(pool.db())
     .await?)
 }
 
 /// The newest job of a project for a commit: what a push said about it (message, author).
-pub async fn latest_for_sha(pool: &SqlitePool, project: &str, sha: &str) -> Result<Option<Job>, StoreError> {
+pub async fn latest_for_sha(pool: &Store, project: &str, sha: &str) -> Result<Option<Job>, StoreError> {
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE project = ? AND sha = ? AND commit_message IS NOT NULL
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE project = $1 AND sha = $2 AND commit_message IS NOT NULL
          ORDER BY id DESC LIMIT 1"
     )))
     .bind(project)
     .bind(sha)
-    .fetch_optional(pool)
+    .fetch_optional(pool.db())
     .await?;
     row.map(Job::try_from).transpose()
 }
 
 /// Jobs not yet finished (queued, running, awaiting approval), newest first.
-pub async fn active(pool: &SqlitePool, limit: usize) -> Result<Vec<Job>, StoreError> {
+pub async fn active(pool: &Store, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'awaiting_approval')
-         ORDER BY id DESC LIMIT ?"
+         ORDER BY id DESC LIMIT $1"
     )))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(pool.db())
     .await?;
     rows.into_iter().map(Job::try_from).collect()
 }
 
 /// Log lines stored for a job.
-pub async fn log_line_count(pool: &SqlitePool, id: JobId) -> Result<i64, StoreError> {
+pub async fn log_line_count(pool: &Store, id: JobId) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = ?")
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = $1")
             .bind(id.get())
-            .fetch_one(pool)
+            .fetch_one(pool.db())
             .await?,
     )
 }

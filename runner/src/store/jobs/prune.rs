@@ -2,7 +2,7 @@
 //! artifacts; those no deployment names are removed too (the deployments page keeps its
 //! history, and a delivery keeps its record without its job).
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 
 use crate::store::StoreError;
 
@@ -14,15 +14,15 @@ pub struct Pruned {
 }
 
 /// Jobs finished before `cutoff` (epoch ms).
-const OLD: &str = "SELECT id FROM jobs WHERE finished_at < ?1
+const OLD: &str = "SELECT id FROM jobs WHERE finished_at < $1
                    AND state IN ('succeeded', 'failed', 'cancelled', 'superseded')";
 /// Of those, the ones no deployment names.
-const UNREFERENCED: &str = "SELECT id FROM jobs AS old WHERE old.finished_at < ?1
+const UNREFERENCED: &str = "SELECT id FROM jobs AS old WHERE old.finished_at < $1
                    AND old.state IN ('succeeded', 'failed', 'cancelled', 'superseded')
                    AND NOT EXISTS (SELECT 1 FROM deployments WHERE job_id = old.id)";
 
-pub async fn prune_finished(pool: &SqlitePool, cutoff: i64) -> Result<Pruned, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub async fn prune_finished(pool: &Store, cutoff: i64) -> Result<Pruned, StoreError> {
+    let mut tx = pool.begin_write().await?;
     let log_lines = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM job_logs WHERE job_id IN ({OLD})"
     )))

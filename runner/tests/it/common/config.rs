@@ -24,7 +24,8 @@ pub fn runner(dir: &Path) -> Config {
     Config {
         server: Server {
             listen: Some("127.0.0.1:0".to_owned()),
-            database_url: Some(format!("sqlite://{}", dir.join("runner.db").display())),
+            database_url: Some(super::database::url_for(dir)),
+            work_dir: Some(dir.join("work")),
             ..Server::default()
         },
         ..Config::default()

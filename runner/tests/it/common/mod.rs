@@ -4,6 +4,7 @@
 
 pub mod caddy;
 pub mod config;
+pub mod database;
 pub mod fake_github;
 pub mod process;
 
@@ -61,7 +62,7 @@ pub struct TestRunner {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    pub pool: sqlx::SqlitePool,
+    pub pool: runner::store::Store,
 }
 
 pub fn test_env(name: &str) -> Option<String> {
@@ -158,7 +159,7 @@ impl TestRunner {
 
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool.db())
             .await
             .expect("count")
     }

@@ -226,7 +226,7 @@ fn deployment_card(d: &Deployment, csrf: Option<&str>) -> Markup {
                 @if let Some(replaced) = d.replaced_id { dt { "Replaced" } dd { "deployment " (replaced) } }
                 @if let Some(by) = d.replaced_by { dt { "Replaced by" } dd { "deployment " (by) } }
                 @if let Some(error) = &d.error { dt { "Error" } dd { (error) } }
-                @for (name, value) in d.outputs.as_ref().and_then(|o| o.as_object()).into_iter().flatten() {
+                @for (name, value) in d.outputs.0.as_ref().and_then(|o| o.as_object()).into_iter().flatten() {
                     dt { (name) }
                     dd { code { (value.as_str().map_or_else(|| value.to_string(), str::to_owned)) } }
                 }
