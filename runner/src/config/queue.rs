@@ -71,7 +71,9 @@ pub(super) fn resolve(raw: RawQueue, env: &Env<'_>) -> Result<QueueConfig, Confi
 pub(super) fn check_label(label: &str) -> Result<(), String> {
     let valid = !label.is_empty()
         && label.len() <= 64
-        && label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(())
     } else {

@@ -161,7 +161,10 @@ pull_request_secret_env = {{ READ_ONLY = "TF_PR" }}
 fn mistakes_are_named() {
     let cases = [
         ("[server]\nlisten = \"nope\"", "server.listen"),
-        ("[server]\ndatabase_url = \"mysql://x\"", "neither a sqlite: URL nor a postgres:// URL"),
+        (
+            "[server]\ndatabase_url = \"mysql://x\"",
+            "neither a sqlite: URL nor a postgres:// URL",
+        ),
         ("[server]\ndatabase_url = \"postgres://x\"", "server.work_dir: required"),
         (
             "[server]\ndatabase_url = \"postgres://u:pw@/db\"\nwork_dir = \"w\"",
@@ -373,9 +376,12 @@ fn a_postgres_url_is_accepted_and_its_password_never_shown() {
     let shown = toml::to_string(&config.server).expect("serialises");
     assert!(shown.contains("db.internal:5432/runner"), "{shown}");
     assert!(!shown.contains("hunter2secret"), "{shown}");
-    let error = load("[server]\ndatabase_url = \"postgres://runner:hunter2secret@\"\nwork_dir = \"w\"", &[])
-        .expect_err("no host")
-        .to_string();
+    let error = load(
+        "[server]\ndatabase_url = \"postgres://runner:hunter2secret@\"\nwork_dir = \"w\"",
+        &[],
+    )
+    .expect_err("no host")
+    .to_string();
     assert!(!error.contains("hunter2secret"), "{error}");
 }
 
@@ -393,5 +399,9 @@ fn labels_pick_the_projects_a_runner_claims() {
         Some(vec!["hello".to_owned(), "other".to_owned()])
     );
     let plain = load(HELLO, &[("HELLO_SECRET", "x")]).expect("valid");
-    assert_eq!(plain.runnable_projects(), None, "no project asks for a label: all are claimed");
+    assert_eq!(
+        plain.runnable_projects(),
+        None,
+        "no project asks for a label: all are claimed"
+    );
 }

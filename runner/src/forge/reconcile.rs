@@ -44,11 +44,19 @@ impl Reconciler {
         // Per project, the newest hook delivery an earlier pass went through: paging stops there.
         let mut seen_up_to: HashMap<String, i64> = HashMap::new();
         loop {
-            for project in &projects {
-                let seen = seen_up_to.entry(project.name.to_string()).or_default();
-                if let Err(error) = self.reconcile(project, &mut asked, seen).await {
-                    tracing::warn!(project = %project.name, %error, "reconciliation with GitHub failed");
+            // One pass at a time across replicas; a replica that finds one under way skips.
+            match self.pool.try_lock(crate::store::locks::LockKind::Reconciler, "").await {
+                Ok(Some(pass)) => {
+                    for project in &projects {
+                        let seen = seen_up_to.entry(project.name.to_string()).or_default();
+                        if let Err(error) = self.reconcile(project, &mut asked, seen).await {
+                            tracing::warn!(project = %project.name, %error, "reconciliation with GitHub failed");
+                        }
+                    }
+                    pass.release().await;
                 }
+                Ok(None) => tracing::debug!("another replica is reconciling"),
+                Err(error) => tracing::warn!(%error, "cannot take the reconciler's lock"),
             }
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -74,8 +74,25 @@ impl Reporter {
             return;
         }
         let mut events = self.events.subscribe();
+        // Of several replicas, the one holding the reporter's lock reports; another takes
+        // over when it dies (the server releases a dead session's lock).
+        let mut reporting: Option<crate::store::locks::HeldLock> = None;
         loop {
-            self.pass(&projects).await;
+            if let Some(lock) = &mut reporting
+                && !lock.is_held().await
+            {
+                tracing::warn!("reporter: lost the reporter's lock");
+                reporting = None;
+            }
+            if reporting.is_none() {
+                match self.pool.try_lock(crate::store::locks::LockKind::Reporter, "").await {
+                    Ok(lock) => reporting = lock,
+                    Err(error) => tracing::warn!(%error, "reporter: cannot take the reporter's lock"),
+                }
+            }
+            if reporting.is_some() {
+                self.pass(&projects).await;
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = events.recv() => {

@@ -85,18 +85,22 @@ pub(super) async fn run(
     }
     let module = ctx.connector.terraform(module);
     let plan_file = dirs.home.join(format!("job-{}.tfplan", job.id));
-    // One terraform operation per state at a time within this runner; Terraform's own
-    // lock (with -lock-timeout) guards against everyone else.
-    let state_lock = ctx
-        .terraform_lock(&format!("{}/{}", project.name, settings.workspace))
-        .await;
+    // One terraform operation per state at a time within this runner, and across replicas
+    // (an advisory lock on PostgreSQL); Terraform's own lock (with -lock-timeout) guards
+    // against everyone else.
+    let state_key = format!("{}/{}", project.name, settings.workspace);
+    let state_lock = ctx.terraform_lock(&state_key).await;
     let mut prepared = false;
 
     for attempt in 1..=MAX_PLANS {
         let summary = steps
             .run(PLAN, settings.timeout, async {
                 // A pull request's plan takes no lock, so it waits for none either.
-                let _held = if plan_only { None } else { Some(state_lock.lock().await) };
+                let _held = if plan_only {
+                    None
+                } else {
+                    Some(hold_state(ctx, &state_lock, &state_key).await?)
+                };
                 if !prepared {
                     module.prepare(log, steps.cancel).await.map_err(|e| e.to_string())?;
                 }
@@ -130,7 +134,7 @@ pub(super) async fn run(
         }
         let applied = steps
             .run(APPLY, settings.timeout, async {
-                let _held = state_lock.lock().await;
+                let _held = hold_state(ctx, &state_lock, &state_key).await?;
                 match module.apply(&plan_file, log, steps.cancel).await {
                     Ok(()) => Ok(true),
                     Err(TerraformError::StalePlan) if attempt < MAX_PLANS => Ok(false),
@@ -219,4 +223,20 @@ async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(
             Waiting::Gone => return Err("the job was cancelled while it waited for approval".into()),
         }
     }
+}
+
+/// Holds the terraform state of `key` for one operation: this runner's own lock first (its
+/// jobs queue in order), then the replicas' lock in the database.
+async fn hold_state<'l>(
+    ctx: &super::PipelineContext,
+    local: &'l tokio::sync::Mutex<()>,
+    key: &str,
+) -> Result<(tokio::sync::MutexGuard<'l, ()>, crate::store::locks::HeldLock), String> {
+    let local = local.lock().await;
+    let shared = ctx
+        .pool
+        .lock(crate::store::locks::LockKind::Terraform, key)
+        .await
+        .map_err(|e| format!("cannot take the terraform state lock of {key}: {e}"))?;
+    Ok((local, shared))
 }

@@ -37,8 +37,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use crate::store::Store;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Environment, Project};

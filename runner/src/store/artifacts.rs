@@ -1,7 +1,7 @@
 //! Readable artifacts of a job, such as the text of its terraform plan.
 
-use serde::Serialize;
 use super::Store;
+use serde::Serialize;
 
 use super::StoreError;
 

@@ -1,7 +1,8 @@
 //! Webhook deliveries: recorded once per `X-GitHub-Delivery`, with the job they queued.
 
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
-use sqlx::{AnyConnection, Executor as _};
+use sqlx::{AnyConnection, Either, Executor as _, Row as _};
 
 use std::collections::{HashMap, HashSet};
 
@@ -212,17 +213,29 @@ async fn record_in_transaction(
         let now = batch[0].0.received_at;
         match backend {
             Backend::Sqlite => {
-                // Both inserts go in one round trip; the deliveries come first, as the job
-                // trigger that links them expects.
+                // Both inserts and the read of the last id go in one round trip; the
+                // deliveries come first, as the job trigger that links them expects.
                 if !new_jobs.is_empty() {
                     insert.push("; ");
                     jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
                 }
-                let done = insert.build().persistent(false).execute(&mut *conn).await?;
-                expect_rows(done.rows_affected(), new_deliveries.len() + new_jobs.len())?;
+                insert.push("; SELECT last_insert_rowid()");
+                let mut inserted = 0;
+                let mut last_id = None;
+                let mut results = insert.build().persistent(false).fetch_many(&mut *conn);
+                while let Some(result) = results.try_next().await? {
+                    match result {
+                        // What SQLite counts for the closing SELECT is the insert's count again.
+                        Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
+                        Either::Left(_) => {}
+                        Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
+                    }
+                }
+                drop(results);
+                expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
                 // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
                 // failing row fails the whole statement), so the last id names them all.
-                if let Some(last) = done.last_insert_id() {
+                if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
                     let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
                     for (offset, job) in (0_i64..).zip(&new_jobs) {
                         // A delivery that queued several jobs (one per environment) names the first.

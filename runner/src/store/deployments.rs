@@ -1,7 +1,7 @@
 //! Deployments: what went live where, from which job, replacing what.
 
-use serde::Serialize;
 use super::Store;
+use serde::Serialize;
 
 use super::{Page, StoreError};
 use crate::domain::{CommitSha, Name};

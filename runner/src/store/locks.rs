@@ -14,6 +14,15 @@ pub struct HeldLock {
 }
 
 impl HeldLock {
+    /// Whether the lock is still held: its connection still answers. A lock whose
+    /// connection dropped was released by the server, and someone else may hold it now.
+    pub async fn is_held(&mut self) -> bool {
+        match &mut self.conn {
+            Some(conn) => conn.ping().await.is_ok(),
+            None => true,
+        }
+    }
+
     pub async fn release(self) {
         if let Some(conn) = self.conn {
             let _ = conn.close().await;
@@ -28,6 +37,8 @@ pub enum LockKind {
     Terraform = 1,
     /// One reconciler pass at a time.
     Reconciler = 2,
+    /// One replica reports to the forge.
+    Reporter = 3,
 }
 
 fn key(kind: LockKind, name: &str) -> i64 {
@@ -39,7 +50,9 @@ fn key(kind: LockKind, name: &str) -> i64 {
 impl Store {
     /// Waits for the lock `name` of `kind`.
     pub async fn lock(&self, kind: LockKind, name: &str) -> Result<HeldLock, StoreError> {
-        self.lock_with(kind, name, true).await.map(|held| held.unwrap_or(HeldLock { conn: None }))
+        self.lock_with(kind, name, true)
+            .await
+            .map(|held| held.unwrap_or(HeldLock { conn: None }))
     }
 
     /// Takes the lock if nobody holds it; `None` if someone does.

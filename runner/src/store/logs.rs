@@ -1,7 +1,7 @@
 //! Job log lines, numbered per job so a reader can resume after the last line it saw.
 
-use serde::Serialize;
 use super::Store;
+use serde::Serialize;
 
 use super::StoreError;
 use crate::domain::JobId;

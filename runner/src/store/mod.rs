@@ -58,13 +58,15 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Self::Open { .. } => true,
-            Self::Query(error) => matches!(
-                error,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
-            ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
-                // admin_shutdown, crash_shutdown, cannot_connect_now
-                matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-            })),
+            Self::Query(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+                ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+                    // admin_shutdown, crash_shutdown, cannot_connect_now
+                    matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                }))
+            }
             _ => false,
         }
     }

@@ -1,6 +1,5 @@
 //! The reporter's view of jobs: which ones GitHub has not yet been told about.
 
-
 use super::{Flag, Store, StoreError};
 use crate::domain::{CommitSha, Name};
 use crate::job::{JobKind, JobState, Trigger};
@@ -25,12 +24,7 @@ pub struct Unreported {
 }
 
 /// Due now, oldest first, of the given projects.
-pub async fn due(
-    pool: &Store,
-    projects: &[String],
-    now: i64,
-    limit: usize,
-) -> Result<Vec<Unreported>, StoreError> {
+pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> Result<Vec<Unreported>, StoreError> {
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,

@@ -1,8 +1,8 @@
 //! The steps of a job with their state and timing: `pending → running → succeeded |
 //! failed | skipped | cancelled`.
 
-use serde::Serialize;
 use super::Store;
+use serde::Serialize;
 
 use super::StoreError;
 use crate::job::StepState;

@@ -74,7 +74,13 @@ impl Values {
                 self.sql.push_str(", ");
             }
             self.sql.push('(');
-            row(&mut Row { values: self, first: true }, item);
+            row(
+                &mut Row {
+                    values: self,
+                    first: true,
+                },
+                item,
+            );
             self.sql.push(')');
         }
         self

@@ -14,8 +14,8 @@ use super::error::ApiError;
 use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
 use crate::store::now_ms;
 use crate::webhook::event;
-use crate::webhook::ingest::IngestError;
 use crate::webhook::github;
+use crate::webhook::ingest::IngestError;
 use crate::webhook::signature::SignatureError;
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -83,14 +83,10 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         body: StoredBody::compress(&body),
         received_at: now,
     };
-    let recorded = state
-        .ingest
-        .record(delivery, action)
-        .await
-        .map_err(|e| match e {
-            IngestError::Store(e) if e.is_unavailable() => ApiError::from(e),
-            e => ApiError::Internal(anyhow::Error::new(e).context("recording a webhook delivery")),
-        })?;
+    let recorded = state.ingest.record(delivery, action).await.map_err(|e| match e {
+        IngestError::Store(e) if e.is_unavailable() => ApiError::from(e),
+        e => ApiError::Internal(anyhow::Error::new(e).context("recording a webhook delivery")),
+    })?;
     state.metrics.deliveries.inc(event, outcome_label(&recorded));
 
     let delivery_id = delivery_id.as_str();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use runner::domain::{CommitSha, GitRef, JobId, Name};
 use runner::job::{JobKind, JobState, Trigger};
-use runner::store::jobs::{self, CancelOutcome, Heartbeat, NewJob};
 use runner::store::Store;
+use runner::store::jobs::{self, CancelOutcome, Heartbeat, NewJob};
 
 const LEASE: Duration = Duration::from_secs(10);
 const LEASE_MS: i64 = 10_000;

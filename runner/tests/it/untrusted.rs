@@ -485,13 +485,13 @@ async fn a_hostile_fork_reaches_no_runner_secret_in_any_page_log_artifact_or_dat
     }
     // A file of the runner's own; a PostgreSQL server keeps its files private itself.
     if !crate::common::database::is_postgres() {
-    assert_eq!(
-        std::fs::metadata(dir.path().join("runner.db"))
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-            .ok(),
-        Some(0o600),
-        "the database is readable by the runner's user only"
-    );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("runner.db"))
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .ok(),
+            Some(0o600),
+            "the database is readable by the runner's user only"
+        );
     }
 }
 

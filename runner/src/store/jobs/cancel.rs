@@ -1,8 +1,8 @@
 //! `queued → cancelled` at once; `running | awaiting_approval → cancelled` through the
 //! worker, which is asked to stop and cleans up first.
 
-use sqlx::AnyConnection;
 use crate::store::Store;
+use sqlx::AnyConnection;
 
 use crate::domain::JobId;
 use crate::store::StoreError;

@@ -18,8 +18,8 @@ pub use finish::finish;
 pub use heartbeat::{Heartbeat, heartbeat};
 pub use prune::{Pruned, prune_finished};
 
-use serde::Serialize;
 use crate::store::Store;
+use serde::Serialize;
 
 use super::{Flag, Page, StoreError};
 use crate::domain::{CommitSha, GitRef, JobId, Name};

@@ -95,7 +95,10 @@ pub fn stored_text(dir: &Path) -> String {
         let mut text = String::new();
         for entry in std::fs::read_dir(dir).expect("dir") {
             let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("runner.db")) {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("runner.db"))
+            {
                 text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).expect("read database")));
             }
         }
