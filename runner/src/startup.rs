@@ -120,6 +120,7 @@ impl Application {
             mask,
             log_events: log_events.clone(),
             runnable_projects: config.runnable_projects().map(Arc::from),
+            engine_health: Arc::default(),
             owner,
         };
         let state = AppState {
@@ -187,6 +188,15 @@ impl Application {
             }
             .run(stop_workers.clone()),
         );
+        let wake_ups = (pool.backend() == store::Backend::Postgres).then(|| {
+            let log_events = self.state.log_events.clone();
+            tokio::spawn(store::notify::listen(
+                pool.url().to_owned(),
+                Arc::clone(&self.state.job_queued),
+                move |job| log_events.stored(job),
+                stop_workers.clone(),
+            ))
+        });
         let retention = tokio::spawn(prune_history(
             self.state.pool.clone(),
             self.state.config.server.delivery_body_retention,
@@ -207,6 +217,9 @@ impl Application {
         checkpoints.abort();
         routes.abort();
         reconciler.abort();
+        if let Some(wake_ups) = wake_ups {
+            wake_ups.abort();
+        }
         // The reporter gets a moment to tell GitHub how the last jobs ended.
         let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
         if let Err(error) = store::checkpoint(&pool).await {

@@ -33,9 +33,16 @@ pub struct Worker {
     /// The projects whose jobs this runner may claim (`None`: all); see
     /// `Config::runnable_projects`.
     pub runnable_projects: Option<Arc<[String]>>,
+    /// When the engine was last asked whether it answers, and what it said.
+    pub engine_health: Arc<tokio::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
-/// How often an idle worker looks for jobs whose lease ran out, even without a wake-up.
+/// How long an engine's answer (or silence) holds before it is asked again.
+const ENGINE_RECHECK: Duration = Duration::from_secs(1);
+
+/// How often an idle worker looks for jobs whose lease ran out, even without a wake-up,
+/// on SQLite. On PostgreSQL, where every replica's workers would poll one database, an
+/// idle worker looks at the lease sweep's pace; the database wakes it for everything else.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 impl Worker {
@@ -56,6 +63,14 @@ impl Worker {
     async fn run(self, index: usize, shutdown: CancellationToken) {
         tracing::debug!(worker = index, "worker started");
         while !shutdown.is_cancelled() {
+            if !self.engine_answers().await {
+                // Another replica, or this one once its engine is back, runs the jobs.
+                tokio::select! {
+                    () = tokio::time::sleep(ENGINE_RECHECK) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
             let claimed = jobs::claim_next(
                 &self.pool,
                 &self.owner,
@@ -73,6 +88,8 @@ impl Worker {
                             .pickup_latency
                             .observe("", Duration::from_millis(u64::try_from(waited).unwrap_or(0)));
                     }
+                    // More may be waiting: another idle worker looks too.
+                    self.job_queued.notify_one();
                     let span = tracing::info_span!("job", job_id = %job.id, project = %job.project, sha = %job.sha, kind = %job.kind);
                     self.run_job(job).instrument(span).await;
                     // Finishing may unblock another environment's queued deploy.
@@ -81,7 +98,7 @@ impl Worker {
                 Ok(None) => {
                     tokio::select! {
                         () = self.job_queued.notified() => {}
-                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = tokio::time::sleep(self.idle_poll()) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
@@ -95,6 +112,41 @@ impl Worker {
             }
         }
         tracing::debug!(worker = index, "worker stopped");
+    }
+
+    /// Whether this runner's engine answers, asked at most once per `ENGINE_RECHECK` for
+    /// all workers. A runner that started without an engine claims as before: its jobs
+    /// fail naming what is missing.
+    async fn engine_answers(&self) -> bool {
+        let Some(engine) = &self.pipeline.engine else {
+            return true;
+        };
+        let mut health = self.engine_health.lock().await;
+        if let Some((asked, answered)) = *health
+            && asked.elapsed() < ENGINE_RECHECK
+        {
+            return answered;
+        }
+        let answered = match engine.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the engine does not answer; claiming no job until it does");
+                false
+            }
+        };
+        *health = Some((std::time::Instant::now(), answered));
+        answered
+    }
+
+    fn idle_poll(&self) -> Duration {
+        match self.pool.backend() {
+            crate::store::Backend::Sqlite => IDLE_POLL,
+            crate::store::Backend::Postgres => self.sweep_interval(),
+        }
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        self.config.queue.lease.min(Duration::from_secs(5))
     }
 
     async fn run_job(&self, job: Job) {
@@ -182,7 +234,7 @@ impl Worker {
                 Err(error) => tracing::warn!(%error, "cannot sweep abandoned jobs"),
             }
             tokio::select! {
-                () = tokio::time::sleep(self.config.queue.lease.min(Duration::from_secs(5))) => {}
+                () = tokio::time::sleep(self.sweep_interval()) => {}
                 () = shutdown.cancelled() => {}
             }
         }

@@ -116,6 +116,10 @@ pub struct Started {
 /// The engine operations the pipeline uses, in our words.
 #[async_trait::async_trait]
 pub trait ContainerEngine: Send + Sync {
+    /// Whether the engine answers now: a runner whose engine is away claims no job.
+    async fn ping(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Builds `context_tar` as `request` says; returns the image id.
     async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError>;
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, EngineError>;
@@ -488,6 +492,14 @@ impl DockerEngine {
 
 #[async_trait::async_trait]
 impl ContainerEngine for DockerEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::Unreachable(e.to_string()))
+    }
+
     async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
         match self.choose_builder(request, log)? {
             Builder::BuildKit => self.build_with_buildkit(context_tar, request, log).await,

@@ -222,7 +222,7 @@ async fn record_in_transaction(
                 insert.push("; SELECT last_insert_rowid()");
                 let mut inserted = 0;
                 let mut last_id = None;
-                let mut results = insert.build().persistent(false).fetch_many(&mut *conn);
+                let mut results = conn.fetch_many(insert.build().persistent(false));
                 while let Some(result) = results.try_next().await? {
                     match result {
                         // What SQLite counts for the closing SELECT is the insert's count again.
