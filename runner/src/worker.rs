@@ -162,6 +162,8 @@ impl Worker {
             self.config.queue.job_log_max_bytes,
         );
 
+        // Which runner ran which attempt: with several replicas, where to look.
+        log.system(format!("attempt {} claimed by runner {}", job.attempts, self.owner));
         let outcome = match self.config.project(&job.project) {
             Some(project) => pipeline::run(&self.pipeline, project, &job, &log, &cancel).await,
             None => Err(JobFailure::NotConfigured(format!(

@@ -18,6 +18,7 @@ mod parse_properties;
 mod pipeline_e2e;
 mod process;
 mod queue;
+mod replicas;
 mod retention;
 mod terraform;
 mod untrusted;

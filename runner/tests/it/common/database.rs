@@ -105,3 +105,118 @@ pub fn stored_text(dir: &Path) -> String {
         text
     }
 }
+
+/// A PostgreSQL server of a test's own (Debian's binaries, `RUNNER_TEST_PG_BIN`), on a
+/// free loopback port, for tests that stop and start the database under a runner.
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let bin = std::path::PathBuf::from(std::env::var("RUNNER_TEST_PG_BIN").unwrap_or_else(|_| {
+            panic!("RUNNER_TEST_PG_BIN is not set: scripts/services.sh env names Debian's PostgreSQL 15 binaries")
+        }));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Self {
+            port: super::free_port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(server.dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        server.run(
+            "initdb",
+            &["-D", &server.data(), "-U", "runner", "--auth=trust", "-E", "UTF8"],
+        );
+        server.resume();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let output = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://runner@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (open connections are cut).
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn resume(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.data();
+        let mut stop = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            command
+        } else {
+            Command::new(pg_ctl)
+        };
+        let _ = stop.args(["-D", &data, "-m", "immediate", "stop"]).output();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
