@@ -3,12 +3,26 @@
 # unique delivery id, driven by wrk at 8 and 64 connections against a release runner.
 # Baseline from the same run: GET /healthz of the same server (no body, no database write).
 # Afterwards it checks durability: rows in the database == 202 answers, one job each.
-#   bench/ingest.sh [DURATION_SECS]      (default 10)
+#   bench/ingest.sh [DURATION_SECS [BACKEND [REPLICAS]]]   (default 10 sqlite 1)
+# BACKEND postgres: REPLICAS runners share one PostgreSQL database (scripts/services.sh
+# starts the server unless RUNNER_TEST_POSTGRES names one); the connections are split
+# evenly over the replicas, one wrk each, and their rates added up.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
 DURATION=${1:-10}
+BACKEND=${2:-sqlite}
+REPLICAS=${3:-1}
 apt_need wrk curl
+case "$BACKEND" in
+  sqlite) [ "$REPLICAS" = 1 ] || { echo "bench/ingest.sh: SQLite is for one runner process" >&2; exit 2; } ;;
+  postgres)
+    if [ -z "${RUNNER_TEST_POSTGRES:-}" ]; then
+      scripts/services.sh install >&2 && scripts/services.sh start >&2
+      eval "$(scripts/services.sh env)"
+    fi ;;
+  *) echo "bench/ingest.sh: BACKEND is sqlite or postgres" >&2; exit 2 ;;
+esac
 
 PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
 cargo build --profile "$PROFILE" --locked -p runner >&2
@@ -34,12 +48,24 @@ while True:
 ' "$hang_port" &
 hang_pid=$!
 
-port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
-cat >"$work/runner.toml" <<TOML
+if [ "$BACKEND" = postgres ]; then
+  db_name="bench_ingest_$$"
+  psql -X -q "$RUNNER_TEST_POSTGRES" -c "CREATE DATABASE $db_name" >&2
+  database_url="${RUNNER_TEST_POSTGRES%/*}/$db_name"
+else
+  database_url="sqlite://$work/runner.db"
+fi
+ports=()
+pids=()
+for replica in $(seq 1 "$REPLICAS"); do
+  port=$(free_port)
+  ports+=("$port")
+  cat >"$work/runner-$replica.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
-database_url = "sqlite://$work/runner.db"
+database_url = "$database_url"
+work_dir = "$work/work-$replica"
 [queue]
 workers = 2
 [[projects]]
@@ -58,37 +84,66 @@ url = "127.0.0.1:1"
 target = "local"
 host_port = $(free_port)
 TOML
+  BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
+  pids+=("$!")
+  wait_http "http://127.0.0.1:$port/healthz"
+done
+pid="${pids[*]}"
 cp runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$work/push.json"
 export BENCH_BODY="$work/push.json"
 export BENCH_SIGNATURE=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$BENCH_BODY")
-
-BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" >"$RESULTS/ingest-runner.log" 2>&1 &
-pid=$!
-wait_http "http://127.0.0.1:$port/healthz"
 sleep 1
-idle_rss=$(rss_mb "$pid")
+idle_rss=$(rss_mb "${pids[0]}")
 
-wrk -t2 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$port/healthz" >"$RESULTS/ingest-healthz.txt"
-read -r base_rps base_p50 base_p99 _ _ <<<"$(wrk_summary "$RESULTS/ingest-healthz.txt")"
+# wrk_all OUT CONNS [wrk args...]: one wrk per replica with CONNS split over them; OUT
+# gets their outputs, and the summed rate, the worst p50/p99 and the summed counts.
+wrk_all() {
+  local out=$1 conns=$2; shift 2
+  local each=$(( (conns + REPLICAS - 1) / REPLICAS )) i=0 wrks=()
+  for port in "${ports[@]}"; do
+    i=$((i + 1))
+    BENCH_PREFIX="${BENCH_PREFIX:-h}-$i" wrk -t1 -c"$each" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port${WRK_PATH:-}" >"$out.$i" &
+    wrks+=("$!")
+  done
+  for w in "${wrks[@]}"; do wait "$w"; done
+  cat "$out".* >"$out"
+  python3 - "$out" "$REPLICAS" <<'PY' >"$out.sum"
+import subprocess, sys
+rows = [subprocess.run(["bash", "-c", f'source bench/lib.sh; wrk_summary "{sys.argv[1]}.{i}"'], capture_output=True, text=True).stdout.split()
+        for i in range(1, int(sys.argv[2]) + 1)]
+rps = sum(float(r[0]) for r in rows); p50 = max(float(r[1]) for r in rows); p99 = max(float(r[2]) for r in rows)
+print(f"{rps:.0f} {p50:.2f} {p99:.2f} {sum(int(r[3]) for r in rows)} {sum(int(r[4]) for r in rows)}")
+PY
+}
+
+WRK_PATH=/healthz wrk_all "$RESULTS/ingest-healthz.txt" 64
+read -r base_rps base_p50 base_p99 _ _ <"$RESULTS/ingest-healthz.txt.sum"
 
 total_accepted=0
 declare -A LINE
 peak_rss=0
 for conns in 8 64; do
   out="$RESULTS/ingest-c$conns.txt"
-  BENCH_PREFIX="c$conns-$$" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s bench/ingest.lua "http://127.0.0.1:$port" >"$out" &
+  BENCH_PREFIX="c$conns-$$" wrk_all "$out" "$conns" -s bench/ingest.lua &
   wrk_pid=$!
   sleep $((DURATION / 2))
-  rss=$(rss_mb "$pid"); peak_rss=$(python3 -c "print(max($peak_rss, $rss))")
+  rss=$(rss_mb "${pids[0]}"); peak_rss=$(python3 -c "print(max($peak_rss, $rss))")
   wait "$wrk_pid"
-  read -r rps p50 p99 non2xx requests <<<"$(wrk_summary "$out")"
-  accepted=$(awk '/accepted_202:/ {print $2}' "$out")
+  read -r rps p50 p99 non2xx requests <"$out.sum"
+  accepted=$(awk '/accepted_202:/ {n += $2} END {print n + 0}' "$out")
   total_accepted=$((total_accepted + accepted))
   LINE[$conns]="$rps $p50 $p99 $non2xx $accepted"
 done
 sleep 1
-kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+for p in "${pids[@]}"; do kill -KILL "$p"; wait "$p" 2>/dev/null || true; done; pid=""
 
+if [ "$BACKEND" = postgres ]; then
+  read -r rows jobs distinct queued_rows <<<"$(psql -X -At -F ' ' "$database_url" -c "SELECT
+    (SELECT count(*) FROM deliveries), (SELECT count(*) FROM jobs),
+    (SELECT count(DISTINCT job_id) FROM deliveries WHERE job_id IS NOT NULL),
+    (SELECT count(*) FROM deliveries WHERE outcome = 'queued')")"
+  psql -X -q "$RUNNER_TEST_POSTGRES" -c "DROP DATABASE $db_name" >&2 || true
+else
 read -r rows jobs distinct queued_rows <<<"$(python3 - "$work/runner.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -99,8 +154,10 @@ queued = db.execute("select count(*) from deliveries where outcome = 'queued'").
 print(rows, jobs, distinct, queued)
 PY
 )"
+fi
 
 echo
+echo "backend $BACKEND, $REPLICAS replica(s)"
 echo "baseline GET /healthz (64 conns): ${base_rps} req/s, p50 ${base_p50} ms, p99 ${base_p99} ms"
 printf "%-6s %12s %9s %9s %8s %10s %10s\n" conns "deliveries/s" "p50 ms" "p99 ms" non2xx "202s" "vs healthz"
 for conns in 8 64; do
@@ -113,6 +170,6 @@ echo "durability: 202 answers ${total_accepted}, delivery rows ${rows}, queued r
 # wrk stops mid-flight: a request committed just as wrk closed its socket has a row but no
 # counted answer, so rows may exceed answers by at most the open connections (8 + 64).
 if [ "$rows" -lt "$total_accepted" ]; then echo "LOST: fewer rows than 202 answers" >&2; exit 1; fi
-if [ $((rows - total_accepted)) -gt 72 ]; then echo "rows exceed answers by more than the in-flight requests" >&2; exit 1; fi
+if [ $((rows - total_accepted)) -gt $((72 + 2 * REPLICAS)) ]; then echo "rows exceed answers by more than the in-flight requests" >&2; exit 1; fi
 if [ "$jobs" -ne "$queued_rows" ] || [ "$distinct" -ne "$queued_rows" ]; then echo "DOUBLED or missing jobs" >&2; exit 1; fi
 echo "no delivery lost or doubled"

@@ -214,7 +214,10 @@ pub fn main() -> ExitCode {
                 match crate::store::open(&config.server.database_url).await {
                     Ok(pool) => {
                         pool.close().await;
-                        println!("database {} is up to date", config.server.database_url);
+                        println!(
+                            "database {} is up to date",
+                            crate::secrets::redact_url(&config.server.database_url)
+                        );
                         ExitCode::from(exit::OK)
                     }
                     Err(error) => {
@@ -246,7 +249,7 @@ async fn serve(config: Config) -> ExitCode {
         tracing::warn!("no projects configured: every delivery will be refused (add [[projects]] to the config file)");
     }
     let listen = config.server.listen;
-    let database = config.server.database_url.clone();
+    let database = crate::secrets::redact_url(&config.server.database_url);
     let projects: Vec<String> = config
         .projects
         .iter()

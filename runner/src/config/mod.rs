@@ -212,6 +212,10 @@ impl Config {
         if let Some(token) = &self.admin_token {
             set.add(token.expose_secret());
         }
+        // The database's password, if its URL holds one.
+        for credential in crate::secrets::url_credentials(&self.server.database_url) {
+            set.add(credential);
+        }
         for project in &self.projects {
             set.add(project.webhook_secret.expose_secret());
             if let Some(url) = &project.clone_url {

@@ -9,7 +9,7 @@ use super::{Backend, Store, StoreError};
 
 /// A held lock; dropping it (or the process ending) releases it.
 pub struct HeldLock {
-    #[allow(dead_code)] // Held, not used: the lock lives as long as the connection.
+    /// The lock lives as long as this connection; `None` on SQLite.
     conn: Option<PgConnection>,
 }
 

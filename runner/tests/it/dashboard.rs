@@ -380,7 +380,7 @@ async fn login_only_read_access_guards_pages_and_the_api() {
 }
 
 /// Reads server-sent events until `until` says stop; returns (id, event, data) triples.
-async fn read_events(
+pub(crate) async fn read_events(
     response: reqwest::Response,
     until: impl Fn(&[(Option<String>, String, String)]) -> bool,
 ) -> Vec<(Option<String>, String, String)> {

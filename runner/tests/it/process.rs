@@ -362,19 +362,22 @@ impl KilledDeploy {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
+        let unique = format!("{}{}", std::process::id(), free_port());
         // BuildKit builds the webapp's image in well under a second: a build to be killed
-        // gets a slow stage first.
+        // gets a slow stage first, unique to this run so that no earlier run's build cache
+        // (the suite runs once per backend) skips it.
         let dockerfile = if step == "build" {
             WEBAPP_DOCKERFILE.replacen(
                 "FROM scratch\n",
-                "FROM local/busybox:1 AS slow\nRUN sleep 6 && touch /slept\nFROM scratch\nCOPY --from=slow /slept /slept\n",
+                &format!(
+                    "FROM local/busybox:1 AS slow\nRUN sleep 6 && echo {unique} > /slept\nFROM scratch\nCOPY --from=slow /slept /slept\n"
+                ),
                 1,
             )
         } else {
             WEBAPP_DOCKERFILE.to_owned()
         };
         let mut sha = webapp_repo(&repo, &dockerfile);
-        let unique = format!("{}{}", std::process::id(), free_port());
         let project = format!("kill{step}{unique}");
         let image = format!("runner-kill-{step}-{unique}");
         let host_port = free_port();
@@ -524,6 +527,18 @@ async fn kill_then_restart(point: KillPoint) {
         waiting_for(1),
     )
     .await;
+    if step == "apply" {
+        // Killed once terraform itself runs (its step may wait for the state lock first).
+        let work = deploy.dir.path().join("work");
+        crate::common::eventually("terraform apply under way", || {
+            std::fs::read_dir(&work)
+                .ok()?
+                .flatten()
+                .any(|job| job.path().join("home").join("terraform.pid").exists())
+                .then_some(())
+        })
+        .await;
+    }
     first.kill9();
 
     let second = deploy.start_runner();

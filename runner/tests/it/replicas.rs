@@ -41,7 +41,7 @@ fn replica_config(dir: &Path, database_url: &str) -> PathBuf {
 /// A delivery: mostly pull requests (one verify job each, none superseded), every
 /// seventh a push to master (deploys of one environment, superseding each other).
 fn delivery(n: usize) -> (&'static str, Vec<u8>) {
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         let sha = format!("{:040x}", n + 1);
         ("push", crate::common::push_body("refs/heads/master", &sha))
     } else {
@@ -129,7 +129,7 @@ async fn three_replicas_killed_in_turn_store_every_delivery_once_and_end_every_j
             for n in (lane..DELIVERIES).step_by(16) {
                 let id = format!("00000000-0000-4000-8000-{n:012}");
                 let (event, body) = delivery(n);
-                let answer = if n % 10 == 0 {
+                let answer = if n.is_multiple_of(10) {
                     // The same delivery to two replicas at once.
                     let (a, b) = tokio::join!(
                         deliver_until_acknowledged(&client, &bases, n, &id, event, &body),
@@ -340,6 +340,82 @@ async fn two_replicas_starting_on_a_fresh_database_at_once_apply_each_migration_
     assert_eq!(applied.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(), expected);
     assert_eq!(a.get_json("/healthz").await["status"], "ok");
     assert_eq!(b.get_json("/healthz").await["status"], "ok");
+    a.stop_quickly().await;
+    b.stop_quickly().await;
+}
+
+#[tokio::test]
+async fn a_replica_claims_only_labelled_projects_and_streams_the_live_log_of_a_job_another_runs() {
+    let url = database::postgres_database(&format!("runner_placement_{}", std::process::id()));
+    let remote = crate::common::hanging_server();
+    let replica = |labels: Vec<String>| {
+        let (url, remote) = (url.clone(), remote.clone());
+        move |dir: &Path| {
+            let mut config = default_config(dir);
+            config.server.database_url = Some(url);
+            config.queue.labels = Some(labels);
+            config.projects[0].clone_url = Some(remote);
+            config.projects[0].runs_on = vec!["builder-a".to_owned()];
+            config
+        }
+    };
+    // Replica B does not offer the project's label: a push it receives waits for A.
+    let b = TestRunner::start_with(replica(Vec::new())).await;
+    let response = b
+        .deliver("push", &crate::common::push_body("refs/heads/master", &"e".repeat(40)))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("job id");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.get_json(&format!("/api/jobs/{job_id}")).await["state"], "queued");
+
+    // A offers it: it claims the job (its checkout hangs), and B's dashboard follows it.
+    let a = TestRunner::start_with(replica(vec!["builder-a".to_owned()])).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.get_json(&format!("/api/jobs/{job_id}")).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "replica A never claimed the job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stream = b
+        .client
+        .get(b.url(&format!("/api/jobs/{job_id}/logs")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stream.status(), 200);
+    let events = crate::dashboard::read_events(stream, |events| {
+        events
+            .iter()
+            .any(|(_, _, data)| data.contains("step checkout: started"))
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, data)| data.contains("attempt 1 claimed by runner")),
+        "{events:?}"
+    );
+    // Cancelled through B, the job run by A ends, and B's stream says so.
+    let stream = b
+        .client
+        .get(b.url(&format!("/api/jobs/{job_id}/logs")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET stream");
+    let cancel = b
+        .client
+        .post(b.url(&format!("/api/jobs/{job_id}/cancel")))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(cancel.status(), 200);
+    let events = crate::dashboard::read_events(stream, |events| events.iter().any(|(_, e, _)| e == "end")).await;
+    assert_eq!(events.last().expect("end").2, "cancelled", "{events:?}");
     a.stop_quickly().await;
     b.stop_quickly().await;
 }
