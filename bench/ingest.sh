@@ -83,6 +83,7 @@ url = "127.0.0.1:1"
 [projects.rollout]
 target = "local"
 host_port = $(free_port)
+slot_ports = [$(free_port), $(free_port)]
 TOML
   BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
   pids+=("$!")
@@ -99,10 +100,11 @@ idle_rss=$(rss_mb "${pids[0]}")
 # gets their outputs, and the summed rate, the worst p50/p99 and the summed counts.
 wrk_all() {
   local out=$1 conns=$2; shift 2
-  local each=$(( (conns + REPLICAS - 1) / REPLICAS )) i=0 wrks=()
+  local each=$(( (conns + REPLICAS - 1) / REPLICAS )) i=0 wrks=() threads=$(( REPLICAS == 1 ? 2 : 1 ))
+  rm -f "$out" "$out".*
   for port in "${ports[@]}"; do
     i=$((i + 1))
-    BENCH_PREFIX="${BENCH_PREFIX:-h}-$i" wrk -t1 -c"$each" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port${WRK_PATH:-}" >"$out.$i" &
+    BENCH_PREFIX="${BENCH_PREFIX:-h}-$i" wrk -t"$threads" -c"$each" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port${WRK_PATH:-}" >"$out.$i" &
     wrks+=("$!")
   done
   for w in "${wrks[@]}"; do wait "$w"; done

@@ -52,6 +52,10 @@ CREATE INDEX jobs_environment ON jobs (project, environment, kind, state);
 CREATE INDEX jobs_pull_request ON jobs (project, pull_request) WHERE pull_request IS NOT NULL;
 CREATE INDEX jobs_unreported ON jobs (report_next_at, id) WHERE reported_state IS DISTINCT FROM state;
 CREATE INDEX jobs_project_sha ON jobs (project, sha);
+-- The newest queued deploy of an environment, which the supersede trigger looks up for
+-- every deploy queued: only queued deploys, never the superseded history.
+CREATE INDEX jobs_queued_deploys ON jobs (project, environment, ordering_key DESC, id DESC)
+    WHERE kind = 'deploy' AND state = 'queued';
 -- One running deploy per environment, whichever replica claimed it.
 CREATE UNIQUE INDEX jobs_one_running_deploy ON jobs (project, environment)
     WHERE kind = 'deploy' AND state IN ('running', 'awaiting_approval');

@@ -135,36 +135,78 @@ async fn record_in_transaction(
     backend: Backend,
     batch: &[(&NewDelivery, &Action)],
 ) -> Result<Vec<Recorded>, StoreError> {
-    let ids = serde_json::to_string(&batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect::<Vec<_>>())
-        .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))?;
-    let earlier_copies = format!(
-        "SELECT delivery_id, job_id FROM deliveries WHERE {}",
-        backend.in_json_list("delivery_id", "$1")
-    );
-    let earlier_copies = match backend {
-        // One round trip: the write lock and the read together.
-        Backend::Sqlite => format!("BEGIN IMMEDIATE; {earlier_copies}"),
-        Backend::Postgres => {
-            conn.execute("BEGIN").await?;
-            take_write_lock(conn).await?;
-            earlier_copies
-        }
-    };
-    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
+    // In batch order, the first copy of each id in this batch (a later copy is a duplicate).
+    let mut seen = HashSet::new();
+    let first_in_batch: Vec<bool> = batch
+        .iter()
+        .map(|(delivery, _)| seen.insert(delivery.delivery_id.as_str()))
+        .collect();
+    let firsts: Vec<_> = batch
+        .iter()
+        .zip(&first_in_batch)
+        .filter(|(_, first)| **first)
+        .map(|(d, _)| d)
         .collect();
 
-    // In batch order, the first copy of an id not recorded before is the new one.
-    let mut claimed = HashSet::new();
-    let is_new: Vec<bool> = batch
-        .iter()
-        .map(|(delivery, _)| {
-            !earlier.contains_key(&delivery.delivery_id) && claimed.insert(delivery.delivery_id.as_str())
-        })
-        .collect();
+    // Which ids were recorded before, with the job each queued; and which are new.
+    let (earlier, is_new): (HashMap<String, Option<i64>>, Vec<bool>) = match backend {
+        Backend::Sqlite => {
+            // One round trip: the write lock and the read together. Holding the lock from
+            // the start is what makes the read decide.
+            let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "BEGIN IMMEDIATE; {}",
+                earlier_copies(backend)
+            )))
+            .bind(json_ids(batch.iter().map(|(d, _)| d.delivery_id.as_str()))?)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+            let is_new = batch
+                .iter()
+                .zip(&first_in_batch)
+                .map(|((delivery, _), first)| *first && !earlier.contains_key(&delivery.delivery_id))
+                .collect();
+            (earlier, is_new)
+        }
+        Backend::Postgres => {
+            // The insert decides: what the unique index already holds is skipped, and only
+            // those (rare) earlier copies are read back.
+            conn.execute("BEGIN").await?;
+            take_write_lock(conn).await?;
+            let mut insert = deliveries_insert(&firsts);
+            insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
+            let inserted: HashSet<String> = insert
+                .build_scalar()
+                .persistent(false)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+            let is_new: Vec<bool> = batch
+                .iter()
+                .zip(&first_in_batch)
+                .map(|((delivery, _), first)| *first && inserted.contains(&delivery.delivery_id))
+                .collect();
+            let recorded_before: Vec<&str> = firsts
+                .iter()
+                .map(|(d, _)| d.delivery_id.as_str())
+                .filter(|id| !inserted.contains(*id))
+                .collect();
+            let earlier = if recorded_before.is_empty() {
+                HashMap::new()
+            } else {
+                sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies(backend)))
+                    .bind(json_ids(recorded_before.into_iter())?)
+                    .persistent(false)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect()
+            };
+            (earlier, is_new)
+        }
+    };
     let new_deliveries: Vec<_> = batch
         .iter()
         .zip(&is_new)
@@ -181,95 +223,63 @@ async fn record_in_transaction(
         .collect();
 
     let mut job_ids: HashMap<&str, i64> = HashMap::new();
-    if !new_deliveries.is_empty() {
-        let mut insert = Values::new(
-            "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
-             reason, content_type, body, body_encoding, body_bytes, received_at) ",
-        );
-        insert.rows(&new_deliveries, |row, (delivery, action)| {
-            let (outcome, reason) = match action {
-                Action::Queue(_) => ("queued", None),
-                Action::Ignore { reason } => ("ignored", Some(reason.clone())),
-                Action::CancelPullRequest { number, .. } => {
-                    ("cancelled", Some(format!("pull request #{number} closed")))
-                }
-            };
-            row.bind(delivery.delivery_id.clone())
-                .bind(delivery.event.clone())
-                .bind(delivery.action.clone())
-                .bind(delivery.project.clone())
-                .bind(delivery.repository.clone())
-                .bind(delivery.git_ref.clone())
-                .bind(delivery.sha.clone())
-                .bind(delivery.hook_id)
-                .bind(outcome)
-                .bind(reason)
-                .bind(delivery.content_type.clone())
-                .bind(delivery.body.bytes.clone())
-                .bind(delivery.body.encoding)
-                .bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
-                .bind(delivery.received_at);
-        });
-        let now = batch[0].0.received_at;
-        match backend {
-            Backend::Sqlite => {
-                // Both inserts and the read of the last id go in one round trip; the
-                // deliveries come first, as the job trigger that links them expects.
-                if !new_jobs.is_empty() {
-                    insert.push("; ");
-                    jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
-                }
-                insert.push("; SELECT last_insert_rowid()");
-                let mut inserted = 0;
-                let mut last_id = None;
-                let mut results = conn.fetch_many(insert.build().persistent(false));
-                while let Some(result) = results.try_next().await? {
-                    match result {
-                        // What SQLite counts for the closing SELECT is the insert's count again.
-                        Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
-                        Either::Left(_) => {}
-                        Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
-                    }
-                }
-                drop(results);
-                expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
-                // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
-                // failing row fails the whole statement), so the last id names them all.
-                if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
-                    let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
-                    for (offset, job) in (0_i64..).zip(&new_jobs) {
-                        // A delivery that queued several jobs (one per environment) names the first.
-                        if let Some(delivery) = job.delivery_id.as_deref() {
-                            job_ids.entry(delivery).or_insert(first + offset);
-                        }
-                    }
+    let now = batch.first().map_or(0, |(d, _)| d.received_at);
+    match backend {
+        Backend::Sqlite if !new_deliveries.is_empty() => {
+            // Both inserts and the read of the last id go in one round trip; the
+            // deliveries come first, as the job trigger that links them expects.
+            let mut insert = deliveries_insert(&new_deliveries);
+            if !new_jobs.is_empty() {
+                insert.push("; ");
+                jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
+            }
+            insert.push("; SELECT last_insert_rowid()");
+            let mut inserted = 0;
+            let mut last_id = None;
+            let mut results = conn.fetch_many(insert.build().persistent(false));
+            while let Some(result) = results.try_next().await? {
+                match result {
+                    // What SQLite counts for the closing SELECT is the insert's count again.
+                    Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
+                    Either::Left(_) => {}
+                    Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
                 }
             }
-            Backend::Postgres => {
-                let done = insert.build().persistent(false).execute(&mut *conn).await?;
-                expect_rows(done.rows_affected(), new_deliveries.len())?;
-                if !new_jobs.is_empty() {
-                    let mut insert = Values::new("");
-                    jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
-                    insert.push(" RETURNING id, delivery_id");
-                    let mut queued: Vec<(i64, Option<String>)> =
-                        insert.build_as().persistent(false).fetch_all(&mut *conn).await?;
-                    expect_rows(queued.len() as u64, new_jobs.len())?;
-                    queued.sort_unstable_by_key(|(id, _)| *id);
-                    let keys: HashMap<&str, &str> = new_jobs
-                        .iter()
-                        .filter_map(|job| job.delivery_id.as_deref())
-                        .map(|id| (id, id))
-                        .collect();
-                    for (id, delivery) in queued {
-                        // A delivery that queued several jobs (one per environment) names the first.
-                        if let Some(key) = delivery.as_deref().and_then(|d| keys.get(d)) {
-                            job_ids.entry(key).or_insert(id);
-                        }
+            drop(results);
+            expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
+            // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
+            // failing row fails the whole statement), so the last id names them all.
+            if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
+                let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
+                for (offset, job) in (0_i64..).zip(&new_jobs) {
+                    // A delivery that queued several jobs (one per environment) names the first.
+                    if let Some(delivery) = job.delivery_id.as_deref() {
+                        job_ids.entry(delivery).or_insert(first + offset);
                     }
                 }
             }
         }
+        Backend::Postgres if !new_jobs.is_empty() => {
+            let mut insert = Values::new("");
+            jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
+            insert.push(" RETURNING id, delivery_id");
+            let mut queued: Vec<(i64, Option<String>)> =
+                insert.build_as().persistent(false).fetch_all(&mut *conn).await?;
+            expect_rows(queued.len() as u64, new_jobs.len())?;
+            queued.sort_unstable_by_key(|(id, _)| *id);
+            let keys: HashMap<&str, &str> = new_jobs
+                .iter()
+                .filter_map(|job| job.delivery_id.as_deref())
+                .map(|id| (id, id))
+                .collect();
+            for (id, delivery) in queued {
+                // A delivery that queued several jobs (one per environment) names the first.
+                if let Some(key) = delivery.as_deref().and_then(|d| keys.get(d)) {
+                    job_ids.entry(key).or_insert(id);
+                }
+            }
+        }
+        _ => {}
     }
 
     let mut results = Vec::with_capacity(batch.len());
@@ -309,6 +319,49 @@ async fn record_in_transaction(
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
+}
+
+fn earlier_copies(backend: Backend) -> String {
+    format!(
+        "SELECT delivery_id, job_id FROM deliveries WHERE {}",
+        backend.in_json_list("delivery_id", "$1")
+    )
+}
+
+fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String, StoreError> {
+    serde_json::to_string(&ids.collect::<Vec<_>>())
+        .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))
+}
+
+/// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided.
+fn deliveries_insert(deliveries: &[&(&NewDelivery, &Action)]) -> Values {
+    let mut insert = Values::new(
+        "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
+         reason, content_type, body, body_encoding, body_bytes, received_at) ",
+    );
+    insert.rows(deliveries, |row, (delivery, action)| {
+        let (outcome, reason) = match action {
+            Action::Queue(_) => ("queued", None),
+            Action::Ignore { reason } => ("ignored", Some(reason.clone())),
+            Action::CancelPullRequest { number, .. } => ("cancelled", Some(format!("pull request #{number} closed"))),
+        };
+        row.bind(delivery.delivery_id.clone())
+            .bind(delivery.event.clone())
+            .bind(delivery.action.clone())
+            .bind(delivery.project.clone())
+            .bind(delivery.repository.clone())
+            .bind(delivery.git_ref.clone())
+            .bind(delivery.sha.clone())
+            .bind(delivery.hook_id)
+            .bind(outcome)
+            .bind(reason)
+            .bind(delivery.content_type.clone())
+            .bind(delivery.body.bytes.clone())
+            .bind(delivery.body.encoding)
+            .bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
+            .bind(delivery.received_at);
+    });
+    insert
 }
 
 fn expect_rows(inserted: u64, expected: usize) -> Result<(), StoreError> {
