@@ -174,7 +174,7 @@ async fn record_in_transaction(
             // those (rare) earlier copies are read back.
             conn.execute("BEGIN").await?;
             take_write_lock(conn).await?;
-            let mut insert = deliveries_insert(&firsts);
+            let mut insert = deliveries_insert(backend, &firsts);
             insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
             let inserted: HashSet<String> = insert
                 .build_scalar()
@@ -228,7 +228,7 @@ async fn record_in_transaction(
         Backend::Sqlite if !new_deliveries.is_empty() => {
             // Both inserts and the read of the last id go in one round trip; the
             // deliveries come first, as the job trigger that links them expects.
-            let mut insert = deliveries_insert(&new_deliveries);
+            let mut insert = deliveries_insert(backend, &new_deliveries);
             if !new_jobs.is_empty() {
                 insert.push("; ");
                 jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
@@ -260,7 +260,7 @@ async fn record_in_transaction(
             }
         }
         Backend::Postgres if !new_jobs.is_empty() => {
-            let mut insert = Values::new("");
+            let mut insert = Values::on(backend, "");
             jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
             insert.push(" RETURNING id, delivery_id");
             let mut queued: Vec<(i64, Option<String>)> =
@@ -334,8 +334,9 @@ fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String, StoreError
 }
 
 /// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided.
-fn deliveries_insert(deliveries: &[&(&NewDelivery, &Action)]) -> Values {
-    let mut insert = Values::new(
+fn deliveries_insert(backend: Backend, deliveries: &[&(&NewDelivery, &Action)]) -> Values {
+    let mut insert = Values::on(
+        backend,
         "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
          reason, content_type, body, body_encoding, body_bytes, received_at) ",
     );

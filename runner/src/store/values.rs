@@ -38,6 +38,8 @@ pub struct Values {
     sql: String,
     args: AnyArguments,
     count: usize,
+    /// `$` (both backends read `$N`) or `?` (`?N`, SQLite only).
+    sigil: char,
 }
 
 impl Values {
@@ -46,7 +48,19 @@ impl Values {
             sql: sql.to_owned(),
             args: AnyArguments::default(),
             count: 0,
+            sigil: '$',
         }
+    }
+
+    /// For a statement run on `backend` only. SQLite looks up each `$N` among the names it
+    /// has seen so far, which makes a statement of thousands of parameters (a webhook
+    /// batch) quadratic to prepare; `?N` it takes as the number it is.
+    pub fn on(backend: super::Backend, sql: &str) -> Self {
+        let mut values = Self::new(sql);
+        if backend == super::Backend::Sqlite {
+            values.sigil = '?';
+        }
+        values
     }
 
     pub fn push(&mut self, sql: &str) -> &mut Self {
@@ -57,7 +71,7 @@ impl Values {
     /// Appends the next parameter's placeholder and binds `value` to it.
     pub fn bind<'q, T: Encode<'q, Any> + Type<Any> + 'q>(&mut self, value: T) -> &mut Self {
         self.count += 1;
-        self.sql.push('$');
+        self.sql.push(self.sigil);
         self.sql.push_str(&self.count.to_string());
         // Encoding into the driver-neutral buffer cannot fail for the types bound here.
         if let Err(error) = self.args.add(value) {
