@@ -70,16 +70,17 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
         .get("RUNNER_DATABASE_URL")
         .or(raw.database_url)
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let backend = crate::store::Backend::of_url(&database_url).ok_or_else(|| {
-        invalid(
+    let postgres = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+    if !postgres && !database_url.starts_with("sqlite:") {
+        return Err(invalid(
             "server.database_url",
             format!(
                 "{:?} is neither a sqlite: URL nor a postgres:// URL",
                 crate::secrets::redact_url(&database_url)
             ),
-        )
-    })?;
-    if backend == crate::store::Backend::Postgres {
+        ));
+    }
+    if postgres {
         let host = database_url
             .split_once("://")
             .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, host)| host))
@@ -99,7 +100,7 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
             return Err(invalid("server.work_dir", "must not be empty"));
         }
         Some(dir) => dir,
-        None if backend == crate::store::Backend::Postgres => {
+        None if postgres => {
             return Err(invalid(
                 "server.work_dir",
                 "required with a postgres:// database_url: each replica needs a work directory of its own",
