@@ -519,7 +519,7 @@ async fn clean(dir: &Path) -> anyhow::Result<()> {
     if let Ok(docker) = Docker::connect_with_local_defaults()
         && docker.ping().await.is_ok()
     {
-        let instance = crate::startup::instance_id(&dir.join("data/work"));
+        let instance = crate::startup::instance_id(&dir.join("data/runner.db"));
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{}={instance}", crate::pipeline::engine::MANAGED_LABEL)],

@@ -53,7 +53,7 @@ impl Application {
 
         let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
-        let engine = connect_engine(&config, instance_id(&work_root))
+        let engine = connect_engine(&config, instance_id(&config.server.identity_path()))
             .await
             .map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
         let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
@@ -273,12 +273,11 @@ fn has_local_environments(config: &Config) -> bool {
         .any(|e| matches!(e.target, Some(crate::config::Target::Local(_))))
 }
 
-/// A runner is known to the engine by its work directory (beside its SQLite file, or the
-/// one each replica names): restarts keep the identity, two runners never reap each
-/// other's containers.
-pub fn instance_id(work_dir: &std::path::Path) -> String {
+/// A runner is known to the engine by `identity` (`ServerConfig::identity_path`):
+/// restarts keep the identity, two runners never reap each other's containers.
+pub fn instance_id(identity: &std::path::Path) -> String {
     use sha2::Digest;
-    let stable = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    let stable = std::fs::canonicalize(identity).unwrap_or_else(|_| identity.to_path_buf());
     let digest = sha2::Sha256::digest(stable.to_string_lossy().as_bytes());
     hex::encode(&digest[..6])
 }

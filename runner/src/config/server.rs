@@ -148,19 +148,39 @@ pub(super) fn resolve(raw: RawServer, env: &Env<'_>) -> Result<ServerConfig, Con
     })
 }
 
-/// Job work directories live beside the SQLite file.
-fn default_work_dir(database_url: &str) -> PathBuf {
+/// The file a `sqlite:` URL names; `None` for an in-memory database or another scheme.
+fn sqlite_file(database_url: &str) -> Option<PathBuf> {
     let path = database_url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:")
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?
         .split('?')
         .next()
         .unwrap_or_default();
-    if path.is_empty() || path.starts_with(":memory:") {
-        std::env::temp_dir().join(format!("runner-work-{}", std::process::id()))
-    } else {
-        PathBuf::from(path)
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// Job work directories live beside the SQLite file.
+fn default_work_dir(database_url: &str) -> PathBuf {
+    match sqlite_file(database_url) {
+        Some(file) => file
             .parent()
-            .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work"))
+            .map_or_else(|| PathBuf::from("work"), |dir| dir.join("work")),
+        None => std::env::temp_dir().join(format!("runner-work-{}", std::process::id())),
+    }
+}
+
+impl ServerConfig {
+    /// What names this runner to its engine: its SQLite file (as runners before replicas
+    /// existed were named, so an upgrade keeps finding its containers), or, for a replica
+    /// on PostgreSQL, its work directory.
+    pub fn identity_path(&self) -> PathBuf {
+        sqlite_file(&self.database_url).unwrap_or_else(|| {
+            if self.database_url.starts_with("sqlite:") {
+                // In memory: one process's own.
+                PathBuf::from(format!(":memory:{}", std::process::id()))
+            } else {
+                self.work_dir.clone()
+            }
+        })
     }
 }
