@@ -85,7 +85,7 @@ target = "local"
 host_port = $(free_port)
 slot_ports = [$(free_port), $(free_port)]
 TOML
-  BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
+  BENCH_SECRET=$secret RUST_LOG=${BENCH_RUST_LOG:-warn} "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
   pids+=("$!")
   wait_http "http://127.0.0.1:$port/healthz"
 done

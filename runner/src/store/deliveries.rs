@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Either, Executor as _, Row as _};
 use std::collections::{HashMap, HashSet};
 
 use super::jobs::{self, NewJob};
-use super::{Backend, Flag, Page, Store, StoreError, Values, take_write_lock};
+use super::{Backend, Flag, Page, Store, StoreError, Values};
 
 /// What the ingest decided to do with a verified, parsed delivery.
 #[derive(Debug, Clone)]
@@ -110,13 +110,11 @@ pub enum Recorded {
 /// Records a batch of deliveries and what they trigger in one write transaction of its
 /// own: all are committed, or none (then it is rolled back before the error returns).
 ///
-/// Round trips to SQLite's thread, and rows sent back, are what a batch costs, so the
-/// common case is three: `BEGIN IMMEDIATE` with a read that finds no earlier copies, one
-/// multi-row insert for the deliveries followed by one for their jobs (neither returning
-/// rows), and `COMMIT`. Holding the write lock from the start is what makes the read
-/// decide duplicates; the unique index on `delivery_id` still backs it. Between copies
-/// inside one batch the first wins. Triggers (migrations/) supersede older queued deploys
-/// and link each job to its delivery, row by row in batch order.
+/// Round trips, and rows sent back, are what a batch costs: three in the common case on
+/// either backend (see `write_on_sqlite` and `write_on_postgres` for how each decides
+/// duplicates), then `COMMIT`. Between copies inside one batch the first wins. Triggers
+/// (migrations/) supersede older queued deploys: row by row in batch order on SQLite, once
+/// per statement on PostgreSQL, to the same effect.
 pub async fn record_batch(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -141,162 +139,30 @@ async fn record_in_transaction(
         .iter()
         .map(|(delivery, _)| seen.insert(delivery.delivery_id.as_str()))
         .collect();
-    let firsts: Vec<_> = batch
-        .iter()
-        .zip(&first_in_batch)
-        .filter(|(_, first)| **first)
-        .map(|(d, _)| d)
-        .collect();
-
-    // Which ids were recorded before, with the job each queued; and which are new.
-    let (earlier, is_new): (HashMap<String, Option<i64>>, Vec<bool>) = match backend {
-        Backend::Sqlite => {
-            // One round trip: the write lock and the read together. Holding the lock from
-            // the start is what makes the read decide.
-            let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "BEGIN IMMEDIATE; {}",
-                earlier_copies(backend)
-            )))
-            .bind(json_ids(batch.iter().map(|(d, _)| d.delivery_id.as_str()))?)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect();
-            let is_new = batch
-                .iter()
-                .zip(&first_in_batch)
-                .map(|((delivery, _), first)| *first && !earlier.contains_key(&delivery.delivery_id))
-                .collect();
-            (earlier, is_new)
-        }
-        Backend::Postgres => {
-            // The insert decides: what the unique index already holds is skipped, and only
-            // those (rare) earlier copies are read back.
-            conn.execute("BEGIN").await?;
-            take_write_lock(conn).await?;
-            let mut insert = deliveries_insert(backend, &firsts);
-            insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
-            let inserted: HashSet<String> = insert
-                .build_scalar()
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .collect();
-            let is_new: Vec<bool> = batch
-                .iter()
-                .zip(&first_in_batch)
-                .map(|((delivery, _), first)| *first && inserted.contains(&delivery.delivery_id))
-                .collect();
-            let recorded_before: Vec<&str> = firsts
-                .iter()
-                .map(|(d, _)| d.delivery_id.as_str())
-                .filter(|id| !inserted.contains(*id))
-                .collect();
-            let earlier = if recorded_before.is_empty() {
-                HashMap::new()
-            } else {
-                sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies(backend)))
-                    .bind(json_ids(recorded_before.into_iter())?)
-                    .persistent(false)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .into_iter()
-                    .collect()
-            };
-            (earlier, is_new)
-        }
+    let written = match backend {
+        Backend::Sqlite => write_on_sqlite(conn, batch, &first_in_batch).await?,
+        Backend::Postgres => write_on_postgres(conn, batch, &first_in_batch).await?,
     };
-    let new_deliveries: Vec<_> = batch
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, new)| **new)
-        .map(|(d, _)| d)
-        .collect();
-    let new_jobs: Vec<&NewJob> = batch
-        .iter()
-        .zip(&is_new)
-        .flat_map(|((_, action), new)| match action {
-            Action::Queue(jobs) if *new => jobs.as_slice(),
-            _ => &[],
-        })
-        .collect();
-
-    let mut job_ids: HashMap<&str, i64> = HashMap::new();
-    let now = batch.first().map_or(0, |(d, _)| d.received_at);
-    match backend {
-        Backend::Sqlite if !new_deliveries.is_empty() => {
-            // Both inserts and the read of the last id go in one round trip; the
-            // deliveries come first, as the job trigger that links them expects.
-            let mut insert = deliveries_insert(backend, &new_deliveries);
-            if !new_jobs.is_empty() {
-                insert.push("; ");
-                jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
-            }
-            insert.push("; SELECT last_insert_rowid()");
-            let mut inserted = 0;
-            let mut last_id = None;
-            let mut results = conn.fetch_many(insert.build().persistent(false));
-            while let Some(result) = results.try_next().await? {
-                match result {
-                    // What SQLite counts for the closing SELECT is the insert's count again.
-                    Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
-                    Either::Left(_) => {}
-                    Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
-                }
-            }
-            drop(results);
-            expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
-            // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
-            // failing row fails the whole statement), so the last id names them all.
-            if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
-                let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
-                for (offset, job) in (0_i64..).zip(&new_jobs) {
-                    // A delivery that queued several jobs (one per environment) names the first.
-                    if let Some(delivery) = job.delivery_id.as_deref() {
-                        job_ids.entry(delivery).or_insert(first + offset);
-                    }
-                }
-            }
-        }
-        Backend::Postgres if !new_jobs.is_empty() => {
-            let mut insert = Values::on(backend, "");
-            jobs::push_insert(&mut insert, new_jobs.iter().copied(), now);
-            insert.push(" RETURNING id, delivery_id");
-            let mut queued: Vec<(i64, Option<String>)> =
-                insert.build_as().persistent(false).fetch_all(&mut *conn).await?;
-            expect_rows(queued.len() as u64, new_jobs.len())?;
-            queued.sort_unstable_by_key(|(id, _)| *id);
-            let keys: HashMap<&str, &str> = new_jobs
-                .iter()
-                .filter_map(|job| job.delivery_id.as_deref())
-                .map(|id| (id, id))
-                .collect();
-            for (id, delivery) in queued {
-                // A delivery that queued several jobs (one per environment) names the first.
-                if let Some(key) = delivery.as_deref().and_then(|d| keys.get(d)) {
-                    job_ids.entry(key).or_insert(id);
-                }
-            }
-        }
-        _ => {}
-    }
 
     let mut results = Vec::with_capacity(batch.len());
-    for ((delivery, action), new) in batch.iter().zip(is_new) {
+    for ((delivery, action), new) in batch.iter().zip(written.is_new) {
         let recorded = if !new {
             // A copy of one recorded earlier, or of one first seen in this same batch.
-            let job_id = match earlier.get(&delivery.delivery_id) {
+            let job_id = match written.earlier.get(&delivery.delivery_id) {
                 Some(job_id) => *job_id,
-                None => job_ids.get(delivery.delivery_id.as_str()).copied(),
+                None => written.job_ids.get(delivery.delivery_id.as_str()).copied(),
             };
             Recorded::Duplicate { job_id }
         } else {
             match action {
                 Action::Queue(_) => Recorded::Queued {
-                    job_id: job_ids.get(delivery.delivery_id.as_str()).copied().ok_or_else(|| {
-                        StoreError::Corrupt(format!("no job recorded for delivery {}", delivery.delivery_id))
-                    })?,
+                    job_id: written
+                        .job_ids
+                        .get(delivery.delivery_id.as_str())
+                        .copied()
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("no job recorded for delivery {}", delivery.delivery_id))
+                        })?,
                 },
                 Action::Ignore { reason } => Recorded::Ignored { reason: reason.clone() },
                 Action::CancelPullRequest { project, number } => {
@@ -321,6 +187,209 @@ async fn record_in_transaction(
     Ok(results)
 }
 
+/// What a batch's inserts did, inside its still open transaction.
+struct Written<'b> {
+    /// Per delivery of the batch: recorded now (else a duplicate).
+    is_new: Vec<bool>,
+    /// Ids recorded by an earlier batch, with the job each queued.
+    earlier: HashMap<String, Option<i64>>,
+    /// The job each new delivery queued (the first, when it queued several).
+    job_ids: HashMap<&'b str, i64>,
+}
+
+fn queued_jobs(action: &Action) -> &[NewJob] {
+    match action {
+        Action::Queue(jobs) => jobs,
+        _ => &[],
+    }
+}
+
+/// SQLite, one writer: `BEGIN IMMEDIATE` with a read that finds no earlier copies, then
+/// one multi-row insert for the deliveries followed by one for their jobs and the read of
+/// the last id, in one round trip. Holding the write lock from the start is what makes the
+/// read decide duplicates; the unique index on `delivery_id` still backs it. A trigger
+/// links each job to its delivery.
+async fn write_on_sqlite<'b>(
+    conn: &mut AnyConnection,
+    batch: &[(&'b NewDelivery, &'b Action)],
+    first_in_batch: &[bool],
+) -> Result<Written<'b>, StoreError> {
+    let backend = Backend::Sqlite;
+    // One round trip: the write lock and the read together. Holding the lock from the start
+    // is what makes the read decide.
+    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "BEGIN IMMEDIATE; {}",
+        earlier_copies(backend)
+    )))
+    .bind(json_ids(batch.iter().map(|(d, _)| d.delivery_id.as_str()))?)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let is_new: Vec<bool> = batch
+        .iter()
+        .zip(first_in_batch)
+        .map(|((delivery, _), first)| *first && !earlier.contains_key(&delivery.delivery_id))
+        .collect();
+    let new_deliveries: Vec<_> = batch
+        .iter()
+        .zip(&is_new)
+        .filter(|(_, new)| **new)
+        .map(|(d, _)| d)
+        .collect();
+    let new_jobs: Vec<&NewJob> = new_deliveries
+        .iter()
+        .flat_map(|(_, action)| queued_jobs(action))
+        .collect();
+
+    let mut job_ids = HashMap::new();
+    if !new_deliveries.is_empty() {
+        // The deliveries come first, as the job trigger that links them expects.
+        let mut insert = deliveries_insert(backend, &new_deliveries, &HashMap::new());
+        if !new_jobs.is_empty() {
+            insert.push("; ");
+            jobs::push_insert(&mut insert, new_jobs.iter().copied(), batch_time(batch));
+        }
+        insert.push("; SELECT last_insert_rowid()");
+        let mut inserted = 0;
+        let mut last_id = None;
+        let mut results = conn.fetch_many(insert.build().persistent(false));
+        while let Some(result) = results.try_next().await? {
+            match result {
+                // What SQLite counts for the closing SELECT is the insert's count again.
+                Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
+                Either::Left(_) => {}
+                Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
+            }
+        }
+        drop(results);
+        expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
+        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
+        // failing row fails the whole statement), so the last id names them all.
+        if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
+            let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
+            for (offset, job) in (0_i64..).zip(&new_jobs) {
+                if let Some(delivery) = job.delivery_id.as_deref() {
+                    job_ids.entry(delivery).or_insert(first + offset);
+                }
+            }
+        }
+    }
+    Ok(Written {
+        is_new,
+        earlier,
+        job_ids,
+    })
+}
+
+/// PostgreSQL, shared by replicas: the insert decides duplicates. What the unique index
+/// already holds is skipped and only those (rare) earlier copies are read back; a copy that
+/// another replica is recording right now makes the insert wait for that transaction. No
+/// lock of the whole database is held, and ids are inserted in sorted order so that two
+/// batches never wait for each other; only superseding takes turns, per environment (see
+/// the trigger). Job ids are drawn from their sequence first, in batch order, so each
+/// delivery row is written once, already naming its job.
+async fn write_on_postgres<'b>(
+    conn: &mut AnyConnection,
+    batch: &[(&'b NewDelivery, &'b Action)],
+    first_in_batch: &[bool],
+) -> Result<Written<'b>, StoreError> {
+    let backend = Backend::Postgres;
+    let firsts: Vec<_> = batch
+        .iter()
+        .zip(first_in_batch)
+        .filter(|(_, first)| **first)
+        .map(|(d, _)| d)
+        .collect();
+    let wanted: usize = firsts.iter().map(|(_, action)| queued_jobs(action).len()).sum();
+    let mut drawn: Vec<i64> = if wanted == 0 {
+        conn.execute("BEGIN").await?;
+        Vec::new()
+    } else {
+        // One round trip; a count is no way in for text.
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, {wanted})"
+        )))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?
+    };
+    drawn.sort_unstable();
+    if drawn.len() != wanted {
+        return Err(StoreError::Corrupt(format!(
+            "the jobs' id sequence gave {} ids instead of {wanted}",
+            drawn.len()
+        )));
+    }
+    let mut drawn = drawn.into_iter();
+    let mut numbered: Vec<(&str, i64, &NewJob)> = Vec::with_capacity(wanted);
+    let mut job_ids: HashMap<&'b str, i64> = HashMap::new();
+    for (delivery, action) in &firsts {
+        for job in queued_jobs(action) {
+            let id = drawn.next().unwrap_or_default();
+            job_ids.entry(delivery.delivery_id.as_str()).or_insert(id);
+            numbered.push((delivery.delivery_id.as_str(), id, job));
+        }
+    }
+
+    let mut sorted = firsts.clone();
+    sorted.sort_unstable_by(|(a, _), (b, _)| a.delivery_id.cmp(&b.delivery_id));
+    let mut insert = deliveries_insert(backend, &sorted, &job_ids);
+    insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
+    let inserted: HashSet<String> = insert
+        .build_scalar()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let is_new: Vec<bool> = batch
+        .iter()
+        .zip(first_in_batch)
+        .map(|((delivery, _), first)| *first && inserted.contains(&delivery.delivery_id))
+        .collect();
+    let recorded_before: Vec<&str> = firsts
+        .iter()
+        .map(|(d, _)| d.delivery_id.as_str())
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    let earlier = if recorded_before.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies(backend)))
+            .bind(json_ids(recorded_before.into_iter())?)
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    // Ids drawn for a delivery recorded before stay unused: a gap in the sequence.
+    job_ids.retain(|delivery, _| inserted.contains(*delivery));
+    let new_jobs: Vec<(i64, &NewJob)> = numbered
+        .into_iter()
+        .filter(|(delivery, _, _)| inserted.contains(*delivery))
+        .map(|(_, id, job)| (id, job))
+        .collect();
+    if !new_jobs.is_empty() {
+        let mut insert = Values::on(backend, "");
+        jobs::push_insert_numbered(&mut insert, new_jobs.iter().copied(), batch_time(batch));
+        let done = insert.build().persistent(false).execute(&mut *conn).await?;
+        expect_rows(done.rows_affected(), new_jobs.len())?;
+    }
+    Ok(Written {
+        is_new,
+        earlier,
+        job_ids,
+    })
+}
+
+fn batch_time(batch: &[(&NewDelivery, &Action)]) -> i64 {
+    batch.first().map_or(0, |(d, _)| d.received_at)
+}
+
 fn earlier_copies(backend: Backend) -> String {
     format!(
         "SELECT delivery_id, job_id FROM deliveries WHERE {}",
@@ -333,12 +402,17 @@ fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String, StoreError
         .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))
 }
 
-/// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided.
-fn deliveries_insert(backend: Backend, deliveries: &[&(&NewDelivery, &Action)]) -> Values {
+/// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided,
+/// naming the job it queued where `job_ids` knows it (else a trigger links it).
+fn deliveries_insert(
+    backend: Backend,
+    deliveries: &[&(&NewDelivery, &Action)],
+    job_ids: &HashMap<&str, i64>,
+) -> Values {
     let mut insert = Values::on(
         backend,
         "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
-         reason, content_type, body, body_encoding, body_bytes, received_at) ",
+         reason, content_type, body, body_encoding, body_bytes, received_at, job_id) ",
     );
     insert.rows(deliveries, |row, (delivery, action)| {
         let (outcome, reason) = match action {
@@ -360,7 +434,8 @@ fn deliveries_insert(backend: Backend, deliveries: &[&(&NewDelivery, &Action)]) 
             .bind(delivery.body.bytes.clone())
             .bind(delivery.body.encoding)
             .bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
-            .bind(delivery.received_at);
+            .bind(delivery.received_at)
+            .bind(job_ids.get(delivery.delivery_id.as_str()).copied());
     });
     insert
 }

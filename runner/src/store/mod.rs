@@ -172,7 +172,7 @@ impl Store {
     }
 }
 
-pub(crate) async fn take_write_lock(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+async fn take_write_lock(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
     // `pg_advisory_xact_lock` returns void, which the driver does not read: count it.
     sqlx::query("SELECT count(*) FROM (SELECT pg_advisory_xact_lock($1)) AS held")
         .bind(WRITE_LOCK)

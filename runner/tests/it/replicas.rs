@@ -410,6 +410,63 @@ async fn a_replica_claims_only_labelled_projects_and_streams_the_live_log_of_a_j
     b.stop_quickly().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_to_one_environment_through_two_replicas_at_once_leave_only_the_newest_deploy_queued() {
+    const ROUNDS: usize = 150;
+    let url = database::postgres_database(&format!("runner_supersede_{}", std::process::id()));
+    let replica = || {
+        let url = url.clone();
+        move |dir: &Path| {
+            let mut config = default_config(dir);
+            config.server.database_url = Some(url);
+            // No replica offers this label: every deploy stays queued or superseded.
+            config.projects[0].runs_on = vec!["nowhere".to_owned()];
+            config
+        }
+    };
+    let (a, b) = tokio::join!(TestRunner::start_with(replica()), TestRunner::start_with(replica()));
+    let push = |pushed: usize| {
+        let mut push = fixture_json("push.with-no-username-committer.payload.json");
+        push["after"] = format!("{:040x}", pushed + 1).into();
+        push["repository"]["pushed_at"] = (1_700_000_000 + pushed).into();
+        serde_json::to_vec(&push).expect("json")
+    };
+    // Each round, one push through each replica at the same moment; the earlier push of the
+    // two goes alternately to either. A later round heals what an earlier one left wrong, so
+    // the queue is checked after every round.
+    for round in 0..ROUNDS {
+        let (older, newer) = (push(2 * round), push(2 * round + 1));
+        let (to_a, to_b) = if round % 2 == 0 {
+            (&older, &newer)
+        } else {
+            (&newer, &older)
+        };
+        let (from_a, from_b) = tokio::join!(a.deliver("push", to_a), b.deliver("push", to_b));
+        assert_eq!(
+            (from_a.status().as_u16(), from_b.status().as_u16()),
+            (202, 202),
+            "round {round}"
+        );
+        let queued = psql(&url, "SELECT sha FROM jobs WHERE state = 'queued' ORDER BY id");
+        assert_eq!(
+            queued.trim(),
+            format!("{:040x}", 2 * round + 2),
+            "after round {round} only the newest push is queued"
+        );
+    }
+    let states = psql(&url, "SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state");
+    assert_eq!(states.trim(), format!("queued|1\nsuperseded|{}", 2 * ROUNDS - 1));
+    // Each superseded deploy points at one that was newer than itself.
+    let backwards = psql(
+        &url,
+        "SELECT count(*) FROM jobs AS old JOIN jobs AS newer ON newer.id = old.superseded_by
+         WHERE (newer.ordering_key, newer.id) <= (old.ordering_key, old.id)",
+    );
+    assert_eq!(backwards.trim(), "0");
+    a.stop_quickly().await;
+    b.stop_quickly().await;
+}
+
 /// The job's live log (server-sent events) as `runner` serves it.
 async fn live_log(runner: &TestRunner, job_id: i64) -> reqwest::Response {
     runner

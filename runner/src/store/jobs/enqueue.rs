@@ -31,8 +31,9 @@ pub struct NewJob {
 /// `jobs_supersede_older_deploys` (migrations/) then supersedes every queued deploy of the
 /// same environment that is older by `ordering_key`; if a newer one is already queued
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
-/// deploys never go live out of push order and nothing is silently dropped. The trigger
-/// `jobs_link_delivery` records the job on its delivery.
+/// deploys never go live out of push order and nothing is silently dropped. On SQLite the
+/// trigger `jobs_link_delivery` records the job on its delivery; on PostgreSQL ingest writes
+/// the delivery already naming its job (see `deliveries::record_batch`).
 pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
     let mut insert = Values::new("");
     push_insert(&mut insert, [job], now);
@@ -45,11 +46,29 @@ pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result
 /// one statement that queues jobs, alone (`enqueue`) or as part of a webhook batch. The
 /// triggers described on `enqueue` run for each row, in order.
 pub fn push_insert<'j>(insert: &mut Values, jobs: impl IntoIterator<Item = &'j NewJob>, now: i64) {
+    push_rows(insert, false, jobs.into_iter().map(|job| (None, job)), now);
+}
+
+/// The same, each job under the id given with it, taken from the jobs' id sequence
+/// beforehand (PostgreSQL), so that what refers to a job can be written with it.
+pub fn push_insert_numbered<'j>(insert: &mut Values, jobs: impl IntoIterator<Item = (i64, &'j NewJob)>, now: i64) {
+    push_rows(insert, true, jobs.into_iter().map(|(id, job)| (Some(id), job)), now);
+}
+
+fn push_rows<'j>(insert: &mut Values, numbered: bool, jobs: impl Iterator<Item = (Option<i64>, &'j NewJob)>, now: i64) {
+    insert.push(if numbered {
+        "INSERT INTO jobs (id, "
+    } else {
+        "INSERT INTO jobs ("
+    });
     insert.push(
-        "INSERT INTO jobs (project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
+        "project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
          delivery_id, commit_message, commit_author, rollback_of, held_for, created_at, updated_at) ",
     );
-    insert.rows(jobs, |row, job| {
+    insert.rows(jobs, |row, (id, job)| {
+        if let Some(id) = id {
+            row.bind(id);
+        }
         row.bind(job.project.to_string())
             .bind(job.environment.to_string())
             .bind(job.kind.as_str())

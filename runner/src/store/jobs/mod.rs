@@ -13,7 +13,7 @@ mod prune;
 pub use abandon::fail_abandoned;
 pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
 pub use claim::claim_next;
-pub use enqueue::{NewJob, enqueue, enqueue_now, push_insert};
+pub use enqueue::{NewJob, enqueue, enqueue_now, push_insert, push_insert_numbered};
 pub use finish::finish;
 pub use heartbeat::{Heartbeat, heartbeat};
 pub use prune::{Pruned, prune_finished};
