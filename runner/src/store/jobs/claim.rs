@@ -14,12 +14,15 @@ use crate::store::{Backend, StoreError, duration_ms};
 /// running deploy per environment). Parameters: `$2` now, `$4` the most attempts, `$5`
 /// the projects (a JSON list; NULL: any). The states are listed as the `jobs_live` partial
 /// index lists them, so only live jobs are searched, never the finished history.
+///
+/// On PostgreSQL queued jobs and lapsed leases are searched apart, each walking `jobs_live`
+/// in id order (a plain index scan, where one over three states at once is planned as a
+/// bitmap scan). A job that stopped being live leaves its entry in the index until vacuum,
+/// and only a plain scan marks such an entry dead the first time it passes it; a burst of
+/// superseded deploys would otherwise be walked again by every claim until vacuum ran.
 fn next_runnable(backend: Backend) -> String {
-    format!(
-        "SELECT candidate.id FROM jobs AS candidate
-         WHERE candidate.state IN ('queued', 'running', 'awaiting_approval')
-           AND (candidate.state = 'queued' OR candidate.lease_expires_at < $2)
-           AND candidate.attempts < $4
+    let runnable = format!(
+        "candidate.attempts < $4
            AND NOT candidate.cancel_requested
            AND candidate.held_for IS NULL
            AND ($5 IS NULL OR {projects})
@@ -27,12 +30,35 @@ fn next_runnable(backend: Backend) -> String {
                SELECT 1 FROM jobs AS busy
                WHERE busy.kind = 'deploy' AND busy.id <> candidate.id
                  AND busy.project = candidate.project AND busy.environment = candidate.environment
-                 AND busy.state IN ('running', 'awaiting_approval')))
-         ORDER BY candidate.id
-         LIMIT 1{skip_locked}",
+                 AND busy.state IN ('running', 'awaiting_approval')))",
         projects = backend.in_json_list("candidate.project", "$5"),
-        skip_locked = backend.skip_locked(),
-    )
+    );
+    match backend {
+        Backend::Sqlite => format!(
+            "SELECT candidate.id FROM jobs AS candidate
+             WHERE candidate.state IN ('queued', 'running', 'awaiting_approval')
+               AND (candidate.state = 'queued' OR candidate.lease_expires_at < $2)
+               AND {runnable}
+             ORDER BY candidate.id
+             LIMIT 1"
+        ),
+        Backend::Postgres => format!(
+            "SELECT id FROM (
+                 SELECT id FROM (
+                     SELECT candidate.id FROM jobs AS candidate
+                     WHERE candidate.state = 'queued' AND {runnable}
+                     ORDER BY candidate.id LIMIT 1{skip_locked}) AS queued
+                 UNION ALL
+                 SELECT id FROM (
+                     SELECT candidate.id FROM jobs AS candidate
+                     WHERE candidate.state IN ('running', 'awaiting_approval')
+                       AND candidate.lease_expires_at < $2 AND {runnable}
+                     ORDER BY candidate.id LIMIT 1{skip_locked}) AS lapsed
+             ) AS runnable
+             ORDER BY id LIMIT 1",
+            skip_locked = backend.skip_locked(),
+        ),
+    }
 }
 
 /// Atomically claims the oldest runnable job in one statement, so two workers (of this
