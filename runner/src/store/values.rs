@@ -38,8 +38,8 @@ pub struct Values {
     sql: String,
     args: AnyArguments,
     count: usize,
-    /// `$` (both backends read `$N`) or `?` (`?N`, SQLite only).
-    sigil: char,
+    /// Numbered `$N` (both backends read it), or SQLite's anonymous `?`.
+    numbered: bool,
 }
 
 impl Values {
@@ -48,18 +48,17 @@ impl Values {
             sql: sql.to_owned(),
             args: AnyArguments::default(),
             count: 0,
-            sigil: '$',
+            numbered: true,
         }
     }
 
-    /// For a statement run on `backend` only. SQLite looks up each `$N` among the names it
-    /// has seen so far, which makes a statement of thousands of parameters (a webhook
-    /// batch) quadratic to prepare; `?N` it takes as the number it is.
+    /// For a statement run on `backend` only, whose own text binds no parameter. SQLite
+    /// keeps every named or numbered parameter (`$N`, `?N`) in a list that binding searches
+    /// from the start for each one, which makes a statement of thousands of parameters (a
+    /// webhook batch) quadratic to bind; anonymous `?` parameters are never listed.
     pub fn on(backend: super::Backend, sql: &str) -> Self {
         let mut values = Self::new(sql);
-        if backend == super::Backend::Sqlite {
-            values.sigil = '?';
-        }
+        values.numbered = backend != super::Backend::Sqlite;
         values
     }
 
@@ -71,8 +70,12 @@ impl Values {
     /// Appends the next parameter's placeholder and binds `value` to it.
     pub fn bind<'q, T: Encode<'q, Any> + Type<Any> + 'q>(&mut self, value: T) -> &mut Self {
         self.count += 1;
-        self.sql.push(self.sigil);
-        self.sql.push_str(&self.count.to_string());
+        if self.numbered {
+            self.sql.push('$');
+            self.sql.push_str(&self.count.to_string());
+        } else {
+            self.sql.push('?');
+        }
         // Encoding into the driver-neutral buffer cannot fail for the types bound here.
         if let Err(error) = self.args.add(value) {
             tracing::error!(%error, "a statement parameter did not encode");
