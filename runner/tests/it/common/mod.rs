@@ -231,12 +231,22 @@ pub fn hanging_server() -> String {
     format!("http://{addr}/hangs.git")
 }
 
+/// A loopback port that is free now and that this test process has not handed out before:
+/// the kernel may offer a port again once its probe socket closes, and two roles of one
+/// config (a proxy port and a slot port) must never share one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The Dockerfile of the test repositories: the static webapp binary in an empty image.
