@@ -217,26 +217,10 @@ async fn write_on_sqlite<'b>(
     let backend = Backend::Sqlite;
     // One round trip: the write lock and the read together. Holding the lock from the start
     // is what makes the read decide.
-    let earlier: HashMap<String, Option<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "BEGIN IMMEDIATE; {}",
-        earlier_copies(backend)
-    )))
-    .bind(json_ids(batch.iter().map(|(d, _)| d.delivery_id.as_str()))?)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
-    let is_new: Vec<bool> = batch
-        .iter()
-        .zip(first_in_batch)
-        .map(|((delivery, _), first)| *first && !earlier.contains_key(&delivery.delivery_id))
-        .collect();
-    let new_deliveries: Vec<_> = batch
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, new)| **new)
-        .map(|(d, _)| d)
-        .collect();
+    let ids: Vec<&str> = batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect();
+    let earlier = earlier_copies(conn, backend, "BEGIN IMMEDIATE; ", &ids).await?;
+    let is_new = new_in_batch(batch, first_in_batch, |id| !earlier.contains_key(id));
+    let new_deliveries = flagged(batch, &is_new);
     let new_jobs: Vec<&NewJob> = new_deliveries
         .iter()
         .flat_map(|(_, action)| queued_jobs(action))
@@ -295,12 +279,7 @@ async fn write_on_postgres<'b>(
     first_in_batch: &[bool],
 ) -> Result<Written<'b>, StoreError> {
     let backend = Backend::Postgres;
-    let firsts: Vec<_> = batch
-        .iter()
-        .zip(first_in_batch)
-        .filter(|(_, first)| **first)
-        .map(|(d, _)| d)
-        .collect();
+    let firsts = flagged(batch, first_in_batch);
     let wanted: usize = firsts.iter().map(|(_, action)| queued_jobs(action).len()).sum();
     let mut drawn: Vec<i64> = if wanted == 0 {
         conn.execute("BEGIN").await?;
@@ -345,11 +324,7 @@ async fn write_on_postgres<'b>(
         .await?
         .into_iter()
         .collect();
-    let is_new: Vec<bool> = batch
-        .iter()
-        .zip(first_in_batch)
-        .map(|((delivery, _), first)| *first && inserted.contains(&delivery.delivery_id))
-        .collect();
+    let is_new = new_in_batch(batch, first_in_batch, |id| inserted.contains(id));
     let recorded_before: Vec<&str> = firsts
         .iter()
         .map(|(d, _)| d.delivery_id.as_str())
@@ -358,13 +333,7 @@ async fn write_on_postgres<'b>(
     let earlier = if recorded_before.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as(sqlx::AssertSqlSafe(earlier_copies(backend)))
-            .bind(json_ids(recorded_before.into_iter())?)
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect()
+        earlier_copies(conn, backend, "", &recorded_before).await?
     };
     // Ids drawn for a delivery recorded before stay unused: a gap in the sequence.
     job_ids.retain(|delivery, _| inserted.contains(*delivery));
@@ -390,16 +359,51 @@ fn batch_time(batch: &[(&NewDelivery, &Action)]) -> i64 {
     batch.first().map_or(0, |(d, _)| d.received_at)
 }
 
-fn earlier_copies(backend: Backend) -> String {
-    format!(
-        "SELECT delivery_id, job_id FROM deliveries WHERE {}",
-        backend.in_json_list("delivery_id", "$1")
-    )
+/// Per delivery of the batch: whether it is the first copy in the batch of an id that this
+/// batch records (`recorded_now`); every other copy is a duplicate.
+fn new_in_batch(
+    batch: &[(&NewDelivery, &Action)],
+    first_in_batch: &[bool],
+    recorded_now: impl Fn(&str) -> bool,
+) -> Vec<bool> {
+    batch
+        .iter()
+        .zip(first_in_batch)
+        .map(|((delivery, _), first)| *first && recorded_now(&delivery.delivery_id))
+        .collect()
 }
 
-fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String, StoreError> {
-    serde_json::to_string(&ids.collect::<Vec<_>>())
-        .map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))
+/// The items whose flag is set, in order.
+fn flagged<'a, T>(items: &'a [T], flags: &[bool]) -> Vec<&'a T> {
+    items
+        .iter()
+        .zip(flags)
+        .filter(|(_, flag)| **flag)
+        .map(|(item, _)| item)
+        .collect()
+}
+
+/// Which of `ids` earlier batches recorded, with the job each queued; `prefix` runs first
+/// in the same round trip.
+async fn earlier_copies(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    prefix: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, Option<i64>>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{prefix}SELECT delivery_id, job_id FROM deliveries WHERE {}",
+        backend.in_json_list("delivery_id", "$1")
+    )))
+    .bind(json_ids(ids)?)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+fn json_ids(ids: &[&str]) -> Result<String, StoreError> {
+    serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(format!("delivery ids do not serialize: {e}")))
 }
 
 /// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided,

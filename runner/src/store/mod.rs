@@ -109,15 +109,6 @@ impl Backend {
             ),
         }
     }
-
-    /// Row locking for a claim's candidate: PostgreSQL skips rows another replica is
-    /// claiming; SQLite has one writer, so there is nothing to skip.
-    pub fn skip_locked(self) -> &'static str {
-        match self {
-            Self::Sqlite => "",
-            Self::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
-    }
 }
 
 /// The runner's database: a pool of connections to one SQLite file or one PostgreSQL

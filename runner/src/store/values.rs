@@ -32,8 +32,8 @@ impl<'r> Decode<'r, Any> for Flag {
     }
 }
 
-/// A statement with numbered parameters (`$1`, `$2`, ...) written as its values are
-/// bound, for multi-row inserts whose row count is only known at run time.
+/// A statement whose parameters (`$1`, `$2`, ..., or SQLite's anonymous `?`) are written
+/// as its values are bound, for multi-row inserts whose row count is only known at run time.
 pub struct Values {
     sql: String,
     args: AnyArguments,

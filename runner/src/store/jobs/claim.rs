@@ -47,16 +47,15 @@ fn next_runnable(backend: Backend) -> String {
                  SELECT id FROM (
                      SELECT candidate.id FROM jobs AS candidate
                      WHERE candidate.state = 'queued' AND {runnable}
-                     ORDER BY candidate.id LIMIT 1{skip_locked}) AS queued
+                     ORDER BY candidate.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS queued
                  UNION ALL
                  SELECT id FROM (
                      SELECT candidate.id FROM jobs AS candidate
                      WHERE candidate.state IN ('running', 'awaiting_approval')
                        AND candidate.lease_expires_at < $2 AND {runnable}
-                     ORDER BY candidate.id LIMIT 1{skip_locked}) AS lapsed
+                     ORDER BY candidate.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS lapsed
              ) AS runnable
-             ORDER BY id LIMIT 1",
-            skip_locked = backend.skip_locked(),
+             ORDER BY id LIMIT 1"
         ),
     }
 }
