@@ -39,6 +39,11 @@ const JOB_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Other processes of the runner's user (a child gone astray, a sandbox that runs as
+        // the same user) cannot read this process's memory or environment through /proc.
+        if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(%error, "cannot mark the runner non-dumpable");
+        }
         let config = Arc::new(config);
         let pool = store::open(&config.server.database_url)
             .await
@@ -287,6 +292,9 @@ async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>)
     if tokio::fs::try_exists(root).await.unwrap_or(false) {
         let mut entries = tokio::fs::read_dir(root).await?;
         while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name() == crate::pipeline::PLUGIN_CACHE {
+                continue;
+            }
             let pid_file = entry.path().join("home").join(crate::pipeline::terraform::PID_FILE);
             if let Some(bin) = terraform_bin
                 && let Some(pid) =

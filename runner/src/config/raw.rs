@@ -169,6 +169,9 @@ pub struct RawTerraform {
     pub require_approval: bool,
     pub lock_timeout_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
+    pub sandbox: Option<bool>,
+    pub pull_request_network: Option<String>,
+    pub pull_request_blocked_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -45,7 +45,38 @@ pub struct TerraformSettings {
     /// Per terraform command.
     #[serde(rename = "timeout_secs", serialize_with = "secs")]
     pub timeout: Duration,
+    /// Deploys' terraform runs in the sandbox too (pull requests' plans always do).
+    pub sandbox: bool,
+    /// What a pull request's plan can reach.
+    pub pull_request_network: SandboxNetwork,
+    /// With `egress`: networks a pull request's plan cannot reach, besides the host's own
+    /// addresses, loopback and the cloud metadata address.
+    pub pull_request_blocked_networks: Vec<ipnet::IpNet>,
 }
+
+/// What a sandboxed terraform run's network is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxNetwork {
+    /// The host's network (trusted runs: they reach the state backend and cloud APIs).
+    Host,
+    /// Loopback only, of the sandbox's own.
+    None,
+    /// Outbound connections through user-mode networking (slirp4netns); loopback, the
+    /// host's own addresses, the blocked networks and 169.254.169.254 unreachable.
+    Egress,
+}
+
+/// Private, shared, link-local and unique-local ranges: where a runner's neighbours live.
+pub const DEFAULT_BLOCKED_NETWORKS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// Environment values may hold anything: printed by name only.
 fn keys<S: serde::Serializer>(map: &BTreeMap<String, String>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -79,6 +110,31 @@ pub(super) fn resolve(
             format!("{name} is both a plain and a secret variable"),
         ));
     }
+    let pull_request_network = match raw.pull_request_network.as_deref().unwrap_or("none") {
+        "none" => SandboxNetwork::None,
+        "egress" => SandboxNetwork::Egress,
+        other => {
+            return Err(invalid(
+                field("pull_request_network"),
+                format!("{other:?} is not \"none\" or \"egress\""),
+            ));
+        }
+    };
+    let blocked = match raw.pull_request_blocked_networks {
+        Some(list) => list,
+        None => DEFAULT_BLOCKED_NETWORKS.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let pull_request_blocked_networks = blocked
+        .iter()
+        .map(|network| {
+            network.parse::<ipnet::IpNet>().map_err(|_| {
+                invalid(
+                    field("pull_request_blocked_networks"),
+                    format!("{network:?} is not a network such as 10.0.0.0/8"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TerraformSettings {
         dir: raw.dir,
         image_var: raw.image_var.unwrap_or_else(|| "image_url".to_owned()),
@@ -94,5 +150,8 @@ pub(super) fn resolve(
         require_approval: raw.require_approval,
         lock_timeout: Duration::from_secs(raw.lock_timeout_secs.unwrap_or(60)),
         timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(1800)),
+        sandbox: raw.sandbox.unwrap_or(true),
+        pull_request_network,
+        pull_request_blocked_networks,
     })
 }

@@ -38,6 +38,17 @@ pub fn command_from(
     parent: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(program);
+    restrict_env(&mut command, home, parent);
+    command
+}
+
+/// Replaces `command`'s environment with the allow-list taken from `parent`, and `HOME`
+/// and `TMPDIR` set to `home` (for a command made elsewhere, such as a sandbox's).
+pub fn restrict_env(
+    command: &mut tokio::process::Command,
+    home: &Path,
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+) {
     command.env_clear();
     for (name, value) in parent {
         if name.to_str().is_some_and(passes) {
@@ -45,7 +56,6 @@ pub fn command_from(
         }
     }
     command.env("HOME", home).env("TMPDIR", home);
-    command
 }
 
 /// [`command_from`] the runner's own environment.

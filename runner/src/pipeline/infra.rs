@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::sandbox::Sandbox;
 use super::steps::Steps;
 use super::terraform::{Module, PlanSummary, TerraformError};
 use super::{APPLY, APPROVAL, JobFailure, PLAN};
@@ -59,6 +60,27 @@ pub(super) async fn run(
         )
     };
     vars.insert(settings.image_var.clone(), image.to_owned());
+    let module_dir = checkout.join(&settings.dir);
+    let sandbox = if plan_only || settings.sandbox {
+        let sandbox = sandbox_for(ctx, settings, dirs, &bin, &module_dir, plan_only)
+            .map_err(|message| JobFailure::Step { step: PLAN, message })?;
+        log.system(format!(
+            "terraform runs in a sandbox ({}, network: {})",
+            if plan_only {
+                "untrusted: an unprivileged user, the checkout and its own home only"
+            } else {
+                "the checkout, its own home, the provider cache and the state directory only"
+            },
+            match sandbox.network {
+                crate::config::SandboxNetwork::Host => "the host's",
+                crate::config::SandboxNetwork::None => "none",
+                crate::config::SandboxNetwork::Egress => "outbound only",
+            }
+        ));
+        Some(sandbox)
+    } else {
+        None
+    };
     let module = Module {
         bin,
         dir: checkout.join(&settings.dir),
@@ -69,8 +91,9 @@ pub(super) async fn run(
         workspace: settings.workspace.clone(),
         lock_timeout: settings.lock_timeout,
         lock_state: !plan_only,
+        sandbox,
+        plugin_cache: Some(plugin_cache(ctx)),
     };
-    let module_dir = module.dir.clone();
     if let Err(message) = super::context::inside(checkout, &module_dir) {
         return Err(JobFailure::Step {
             step: PLAN,
@@ -81,6 +104,14 @@ pub(super) async fn run(
         return Err(JobFailure::Step {
             step: PLAN,
             message: format!("the repository has no directory {:?} at {}", settings.dir, job.sha),
+        });
+    }
+    if let Some(sandbox) = &module.sandbox
+        && let Err(error) = sandbox.hand_over(&[&module_dir, &dirs.home])
+    {
+        return Err(JobFailure::Step {
+            step: PLAN,
+            message: format!("handing the module directory to the sandbox's user: {error}"),
         });
     }
     let module = ctx.connector.terraform(module);
@@ -155,6 +186,75 @@ pub(super) async fn run(
         message: format!("reading the outputs: {e}"),
     })?;
     Ok(Applied { outputs: Some(outputs) })
+}
+
+/// The provider plugin cache: trusted runs fill it, untrusted ones read it. It holds
+/// providers from public registries only, so it is readable by the sandbox's user.
+fn plugin_cache(ctx: &super::PipelineContext) -> std::path::PathBuf {
+    ctx.work_root.join(PLUGIN_CACHE)
+}
+
+/// In the work directory, the one entry start-up does not empty.
+pub const PLUGIN_CACHE: &str = ".terraform-plugins";
+
+/// The sandbox of one job's terraform commands: the checkout and the job's home, the
+/// directory of the terraform executable, the provider cache and a local state's directory
+/// (writable for a deploy; for a pull request's plan, the cache and the state file
+/// read-only, and the network as the project says).
+fn sandbox_for(
+    ctx: &super::PipelineContext,
+    settings: &TerraformSettings,
+    dirs: &super::JobDirs,
+    bin: &std::path::Path,
+    module_dir: &std::path::Path,
+    untrusted: bool,
+) -> Result<Sandbox, String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let network = if untrusted {
+        settings.pull_request_network
+    } else {
+        crate::config::SandboxNetwork::Host
+    };
+    let (bwrap, setpriv) = super::sandbox::tools(network, untrusted).map_err(|e| e.to_string())?;
+    let cache = plugin_cache(ctx);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&cache)
+        .map_err(|e| format!("creating the provider cache {}: {e}", cache.display()))?;
+    let bin_dir = std::fs::canonicalize(bin)
+        .ok()
+        .and_then(|real| real.parent().map(std::path::Path::to_path_buf))
+        .ok_or_else(|| format!("cannot resolve the terraform executable {}", bin.display()))?;
+    let mut read_only = vec![bin_dir];
+    let mut writable = vec![dirs.checkout.clone(), dirs.home.clone()];
+    // The local backend's state file, named by the runner's config.
+    let state = settings
+        .backend_config
+        .get("path")
+        .map(std::path::PathBuf::from)
+        .filter(|path| path.is_absolute());
+    if untrusted {
+        read_only.push(cache);
+        read_only.extend(state.filter(|path| path.is_file()));
+    } else {
+        writable.push(cache);
+        if let Some(dir) = state.as_deref().and_then(std::path::Path::parent) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating the state directory {}: {e}", dir.display()))?;
+            writable.push(dir.to_owned());
+        }
+    }
+    Ok(Sandbox {
+        bwrap,
+        setpriv,
+        network,
+        untrusted,
+        user: super::sandbox::NOBODY,
+        blocked_networks: settings.pull_request_blocked_networks.clone(),
+        read_only,
+        writable,
+        chdir: module_dir.to_owned(),
+    })
 }
 
 /// Plain values and secret ones, as the terraform command takes them.

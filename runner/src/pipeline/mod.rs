@@ -21,6 +21,7 @@ pub mod joblog;
 mod probe;
 pub mod registry;
 mod retention;
+pub mod sandbox;
 mod ssh_tunnel;
 mod steps;
 pub mod target;
@@ -30,6 +31,7 @@ mod tests;
 
 pub use cancel::Cancellations;
 pub use connect::{Connections, Connector};
+pub use infra::PLUGIN_CACHE;
 pub use target::local::{keep_routes, restore_local_environments, slot_name};
 
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::joblog::JobLog;
+use super::sandbox::Sandbox;
 
 /// How long a cancelled terraform command gets to stop on its own (and unlock its state).
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
@@ -34,24 +35,37 @@ impl Drop for RemoveOnDrop {
 
 /// Interrupts a terraform command a killed runner left running (named by `pid_file`),
 /// as Ctrl-C would, and waits for it to release its lock and exit (killing it after
-/// `grace`). Only a process running `bin` is touched: the id may have been reused.
+/// `grace`). Only a process running `bin`, or a sandbox with `bin` running inside it, is
+/// touched: the id may have been reused.
 pub async fn stop_orphan(pid_file: &Path, bin: &Path, grace: Duration) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let terraform = terraform_process(pid, bin)?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let running = std::fs::canonicalize(proc_dir.join("exe")).ok()?;
-    if running != std::fs::canonicalize(bin).ok()? {
-        return None;
-    }
-    let target = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGINT);
+    signal(terraform, nix::sys::signal::Signal::SIGINT);
     let deadline = tokio::time::Instant::now() + grace;
     while proc_dir.exists() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if proc_dir.exists() {
-        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        for process in super::sandbox::descendants(pid).into_iter().rev() {
+            signal(process, nix::sys::signal::Signal::SIGKILL);
+        }
     }
-    Some(pid)
+    i32::try_from(pid).ok()
+}
+
+/// The process running terraform that `launched` (terraform itself, or the sandbox that
+/// runs it) stands for.
+fn terraform_process(launched: u32, bin: &Path) -> Option<u32> {
+    super::sandbox::descendants(launched)
+        .into_iter()
+        .find(|pid| super::sandbox::runs(*pid, bin))
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +82,8 @@ pub enum TerraformError {
     Failed { command: String, code: i32, detail: String },
     #[error("cancelled")]
     Cancelled,
+    #[error("the sandbox: {0}")]
+    Sandbox(String),
     #[error("terraform {command}: unexpected output: {detail}")]
     Output { command: String, detail: String },
 }
@@ -147,6 +163,10 @@ pub struct Module {
     pub lock_timeout: Duration,
     /// `false` plans with `-lock=false`: a pull request's plan never holds the state lock.
     pub lock_state: bool,
+    /// Where every command runs; `None` runs terraform as the runner's own child.
+    pub sandbox: Option<Sandbox>,
+    /// Providers trusted runs downloaded: filled by them, read-only to untrusted ones.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// The terraform boundary in our words: prepare, plan, apply that exact plan, read outputs.
@@ -183,15 +203,34 @@ enum Echo {
 
 impl Module {
     fn command(&self, args: &[String]) -> tokio::process::Command {
-        let mut command = super::child::command(&self.bin, &self.home);
+        let mut command = match &self.sandbox {
+            Some(sandbox) => {
+                let mut command = sandbox.command(&self.bin, args);
+                super::child::restrict_env(&mut command, &self.home, std::env::vars_os());
+                command
+            }
+            None => {
+                let mut command = super::child::command(&self.bin, &self.home);
+                command.args(args).current_dir(&self.dir).stdin(Stdio::null());
+                command
+            }
+        };
+        match (&self.plugin_cache, self.sandbox.as_ref().is_some_and(|s| s.untrusted)) {
+            (Some(cache), false) => {
+                command.env("TF_PLUGIN_CACHE_DIR", cache);
+            }
+            // An untrusted run installs what trusted runs cached, read-only, without
+            // writing to the cache; a provider it ships itself is its own.
+            (Some(_), true) => {
+                command.env("TF_CLI_CONFIG_FILE", self.home.join(CLI_CONFIG));
+            }
+            (None, _) => {}
+        }
         command
-            .args(args)
-            .current_dir(&self.dir)
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
             .env("CHECKPOINT_DISABLE", "1")
             .envs(&self.env)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -212,7 +251,7 @@ impl Module {
         cancel: &CancellationToken,
     ) -> Result<Ran, TerraformError> {
         log.system(format!("$ terraform {}", shown(args).join(" ")));
-        if let Err(source) = crate::secrets::create_private_dir(&self.home) {
+        if let Err(source) = self.prepare_home() {
             return Err(TerraformError::Spawn {
                 bin: format!("its home directory {}", self.home.display()),
                 source,
@@ -223,6 +262,16 @@ impl Module {
             source,
         })?;
         let pid = child.id();
+        let _network = match &self.sandbox {
+            Some(sandbox) => match sandbox.connect(&mut child).await {
+                Ok(network) => Some(network),
+                Err(detail) => {
+                    let _ = child.kill().await;
+                    return Err(TerraformError::Sandbox(detail));
+                }
+            },
+            None => None,
+        };
         // If the runner dies, its restart finds this and interrupts the orphaned command,
         // so it lets go of the state lock instead of racing the job's next attempt.
         let pid_file = self.home.join(PID_FILE);
@@ -278,9 +327,9 @@ impl Module {
             finished = &mut work => finished,
             () = cancel.cancelled() => {
                 // Like Ctrl-C: Terraform stops what it is doing and releases its state lock.
-                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                if let Some(terraform) = pid.and_then(|pid| terraform_process(pid, &self.bin)) {
                     log.system("cancel: sending SIGINT to terraform and waiting for it to release its lock");
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
+                    signal(terraform, nix::sys::signal::Signal::SIGINT);
                 }
                 if tokio::time::timeout(INTERRUPT_GRACE, &mut work).await.is_err() {
                     log.system(format!("terraform did not stop within {INTERRUPT_GRACE:?}; killing it"));
@@ -317,13 +366,36 @@ impl Module {
                 .mode(0o600)
                 .open(&path)?;
             file.write_all(&serde_json::to_vec(&self.vars).unwrap_or_default())?;
-            file.sync_all()
+            file.sync_all()?;
+            self.hand_over(&path)
         };
         write().map_err(|source| TerraformError::Spawn {
             bin: format!("the var file {}", path.display()),
             source,
         })?;
         Ok(vec![format!("-var-file={}", path.display())])
+    }
+
+    /// The job's home, private to the job and, in an untrusted sandbox, to its user; with
+    /// the CLI config of an untrusted run.
+    fn prepare_home(&self) -> std::io::Result<()> {
+        crate::secrets::create_private_dir(&self.home)?;
+        if let (Some(cache), Some(sandbox)) = (&self.plugin_cache, &self.sandbox)
+            && sandbox.untrusted
+        {
+            let path = self.home.join(CLI_CONFIG);
+            std::fs::write(&path, untrusted_cli_config(cache))?;
+            self.hand_over(&path)?;
+        }
+        self.hand_over(&self.home)
+    }
+
+    /// Gives `path` to the sandbox's user, when it has one of its own.
+    fn hand_over(&self, path: &Path) -> std::io::Result<()> {
+        match &self.sandbox {
+            Some(sandbox) => sandbox.hand_over(&[path]),
+            None => Ok(()),
+        }
     }
 
     fn lock_args(&self) -> Vec<String> {
@@ -333,6 +405,19 @@ impl Module {
             vec!["-lock=false".to_owned()]
         }
     }
+}
+
+/// The CLI config of untrusted runs, in their home.
+const CLI_CONFIG: &str = "terraform.rc";
+
+/// Providers from the cache trusted runs filled (read-only), from the module's own
+/// `terraform.d/plugins` as Terraform would by default, and from their registries.
+fn untrusted_cli_config(cache: &Path) -> String {
+    let quoted = |path: &Path| serde_json::to_string(&path.display().to_string()).unwrap_or_default();
+    format!(
+        "provider_installation {{\n  filesystem_mirror {{\n    path = {}\n  }}\n  filesystem_mirror {{\n    path = \"terraform.d/plugins\"\n  }}\n  direct {{}}\n}}\n",
+        quoted(cache)
+    )
 }
 
 /// A command line as it may be logged: backend settings show their names only.

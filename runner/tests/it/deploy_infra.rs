@@ -457,6 +457,7 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
         workspace: "default".into(),
         lock_timeout: Duration::from_secs(5),
         lock_state: true,
+        ..Module::default()
     };
     let (runner_job_log, writer) = runner::pipeline::joblog::JobLog::start(
         runner.pool.clone(),

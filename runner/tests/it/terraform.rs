@@ -46,6 +46,7 @@ fn local_module(dir: &Path, state: &Path, image: &str, delay: u32) -> Module {
         workspace: "default".to_owned(),
         lock_timeout: Duration::from_secs(1),
         lock_state: true,
+        ..Module::default()
     }
 }
 
@@ -238,6 +239,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
         workspace: "default".to_owned(),
         lock_timeout: Duration::from_secs(1),
         lock_state: true,
+        ..Module::default()
     };
     let never = CancellationToken::new();
     let first_dir = module_dir("s3", &work.path().join("one"));
