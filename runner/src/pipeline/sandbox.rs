@@ -186,7 +186,12 @@ impl Sandbox {
             push(&[&"--ro-bind-try", file, file]);
         }
         push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp"]);
-        for path in &self.read_only {
+        // bubblewrap would make the directories above a bound path private to root,
+        // where the unprivileged user could not reach what is bound.
+        for dir in ancestors(self.read_only.iter().chain(&self.writable)) {
+            push(&[&"--perms", &"0755", &"--dir", &dir]);
+        }
+        for path in self.read_only.iter().filter(|path| !path.starts_with("/usr")) {
             push(&[&"--ro-bind", path, path]);
         }
         for path in &self.writable {
@@ -208,6 +213,22 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// The directories above `paths` that the sandbox has to make (the system's own are there).
+fn ancestors<'p>(paths: impl Iterator<Item = &'p PathBuf>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = paths
+        .flat_map(|path| path.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+        .filter(|dir| {
+            dir.parent().is_some()
+                && !["/usr", "/etc", "/proc", "/dev"]
+                    .iter()
+                    .any(|system| dir.starts_with(system))
+        })
+        .collect();
+    dirs.sort_by(|a, b| (a.components().count(), a).cmp(&(b.components().count(), b)));
+    dirs.dedup();
+    dirs
 }
 
 /// What keeps a running sandbox's outbound network up; ends it when dropped.

@@ -600,10 +600,8 @@ async fn a_pull_request_verify_puts_its_plan_summary_on_github() {
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
         .expect("job");
-    assert_eq!(
-        wait_for_state(&runner, job_id, &["succeeded", "failed"]).await["state"],
-        "succeeded"
-    );
+    let job = wait_for_state(&runner, job_id, &["succeeded", "failed"]).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", runner.job_log(job_id).await);
     let verdict = eventually("the verify job's final status", || {
         fake.statuses().into_iter().find(|(_, state, _, _)| state == "success")
     })

