@@ -345,6 +345,18 @@ impl ImageRef {
     }
 }
 
+/// Whether `url` is a web address (`http:` or `https:`) and so may become a link. A URL
+/// from outside (a terraform output, a target's answer) could be `javascript:` or `data:`:
+/// such a one is shown as text, never followed.
+pub fn is_web_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return false;
+    };
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && rest.starts_with("//")
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 fn truncate(raw: &str) -> String {
     const LIMIT: usize = 120;
     if raw.len() <= LIMIT {
@@ -360,6 +372,25 @@ fn truncate(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_http_and_https_urls_are_web_urls() {
+        for url in ["http://app.example", "HTTPS://app.example/x?y=1"] {
+            assert!(super::is_web_url(url), "{url}");
+        }
+        for url in [
+            "javascript:alert(1)",
+            "JavaScript://%0aalert(1)",
+            "data:text/html,<script>",
+            " https://app.example",
+            "java\tscript:alert(1)",
+            "https:app.example",
+            "/relative",
+            "",
+        ] {
+            assert!(!super::is_web_url(url), "{url}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -6,6 +6,10 @@
 //! alignments it can have inside a longer blob), percent-encoding and JSON string escaping.
 //! Each line of a multi-line secret (a PEM key) is also masked on its own, because text is
 //! masked line by line.
+//!
+//! Beyond the configured secrets, every mask covers what the runner comes to hold while it
+//! runs ([`hold`]): AWS credentials its credential chain resolves, ECR authorization tokens
+//! and the password inside them, GitHub App installation tokens.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -58,20 +62,20 @@ impl SecretMask {
         Self(automaton)
     }
 
-    /// `text` with every secret replaced by `***`.
+    /// `text` with every secret replaced by `***`: those this mask was made with, and every
+    /// secret the runner holds by now (see [`hold`]).
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let Some(automaton) = &self.0 else {
-            return Cow::Borrowed(text);
-        };
-        if !automaton.is_match(text) {
-            return Cow::Borrowed(text);
+        let masked = replace(self.0.as_deref(), text);
+        let held = HELD
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .automaton
+            .clone();
+        match (masked, held) {
+            (masked, None) => masked,
+            (Cow::Borrowed(text), Some(held)) => replace(Some(&held), text),
+            (Cow::Owned(text), Some(held)) => Cow::Owned(replace(Some(&held), &text).into_owned()),
         }
-        let mut out = String::with_capacity(text.len());
-        automaton.replace_all_with(text, &mut out, |_, _, dst| {
-            dst.push_str(MASKED);
-            true
-        });
-        Cow::Owned(out)
     }
 
     /// Like [`apply`](Self::apply), for owned text.
@@ -82,10 +86,76 @@ impl SecretMask {
         }
     }
 
-    /// Whether the mask knows no secret at all.
+    /// Whether the mask was made with no secret at all (what the runner holds aside).
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }
+}
+
+fn replace<'a>(automaton: Option<&AhoCorasick>, text: &'a str) -> Cow<'a, str> {
+    let Some(automaton) = automaton else {
+        return Cow::Borrowed(text);
+    };
+    if !automaton.is_match(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    automaton.replace_all_with(text, &mut out, |_, _, dst| {
+        dst.push_str(MASKED);
+        true
+    });
+    Cow::Owned(out)
+}
+
+/// Credentials and tokens shorter than this are not real ones (AWS secret keys have 40
+/// characters, session, ECR and GitHub tokens more): a stand-in such as a local AWS
+/// emulator's `test` would otherwise blank that word in every log.
+pub const MIN_CREDENTIAL_LEN: usize = 16;
+
+/// Secrets the runner comes to hold while it runs, beyond its configuration.
+#[derive(Default)]
+struct Held {
+    secrets: Vec<String>,
+    automaton: Option<Arc<AhoCorasick>>,
+}
+
+/// Process-wide on purpose: a token is minted or received deep inside an adapter (the AWS
+/// credential chain, an ECR login, a GitHub App's installation token), and every mask that
+/// exists anywhere in the process (job logs, statuses, the runner's own log) must cover it
+/// from that moment on, without each being handed to each adapter.
+static HELD: std::sync::RwLock<Held> = std::sync::RwLock::new(Held {
+    secrets: Vec::new(),
+    automaton: None,
+});
+
+/// The runner holds `secret` from now on (a credential it resolved, a token it was given):
+/// every mask covers it, in every encoding, from this call on. Values shorter than
+/// [`MIN_CREDENTIAL_LEN`] are not credentials and are ignored.
+pub fn hold(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < MIN_CREDENTIAL_LEN {
+        return;
+    }
+    if HELD
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .secrets
+        .iter()
+        .any(|known| known == secret)
+    {
+        return;
+    }
+    let mut held = HELD.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if held.secrets.iter().any(|known| known == secret) {
+        return;
+    }
+    // Tokens are replaced as they expire: a bounded list, oldest first out. A token gone
+    // from it has long expired.
+    if held.secrets.len() >= 256 {
+        held.secrets.remove(0);
+    }
+    held.secrets.push(secret.to_owned());
+    held.automaton = SecretMask::new(&held.secrets).0;
 }
 
 /// The forms in which `value` can show up in text.
@@ -137,6 +207,13 @@ impl SecretSet {
 
     pub fn mask(&self) -> SecretMask {
         SecretMask::new(&self.0)
+    }
+
+    /// Adds a credential (see [`MIN_CREDENTIAL_LEN`]), ignored when too short to be one.
+    pub fn add_credential(&mut self, value: &str) {
+        if value.trim().len() >= MIN_CREDENTIAL_LEN {
+            self.add(value);
+        }
     }
 }
 
@@ -260,6 +337,22 @@ mod tests {
         assert_eq!(mask.apply("abcdefgh-longer"), "***");
         assert_eq!(mask.apply("ab abcd"), "ab ***");
         assert!(SecretMask::new([""]).is_empty());
+    }
+
+    #[test]
+    fn a_secret_held_later_is_masked_by_every_mask_even_ones_made_before() {
+        let before = SecretMask::new(["configured-secret-0123"]);
+        let token = "ghs_heldLaterToken0123456789abcdefABCD";
+        assert!(before.apply(token).contains(token));
+        super::hold(token);
+        let text = before
+            .apply(&format!("token {token} and configured-secret-0123"))
+            .into_owned();
+        assert_eq!(text, "token *** and ***");
+        assert_eq!(SecretMask::default().apply(&format!("token {token}")), "token ***");
+        // Too short to be a credential: left alone.
+        super::hold("test");
+        assert_eq!(SecretMask::default().apply("a test"), "a test");
     }
 
     #[test]

@@ -91,9 +91,15 @@ pub enum Command {
     },
     /// Approve what a job waits for: running a pull request from a fork, or applying its
     /// terraform plan (needs RUNNER_ADMIN_TOKEN).
+    /// A plan is approved by its digest: the plan is fetched and shown (stderr) and that
+    /// plan approved, or give the digest of one read before with --plan-digest. A plan made
+    /// again in between is refused, not applied.
     Approve {
         /// Job id (see `runner jobs`).
         job: u64,
+        /// The plan_digest of the plan you read (GET /api/jobs/{id}), instead of fetching it.
+        #[arg(long)]
+        plan_digest: Option<String>,
         #[command(flatten)]
         remote: ops::Remote,
     },
@@ -186,7 +192,11 @@ pub fn main() -> ExitCode {
         } => ops_exit(runtime.block_on(ops::deploy(&remote, &project, &target))),
         Command::Rollback { deployment, remote } => ops_exit(runtime.block_on(ops::rollback(&remote, deployment))),
         Command::Replay { delivery, remote } => ops_exit(runtime.block_on(ops::replay(&remote, &delivery))),
-        Command::Approve { job, remote } => ops_exit(runtime.block_on(ops::approve(&remote, job))),
+        Command::Approve {
+            job,
+            plan_digest,
+            remote,
+        } => ops_exit(runtime.block_on(ops::approve(&remote, job, plan_digest))),
         Command::Reject { job, remote } => ops_exit(runtime.block_on(ops::reject(&remote, job))),
         Command::Cancel { job, remote } => ops_exit(runtime.block_on(ops::cancel(&remote, job))),
         Command::Healthcheck(arg) => {

@@ -380,8 +380,53 @@ pub async fn replay(remote: &Remote, delivery: &str) -> Result<(), OpsError> {
 }
 
 /// Approves what a job waits for: running a fork's pull request, or applying its plan.
-pub async fn approve(remote: &Remote, job: u64) -> Result<(), OpsError> {
-    act(remote, &format!("/api/jobs/{job}/approve"), None, "approved").await
+/// A plan is approved by its digest: `plan_digest` (of a plan read before), or else the
+/// plan is fetched, shown on stderr, and approved as shown. Either way a plan made again
+/// since is refused by the runner (409), not applied.
+pub async fn approve(remote: &Remote, job: u64, plan_digest: Option<String>) -> Result<(), OpsError> {
+    let plan_digest = match plan_digest {
+        Some(digest) => Some(digest),
+        None => show_plan(remote, job).await?,
+    };
+    let body = plan_digest.map(|digest| json!({ "plan_digest": digest }));
+    act(remote, &format!("/api/jobs/{job}/approve"), body, "approved").await
+}
+
+/// Prints job `job`'s plan to stderr and returns its digest; `None` when it has none (a
+/// fork's held pull request waits for approval to run at all).
+async fn show_plan(remote: &Remote, job: u64) -> Result<Option<String>, OpsError> {
+    let mut request = client()?.get(format!("{}/api/jobs/{job}/plan", remote.url.trim_end_matches('/')));
+    if let Ok(token) = std::env::var("RUNNER_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the runner at {}", remote.url))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !response.status().is_success() {
+        answer(response).await?;
+        return Ok(None);
+    }
+    let digest = response
+        .headers()
+        .get(crate::web::api::PLAN_DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.context("reading the plan")?;
+    // The digest of what is shown here, not what the header claims: the two agree unless
+    // something between rewrote the body, and then the runner refuses the approval.
+    let shown = crate::store::artifacts::ContentDigest::of(&text);
+    if digest.as_deref().is_some_and(|d| !shown.matches(d)) {
+        eprintln!("warning: the plan's digest header does not match its text");
+    }
+    eprintln!("{text}");
+    eprintln!("approving this plan (digest {})", shown.as_str());
+    Ok(Some(shown.as_str().to_owned()))
 }
 
 /// Rejects what a job waits for; the job ends without running it.

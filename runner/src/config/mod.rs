@@ -84,6 +84,12 @@ pub struct Config {
     /// The terraform executable (`TERRAFORM_BIN`, else `terraform` on `PATH`), resolved
     /// only when a project has a terraform step.
     pub terraform_bin: Option<PathBuf>,
+    /// AWS credentials in the runner's environment (`AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`): the SDK's chain reads them for ECR and ECS, and they are masked
+    /// like every configured secret. What the chain resolves from elsewhere (a profile, an
+    /// instance role) is masked once resolved (`secrets::hold`).
+    #[serde(skip)]
+    pub aws_env_credentials: Vec<SecretString>,
 }
 
 impl Config {
@@ -184,6 +190,13 @@ impl Config {
             })?),
         };
 
+        let aws_env_credentials = ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+            .into_iter()
+            .filter_map(env)
+            .filter(|value| !value.trim().is_empty())
+            .map(SecretString::from)
+            .collect();
+
         Ok(Self {
             server,
             queue,
@@ -194,6 +207,7 @@ impl Config {
             projects,
             admin_token,
             terraform_bin,
+            aws_env_credentials,
         })
     }
 
@@ -211,6 +225,9 @@ impl Config {
         let mut set = crate::secrets::SecretSet::default();
         if let Some(token) = &self.admin_token {
             set.add(token.expose_secret());
+        }
+        for credential in &self.aws_env_credentials {
+            set.add_credential(credential.expose_secret());
         }
         // The database's password, if its URL holds one.
         for credential in crate::secrets::url_credentials(&self.server.database_url) {

@@ -21,6 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct GitHub {
     client: Octocrab,
     repository: RepoName,
+    /// Authenticated as a GitHub App's installation: its tokens are minted as needed.
+    installation: bool,
 }
 
 /// GitHub allows 140 characters of description.
@@ -70,6 +72,7 @@ impl GitHub {
                             let as_app = Self {
                                 client: app.clone(),
                                 repository: repository.clone(),
+                                installation: false,
                             };
                             let found = as_app
                                 .call(Method::GET, &format!("/repos/{}/installation", repository), None)
@@ -84,7 +87,12 @@ impl GitHub {
                         .map_err(|e| ForgeError::Transient(e.to_string()))?
                 }
             };
-        Ok(Self { client, repository })
+        let installation = matches!(auth, GitHubAuth::App { .. });
+        Ok(Self {
+            client,
+            repository,
+            installation,
+        })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ForgeError> {
@@ -98,6 +106,16 @@ impl GitHub {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(Value, Option<String>), ForgeError> {
+        if self.installation {
+            // The installation token this request is sent with (minted now, or the cached
+            // one): masked everywhere from before it is used.
+            let token = self
+                .client
+                .installation_token()
+                .await
+                .map_err(|e| ForgeError::Transient(format!("minting an installation token: {e}")))?;
+            crate::secrets::hold(token.expose_secret());
+        }
         // A relative path: octocrab adds the base URI (GitHub Enterprise included) and only
         // then sends an App's credentials, which it never sends to a host named in a URL.
         let sent = match method {

@@ -251,8 +251,10 @@ impl Reporter {
                 id
             }
         };
+        // GitHub shows it as a link: only a web address (a terraform output could be
+        // `javascript:`).
         let environment_url = match deployments::for_job(&self.pool, job.id).await {
-            Ok(Some(d)) => d.url,
+            Ok(Some(d)) => d.url.filter(|url| crate::domain::is_web_url(url)),
             _ => None,
         };
         if job.reported_state.is_none_or(|s| s == JobState::Queued) && job.state != JobState::Queued {

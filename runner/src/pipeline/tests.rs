@@ -1202,9 +1202,26 @@ fn answer_when_asked(pool: crate::store::Store, id: crate::domain::JobId, approv
         loop {
             let state = jobs::get(&pool, id).await.ok().flatten().map(|j| j.state);
             if state == Some(JobState::AwaitingApproval) {
-                jobs::approval::decide(&pool, id, approved, now_ms())
+                let plan = crate::store::artifacts::get(&pool, id.get(), crate::store::artifacts::PLAN)
+                    .await
+                    .expect("read the plan")
+                    .map(|plan| plan.digest());
+                let answer = match &plan {
+                    _ if !approved => jobs::approval::Answer::Reject,
+                    plan => jobs::approval::Answer::Approve {
+                        plan_digest: plan.as_ref().map(|d| d.as_str()),
+                    },
+                };
+                let decision = jobs::approval::decide(&pool, id, answer, now_ms())
                     .await
                     .expect("the answer is recorded");
+                assert!(
+                    matches!(
+                        decision,
+                        jobs::approval::Decision::Recorded | jobs::approval::Decision::Released
+                    ),
+                    "{decision:?}"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -5,6 +5,32 @@ use serde::Serialize;
 
 use super::StoreError;
 
+/// The readable text of a job's terraform plan, secrets masked: what an admin reads before
+/// approving it.
+pub const PLAN: &str = "plan.txt";
+
+/// The SHA-256 of an artifact's content as stored, in hex: an approval names the plan it
+/// approves by the digest of the text its approver was shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ContentDigest(String);
+
+impl ContentDigest {
+    pub fn of(content: &str) -> Self {
+        use sha2::Digest as _;
+        Self(hex::encode(sha2::Sha256::digest(content.as_bytes())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` (as a client sent it, any case) names this digest.
+    pub fn matches(&self, given: &str) -> bool {
+        self.0.eq_ignore_ascii_case(given.trim())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Artifact {
     pub name: String,
@@ -34,6 +60,12 @@ pub async fn put(
     .execute(pool.db())
     .await?;
     Ok(())
+}
+
+impl Artifact {
+    pub fn digest(&self) -> ContentDigest {
+        ContentDigest::of(&self.content)
+    }
 }
 
 pub async fn get(pool: &Store, job_id: i64, name: &str) -> Result<Option<Artifact>, StoreError> {

@@ -1,13 +1,15 @@
-//! Webhook deliveries: recorded once per `X-GitHub-Delivery`, with the job they queued.
+//! Webhook deliveries: recorded once per `X-GitHub-Delivery` and once per body, with the
+//! job they queued.
 
 use futures_util::TryStreamExt as _;
 use serde::Serialize;
 use sqlx::{AnyConnection, Either, Executor as _, Row as _};
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::jobs::{self, NewJob};
-use super::{Backend, Flag, Page, Store, StoreError, Values};
+use super::{Backend, Flag, Page, Store, StoreError, Values, stale_pushes};
 
 /// What the ingest decided to do with a verified, parsed delivery.
 #[derive(Debug, Clone)]
@@ -35,7 +37,31 @@ pub struct NewDelivery {
     pub hook_id: Option<i64>,
     pub content_type: String,
     pub body: StoredBody,
+    /// What a copy of the same body under another delivery id is found by.
+    pub body_digest: BodyDigest,
     pub received_at: i64,
+}
+
+impl NewDelivery {
+    /// A body is the same delivery again only within one project.
+    fn body_key(&self) -> (Option<&str>, &str) {
+        (self.project.as_deref(), self.body_digest.as_str())
+    }
+}
+
+/// The SHA-256 of a delivery's raw body, as it was signed, in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyDigest(String);
+
+impl BodyDigest {
+    pub fn of(raw: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(hex::encode(sha2::Sha256::digest(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A raw delivery body as kept on disk. Bodies are compressed in the request handler,
@@ -110,11 +136,18 @@ pub enum Recorded {
 /// Records a batch of deliveries and what they trigger in one write transaction of its
 /// own: all are committed, or none (then it is rolled back before the error returns).
 ///
+/// A delivery is a copy (answered as a duplicate, nothing changes) when its delivery id or
+/// its body (by digest, within its project) was recorded before: the header is not signed,
+/// the body is. Between copies inside one batch the first wins. A push whose deploys are
+/// all older than what their environment has queued or live is recorded as ignored (see
+/// `stale_pushes`).
+///
 /// Round trips, and rows sent back, are what a batch costs: three in the common case on
 /// either backend (see `write_on_sqlite` and `write_on_postgres` for how each decides
-/// duplicates), then `COMMIT`. Between copies inside one batch the first wins. Triggers
-/// (migrations/) supersede older queued deploys: row by row in batch order on SQLite, once
-/// per statement on PostgreSQL, to the same effect.
+/// copies), one more on SQLite and two more on PostgreSQL for a batch that queues deploys
+/// (the stale-push check), then `COMMIT`. Triggers (migrations/) supersede older queued
+/// deploys: row by row in batch order on SQLite, once per statement on PostgreSQL, to the
+/// same effect.
 pub async fn record_batch(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -133,28 +166,25 @@ async fn record_in_transaction(
     backend: Backend,
     batch: &[(&NewDelivery, &Action)],
 ) -> Result<Vec<Recorded>, StoreError> {
-    // In batch order, the first copy of each id in this batch (a later copy is a duplicate).
-    let mut seen = HashSet::new();
-    let first_in_batch: Vec<bool> = batch
-        .iter()
-        .map(|(delivery, _)| seen.insert(delivery.delivery_id.as_str()))
-        .collect();
+    let originals = in_batch_originals(batch);
+    let first_in_batch: Vec<bool> = originals.iter().map(Option::is_none).collect();
     let written = match backend {
         Backend::Sqlite => write_on_sqlite(conn, batch, &first_in_batch).await?,
         Backend::Postgres => write_on_postgres(conn, batch, &first_in_batch).await?,
     };
 
-    let mut results = Vec::with_capacity(batch.len());
-    for ((delivery, action), new) in batch.iter().zip(written.is_new) {
-        let recorded = if !new {
-            // A copy of one recorded earlier, or of one first seen in this same batch.
-            let job_id = match written.earlier.get(&delivery.delivery_id) {
-                Some(job_id) => *job_id,
-                None => written.job_ids.get(delivery.delivery_id.as_str()).copied(),
-            };
+    let mut results: Vec<Recorded> = Vec::with_capacity(batch.len());
+    for (index, (delivery, _)) in batch.iter().enumerate() {
+        let recorded = if let Some(original) = originals[index] {
+            // A copy of one first seen in this same batch: answered with what that one queued.
+            Recorded::Duplicate {
+                job_id: results[original].job_id(),
+            }
+        } else if let Some(job_id) = written.earlier[index] {
+            // A copy of one recorded earlier.
             Recorded::Duplicate { job_id }
         } else {
-            match action {
+            match written.actions[index].as_ref() {
                 Action::Queue(_) => Recorded::Queued {
                     job_id: written
                         .job_ids
@@ -187,12 +217,47 @@ async fn record_in_transaction(
     Ok(results)
 }
 
+impl Recorded {
+    /// The job a copy of this delivery is answered with.
+    fn job_id(&self) -> Option<i64> {
+        match self {
+            Self::Queued { job_id } => Some(*job_id),
+            Self::Duplicate { job_id } => *job_id,
+            Self::Ignored { .. } | Self::Cancelled { .. } => None,
+        }
+    }
+}
+
+/// Per delivery of the batch: the earlier delivery of the batch it copies (same delivery
+/// id, or same body in the same project), if any.
+fn in_batch_originals(batch: &[(&NewDelivery, &Action)]) -> Vec<Option<usize>> {
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut by_body: HashMap<(Option<&str>, &str), usize> = HashMap::new();
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, (delivery, _))| {
+            let original = by_id
+                .get(delivery.delivery_id.as_str())
+                .or_else(|| by_body.get(&delivery.body_key()))
+                .copied();
+            if original.is_none() {
+                by_id.insert(delivery.delivery_id.as_str(), index);
+                by_body.insert(delivery.body_key(), index);
+            }
+            original
+        })
+        .collect()
+}
+
 /// What a batch's inserts did, inside its still open transaction.
 struct Written<'b> {
-    /// Per delivery of the batch: recorded now (else a duplicate).
-    is_new: Vec<bool>,
-    /// Ids recorded by an earlier batch, with the job each queued.
-    earlier: HashMap<String, Option<i64>>,
+    /// Per delivery of the batch: the job of the earlier recorded delivery it copies
+    /// (`Some(None)`: a copy of one that queued nothing); `None` for one recorded now or a
+    /// copy of one earlier in the batch.
+    earlier: Vec<Option<Option<i64>>>,
+    /// Per delivery of the batch: what it does, stale deploys taken out.
+    actions: Vec<Cow<'b, Action>>,
     /// The job each new delivery queued (the first, when it queued several).
     job_ids: HashMap<&'b str, i64>,
 }
@@ -204,11 +269,30 @@ fn queued_jobs(action: &Action) -> &[NewJob] {
     }
 }
 
+/// What each of the batch's first copies does once stale deploys are taken out. The
+/// caller holds the locks that keep what this reads true until commit.
+async fn screen_stale<'b>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[(&'b NewDelivery, &'b Action)],
+    firsts: &[bool],
+) -> Result<Vec<Cow<'b, Action>>, StoreError> {
+    let environments = stale_pushes::environments(batch, firsts);
+    if environments.is_empty() {
+        return Ok(batch.iter().map(|(_, action)| Cow::Borrowed(*action)).collect());
+    }
+    if backend == Backend::Postgres {
+        stale_pushes::lock_environments(conn, &environments).await?;
+    }
+    let newest = stale_pushes::newest(conn, backend, &environments).await?;
+    Ok(stale_pushes::screen(batch, firsts, newest))
+}
+
 /// SQLite, one writer: `BEGIN IMMEDIATE` with a read that finds no earlier copies, then
 /// one multi-row insert for the deliveries followed by one for their jobs and the read of
 /// the last id, in one round trip. Holding the write lock from the start is what makes the
-/// read decide duplicates; the unique index on `delivery_id` still backs it. A trigger
-/// links each job to its delivery.
+/// reads decide copies and stale pushes; the unique indexes on `delivery_id` and on the
+/// body's digest still back them. A trigger links each job to its delivery.
 async fn write_on_sqlite<'b>(
     conn: &mut AnyConnection,
     batch: &[(&'b NewDelivery, &'b Action)],
@@ -217,13 +301,30 @@ async fn write_on_sqlite<'b>(
     let backend = Backend::Sqlite;
     // One round trip: the write lock and the read together. Holding the lock from the start
     // is what makes the read decide.
-    let ids: Vec<&str> = batch.iter().map(|(d, _)| d.delivery_id.as_str()).collect();
-    let earlier = earlier_copies(conn, backend, "BEGIN IMMEDIATE; ", &ids).await?;
-    let is_new = new_in_batch(batch, first_in_batch, |id| !earlier.contains_key(id));
-    let new_deliveries = flagged(batch, &is_new);
-    let new_jobs: Vec<&NewJob> = new_deliveries
+    let firsts: Vec<&NewDelivery> = flagged(batch, first_in_batch).into_iter().map(|(d, _)| *d).collect();
+    let copies = earlier_copies(conn, backend, "BEGIN IMMEDIATE; ", &firsts).await?;
+    let earlier = copies.of_batch(batch, first_in_batch);
+    let is_new: Vec<bool> = earlier
         .iter()
-        .flat_map(|(_, action)| queued_jobs(action))
+        .zip(first_in_batch)
+        .map(|(earlier, first)| *first && earlier.is_none())
+        .collect();
+    let actions = screen_stale(conn, backend, batch, &is_new).await?;
+    let new_deliveries: Vec<(&'b NewDelivery, &Action)> = batch
+        .iter()
+        .zip(&actions)
+        .zip(&is_new)
+        .filter(|(_, new)| **new)
+        .map(|(((delivery, _), action), _)| (*delivery, action.as_ref()))
+        .collect();
+    // Each job with the id of the delivery that queued it.
+    let new_jobs: Vec<(&'b str, &NewJob)> = new_deliveries
+        .iter()
+        .flat_map(|(delivery, action)| {
+            queued_jobs(action)
+                .iter()
+                .map(|job| (delivery.delivery_id.as_str(), job))
+        })
         .collect();
 
     let mut job_ids = HashMap::new();
@@ -232,7 +333,7 @@ async fn write_on_sqlite<'b>(
         let mut insert = deliveries_insert(backend, &new_deliveries, &HashMap::new());
         if !new_jobs.is_empty() {
             insert.push("; ");
-            jobs::push_insert(&mut insert, new_jobs.iter().copied(), batch_time(batch));
+            jobs::push_insert(&mut insert, new_jobs.iter().map(|(_, job)| *job), batch_time(batch));
         }
         insert.push("; SELECT last_insert_rowid()");
         let mut inserted = 0;
@@ -252,35 +353,37 @@ async fn write_on_sqlite<'b>(
         // failing row fails the whole statement), so the last id names them all.
         if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
             let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
-            for (offset, job) in (0_i64..).zip(&new_jobs) {
-                if let Some(delivery) = job.delivery_id.as_deref() {
-                    job_ids.entry(delivery).or_insert(first + offset);
-                }
+            for (offset, (delivery, _)) in (0_i64..).zip(&new_jobs) {
+                job_ids.entry(*delivery).or_insert(first + offset);
             }
         }
     }
     Ok(Written {
-        is_new,
         earlier,
+        actions,
         job_ids,
     })
 }
 
-/// PostgreSQL, shared by replicas: the insert decides duplicates. What the unique index
-/// already holds is skipped and only those (rare) earlier copies are read back; a copy that
-/// another replica is recording right now makes the insert wait for that transaction. No
-/// lock of the whole database is held, and ids are inserted in sorted order so that two
-/// batches never wait for each other; only superseding takes turns, per environment (see
-/// the trigger). Job ids are drawn from their sequence first, in batch order, so each
-/// delivery row is written once, already naming its job.
+/// PostgreSQL, shared by replicas: the insert decides copies. What the unique indexes (on
+/// the delivery id, and on the body's digest) already hold is skipped and only those (rare)
+/// earlier copies are read back; a copy that another replica is recording right now makes
+/// the insert wait for that transaction. No lock of the whole database is held, and
+/// deliveries are inserted in the order of their body's digest (a redelivery has the same
+/// body as its original) so that two batches do not wait for each other; only pushes to one
+/// environment take turns (see `stale_pushes::lock_environments` and the superseding
+/// trigger). Job ids are drawn from their sequence first, in batch order, so each delivery
+/// row is written once, already naming its job.
 async fn write_on_postgres<'b>(
     conn: &mut AnyConnection,
     batch: &[(&'b NewDelivery, &'b Action)],
     first_in_batch: &[bool],
 ) -> Result<Written<'b>, StoreError> {
     let backend = Backend::Postgres;
-    let firsts = flagged(batch, first_in_batch);
-    let wanted: usize = firsts.iter().map(|(_, action)| queued_jobs(action).len()).sum();
+    let wanted: usize = flagged(batch, first_in_batch)
+        .iter()
+        .map(|(_, action)| queued_jobs(action).len())
+        .sum();
     let mut drawn: Vec<i64> = if wanted == 0 {
         conn.execute("BEGIN").await?;
         Vec::new()
@@ -302,6 +405,17 @@ async fn write_on_postgres<'b>(
             drawn.len()
         )));
     }
+    // Whether a first copy is new is only known once inserted; a stale check of one that
+    // turns out to be a copy changes nothing, as its row is not written.
+    let actions = screen_stale(conn, backend, batch, first_in_batch).await?;
+    let firsts: Vec<(&'b NewDelivery, &Action)> = batch
+        .iter()
+        .zip(&actions)
+        .zip(first_in_batch)
+        .filter(|(_, first)| **first)
+        .map(|(((delivery, _), action), _)| (*delivery, action.as_ref()))
+        .collect();
+    // Ids drawn for stale deploys stay unused: gaps in the sequence, as for copies.
     let mut drawn = drawn.into_iter();
     let mut numbered: Vec<(&str, i64, &NewJob)> = Vec::with_capacity(wanted);
     let mut job_ids: HashMap<&'b str, i64> = HashMap::new();
@@ -314,9 +428,12 @@ async fn write_on_postgres<'b>(
     }
 
     let mut sorted = firsts.clone();
-    sorted.sort_unstable_by(|(a, _), (b, _)| a.delivery_id.cmp(&b.delivery_id));
+    sorted.sort_unstable_by(|(a, _), (b, _)| {
+        (a.body_key(), a.delivery_id.as_str()).cmp(&(b.body_key(), b.delivery_id.as_str()))
+    });
     let mut insert = deliveries_insert(backend, &sorted, &job_ids);
-    insert.push(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id");
+    // Any unique index: the delivery id or the body's digest.
+    insert.push(" ON CONFLICT DO NOTHING RETURNING delivery_id");
     let inserted: HashSet<String> = insert
         .build_scalar()
         .persistent(false)
@@ -324,16 +441,17 @@ async fn write_on_postgres<'b>(
         .await?
         .into_iter()
         .collect();
-    let is_new = new_in_batch(batch, first_in_batch, |id| inserted.contains(id));
-    let recorded_before: Vec<&str> = firsts
+    let recorded_before: Vec<&NewDelivery> = firsts
         .iter()
-        .map(|(d, _)| d.delivery_id.as_str())
-        .filter(|id| !inserted.contains(*id))
+        .map(|(d, _)| *d)
+        .filter(|d| !inserted.contains(&d.delivery_id))
         .collect();
     let earlier = if recorded_before.is_empty() {
-        HashMap::new()
+        vec![None; batch.len()]
     } else {
-        earlier_copies(conn, backend, "", &recorded_before).await?
+        earlier_copies(conn, backend, "", &recorded_before)
+            .await?
+            .of_batch(batch, first_in_batch)
     };
     // Ids drawn for a delivery recorded before stay unused: a gap in the sequence.
     job_ids.retain(|delivery, _| inserted.contains(*delivery));
@@ -348,29 +466,24 @@ async fn write_on_postgres<'b>(
         let done = insert.build().persistent(false).execute(&mut *conn).await?;
         expect_rows(done.rows_affected(), new_jobs.len())?;
     }
+    // A first copy not inserted has an earlier copy (the insert skipped it for one).
+    let earlier = earlier
+        .into_iter()
+        .zip(batch)
+        .zip(first_in_batch)
+        .map(|((earlier, (delivery, _)), first)| {
+            (*first && !inserted.contains(&delivery.delivery_id)).then(|| earlier.flatten())
+        })
+        .collect();
     Ok(Written {
-        is_new,
         earlier,
+        actions,
         job_ids,
     })
 }
 
 fn batch_time(batch: &[(&NewDelivery, &Action)]) -> i64 {
     batch.first().map_or(0, |(d, _)| d.received_at)
-}
-
-/// Per delivery of the batch: whether it is the first copy in the batch of an id that this
-/// batch records (`recorded_now`); every other copy is a duplicate.
-fn new_in_batch(
-    batch: &[(&NewDelivery, &Action)],
-    first_in_batch: &[bool],
-    recorded_now: impl Fn(&str) -> bool,
-) -> Vec<bool> {
-    batch
-        .iter()
-        .zip(first_in_batch)
-        .map(|((delivery, _), first)| *first && recorded_now(&delivery.delivery_id))
-        .collect()
 }
 
 /// The items whose flag is set, in order.
@@ -383,23 +496,69 @@ fn flagged<'a, T>(items: &'a [T], flags: &[bool]) -> Vec<&'a T> {
         .collect()
 }
 
-/// Which of `ids` earlier batches recorded, with the job each queued; `prefix` runs first
-/// in the same round trip.
+/// Deliveries recorded by earlier batches that share a delivery id, or a body within a
+/// project, with some of this batch's.
+struct EarlierCopies {
+    by_id: HashMap<String, Option<i64>>,
+    by_body: HashMap<(Option<String>, String), Option<i64>>,
+}
+
+impl EarlierCopies {
+    /// Per delivery of the batch: the job of the earlier copy of a first copy, if any.
+    fn of_batch(&self, batch: &[(&NewDelivery, &Action)], first_in_batch: &[bool]) -> Vec<Option<Option<i64>>> {
+        batch
+            .iter()
+            .zip(first_in_batch)
+            .map(|((delivery, _), first)| {
+                if !*first {
+                    return None;
+                }
+                self.by_id.get(&delivery.delivery_id).copied().or_else(|| {
+                    let (project, digest) = delivery.body_key();
+                    self.by_body
+                        .get(&(project.map(str::to_owned), digest.to_owned()))
+                        .copied()
+                })
+            })
+            .collect()
+    }
+}
+
+/// Which of `deliveries` earlier batches recorded (by id, or by body within the project),
+/// with the job each queued; `prefix` runs first in the same round trip.
 async fn earlier_copies(
     conn: &mut AnyConnection,
     backend: Backend,
     prefix: &str,
-    ids: &[&str],
-) -> Result<HashMap<String, Option<i64>>, StoreError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{prefix}SELECT delivery_id, job_id FROM deliveries WHERE {}",
-        backend.in_json_list("delivery_id", "$1")
+    deliveries: &[&NewDelivery],
+) -> Result<EarlierCopies, StoreError> {
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id.as_str()).collect();
+    let bodies: Vec<(Option<&str>, &str)> = deliveries.iter().map(|d| d.body_key()).collect();
+    // delivery id, project, body digest, job
+    type Row = (String, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{prefix}SELECT delivery_id, project, body_digest, job_id FROM deliveries WHERE {} \
+             UNION ALL \
+             SELECT d.delivery_id, d.project, d.body_digest, d.job_id FROM {} AS copy \
+             JOIN deliveries AS d ON d.project = copy.first AND d.body_digest = copy.second",
+        backend.in_json_list("delivery_id", "$1"),
+        backend.json_pairs("$2")
     )))
-    .bind(json_ids(ids)?)
+    .bind(json_ids(&ids)?)
+    .bind(serde_json::to_string(&bodies).map_err(|e| StoreError::Corrupt(format!("digests do not serialize: {e}")))?)
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect())
+    .await?;
+    let mut copies = EarlierCopies {
+        by_id: HashMap::new(),
+        by_body: HashMap::new(),
+    };
+    for (delivery_id, project, digest, job_id) in rows {
+        if let Some(digest) = digest {
+            copies.by_body.insert((project, digest), job_id);
+        }
+        copies.by_id.insert(delivery_id, job_id);
+    }
+    Ok(copies)
 }
 
 fn json_ids(ids: &[&str]) -> Result<String, StoreError> {
@@ -408,15 +567,11 @@ fn json_ids(ids: &[&str]) -> Result<String, StoreError> {
 
 /// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided,
 /// naming the job it queued where `job_ids` knows it (else a trigger links it).
-fn deliveries_insert(
-    backend: Backend,
-    deliveries: &[&(&NewDelivery, &Action)],
-    job_ids: &HashMap<&str, i64>,
-) -> Values {
+fn deliveries_insert(backend: Backend, deliveries: &[(&NewDelivery, &Action)], job_ids: &HashMap<&str, i64>) -> Values {
     let mut insert = Values::on(
         backend,
         "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
-         reason, content_type, body, body_encoding, body_bytes, received_at, job_id) ",
+         reason, content_type, body, body_encoding, body_bytes, body_digest, received_at, job_id) ",
     );
     insert.rows(deliveries, |row, (delivery, action)| {
         let (outcome, reason) = match action {
@@ -438,6 +593,7 @@ fn deliveries_insert(
             .bind(delivery.body.bytes.clone())
             .bind(delivery.body.encoding)
             .bind(i64::try_from(delivery.body.raw_len).unwrap_or(i64::MAX))
+            .bind(delivery.body_digest.as_str().to_owned())
             .bind(delivery.received_at)
             .bind(job_ids.get(delivery.delivery_id.as_str()).copied());
     });

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod notify;
 pub mod reports;
 pub mod sessions;
+pub mod stale_pushes;
 pub mod steps;
 mod values;
 
@@ -95,6 +96,20 @@ impl Backend {
         match self {
             Self::Sqlite => format!("{column} IN (SELECT value FROM json_each({param}))"),
             Self::Postgres => format!("{column} IN (SELECT json_array_elements_text(CAST({param} AS json)))"),
+        }
+    }
+
+    /// The JSON array of `[first, second]` string pairs bound as `param`, as a table with the
+    /// columns `first` and `second` (to join on, so that an index on the pair is used).
+    pub fn json_pairs(self, param: &str) -> String {
+        match self {
+            Self::Sqlite => format!(
+                "(SELECT json_extract(value, '$[0]') AS first, json_extract(value, '$[1]') AS second \
+                 FROM json_each({param}))"
+            ),
+            Self::Postgres => {
+                format!("(SELECT e->>0 AS first, e->>1 AS second FROM json_array_elements(CAST({param} AS json)) AS e)")
+            }
         }
     }
 

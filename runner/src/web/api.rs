@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::operations::{self, Revision};
 use crate::domain::JobId;
 use crate::job::{JobKind, JobState};
+use crate::store::jobs::approval::Answer;
 use crate::store::jobs::{CancelOutcome, JobFilter};
 use crate::store::{self, deliveries, jobs, logs};
 use crate::web::AppState;
@@ -90,9 +91,17 @@ pub async fn get_job(
         .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
     let steps = store::steps::list(&state.pool, id.get()).await?;
     let deployment = store::deployments::for_job(&state.pool, id.get()).await?;
+    let plan_digest = match &job.plan_summary {
+        Some(_) => store::artifacts::get(&state.pool, id.get(), store::artifacts::PLAN)
+            .await?
+            .map(|plan| plan.digest()),
+        None => None,
+    };
     let mut body = json!(job);
     body["steps"] = json!(steps);
     body["deployment"] = json!(deployment);
+    // What an approval of the plan names (`POST /api/jobs/{id}/approve`).
+    body["plan_digest"] = json!(plan_digest);
     Ok(Json(body))
 }
 
@@ -320,14 +329,40 @@ pub async fn cancel_job(
     }))
 }
 
+/// `{"plan_digest": "..."}` (or `?plan_digest=`): the plan the approver read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    plan_digest: Option<String>,
+}
+
 pub async fn approve_job(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<ApproveRequest>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers)?;
     let id = parse_job_id(&id)?;
-    operations::decide(&state, id, true).await?;
+    let request: ApproveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "body must be {{\"plan_digest\": \"<sha-256 of the plan>\"}}: {e}"
+            ))
+        })?
+    };
+    let plan_digest = request.plan_digest.or(query.plan_digest);
+    operations::decide(
+        &state,
+        id,
+        Answer::Approve {
+            plan_digest: plan_digest.as_deref(),
+        },
+    )
+    .await?;
     Ok(Json(json!({ "job_id": id, "approval": "approved" })))
 }
 
@@ -338,23 +373,35 @@ pub async fn reject_job(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers)?;
     let id = parse_job_id(&id)?;
-    operations::decide(&state, id, false).await?;
+    operations::decide(&state, id, Answer::Reject).await?;
     Ok(Json(json!({ "job_id": id, "approval": "rejected" })))
 }
 
-/// The readable text of the job's terraform plan.
+/// The readable text of the job's terraform plan, its digest in `X-Plan-Digest` (what an
+/// approval of this plan names).
 pub async fn job_plan(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<String, ApiError> {
+) -> Result<Response, ApiError> {
     super::dashboard::auth::api_may_read(&state, &headers).await?;
     let id = parse_job_id(&id)?;
-    store::artifacts::get(&state.pool, id.get(), "plan.txt")
+    let plan = store::artifacts::get(&state.pool, id.get(), store::artifacts::PLAN)
         .await?
-        .map(|a| a.content)
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no terraform plan")))
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no terraform plan")))?;
+    let digest = plan.digest();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (axum::http::HeaderName::from_static(PLAN_DIGEST_HEADER), digest.as_str()),
+        ],
+        plan.content,
+    )
+        .into_response())
 }
+
+/// The header of `GET /api/jobs/{id}/plan` that carries the plan's digest.
+pub const PLAN_DIGEST_HEADER: &str = "x-plan-digest";
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queued = store::jobs::queued_count(&state.pool).await?;

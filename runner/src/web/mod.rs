@@ -45,7 +45,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/projects/{name}/promote", post(api::promote_project))
         .merge(dashboard::routes())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(limit_body));
+        .layer(axum::middleware::from_fn(limit_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            dashboard::auth::limit_bearer_guesses,
+        ));
     Router::new()
         .route("/webhooks/github", post(webhook::receive))
         .merge(small_bodies)

@@ -6,6 +6,7 @@ use crate::domain::{CommitSha, DeliveryId, GitRef, JobId};
 use crate::job::{JobKind, Trigger};
 use crate::store::deliveries::Action;
 use crate::store::deployments::Deployment;
+use crate::store::jobs::approval::Answer;
 use crate::store::jobs::{self, CancelOutcome, NewJob};
 use crate::store::{self, deliveries, now_ms};
 use crate::web::AppState;
@@ -254,10 +255,11 @@ async fn enqueue(state: &AppState, job: &NewJob) -> Result<JobId, ApiError> {
 }
 
 /// Approves or rejects what a job waits for: running at all (a fork's pull request), or
-/// applying its plan.
-pub async fn decide(state: &AppState, id: JobId, approved: bool) -> Result<(), ApiError> {
+/// applying its plan. Approving a plan takes the digest of the plan the approver read.
+pub async fn decide(state: &AppState, id: JobId, answer: Answer<'_>) -> Result<(), ApiError> {
     use crate::store::jobs::approval::{self, Decision};
-    match approval::decide(&state.pool, id, approved, now_ms()).await? {
+    let approved = matches!(answer, Answer::Approve { .. });
+    match approval::decide(&state.pool, id, answer, now_ms()).await? {
         Decision::Released => {
             tracing::info!(job_id = %id, approved, "held pull request job answered");
             if approved {
@@ -275,5 +277,16 @@ pub async fn decide(state: &AppState, id: JobId, approved: bool) -> Result<(), A
             "job {id} is not waiting for approval (or was already answered)"
         ))),
         Decision::NotFound => Err(ApiError::NotFound(format!("job {id} does not exist"))),
+        Decision::PlanDigestMissing => Err(ApiError::BadRequest(format!(
+            "plan_digest is required to approve job {id}'s plan: send the plan_digest of the plan you read \
+             (GET /api/jobs/{id} shows it, GET /api/jobs/{id}/plan sends it as X-Plan-Digest)"
+        ))),
+        Decision::PlanChanged => {
+            tracing::warn!(job_id = %id, "approval of a plan that was planned again since it was read");
+            Err(ApiError::Conflict("the plan changed, read it again".into()))
+        }
+        Decision::NoPlan => Err(ApiError::Conflict(format!(
+            "job {id} waits on a plan whose text was not kept, so nobody can have read it: reject or cancel it"
+        ))),
     }
 }

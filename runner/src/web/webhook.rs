@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::deliveries::{NewDelivery, Recorded, StoredBody};
+use crate::store::deliveries::{BodyDigest, NewDelivery, Recorded, StoredBody};
 use crate::store::now_ms;
 use crate::webhook::event;
 use crate::webhook::github;
@@ -81,6 +81,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         hook_id: facts.hook_id,
         content_type,
         body: StoredBody::compress(&body),
+        body_digest: BodyDigest::of(&body),
         received_at: now,
     };
     let recorded = state.ingest.record(delivery, action).await.map_err(|e| match e {

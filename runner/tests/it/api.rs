@@ -331,3 +331,99 @@ async fn redeploy_and_rollback_refuse_bad_requests() {
     assert_eq!(runner.count("jobs").await, 0, "nothing was queued");
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_bearer_tokens_are_limited_per_address_like_logins() {
+    let runner = TestRunner::start_with(|dir| {
+        let mut config = default_config(dir);
+        config.dashboard.login_attempts_per_minute = Some(3);
+        config
+    })
+    .await;
+    let cancel = |token: &'static str| {
+        runner
+            .client
+            .post(runner.url("/api/jobs/1/cancel"))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(cancel("wrong-token-0123456789").await.expect("POST").status(), 401);
+    }
+    let limited = cancel("wrong-token-0123456789").await.expect("POST");
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Over the limit even the right token waits: guessing gains nothing by going on.
+    assert_eq!(cancel(ADMIN_TOKEN).await.expect("POST").status(), 429);
+    // Requests without a bearer token (reads, webhooks) are not held up.
+    assert_eq!(
+        runner
+            .client
+            .get(runner.url("/api/jobs"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+    runner.stop_quickly().await;
+}
+
+#[tokio::test]
+async fn the_right_bearer_token_does_not_use_up_the_attempts() {
+    let runner = TestRunner::start_with(|dir| {
+        let mut config = default_config(dir);
+        config.dashboard.login_attempts_per_minute = Some(2);
+        config
+    })
+    .await;
+    for _ in 0..5 {
+        let answer = runner
+            .client
+            .post(runner.url("/api/jobs/999/cancel"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(answer.status(), 404);
+    }
+    runner.stop_quickly().await;
+}
+
+#[tokio::test]
+async fn aws_credentials_in_the_runners_environment_are_masked_in_job_logs() {
+    const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const AWS_SESSION: &str = "FwoGZXIvYXdzEBYaDHVzZXNzaW9udG9rZW4wMTIz";
+    let runner = TestRunner::start_with_env(
+        |dir| {
+            let mut config = default_config(dir);
+            // A checkout from a path that names both: git and the runner both print it.
+            let path = dir.join(AWS_SECRET.replace('/', "_")).join(AWS_SESSION);
+            config.projects[0].clone_url = Some(path.display().to_string());
+            config
+        },
+        |name| match name {
+            "AWS_SECRET_ACCESS_KEY" => Some(AWS_SECRET.replace('/', "_")),
+            "AWS_SESSION_TOKEN" => Some(AWS_SESSION.to_owned()),
+            other => test_env(other),
+        },
+    )
+    .await;
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", &"5".repeat(40)))
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("job id");
+    runner.wait_for_job_end(job_id).await;
+    let log = runner.job_log(job_id).await;
+    assert!(log.contains("***"), "the checkout's lines name the path: {log}");
+    assert!(!log.contains(&AWS_SECRET.replace('/', "_")), "{log}");
+    assert!(!log.contains(AWS_SESSION), "{log}");
+    runner.stop_quickly().await;
+}

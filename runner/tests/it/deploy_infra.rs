@@ -134,6 +134,27 @@ async fn post(runner: &TestRunner, path: &str, token: Option<&str>) -> reqwest::
     request.send().await.expect("POST")
 }
 
+/// The digest of the plan job `job_id` shows now (what an approval names).
+async fn plan_digest(runner: &TestRunner, job_id: i64) -> String {
+    let job = runner.get_json(&format!("/api/jobs/{job_id}")).await;
+    job["plan_digest"]
+        .as_str()
+        .expect("a job waiting on its plan shows its digest")
+        .to_owned()
+}
+
+/// `POST /api/jobs/{id}/approve` as the admin, naming the plan by `digest`.
+async fn approve(runner: &TestRunner, job_id: i64, digest: Option<&str>) -> reqwest::Response {
+    let mut request = runner
+        .client
+        .post(runner.url(&format!("/api/jobs/{job_id}/approve")))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(digest) = digest {
+        request = request.json(&serde_json::json!({ "plan_digest": digest }));
+    }
+    request.send().await.expect("POST approve")
+}
+
 #[tokio::test]
 async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
     let setup = setup();
@@ -192,7 +213,43 @@ async fn a_deploy_waits_for_approval_of_its_plan_then_applies_exactly_it() {
     );
     assert!(page.contains("terraform_data.app"));
 
-    let approved = post(&runner, &format!("/api/jobs/{job_id}/approve"), Some(ADMIN_TOKEN)).await;
+    // The approval names the plan read: its digest is the SHA-256 of the text shown.
+    let digest = plan_digest(&runner, job_id).await;
+    let plan = runner
+        .client
+        .get(runner.url(&format!("/api/jobs/{job_id}/plan")))
+        .send()
+        .await
+        .expect("GET plan");
+    assert_eq!(plan.headers()["x-plan-digest"].to_str().ok(), Some(digest.as_str()));
+    let shown = plan.text().await.expect("text");
+    assert_eq!(runner::store::artifacts::ContentDigest::of(&shown).as_str(), digest);
+    let missing = approve(&runner, job_id, None).await;
+    assert_eq!(missing.status(), 400);
+    let error = missing.json::<Value>().await.expect("json")["error"].to_string();
+    assert!(error.contains("plan_digest is required"), "{error}");
+    let other = approve(&runner, job_id, Some(&"0".repeat(64))).await;
+    assert_eq!(other.status(), 409);
+    assert_eq!(
+        other.json::<Value>().await.expect("json")["error"],
+        "the plan changed, read it again"
+    );
+    let cookie = crate::dashboard::log_in(&runner).await;
+    let page = runner
+        .client
+        .get(runner.url(&format!("/jobs/{job_id}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("GET job page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains(&format!("/jobs/{job_id}/approve?plan_digest={digest}")),
+        "the Approve button names the plan shown: {page}"
+    );
+    let approved = approve(&runner, job_id, Some(&digest)).await;
     assert_eq!(approved.status(), 200);
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -367,12 +424,8 @@ async fn push_to_ecs_on_moto_plans_waits_for_approval_applies_and_becomes_stable
     let sha = head(&setup);
     let job_id = push(&runner, &sha).await;
     wait_for_state(&runner, job_id, &["awaiting_approval"]).await;
-    assert_eq!(
-        post(&runner, &format!("/api/jobs/{job_id}/approve"), Some(ADMIN_TOKEN))
-            .await
-            .status(),
-        200
-    );
+    let digest = plan_digest(&runner, job_id).await;
+    assert_eq!(approve(&runner, job_id, Some(&digest)).await.status(), 200);
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(done["state"], "succeeded", "{done}");
 
@@ -473,12 +526,8 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
     drop(runner_job_log);
     writer.flush().await;
 
-    assert_eq!(
-        post(&runner, &format!("/api/jobs/{job_id}/approve"), Some(ADMIN_TOKEN))
-            .await
-            .status(),
-        200
-    );
+    let first_plan = plan_digest(&runner, job_id).await;
+    assert_eq!(approve(&runner, job_id, Some(&first_plan)).await.status(), 200);
     // The approved plan is stale: the job plans again and asks again.
     let mut asked_again = None;
     for _ in 0..600 {
@@ -495,12 +544,16 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
         again["plan_summary"]["change"], 1,
         "the new plan updates what the other apply made: {again}"
     );
+    // A late click on the first plan does not approve the new one nobody read.
+    let late = approve(&runner, job_id, Some(&first_plan)).await;
+    assert_eq!(late.status(), 409);
     assert_eq!(
-        post(&runner, &format!("/api/jobs/{job_id}/approve"), Some(ADMIN_TOKEN))
-            .await
-            .status(),
-        200
+        late.json::<Value>().await.expect("json")["error"],
+        "the plan changed, read it again"
     );
+    let second_plan = plan_digest(&runner, job_id).await;
+    assert_ne!(second_plan, first_plan);
+    assert_eq!(approve(&runner, job_id, Some(&second_plan)).await.status(), 200);
     let done = wait_for_state(&runner, job_id, &["succeeded", "failed", "cancelled"]).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let log = runner.job_log(job_id).await;

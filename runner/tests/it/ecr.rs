@@ -40,3 +40,24 @@ async fn an_unreachable_ecr_endpoint_is_a_clear_error() {
     let error = ecr.ensure_repository("nothing").await.expect_err("no endpoint");
     assert!(error.contains("describing ECR repository nothing"), "{error}");
 }
+
+#[tokio::test]
+async fn the_login_token_and_its_password_are_masked_wherever_the_runner_writes() {
+    use base64::Engine as _;
+    let ecr = Ecr::new(Some("us-east-1".into()), Some(endpoint())).await;
+    let login = ecr.login().await.expect("token");
+    let password = login.auth.password.clone();
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
+    let mask = runner::secrets::SecretMask::default();
+    for (what, text) in [
+        ("password", format!("docker login --password {password}")),
+        ("token", format!("Authorization: Basic {token}")),
+    ] {
+        let masked = mask.apply(&text);
+        assert!(
+            !masked.contains(&password) && !masked.contains(&token),
+            "the {what} is shown: {masked}"
+        );
+        assert!(masked.contains("***"), "{masked}");
+    }
+}

@@ -434,5 +434,10 @@ async fn a_github_app_reports_with_its_installation_token() {
             .all(|r| r.authorization == format!("Bearer {INSTALLATION_TOKEN}")),
         "statuses use the installation token"
     );
+    // The minted token is masked wherever the runner writes text, from then on.
+    assert_eq!(
+        runner::secrets::SecretMask::default().apply(&format!("Authorization: token {INSTALLATION_TOKEN}")),
+        "Authorization: token ***"
+    );
     runner.stop().await;
 }

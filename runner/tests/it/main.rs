@@ -18,6 +18,7 @@ mod parse_properties;
 mod pipeline_e2e;
 mod process;
 mod queue;
+mod replays;
 mod replicas;
 mod retention;
 mod terraform;

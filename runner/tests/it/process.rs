@@ -552,9 +552,18 @@ async fn kill_then_restart(point: KillPoint) {
             waiting_for(2),
         )
         .await;
+        let job: serde_json::Value = client
+            .get(format!("{}/api/jobs/{job_id}", second.base))
+            .send()
+            .await
+            .expect("GET job")
+            .json()
+            .await
+            .expect("json");
         let approved = client
             .post(format!("{}/api/jobs/{job_id}/approve", second.base))
             .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "plan_digest": job["plan_digest"] }))
             .send()
             .await
             .expect("approve");

@@ -53,8 +53,29 @@ pub async fn aws_sdk_config(region: Option<String>, endpoint_url: Option<String>
     loader.load().await
 }
 
+/// Masks the credentials the SDK's chain resolves for `client` (from the environment, a
+/// profile or an instance role), which the configuration does not know: the chain caches
+/// them, and an instance role's are replaced hourly, each new set held as it is resolved.
+async fn hold_resolved_credentials(provider: Option<&aws_sdk_ecr::config::SharedCredentialsProvider>) {
+    use aws_sdk_ecr::config::ProvideCredentials as _;
+    let Some(provider) = provider else {
+        return;
+    };
+    match provider.provide_credentials().await {
+        Ok(credentials) => {
+            crate::secrets::hold(credentials.secret_access_key());
+            if let Some(token) = credentials.session_token() {
+                crate::secrets::hold(token);
+            }
+        }
+        // The request that follows fails with the reason, in the job's log.
+        Err(error) => tracing::debug!(%error, "no AWS credentials resolved yet"),
+    }
+}
+
 pub struct Ecr {
     client: aws_sdk_ecr::Client,
+    credentials: Option<aws_sdk_ecr::config::SharedCredentialsProvider>,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -65,6 +86,7 @@ impl Ecr {
         let config = aws_sdk_config(region, endpoint_url).await;
         Self {
             client: aws_sdk_ecr::Client::new(&config),
+            credentials: config.credentials_provider(),
             cached: Mutex::new(None),
         }
     }
@@ -114,6 +136,7 @@ impl Ecr {
         {
             return Ok(entry.login.clone());
         }
+        hold_resolved_credentials(self.credentials.as_ref()).await;
         let answer = self
             .client
             .get_authorization_token()
@@ -129,6 +152,11 @@ impl Ecr {
             .map_err(|_| "ECR token is not base64")?;
         let decoded = String::from_utf8(decoded).map_err(|_| "ECR token is not text")?;
         let (username, password) = decoded.split_once(':').ok_or("ECR token is not user:password")?;
+        // The token and the password inside it log anyone into the registry for 12 hours.
+        if let Some(token) = data.authorization_token() {
+            crate::secrets::hold(token);
+        }
+        crate::secrets::hold(password);
         let registry_host = data
             .proxy_endpoint()
             .map(|e| {

@@ -2,10 +2,9 @@
 //! worker keeps its lease while it waits, so a worker that dies lets the job be claimed
 //! again (and planned again) like any other.
 
-use crate::store::Store;
-
 use crate::domain::JobId;
-use crate::store::StoreError;
+use crate::store::artifacts::{ContentDigest, PLAN};
+use crate::store::{Store, StoreError};
 
 /// The worker asks for approval: `running → awaiting_approval`, any earlier answer cleared.
 pub async fn request(pool: &Store, id: JobId, owner: &str, now: i64) -> Result<bool, StoreError> {
@@ -30,13 +29,32 @@ pub enum Decision {
     Recorded,
     NotWaiting,
     NotFound,
+    /// An approval of a plan that names no plan digest.
+    PlanDigestMissing,
+    /// The plan the approval names is not the job's plan now (it was planned again).
+    PlanChanged,
+    /// The job waits on a plan whose text was not kept: nobody can have read it.
+    NoPlan,
+}
+
+/// A person's answer. Approving a plan names the plan read (by its digest, see
+/// [`ContentDigest`]), so that a plan made again after it was read is never approved by a
+/// late click; rejecting needs no digest, and neither does releasing a fork's held job.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer<'a> {
+    Approve { plan_digest: Option<&'a str> },
+    Reject,
 }
 
 /// A person answers: only a job that is waiting can be approved or rejected, once. A
 /// held job (a fork's pull request) is released to the queue, or cancelled; a job waiting
-/// on its plan gets the answer its worker is polling for.
-pub async fn decide(pool: &Store, id: JobId, approved: bool, now: i64) -> Result<Decision, StoreError> {
-    let answer = if approved { "approved" } else { "rejected" };
+/// on its plan gets the answer its worker is polling for, an approval only while the plan
+/// kept for it is the one the approval names (checked in the same statement that records it).
+pub async fn decide(pool: &Store, id: JobId, answer: Answer<'_>, now: i64) -> Result<Decision, StoreError> {
+    let answer_text = match answer {
+        Answer::Approve { .. } => "approved",
+        Answer::Reject => "rejected",
+    };
     let released = sqlx::query(
         "UPDATE jobs SET
              state = CASE WHEN $1 = 'approved' THEN 'queued' ELSE 'cancelled' END,
@@ -48,7 +66,7 @@ pub async fn decide(pool: &Store, id: JobId, approved: bool, now: i64) -> Result
              updated_at = $2
          WHERE id = $3 AND state = 'awaiting_approval' AND held_for IS NOT NULL",
     )
-    .bind(answer)
+    .bind(answer_text)
     .bind(now)
     .bind(id.get())
     .execute(pool.db())
@@ -57,27 +75,75 @@ pub async fn decide(pool: &Store, id: JobId, approved: bool, now: i64) -> Result
     if released == 1 {
         return Ok(Decision::Released);
     }
-    let changed = sqlx::query(
-        "UPDATE jobs SET approval = $1, updated_at = $2
-         WHERE id = $3 AND state = 'awaiting_approval' AND approval IS NULL AND held_for IS NULL",
-    )
-    .bind(answer)
-    .bind(now)
-    .bind(id.get())
-    .execute(pool.db())
-    .await?
-    .rows_affected();
+    let changed = match answer {
+        Answer::Reject => sqlx::query(
+            "UPDATE jobs SET approval = 'rejected', updated_at = $1
+             WHERE id = $2 AND state = 'awaiting_approval' AND approval IS NULL AND held_for IS NULL",
+        )
+        .bind(now)
+        .bind(id.get())
+        .execute(pool.db())
+        .await?
+        .rows_affected(),
+        Answer::Approve { plan_digest: None } => 0,
+        Answer::Approve {
+            plan_digest: Some(given),
+        } => {
+            // The text whose digest was named, compared whole in the update: a plan kept
+            // again in between (same job, planned again) fails it.
+            let plan = super::super::artifacts::get(pool, id.get(), PLAN).await?;
+            match plan.filter(|plan| plan.digest().matches(given)) {
+                None => 0,
+                Some(plan) => sqlx::query(
+                    "UPDATE jobs SET approval = 'approved', updated_at = $1
+                     WHERE id = $2 AND state = 'awaiting_approval' AND approval IS NULL AND held_for IS NULL
+                       AND EXISTS (SELECT 1 FROM job_artifacts
+                                   WHERE job_id = $2 AND name = $3 AND content = $4)",
+                )
+                .bind(now)
+                .bind(id.get())
+                .bind(PLAN)
+                .bind(plan.content)
+                .execute(pool.db())
+                .await?
+                .rows_affected(),
+            }
+        }
+    };
     if changed == 1 {
         return Ok(Decision::Recorded);
     }
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1")
-        .bind(id.get())
-        .fetch_optional(pool.db())
-        .await?;
-    Ok(if exists.is_some() {
-        Decision::NotWaiting
-    } else {
-        Decision::NotFound
+    why_not(pool, id, answer).await
+}
+
+/// Why an answer changed nothing.
+async fn why_not(pool: &Store, id: JobId, answer: Answer<'_>) -> Result<Decision, StoreError> {
+    // state, approval, held for, plan text
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT j.state, j.approval, j.held_for, a.content FROM jobs AS j
+         LEFT JOIN job_artifacts AS a ON a.job_id = j.id AND a.name = $1
+         WHERE j.id = $2",
+    )
+    .bind(PLAN)
+    .bind(id.get())
+    .fetch_optional(pool.db())
+    .await?;
+    let Some((state, approval, held_for, plan)) = row else {
+        return Ok(Decision::NotFound);
+    };
+    let waits_for_plan = state == "awaiting_approval" && approval.is_none() && held_for.is_none();
+    Ok(match (answer, plan) {
+        (Answer::Approve { .. }, _) if !waits_for_plan => Decision::NotWaiting,
+        (Answer::Approve { plan_digest: None }, _) => Decision::PlanDigestMissing,
+        (Answer::Approve { .. }, None) => Decision::NoPlan,
+        (
+            Answer::Approve {
+                plan_digest: Some(given),
+            },
+            Some(plan),
+        ) if !ContentDigest::of(&plan).matches(given) => Decision::PlanChanged,
+        _ => Decision::NotWaiting,
     })
 }
 

@@ -2,13 +2,15 @@
 //! the matching API action does and sends the browser to the job it queued.
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Redirect;
+use serde::Deserialize;
 
 use super::PageError;
 use super::auth::{CsrfForm, Viewer};
 use crate::store::deployments;
+use crate::store::jobs::approval::Answer;
 use crate::web::AppState;
 use crate::web::api::parse_positive_id;
 use crate::web::operations::{self, Revision};
@@ -96,12 +98,18 @@ async fn decide(
     headers: &HeaderMap,
     id: &str,
     csrf: Option<&str>,
-    approved: bool,
+    answer: Answer<'_>,
 ) -> Result<Redirect, PageError> {
     viewer.authorize(headers, csrf)?;
     let id = super::job_id(id)?;
-    operations::decide(state, id, approved).await?;
+    operations::decide(state, id, answer).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
+}
+
+/// The page's Approve button names the plan it showed (`?plan_digest=`).
+#[derive(Deserialize)]
+pub struct ApproveQuery {
+    plan_digest: Option<String>,
 }
 
 pub async fn approve(
@@ -109,9 +117,13 @@ pub async fn approve(
     viewer: Viewer,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<ApproveQuery>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, PageError> {
-    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), true).await
+    let answer = Answer::Approve {
+        plan_digest: query.plan_digest.as_deref(),
+    };
+    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), answer).await
 }
 
 pub async fn reject(
@@ -121,5 +133,5 @@ pub async fn reject(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, PageError> {
-    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), false).await
+    decide(&state, &viewer, &headers, &id, form.csrf.as_deref(), Answer::Reject).await
 }

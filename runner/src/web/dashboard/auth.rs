@@ -175,6 +175,21 @@ impl LoginLimiter {
 
     /// Counts an attempt from `client`; `Err(seconds)` when it must wait that long first.
     pub fn attempt(&self, client: std::net::IpAddr, per_minute: u32) -> Result<(), u64> {
+        self.with_recent(client, per_minute, true)
+    }
+
+    /// `Err(seconds)` when `client` has used up its attempts, without counting one.
+    pub fn check(&self, client: std::net::IpAddr, per_minute: u32) -> Result<(), u64> {
+        self.with_recent(client, per_minute, false)
+    }
+
+    /// Counts an attempt that failed, even over the limit (it was already refused).
+    pub fn failed(&self, client: std::net::IpAddr) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        attempts.entry(client).or_default().push_back(std::time::Instant::now());
+    }
+
+    fn with_recent(&self, client: std::net::IpAddr, per_minute: u32, count: bool) -> Result<(), u64> {
         let now = std::time::Instant::now();
         let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if attempts.len() > 10_000 {
@@ -184,14 +199,50 @@ impl LoginLimiter {
         while times.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
             times.pop_front();
         }
-        if times.len() >= usize::try_from(per_minute).unwrap_or(usize::MAX) {
-            let oldest = times.front().copied().unwrap_or(now);
+        let per_minute = usize::try_from(per_minute).unwrap_or(usize::MAX);
+        if times.len() >= per_minute {
+            // The attempts that put it over the limit must age out first.
+            let oldest = times.get(times.len() - per_minute).copied().unwrap_or(now);
             let wait = Self::WINDOW.saturating_sub(now.duration_since(oldest));
             return Err(wait.as_secs().max(1));
         }
-        times.push_back(now);
+        if count {
+            times.push_back(now);
+        }
         Ok(())
     }
+}
+
+/// The API's `Authorization: Bearer` guesses share the login's budget per client address:
+/// a request with a bearer token from an address that used it up is refused (429, with
+/// `Retry-After`) before its token is compared, whether the token is right or not; each
+/// one the API refuses (401) counts against it. Without this the admin token could be
+/// guessed at the speed of the network.
+pub async fn limit_bearer_guesses(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if !bearer {
+        return next.run(request).await;
+    }
+    let client = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    let per_minute = state.config.dashboard.login_attempts_per_minute;
+    if let Err(wait) = state.login_limiter.check(client, per_minute) {
+        tracing::warn!(%client, "too many failed admin token attempts");
+        return ApiError::TooManyRequests(wait).into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.login_limiter.failed(client);
+    }
+    response
 }
 
 pub async fn login_page(viewer: Viewer, axum::extract::Query(query): axum::extract::Query<LoginQuery>) -> Response {

@@ -123,6 +123,14 @@ pub fn headline(message: Option<&str>) -> String {
     short
 }
 
+/// A URL from outside the runner (a deployment's URL, a terraform output): a link only
+/// when it is a web address, else plain text that nothing follows.
+pub fn outside_link(url: &str) -> Markup {
+    html! {
+        @if crate::domain::is_web_url(url) { a href=(url) rel="noopener noreferrer" { (url) } } @else { code { (url) } }
+    }
+}
+
 /// The commit's short SHA, linked to the commit's page on the forge when the project is known.
 pub fn commit_link(links: Option<&RepoLinks>, sha: &str) -> Markup {
     let short = sha.get(..7).unwrap_or(sha);

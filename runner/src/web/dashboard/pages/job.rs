@@ -222,7 +222,7 @@ fn deployment_card(d: &Deployment, csrf: Option<&str>) -> Markup {
             dl.meta {
                 dt { "Image" } dd { code { (d.image_ref) } }
                 @if let Some(digest) = &d.image_digest { dt { "Digest" } dd { code { (digest) } } }
-                @if let Some(url) = &d.url { dt { "URL" } dd { a href=(url) { (url) } } }
+                @if let Some(url) = &d.url { dt { "URL" } dd { (html::outside_link(url)) } }
                 @if let Some(replaced) = d.replaced_id { dt { "Replaced" } dd { "deployment " (replaced) } }
                 @if let Some(by) = d.replaced_by { dt { "Replaced by" } dd { "deployment " (by) } }
                 @if let Some(error) = &d.error { dt { "Error" } dd { (error) } }
@@ -248,7 +248,13 @@ fn plan_card(view: &View<'_>) -> Markup {
             h2 { "Terraform plan: " (summary["headline"].as_str().unwrap_or("")) }
             @if job.state == JobState::AwaitingApproval && job.approval.is_none() {
                 p.notice { "This deploy waits for approval of the plan." }
-                (action_button(&format!("/jobs/{id}/approve"), "Approve and apply", csrf, "", Some("Apply this plan?")))
+                // The approval names the plan shown below: one planned again since is refused.
+                @let digest = view.plan_text.as_ref().map(|plan| plan.digest());
+                @let approve = match &digest {
+                    Some(digest) => format!("/jobs/{id}/approve?plan_digest={}", digest.as_str()),
+                    None => format!("/jobs/{id}/approve"),
+                };
+                (action_button(&approve, "Approve and apply", csrf, "", Some("Apply this plan?")))
                 (action_button(&format!("/jobs/{id}/reject"), "Reject", csrf, "danger", None))
             }
             @if let Some(answer) = &job.approval { p { "Plan " (answer) "." } }
