@@ -21,6 +21,7 @@ mod queue;
 mod replicas;
 mod retention;
 mod terraform;
+mod trust_domains;
 mod untrusted;
 mod webhook;
 mod zero_downtime;
