@@ -136,7 +136,18 @@ async fn no_layer_crosses_between_deploy_and_pull_request_builds_and_a_pull_requ
     let base = format!("FROM local/busybox:1\nRUN echo {id} > /test-id\n");
     let secret_step = "RUN --mount=type=secret,id=DEPLOY_TOKEN,required=true cp /run/secrets/DEPLOY_TOKEN /private\n";
     webapp_repo(repo, &format!("{base}{secret_step}{APP_TAIL}"));
-    let runner = start(|_| {}, &project, repo, &image).await;
+    // With the engine's default network for its steps, as deploy builds have: the
+    // network mode alone (part of a step's key too) does not tell the builds apart.
+    let runner = start(
+        |config| {
+            let build = config.projects[0].build.as_mut().expect("a build");
+            build.pull_request_build_network = Some("default".to_owned());
+        },
+        &project,
+        repo,
+        &image,
+    )
+    .await;
 
     // A deploy build writes its secret into a layer (what the secret mount is not for,
     // and what a Dockerfile can do).
