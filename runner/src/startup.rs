@@ -58,9 +58,28 @@ impl Application {
 
         let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
-        let engine = connect_engine(&config, instance_id(&config.server.identity_path()))
-            .await
-            .map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
+        let instance = instance_id(&config.server.identity_path());
+        let engine = connect_engine(&config, instance.clone()).await;
+        let untrusted_engine = match &config.engine.untrusted_host {
+            None => None,
+            Some(host) => Some(match DockerEngine::connect(host, instance).await {
+                Ok(engine) => {
+                    if let Err(error) = engine.reap_leftovers().await {
+                        tracing::warn!(%error, "cannot remove containers left by an earlier run on the engine for pull requests");
+                    }
+                    check_metadata_address(&config, &engine, "the engine for pull requests");
+                    Ok(Arc::new(engine) as Arc<dyn ContainerEngine>)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the engine for pull requests ([engine] untrusted_host) does not answer: verify jobs fail until it does and the runner restarts");
+                    Err(error.to_string())
+                }
+            }),
+        };
+        if let Some(engine) = &engine {
+            check_metadata_address(&config, engine, "the engine");
+        }
+        let engine = engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
         let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
 
         let signature_keys = config
@@ -108,6 +127,7 @@ impl Application {
                 checkout_timeout: Duration::from_secs(600),
                 push_timeout: Duration::from_secs(1800),
                 engine,
+                untrusted_engine,
                 connector: Arc::new(Connections::new(
                     http.clone(),
                     Arc::clone(&proxy),
@@ -268,6 +288,35 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
         }
         Err(_) => None,
     }
+}
+
+/// Warns when a container on `engine` reaches the cloud metadata address (on EC2 with
+/// IMDSv1, the instance role's credentials). In the background, with a short timeout:
+/// start-up neither waits for it nor fails by it.
+fn check_metadata_address(config: &Config, engine: &DockerEngine, which: &'static str) {
+    let engine = engine.clone();
+    let (image, address) = (
+        config.engine.probe_image.clone(),
+        config.engine.metadata_address.clone(),
+    );
+    tokio::spawn(async move {
+        let checked = tokio::time::timeout(Duration::from_secs(20), engine.reaches(&image, &address)).await;
+        match checked {
+            Ok(Ok(Some(true))) => tracing::warn!(
+                %address,
+                "a container on {which} reaches the cloud metadata address: block it for containers (README: engines and networks, the DOCKER-USER rule)"
+            ),
+            Ok(Ok(Some(false))) => tracing::debug!(%address, "containers on {which} do not reach the metadata address"),
+            Ok(Ok(None)) => tracing::info!(
+                %image,
+                "not checked whether containers reach the cloud metadata address: the image for the check ([engine] probe_image) is not on {which}"
+            ),
+            Ok(Err(error)) => {
+                tracing::info!(%error, "cannot check whether containers reach the cloud metadata address")
+            }
+            Err(_) => tracing::info!("the check whether containers reach the cloud metadata address took too long"),
+        }
+    });
 }
 
 fn has_local_environments(config: &Config) -> bool {

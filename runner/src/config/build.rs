@@ -38,6 +38,19 @@ pub struct BuildSettings {
     /// Whether the pushed image carries its build cache (BuildKit's inline cache), for
     /// `cache_from` of later builds elsewhere.
     pub inline_cache: bool,
+    /// The network of a pull request's `RUN` steps.
+    pub pull_request_build_network: BuildNetwork,
+}
+
+/// The network `RUN` steps of a build get (BuildKit's network mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildNetwork {
+    /// None at all: a step that downloads (a package manager, `go mod download`) fails.
+    None,
+    /// The engine's default bridge: the internet, and whatever the engine's host and its
+    /// default bridge answer on.
+    Default,
 }
 
 /// Which of the engine's builders builds the image.
@@ -178,6 +191,16 @@ pub(super) fn resolve_build(
             "a shared build cache needs BuildKit; use builder = \"auto\" or \"buildkit\"",
         ));
     }
+    let pull_request_build_network = match raw.pull_request_build_network.as_deref() {
+        None | Some("none") => BuildNetwork::None,
+        Some("default") => BuildNetwork::Default,
+        Some(other) => {
+            return Err(invalid(
+                format!("{field}.build.pull_request_build_network"),
+                format!("{other:?} is not one of \"none\", \"default\""),
+            ));
+        }
+    };
     Ok(BuildSettings {
         image: raw.image,
         context,
@@ -190,6 +213,7 @@ pub(super) fn resolve_build(
         platform: raw.platform,
         cache_from: raw.cache_from,
         inline_cache,
+        pull_request_build_network,
     })
 }
 

@@ -57,7 +57,20 @@ impl EngineHost {
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineConfig {
     pub host: EngineHost,
+    /// The engine that builds and runs pull requests' code (verify jobs), apart from the
+    /// one that builds deploys: its build cache and containers are a trust domain of
+    /// their own. `None`: verify jobs use `host`, with builds that share no cache with
+    /// deploy builds.
+    pub untrusted_host: Option<EngineHost>,
+    /// The image of the start-up check of the cloud metadata address (never pulled: a
+    /// missing image skips the check). It needs `sh` and `nc`.
+    pub probe_image: String,
+    /// The cloud metadata address a container must not reach (`host:port`).
+    pub metadata_address: String,
 }
+
+pub const DEFAULT_PROBE_IMAGE: &str = "busybox:latest";
+pub const DEFAULT_METADATA_ADDRESS: &str = "169.254.169.254:80";
 
 /// `RUNNER_ENGINE_HOST`, else the file's `engine.host`, else `DOCKER_HOST`, else the local
 /// socket. TLS is used for `tcp://` when `DOCKER_TLS_VERIFY` is set or `engine.tls_cert_dir`
@@ -72,21 +85,53 @@ pub(super) fn resolve(raw: RawEngine, env: &Env<'_>) -> Result<EngineConfig, Con
     let cert_dir = raw
         .tls_cert_dir
         .or_else(|| env.get("DOCKER_TLS_VERIFY").map(|_| cert_path(env)));
-    let mut host = parse_host(&address, cert_dir).map_err(|reason| invalid(field, reason))?;
-    match &mut host {
-        EngineHost::Ssh(destination) => {
-            destination.identity_file = raw.ssh_identity_file;
-            destination.known_hosts_file = raw.ssh_known_hosts_file;
+    let mut host = parse_host(&address, cert_dir.clone()).map_err(|reason| invalid(field, reason))?;
+    let untrusted_address = env.get("RUNNER_ENGINE_UNTRUSTED_HOST").or(raw.untrusted_host);
+    let mut untrusted_host = untrusted_address
+        .map(|address| parse_host(&address, cert_dir).map_err(|reason| invalid("engine.untrusted_host", reason)))
+        .transpose()?;
+    let ssh_options = raw.ssh_identity_file.is_some() || raw.ssh_known_hosts_file.is_some();
+    let mut over_ssh = false;
+    for engine in std::iter::once(&mut host).chain(untrusted_host.as_mut()) {
+        if let EngineHost::Ssh(destination) = engine {
+            destination.identity_file.clone_from(&raw.ssh_identity_file);
+            destination.known_hosts_file.clone_from(&raw.ssh_known_hosts_file);
+            over_ssh = true;
         }
-        _ if raw.ssh_identity_file.is_some() || raw.ssh_known_hosts_file.is_some() => {
-            return Err(invalid(
-                "engine.ssh_identity_file",
-                "is for an engine reached over SSH (host = \"ssh://user@host\")",
-            ));
-        }
-        _ => {}
     }
-    Ok(EngineConfig { host })
+    if ssh_options && !over_ssh {
+        return Err(invalid(
+            "engine.ssh_identity_file",
+            "is for an engine reached over SSH (host = \"ssh://user@host\")",
+        ));
+    }
+    if untrusted_host.as_ref() == Some(&host) {
+        return Err(invalid(
+            "engine.untrusted_host",
+            "names the same engine as engine.host; name a second engine, or leave it out",
+        ));
+    }
+    let metadata_address = raw
+        .metadata_address
+        .unwrap_or_else(|| DEFAULT_METADATA_ADDRESS.to_owned());
+    if metadata_address.rsplit_once(':').is_none_or(|(host, port)| {
+        host.is_empty()
+            || port.parse::<u16>().is_err()
+            || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+    }) {
+        return Err(invalid(
+            "engine.metadata_address",
+            format!("{metadata_address:?} is not an address like 169.254.169.254:80"),
+        ));
+    }
+    let probe_image = raw.probe_image.unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_owned());
+    crate::domain::ImageRef::parse(&probe_image).map_err(|e| invalid("engine.probe_image", e))?;
+    Ok(EngineConfig {
+        host,
+        untrusted_host,
+        probe_image,
+        metadata_address,
+    })
 }
 
 fn cert_path(env: &Env<'_>) -> PathBuf {

@@ -20,7 +20,7 @@ mod terraform;
 #[cfg(test)]
 mod tests;
 
-pub use build::{BuildSettings, Builder, ContainerLimits, SmokeSettings};
+pub use build::{BuildNetwork, BuildSettings, Builder, ContainerLimits, SmokeSettings};
 pub use dashboard::{DashboardConfig, ReadAccess};
 pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost, SshDestination};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};

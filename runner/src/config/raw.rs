@@ -71,6 +71,9 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub host: Option<String>,
+    pub untrusted_host: Option<String>,
+    pub probe_image: Option<String>,
+    pub metadata_address: Option<String>,
     pub tls_cert_dir: Option<PathBuf>,
     pub ssh_identity_file: Option<PathBuf>,
     pub ssh_known_hosts_file: Option<PathBuf>,
@@ -191,6 +194,7 @@ pub struct RawBuild {
     #[serde(default)]
     pub cache_from: Vec<String>,
     pub cache_to: Option<String>,
+    pub pull_request_build_network: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

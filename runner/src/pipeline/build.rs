@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Role, copy_logs};
+use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Network, Role, UntrustedBuild, copy_logs};
 use super::joblog::JobLog;
 use super::steps::Steps;
 use super::{
     BUILD, CHECKOUT, JobDirs, JobFailure, PUSH, SMOKE, STEP_MARGIN, context, create_dirs, deliver, infra, probe,
     remove_workdir, workdir_of,
 };
-use crate::config::{BuildSettings, Environment, Project};
+use crate::config::{BuildNetwork, BuildSettings, Environment, Project, SmokeSettings};
 use crate::job::JobKind;
 use crate::store::now_ms;
 
@@ -45,39 +45,16 @@ pub(super) async fn run(
         remove_workdir(&dirs.root, log).await;
     }
     let tag = built?;
-
-    let smoke_container = Leftover::default();
-    let smoked = steps
-        .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
-            let spec = ContainerSpec {
-                name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
-                image: tag.clone(),
-                container_port: smoke.container_port,
-                publish: None,
-                role: Role::Smoke,
-                job_id: job.id.get(),
-                labels: HashMap::new(),
-                limits: project.containers.clone(),
-            };
-            let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
-            smoke_container.set(Some(started.id.clone()));
-            let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
-            log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
-            let verdict = probe::until_healthy(&ctx.http, &url, smoke, smoke.timeout).await;
-            copy_logs(engine.as_ref(), &started.id, log).await;
-            verdict.map_err(|last| format!("{} answered {last}", smoke.path))
-        })
-        .await;
-    smoke_container.remove(engine.as_ref(), log).await;
-    smoked?;
-
     if kind == JobKind::Verify {
-        log.system("verify job: the image builds and answers its health check");
-        if let Some(terraform) = project.terraform.as_ref().filter(|t| t.plan_pull_requests) {
-            infra::run(steps, project, terraform, &dirs, &tag, true).await?;
+        // A pull request's image is tagged apart and goes with its job: nothing else
+        // starts from it, and its layers leave the engine with it.
+        let verified = verify(steps, project, smoke, engine.as_ref(), &tag).await;
+        if let Err(error) = engine.remove_image(&tag).await {
+            log.system(format!("could not remove the image {tag}: {error}"));
         }
-        return Ok(());
+        return verified;
     }
+    smoke_test(steps, project, smoke, engine.as_ref(), &tag, Network::Default).await?;
 
     let Some(registry_settings) = &project.registry else {
         unreachable!("settings were checked before the job started");
@@ -108,6 +85,63 @@ pub(super) async fn run(
     deliver::deliver(steps, project, environment, engine, &dirs, &pushed).await
 }
 
+/// Runs the image and asks its health endpoint, on `network`; the container goes after.
+async fn smoke_test(
+    steps: &Steps<'_>,
+    project: &Project,
+    smoke: &SmokeSettings,
+    engine: &dyn ContainerEngine,
+    tag: &str,
+    network: Network,
+) -> Result<(), JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let smoke_container = Leftover::default();
+    let smoked = steps
+        .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
+            let spec = ContainerSpec {
+                name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
+                image: tag.to_owned(),
+                container_port: smoke.container_port,
+                publish: None,
+                role: Role::Smoke,
+                job_id: job.id.get(),
+                labels: HashMap::new(),
+                limits: project.containers.clone(),
+                network,
+            };
+            let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
+            smoke_container.set(Some(started.id.clone()));
+            let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
+            log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
+            let verdict = probe::until_healthy(&ctx.http, &url, smoke, smoke.timeout).await;
+            copy_logs(engine, &started.id, log).await;
+            verdict.map_err(|last| format!("{} answered {last}", smoke.path))
+        })
+        .await;
+    smoke_container.remove(engine, log).await;
+    smoked
+}
+
+/// A verify job after its build: the smoke test on the closed network, then the plan
+/// if the project plans pull requests.
+async fn verify(
+    steps: &Steps<'_>,
+    project: &Project,
+    smoke: &SmokeSettings,
+    engine: &dyn ContainerEngine,
+    tag: &str,
+) -> Result<(), JobFailure> {
+    smoke_test(steps, project, smoke, engine, tag, Network::Closed).await?;
+    steps
+        .log
+        .system("verify job: the image builds and answers its health check");
+    if let Some(terraform) = project.terraform.as_ref().filter(|t| t.plan_pull_requests) {
+        let dirs = workdir_of(steps.ctx, steps.job);
+        infra::run(steps, project, terraform, &dirs, tag, true).await?;
+    }
+    Ok(())
+}
+
 /// Packs the checkout's build context and builds it; returns the local tag.
 async fn build_image(
     steps: &Steps<'_>,
@@ -118,7 +152,13 @@ async fn build_image(
     kind: JobKind,
 ) -> Result<String, JobFailure> {
     let (job, log) = (steps.job, steps.log);
-    let tag = format!("{}:{}", build.image, job.sha);
+    let untrusted = kind == JobKind::Verify;
+    // A pull request's image never carries the name a deploy of that commit would.
+    let tag = if untrusted {
+        format!("{}:verify-{}-{}", build.image, job.id, job.attempts)
+    } else {
+        format!("{}:{}", build.image, job.sha)
+    };
     let context_dir = dirs.checkout.join(&build.context);
     let mut build_args: HashMap<String, String> = build
         .build_args
@@ -137,7 +177,7 @@ async fn build_image(
             format!("runner-{}-{scope}", project.name),
         );
     }
-    if build.inline_cache {
+    if build.inline_cache && !untrusted {
         // BuildKit writes the build cache's metadata into the image, for `cache_from`.
         build_args.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
     }
@@ -174,7 +214,12 @@ async fn build_image(
         builder: build.builder,
         target: build.target.clone(),
         platform: build.platform.clone(),
-        cache_from: build.cache_from.clone(),
+        // A pull request's build reads no cache: not the registry's, not the engine's.
+        cache_from: if untrusted {
+            Vec::new()
+        } else {
+            build.cache_from.clone()
+        },
         secrets,
         // The registry login pulls cache images for deploy builds only: with it, a pull
         // request's Dockerfile could pull any private image of that registry.
@@ -183,14 +228,39 @@ async fn build_image(
         } else {
             cache_credentials(project, build)
         },
+        untrusted: untrusted.then(|| UntrustedBuild {
+            key: format!("runner-verify-{}-{}-{}", job.id, job.attempts, random_hex()),
+            network: build.pull_request_build_network,
+        }),
     };
+    if untrusted {
+        log.system(match build.pull_request_build_network {
+            BuildNetwork::None => {
+                "the pull request's RUN steps have no network (pull_request_build_network = \"none\")"
+            }
+            BuildNetwork::Default => "the pull request's RUN steps use the engine's default network",
+        });
+    }
     let image_id = steps
         .run(BUILD, build.timeout, async {
             let dockerfile = build.dockerfile.clone();
             let checkout_root = dirs.checkout.clone();
-            let tar = tokio::task::spawn_blocking(move || context::pack(&checkout_root, &context_dir, &dockerfile))
-                .await
-                .map_err(|e| format!("packing the build context: {e}"))??;
+            let tar = tokio::task::spawn_blocking(move || {
+                let dropped = if untrusted {
+                    context::drop_frontend_choice(&checkout_root, &context_dir, &dockerfile)?
+                } else {
+                    None
+                };
+                Ok::<_, String>((dropped, context::pack(&checkout_root, &context_dir, &dockerfile)?))
+            })
+            .await
+            .map_err(|e| format!("packing the build context: {e}"))?;
+            let (dropped, tar) = tar?;
+            if let Some(line) = dropped {
+                log.system(format!(
+                    "the pull request's Dockerfile chooses its frontend ({line}); it is built with the engine's own instead"
+                ));
+            }
             log.system(format!("build context: {} KiB", tar.len() / 1024));
             engine
                 .build(Bytes::from(tar), &request, log)
@@ -200,6 +270,13 @@ async fn build_image(
         .await?;
     log.system(format!("built {tag} ({image_id})"));
     Ok(tag)
+}
+
+/// Sixteen random hex digits.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    hex::encode(bytes)
 }
 
 /// The project's own registry login, for pulling `cache_from` images from it.

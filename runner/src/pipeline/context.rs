@@ -99,6 +99,59 @@ pub fn inside(root: &Path, path: &Path) -> Result<(), String> {
         Err(error) => Err(format!("cannot resolve it: {error}")),
     }
 }
+/// The `# syntax=` parser directive of a pull request's Dockerfile, blanked out in the
+/// checkout (the runner's own copy) before it is packed; returns the line if there was
+/// one. With it, BuildKit would build with a frontend image the pull request names, which
+/// could ignore what keeps the build apart from deploy builds. The engine's own frontend
+/// builds it instead; the line numbers stay.
+pub fn drop_frontend_choice(checkout: &Path, dir: &Path, dockerfile: &str) -> Result<Option<String>, String> {
+    let path = dir.join(dockerfile);
+    let resolved = match std::fs::canonicalize(&path) {
+        Ok(resolved) => resolved,
+        // The engine says what is missing.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("cannot resolve the Dockerfile: {error}")),
+    };
+    // BuildKit resolves the Dockerfile inside the context: so does this, or it leaves it be.
+    let context = std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve the build context: {e}"))?;
+    inside(checkout, &resolved).map_err(|e| format!("the Dockerfile: {e}"))?;
+    if !resolved.starts_with(&context) {
+        return Err("the Dockerfile leads out of the build context through a symbolic link".to_owned());
+    }
+    let text = std::fs::read_to_string(&resolved).map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
+    let (kept, dropped) = without_frontend_choice(&text);
+    if let Some(line) = &dropped {
+        std::fs::write(&resolved, kept).map_err(|e| format!("cannot rewrite the Dockerfile: {e}"))?;
+        Ok(Some(line.clone()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// `text` without its `syntax` directive, and that directive. Directives are the
+/// `# key=value` lines at the top; BuildKit stops looking at the first other line, this
+/// looks on through comments and blank lines too (blanking one too many does no harm).
+fn without_frontend_choice(text: &str) -> (String, Option<String>) {
+    let mut dropped = None;
+    let mut kept = String::with_capacity(text.len());
+    let mut in_head = true;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_start_matches('\u{feff}').trim();
+        in_head = in_head && (bare.is_empty() || bare.starts_with('#'));
+        let is_syntax = in_head
+            && bare
+                .strip_prefix('#')
+                .and_then(|rest| rest.split_once('='))
+                .is_some_and(|(key, _)| key.trim().eq_ignore_ascii_case("syntax"));
+        if is_syntax {
+            dropped.get_or_insert_with(|| format!("line {}: {bare}", index + 1));
+            kept.push_str(if line.ends_with('\n') { "#\n" } else { "#" });
+        } else {
+            kept.push_str(line);
+        }
+    }
+    (kept, dropped)
+}
 
 /// Packs `dir` into a tar archive, honouring its `.dockerignore`. The Dockerfile is
 /// always included, as Docker does, even when a pattern matches it. `dir` must lie inside
@@ -186,6 +239,20 @@ fn stable_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frontend_choice_at_the_top_is_blanked_and_nothing_else() {
+        let (kept, dropped) = without_frontend_choice("# syntax=evil/frontend:1\nFROM scratch\n");
+        assert_eq!(kept, "#\nFROM scratch\n");
+        assert_eq!(dropped.as_deref(), Some("line 1: # syntax=evil/frontend:1"));
+        // Spaces, case, a byte order mark, other directives and comments before it.
+        let text = "\u{feff}# escape=`\n\n#  SYNTAX = evil/frontend\nFROM scratch\n# syntax=later/comment\n";
+        let (kept, dropped) = without_frontend_choice(text);
+        assert_eq!(dropped.as_deref(), Some("line 3: #  SYNTAX = evil/frontend"));
+        assert_eq!(kept, "\u{feff}# escape=`\n\n#\nFROM scratch\n# syntax=later/comment\n");
+        let plain = "FROM scratch\n# syntax=not/a/directive\n";
+        assert_eq!(without_frontend_choice(plain), (plain.to_owned(), None));
+    }
 
     #[test]
     fn dockerignore_rules_follow_docker() {

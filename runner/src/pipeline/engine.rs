@@ -29,6 +29,24 @@ pub const MANAGED_LABEL: &str = "io.runner.managed";
 pub const ROLE_LABEL: &str = "io.runner.role";
 pub const JOB_LABEL: &str = "io.runner.job";
 
+/// The runner's network for code from pull requests, and the name of its bridge on the
+/// engine's host (at most 15 characters, the kernel's limit).
+pub const CLOSED_NETWORK: &str = "runner-verify";
+
+/// Which network a container joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// The engine's default bridge, the container's port published on the host.
+    Default,
+    /// [`CLOSED_NETWORK`]: `internal` (no route off the bridge), no traffic between its
+    /// containers, and (on this host's engine) none to the host itself; nothing is
+    /// published, the runner reaches the container at its address there.
+    Closed,
+    /// A bridge of one environment's own, named so: its containers' unpublished ports are
+    /// out of other environments' reach, while their published ports work as before.
+    Own(String),
+}
+
 /// What a container is for; smoke and candidate containers never outlive their job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -81,6 +99,7 @@ pub struct ContainerSpec {
     /// Memory, CPU and process limits and the capabilities kept; the container also runs
     /// with `no-new-privileges`.
     pub limits: crate::config::ContainerLimits,
+    pub network: Network,
 }
 
 /// A container this runner made, as the engine lists it.
@@ -167,6 +186,23 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretString>,
     /// Registry host → (username, password), for pulling `cache_from` images.
     pub credentials: HashMap<String, (String, SecretString)>,
+    /// Set for code the runner did not get from a trusted push: see [`UntrustedBuild`].
+    pub untrusted: Option<UntrustedBuild>,
+}
+
+/// How a pull request's build is kept apart from deploy builds on one engine. BuildKit's
+/// layer cache is keyed by what a step is, not by who ran it (a secret mount is not part
+/// of the key): a deploy build's `RUN --mount=type=secret ... > file` layer would be
+/// `CACHED` in a pull request's build with the same step, and a pull request's layer in
+/// a later deploy's. So such a build reads no cache at all (`--no-cache`), and `key`, new
+/// for every build, goes into every `RUN` step's definition (as an `/etc/hosts` entry),
+/// so nothing it leaves in the cache is ever the answer to a deploy build's step. Layers
+/// from `FROM` and `COPY` are addressed by their content and mean the same whoever made
+/// them. Always BuildKit: the legacy builder's cache has no such key.
+#[derive(Debug, Clone)]
+pub struct UntrustedBuild {
+    pub key: String,
+    pub network: crate::config::BuildNetwork,
 }
 
 #[derive(Clone)]
@@ -188,6 +224,8 @@ pub struct DockerEngine {
     remote_ip: Option<IpAddr>,
     /// This runner's identity on the engine (stable across its restarts).
     instance: String,
+    /// One network made at a time: the engine (before API 1.44) lets two share a name.
+    networks: Arc<tokio::sync::Mutex<()>>,
     /// The forward to an engine reached over SSH, open as long as the engine is used.
     _tunnel: Option<Arc<SshTunnel>>,
 }
@@ -252,6 +290,7 @@ impl DockerEngine {
             no_buildkit,
             remote_ip,
             instance,
+            networks: Arc::default(),
             _tunnel: tunnel,
         })
     }
@@ -341,6 +380,170 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// The container's address on `network`.
+    async fn address_on(&self, id: &str, network: &str) -> Result<IpAddr, EngineError> {
+        let details = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await?;
+        details
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut networks| networks.remove(network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| EngineError::Engine(format!("container {id} has no address on network {network}")))
+    }
+
+    /// Makes the bridge network `name` unless it exists. It stays for later jobs and runs:
+    /// it holds no state, and removing it by hand once its containers went is harmless.
+    async fn ensure_network(&self, name: &str, closed: bool) -> Result<(), EngineError> {
+        let _one_at_a_time = self.networks.lock().await;
+        match self.docker.inspect_network(name, None).await {
+            Ok(network) if closed && network.internal != Some(true) => {
+                return Err(EngineError::Engine(format!(
+                    "the engine's network {name} is not internal; remove it (docker network rm {name}) and the runner makes it again"
+                )));
+            }
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let mut options = HashMap::new();
+        if closed {
+            options.insert("com.docker.network.bridge.name".to_owned(), name.to_owned());
+            options.insert("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned());
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            internal: Some(closed),
+            options: Some(options),
+            labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), self.instance.clone())])),
+            ..Default::default()
+        };
+        tracing::info!(network = name, internal = closed, "creating a network");
+        self.docker.create_network(request).await?;
+        Ok(())
+    }
+
+    /// The closed network, and on this host's engine the rule that keeps its containers
+    /// from the host: Docker's `internal` cuts the bridge off from other interfaces, but
+    /// the host answers on the bridge's own address (and so does every service of the
+    /// host listening on all addresses). Without the rule, no container joins it.
+    async fn ensure_closed_network(&self) -> Result<(), EngineError> {
+        self.ensure_network(CLOSED_NETWORK, true).await?;
+        if self.remote_ip.is_some() {
+            // The rule belongs on that host (README: engines and networks).
+            return Ok(());
+        }
+        guard_closed_bridge().await.map_err(EngineError::Engine)
+    }
+
+    /// Whether a container on the engine's default bridge reaches `address` (`host:port`)
+    /// within two seconds; `None` when `image` (which needs `nc`) is not on the engine: it
+    /// is never pulled for this.
+    pub async fn reaches(&self, image: &str, address: &str) -> Result<Option<bool>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| EngineError::Engine(format!("{address} is not host:port")))?;
+        let labels = HashMap::from([
+            (MANAGED_LABEL.to_owned(), self.instance.clone()),
+            // Reaped at the next start like a smoke container, if it is left.
+            (ROLE_LABEL.to_owned(), Role::Smoke.as_str().to_owned()),
+            (JOB_LABEL.to_owned(), "0".to_owned()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            entrypoint: Some(vec!["nc".to_owned()]),
+            cmd: Some(vec!["-w".to_owned(), "2".to_owned(), host.to_owned(), port.to_owned()]),
+            host_config: Some(HostConfig {
+                memory: Some(32 * 1024 * 1024),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await?;
+        let outcome = async {
+            self.docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await?;
+            let mut wait = self.docker.wait_container(&created.id, None);
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(5), wait.next()).await;
+            Ok::<_, EngineError>(match waited {
+                Ok(Some(Ok(exit))) => exit.status_code == 0,
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code == 0,
+                Ok(Some(Err(error))) => return Err(error.into()),
+                Ok(None) | Err(_) => false,
+            })
+        }
+        .await;
+        self.discard(&created.id).await;
+        outcome.map(Some)
+    }
+}
+
+/// Has the host drop what the closed network's bridge sends it, but for the answers to
+/// its own connections (the runner asking a smoke container's health). Added once;
+/// `iptables -C` finds it on later calls and after the runner restarts.
+async fn guard_closed_bridge() -> Result<(), String> {
+    const RULE: [&str; 10] = [
+        "INPUT",
+        "-i",
+        CLOSED_NETWORK,
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "ESTABLISHED,RELATED",
+        "-j",
+        "DROP",
+    ];
+    let run = |action: &'static str| async move {
+        tokio::process::Command::new("iptables")
+            .args(["-w", action])
+            .args(RULE)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+    };
+    if run("-C").await.is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    match run("-I").await {
+        Ok(output) if output.status.success() => {
+            tracing::info!(
+                bridge = CLOSED_NETWORK,
+                "the host now drops what the closed network sends it"
+            );
+            Ok(())
+        }
+        outcome => {
+            let why = match outcome {
+                Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                Err(error) => format!("iptables: {error}"),
+            };
+            Err(format!(
+                "a pull request's container would reach this host's services through the closed network's bridge, \
+                 and the rule against it cannot be added ({why}); run the runner as root, or add it: iptables -I {}",
+                RULE.join(" ")
+            ))
+        }
+    }
+}
+
 fn describe(host: &EngineHost) -> String {
     match host {
         EngineHost::Unix { path } => format!("unix://{}", path.display()),
@@ -398,6 +601,15 @@ fn buildkit_missing(api_version: &str, os: Option<&str>) -> Option<String> {
 impl DockerEngine {
     /// Chooses the builder `request` asks for, as this engine allows, and says why.
     fn choose_builder(&self, request: &BuildRequest, log: &JobLog) -> Result<Builder, EngineError> {
+        if request.untrusted.is_some() {
+            if let Some(reason) = &self.no_buildkit {
+                return Err(EngineError::Engine(format!(
+                    "a pull request's build runs only with BuildKit (its cache is what keeps the build apart from deploy builds), but {reason}; name another engine in [engine] untrusted_host"
+                )));
+            }
+            log.system("builder: BuildKit, reading no cache and leaving none a deploy build can use");
+            return Ok(Builder::BuildKit);
+        }
         let needs_buildkit = !request.secrets.is_empty() || !request.cache_from.is_empty();
         let (builder, reason) = choose_builder(request.builder, self.no_buildkit.as_deref(), needs_buildkit)
             .map_err(EngineError::Engine)?;
@@ -423,6 +635,7 @@ impl DockerEngine {
             cache_from: &request.cache_from,
             secrets: &request.secrets,
             credentials: &request.credentials,
+            untrusted: request.untrusted.as_ref(),
         };
         buildkit::build(&self.host, &self.api_version, context_tar, &buildkit_request, log)
             .await
@@ -518,6 +731,27 @@ impl ContainerEngine for DockerEngine {
                 String::new(),
             ),
         };
+        let network_mode = match &spec.network {
+            Network::Default => None,
+            Network::Closed => {
+                self.ensure_closed_network().await?;
+                Some(CLOSED_NETWORK.to_owned())
+            }
+            Network::Own(name) => {
+                self.ensure_network(name, false).await?;
+                Some(name.clone())
+            }
+        };
+        // An internal network publishes nothing.
+        let port_bindings = (spec.network != Network::Closed).then(|| {
+            HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(host_ip),
+                    host_port: Some(host_port),
+                }]),
+            )])
+        });
         let mut labels = spec.labels.clone();
         labels.insert(MANAGED_LABEL.to_owned(), self.instance.clone());
         labels.insert(ROLE_LABEL.to_owned(), spec.role.as_str().to_owned());
@@ -527,13 +761,8 @@ impl ContainerEngine for DockerEngine {
             labels: Some(labels),
             exposed_ports: Some(vec![port_key.clone()]),
             host_config: Some(HostConfig {
-                port_bindings: Some(HashMap::from([(
-                    port_key,
-                    Some(vec![PortBinding {
-                        host_ip: Some(host_ip),
-                        host_port: Some(host_port),
-                    }]),
-                )])),
+                port_bindings,
+                network_mode,
                 restart_policy: (spec.role == Role::Live).then_some(bollard::models::RestartPolicy {
                     name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -563,8 +792,15 @@ impl ContainerEngine for DockerEngine {
             self.discard(&created.id).await;
             return Err(error.into());
         }
-        let (host_ip, host_port) = match self.published_port(&created.id, spec.container_port).await {
-            Ok(published) => published,
+        let reached = match spec.network {
+            Network::Closed => self
+                .address_on(&created.id, CLOSED_NETWORK)
+                .await
+                .map(|ip| (ip, spec.container_port)),
+            _ => self.published_port(&created.id, spec.container_port).await,
+        };
+        let (host_ip, host_port) = match reached {
+            Ok(reached) => reached,
             Err(error) => {
                 self.discard(&created.id).await;
                 return Err(error);

@@ -74,6 +74,10 @@ pub struct PipelineContext {
     pub push_timeout: Duration,
     /// `None` when no Docker engine answered at start; jobs that need one fail saying so.
     pub engine: Option<Arc<dyn ContainerEngine>>,
+    /// `[engine] untrusted_host`: where verify jobs build and run, if not on `engine`.
+    /// `None` when none is configured; jobs that need it fail saying so when it is
+    /// configured but did not answer (they never fall back to `engine`).
+    pub untrusted_engine: Option<Result<Arc<dyn ContainerEngine>, String>>,
     /// Makes the other boundaries: checkout, registries, deploy targets, terraform.
     pub connector: Arc<dyn Connector>,
     /// What step timeouts and step times are measured with.
@@ -147,11 +151,20 @@ pub async fn run(
             missing.join(", ")
         )));
     }
-    let Some(engine) = ctx.engine.clone() else {
-        return Err(JobFailure::NotConfigured(
-            "no Docker engine answered when the runner started; start it (or point [engine] host at one) and restart the runner"
-                .into(),
-        ));
+    let engine = match (job.kind, &ctx.untrusted_engine, &ctx.engine) {
+        (JobKind::Verify, Some(Ok(untrusted)), _) => Arc::clone(untrusted),
+        (JobKind::Verify, Some(Err(error)), _) => {
+            return Err(JobFailure::NotConfigured(format!(
+                "the engine for pull requests ([engine] untrusted_host) did not answer when the runner started ({error}); start it and restart the runner"
+            )));
+        }
+        (_, _, Some(engine)) => Arc::clone(engine),
+        (_, _, None) => {
+            return Err(JobFailure::NotConfigured(
+                "no Docker engine answered when the runner started; start it (or point [engine] host at one) and restart the runner"
+                    .into(),
+            ));
+        }
     };
     if let Err(error) = step_store::plan(&ctx.pool, job.id.get(), plan).await {
         // The job still runs; its page then shows no step list.

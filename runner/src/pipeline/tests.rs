@@ -720,6 +720,7 @@ url = "registry.test"
         checkout_timeout: Duration::from_secs(5),
         push_timeout: Duration::from_secs(5),
         engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
+        untrusted_engine: None,
         connector: Arc::new(connector),
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         http,

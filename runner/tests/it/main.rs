@@ -22,6 +22,7 @@ mod replays;
 mod replicas;
 mod retention;
 mod terraform;
+mod trust_domains;
 mod untrusted;
 mod webhook;
 mod zero_downtime;

@@ -54,6 +54,7 @@ pub struct BuildKitRequest<'a> {
     pub cache_from: &'a [String],
     pub secrets: &'a BTreeMap<String, SecretString>,
     pub credentials: &'a HashMap<String, (String, SecretString)>,
+    pub untrusted: Option<&'a super::engine::UntrustedBuild>,
 }
 
 /// Builds `context_tar` on the engine at `host` (Engine API `api_version`); returns the
@@ -90,6 +91,14 @@ pub async fn build(
     }
     if !request.cache_from.is_empty() {
         query.push(("cachefrom", json(request.cache_from)));
+    }
+    if let Some(untrusted) = request.untrusted {
+        query.push(("nocache", "1".to_owned()));
+        // Part of every RUN step's definition, so of its cache key.
+        query.push(("extrahosts", format!("{}:127.0.0.1", untrusted.key)));
+        if untrusted.network == crate::config::BuildNetwork::None {
+            query.push(("networkmode", "none".to_owned()));
+        }
     }
     let query = serde_urlencoded::to_string(&query).map_err(|e| BuildKitError::Failed(e.to_string()))?;
     let http_request = Request::post(format!("/v{api_version}/build?{query}"))

@@ -21,7 +21,9 @@ use serde_json::Value;
 
 use super::{DeployTarget, Release, RolloutError};
 use crate::config::{ContainerLimits, Environment, Project, RolloutSettings, SmokeSettings};
-use crate::pipeline::engine::{ContainerEngine, ContainerSpec, EngineError, ManagedContainer, Role, copy_logs};
+use crate::pipeline::engine::{
+    ContainerEngine, ContainerSpec, EngineError, ManagedContainer, Network, Role, copy_logs,
+};
 use crate::pipeline::joblog::JobLog;
 use crate::pipeline::probe;
 use crate::proxy::{HealthCheck, Listen, Proxy, Route};
@@ -138,6 +140,9 @@ impl LocalTarget {
             job_id,
             labels,
             limits: self.limits.clone(),
+            // Each environment on a bridge of its own: its containers' unpublished ports
+            // are out of other environments' reach; the proxy uses the published ones.
+            network: Network::Own(format!("runner-{}-{}", self.project, self.environment)),
         }
     }
 

@@ -335,6 +335,10 @@ impl Drop for EngineCleanup {
         let _ = std::process::Command::new("docker")
             .args(["rm", "-f", &self.container, &a, &b])
             .output();
+        // The environment's own network bears the containers' common name.
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.container])
+            .output();
         for reference in &self.references {
             let listed = std::process::Command::new("docker")
                 .args([

@@ -1,0 +1,389 @@
+//! A pull request's build and containers in a trust domain of their own, on the real
+//! engine: no layer crosses between deploy and pull request builds, a pull request's
+//! `# syntax=` frontend is not used, and neither its build steps nor its smoke container
+//! reach the host, the default bridge or other networks, while a deploy's smoke passes.
+//! Needs `WEBAPP_STATIC_BIN`, `RUNNER_TEST_REGISTRY` and the base image
+//! `local/busybox:1` (scripts/services.sh start makes it); iptables for the closed
+//! network's rule (the tests run as root, as the engine's host does).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::config;
+use crate::common::*;
+use serde_json::Value;
+
+const DEPLOY_TOKEN: &str = "deploy-token-5b0e7c21d9";
+
+fn busybox_image() {
+    let present = Command::new("docker")
+        .args(["image", "inspect", "local/busybox:1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        present,
+        "the image local/busybox:1 is missing: scripts/services.sh start makes it (needs apt-get install busybox-static)"
+    );
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A runner of `project` building `repo`, with the build secret `DEPLOY_TOKEN`.
+async fn start(
+    dir_edit: impl FnOnce(&mut config::Config) + Send + 'static,
+    project: &str,
+    repo: &Path,
+    image: &str,
+) -> TestRunner {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let (project, repo, image) = (project.to_owned(), repo.to_owned(), image.to_owned());
+    TestRunner::start_with_env(
+        move |dir| {
+            let mut config = config::pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 30);
+            let build = config.projects[0].build.as_mut().expect("a build");
+            build.secrets = BTreeMap::from([("DEPLOY_TOKEN".to_owned(), "TEST_DEPLOY_TOKEN".to_owned())]);
+            dir_edit(&mut config);
+            config
+        },
+        |name| match name {
+            "TEST_DEPLOY_TOKEN" => Some(DEPLOY_TOKEN.to_owned()),
+            other => test_env(other),
+        },
+    )
+    .await
+}
+
+fn commit(repo: &Path, dockerfile: &str, message: &str) -> String {
+    std::fs::write(repo.join("Dockerfile"), dockerfile).expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "--allow-empty", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+async fn deploy(runner: &TestRunner, sha: &str) -> (Value, String) {
+    let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    ended(runner, id).await
+}
+
+/// The job once it ended (builds and smoke tests here take seconds), and its log.
+async fn ended(runner: &TestRunner, id: i64) -> (Value, String) {
+    for _ in 0..1800 {
+        let job = runner.get_json(&format!("/api/jobs/{id}")).await;
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            return (job, runner.job_log(id).await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end in 180 s");
+}
+
+/// A pull request from the repository itself (verified without approval).
+async fn verify(runner: &TestRunner, sha: &str) -> (Value, String) {
+    let mut body = fixture_json("pull_request.opened.payload.json");
+    body["pull_request"]["head"]["sha"] = sha.into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
+        .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let (job, log) = ended(runner, id).await;
+    assert_eq!(job["kind"], "verify");
+    (job, log)
+}
+
+/// What a step printed after `marker` (BuildKit's lines read `#N <output>`).
+fn printed_after<'a>(log: &'a str, marker: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter_map(|line| line.split_once(marker).map(|(_, rest)| rest.trim()))
+        .filter(|rest| !rest.is_empty() && !rest.contains('$'))
+        .collect()
+}
+
+const APP_TAIL: &str = "COPY webapp /webapp\nENV PORT=5001\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
+
+#[tokio::test]
+async fn no_layer_crosses_between_deploy_and_pull_request_builds_and_a_pull_requests_frontend_is_not_used() {
+    busybox_image();
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("trustcache{id}"), format!("runner-trustcache-{id}"));
+    let registry = std::env::var("RUNNER_TEST_REGISTRY").unwrap_or_default();
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![format!("{image}:*"), format!("{registry}/{image}:*")],
+    };
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    // A test-unique first step keeps other tests' cache out of this one.
+    let base = format!("FROM local/busybox:1\nRUN echo {id} > /test-id\n");
+    let secret_step = "RUN --mount=type=secret,id=DEPLOY_TOKEN,required=true cp /run/secrets/DEPLOY_TOKEN /private\n";
+    webapp_repo(repo, &format!("{base}{secret_step}{APP_TAIL}"));
+    // With the engine's default network for its steps, as deploy builds have: the
+    // network mode alone (part of a step's key too) does not tell the builds apart.
+    let runner = start(
+        |config| {
+            let build = config.projects[0].build.as_mut().expect("a build");
+            build.pull_request_build_network = Some("default".to_owned());
+        },
+        &project,
+        repo,
+        &image,
+    )
+    .await;
+
+    // A deploy build writes its secret into a layer (what the secret mount is not for,
+    // and what a Dockerfile can do).
+    let deployed = commit(repo, &format!("{base}{secret_step}{APP_TAIL}"), "deploy");
+    let (job, log) = deploy(&runner, &deployed).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+
+    // A pull request with the very same step, and a step that prints the file.
+    let spaced: String = DEPLOY_TOKEN.chars().flat_map(|c| [c, ' ']).collect();
+    let leak = "RUN echo \"leaked: $(sed 's/./& /g' /private)\"\n";
+    let proposed = commit(repo, &format!("{base}{secret_step}{leak}{APP_TAIL}"), "leak");
+    let (job, log) = verify(&runner, &proposed).await;
+    assert!(
+        !log.contains(spaced.trim_end()),
+        "the deploy's secret reached the pull request:\n{log}"
+    );
+    assert!(!log.contains(DEPLOY_TOKEN) && !log.contains("leaked: "), "{log}");
+    // Its step ran again, without the secret, which it cannot have.
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().expect("error");
+    assert!(error.contains("DEPLOY_TOKEN"), "{error}");
+    let verify_image = format!("{image}:verify-{}-1", job["id"]);
+    assert!(
+        !Command::new("docker")
+            .args(["image", "inspect", &verify_image])
+            .output()
+            .expect("docker")
+            .status
+            .success(),
+        "no image of the pull request is left"
+    );
+
+    // A pull request whose steps a later deploy repeats, with a frontend of its choosing
+    // (an image that does not exist: the build would fail on it).
+    let stamp = "RUN echo \"stamp $(cat /proc/sys/kernel/random/uuid)\" | tee /stamp\n";
+    let later = format!("{base}{stamp}{APP_TAIL}");
+    let proposed = commit(repo, &format!("# syntax=local/no-such-frontend:1\n{later}"), "stamp");
+    let (job, log) = verify(&runner, &proposed).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "the built-in frontend built it: {job}\n{log}"
+    );
+    assert!(
+        log.contains("chooses its frontend (line 1: # syntax=local/no-such-frontend:1)"),
+        "{log}"
+    );
+    let verify_stamps = printed_after(&log, "stamp ");
+    assert_eq!(
+        verify_stamps.len(),
+        1,
+        "the pull request's step ran once: {verify_stamps:?}\n{log}"
+    );
+    let verify_image = format!("{image}:verify-{}-1", job["id"]);
+    assert!(
+        !Command::new("docker")
+            .args(["image", "inspect", &verify_image])
+            .output()
+            .expect("docker")
+            .status
+            .success(),
+        "the pull request's image went with its job"
+    );
+
+    let merged = commit(repo, &later, "merge");
+    let (job, log) = deploy(&runner, &merged).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    let deploy_stamps = printed_after(&log, "stamp ");
+    assert_eq!(
+        deploy_stamps.len(),
+        1,
+        "the deploy ran the step itself rather than take the pull request's layer:\n{log}"
+    );
+    assert_ne!(deploy_stamps, verify_stamps);
+    let in_image = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &format!("{image}:{merged}"),
+        "/stamp",
+    ]);
+    assert_eq!(format!("stamp {}", in_image.trim_start_matches("stamp ")), in_image);
+    assert!(
+        !verify_stamps.iter().any(|s| in_image.contains(s)),
+        "{in_image} came from the pull request"
+    );
+    runner.stop().await;
+}
+
+/// The host's own IPv4 addresses outside the engine's bridges.
+fn host_address() -> Ipv4Addr {
+    let output = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip (iproute2) runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let interface = *fields.get(1)?;
+            let address = fields.get(3)?.split('/').next()?;
+            (interface != "docker0" && !interface.starts_with("br-") && !interface.starts_with("runner-"))
+                .then(|| address.parse().ok())
+                .flatten()
+        })
+        .next()
+        .expect("the host has an address of its own (not a bridge's)")
+}
+
+/// A container answering `text` on port 8080 (`docker run` arguments before the image).
+fn listener_container(name: &str, network: &str, text: &str) -> IpAddr {
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "local/busybox:1",
+        "sh",
+        "-c",
+        &format!("while true; do echo {text} | nc -l -p 8080; done"),
+    ]);
+    docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+        name,
+    ])
+    .parse()
+    .expect("an address")
+}
+
+struct Removal(Vec<String>, Vec<String>);
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        for container in &self.0 {
+            let _ = Command::new("docker").args(["rm", "-f", container]).output();
+        }
+        for network in &self.1 {
+            let _ = Command::new("docker").args(["network", "rm", network]).output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pull_requests_build_steps_and_smoke_container_reach_neither_the_host_nor_other_containers() {
+    busybox_image();
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("trustnet{id}"), format!("runner-trustnet-{id}"));
+    let registry = std::env::var("RUNNER_TEST_REGISTRY").unwrap_or_default();
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![format!("{image}:*"), format!("{registry}/{image}:*")],
+    };
+    // The neighbours: a container on the default bridge publishing nothing, a listener on
+    // the host's own address, and a stand-in for the metadata address on a network of its own.
+    let (bridged, metadata, other_network) = (
+        format!("trustnet-bridged-{id}"),
+        format!("trustnet-meta-{id}"),
+        format!("trustnet-other-{id}"),
+    );
+    let _removal = Removal(vec![bridged.clone(), metadata.clone()], vec![other_network.clone()]);
+    let bridged_ip = listener_container(&bridged, "bridge", "bridged-neighbour");
+    docker(&["network", "create", &other_network]);
+    let metadata_ip = listener_container(&metadata, &other_network, "instance-credentials");
+    let host_ip = host_address();
+    let host_listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .expect("bind");
+    let host_port = host_listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = host_listener.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"host-listener\n").await;
+        }
+    });
+
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    webapp_repo(repo, "FROM scratch\n");
+    // The runner's API on all addresses, as `listen = "0.0.0.0:..."` serves it.
+    let runner = start(
+        |config| config.server.listen = Some("0.0.0.0:0".to_owned()),
+        &project,
+        repo,
+        &image,
+    )
+    .await;
+    let api_port: u16 = runner
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the runner's port");
+    let targets = [
+        ("runner-api", format!("{host_ip} {api_port}")),
+        ("bridged-container", format!("{bridged_ip} 8080")),
+        ("host-listener", format!("{host_ip} {host_port}")),
+        ("metadata-stand-in", format!("{metadata_ip} 8080")),
+    ];
+    let probe: String = targets
+        .iter()
+        .map(|(name, address)| {
+            format!("if nc -w 2 {address} </dev/null >/dev/null 2>&1; then echo \"$1 reached {name}\"; else echo \"$1 blocked {name}\"; fi\n")
+        })
+        .collect();
+    std::fs::write(repo.join("probe.sh"), probe).expect("write");
+    let dockerfile = format!(
+        "FROM local/busybox:1\nCOPY probe.sh /probe.sh\nRUN sh /probe.sh build-{id}\nCOPY webapp /webapp\nENV PORT=5001\nEXPOSE 5001\n\
+         ENTRYPOINT [\"sh\", \"-c\", \"sh /probe.sh smoke; exec /webapp\"]\n"
+    );
+    let sha = commit(repo, &dockerfile, "probe the neighbours");
+
+    let (job, log) = verify(&runner, &sha).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "the runner reached the closed smoke container: {job}\n{log}"
+    );
+    for (name, _) in &targets {
+        assert!(
+            log.contains(&format!("build-{id} blocked {name}")),
+            "the build step: {name}\n{log}"
+        );
+        assert!(
+            log.contains(&format!("smoke blocked {name}")),
+            "the smoke container: {name}\n{log}"
+        );
+    }
+    assert!(!log.contains(" reached "), "{log}");
+
+    // A deploy of the same commit: its smoke test passes, and its containers do reach
+    // the neighbours (which therefore answer: the checks above can fail).
+    let (job, log) = deploy(&runner, &sha).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(log.contains(&format!("build-{id} reached host-listener")), "{log}");
+    assert!(log.contains("smoke reached bridged-container"), "{log}");
+    runner.stop().await;
+}
