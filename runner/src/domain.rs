@@ -370,6 +370,14 @@ fn truncate(raw: &str) -> String {
     }
 }
 
+/// RFC 3339 UTC for a Unix-millisecond timestamp.
+pub fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -341,9 +341,6 @@ async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>)
     if tokio::fs::try_exists(root).await.unwrap_or(false) {
         let mut entries = tokio::fs::read_dir(root).await?;
         while let Some(entry) = entries.next_entry().await? {
-            if entry.file_name() == crate::pipeline::PLUGIN_CACHE {
-                continue;
-            }
             let pid_file = entry.path().join("home").join(crate::pipeline::terraform::PID_FILE);
             if let Some(bin) = terraform_bin
                 && let Some(pid) =

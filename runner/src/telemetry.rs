@@ -3,8 +3,6 @@
 
 use std::io::Write;
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -70,13 +68,7 @@ impl<W: Write> Drop for MaskedEvent<W> {
     }
 }
 
-/// RFC 3339 UTC for a Unix-millisecond timestamp.
-pub fn format_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::domain::format_ms;
 
 #[cfg(test)]
 mod tests {

@@ -189,13 +189,16 @@ pub(super) async fn run(
 }
 
 /// The provider plugin cache: trusted runs fill it, untrusted ones read it. It holds
-/// providers from public registries only, so it is readable by the sandbox's user.
+/// providers from public registries only, so it is readable by the sandbox's user. It
+/// sits beside the work directory (`work` → `work-terraform-plugins`), which start-up
+/// empties.
 fn plugin_cache(ctx: &super::PipelineContext) -> std::path::PathBuf {
-    ctx.work_root.join(PLUGIN_CACHE)
+    let name = ctx
+        .work_root
+        .file_name()
+        .map_or_else(|| "work".into(), |name| name.to_string_lossy().into_owned());
+    ctx.work_root.with_file_name(format!("{name}-terraform-plugins"))
 }
-
-/// In the work directory, the one entry start-up does not empty.
-pub const PLUGIN_CACHE: &str = ".terraform-plugins";
 
 /// The sandbox of one job's terraform commands: the checkout and the job's home, the
 /// directory of the terraform executable, the provider cache and a local state's directory

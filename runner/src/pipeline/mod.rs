@@ -31,7 +31,6 @@ mod tests;
 
 pub use cancel::Cancellations;
 pub use connect::{Connections, Connector};
-pub use infra::PLUGIN_CACHE;
 pub use target::local::{keep_routes, restore_local_environments, slot_name};
 
 use std::collections::HashMap;

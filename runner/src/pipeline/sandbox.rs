@@ -136,7 +136,9 @@ impl Sandbox {
         let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
             args.extend(parts.iter().map(|p| p.as_ref().to_owned()));
         };
-        push(&[&"--die-with-parent", &"--new-session"]);
+        // Not --die-with-parent: a terraform command outlives a runner killed under it,
+        // so the next start can interrupt it as Ctrl-C would and it releases its state lock.
+        push(&[&"--new-session"]);
         push(&[
             &"--unshare-pid",
             &"--unshare-ipc",

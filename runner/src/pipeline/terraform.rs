@@ -384,7 +384,7 @@ impl Module {
             && sandbox.untrusted
         {
             let path = self.home.join(CLI_CONFIG);
-            std::fs::write(&path, untrusted_cli_config(cache))?;
+            std::fs::write(&path, untrusted_cli_config(cache, &self.dir))?;
             self.hand_over(&path)?;
         }
         self.hand_over(&self.home)
@@ -410,14 +410,57 @@ impl Module {
 /// The CLI config of untrusted runs, in their home.
 const CLI_CONFIG: &str = "terraform.rc";
 
-/// Providers from the cache trusted runs filled (read-only), from the module's own
-/// `terraform.d/plugins` as Terraform would by default, and from their registries.
-fn untrusted_cli_config(cache: &Path) -> String {
-    let quoted = |path: &Path| serde_json::to_string(&path.display().to_string()).unwrap_or_default();
-    format!(
-        "provider_installation {{\n  filesystem_mirror {{\n    path = {}\n  }}\n  filesystem_mirror {{\n    path = \"terraform.d/plugins\"\n  }}\n  direct {{}}\n}}\n",
-        quoted(cache)
-    )
+/// Providers from the cache trusted runs filled (read-only) and from the module's own
+/// `terraform.d/plugins`, each only from there, and the rest from their registries: what
+/// Terraform does by default, with the cache read as a mirror it never writes to.
+fn untrusted_cli_config(cache: &Path, module_dir: &Path) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let list = |items: &[String]| items.iter().map(|i| quoted(i)).collect::<Vec<_>>().join(", ");
+    let mut config = String::from("provider_installation {\n");
+    let mut local = Vec::new();
+    for dir in [cache.to_path_buf(), module_dir.join("terraform.d").join("plugins")] {
+        let providers = providers_in(&dir);
+        if providers.is_empty() {
+            continue;
+        }
+        config.push_str(&format!(
+            "  filesystem_mirror {{\n    path    = {}\n    include = [{}]\n  }}\n",
+            quoted(&dir.display().to_string()),
+            list(&providers)
+        ));
+        local.extend(providers);
+    }
+    if local.is_empty() {
+        config.push_str("  direct {}\n");
+    } else {
+        config.push_str(&format!("  direct {{\n    exclude = [{}]\n  }}\n", list(&local)));
+    }
+    config.push_str("}\n");
+    config
+}
+
+/// `host/namespace/type` of every provider a mirror directory holds.
+fn providers_in(dir: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .filter(|name| !name.contains(['"', '\\', '*']))
+            .collect()
+    };
+    let mut found = Vec::new();
+    for host in names(dir) {
+        for namespace in names(&dir.join(&host)) {
+            for kind in names(&dir.join(&host).join(&namespace)) {
+                found.push(format!("{host}/{namespace}/{kind}"));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// A command line as it may be logged: backend settings show their names only.
@@ -623,6 +666,39 @@ mod tests {
         assert_eq!(summary.resources.len(), 4);
         assert!(summary.has_changes());
         assert!(!PlanSummary::from_show_json(&serde_json::json!({})).has_changes());
+    }
+
+    #[test]
+    fn an_untrusted_run_installs_cached_and_shipped_providers_only_from_where_they_are() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let module = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(
+            cache
+                .path()
+                .join("registry.terraform.io/hashicorp/aws/5.0.0/linux_amd64"),
+        )
+        .expect("mkdir");
+        std::fs::create_dir_all(
+            module
+                .path()
+                .join("terraform.d/plugins/example.com/acme/thing/1.0.0/linux_amd64"),
+        )
+        .expect("mkdir");
+        let config = untrusted_cli_config(cache.path(), module.path());
+        assert!(
+            config.contains("include = [\"registry.terraform.io/hashicorp/aws\"]"),
+            "{config}"
+        );
+        assert!(config.contains("include = [\"example.com/acme/thing\"]"), "{config}");
+        assert!(
+            config.contains("exclude = [\"registry.terraform.io/hashicorp/aws\", \"example.com/acme/thing\"]"),
+            "{config}"
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            untrusted_cli_config(empty.path(), empty.path()),
+            "provider_installation {\n  direct {}\n}\n"
+        );
     }
 
     #[test]

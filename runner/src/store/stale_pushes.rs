@@ -175,11 +175,11 @@ fn stale_reason(job: &NewJob, later: &Newest) -> String {
     format!(
         "{} was pushed at {}, but {}/{} already has {} from {} queued or live (only an admin's rollback goes back)",
         short(job.sha.as_str()),
-        crate::telemetry::format_ms(job.ordering_key),
+        crate::domain::format_ms(job.ordering_key),
         job.project,
         job.environment,
         short(&later.sha),
-        crate::telemetry::format_ms(later.ordering_key),
+        crate::domain::format_ms(later.ordering_key),
     )
 }
 

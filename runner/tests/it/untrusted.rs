@@ -908,7 +908,7 @@ async fn a_hostile_pull_requests_terraform_reaches_no_secret_file_socket_or_neig
     let (listener, requests) = listen_on_host().await;
     let api_port = free_port();
     let runner_api = format!("http://{}:{api_port}", host_address());
-    let cache = dir.path().join("work").join(".terraform-plugins");
+    let cache = dir.path().join("work-terraform-plugins");
 
     let repo_dir = tempfile::tempdir().expect("tempdir");
     let repo = repo_dir.path().to_owned();
@@ -1036,22 +1036,34 @@ async fn a_hostile_pull_requests_terraform_reaches_no_secret_file_socket_or_neig
             job["state"], "failed",
             "the hostile plan fails in the sandbox: {job}\n{log}"
         );
-        assert!(log.contains("terraform runs in a sandbox (untrusted"), "{log}");
+        assert!(
+            requests.lock().expect("lock").is_empty(),
+            "the listener on a host address was reached: {:?}",
+            requests.lock().expect("lock")
+        );
         if sha == &reads_proc {
             // The plan did run the module and did try the listener: the checks can fail.
             assert!(log.contains(&listener), "the module tried to send to {listener}: {log}");
         } else {
-            let report = log
+            // Terraform quotes the provider's line in its error, wrapped over log lines.
+            let text: String = log
                 .lines()
-                .find(|line| line.contains("hostile-report"))
+                .map(|line| line.split_once(' ').map_or(line, |(_, rest)| rest))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let report = text
+                .split_once("hostile-report")
+                .and_then(|(_, rest)| rest.split_once("environ:"))
+                .map(|(report, _)| report)
                 .unwrap_or_else(|| panic!("the shipped provider ran and reported: {log}"));
             for target in ["engine", "database", "caddy", "api", "cache"] {
                 assert!(
                     report.contains(&format!("{target}=refused")),
-                    "the provider reached the {target}: {report}"
+                    "the provider reached the {target}: {report}\n{log}"
                 );
             }
         }
+        assert!(log.contains("terraform runs in a sandbox (untrusted"), "{log}");
         surfaces.push((format!("job {job_id}"), job.to_string()));
         surfaces.push((format!("log of job {job_id}"), log));
     }
