@@ -42,6 +42,8 @@ PY
 # static webapp). The caller's cleanup stops the services.
 pipeline_setup() {
   export SERVICES_DIR=$(mktemp -d)
+  # PostgreSQL runs as its own user, which has to enter this directory.
+  chmod 755 "$SERVICES_DIR"
   scripts/services.sh install >/dev/null
   scripts/services.sh start
   eval "$(scripts/services.sh env)"
