@@ -341,7 +341,7 @@ async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>)
     if tokio::fs::try_exists(root).await.unwrap_or(false) {
         let mut entries = tokio::fs::read_dir(root).await?;
         while let Some(entry) = entries.next_entry().await? {
-            let pid_file = entry.path().join("home").join(crate::pipeline::terraform::PID_FILE);
+            let pid_file = entry.path().join(crate::pipeline::terraform::PID_FILE);
             if let Some(bin) = terraform_bin
                 && let Some(pid) =
                     crate::pipeline::terraform::stop_orphan(&pid_file, bin, crate::pipeline::terraform::INTERRUPT_GRACE)

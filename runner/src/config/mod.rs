@@ -30,7 +30,7 @@ pub use queue::QueueConfig;
 pub use registry::{RegistryKind, RegistrySettings};
 pub use server::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, LogFormat, ServerConfig};
 pub use target::{EcsSettings, RolloutSettings, Target};
-pub use terraform::{SandboxNetwork, TerraformSettings};
+pub use terraform::{SandboxNetwork, TerraformSettings, is_credential_key};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -86,11 +86,33 @@ fn keys<S: serde::Serializer>(map: &BTreeMap<String, String>, serializer: S) -> 
 /// Backend settings are printed, but those whose key reads like a credential are not.
 fn backend_config<S: serde::Serializer>(map: &BTreeMap<String, String>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_map(map.iter().map(|(key, value)| {
-        let secret = ["secret", "token", "access_key", "password"]
-            .iter()
-            .any(|s| key.contains(s));
-        (key, if secret { "[redacted]" } else { value.as_str() })
+        (
+            key,
+            if is_credential_key(key) {
+                "[redacted]"
+            } else {
+                value.as_str()
+            },
+        )
     }))
+}
+
+/// Whether a `-backend-config` key names a credential (a pull request's plan gets none).
+pub fn is_credential_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "secret",
+        "token",
+        "access_key",
+        "password",
+        "key_id",
+        "sas",
+        "credentials",
+        "conn_str",
+        "client_certificate",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 /// `field` names the project (`projects[N]`).

@@ -86,13 +86,25 @@ pub(super) async fn run(
         dir: checkout.join(&settings.dir),
         home: dirs.home.clone(),
         vars,
-        backend_config: settings.backend_config.clone(),
+        backend_config: if plan_only {
+            // Terraform keeps -backend-config values in the module's .terraform, where a
+            // pull request's code reads them: it gets none that reads like a credential.
+            settings
+                .backend_config
+                .iter()
+                .filter(|(key, _)| !crate::config::is_credential_key(key))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        } else {
+            settings.backend_config.clone()
+        },
         env,
         workspace: settings.workspace.clone(),
         lock_timeout: settings.lock_timeout,
         lock_state: !plan_only,
         sandbox,
         plugin_cache: Some(plugin_cache(ctx)),
+        runner_dir: Some(dirs.root.clone()),
     };
     if let Err(message) = super::context::inside(checkout, &module_dir) {
         return Err(JobFailure::Step {
@@ -238,6 +250,7 @@ fn sandbox_for(
         .map(std::path::PathBuf::from)
         .filter(|path| path.is_absolute());
     if untrusted {
+        read_only.push(dirs.root.join(super::terraform::CLI_CONFIG));
         read_only.push(cache);
         read_only.extend(state.filter(|path| path.is_file()));
     } else {

@@ -83,7 +83,11 @@ pub enum SandboxError {
 /// The first executable named `name` on `PATH` (of the runner's environment).
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    std::env::split_paths(&path)
+    find_in(name, &path)
+}
+
+fn find_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }
@@ -139,6 +143,10 @@ impl Sandbox {
         // Not --die-with-parent: a terraform command outlives a runner killed under it,
         // so the next start can interrupt it as Ctrl-C would and it releases its state lock.
         push(&[&"--new-session"]);
+        if self.untrusted {
+            // A pull request's plan holds no lock worth releasing: it ends with the runner.
+            push(&[&"--die-with-parent"]);
+        }
         push(&[
             &"--unshare-pid",
             &"--unshare-ipc",
@@ -153,7 +161,15 @@ impl Sandbox {
             // The program keeps none (an untrusted one only the two setpriv drops).
             push(&[&"--cap-drop", &"ALL"]);
             if self.untrusted {
-                push(&[&"--cap-add", &"CAP_SETUID", &"--cap-add", &"CAP_SETGID"]);
+                // setpriv needs SETPCAP to empty the bounding set as it drops to the user.
+                push(&[
+                    &"--cap-add",
+                    &"CAP_SETUID",
+                    &"--cap-add",
+                    &"CAP_SETGID",
+                    &"--cap-add",
+                    &"CAP_SETPCAP",
+                ]);
             }
         } else {
             let uid = if self.untrusted {
@@ -257,7 +273,14 @@ impl Sandbox {
         .ok_or("the sandbox's network namespace did not appear")?;
         let slirp =
             tokio::process::Command::new(find_on_path("slirp4netns").ok_or(SandboxError::MissingSlirp.to_string())?)
-                .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .args([
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    // slirp4netns parses every packet the sandbox sends: it confines itself.
+                    "--enable-sandbox",
+                    "--enable-seccomp",
+                ])
                 .arg(inside.to_string())
                 .arg("tap0")
                 .stdin(std::process::Stdio::null())
@@ -293,7 +316,7 @@ impl Sandbox {
         if let Some(mut stdin) = firewall.stdin.take() {
             use tokio::io::AsyncWriteExt as _;
             stdin
-                .write_all(egress_rules(&self.blocked_networks, &host_addresses()).as_bytes())
+                .write_all(egress_rules(&self.blocked_networks, &host_networks()).as_bytes())
                 .await
                 .map_err(|e| format!("writing the sandbox's firewall rules: {e}"))?;
         }
@@ -329,45 +352,52 @@ async fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     None
 }
 
-/// Every address of this host's interfaces: through slirp4netns, they are the host.
-fn host_addresses() -> Vec<std::net::IpAddr> {
-    let mut addresses: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+/// Every network this host's interfaces are on (its own addresses and their neighbours):
+/// through slirp4netns, they are the host and the machines and containers beside it.
+fn host_networks() -> Vec<ipnet::IpNet> {
+    let mut networks: Vec<ipnet::IpNet> = nix::ifaddrs::getifaddrs()
         .into_iter()
         .flatten()
         .filter_map(|interface| {
             let address = interface.address?;
-            address
-                .as_sockaddr_in()
-                .map(|v4| std::net::IpAddr::V4(v4.ip()))
-                .or_else(|| address.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            let netmask = interface.netmask;
+            if let Some(v4) = address.as_sockaddr_in() {
+                let mask = netmask.as_ref().and_then(|m| m.as_sockaddr_in()).map(|m| m.ip());
+                let prefix = mask.map_or(32, |m| u32::from(m).count_ones() as u8);
+                ipnet::Ipv4Net::new(v4.ip(), prefix)
+                    .ok()
+                    .map(|n| ipnet::IpNet::V4(n.trunc()))
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                let mask = netmask.as_ref().and_then(|m| m.as_sockaddr_in6()).map(|m| m.ip());
+                let prefix = mask.map_or(128, |m| u128::from(m).count_ones() as u8);
+                ipnet::Ipv6Net::new(v6.ip(), prefix)
+                    .ok()
+                    .map(|n| ipnet::IpNet::V6(n.trunc()))
+            } else {
+                None
+            }
         })
         .collect();
-    addresses.sort_unstable();
-    addresses.dedup();
-    addresses
+    networks.sort_unstable();
+    networks.dedup();
+    networks
 }
 
 /// The egress firewall inside the sandbox: slirp4netns's DNS answers; loopback of the
 /// host (through slirp's gateway), the host's own addresses, the blocked networks and the
 /// metadata address are refused at once.
-pub fn egress_rules(blocked: &[ipnet::IpNet], host: &[std::net::IpAddr]) -> String {
-    let mut v4: Vec<String> = vec![
-        "127.0.0.0/8".into(),
-        "10.0.2.2".into(),
-        "169.254.169.254".into(),
-        "0.0.0.0/8".into(),
-    ];
-    let mut v6: Vec<String> = vec!["::1".into(), "fd00:ec2::254".into()];
-    for network in blocked {
+pub fn egress_rules(blocked: &[ipnet::IpNet], host: &[ipnet::IpNet]) -> String {
+    // Always refused, whatever the configured list says: loopback, slirp's gateway (the
+    // host's loopback), "this network", link-local (cloud metadata and container
+    // credentials endpoints) and the metadata address's IPv6 form.
+    let mut v4: Vec<String> = ["127.0.0.0/8", "10.0.2.2", "0.0.0.0/8", "169.254.0.0/16"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut v6: Vec<String> = ["::1", "fe80::/10", "fd00:ec2::254"].map(str::to_owned).to_vec();
+    for network in blocked.iter().chain(host) {
         match network {
             ipnet::IpNet::V4(n) => v4.push(n.to_string()),
             ipnet::IpNet::V6(n) => v6.push(n.to_string()),
-        }
-    }
-    for address in host {
-        match address {
-            std::net::IpAddr::V4(a) => v4.push(a.to_string()),
-            std::net::IpAddr::V6(a) => v6.push(a.to_string()),
         }
     }
     format!(
@@ -392,15 +422,24 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
 
 /// Checks that what a sandbox of `network` needs is installed, naming the package when not.
 pub fn tools(network: SandboxNetwork, untrusted: bool) -> Result<(PathBuf, PathBuf), SandboxError> {
-    let bwrap = find_on_path("bwrap").ok_or(SandboxError::MissingBwrap)?;
-    let setpriv = match find_on_path("setpriv") {
-        Some(path) => path,
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    tools_in(&path, network, untrusted)
+}
+
+fn tools_in(
+    path: &std::ffi::OsStr,
+    network: SandboxNetwork,
+    untrusted: bool,
+) -> Result<(PathBuf, PathBuf), SandboxError> {
+    let bwrap = find_in("bwrap", path).ok_or(SandboxError::MissingBwrap)?;
+    let setpriv = match find_in("setpriv", path) {
+        Some(setpriv) => setpriv,
         None if untrusted && runner_is_root() => return Err(SandboxError::MissingSetpriv),
         None => PathBuf::from("/usr/bin/setpriv"),
     };
     if network == SandboxNetwork::Egress {
-        find_on_path("slirp4netns").ok_or(SandboxError::MissingSlirp)?;
-        find_on_path("nft").ok_or(SandboxError::MissingNft)?;
+        find_in("slirp4netns", path).ok_or(SandboxError::MissingSlirp)?;
+        find_in("nft", path).ok_or(SandboxError::MissingNft)?;
     }
     Ok((bwrap, setpriv))
 }
@@ -491,7 +530,8 @@ mod tests {
              ls /proc | grep -c '^[0-9]' ; \
              test -e /var/run/docker.sock && echo SOCKET; \
              cat {db} && echo READ-DB; \
-             (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo CONNECTED; true",
+             (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo CONNECTED; \
+             grep CapBnd /proc/self/status; true",
             ppid = std::process::id(),
             db = secret_dir.path().join("runner.db").display(),
         );
@@ -503,7 +543,54 @@ mod tests {
         for reached in ["READ-PARENT", "SOCKET", "READ-DB", "CONNECTED"] {
             assert!(!text.contains(reached), "{reached}: {text}");
         }
+        assert!(
+            text.contains("CapBnd:\t0000000000000000"),
+            "no capability can come back: {text}"
+        );
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_sandbox_ends_with_the_command_that_started_it() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let Some(sandbox) = sandbox(true, SandboxNetwork::None, home.path()) else {
+            panic!("bubblewrap is required for this test: apt-get install bubblewrap");
+        };
+        sandbox.hand_over(&[home.path()]).expect("chown");
+        // A program that ignores the end of its parent and goes on in the background.
+        let mut child = sandbox
+            .command(
+                Path::new("/bin/sh"),
+                &[
+                    "-c".to_owned(),
+                    "trap '' INT TERM HUP; sleep 300 & sleep 300".to_owned(),
+                ],
+            )
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .spawn()
+            .expect("bwrap runs");
+        let launcher = child.id().expect("pid");
+        let inside = wait_for(|| {
+            let all = descendants(launcher);
+            (all.len() >= 5).then_some(all)
+        })
+        .await
+        .expect("the sandbox's processes started");
+        child.kill().await.expect("kill the launcher");
+        let survivors = wait_for(|| {
+            let alive: Vec<u32> = inside
+                .iter()
+                .copied()
+                .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+                })
+                .collect();
+            alive.is_empty().then_some(())
+        })
+        .await;
+        assert!(survivors.is_some(), "processes of the sandbox outlived it: {inside:?}");
     }
 
     #[tokio::test]
@@ -530,9 +617,15 @@ mod tests {
     /// An address of this host other than loopback, where a listener stands for the host's
     /// services and neighbours.
     fn host_address() -> std::net::IpAddr {
-        host_addresses()
-            .into_iter()
-            .find(|a| a.is_ipv4() && !a.is_loopback())
+        nix::ifaddrs::getifaddrs()
+            .expect("getifaddrs")
+            .filter_map(|interface| {
+                interface
+                    .address?
+                    .as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+            })
+            .find(|a| !a.is_loopback())
             .expect("this host has a non-loopback IPv4 address")
     }
 
@@ -585,6 +678,25 @@ mod tests {
             assert!(!text.contains(reached), "{reached}: {text}");
         }
         assert!(text.contains("DNS-REACHED"), "slirp4netns's resolver answers: {text}");
+    }
+
+    #[test]
+    fn a_missing_tool_is_one_sentence_naming_its_package() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let error = tools_in(empty.path().as_os_str(), SandboxNetwork::None, true)
+            .expect_err("no bwrap there")
+            .to_string();
+        assert!(error.contains("apt-get install bubblewrap"), "{error}");
+        // Only bwrap there: egress also needs slirp4netns.
+        let bwrap = find_on_path("bwrap").expect("bubblewrap is installed: apt-get install bubblewrap");
+        std::os::unix::fs::symlink(&bwrap, empty.path().join("bwrap")).expect("link");
+        std::os::unix::fs::symlink(find_on_path("setpriv").expect("setpriv"), empty.path().join("setpriv"))
+            .expect("link");
+        let error = tools_in(empty.path().as_os_str(), SandboxNetwork::Egress, true)
+            .expect_err("no slirp4netns there")
+            .to_string();
+        assert!(error.contains("apt-get install slirp4netns"), "{error}");
+        assert!(tools_in(empty.path().as_os_str(), SandboxNetwork::None, true).is_ok());
     }
 
     #[test]

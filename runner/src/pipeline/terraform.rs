@@ -25,6 +25,20 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
 /// In a job's home directory while a terraform command runs: the command's process id.
 pub const PID_FILE: &str = "terraform.pid";
 
+/// Kills every process of a sandbox whose command did not run to its end. Dropped
+/// before the command's `Child`, so the launcher's pid cannot have been reused.
+struct SandboxReaper(Option<u32>);
+
+impl Drop for SandboxReaper {
+    fn drop(&mut self) {
+        if let Some(launcher) = self.0 {
+            for pid in super::sandbox::descendants(launcher).into_iter().rev() {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -38,7 +52,13 @@ impl Drop for RemoveOnDrop {
 /// `grace`). Only a process running `bin`, or a sandbox with `bin` running inside it, is
 /// touched: the id may have been reused.
 pub async fn stop_orphan(pid_file: &Path, bin: &Path, grace: Duration) -> Option<i32> {
-    let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let pid = read_pid(pid_file)?;
+    // Only terraform itself, or the sandbox it runs in.
+    let launcher_is_ours = super::sandbox::runs(pid, bin)
+        || super::sandbox::find_on_path("bwrap").is_some_and(|bwrap| super::sandbox::runs(pid, &bwrap));
+    if !launcher_is_ours {
+        return None;
+    }
     let terraform = terraform_process(pid, bin)?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     signal(terraform, nix::sys::signal::Signal::SIGINT);
@@ -52,6 +72,23 @@ pub async fn stop_orphan(pid_file: &Path, bin: &Path, grace: Duration) -> Option
         }
     }
     i32::try_from(pid).ok()
+}
+
+/// A pid file's number: a small regular file, never read through a link or a pipe.
+fn read_pid(pid_file: &Path) -> Option<u32> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(pid_file)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok().filter(|pid| *pid > 1)
 }
 
 /// The process running terraform that `launched` (terraform itself, or the sandbox that
@@ -167,6 +204,9 @@ pub struct Module {
     pub sandbox: Option<Sandbox>,
     /// Providers trusted runs downloaded: filled by them, read-only to untrusted ones.
     pub plugin_cache: Option<PathBuf>,
+    /// A directory only the runner writes (the job's own, never bound writable into a
+    /// sandbox): the pid file and an untrusted run's CLI config. `None`: the home.
+    pub runner_dir: Option<PathBuf>,
 }
 
 /// The terraform boundary in our words: prepare, plan, apply that exact plan, read outputs.
@@ -222,7 +262,7 @@ impl Module {
             // An untrusted run installs what trusted runs cached, read-only, without
             // writing to the cache; a provider it ships itself is its own.
             (Some(_), true) => {
-                command.env("TF_CLI_CONFIG_FILE", self.home.join(CLI_CONFIG));
+                command.env("TF_CLI_CONFIG_FILE", self.runner_dir().join(CLI_CONFIG));
             }
             (None, _) => {}
         }
@@ -272,9 +312,11 @@ impl Module {
             },
             None => None,
         };
+        // A command cut short (cancelled, timed out) takes its whole sandbox with it.
+        let mut reaper = SandboxReaper(pid.filter(|_| self.sandbox.is_some()));
         // If the runner dies, its restart finds this and interrupts the orphaned command,
         // so it lets go of the state lock instead of racing the job's next attempt.
-        let pid_file = self.home.join(PID_FILE);
+        let pid_file = self.runner_dir().join(PID_FILE);
         if let Some(pid) = pid
             && let Err(error) = std::fs::write(&pid_file, pid.to_string())
         {
@@ -324,7 +366,10 @@ impl Module {
         };
         tokio::pin!(work);
         let (status, stdout, stderr) = tokio::select! {
-            finished = &mut work => finished,
+            finished = &mut work => {
+                reaper.0 = None;
+                finished
+            }
             () = cancel.cancelled() => {
                 // Like Ctrl-C: Terraform stops what it is doing and releases its state lock.
                 if let Some(terraform) = pid.and_then(|pid| terraform_process(pid, &self.bin)) {
@@ -376,18 +421,33 @@ impl Module {
         Ok(vec![format!("-var-file={}", path.display())])
     }
 
-    /// The job's home, private to the job and, in an untrusted sandbox, to its user; with
-    /// the CLI config of an untrusted run.
+    /// The job's home (handed to a sandbox's user before its first command), and the CLI
+    /// config of an untrusted run, written where only the runner writes and bound into the
+    /// sandbox read-only.
     fn prepare_home(&self) -> std::io::Result<()> {
         crate::secrets::create_private_dir(&self.home)?;
         if let (Some(cache), Some(sandbox)) = (&self.plugin_cache, &self.sandbox)
             && sandbox.untrusted
         {
-            let path = self.home.join(CLI_CONFIG);
-            std::fs::write(&path, untrusted_cli_config(cache, &self.dir))?;
-            self.hand_over(&path)?;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let path = self.runner_dir().join(CLI_CONFIG);
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)?
+                .write_all(untrusted_cli_config(cache, &self.dir).as_bytes())?;
         }
-        self.hand_over(&self.home)
+        Ok(())
+    }
+
+    fn runner_dir(&self) -> &Path {
+        self.runner_dir.as_deref().unwrap_or(&self.home)
     }
 
     /// Gives `path` to the sandbox's user, when it has one of its own.
@@ -407,8 +467,8 @@ impl Module {
     }
 }
 
-/// The CLI config of untrusted runs, in their home.
-const CLI_CONFIG: &str = "terraform.rc";
+/// The CLI config of untrusted runs, in the runner's directory of the job.
+pub const CLI_CONFIG: &str = "terraform.rc";
 
 /// Providers from the cache trusted runs filled (read-only) and from the module's own
 /// `terraform.d/plugins`, each only from there, and the rest from their registries: what
@@ -418,7 +478,17 @@ fn untrusted_cli_config(cache: &Path, module_dir: &Path) -> String {
     let list = |items: &[String]| items.iter().map(|i| quoted(i)).collect::<Vec<_>>().join(", ");
     let mut config = String::from("provider_installation {\n");
     let mut local = Vec::new();
-    for dir in [cache.to_path_buf(), module_dir.join("terraform.d").join("plugins")] {
+    let shipped = module_dir.join("terraform.d").join("plugins");
+    // Read as root: a link in the repository must not make it list a directory of the host.
+    let shipped_is_real = [module_dir.join("terraform.d"), shipped.clone()]
+        .iter()
+        .all(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()));
+    let dirs = if shipped_is_real {
+        vec![cache.to_path_buf(), shipped]
+    } else {
+        vec![cache.to_path_buf()]
+    };
+    for dir in dirs {
         let providers = providers_in(&dir);
         if providers.is_empty() {
             continue;
@@ -448,7 +518,13 @@ fn providers_in(dir: &Path) -> Vec<String> {
             .flatten()
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-            .filter(|name| !name.contains(['"', '\\', '*']))
+            // What a provider address may hold; nothing a config file or a shell reads.
+            .filter(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            })
             .collect()
     };
     let mut found = Vec::new();
@@ -697,6 +773,17 @@ mod tests {
         let empty = tempfile::tempdir().expect("tempdir");
         assert_eq!(
             untrusted_cli_config(empty.path(), empty.path()),
+            "provider_installation {\n  direct {}\n}\n"
+        );
+        // A name a shell would run, and a link out of the checkout, are not read.
+        let hostile = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(hostile.path().join("terraform.d/plugins/z$(id)/ns/kind")).expect("mkdir");
+        assert!(!untrusted_cli_config(empty.path(), hostile.path()).contains("$("));
+        let linked = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(linked.path().join("terraform.d")).expect("mkdir");
+        std::os::unix::fs::symlink(cache.path(), linked.path().join("terraform.d/plugins")).expect("link");
+        assert_eq!(
+            untrusted_cli_config(empty.path(), linked.path()),
             "provider_installation {\n  direct {}\n}\n"
         );
     }

@@ -534,7 +534,7 @@ async fn kill_then_restart(point: KillPoint) {
             std::fs::read_dir(&work)
                 .ok()?
                 .flatten()
-                .any(|job| job.path().join("home").join("terraform.pid").exists())
+                .any(|job| job.path().join("terraform.pid").exists())
                 .then_some(())
         })
         .await;
