@@ -233,16 +233,39 @@ pub fn hanging_server() -> String {
 
 /// A loopback port that is free now and that this test process has not handed out before:
 /// the kernel may offer a port again once its probe socket closes, and two roles of one
-/// config (a proxy port and a slot port) must never share one.
+/// config (a proxy port and a slot port) must never share one. It lies below the kernel's
+/// ephemeral range, so no outgoing connection and no port the engine publishes at random
+/// takes it between now and its use.
 pub fn free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static STATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001) - 1);
+    let seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let _ = STATE.compare_exchange(
+        0,
+        seed | 1,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        // xorshift: spread over the range, different in each test process.
+        let mut x = STATE.load(std::sync::atomic::Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, std::sync::atomic::Ordering::Relaxed);
+        let port = low + (x % u64::from(high - low + 1)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         if HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
             return port;
         }
