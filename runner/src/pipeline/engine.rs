@@ -463,7 +463,16 @@ impl DockerEngine {
             image: Some(image.to_owned()),
             labels: Some(labels),
             entrypoint: Some(vec!["nc".to_owned()]),
-            cmd: Some(vec!["-w".to_owned(), "2".to_owned(), host.to_owned(), port.to_owned()]),
+            // Connected is enough: `-e true` ends nc as soon as it connects, where a plain nc
+            // would wait for a metadata service that waits for a request first.
+            cmd: Some(vec![
+                "-w".to_owned(),
+                "2".to_owned(),
+                host.to_owned(),
+                port.to_owned(),
+                "-e".to_owned(),
+                "true".to_owned(),
+            ]),
             host_config: Some(HostConfig {
                 memory: Some(32 * 1024 * 1024),
                 cap_drop: Some(vec!["ALL".to_owned()]),

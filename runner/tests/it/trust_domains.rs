@@ -387,3 +387,48 @@ async fn a_pull_requests_build_steps_and_smoke_container_reach_neither_the_host_
     assert!(log.contains("smoke reached bridged-container"), "{log}");
     runner.stop().await;
 }
+
+/// Starts the runner binary with containers' metadata address at `address`, and returns
+/// its log once the start-up check has said what it found.
+async fn metadata_check_log(address: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config::runner(dir.path());
+    config.engine.probe_image = Some("local/busybox:1".to_owned());
+    config.engine.metadata_address = Some(address.to_owned());
+    let path = dir.path().join("runner.toml");
+    config::write(&path, config);
+    let mut runner = crate::common::process::Runner::start_with_env(&path, &[("RUST_LOG", "info,runner=debug")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let log = loop {
+        let log = runner.log_text();
+        if log.contains("metadata address") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start-up metadata check never said: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    runner.terminate();
+    log
+}
+
+#[tokio::test]
+async fn the_runner_warns_at_start_when_a_container_reaches_the_metadata_address() {
+    busybox_image();
+    // A stand-in for the metadata address, where containers can reach it: the host.
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
+    let reachable = format!("{}:{}", host_address(), listener.local_addr().expect("addr").port());
+    let log = metadata_check_log(&reachable).await;
+    assert!(
+        log.contains("reaches the cloud metadata address: block it for containers"),
+        "{log}"
+    );
+    drop(listener);
+    // Nobody answers there: no warning.
+    let closed = format!("{}:{}", host_address(), free_port());
+    let log = metadata_check_log(&closed).await;
+    assert!(log.contains("do not reach the metadata address"), "{log}");
+    assert!(!log.contains("block it for containers"), "{log}");
+}
