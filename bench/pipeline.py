@@ -1,29 +1,22 @@
 """Drives bench/pipeline.sh (progress on stderr, the summary as one JSON line on stdout): pushes N commits to a running runner, waits for each to go
 live, and splits each push-to-live time into engine/registry/git time and the runner's
 own overhead (queue pickup, gaps between steps, bookkeeping)."""
-import hashlib, hmac, json, os, statistics, subprocess, sys, time, urllib.request, uuid
+import json, os, statistics, sys, time, urllib.request
+import runner_client
 
 base, secret, repo, fixture, app_port, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 EXTERNAL = {"checkout", "build", "smoke", "push", "rollout"}
 
 def git(*args):
-    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True,
-                          env=dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")).stdout.strip()
+    return runner_client.git(repo, *args)
 
 def get(path):
-    with urllib.request.urlopen(base + path, timeout=10) as r:
-        return json.load(r)
+    return runner_client.get(base, path)
 
 def deliver(sha):
     push = json.load(open(fixture))
     push["ref"], push["after"] = "refs/heads/master", sha
-    body = json.dumps(push).encode()
-    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    req = urllib.request.Request(base + "/webhooks/github", data=body, method="POST", headers={
-        "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": sig})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)["job_id"]
+    return runner_client.deliver(base, secret, "push", push)
 
 def live_commit():
     try:

@@ -2,28 +2,20 @@
 push (a deploy: plan and apply) and a pull request (a verify job: its plan), each waited
 for; prints the median seconds of the deploys' plan and apply steps and of the verify
 jobs' plan step."""
-import hashlib, hmac, json, os, statistics, subprocess, sys, time, urllib.request, uuid
+import json, os, statistics, sys, time
+import runner_client
 
 base, secret, repo, push_fixture, pr_fixture, runs = sys.argv[1:7]
 runs = int(runs)
 
 def git(*args):
-    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True,
-                          env=dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x",
-                                   GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")).stdout.strip()
+    return runner_client.git(repo, *args)
 
 def get(path):
-    with urllib.request.urlopen(base + path, timeout=10) as r:
-        return json.load(r)
+    return runner_client.get(base, path)
 
-def deliver(event, body):
-    data = json.dumps(body).encode()
-    sig = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
-    req = urllib.request.Request(base + "/webhooks/github", data=data, method="POST", headers={
-        "Content-Type": "application/json", "X-GitHub-Event": event,
-        "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sig})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)["job_id"]
+def deliver(event, payload):
+    return runner_client.deliver(base, secret, event, payload)
 
 def finished(job_id):
     while (job := get(f"/api/jobs/{job_id}"))["state"] in ("queued", "running"):

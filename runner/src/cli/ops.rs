@@ -64,17 +64,21 @@ fn admin_token() -> Result<String, OpsError> {
 }
 
 async fn api_get(url: &str, path: &str) -> anyhow::Result<Value> {
+    answer(send_get(url, path).await?).await
+}
+
+/// `GET url+path`, with the admin token when one is set (reads may need a login).
+async fn send_get(url: &str, path: &str) -> anyhow::Result<reqwest::Response> {
     let mut request = client()?.get(format!("{}{path}", url.trim_end_matches('/')));
     if let Ok(token) = std::env::var("RUNNER_ADMIN_TOKEN")
         && !token.is_empty()
     {
         request = request.bearer_auth(token);
     }
-    let response = request
+    request
         .send()
         .await
-        .with_context(|| format!("cannot reach the runner at {url}"))?;
-    answer(response).await
+        .with_context(|| format!("cannot reach the runner at {url}"))
 }
 
 async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
@@ -395,16 +399,7 @@ pub async fn approve(remote: &Remote, job: u64, plan_digest: Option<String>) -> 
 /// Prints job `job`'s plan to stderr and returns its digest; `None` when it has none (a
 /// fork's held pull request waits for approval to run at all).
 async fn show_plan(remote: &Remote, job: u64) -> Result<Option<String>, OpsError> {
-    let mut request = client()?.get(format!("{}/api/jobs/{job}/plan", remote.url.trim_end_matches('/')));
-    if let Ok(token) = std::env::var("RUNNER_ADMIN_TOKEN")
-        && !token.is_empty()
-    {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the runner at {}", remote.url))?;
+    let response = send_get(&remote.url, &format!("/api/jobs/{job}/plan")).await?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }

@@ -297,16 +297,21 @@ fn check_local_addresses(projects: &[Project]) -> Result<(), ConfigError> {
 }
 
 fn find_terraform(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let is_executable = |path: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if let Some(explicit) = env("TERRAFORM_BIN").filter(|v| !v.trim().is_empty()) {
         let path = PathBuf::from(explicit);
         return is_executable(&path).then_some(path);
     }
-    env("PATH")?
-        .split(':')
-        .map(|dir| Path::new(dir).join("terraform"))
+    find_executable("terraform", std::ffi::OsStr::new(&env("PATH")?))
+}
+
+/// The first executable file named `name` in the directories of `path` (a `PATH` value).
+pub fn find_executable(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -18,6 +18,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use crate::config::SandboxNetwork;
+use crate::config::find_executable;
 
 /// The uid and gid an untrusted run gets on the host when the runner is root, and inside
 /// its user namespace otherwise.
@@ -82,19 +83,12 @@ pub enum SandboxError {
 
 /// The first executable named `name` on `PATH` (of the runner's environment).
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    find_in(name, &path)
+    find_executable(name, &runners_path())
 }
 
-fn find_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// The runner's `PATH`, or the usual one when it has none.
+fn runners_path() -> OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"))
 }
 
 /// Whether this process runs as root (and so can drop to another uid itself).
@@ -422,8 +416,7 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
 
 /// Checks that what a sandbox of `network` needs is installed, naming the package when not.
 pub fn tools(network: SandboxNetwork, untrusted: bool) -> Result<(PathBuf, PathBuf), SandboxError> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    tools_in(&path, network, untrusted)
+    tools_in(&runners_path(), network, untrusted)
 }
 
 fn tools_in(
@@ -431,15 +424,15 @@ fn tools_in(
     network: SandboxNetwork,
     untrusted: bool,
 ) -> Result<(PathBuf, PathBuf), SandboxError> {
-    let bwrap = find_in("bwrap", path).ok_or(SandboxError::MissingBwrap)?;
-    let setpriv = match find_in("setpriv", path) {
+    let bwrap = find_executable("bwrap", path).ok_or(SandboxError::MissingBwrap)?;
+    let setpriv = match find_executable("setpriv", path) {
         Some(setpriv) => setpriv,
         None if untrusted && runner_is_root() => return Err(SandboxError::MissingSetpriv),
         None => PathBuf::from("/usr/bin/setpriv"),
     };
     if network == SandboxNetwork::Egress {
-        find_in("slirp4netns", path).ok_or(SandboxError::MissingSlirp)?;
-        find_in("nft", path).ok_or(SandboxError::MissingNft)?;
+        find_executable("slirp4netns", path).ok_or(SandboxError::MissingSlirp)?;
+        find_executable("nft", path).ok_or(SandboxError::MissingNft)?;
     }
     Ok((bwrap, setpriv))
 }

@@ -78,18 +78,6 @@ impl Repo {
     }
 }
 
-/// The base image the test Dockerfiles start from, made by scripts/services.sh.
-fn busybox_image() {
-    let found = Command::new("docker")
-        .args(["image", "inspect", "local/busybox:1"])
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        found.status.success(),
-        "the base image local/busybox:1 is missing: run scripts/services.sh start (it imports Debian's busybox-static)"
-    );
-}
-
 fn unique() -> String {
     format!("{}{}", std::process::id(), free_port())
 }

@@ -17,17 +17,6 @@ use serde_json::Value;
 
 const DEPLOY_TOKEN: &str = "deploy-token-5b0e7c21d9";
 
-fn busybox_image() {
-    let present = Command::new("docker")
-        .args(["image", "inspect", "local/busybox:1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        present,
-        "the image local/busybox:1 is missing: scripts/services.sh start makes it (needs apt-get install busybox-static)"
-    );
-}
-
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().expect("the docker CLI runs");
     assert!(
@@ -235,26 +224,6 @@ async fn no_layer_crosses_between_deploy_and_pull_request_builds_and_a_pull_requ
         "{in_image} came from the pull request"
     );
     runner.stop().await;
-}
-
-/// The host's own IPv4 addresses outside the engine's bridges.
-fn host_address() -> Ipv4Addr {
-    let output = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("ip (iproute2) runs");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let interface = *fields.get(1)?;
-            let address = fields.get(3)?.split('/').next()?;
-            (interface != "docker0" && !interface.starts_with("br-") && !interface.starts_with("runner-"))
-                .then(|| address.parse().ok())
-                .flatten()
-        })
-        .next()
-        .expect("the host has an address of its own (not a bridge's)")
 }
 
 /// A container answering `text` on port 8080 (`docker run` arguments before the image).

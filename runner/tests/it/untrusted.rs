@@ -90,6 +90,56 @@ async fn queued(response: reqwest::Response) -> i64 {
         .expect("job id")
 }
 
+/// Against a runner process at `base`: a pull request delivery signed with `secret`,
+/// answered 202; the queued job's id.
+async fn deliver_pull_request(client: &reqwest::Client, base: &str, secret: &str, body: Vec<u8>) -> i64 {
+    let response = client
+        .post(format!("{base}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", unique_delivery_id())
+        .header("x-hub-signature-256", sign(secret, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    queued(response).await
+}
+
+async fn approve_as_admin(client: &reqwest::Client, base: &str, admin: &str, job_id: i64) {
+    let approve = client
+        .post(format!("{base}/api/jobs/{job_id}/approve"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approve.status(), 200);
+}
+
+/// The job once it has ended, polled every 100 ms at most `polls` times (else as last seen).
+async fn ended_job(client: &reqwest::Client, base: &str, job_id: i64, polls: usize) -> Value {
+    let mut job = Value::Null;
+    for _ in 0..polls {
+        job = client
+            .get(format!("{base}/api/jobs/{job_id}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    job
+}
+
+async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.expect("GET").text().await.expect("text")
+}
+
 async fn wait_until_ended(runner: &TestRunner, job_id: i64) -> Value {
     for _ in 0..1200 {
         let job = runner.get_json(&format!("/api/jobs/{job_id}")).await;
@@ -244,18 +294,6 @@ async fn a_held_fork_pull_request_runs_only_once_approved_and_each_push_needs_a_
     runner.stop().await;
 }
 
-/// The base image with a shell that test Dockerfiles build on.
-fn busybox_image() {
-    let present = Command::new("docker")
-        .args(["image", "inspect", "local/busybox:1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        present,
-        "the image local/busybox:1 is missing: scripts/services.sh start makes it (needs apt-get install busybox-static)"
-    );
-}
-
 /// Every secret the hostile test's runner holds, by what it is.
 const RUNNER_SECRETS: &[(&str, &str)] = &[
     ("HELLO_SECRET", "webhook-secret-for-the-hostile-test-0001"),
@@ -392,43 +430,10 @@ async fn a_hostile_fork_reaches_no_runner_secret_in_any_page_log_artifact_or_dat
     let admin = RUNNER_SECRETS[1].1;
 
     let body = pull_request("opened", Some(FORK), &sha_with_module);
-    let response = client
-        .post(format!("{base}/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "pull_request")
-        .header("x-github-delivery", unique_delivery_id())
-        .header("x-hub-signature-256", sign(webhook_secret, &body))
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    let job_id = queued(response).await;
-    let approve = client
-        .post(format!("{base}/api/jobs/{job_id}/approve"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("approve");
-    assert_eq!(approve.status(), 200);
-    let mut job = Value::Null;
-    for _ in 0..1200 {
-        job = client
-            .get(format!("{base}/api/jobs/{job_id}"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
-        if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let get = |path: String| {
-        let client = client.clone();
-        async move { client.get(path).send().await.expect("GET").text().await.expect("text") }
-    };
+    let job_id = deliver_pull_request(&client, &base, webhook_secret, body).await;
+    approve_as_admin(&client, &base, admin, job_id).await;
+    let job = ended_job(&client, &base, job_id, 1200).await;
+    let get = |path: String| get_text(&client, path);
     let log = get(format!("{base}/api/jobs/{job_id}/logs")).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     let plan = get(format!("{base}/api/jobs/{job_id}/plan")).await;
@@ -859,17 +864,6 @@ echo "hostile-report$report environ: $environ"
     )
 }
 
-/// An address of this host other than loopback: the host's services as a container or a
-/// sandbox on another network would see them.
-fn host_address() -> String {
-    let output = Command::new("hostname").arg("-I").output().expect("hostname -I");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
-        .expect("this host has a non-loopback IPv4 address")
-        .to_owned()
-}
-
 /// Counts the requests a listener on a host address receives, and keeps their first lines.
 async fn listen_on_host() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -989,49 +983,12 @@ async fn a_hostile_pull_requests_terraform_reaches_no_secret_file_socket_or_neig
         (REPOSITORY, &ships_provider),
     ] {
         let body = pull_request("synchronize", Some(head), sha);
-        let response = client
-            .post(format!("{base}/webhooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", "pull_request")
-            .header("x-github-delivery", unique_delivery_id())
-            .header("x-hub-signature-256", sign(webhook_secret, &body))
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        let job_id = queued(response).await;
+        let job_id = deliver_pull_request(&client, &base, webhook_secret, body).await;
         if head == FORK {
-            let approve = client
-                .post(format!("{base}/api/jobs/{job_id}/approve"))
-                .bearer_auth(admin)
-                .send()
-                .await
-                .expect("approve");
-            assert_eq!(approve.status(), 200);
+            approve_as_admin(&client, &base, admin, job_id).await;
         }
-        let mut job = Value::Null;
-        for _ in 0..1800 {
-            job = client
-                .get(format!("{base}/api/jobs/{job_id}"))
-                .send()
-                .await
-                .expect("GET")
-                .json()
-                .await
-                .expect("json");
-            if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let log = client
-            .get(format!("{base}/api/jobs/{job_id}/logs"))
-            .send()
-            .await
-            .expect("GET")
-            .text()
-            .await
-            .expect("text");
+        let job = ended_job(&client, &base, job_id, 1800).await;
+        let log = get_text(&client, format!("{base}/api/jobs/{job_id}/logs")).await;
         assert_eq!(
             job["state"], "failed",
             "the hostile plan fails in the sandbox: {job}\n{log}"

@@ -344,6 +344,40 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// The base image with a shell that test Dockerfiles build on (scripts/services.sh start
+/// imports it from Debian's busybox-static).
+pub fn busybox_image() {
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", "local/busybox:1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        present,
+        "the image local/busybox:1 is missing: scripts/services.sh start makes it (needs apt-get install busybox-static)"
+    );
+}
+
+/// An IPv4 address of the host's own, outside the engine's bridges: the host's services
+/// as a container or a sandbox on another network would see them.
+pub fn host_address() -> std::net::Ipv4Addr {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip (iproute2) runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let interface = *fields.get(1)?;
+            let address = fields.get(3)?.split('/').next()?;
+            (interface != "docker0" && !interface.starts_with("br-") && !interface.starts_with("runner-"))
+                .then(|| address.parse().ok())
+                .flatten()
+        })
+        .next()
+        .expect("the host has an address of its own (not a bridge's)")
+}
+
 /// Removes what the test made live in the engine, whatever the outcome.
 pub struct EngineCleanup {
     pub container: String,
