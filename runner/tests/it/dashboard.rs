@@ -5,7 +5,6 @@ use std::time::Duration;
 use crate::common::*;
 use futures_util::StreamExt;
 use runner::domain::JobId;
-use runner::store::deployments::{self, NewDeployment};
 use serde_json::Value;
 
 const HOSTILE_MESSAGE: &str = "<script>alert(1)</script> & \"quotes\"";
@@ -34,39 +33,15 @@ async fn live_deployment_at(runner: &TestRunner, message: &str, sha: &str, url: 
         .as_i64()
         .expect("job id");
     runner.wait_for_job_end(job_id).await;
-    let deployment = deployments::start(
-        &runner.pool,
-        &NewDeployment {
-            job_id,
-            project: "hello",
-            environment: "production",
-            sha,
-            image_ref: "127.0.0.1:5000/hello:abc",
-            image_digest: Some("sha256:1111111111111111111111111111111111111111111111111111111111111111"),
-            trigger: runner::job::Trigger::Push,
-            url,
-        },
-        runner::store::now_ms(),
-    )
-    .await
-    .expect("start deployment");
-    deployments::finish(
-        &runner.pool,
-        deployment.id,
-        runner::job::DeploymentStatus::Live,
-        None,
-        runner::store::now_ms(),
-    )
-    .await
-    .expect("finish deployment");
+    let deployment_id = record_live(runner, job_id, sha, url).await;
     // The job's attempt row (it failed at its checkout) was already there: name the URL.
     sqlx::query("UPDATE deployments SET url = $1 WHERE id = $2")
         .bind(url)
-        .bind(deployment.id)
+        .bind(deployment_id)
         .execute(runner.pool.db())
         .await
         .expect("set the URL");
-    (job_id, deployment.id)
+    (job_id, deployment_id)
 }
 
 /// Logs in with the admin token; returns the `Cookie` header value.

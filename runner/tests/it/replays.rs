@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use crate::common::*;
-use runner::store::deployments::{self, NewDeployment};
 use serde_json::Value;
 
 /// A push of `sha` to master that GitHub received at `pushed_at` (seconds).
@@ -36,33 +35,7 @@ async fn live(runner: &TestRunner, sha: &str, pushed_at: i64) -> (i64, i64) {
     assert_eq!(status, 202, "{answer}");
     let job_id = answer["job_id"].as_i64().expect("job id");
     runner.wait_for_job_end(job_id).await;
-    let now = runner::store::now_ms();
-    let deployment = deployments::start(
-        &runner.pool,
-        &NewDeployment {
-            job_id,
-            project: "hello",
-            environment: "production",
-            sha,
-            image_ref: "127.0.0.1:5000/hello:abc",
-            image_digest: Some("sha256:1111111111111111111111111111111111111111111111111111111111111111"),
-            trigger: runner::job::Trigger::Push,
-            url: "http://127.0.0.1:1/",
-        },
-        now,
-    )
-    .await
-    .expect("start deployment");
-    deployments::finish(
-        &runner.pool,
-        deployment.id,
-        runner::job::DeploymentStatus::Live,
-        None,
-        now,
-    )
-    .await
-    .expect("finish deployment");
-    (job_id, deployment.id)
+    (job_id, record_live(runner, job_id, sha, "http://127.0.0.1:1/").await)
 }
 
 async fn live_sha(runner: &TestRunner) -> String {

@@ -378,6 +378,38 @@ pub fn host_address() -> std::net::Ipv4Addr {
         .expect("the host has an address of its own (not a bridge's)")
 }
 
+/// Records job `job_id` (ended) of project hello as its production deployment of `sha`,
+/// live at `url`, as the pipeline would; returns the deployment's id.
+pub async fn record_live(runner: &TestRunner, job_id: i64, sha: &str, url: &str) -> i64 {
+    use runner::store::deployments::{self, NewDeployment};
+    let deployment = deployments::start(
+        &runner.pool,
+        &NewDeployment {
+            job_id,
+            project: "hello",
+            environment: "production",
+            sha,
+            image_ref: "127.0.0.1:5000/hello:abc",
+            image_digest: Some("sha256:1111111111111111111111111111111111111111111111111111111111111111"),
+            trigger: runner::job::Trigger::Push,
+            url,
+        },
+        runner::store::now_ms(),
+    )
+    .await
+    .expect("start deployment");
+    deployments::finish(
+        &runner.pool,
+        deployment.id,
+        runner::job::DeploymentStatus::Live,
+        None,
+        runner::store::now_ms(),
+    )
+    .await
+    .expect("finish deployment");
+    deployment.id
+}
+
 /// Removes what the test made live in the engine, whatever the outcome.
 pub struct EngineCleanup {
     pub container: String,
