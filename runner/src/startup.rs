@@ -135,6 +135,7 @@ impl Application {
                 )),
                 clock: Arc::new(crate::pipeline::clock::SystemClock),
                 http,
+                probe_image: config.engine.probe_image.clone(),
                 terraform_bin: config.terraform_bin.clone(),
                 terraform_locks: Arc::default(),
                 approval_timeout: Duration::from_secs(24 * 3600),

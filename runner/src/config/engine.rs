@@ -62,8 +62,10 @@ pub struct EngineConfig {
     /// their own. `None`: verify jobs use `host`, with builds that share no cache with
     /// deploy builds.
     pub untrusted_host: Option<EngineHost>,
-    /// The image of the start-up check of the cloud metadata address (never pulled: a
-    /// missing image skips the check). It needs `sh` and `nc`.
+    /// busybox, or an image with its `nc`, `wget` and `timeout`: the prober that asks a
+    /// verify job's smoke container from inside its network (pulled if the engine lacks
+    /// it), and the start-up check of the cloud metadata address (never pulled for that:
+    /// a missing image skips the check).
     pub probe_image: String,
     /// The cloud metadata address a container must not reach (`host:port`).
     pub metadata_address: String,

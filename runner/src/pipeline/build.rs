@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Network, Role, UntrustedBuild, copy_logs};
+use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Endpoint, Network, Role, UntrustedBuild, copy_logs};
 use super::joblog::JobLog;
 use super::steps::Steps;
 use super::{
@@ -96,6 +96,7 @@ async fn smoke_test(
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
     let smoke_container = Leftover::default();
+    let prober_container = Leftover::default();
     let smoked = steps
         .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
             let spec = ContainerSpec {
@@ -111,13 +112,41 @@ async fn smoke_test(
             };
             let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
             smoke_container.set(Some(started.id.clone()));
-            let url = format!("http://{}:{}{}", started.host_ip, started.host_port, smoke.path);
-            log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
-            let verdict = probe::until_healthy(&ctx.http, &url, smoke, smoke.timeout).await;
+            let verdict = match started.endpoint {
+                Endpoint::Published { ip, port } => {
+                    let url = format!("http://{ip}:{port}{}", smoke.path);
+                    log.system(format!("waiting for {url} to answer {}", smoke.expect_status));
+                    probe::until_healthy(|| probe::ask_over_http(&ctx.http, &url), smoke, smoke.timeout).await
+                }
+                Endpoint::Inside { port } => {
+                    let prober = engine
+                        .start_prober(&started.id, &ctx.probe_image, job.id.get(), smoke.timeout + STEP_MARGIN)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    prober_container.set(Some(prober.clone()));
+                    log.system(format!(
+                        "waiting for port {port}{} to answer {}, asked from inside the container's own network",
+                        smoke.path, smoke.expect_status
+                    ));
+                    probe::until_healthy(
+                        || async {
+                            engine
+                                .ask_inside(&prober, port, &smoke.path)
+                                .await
+                                .unwrap_or_else(|error| probe::Answer::Failed(error.to_string()))
+                        },
+                        smoke,
+                        smoke.timeout,
+                    )
+                    .await
+                }
+            };
             copy_logs(engine, &started.id, log).await;
             verdict.map_err(|last| format!("{} answered {last}", smoke.path))
         })
         .await;
+    // The prober lives in the smoke container's network namespace: it goes first.
+    prober_container.remove(engine, log).await;
     smoke_container.remove(engine, log).await;
     smoked
 }

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 
 use super::buildkit::{self, BuildKitRequest};
 use super::joblog::{JobLog, LineBuffer};
+use super::probe::{self, Answer};
 use super::ssh_tunnel::SshTunnel;
 use crate::config::{Builder, EngineHost};
 
@@ -124,12 +125,23 @@ pub struct StoredImage {
     pub bytes: u64,
 }
 
-/// A started container and the host port its service answers on.
+/// A started container and where its service answers.
 #[derive(Debug, Clone)]
 pub struct Started {
     pub id: String,
-    pub host_ip: IpAddr,
-    pub host_port: u16,
+    pub endpoint: Endpoint,
+}
+
+/// How the runner reaches a started container's service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A port the runner connects to.
+    Published { ip: IpAddr, port: u16 },
+    /// `port` inside the container's own network namespace, and only there: a closed
+    /// network's container may live where no route from the runner leads (another host,
+    /// a rootless engine's namespace), and the runner never connects into that network.
+    /// It is asked from a prober beside it ([`ContainerEngine::start_prober`]).
+    Inside { port: u16 },
 }
 
 /// The engine operations the pipeline uses, in our words.
@@ -170,6 +182,19 @@ pub trait ContainerEngine: Send + Sync {
     /// This runner's containers that carry every one of `labels`, running or not.
     async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError>;
     async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError>;
+    /// Starts a prober: a small container of `image` (busybox: `wget` and `timeout`) that
+    /// shares `beside`'s network namespace and nothing else, from which
+    /// [`ask_inside`](Self::ask_inside) asks. `image` is pulled if the engine lacks it.
+    /// The prober is removed like any container; it also ends by itself after `lifetime`.
+    async fn start_prober(
+        &self,
+        beside: &str,
+        image: &str,
+        job_id: i64,
+        lifetime: std::time::Duration,
+    ) -> Result<String, EngineError>;
+    /// One GET of `http://127.0.0.1:{port}{path}` from `prober`.
+    async fn ask_inside(&self, prober: &str, port: u16, path: &str) -> Result<Answer, EngineError>;
 }
 
 #[derive(Debug, Clone)]
@@ -381,19 +406,25 @@ impl DockerEngine {
 }
 
 impl DockerEngine {
-    /// The container's address on `network`.
-    async fn address_on(&self, id: &str, network: &str) -> Result<IpAddr, EngineError> {
-        let details = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
-        details
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut networks| networks.remove(network))
-            .and_then(|endpoint| endpoint.ip_address)
-            .and_then(|ip| ip.parse().ok())
-            .ok_or_else(|| EngineError::Engine(format!("container {id} has no address on network {network}")))
+    /// Pulls `image` unless the engine has it.
+    async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(image, "pulling an image the runner needs");
+        let options = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            if let Some(error) = progress?.error_detail.and_then(|detail| detail.message) {
+                return Err(EngineError::Engine(error));
+            }
+        }
+        Ok(())
     }
 
     /// Makes the bridge network `name` unless it exists. It stays for later jobs and runs:
@@ -504,22 +535,12 @@ impl DockerEngine {
     }
 }
 
-/// Has the host drop what the closed network's bridge sends it, but for the answers to
-/// its own connections (the runner asking a smoke container's health). Added once;
-/// `iptables -C` finds it on later calls and after the runner restarts.
+/// Has the host drop whatever the closed network's bridge sends it: the runner never
+/// connects into that network (its smoke probe asks from inside), so nothing from there is
+/// an answer the host waits for. Added once; `iptables -C` finds it on later calls and after
+/// the runner restarts.
 async fn guard_closed_bridge() -> Result<(), String> {
-    const RULE: [&str; 10] = [
-        "INPUT",
-        "-i",
-        CLOSED_NETWORK,
-        "-m",
-        "conntrack",
-        "!",
-        "--ctstate",
-        "ESTABLISHED,RELATED",
-        "-j",
-        "DROP",
-    ];
+    const RULE: [&str; 5] = ["INPUT", "-i", CLOSED_NETWORK, "-j", "DROP"];
     let run = |action: &'static str| async move {
         tokio::process::Command::new("iptables")
             .args(["-w", action])
@@ -801,24 +822,21 @@ impl ContainerEngine for DockerEngine {
             self.discard(&created.id).await;
             return Err(error.into());
         }
-        let reached = match spec.network {
-            Network::Closed => self
-                .address_on(&created.id, CLOSED_NETWORK)
-                .await
-                .map(|ip| (ip, spec.container_port)),
-            _ => self.published_port(&created.id, spec.container_port).await,
-        };
-        let (host_ip, host_port) = match reached {
-            Ok(reached) => reached,
-            Err(error) => {
-                self.discard(&created.id).await;
-                return Err(error);
-            }
+        let endpoint = match spec.network {
+            Network::Closed => Endpoint::Inside {
+                port: spec.container_port,
+            },
+            _ => match self.published_port(&created.id, spec.container_port).await {
+                Ok((ip, port)) => Endpoint::Published { ip, port },
+                Err(error) => {
+                    self.discard(&created.id).await;
+                    return Err(error);
+                }
+            },
         };
         Ok(Started {
             id: created.id,
-            host_ip,
-            host_port,
+            endpoint,
         })
     }
 
@@ -996,6 +1014,143 @@ impl ContainerEngine for DockerEngine {
             .await?;
         Ok(())
     }
+
+    async fn start_prober(
+        &self,
+        beside: &str,
+        image: &str,
+        job_id: i64,
+        lifetime: std::time::Duration,
+    ) -> Result<String, EngineError> {
+        self.ensure_image(image).await.map_err(|error| {
+            EngineError::Engine(format!(
+                "the health probe from inside the closed network needs {image} ([engine] probe_image, an image with busybox's wget and timeout) on the engine, and it is not there ({error})"
+            ))
+        })?;
+        let labels = HashMap::from([
+            (MANAGED_LABEL.to_owned(), self.instance.clone()),
+            // Reaped with the smoke container it probes, and at the next start if left.
+            (ROLE_LABEL.to_owned(), Role::Smoke.as_str().to_owned()),
+            (JOB_LABEL.to_owned(), job_id.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            entrypoint: Some(vec!["sleep".to_owned()]),
+            cmd: Some(vec![lifetime.as_secs().max(1).to_string()]),
+            // Nobody, in the probed container's network namespace and no other of its.
+            user: Some("65534:65534".to_owned()),
+            host_config: Some(HostConfig {
+                network_mode: Some(format!("container:{beside}")),
+                // `timeout` leaves a watcher process behind each request; the engine's init
+                // reaps them, where `sleep` as PID 1 would not and the pids limit would fill.
+                init: Some(true),
+                memory: Some(32 * 1024 * 1024),
+                memory_swap: Some(32 * 1024 * 1024),
+                pids_limit: Some(16),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await?;
+        if let Err(error) = self
+            .docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+        {
+            self.discard(&created.id).await;
+            return Err(error.into());
+        }
+        Ok(created.id)
+    }
+
+    async fn ask_inside(&self, prober: &str, port: u16, path: &str) -> Result<Answer, EngineError> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let seconds = probe::REQUEST_TIMEOUT.as_secs().to_string();
+        // busybox's own `wget -T` crashes on a refused connection; `timeout` bounds it instead.
+        let command = ["timeout", &seconds, "wget", "-q", "-S", "-O", "-", &url];
+        let exec = self
+            .docker
+            .create_exec(
+                prober,
+                bollard::exec::CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(command.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let bollard::exec::StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, None).await?
+        else {
+            return Err(EngineError::Engine("the probe's exec started detached".into()));
+        };
+        let (mut body, mut report) = (Vec::new(), Vec::new());
+        let read = async {
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        let room = probe::MAX_BODY_BYTES.saturating_sub(body.len());
+                        body.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        let room = PROBE_REPORT_BYTES.saturating_sub(report.len());
+                        report.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, EngineError>(())
+        };
+        // The prober's `timeout` ends the request; this bounds an engine that stops answering.
+        let budget = probe::REQUEST_TIMEOUT + std::time::Duration::from_secs(3);
+        if tokio::time::timeout(budget, read).await.is_err() {
+            return Ok(Answer::Silent);
+        }
+        let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
+        Ok(read_wget_answer(
+            exit_code,
+            &String::from_utf8_lossy(&report),
+            &String::from_utf8_lossy(&body),
+        ))
+    }
+}
+
+/// The most of a probe's error output that is read.
+const PROBE_REPORT_BYTES: usize = 16 * 1024;
+
+/// What `wget -q -S` said, as an [`Answer`]: `-S` writes the response's status line to
+/// stderr (indented), the body goes to stdout; it follows redirects, so the first status
+/// line is the endpoint's own answer.
+fn read_wget_answer(exit_code: Option<i64>, report: &str, body: &str) -> Answer {
+    let status = report.lines().find_map(|line| {
+        let line = line.trim();
+        let rest = line
+            .strip_prefix("HTTP/")
+            .or_else(|| line.strip_prefix("wget: server returned error: HTTP/"))?;
+        rest.split_whitespace().nth(1)?.parse::<u16>().ok()
+    });
+    if let Some(status) = status {
+        return Answer::Http {
+            status,
+            body: body.to_owned(),
+        };
+    }
+    let last = report.lines().map(str::trim).rfind(|line| !line.is_empty());
+    match (exit_code, last) {
+        (_, Some(line)) if line.contains("Connection refused") => Answer::Refused,
+        // `timeout` ends wget with SIGTERM.
+        (Some(143 | 124 | 137), _) => Answer::Silent,
+        (_, Some(line)) => Answer::Failed(line.trim_start_matches("wget: ").to_owned()),
+        (code, None) => Answer::Failed(format!("the probe ended with {code:?} and said nothing")),
+    }
 }
 
 /// Copies a container's last output into the job's log (why a smoke test or a rollout
@@ -1014,6 +1169,41 @@ pub async fn copy_logs(engine: &dyn ContainerEngine, container: &str, log: &JobL
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What busybox 1.35's `wget -q -S -O -` printed for each case.
+    #[test]
+    fn a_probers_wget_output_reads_as_the_answer_it_got() {
+        let ok = "  HTTP/1.1 200 OK\n  Content-Length: 8\n  Connection: close\n  \n";
+        assert_eq!(
+            read_wget_answer(Some(0), ok, "healthy\n"),
+            Answer::Http {
+                status: 200,
+                body: "healthy\n".into()
+            }
+        );
+        let error =
+            "  HTTP/1.1 503 Service Unavailable\nwget: server returned error: HTTP/1.1 503 Service Unavailable\n";
+        assert_eq!(
+            read_wget_answer(Some(1), error, ""),
+            Answer::Http {
+                status: 503,
+                body: String::new()
+            }
+        );
+        // A redirect is followed by wget; the endpoint's own answer is the first.
+        let redirect = "  HTTP/1.1 302 Found\n  Location: /elsewhere\n  \n  HTTP/1.1 200 OK\n  \n";
+        assert!(matches!(
+            read_wget_answer(Some(0), redirect, "x"),
+            Answer::Http { status: 302, .. }
+        ));
+        let refused = "wget: can't connect to remote host (127.0.0.1): Connection refused\n";
+        assert_eq!(read_wget_answer(Some(1), refused, ""), Answer::Refused);
+        assert_eq!(read_wget_answer(Some(143), "", ""), Answer::Silent);
+        assert_eq!(
+            read_wget_answer(Some(1), "wget: error getting response\n", ""),
+            Answer::Failed("error getting response".into())
+        );
+    }
 
     #[test]
     fn buildkit_is_used_where_the_engine_has_it_and_its_absence_is_explained() {

@@ -82,6 +82,8 @@ pub struct PipelineContext {
     /// What step timeouts and step times are measured with.
     pub clock: Arc<dyn clock::Clock>,
     pub http: reqwest::Client,
+    /// `[engine] probe_image`: what asks a closed network's container from inside.
+    pub probe_image: String,
     pub terraform_bin: Option<PathBuf>,
     /// One terraform operation at a time per project and workspace.
     pub terraform_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,

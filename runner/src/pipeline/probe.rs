@@ -21,45 +21,66 @@ async fn read_at_most(mut response: reqwest::Response, max: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-/// Asks `url` until it answers the expected status (and body, when configured) or
-/// `budget` runs out. The error says what was seen last ("503", "connection refused").
-pub async fn until_healthy(
-    http: &reqwest::Client,
-    url: &str,
-    expect: &SmokeSettings,
-    budget: Duration,
-) -> Result<(), String> {
+/// What one request to a health endpoint got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// An HTTP answer: its status and the first [`MAX_BODY_BYTES`] of its body.
+    Http { status: u16, body: String },
+    /// Nothing listens on the port (yet).
+    Refused,
+    /// Connected, and no answer came in time.
+    Silent,
+    /// Anything else, in a few words.
+    Failed(String),
+}
+
+/// How long one request may take before it counts as [`Answer::Silent`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One GET of `url` from the runner itself, following no redirect.
+pub async fn ask_over_http(http: &reqwest::Client, url: &str) -> Answer {
+    match http.get(url).timeout(REQUEST_TIMEOUT).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = read_at_most(response, MAX_BODY_BYTES).await;
+            Answer::Http { status, body }
+        }
+        Err(error) if error.is_connect() => Answer::Refused,
+        Err(error) if error.is_timeout() => Answer::Silent,
+        Err(error) => Answer::Failed(error.to_string()),
+    }
+}
+
+/// Asks (through `ask`) until the answer is the expected status (and body, when
+/// configured) or `budget` runs out. The error says what was seen last ("503",
+/// "connection refused").
+pub async fn until_healthy<F, Fut>(mut ask: F, expect: &SmokeSettings, budget: Duration) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
     let deadline = Instant::now() + budget;
     loop {
-        let last;
-        match http.get(url).timeout(Duration::from_secs(2)).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body = read_at_most(response, MAX_BODY_BYTES).await;
+        let last = match ask().await {
+            Answer::Http { status, body } => {
                 let body_ok = expect.expect_body.as_deref().is_none_or(|want| body.trim() == want);
                 if status == expect.expect_status && body_ok {
                     return Ok(());
                 }
                 let shown: String = body.trim().chars().take(80).collect();
-                last = if status == expect.expect_status {
+                if status == expect.expect_status {
                     format!(
                         "{status} with body {shown:?}, expected {:?}",
                         expect.expect_body.as_deref().unwrap_or_default()
                     )
                 } else {
                     format!("{status}, expected {}", expect.expect_status)
-                };
+                }
             }
-            Err(error) => {
-                last = if error.is_connect() {
-                    "nothing: connection refused".to_owned()
-                } else if error.is_timeout() {
-                    "nothing within 2 s".to_owned()
-                } else {
-                    format!("with an error: {error}")
-                };
-            }
-        }
+            Answer::Refused => "nothing: connection refused".to_owned(),
+            Answer::Silent => format!("nothing within {} s", REQUEST_TIMEOUT.as_secs()),
+            Answer::Failed(error) => format!("with an error: {error}"),
+        };
         if Instant::now() >= deadline {
             return Err(last);
         }
@@ -112,7 +133,7 @@ mod tests {
             timeout: Duration::from_millis(100),
         };
         let http = reqwest::Client::new();
-        let error = until_healthy(&http, &url, &expect, Duration::from_millis(100))
+        let error = until_healthy(|| ask_over_http(&http, &url), &expect, Duration::from_millis(100))
             .await
             .expect_err("the body is not \"healthy\"");
         assert!(error.starts_with("200 with body \"xxxx"), "{error}");

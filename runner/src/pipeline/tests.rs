@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use super::checkout::Checkout;
 use super::clock::Clock;
 use super::engine::{
-    BuildRequest, ContainerEngine, ContainerSpec, EngineError, ManagedContainer, RegistryAuth, Role, Started,
+    BuildRequest, ContainerEngine, ContainerSpec, Endpoint, EngineError, ManagedContainer, Network, RegistryAuth, Role,
+    Started,
 };
 use super::joblog::{JobLog, LogEvents};
+use super::probe::{self, Answer};
 use super::registry::{Destination, Registry};
 use super::target::DeployTarget;
 use super::target::ecs::EcsTarget;
@@ -202,11 +204,16 @@ impl ContainerEngine for FakeEngine {
                 server: Some(server),
             },
         );
-        Ok(Started {
-            id,
-            host_ip: bound.ip(),
-            host_port: bound.port(),
-        })
+        // Like the real engine, a closed network's container is asked from inside only.
+        let endpoint = if spec.network == Network::Closed {
+            Endpoint::Inside { port: bound.port() }
+        } else {
+            Endpoint::Published {
+                ip: bound.ip(),
+                port: bound.port(),
+            }
+        };
+        Ok(Started { id, endpoint })
     }
 
     async fn logs(&self, container: &str) -> Result<Vec<String>, EngineError> {
@@ -324,6 +331,27 @@ impl ContainerEngine for FakeEngine {
             .expect("the container still exists")
             .name = name.to_owned();
         Ok(())
+    }
+
+    async fn start_prober(
+        &self,
+        beside: &str,
+        image: &str,
+        _job_id: i64,
+        _lifetime: Duration,
+    ) -> Result<String, EngineError> {
+        self.enter("start_prober", &format!("{image} beside {beside}")).await?;
+        self.by_name(beside)
+            .ok_or_else(|| EngineError::Engine("no such container".into()))?;
+        Ok(format!("prober-of-{beside}"))
+    }
+
+    async fn ask_inside(&self, prober: &str, port: u16, path: &str) -> Result<Answer, EngineError> {
+        if !prober.starts_with("prober-of-") {
+            return Err(EngineError::Engine(format!("{prober} is no prober")));
+        }
+        // The fake's containers share the host's network: inside is 127.0.0.1 here too.
+        Ok(probe::ask_over_http(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}{path}")).await)
     }
 }
 
@@ -724,6 +752,7 @@ url = "registry.test"
         connector: Arc::new(connector),
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         http,
+        probe_image: "probe:latest".to_owned(),
         terraform_bin: config.terraform_bin.clone(),
         terraform_locks: Arc::default(),
         approval_timeout: Duration::from_secs(5),

@@ -63,7 +63,7 @@ fn head(setup: &Setup) -> String {
 
 /// The project's config: terraform in `infra/` with local state, and `rollout`.
 fn config(setup: &Setup, dir: &Path, approval: bool, rollout: config::Rollout) -> config::Config {
-    let mut config = config::runner(dir);
+    let mut config = config::with_local_probe(config::runner(dir));
     config.queue = config::Queue {
         workers: Some(2),
         lease_secs: Some(10),

@@ -193,7 +193,8 @@ async fn push_builds_smokes_pushes_and_goes_live_then_a_bad_image_fails_and_roll
     );
     assert_eq!(live_version(host_port).await["commit"], second.as_str());
     let leftovers = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=io.runner.role=smoke"])
+        // This project's: other tests' runners start smoke containers of their own.
+        .args(["ps", "-aq", "--filter", &format!("name=runner-{project}-smoke-")])
         .output()
         .expect("docker");
     assert!(

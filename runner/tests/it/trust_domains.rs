@@ -401,3 +401,167 @@ async fn the_runner_warns_at_start_when_a_container_reaches_the_metadata_address
     assert!(log.contains("do not reach the metadata address"), "{log}");
     assert!(!log.contains("block it for containers"), "{log}");
 }
+
+/// A second Docker engine on this host, in a network namespace of its own: like a
+/// rootless engine's or another host's, its containers' addresses lead nowhere from the
+/// runner. Stopped (its containers with it) and removed when dropped.
+struct EngineOutOfReach {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl EngineOutOfReach {
+    fn start() -> Self {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        assert!(
+            is_root,
+            "a second engine in its own network namespace needs root (unshare, dockerd)"
+        );
+        // Short: the engine's sockets live under it, within the kernel's 108-byte limit.
+        let dir = tempfile::Builder::new()
+            .prefix("eng")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let root = dir.path().display().to_string();
+        // Its own (empty) daemon.json: the host's may name a data root of its own.
+        std::fs::write(dir.path().join("daemon.json"), "{}").expect("write");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log");
+        let daemon = Command::new("unshare")
+            .args(["--net", "--fork", "--kill-child", "sh", "-c"])
+            .arg(format!(
+                "ip link set lo up && exec dockerd --config-file {root}/daemon.json --data-root {root}/data \
+                 --exec-root {root}/exec --pidfile {root}/dockerd.pid -H unix://{root}/docker.sock"
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("unshare and dockerd run (apt-get install util-linux iproute2 docker.io)");
+        let engine = Self { dir, daemon };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !engine.docker_ok(&["info"]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second engine did not start: {}",
+                std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let loaded = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save local/busybox:1 | docker -H {} load",
+                engine.host()
+            ))
+            .output()
+            .expect("sh");
+        assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+        engine
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}/docker.sock", self.dir.path().display())
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> bool {
+        Command::new("docker")
+            .args(["-H", &self.host()])
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        docker(&[&["-H", &self.host()], args].concat())
+    }
+}
+
+impl Drop for EngineOutOfReach {
+    fn drop(&mut self) {
+        // A stopped engine stops its containers and unmounts their layers.
+        let pid = std::fs::read_to_string(self.dir.path().join("dockerd.pid")).unwrap_or_default();
+        let _ = Command::new("kill").arg(pid.trim()).output();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline && matches!(self.daemon.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_pull_requests_smoke_test_asks_from_inside_on_an_engine_the_runner_has_no_route_to() {
+    busybox_image();
+    let engine = EngineOutOfReach::start();
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("trustfar{id}"), format!("runner-trustfar-{id}"));
+
+    // The premise: a container of that engine does not answer the runner at its address.
+    let port = free_port().to_string();
+    let listener = engine.docker(&[
+        "run",
+        "-d",
+        "local/busybox:1",
+        "sh",
+        "-c",
+        &format!("while true; do echo here | nc -l -p {port}; done"),
+    ]);
+    let address = engine.docker(&["inspect", "--format", "{{.NetworkSettings.IPAddress}}", &listener]);
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect(format!("{address}:{port}")),
+    )
+    .await;
+    assert!(
+        !matches!(reached, Ok(Ok(_))),
+        "the runner reaches {address}:{port} on the second engine: the test shows nothing"
+    );
+    engine.docker(&["rm", "-f", &listener]);
+
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    webapp_repo(repo, "FROM scratch\n");
+    let untrusted_host = engine.host();
+    let runner = start(
+        move |config| {
+            config.engine.untrusted_host = Some(untrusted_host);
+            let smoke = config.projects[0].smoke.as_mut().expect("smoke");
+            smoke.timeout_secs = Some(5);
+        },
+        &project,
+        repo,
+        &image,
+    )
+    .await;
+
+    let healthy = commit(repo, &format!("FROM local/busybox:1\n{APP_TAIL}"), "the app");
+    let (job, log) = verify(&runner, &healthy).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(log.contains("asked from inside the container's own network"), "{log}");
+
+    // An app that answers, but not what the smoke test expects: the answer is read, body and all.
+    std::fs::create_dir_all(repo.join("www")).expect("mkdir");
+    std::fs::write(repo.join("www/health"), "sick\n").expect("write");
+    let sick = commit(
+        repo,
+        "FROM local/busybox:1\nCOPY www /www\nEXPOSE 5001\nENTRYPOINT [\"httpd\", \"-f\", \"-p\", \"5001\", \"-h\", \"/www\"]\n",
+        "a sick app",
+    );
+    let (job, log) = verify(&runner, &sick).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().expect("error");
+    assert!(
+        error.contains("/health answered 200 with body \"sick\", expected \"healthy\""),
+        "{error}"
+    );
+
+    // Neither the smoke containers nor their probers are left on that engine.
+    let left = engine.docker(&["ps", "-aq", "--filter", "label=io.runner.managed"]);
+    assert_eq!(left, "", "containers left on the second engine");
+    runner.stop().await;
+    drop(engine);
+}

@@ -272,7 +272,13 @@ impl DeployTarget for LocalTarget {
             "started in slot {} beside the live version; waiting for {probe_url}",
             SLOT_NAMES[slot]
         ));
-        if let Err(last) = probe::until_healthy(&self.http, &probe_url, &self.smoke, self.rollout.timeout).await {
+        if let Err(last) = probe::until_healthy(
+            || probe::ask_over_http(&self.http, &probe_url),
+            &self.smoke,
+            self.rollout.timeout,
+        )
+        .await
+        {
             copy_logs(self.engine.as_ref(), &started.id, log).await;
             return Err(RolloutError::failed(format!(
                 "the new version never became healthy ({} answered {last}); it got no traffic and the live version keeps serving",

@@ -155,7 +155,7 @@ pub fn pipeline_config(
     host_port: u16,
     smoke_secs: u64,
 ) -> Config {
-    let mut config = runner(dir);
+    let mut config = with_local_probe(runner(dir));
     config.queue = Queue {
         workers: Some(2),
         lease_secs: Some(3),
@@ -171,6 +171,13 @@ pub fn pipeline_config(
         ..project(name, REPOSITORY, &["master"], "HELLO_SECRET")
     }];
     with_proxy(config)
+}
+
+/// The probe image of a pull request's smoke test (and of the start-up metadata check):
+/// the local base image, as nothing can be pulled here.
+pub fn with_local_probe(mut config: Config) -> Config {
+    config.engine.probe_image = Some("local/busybox:1".to_owned());
+    config
 }
 
 /// Tests read pages and the API without logging in, unless the config they are given
