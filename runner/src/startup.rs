@@ -14,10 +14,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::job::{JobKind, Trigger};
 use crate::metrics::Metrics;
 use crate::pipeline::Cancellations;
 use crate::pipeline::engine::{ContainerEngine, DockerEngine};
 use crate::pipeline::joblog::LogEvents;
+use crate::pipeline::plan::JobPlan;
 use crate::pipeline::{Connections, PipelineContext};
 use crate::proxy::{Caddy, Proxy};
 use crate::store::{self, deliveries, now_ms};
@@ -79,6 +81,7 @@ impl Application {
         if let Some(engine) = &engine {
             check_metadata_address(&config, engine, "the engine");
         }
+        warn_of_jobs_that_cannot_run(&config);
         let engine = engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
         let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
 
@@ -294,6 +297,32 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
 /// Warns when a container on `engine` reaches the cloud metadata address (on EC2 with
 /// IMDSv1, the instance role's credentials). In the background, with a short timeout:
 /// start-up neither waits for it nor fails by it.
+/// Says at start which projects' jobs would fail for settings they lack, where the first
+/// push would otherwise be the first to tell.
+fn warn_of_jobs_that_cannot_run(config: &Config) {
+    for project in &config.projects {
+        let verifies = project.pull_requests != crate::config::PullRequestPolicy::Off;
+        for environment in &project.environments {
+            let kinds = [
+                (JobKind::Deploy, Trigger::Push),
+                (JobKind::Verify, Trigger::PullRequest),
+            ];
+            for (kind, trigger) in kinds {
+                if kind == JobKind::Verify && !verifies {
+                    continue;
+                }
+                if let Err(missing) = JobPlan::new(project, environment, kind, trigger) {
+                    tracing::warn!(
+                        project = %project.name,
+                        environment = %environment.name,
+                        "{missing}; until then its {kind} jobs fail"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn check_metadata_address(config: &Config, engine: &DockerEngine, which: &'static str) {
     let engine = engine.clone();
     let (image, address) = (

@@ -8,70 +8,41 @@ use bytes::Bytes;
 
 use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Endpoint, Network, Role, UntrustedBuild, copy_logs};
 use super::joblog::JobLog;
+use super::plan::{Deploy, Step, Verify};
 use super::steps::Steps;
 use super::{
-    BUILD, CHECKOUT, JobDirs, JobFailure, PUSH, SMOKE, STEP_MARGIN, context, create_dirs, deliver, infra, probe,
-    remove_workdir, workdir_of,
+    JobDirs, JobFailure, STEP_MARGIN, StepError, context, create_dirs, deliver, infra, probe, remove_workdir,
+    workdir_of,
 };
 use crate::config::{BuildNetwork, BuildSettings, Environment, Project, SmokeSettings};
 use crate::job::JobKind;
 use crate::store::now_ms;
 
-pub(super) async fn run(
+/// A deploy job up to its pushed image, then its delivery.
+pub(super) async fn deploy(
     steps: &Steps<'_>,
     project: &Project,
     environment: &Environment,
+    plan: Deploy<'_>,
     engine: &Arc<dyn ContainerEngine>,
-    kind: JobKind,
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
-    let (Some(build), Some(smoke)) = (&project.build, &project.smoke) else {
-        unreachable!("settings were checked before the job started");
-    };
     let dirs = workdir_of(ctx, job);
-    let checkout = ctx.connector.checkout(project, &dirs.home);
-    let checked_out = steps
-        .run(CHECKOUT, ctx.checkout_timeout, async {
-            create_dirs(&dirs).await?;
-            checkout.fetch(job, &dirs.checkout, log).await
-        })
-        .await;
-    let built = match checked_out {
-        Ok(()) => build_image(steps, project, build, engine.as_ref(), &dirs, kind).await,
-        Err(error) => Err(error),
-    };
+    let built = check_out_and_build(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Deploy).await;
     // Without terraform steps, the checkout is no longer needed once the image exists.
-    if project.terraform.is_none() {
+    if plan.delivery.terraform.is_none() {
         remove_workdir(&dirs.root, log).await;
     }
     let tag = built?;
-    if kind == JobKind::Verify {
-        // A pull request's image is tagged apart and goes with its job: nothing else
-        // starts from it, and its layers leave the engine with it.
-        let verified = verify(steps, project, smoke, engine.as_ref(), &tag).await;
-        if let Err(error) = engine.remove_image(&tag).await {
-            log.system(format!("could not remove the image {tag}: {error}"));
-        }
-        return verified;
-    }
-    smoke_test(steps, project, smoke, engine.as_ref(), &tag, Network::Default).await?;
+    smoke_test(steps, project, plan.smoke, engine.as_ref(), &tag, Network::Default).await?;
 
-    let Some(registry_settings) = &project.registry else {
-        unreachable!("settings were checked before the job started");
-    };
     let (repository, digest) = steps
-        .run(PUSH, ctx.push_timeout, async {
-            let registry = ctx.connector.registry(registry_settings).await;
-            let destination = registry.destination(&build.image, log).await?;
+        .run(Step::Push, ctx.push_timeout, async {
+            let registry = ctx.connector.registry(plan.registry).await;
+            let destination = registry.destination(&plan.build.image, log).await?;
             let repository = destination.repository;
-            engine
-                .tag(&tag, &repository, &job.sha)
-                .await
-                .map_err(|e| e.to_string())?;
-            let digest = engine
-                .push(&repository, &job.sha, destination.auth, log)
-                .await
-                .map_err(|e| e.to_string())?;
+            engine.tag(&tag, &repository, &job.sha).await?;
+            let digest = engine.push(&repository, &job.sha, destination.auth, log).await?;
             log.system(format!("pushed {repository}:{} ({digest})", job.sha));
             Ok((repository, digest))
         })
@@ -82,7 +53,58 @@ pub(super) async fn run(
         sha: job.sha.to_string(),
         digest,
     };
-    deliver::deliver(steps, project, environment, engine, &dirs, &pushed).await
+    deliver::deliver(steps, project, environment, plan.delivery, engine, &dirs, &pushed).await
+}
+
+/// A verify job: its build and smoke test on the closed network, then the plan if the
+/// project plans pull requests. Its image is tagged apart and goes with the job: nothing
+/// else starts from it, and its layers leave the engine with it.
+pub(super) async fn verify(
+    steps: &Steps<'_>,
+    project: &Project,
+    plan: Verify<'_>,
+    engine: &Arc<dyn ContainerEngine>,
+) -> Result<(), JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let dirs = workdir_of(ctx, job);
+    let built = check_out_and_build(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Verify).await;
+    if plan.terraform.is_none() {
+        remove_workdir(&dirs.root, log).await;
+    }
+    let tag = built?;
+    let verified = async {
+        smoke_test(steps, project, plan.smoke, engine.as_ref(), &tag, Network::Closed).await?;
+        log.system("verify job: the image builds and answers its health check");
+        if let Some(terraform) = plan.terraform {
+            infra::run(steps, project, terraform, &dirs, &tag, true).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = engine.remove_image(&tag).await {
+        log.system(format!("could not remove the image {tag}: {error}"));
+    }
+    verified
+}
+
+/// The checkout, then the build; returns the local tag.
+async fn check_out_and_build(
+    steps: &Steps<'_>,
+    project: &Project,
+    build: &BuildSettings,
+    engine: &dyn ContainerEngine,
+    dirs: &JobDirs,
+    kind: JobKind,
+) -> Result<String, JobFailure> {
+    let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
+    let checkout = ctx.connector.checkout(project, &dirs.home);
+    steps
+        .run(Step::Checkout, ctx.checkout_timeout, async {
+            create_dirs(dirs).await?;
+            Ok(checkout.fetch(job, &dirs.checkout, log).await?)
+        })
+        .await?;
+    build_image(steps, project, build, engine, dirs, kind).await
 }
 
 /// Runs the image and asks its health endpoint, on `network`; the container goes after.
@@ -98,7 +120,7 @@ async fn smoke_test(
     let smoke_container = Leftover::default();
     let prober_container = Leftover::default();
     let smoked = steps
-        .run(SMOKE, smoke.timeout + STEP_MARGIN, async {
+        .run(Step::Smoke, smoke.timeout + STEP_MARGIN, async {
             let spec = ContainerSpec {
                 name: format!("runner-{}-smoke-{}-{}", project.name, job.id, job.attempts),
                 image: tag.to_owned(),
@@ -110,7 +132,7 @@ async fn smoke_test(
                 limits: project.containers.clone(),
                 network,
             };
-            let started = engine.start(&spec).await.map_err(|e| e.to_string())?;
+            let started = engine.start(&spec).await?;
             smoke_container.set(Some(started.id.clone()));
             let verdict = match started.endpoint {
                 Endpoint::Published { ip, port } => {
@@ -121,8 +143,7 @@ async fn smoke_test(
                 Endpoint::Inside { port } => {
                     let prober = engine
                         .start_prober(&started.id, &ctx.probe_image, job.id.get(), smoke.timeout + STEP_MARGIN)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                     prober_container.set(Some(prober.clone()));
                     log.system(format!(
                         "waiting for port {port}{} to answer {}, asked from inside the container's own network",
@@ -142,33 +163,13 @@ async fn smoke_test(
                 }
             };
             copy_logs(engine, &started.id, log).await;
-            verdict.map_err(|last| format!("{} answered {last}", smoke.path))
+            verdict.map_err(|last| StepError::Failed(format!("{} answered {last}", smoke.path)))
         })
         .await;
     // The prober lives in the smoke container's network namespace: it goes first.
     prober_container.remove(engine, log).await;
     smoke_container.remove(engine, log).await;
     smoked
-}
-
-/// A verify job after its build: the smoke test on the closed network, then the plan
-/// if the project plans pull requests.
-async fn verify(
-    steps: &Steps<'_>,
-    project: &Project,
-    smoke: &SmokeSettings,
-    engine: &dyn ContainerEngine,
-    tag: &str,
-) -> Result<(), JobFailure> {
-    smoke_test(steps, project, smoke, engine, tag, Network::Closed).await?;
-    steps
-        .log
-        .system("verify job: the image builds and answers its health check");
-    if let Some(terraform) = project.terraform.as_ref().filter(|t| t.plan_pull_requests) {
-        let dirs = workdir_of(steps.ctx, steps.job);
-        infra::run(steps, project, terraform, &dirs, tag, true).await?;
-    }
-    Ok(())
 }
 
 /// Packs the checkout's build context and builds it; returns the local tag.
@@ -271,7 +272,7 @@ async fn build_image(
         });
     }
     let image_id = steps
-        .run(BUILD, build.timeout, async {
+        .run(Step::Build, build.timeout, async {
             let dockerfile = build.dockerfile.clone();
             let checkout_root = dirs.checkout.clone();
             let tar = tokio::task::spawn_blocking(move || {
@@ -291,10 +292,7 @@ async fn build_image(
                 ));
             }
             log.system(format!("build context: {} KiB", tar.len() / 1024));
-            engine
-                .build(Bytes::from(tar), &request, log)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(engine.build(Bytes::from(tar), &request, log).await?)
         })
         .await?;
     log.system(format!("built {tag} ({image_id})"));

@@ -4,13 +4,13 @@
 //! back). A rollback job is the same delivery of an earlier deployment's image.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::engine::ContainerEngine;
+use super::plan::{Delivery, Step};
 use super::steps::Steps;
 use super::target::Release;
-use super::{CHECKOUT, JobDirs, JobFailure, RECORD, ROLLOUT, STEP_MARGIN, create_dirs, infra, workdir_of};
+use super::{JobDirs, JobFailure, STEP_MARGIN, StepError, create_dirs, infra, workdir_of};
 use crate::config::{Environment, Project};
 use crate::job::DeploymentStatus;
 use crate::store::deployments::{self, NewDeployment};
@@ -41,25 +41,23 @@ pub(super) async fn deliver(
     steps: &Steps<'_>,
     project: &Project,
     environment: &Environment,
+    plan: Delivery<'_>,
     engine: &Arc<dyn ContainerEngine>,
     dirs: &JobDirs,
     pushed: &Pushed,
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
-    let Some(settings) = &environment.target else {
-        unreachable!("settings were checked before the job started");
-    };
     let target = ctx
         .connector
-        .target(project, environment, settings, Arc::clone(engine))
+        .target(project, environment, plan.target, Arc::clone(engine))
         .await
         .map_err(JobFailure::NotConfigured)?;
     // What runs before terraform touches it: what a failed rollout goes back to.
-    let previous = match &project.terraform {
+    let previous = match plan.terraform {
         Some(_) => target.current(log).await,
         None => None,
     };
-    let outputs = match &project.terraform {
+    let outputs = match plan.terraform {
         Some(terraform) => {
             infra::run(steps, project, terraform, dirs, &pushed.run_ref(), false)
                 .await?
@@ -84,8 +82,8 @@ pub(super) async fn deliver(
     )
     .await
     .map_err(|e| JobFailure::Step {
-        step: ROLLOUT,
-        message: format!("cannot record the deployment: {e}"),
+        step: Step::Rollout,
+        error: StepError::Failed(format!("cannot record the deployment: {e}")),
     })?;
     if let Some(replaced) = deployment.replaced_id {
         log.system(format!("deployment {} replaces deployment {replaced}", deployment.id));
@@ -105,22 +103,26 @@ pub(super) async fn deliver(
         previous,
         replaces: deployment.replaced_id,
     };
-    let rolled_back = AtomicBool::new(false);
     let result = steps
-        .run(ROLLOUT, target.timeout() + STEP_MARGIN, async {
+        .run(Step::Rollout, target.timeout() + STEP_MARGIN, async {
             target.go_live(&release, log).await.map_err(|error| {
-                rolled_back.store(error.rolled_back, Ordering::Relaxed);
-                error.message
+                if error.rolled_back {
+                    StepError::RolledBack(error.message)
+                } else {
+                    StepError::Failed(error.message)
+                }
             })
         })
         .await;
     target.clean_up(&release, log).await;
 
     if let Err(failure) = result {
-        let status = if rolled_back.load(Ordering::Relaxed) {
-            DeploymentStatus::RolledBack
-        } else {
-            DeploymentStatus::Failed
+        let status = match &failure {
+            JobFailure::Step {
+                error: StepError::RolledBack(_),
+                ..
+            } => DeploymentStatus::RolledBack,
+            _ => DeploymentStatus::Failed,
         };
         record_failure(steps, deployment.id, status, &failure).await;
         return Err(failure);
@@ -128,10 +130,8 @@ pub(super) async fn deliver(
     // The release serves. If this write fails the job fails saying so, and the
     // deployment's row stays `in_progress` rather than claiming an end it did not record.
     steps
-        .run(RECORD, Duration::from_secs(30), async {
-            deployments::finish(&ctx.pool, deployment.id, DeploymentStatus::Live, None, now_ms())
-                .await
-                .map_err(|e| e.to_string())
+        .run(Step::Record, Duration::from_secs(30), async {
+            Ok(deployments::finish(&ctx.pool, deployment.id, DeploymentStatus::Live, None, now_ms()).await?)
         })
         .await?;
     log.system(format!("deployment {} is live at {url}", deployment.id));
@@ -159,13 +159,14 @@ pub(super) async fn redeliver(
     steps: &Steps<'_>,
     project: &Project,
     environment: &Environment,
+    plan: Delivery<'_>,
     engine: &Arc<dyn ContainerEngine>,
 ) -> Result<(), JobFailure> {
     let (ctx, job) = (steps.ctx, steps.job);
     let target = match job.rollback_of {
         Some(id) => deployments::get(&ctx.pool, id).await.map_err(|e| JobFailure::Step {
-            step: ROLLOUT,
-            message: format!("cannot read deployment {id}: {e}"),
+            step: Step::Rollout,
+            error: StepError::Failed(format!("cannot read deployment {id}: {e}")),
         })?,
         None => None,
     };
@@ -199,12 +200,12 @@ pub(super) async fn redeliver(
         )
     });
     let dirs = workdir_of(ctx, job);
-    if project.terraform.is_some() {
+    if plan.terraform.is_some() {
         let checkout = ctx.connector.checkout(project, &dirs.home);
         steps
-            .run(CHECKOUT, ctx.checkout_timeout, async {
+            .run(Step::Checkout, ctx.checkout_timeout, async {
                 create_dirs(&dirs).await?;
-                checkout.fetch(job, &dirs.checkout, steps.log).await
+                Ok(checkout.fetch(job, &dirs.checkout, steps.log).await?)
             })
             .await?;
     }
@@ -213,5 +214,5 @@ pub(super) async fn redeliver(
         sha: target.sha.to_string(),
         digest,
     };
-    deliver(steps, project, environment, engine, &dirs, &pushed).await
+    deliver(steps, project, environment, plan, engine, &dirs, &pushed).await
 }

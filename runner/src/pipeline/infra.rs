@@ -11,10 +11,11 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::plan::Step;
 use super::sandbox::Sandbox;
 use super::steps::Steps;
 use super::terraform::{Module, PlanSummary, TerraformError};
-use super::{APPLY, APPROVAL, JobFailure, PLAN};
+use super::{JobFailure, StepError};
 use crate::config::{Project, TerraformSettings};
 use crate::job::StepState;
 use crate::store::jobs::approval::{self, Waiting};
@@ -62,8 +63,11 @@ pub(super) async fn run(
     vars.insert(settings.image_var.clone(), image.to_owned());
     let module_dir = checkout.join(&settings.dir);
     let sandbox = if plan_only || settings.sandbox {
-        let sandbox = sandbox_for(ctx, settings, dirs, &bin, &module_dir, plan_only)
-            .map_err(|message| JobFailure::Step { step: PLAN, message })?;
+        let sandbox =
+            sandbox_for(ctx, settings, dirs, &bin, &module_dir, plan_only).map_err(|message| JobFailure::Step {
+                step: Step::Plan,
+                error: StepError::Failed(message),
+            })?;
         log.system(format!(
             "terraform runs in a sandbox ({}, network: {})",
             if plan_only {
@@ -108,22 +112,25 @@ pub(super) async fn run(
     };
     if let Err(message) = super::context::inside(checkout, &module_dir) {
         return Err(JobFailure::Step {
-            step: PLAN,
-            message: format!("terraform.dir {:?} at {}: {message}", settings.dir, job.sha),
+            step: Step::Plan,
+            error: StepError::Failed(format!("terraform.dir {:?} at {}: {message}", settings.dir, job.sha)),
         });
     }
     if !module_dir.is_dir() {
         return Err(JobFailure::Step {
-            step: PLAN,
-            message: format!("the repository has no directory {:?} at {}", settings.dir, job.sha),
+            step: Step::Plan,
+            error: StepError::Failed(format!(
+                "the repository has no directory {:?} at {}",
+                settings.dir, job.sha
+            )),
         });
     }
     if let Some(sandbox) = &module.sandbox
         && let Err(error) = sandbox.hand_over(&[&module_dir, &dirs.home])
     {
         return Err(JobFailure::Step {
-            step: PLAN,
-            message: format!("handing the module directory to the sandbox's user: {error}"),
+            step: Step::Plan,
+            error: StepError::Failed(format!("handing the module directory to the sandbox's user: {error}")),
         });
     }
     let module = ctx.connector.terraform(module);
@@ -137,7 +144,7 @@ pub(super) async fn run(
 
     for attempt in 1..=MAX_PLANS {
         let summary = steps
-            .run(PLAN, settings.timeout, async {
+            .run(Step::Plan, settings.timeout, async {
                 // A pull request's plan takes no lock, so it waits for none either.
                 let _held = if plan_only {
                     None
@@ -145,12 +152,9 @@ pub(super) async fn run(
                     Some(hold_state(ctx, &state_lock, &state_key).await?)
                 };
                 if !prepared {
-                    module.prepare(log, steps.cancel).await.map_err(|e| e.to_string())?;
+                    module.prepare(log, steps.cancel).await?;
                 }
-                let (summary, text) = module
-                    .plan(&plan_file, log, steps.cancel)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (summary, text) = module.plan(&plan_file, log, steps.cancel).await?;
                 keep_plan(steps, &summary, &text).await;
                 Ok(summary)
             })
@@ -165,23 +169,23 @@ pub(super) async fn run(
         }
         if !summary.has_changes() {
             log.system("no changes: nothing to approve or apply");
-            for step in [APPROVAL, APPLY] {
-                steps.set_state(step, StepState::Skipped, None).await;
+            for step in [Step::Approval, Step::Apply] {
+                steps.set_state(step.name(), StepState::Skipped, None).await;
             }
             break;
         }
         if settings.require_approval {
             steps
-                .run(APPROVAL, ctx.approval_timeout, wait_for_approval(steps, &summary))
+                .run(Step::Approval, ctx.approval_timeout, wait_for_approval(steps, &summary))
                 .await?;
         }
         let applied = steps
-            .run(APPLY, settings.timeout, async {
+            .run(Step::Apply, settings.timeout, async {
                 let _held = hold_state(ctx, &state_lock, &state_key).await?;
                 match module.apply(&plan_file, log, steps.cancel).await {
                     Ok(()) => Ok(true),
                     Err(TerraformError::StalePlan) if attempt < MAX_PLANS => Ok(false),
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(error.into()),
                 }
             })
             .await?;
@@ -189,13 +193,13 @@ pub(super) async fn run(
             break;
         }
         log.system("the saved plan is stale (the state changed since it was made): planning again");
-        for step in [PLAN, APPROVAL, APPLY] {
-            steps.set_state(step, StepState::Pending, None).await;
+        for step in [Step::Plan, Step::Approval, Step::Apply] {
+            steps.set_state(step.name(), StepState::Pending, None).await;
         }
     }
     let outputs = module.outputs(log, steps.cancel).await.map_err(|e| JobFailure::Step {
-        step: APPLY,
-        message: format!("reading the outputs: {e}"),
+        step: Step::Apply,
+        error: StepError::Failed(format!("reading the outputs: {e}")),
     })?;
     Ok(Applied { outputs: Some(outputs) })
 }
@@ -302,12 +306,9 @@ async fn keep_plan(steps: &Steps<'_>, summary: &PlanSummary, text: &str) {
 }
 
 /// Holds the job in `awaiting_approval` until a person approves or rejects the plan.
-async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(), String> {
+async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(), StepError> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
-    if !approval::request(&ctx.pool, job.id, &ctx.owner, now_ms())
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    if !approval::request(&ctx.pool, job.id, &ctx.owner, now_ms()).await? {
         return Err("the job is no longer held by this worker".into());
     }
     ctx.log_events.stored(job.id);
@@ -317,23 +318,16 @@ async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(
         job.id
     ));
     loop {
-        match approval::poll(&ctx.pool, job.id, &ctx.owner)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match approval::poll(&ctx.pool, job.id, &ctx.owner).await? {
             Waiting::Pending => tokio::time::sleep(Duration::from_millis(300)).await,
             Waiting::Approved => {
-                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms()).await?;
                 ctx.log_events.stored(job.id);
                 log.system("plan approved");
                 return Ok(());
             }
             Waiting::Rejected => {
-                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms()).await?;
                 return Err("the plan was rejected; nothing was applied".into());
             }
             Waiting::Gone => return Err("the job was cancelled while it waited for approval".into()),
@@ -347,7 +341,7 @@ async fn hold_state<'l>(
     ctx: &super::PipelineContext,
     local: &'l tokio::sync::Mutex<()>,
     key: &str,
-) -> Result<(tokio::sync::MutexGuard<'l, ()>, crate::store::locks::HeldLock), String> {
+) -> Result<(tokio::sync::MutexGuard<'l, ()>, crate::store::locks::HeldLock), StepError> {
     let local = local.lock().await;
     let shared = ctx
         .pool

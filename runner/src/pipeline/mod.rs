@@ -18,6 +18,7 @@ mod deliver;
 pub mod engine;
 mod infra;
 pub mod joblog;
+pub mod plan;
 mod probe;
 pub mod registry;
 mod retention;
@@ -42,12 +43,13 @@ use crate::store::Store;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Environment, Project};
-use crate::job::{JobKind, Trigger};
+use crate::config::Project;
+use crate::job::JobKind;
 use crate::store::jobs::Job;
 use crate::store::{now_ms, steps as step_store};
 use engine::ContainerEngine;
 use joblog::JobLog;
+use plan::{JobPlan, Step};
 use steps::Steps;
 
 /// Why a job did not succeed.
@@ -55,12 +57,70 @@ use steps::Steps;
 pub enum JobFailure {
     #[error("cancelled")]
     Cancelled,
-    #[error("{step} failed: {message}")]
-    Step { step: &'static str, message: String },
-    #[error("{step} timed out after {after:?}")]
-    Timeout { step: &'static str, after: Duration },
+    #[error("{step} {error}")]
+    Step { step: Step, error: StepError },
     #[error("{0}")]
     NotConfigured(String),
+}
+
+/// How a step ended, when not well.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The whole cause, in one sentence.
+    #[error("failed: {0}")]
+    Failed(String),
+    /// Failed, and the target put the previous version back.
+    #[error("failed: {0}")]
+    RolledBack(String),
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+impl StepError {
+    /// A failure with `error`'s whole cause chain.
+    pub fn caused_by(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let words = cause.to_string();
+            // Many errors already quote their cause.
+            if !text.contains(&words) {
+                text = format!("{text}: {words}");
+            }
+            source = cause.source();
+        }
+        Self::Failed(text)
+    }
+}
+
+/// The errors of the boundaries a step talks to, as step failures with their causes.
+macro_rules! step_errors_from {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for StepError {
+            fn from(error: $error) -> Self {
+                Self::caused_by(&error)
+            }
+        }
+    )*};
+}
+
+step_errors_from!(
+    engine::EngineError,
+    terraform::TerraformError,
+    crate::store::StoreError,
+    std::io::Error,
+);
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_owned())
+    }
 }
 
 /// What every job needs from the runner.
@@ -109,16 +169,6 @@ impl PipelineContext {
 /// its container may take on a loaded engine before the step is cut off.
 const STEP_MARGIN: Duration = Duration::from_secs(30);
 
-const CHECKOUT: &str = "checkout";
-const BUILD: &str = "build";
-const SMOKE: &str = "smoke";
-const PUSH: &str = "push";
-const PLAN: &str = "plan";
-const APPROVAL: &str = "approval";
-const APPLY: &str = "apply";
-const ROLLOUT: &str = "rollout";
-const RECORD: &str = "record";
-
 /// Runs `job` for `project`, writing its log and step states, until it ends or `cancel` fires.
 pub async fn run(
     ctx: &PipelineContext,
@@ -137,21 +187,8 @@ pub async fn run(
             project.name, job.environment
         )));
     };
-    let plan = step_plan(project, job);
-    let plan = plan.as_slice();
-    let missing = missing_settings(project, environment, plan);
-    if !missing.is_empty() {
-        return Err(JobFailure::NotConfigured(format!(
-            "project {} cannot {} yet: configure {} in its [[projects]] entry",
-            project.name,
-            if job.kind == JobKind::Verify {
-                "verify pull requests"
-            } else {
-                "deploy"
-            },
-            missing.join(", ")
-        )));
-    }
+    let plan = JobPlan::new(project, environment, job.kind, job.trigger)
+        .map_err(|missing| JobFailure::NotConfigured(missing.to_string()))?;
     let engine = match (job.kind, &ctx.untrusted_engine, &ctx.engine) {
         (JobKind::Verify, Some(Ok(untrusted)), _) => Arc::clone(untrusted),
         (JobKind::Verify, Some(Err(error)), _) => {
@@ -167,16 +204,16 @@ pub async fn run(
             ));
         }
     };
-    if let Err(error) = step_store::plan(&ctx.pool, job.id.get(), plan).await {
+    let names: Vec<&str> = plan.steps().iter().map(|step| step.name()).collect();
+    if let Err(error) = step_store::plan(&ctx.pool, job.id.get(), &names).await {
         // The job still runs; its page then shows no step list.
         tracing::warn!(%error, "cannot record the job's steps");
     }
     let steps = Steps { ctx, job, log, cancel };
-    let result = match (job.kind, job.trigger) {
-        (JobKind::Deploy, Trigger::Rollback | Trigger::Promote) => {
-            deliver::redeliver(&steps, project, environment, &engine).await
-        }
-        (kind, _) => build::run(&steps, project, environment, &engine, kind).await,
+    let result = match plan {
+        JobPlan::Redeliver(delivery) => deliver::redeliver(&steps, project, environment, delivery, &engine).await,
+        JobPlan::Deploy(deploy) => build::deploy(&steps, project, environment, deploy, &engine).await,
+        JobPlan::Verify(verify) => build::verify(&steps, project, verify, &engine).await,
     };
     // A checkout kept for the terraform steps goes now, whatever happened.
     remove_workdir(&workdir_of(ctx, job).root, log).await;
@@ -185,37 +222,6 @@ pub async fn run(
         tracing::warn!(%error, "cannot mark the job's remaining steps skipped");
     }
     result
-}
-
-/// The steps a job runs, in order.
-fn step_plan(project: &Project, job: &Job) -> Vec<&'static str> {
-    let infra: Vec<&'static str> = match &project.terraform {
-        Some(terraform) if terraform.require_approval => vec![PLAN, APPROVAL, APPLY],
-        Some(_) => vec![PLAN, APPLY],
-        None => vec![],
-    };
-    let mut plan = Vec::new();
-    match (job.kind, job.trigger) {
-        (JobKind::Verify, _) => {
-            plan.extend([CHECKOUT, BUILD, SMOKE]);
-            if project.terraform.as_ref().is_some_and(|t| t.plan_pull_requests) {
-                plan.push(PLAN);
-            }
-        }
-        (JobKind::Deploy, Trigger::Rollback | Trigger::Promote) => {
-            if !infra.is_empty() {
-                plan.push(CHECKOUT);
-            }
-            plan.extend(infra);
-            plan.extend([ROLLOUT, RECORD]);
-        }
-        (JobKind::Deploy, _) => {
-            plan.extend([CHECKOUT, BUILD, SMOKE, PUSH]);
-            plan.extend(infra);
-            plan.extend([ROLLOUT, RECORD]);
-        }
-    }
-    plan
 }
 
 /// A job's directories: all under one root private to the runner's user (0700), removed
@@ -259,30 +265,6 @@ async fn remove_workdir(workdir: &std::path::Path, log: &JobLog) {
     {
         log.system(format!("could not remove the work directory: {error}"));
     }
-}
-
-fn missing_settings(project: &Project, environment: &Environment, plan: &[&str]) -> Vec<&'static str> {
-    let mut missing = Vec::new();
-    if plan.contains(&BUILD) && project.build.is_none() {
-        missing.push("[projects.build] (image, context, dockerfile)");
-    }
-    if plan.contains(&SMOKE) && project.smoke.is_none() {
-        missing.push("[projects.smoke] (container_port, path)");
-    }
-    if plan.contains(&PUSH) && project.registry.is_none() {
-        missing.push("[projects.registry] (kind, url)");
-    }
-    if plan.contains(&ROLLOUT) && environment.target.is_none() {
-        missing.push("[projects.rollout] (target, host_port), or the environment's rollout");
-    }
-    if plan.contains(&ROLLOUT)
-        && !plan.contains(&SMOKE)
-        && matches!(environment.target, Some(crate::config::Target::Local(_)))
-        && project.smoke.is_none()
-    {
-        missing.push("[projects.smoke] (container_port, path): the local target probes it");
-    }
-    missing
 }
 
 pub fn clone_url(project: &Project) -> String {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::joblog::JobLog;
-use super::{JobFailure, PipelineContext};
+use super::plan::Step;
+use super::{JobFailure, PipelineContext, StepError};
 use crate::job::StepState;
 use crate::store::jobs::Job;
 use crate::store::steps as step_store;
@@ -21,29 +22,21 @@ pub(super) struct Steps<'a> {
 impl Steps<'_> {
     pub async fn run<T>(
         &self,
-        name: &'static str,
+        step: Step,
         timeout: Duration,
-        work: impl Future<Output = Result<T, String>>,
+        work: impl Future<Output = Result<T, StepError>>,
     ) -> Result<T, JobFailure> {
+        let name = step.name();
         let started = std::time::Instant::now();
         self.set_state(name, StepState::Running, None).await;
         self.log.system(format!("step {name}: started"));
         let outcome = tokio::select! {
             () = self.cancel.cancelled() => Err(JobFailure::Cancelled),
-            () = self.ctx.clock.sleep(timeout) => Err(JobFailure::Timeout { step: name, after: timeout }),
-            result = work => result.map_err(|message| JobFailure::Step { step: name, message }),
+            () = self.ctx.clock.sleep(timeout) => Err(JobFailure::Step { step, error: StepError::TimedOut(timeout) }),
+            result = work => result.map_err(|error| JobFailure::Step { step, error: self.masked(error) }),
         };
         let elapsed = started.elapsed();
         self.ctx.metrics.step_duration.observe(name, elapsed);
-        // What a step says may quote its tools' output: no secret leaves in it.
-        let outcome = outcome.map_err(|failure| match failure {
-            JobFailure::Step { step, message } => JobFailure::Step {
-                step,
-                message: self.log.mask().masked(message),
-            },
-            JobFailure::NotConfigured(message) => JobFailure::NotConfigured(self.log.mask().masked(message)),
-            other => other,
-        });
         let (state, error) = match &outcome {
             Ok(_) => (StepState::Succeeded, None),
             Err(JobFailure::Cancelled) => (StepState::Cancelled, Some("cancelled".to_owned())),
@@ -55,6 +48,16 @@ impl Steps<'_> {
             Err(error) => self.log.system(format!("step {name}: {error} after {elapsed:.1?}")),
         }
         outcome
+    }
+
+    /// What a step says may quote its tools' output: no secret leaves in it.
+    fn masked(&self, error: StepError) -> StepError {
+        let mask = self.log.mask();
+        match error {
+            StepError::Failed(message) => StepError::Failed(mask.masked(message)),
+            StepError::RolledBack(message) => StepError::RolledBack(mask.masked(message)),
+            timed_out @ StepError::TimedOut(_) => timed_out,
+        }
     }
 
     /// Records a step's state. The job's outcome does not depend on it: a write that

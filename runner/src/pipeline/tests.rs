@@ -24,6 +24,7 @@ use super::engine::{
     Started,
 };
 use super::joblog::{JobLog, LogEvents};
+use super::plan::Step;
 use super::probe::{self, Answer};
 use super::registry::{Destination, Registry};
 use super::target::DeployTarget;
@@ -31,7 +32,7 @@ use super::target::ecs::EcsTarget;
 use super::target::ecs_api::{Deployer, EcsError};
 use super::target::local::LocalTarget;
 use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
-use super::{Connector, JobFailure, PipelineContext};
+use super::{Connector, JobFailure, PipelineContext, StepError};
 use crate::config::{Config, Environment, Project, RegistrySettings, Target};
 use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::{DeploymentStatus, JobKind, JobState, StepState, Trigger};
@@ -1073,7 +1074,7 @@ async fn a_step_past_its_timeout_fails_the_job_as_timed_out() {
     let ran = h.run_job(job, &CancellationToken::new()).await;
     timekeeper.await.expect("the timekeeper ends");
     assert!(
-        matches!(ran.result, Err(JobFailure::Timeout { step: "build", after }) if after == Duration::from_secs(5)),
+        matches!(ran.result, Err(JobFailure::Step { step: Step::Build, error: StepError::TimedOut(after) }) if after == Duration::from_secs(5)),
         "{:?}",
         ran.result
     );
