@@ -4,11 +4,13 @@
 # cold and then after one-line source changes, which rerun the stage with the cache warm.
 # Baseline from the same run: the same stage with a tmpfs mount in place of the cache
 # mount (an empty directory each build, so the work is always redone).
-#   bench/buildkit.sh [RUNS]      (default 3 warm builds after the cold one)
+#   bench/buildkit.sh [--smoke] [RUNS]      (default 3 warm builds after the cold one;
+#                                            --smoke: 1, and 8 MB in place of 200)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-RUNS=${1:-3}
+RUNS=${1:-$(smoke_or 1 3)}
+DEPS_MB=$(smoke_or 8 200)
 apt_need curl git
 
 pipeline_setup
@@ -25,7 +27,7 @@ FROM local/busybox:1 AS deps
 COPY CHANGES /CHANGES
 RUN --mount=$2,target=/deps \\
     if [ -f /deps/done ]; then echo "dependencies: from the cache mount"; \\
-    else dd if=/dev/urandom of=/deps/blob bs=1M count=200 2>/dev/null && sync && touch /deps/done && echo "dependencies: fetched"; fi \\
+    else dd if=/dev/urandom of=/deps/blob bs=1M count=$DEPS_MB 2>/dev/null && sync && touch /deps/done && echo "dependencies: fetched"; fi \\
  && md5sum /deps/blob > /deps.sum
 
 FROM scratch

@@ -13,24 +13,30 @@ def seed(db_path, project, deployments, log_lines):
     now = int(time.time() * 1000)
     start = now - deployments * 60_000
     rnd = random.Random(7)
+    outcomes = [rnd.choices(["live", "failed", "rolled_back"], [90, 8, 2])[0] for _ in range(deployments)]
+    # One deployment per environment is live (a unique index holds it): every one that went
+    # live before the newest was replaced by the next one that did.
+    went_live = [i for i, outcome in enumerate(outcomes) if outcome == "live"]
+    replaced_by = {earlier: later for earlier, later in zip(went_live, went_live[1:])}
     jobs, deps = [], []
     for i in range(deployments):
         t = start + i * 60_000
         sha = hashlib.sha1(str(i).encode()).hexdigest()
         job_id = i + 1
-        status = rnd.choices(["live", "failed", "rolled_back"], [90, 8, 2])[0]
-        state = "succeeded" if status == "live" else "failed"
+        state = "succeeded" if outcomes[i] == "live" else "failed"
+        status = "replaced" if i in replaced_by else outcomes[i]
         jobs.append((job_id, project, "production", "deploy", "push", state, "refs/heads/master", sha, t,
                      f"Change number {i}: adjust the greeting\n\nLonger body of the commit message.", "Codertocat",
                      1, None if state == "succeeded" else "smoke test failed: /health answered 503", t, t + 1000, t + 9000, t + 9000))
         deps.append((i + 1, job_id, project, "production", sha, f"127.0.0.1:5000/{project}:{sha[:12]}",
                      "sha256:" + hashlib.sha256(sha.encode()).hexdigest(), "push", status, i if i else None,
-                     "http://127.0.0.1:8000/", None, t + 1000, t + 9000))
+                     "http://127.0.0.1:8000/", None, t + 1000, t + 9000,
+                     replaced_by[i] + 1 if i in replaced_by else None))
     db.executemany("""INSERT INTO jobs (id, project, environment, kind, trigger, state, git_ref, sha, ordering_key,
         commit_message, commit_author, attempts, error, created_at, started_at, finished_at, updated_at)
         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""", jobs)
     db.executemany("""INSERT INTO deployments (id, job_id, project, environment, sha, image_ref, image_digest, trigger,
-        status, replaced_id, url, error, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""", deps)
+        status, replaced_id, url, error, started_at, finished_at, replaced_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""", deps)
     steps = [(j[0], p, n, "succeeded", j[14], j[15]) for j in jobs
              for p, n in enumerate(["checkout", "build", "smoke", "push", "rollout", "record"])]
     db.executemany("INSERT INTO job_steps (job_id, position, name, state, started_at, finished_at) VALUES (?,?,?,?,?,?)", steps)
@@ -60,13 +66,18 @@ def sse(base, secret, repo, fixture, runs):
         git("add", "-A"); git("commit", "-q", "-m", f"sse {i}")
         sha = git("rev-parse", "HEAD")
         push = json.load(open(fixture)); push["ref"], push["after"] = "refs/heads/master", sha
+        # Newer than every seeded deploy, or the push would be stale and queue nothing.
+        push["repository"]["pushed_at"] = int(time.time()) + i
         body = json.dumps(push).encode()
         sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         req = urllib.request.Request(base + "/webhooks/github", data=body, method="POST", headers={
             "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
             "X-Hub-Signature-256": sig})
         with urllib.request.urlopen(req, timeout=10) as r:
-            job_id = json.load(r)["job_id"]
+            answer = json.load(r)
+        if "job_id" not in answer:
+            sys.exit(f"push {i} queued no job: {answer}")
+        job_id = answer["job_id"]
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
         conn.request("GET", f"/api/jobs/{job_id}/logs", headers={"Accept": "text/event-stream"})
         resp = conn.getresponse()

@@ -4,12 +4,15 @@
 # in the history), a job page with a 1,000-line log, and, as the baseline of the same run,
 # GET /healthz. Then, on the big database, it pushes real commits (Docker engine, local
 # registry) and measures live-log latency: a line written by the job -> its SSE event received.
-#   bench/dashboard.sh [DURATION_SECS] [SSE_DEPLOYS]      (defaults 10 and 5)
+#   bench/dashboard.sh [--smoke] [DURATION_SECS] [SSE_DEPLOYS]      (defaults 10 and 5;
+#                                   --smoke: 1 and 1, on 100 and 1,000 deployments)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-DURATION=${1:-10}
-SSE_DEPLOYS=${2:-5}
+DURATION=${1:-$(smoke_or 1 10)}
+SSE_DEPLOYS=${2:-$(smoke_or 1 5)}
+SMALL=$(smoke_or 100 10000)
+BIG=$(smoke_or 1000 100000)
 apt_need wrk curl git
 
 pipeline_setup
@@ -37,7 +40,7 @@ measure() { # name url -> "rps p50 p99 non2xx"
 }
 
 declare -A R
-for size in 10000 100000; do
+for size in "$SMALL" "$BIG"; do
   lines=$((size * 10))
   start_runner "$size"; stop_runner   # creates and migrates the database
   t0=$(date +%s.%N)
@@ -50,20 +53,20 @@ for size in 10000 100000; do
   curl -fsS "$base/jobs/$big_job" | grep -q 'data-seq="1000"' || { echo "the job page did not show its log" >&2; exit 1; }
   R[$size,healthz]=$(measure "healthz-$size" "$base/healthz")
   R[$size,list]=$(measure "list-$size" "$base/")
-  R[$size,deep]=$(measure "deep-$size" "$base/?before=$((size / 2))&status=live")
+  R[$size,deep]=$(measure "deep-$size" "$base/?before=$((size / 2))&status=replaced")
   R[$size,job]=$(measure "job-$size" "$base/jobs/$big_job")
   R[$size,db]="$bytes $seeded"
-  [ "$size" = 100000 ] || stop_runner
+  [ "$size" = "$BIG" ] || stop_runner
 done
 
-echo "live log latency: $SSE_DEPLOYS real deploys on the 100k database..." >&2
+echo "live log latency: $SSE_DEPLOYS real deploys on the $BIG-deployment database..." >&2
 sse=$(python3 bench/dashboard.py sse "http://127.0.0.1:$port" "$secret" "$repo" \
   runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$SSE_DEPLOYS")
 stop_runner
 
 echo
 printf "%-34s %10s %9s %9s %7s %12s\n" "page (wrk -c8)" "req/s" "p50 ms" "p99 ms" non2xx "vs healthz"
-for size in 10000 100000; do
+for size in "$SMALL" "$BIG"; do
   read -r hrps _ _ _ <<<"${R[$size,healthz]}"
   for what in healthz list deep job; do
     read -r rps p50 p99 non2xx <<<"${R[$size,$what]}"
@@ -72,14 +75,15 @@ for size in 10000 100000; do
     printf "%-34s %10s %9s %9s %7s %12s\n" "$label" "$rps" "$p50" "$p99" "$non2xx" "$ratio"
   done
 done
-python3 - "${R[10000,db]}" "${R[100000,db]}" "${R[10000,list]}" "${R[100000,list]}" "${R[10000,job]}" "${R[100000,job]}" "$sse" <<'PY'
+python3 - "${R[$SMALL,db]}" "${R[$BIG,db]}" "${R[$SMALL,list]}" "${R[$BIG,list]}" "${R[$SMALL,job]}" "${R[$BIG,job]}" "$sse" "$SMALL" "$BIG" <<'PY'
 import json, sys
 (b10, s10), (b100, s100) = (a.split() for a in sys.argv[1:3])
 l10, l100, j10, j100 = (a.split() for a in sys.argv[3:7])
 sse = json.loads(sys.argv[7])
-print(f"database: {int(b10)/1e6:.1f} MB at 10k, {int(b100)/1e6:.1f} MB at 100k "
-      f"({int(b100)/int(b10):.2f}x for 10x the rows; {int(b100)/100000:.0f} bytes per deployment with its job, steps and 10 log lines)")
-print(f"page cost 100k vs 10k: list p99 {float(l100[2])/float(l10[2]):.2f}x, job p99 {float(j100[2])/float(j10[2]):.2f}x (flat is ~1)")
+small, big = int(sys.argv[8]), int(sys.argv[9])
+print(f"database: {int(b10)/1e6:.1f} MB at {small:,} deployments, {int(b100)/1e6:.1f} MB at {big:,} "
+      f"({int(b100)/int(b10):.2f}x for {big // small}x the rows; {int(b100)/big:.0f} bytes per deployment with its job, steps and 10 log lines)")
+print(f"page cost {big:,} vs {small:,}: list p99 {float(l100[2])/float(l10[2]):.2f}x, job p99 {float(j100[2])/float(j10[2]):.2f}x (flat is ~1)")
 print(f"targets: list p99 {l100[2]} ms (<= 20), job p99 {j100[2]} ms (<= 50), "
       f"SSE line latency p50 {sse['p50']:.1f} ms, p99 {sse['p99']:.1f} ms, max {sse['max']:.1f} ms over {sse['lines']} lines (p99 <= 100)")
 PY

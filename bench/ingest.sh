@@ -3,37 +3,35 @@
 # unique delivery id, driven by wrk at 8 and 64 connections against a release runner.
 # Baseline from the same run: GET /healthz of the same server (no body, no database write).
 # Afterwards it checks durability: rows in the database == 202 answers, one job each.
-#   bench/ingest.sh [DURATION_SECS [BACKEND [REPLICAS]]]   (default 10 sqlite 1)
-# BACKEND postgres: REPLICAS runners share one PostgreSQL database (scripts/services.sh
-# starts the server unless RUNNER_TEST_POSTGRES names one); the connections are split
-# evenly over the replicas, one wrk each, and their rates added up.
+#   bench/ingest.sh [--smoke] [DURATION_SECS [BACKEND [REPLICAS]]]   (default 10 sqlite 1; --smoke: 1 s)
+# BACKEND postgres: REPLICAS runners share one PostgreSQL database (the one
+# RUNNER_TEST_POSTGRES names, else a server of the bench's own, stopped at its end); the
+# connections are split evenly over the replicas, one wrk each, and their rates added up.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-DURATION=${1:-10}
+DURATION=${1:-$(smoke_or 1 10)}
 BACKEND=${2:-sqlite}
 REPLICAS=${3:-1}
 apt_need wrk curl
-case "$BACKEND" in
-  sqlite) [ "$REPLICAS" = 1 ] || { echo "bench/ingest.sh: SQLite is for one runner process" >&2; exit 2; } ;;
-  postgres)
-    if [ -z "${RUNNER_TEST_POSTGRES:-}" ]; then
-      scripts/services.sh install >&2 && scripts/services.sh start >&2
-      eval "$(scripts/services.sh env)"
-    fi ;;
-  *) echo "bench/ingest.sh: BACKEND is sqlite or postgres" >&2; exit 2 ;;
-esac
-
-PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
-cargo build --profile "$PROFILE" --locked -p runner >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-RUNNER="$target_dir/$PROFILE/runner"
 
 work=$(mktemp -d)
 pid=""
 hang_pid=""
-cleanup() { for p in $pid $hang_pid; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in $pid $hang_pid; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  rm -rf "$work"; own_services_stop
+}
 trap cleanup EXIT
+
+case "$BACKEND" in
+  sqlite) [ "$REPLICAS" = 1 ] || { echo "bench/ingest.sh: SQLite is for one runner process" >&2; exit 2; } ;;
+  postgres) [ -n "${RUNNER_TEST_POSTGRES:-}" ] || own_services >&2 ;;
+  *) echo "bench/ingest.sh: BACKEND is sqlite or postgres" >&2; exit 2 ;;
+esac
+
+# BENCH_PROFILE=dist measures the shipped images' fat-LTO build.
+RUNNER=$(runner_binary "${BENCH_PROFILE:-release}")
 
 # The workers hold their jobs as a real build would (checkout from a remote that never
 # answers), so the run measures ingest beside busy workers rather than workers churning
@@ -91,7 +89,9 @@ TOML
 done
 pid="${pids[*]}"
 cp runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$work/push.json"
-export BENCH_BODY="$work/push.json"
+# bench/ingest.lua signs a body of its own for each request with the secret; it checks
+# its HMAC against this signature of the body as written first.
+export BENCH_BODY="$work/push.json" BENCH_SECRET=$secret
 export BENCH_SIGNATURE=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$BENCH_BODY")
 sleep 1
 idle_rss=$(rss_mb "${pids[0]}")
@@ -135,6 +135,8 @@ for conns in 8 64; do
   accepted=$(awk '/accepted_202:/ {n += $2} END {print n + 0}' "$out")
   total_accepted=$((total_accepted + accepted))
   LINE[$conns]="$rps $p50 $p99 $non2xx $accepted"
+  # Deliveries answered as duplicates or refused would measure something else.
+  [ "$accepted" -gt 0 ] || { echo "no delivery at $conns connections was queued (202): see $out" >&2; exit 1; }
 done
 sleep 1
 for p in "${pids[@]}"; do kill -KILL "$p"; wait "$p" 2>/dev/null || true; done; pid=""

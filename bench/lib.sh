@@ -3,6 +3,40 @@ BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS=${RESULTS:-$BENCH_ROOT/bench/results}
 mkdir -p "$RESULTS"
 
+# `bench/X.sh --smoke [ARGS]`: the bench at its smallest size, to show it still runs and
+# prints its figures (bench/smoke.sh checks them; scripts/test runs it after the suites).
+# A smoke run measures nothing worth keeping, so it builds nothing in release: it drives
+# the debug runner the test suites use and the services whose environment is loaded.
+# Sourced without arguments, this reads and shifts the bench's own.
+BENCH_SMOKE=""
+if [ "${1:-}" = --smoke ]; then BENCH_SMOKE=1; shift; fi
+
+# smoke_or SMOKE FULL: SMOKE in a smoke run, else FULL (a bench's default sizes).
+smoke_or() { if [ -n "$BENCH_SMOKE" ]; then echo "$1"; else echo "$2"; fi; }
+
+target_dir() { cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'; }
+
+# debug_builds: the directory of the test suites' debug build (the runner, the webapp and
+# its examples): RUNNER_BIN's (scripts/test's), else built here with `cargo test --no-run`,
+# which builds them with the suites' features where `cargo build` would compile much of
+# the dependency set again.
+debug_builds() {
+  if [ -n "${RUNNER_BIN:-}" ]; then dirname "$RUNNER_BIN"; return; fi
+  cargo test --workspace --locked --no-run >&2
+  echo "$(target_dir)/debug"
+}
+
+# runner_binary PROFILE: the runner a bench drives, built with PROFILE; in a smoke run,
+# the debug build.
+runner_binary() {
+  if [ -n "$BENCH_SMOKE" ]; then
+    echo "$(debug_builds)/runner"
+  else
+    cargo build --profile "$1" --locked -p runner >&2
+    echo "$(target_dir)/$1/runner"
+  fi
+}
+
 apt_need() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -37,22 +71,43 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {requests}")
 PY
 }
 
-# pipeline_setup: the real parts a pipeline bench needs, on a services directory of its
-# own: sets registry (the test registry), RUNNER (the release binary) and webapp_bin (the
-# static webapp). The caller's cleanup stops the services.
-pipeline_setup() {
-  export SERVICES_DIR=$(mktemp -d)
+# own_services: scripts/services.sh on a services directory of this bench's own, its
+# environment loaded; own_services_dir names it, for own_services_stop.
+own_services_dir=""
+own_services() {
+  own_services_dir=$(mktemp -d)
   # PostgreSQL runs as its own user, which has to enter this directory.
-  chmod 755 "$SERVICES_DIR"
-  scripts/services.sh install >/dev/null
-  scripts/services.sh start
-  eval "$(scripts/services.sh env)"
+  chmod 755 "$own_services_dir"
+  SERVICES_DIR=$own_services_dir scripts/services.sh install >/dev/null
+  SERVICES_DIR=$own_services_dir scripts/services.sh start
+  eval "$(SERVICES_DIR=$own_services_dir scripts/services.sh env)"
+}
+own_services_stop() {
+  if [ -n "$own_services_dir" ]; then
+    SERVICES_DIR=$own_services_dir scripts/services.sh stop
+    rm -rf "$own_services_dir"
+  fi
+}
+
+# pipeline_setup: the real parts a pipeline bench needs: sets registry (the test
+# registry), RUNNER (the release binary; in a smoke run, the debug one) and webapp_bin (the
+# static webapp). The services run on a directory of the bench's own, which the caller's
+# cleanup stops; a smoke run uses those whose environment is loaded (scripts/test's) when
+# there are.
+pipeline_setup() {
+  if [ -n "$BENCH_SMOKE" ] && [ -n "${RUNNER_TEST_REGISTRY:-}" ] && [ -n "${RUNNER_TEST_CADDY_ADMIN:-}" ] \
+    && [ -n "${TERRAFORM_BIN:-}" ]; then
+    echo "using the running services (registry $RUNNER_TEST_REGISTRY)" >&2
+  else
+    own_services
+  fi
   registry=$RUNNER_TEST_REGISTRY
-  cargo build --release --locked -p runner >&2
-  local target_dir
-  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  RUNNER="$target_dir/release/runner"
-  webapp_bin=$(scripts/build-webapp-static)
+  RUNNER=$(runner_binary release)
+  if [ -n "$BENCH_SMOKE" ] && [ -n "${WEBAPP_STATIC_BIN:-}" ]; then
+    webapp_bin=$WEBAPP_STATIC_BIN
+  else
+    webapp_bin=$(scripts/build-webapp-static)
+  fi
 }
 
 # pipeline_workspace PREFIX: a work directory (work) and a name unique to this run
@@ -72,7 +127,9 @@ pipeline_cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
   docker rm -f "runner-$unique-production-a" "runner-$unique-production-b" "${cleanup_containers[@]}" >/dev/null 2>&1 || true
   docker images -q --filter "reference=*$unique*" --filter "reference=$registry/*$unique*" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  scripts/services.sh stop; rm -rf "$work" "$SERVICES_DIR"
+  # A Caddy that outlives the bench keeps no listener of its environment.
+  curl -fsS -o /dev/null -X DELETE "${RUNNER_TEST_CADDY_ADMIN:-}/config/apps/http/servers/runner-$unique-production" 2>/dev/null || true
+  own_services_stop; rm -rf "$work"
 }
 
 # webapp_repo DIR BINARY: a git repository holding the static webapp as a scratch build context.
@@ -94,6 +151,10 @@ listen = "127.0.0.1:$1"
 database_url = "sqlite://$2"
 [dashboard]
 read_access = "public"
+[engine]
+# A pull request's smoke test asks its app through a container of this image: the one
+# scripts/services.sh start makes, where nothing can be pulled.
+probe_image = "local/busybox:1"
 [proxy]
 admin_url = "$RUNNER_TEST_CADDY_ADMIN"
 [[projects]]

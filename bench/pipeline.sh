@@ -3,11 +3,11 @@
 # into time spent in git/the engine/the registry and the runner's own overhead.
 # Baseline from the same run: the same build, smoke run and push done directly with the
 # docker CLI (what the original CI workflow did), with no runner in between.
-#   bench/pipeline.sh [RUNS]      (default 5, after one warm-up deploy)
+#   bench/pipeline.sh [--smoke] [RUNS]      (default 5, --smoke 1, after one warm-up deploy)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-RUNS=${1:-5}
+RUNS=${1:-$(smoke_or 1 5)}
 apt_need curl git
 
 pipeline_setup

@@ -4,11 +4,14 @@
 # (non-2xx plus socket errors), p99 during the swaps against p99 with no deploy running,
 # and requests per second through Caddy against straight to the live container, all from
 # the same run.
-#   bench/proxy.sh [SECONDS]      (length of each baseline wrk run, default 10)
+#   bench/proxy.sh [--smoke] [SECONDS]      (length of each baseline wrk run, default 10;
+#                                          --smoke: 1, and 2 deploys and 1 rollback)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-SECS=${1:-10}
+SECS=${1:-$(smoke_or 1 10)}
+DEPLOYS=$(smoke_or 2 10)
+ROLLBACKS=$(smoke_or 1 5)
 apt_need curl git wrk
 
 pipeline_setup
@@ -34,11 +37,11 @@ live_slot=$(docker port "runner-$unique-production-a" 5001/tcp 2>/dev/null | hea
 wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$app_port/version" >"$work/idle.txt"
 wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$live_slot/version" >"$work/direct.txt"
 
-# Under load: 10 deploys then 5 rollbacks, back to back; wrk runs until they are done.
+# Under load: the deploys then the rollbacks, back to back; wrk runs until they are done.
 wrk -t2 -c64 -d600s --latency "http://127.0.0.1:$app_port/version" >"$work/swaps.txt" &
 wrk_pid=$!
 sleep 1
-python3 bench/proxy.py "$base" "$secret" "$token" "$repo" "$fixture" "$app_port" 10 5 | tee "$RESULTS/proxy-swaps.log"
+python3 bench/proxy.py "$base" "$secret" "$token" "$repo" "$fixture" "$app_port" "$DEPLOYS" "$ROLLBACKS" | tee "$RESULTS/proxy-swaps.log"
 sleep 1
 kill -INT "$wrk_pid"; wait "$wrk_pid" || true
 
@@ -51,7 +54,7 @@ m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (
 print(sum(map(int, m.groups())) if m else 0)' "$work/swaps.txt")
 echo
 echo "== zero-downtime local deploys (wrk -t2 -c64)"
-echo "during 10 deploys + 5 rollbacks: $swap_requests requests, failed $((swap_non2xx + socket_errors)) (non-2xx $swap_non2xx, socket errors $socket_errors) (target 0)"
+echo "during $DEPLOYS deploys + $ROLLBACKS rollbacks: $swap_requests requests, failed $((swap_non2xx + socket_errors)) (non-2xx $swap_non2xx, socket errors $socket_errors) (target 0)"
 python3 - "$swap_p99" "$idle_p99" "$idle_rps" "$direct_rps" "$swap_rps" <<'PY'
 import sys
 swap_p99, idle_p99, idle_rps, direct_rps, swap_rps = map(float, sys.argv[1:])

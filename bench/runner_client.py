@@ -20,3 +20,8 @@ def deliver(base, secret, event, payload):
         "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sig})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)["job_id"]
+
+def log_tail(base, job_id, lines=30):
+    """The last lines of a job's log, for the message of a bench that stops on a failed job."""
+    with urllib.request.urlopen(f"{base}/api/jobs/{job_id}/logs", timeout=10) as r:
+        return "\n".join(r.read().decode(errors="replace").splitlines()[-lines:])

@@ -21,7 +21,7 @@ def finished(job_id):
     while (job := get(f"/api/jobs/{job_id}"))["state"] in ("queued", "running"):
         time.sleep(0.02)
     if job["state"] != "succeeded":
-        sys.exit(f"job {job_id} {job['state']}: {job.get('error')}")
+        sys.exit(f"job {job_id} {job['state']}: {job.get('error')}\n{runner_client.log_tail(base, job_id)}")
     return {s["name"]: (s["finished_at"] - s["started_at"]) / 1000 for s in job["steps"] if s["finished_at"]}
 
 rows = []

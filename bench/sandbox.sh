@@ -5,11 +5,11 @@
 # [projects.terraform] sandbox = false, in the same invocation. A verify job's plan is
 # always sandboxed (as an unprivileged user, without a network); its baseline is the
 # unsandboxed deploy's plan, the same commands with -lock=false aside.
-#   bench/sandbox.sh [RUNS]      (default 5, after one warm-up commit)
+#   bench/sandbox.sh [--smoke] [RUNS]      (default 5, --smoke 1, after one warm-up commit)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-RUNS=${1:-5}
+RUNS=${1:-$(smoke_or 1 5)}
 apt_need curl git bubblewrap
 
 pipeline_setup

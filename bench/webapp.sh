@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Throughput and latency of the webapp against the original Flask service and a bare
 # axum server, measured side by side in one invocation with the same load tool settings.
-#   bench/webapp.sh [DURATION_SECS]      (default 10)
+#   bench/webapp.sh [--smoke] [DURATION_SECS]      (default 10; --smoke: 1, on the debug builds)
 # Prints req/s, p50 and p99 on / and /health for each server, the ratios ours/gunicorn-2w
 # and ours/bare, RSS under load, start-to-healthy time and the scratch image size.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-DURATION=${1:-10}
+DURATION=${1:-$(smoke_or 1 10)}
 
 apt_need wrk curl python3-venv
 VENV=${BENCH_VENV:-/tmp/runner-bench-venv}
 [ -x "$VENV/bin/gunicorn" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'Flask==3.0.0' 'gunicorn==21.2.0'; }
 
-echo "building release binaries..." >&2
-PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
-cargo build --profile "$PROFILE" --locked -p webapp --bin webapp --example bare_hello >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WEBAPP="$target_dir/$PROFILE/webapp"
-BARE="$target_dir/$PROFILE/examples/bare_hello"
+if [ -n "$BENCH_SMOKE" ]; then
+  builds=$(debug_builds)
+else
+  echo "building release binaries..." >&2
+  PROFILE=${BENCH_PROFILE:-release}  # `dist` measures the shipped images' fat-LTO build
+  cargo build --profile "$PROFILE" --locked -p webapp --bin webapp --example bare_hello >&2
+  builds="$(target_dir)/$PROFILE"
+fi
+WEBAPP="$builds/webapp"
+BARE="$builds/examples/bare_hello"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -90,7 +94,8 @@ PY
 image_mb=unknown
 if docker info >/dev/null 2>&1; then
   tag="webapp-bench:$$"
-  scripts/build-webapp-image "$tag" >/dev/null 2>&1 && \
+  # A smoke run packs the static binary scripts/test built rather than building one.
+  WEBAPP_BIN=$(smoke_or "${WEBAPP_STATIC_BIN:-}" "") scripts/build-webapp-image "$tag" >/dev/null 2>&1 && \
     image_mb=$(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f", $1/1048576}')
   docker rmi -f "$tag" >/dev/null 2>&1 || true
 fi

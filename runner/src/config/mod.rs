@@ -12,6 +12,8 @@ mod project;
 mod proxy;
 mod queue;
 pub mod raw;
+#[cfg(test)]
+mod reference_tests;
 mod registry;
 mod secret;
 mod server;

@@ -1,6 +1,6 @@
-//! The config file as written, before any checking: what `runner.toml` may hold (every
-//! field is documented in `runner.example.toml`). Tests build configs with these types
-//! and write them as TOML.
+//! The config file as written, before any checking: what `runner.toml` may hold. Every
+//! field is documented in `runner.example.toml` (`reference_tests` fails when one is
+//! not). Tests build configs with these types and write them as TOML.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
