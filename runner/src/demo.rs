@@ -195,7 +195,7 @@ fn port_free(port: u16, flag: &str) -> Result<(), Prerequisite> {
 async fn app_port_is_ours(docker: &Docker, port: u16) -> bool {
     let _ = port;
     for slot in 0..2 {
-        let name = crate::pipeline::slot_name(PROJECT, "production", slot);
+        let name = crate::adapters::slot_name(PROJECT, "production", slot);
         if docker.inspect_container(&name, None).await.is_ok() {
             return true;
         }
@@ -522,7 +522,7 @@ async fn clean(dir: &Path) -> anyhow::Result<()> {
         let instance = crate::startup::instance_id(&dir.join("data/runner.db"));
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{}={instance}", crate::pipeline::engine::MANAGED_LABEL)],
+            vec![format!("{}={instance}", crate::adapters::engine::MANAGED_LABEL)],
         )]);
         let containers = docker
             .list_containers(Some(bollard::query_parameters::ListContainersOptions {

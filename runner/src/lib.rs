@@ -1,12 +1,14 @@
 //! A self-hosted push-to-deploy runner: verified GitHub webhooks in, a durable SQLite
 //! job queue, and workers that check out, build, test and roll out each commit.
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod forge;
 pub mod job;
+pub mod joblog;
 pub mod metrics;
 pub mod percent;
 pub mod pipeline;

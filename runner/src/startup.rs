@@ -13,14 +13,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::Connections;
+use crate::adapters::engine::{ContainerEngine, DockerEngine};
 use crate::config::Config;
 use crate::job::{JobKind, Trigger};
+use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
 use crate::pipeline::Cancellations;
-use crate::pipeline::engine::{ContainerEngine, DockerEngine};
-use crate::pipeline::joblog::LogEvents;
+use crate::pipeline::PipelineContext;
 use crate::pipeline::plan::JobPlan;
-use crate::pipeline::{Connections, PipelineContext};
 use crate::proxy::{Caddy, Proxy};
 use crate::store::{self, deliveries, now_ms};
 use crate::web::AppState;
@@ -106,7 +107,7 @@ impl Application {
                     tracing::error!(%error, "local deploys will fail until the proxy answers");
                 }
                 (Ok(()), Some(engine)) => {
-                    crate::pipeline::restore_local_environments(
+                    crate::adapters::restore_local_environments(
                         &config,
                         &pool,
                         Arc::clone(engine),
@@ -136,7 +137,7 @@ impl Application {
                     Arc::clone(&proxy),
                     config.proxy.health_interval,
                 )),
-                clock: Arc::new(crate::pipeline::clock::SystemClock),
+                clock: Arc::new(crate::adapters::clock::SystemClock),
                 http,
                 probe_image: config.engine.probe_image.clone(),
                 terraform_bin: config.terraform_bin.clone(),
@@ -193,7 +194,7 @@ impl Application {
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
         let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
-        let routes = tokio::spawn(crate::pipeline::keep_routes(
+        let routes = tokio::spawn(crate::adapters::keep_routes(
             Arc::clone(&self.state.config),
             Arc::clone(&self.proxy),
             stop_workers.clone(),
@@ -371,10 +372,10 @@ async fn reap_work_root(root: &PathBuf, terraform_bin: Option<&std::path::Path>)
     if tokio::fs::try_exists(root).await.unwrap_or(false) {
         let mut entries = tokio::fs::read_dir(root).await?;
         while let Some(entry) = entries.next_entry().await? {
-            let pid_file = entry.path().join(crate::pipeline::terraform::PID_FILE);
+            let pid_file = entry.path().join(crate::adapters::terraform::PID_FILE);
             if let Some(bin) = terraform_bin
                 && let Some(pid) =
-                    crate::pipeline::terraform::stop_orphan(&pid_file, bin, crate::pipeline::terraform::INTERRUPT_GRACE)
+                    crate::adapters::terraform::stop_orphan(&pid_file, bin, crate::adapters::terraform::INTERRUPT_GRACE)
                         .await
             {
                 tracing::warn!(pid, "interrupted a terraform command an earlier run left running");

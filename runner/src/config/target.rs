@@ -1,5 +1,5 @@
 //! `[projects.rollout]`: where a project's deploys go live. Each target is a variant
-//! here and a file in `pipeline::target`.
+//! here and a file in `adapters::target`.
 
 use std::net::IpAddr;
 use std::time::Duration;

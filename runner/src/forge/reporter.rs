@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::{CommitState, DeploymentState, Forge, ForgeError};
 use crate::config::{Config, Project};
 use crate::job::{JobKind, JobState, Trigger};
+use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
-use crate::pipeline::joblog::LogEvents;
 use crate::store::reports::{self, Unreported};
 use crate::store::{deployments, now_ms};
 

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::engine::{BuildRequest, ContainerEngine, ContainerSpec, Endpoint, Network, Role, UntrustedBuild, copy_logs};
-use super::joblog::JobLog;
 use super::plan::{Deploy, Step, Verify};
 use super::steps::Steps;
-use super::{
-    JobDirs, JobFailure, STEP_MARGIN, StepError, context, create_dirs, deliver, infra, probe, remove_workdir,
-    workdir_of,
+use super::{JobDirs, JobFailure, STEP_MARGIN, StepError, create_dirs, deliver, infra, remove_workdir, workdir_of};
+use crate::adapters::engine::{
+    BuildRequest, ContainerEngine, ContainerSpec, Endpoint, Network, Role, UntrustedBuild, copy_logs,
 };
+use crate::adapters::{context, probe};
 use crate::config::{BuildNetwork, BuildSettings, Environment, Project, SmokeSettings};
 use crate::job::JobKind;
+use crate::joblog::JobLog;
 use crate::store::now_ms;
 
 /// A deploy job up to its pushed image, then its delivery.

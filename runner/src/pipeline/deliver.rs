@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::ContainerEngine;
 use super::plan::{Delivery, Step};
 use super::steps::Steps;
-use super::target::Release;
 use super::{JobDirs, JobFailure, STEP_MARGIN, StepError, create_dirs, infra, workdir_of};
+use crate::adapters::engine::ContainerEngine;
+use crate::adapters::target::Release;
 use crate::config::{Environment, Project};
 use crate::job::DeploymentStatus;
 use crate::store::deployments::{self, NewDeployment};

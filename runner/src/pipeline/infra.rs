@@ -12,10 +12,10 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::plan::Step;
-use super::sandbox::Sandbox;
 use super::steps::Steps;
-use super::terraform::{Module, PlanSummary, TerraformError};
 use super::{JobFailure, StepError};
+use crate::adapters::sandbox::Sandbox;
+use crate::adapters::terraform::{Module, PlanSummary, TerraformError};
 use crate::config::{Project, TerraformSettings};
 use crate::job::StepState;
 use crate::store::jobs::approval::{self, Waiting};
@@ -110,7 +110,7 @@ pub(super) async fn run(
         plugin_cache: Some(plugin_cache(ctx)),
         runner_dir: Some(dirs.root.clone()),
     };
-    if let Err(message) = super::context::inside(checkout, &module_dir) {
+    if let Err(message) = crate::adapters::context::inside(checkout, &module_dir) {
         return Err(JobFailure::Step {
             step: Step::Plan,
             error: StepError::Failed(format!("terraform.dir {:?} at {}: {message}", settings.dir, job.sha)),
@@ -234,7 +234,7 @@ fn sandbox_for(
     } else {
         crate::config::SandboxNetwork::Host
     };
-    let (bwrap, setpriv) = super::sandbox::tools(network, untrusted).map_err(|e| e.to_string())?;
+    let (bwrap, setpriv) = crate::adapters::sandbox::tools(network, untrusted).map_err(|e| e.to_string())?;
     let cache = plugin_cache(ctx);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -254,7 +254,7 @@ fn sandbox_for(
         .map(std::path::PathBuf::from)
         .filter(|path| path.is_absolute());
     if untrusted {
-        read_only.push(dirs.root.join(super::terraform::CLI_CONFIG));
+        read_only.push(dirs.root.join(crate::adapters::terraform::CLI_CONFIG));
         read_only.push(cache);
         read_only.extend(state.filter(|path| path.is_file()));
     } else {
@@ -269,7 +269,7 @@ fn sandbox_for(
         setpriv,
         network,
         untrusted,
-        user: super::sandbox::NOBODY,
+        user: crate::adapters::sandbox::NOBODY,
         blocked_networks: settings.pull_request_blocked_networks.clone(),
         read_only,
         writable,

@@ -1,38 +1,20 @@
 //! What a claimed job does, step by step. Each step talks to the outside world through
 //! a boundary of its own (git, the container engine, the registry, terraform, the deploy
-//! target); this module orders the steps, records their states, and makes sure what a
-//! step creates is removed whatever happens (success, failure, timeout or cancel).
-//!
-//! The boundaries are traits, made by a [`Connector`]: the runner's [`Connections`] give
-//! the real ones, the unit tests give fakes.
+//! target), made by a [`Connector`] from [`crate::adapters`]; this module orders the
+//! steps, records their states, and makes sure what a step creates is removed whatever
+//! happens (success, failure, timeout or cancel). The unit tests give it fakes.
 
 mod build;
-mod buildkit;
 mod cancel;
-pub mod checkout;
-pub mod child;
-pub mod clock;
-mod connect;
-pub mod context;
 mod deliver;
-pub mod engine;
 mod infra;
-pub mod joblog;
 pub mod plan;
-mod probe;
-pub mod registry;
 mod retention;
-pub mod sandbox;
-mod ssh_tunnel;
 mod steps;
-pub mod target;
-pub mod terraform;
 #[cfg(test)]
 mod tests;
 
 pub use cancel::Cancellations;
-pub use connect::{Connections, Connector};
-pub use target::local::{keep_routes, restore_local_environments, slot_name};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,15 +22,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::store::Store;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::connect::Connector;
+use crate::adapters::engine::{self, ContainerEngine};
+use crate::adapters::{clock, terraform};
 use crate::config::Project;
 use crate::job::JobKind;
+use crate::joblog::{self, JobLog};
 use crate::store::jobs::Job;
 use crate::store::{now_ms, steps as step_store};
-use engine::ContainerEngine;
-use joblog::JobLog;
 use plan::{JobPlan, Step};
 use steps::Steps;
 
@@ -265,11 +248,4 @@ async fn remove_workdir(workdir: &std::path::Path, log: &JobLog) {
     {
         log.system(format!("could not remove the work directory: {error}"));
     }
-}
-
-pub fn clone_url(project: &Project) -> String {
-    project
-        .clone_url
-        .as_ref()
-        .map_or_else(|| project.links.clone_url(), |url| url.expose_secret().to_owned())
 }

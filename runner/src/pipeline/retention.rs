@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use super::PipelineContext;
-use super::engine::{ContainerEngine, StoredImage};
-use super::joblog::JobLog;
+use crate::adapters::engine::{ContainerEngine, StoredImage};
 use crate::config::Project;
+use crate::joblog::JobLog;
 use crate::store::deployments::{self, KeptImages};
 
 /// Never fails the deploy: what cannot be removed now is removed after a later one.

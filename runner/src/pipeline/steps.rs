@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::joblog::JobLog;
 use super::plan::Step;
 use super::{JobFailure, PipelineContext, StepError};
 use crate::job::StepState;
+use crate::joblog::JobLog;
 use crate::store::jobs::Job;
 use crate::store::steps as step_store;
 

@@ -17,25 +17,25 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::checkout::Checkout;
-use super::clock::Clock;
-use super::engine::{
+use super::plan::Step;
+use super::{Connector, JobFailure, PipelineContext, StepError};
+use crate::adapters::checkout::Checkout;
+use crate::adapters::clock::Clock;
+use crate::adapters::engine::{
     BuildRequest, ContainerEngine, ContainerSpec, Endpoint, EngineError, ManagedContainer, Network, RegistryAuth, Role,
     Started,
 };
-use super::joblog::{JobLog, LogEvents};
-use super::plan::Step;
-use super::probe::{self, Answer};
-use super::registry::{Destination, Registry};
-use super::target::DeployTarget;
-use super::target::ecs::EcsTarget;
-use super::target::ecs_api::{Deployer, EcsError};
-use super::target::local::LocalTarget;
-use super::terraform::{Module, PlanSummary, Terraform, TerraformError};
-use super::{Connector, JobFailure, PipelineContext, StepError};
+use crate::adapters::probe::{self, Answer};
+use crate::adapters::registry::{Destination, Registry};
+use crate::adapters::target::DeployTarget;
+use crate::adapters::target::ecs::EcsTarget;
+use crate::adapters::target::ecs_api::{Deployer, EcsError};
+use crate::adapters::target::local::LocalTarget;
+use crate::adapters::terraform::{Module, PlanSummary, Terraform, TerraformError};
 use crate::config::{Config, Environment, Project, RegistrySettings, Target};
 use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::{DeploymentStatus, JobKind, JobState, StepState, Trigger};
+use crate::joblog::{JobLog, LogEvents};
 use crate::store::jobs::{self, Job, NewJob};
 use crate::store::{deployments, now_ms, steps};
 
@@ -293,7 +293,7 @@ impl ContainerEngine for FakeEngine {
         Ok(())
     }
 
-    async fn images(&self, _repositories: &[String]) -> Result<Vec<super::engine::StoredImage>, EngineError> {
+    async fn images(&self, _repositories: &[String]) -> Result<Vec<crate::adapters::engine::StoredImage>, EngineError> {
         Ok(Vec::new())
     }
 

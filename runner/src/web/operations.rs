@@ -147,8 +147,8 @@ pub async fn redeploy(
                 GitRef::branch(&raw)
             }
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let url = crate::pipeline::clone_url(project);
-            let sha = crate::pipeline::checkout::resolve_ref(&url, &git_ref)
+            let url = crate::adapters::checkout::clone_url(project);
+            let sha = crate::adapters::checkout::resolve_ref(&url, &git_ref)
                 .await
                 .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
             (git_ref, sha)

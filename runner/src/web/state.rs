@@ -6,9 +6,9 @@ use crate::store::Store;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
 use crate::pipeline::Cancellations;
-use crate::pipeline::joblog::LogEvents;
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
 

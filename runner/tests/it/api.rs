@@ -48,7 +48,7 @@ async fn a_project_with_only_the_pinned_keys_queues_jobs_that_fail_naming_what_i
 
 #[tokio::test]
 async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
-    use runner::pipeline::checkout::{Checkout, GitCheckout};
+    use runner::adapters::checkout::{Checkout, GitCheckout};
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     let first = make_repo(&repo);
@@ -63,7 +63,7 @@ async fn checkout_fetches_exactly_the_commit_and_removes_its_directory() {
         .expect("get")
         .expect("job");
     let (log, writer) =
-        runner::pipeline::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default(), Default::default());
+        runner::joblog::JobLog::start(runner.pool.clone(), job.id, Default::default(), Default::default());
     let into = dir.path().join("work");
     GitCheckout::new(repo.display().to_string(), dir.path().join("home"))
         .fetch(&job, &into, &log)

@@ -423,7 +423,7 @@ async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (log, writer) = runner::pipeline::joblog::JobLog::start(
+    let (log, writer) = runner::joblog::JobLog::start(
         runner.pool.clone(),
         JobId::new(job_id).expect("id"),
         Default::default(),
@@ -459,7 +459,7 @@ async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
     let pool = runner.pool.clone();
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (log, writer) = runner::pipeline::joblog::JobLog::start(
+        let (log, writer) = runner::joblog::JobLog::start(
             pool,
             JobId::new(job_id).expect("id"),
             Default::default(),

@@ -490,7 +490,7 @@ async fn an_ecs_service_that_never_stabilises_times_out_and_is_rolled_back() {
 
 #[tokio::test]
 async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approval() {
-    use runner::pipeline::terraform::{Module, Terraform};
+    use runner::adapters::terraform::{Module, Terraform, TerraformCli};
     let setup = setup();
     let port = free_port();
     let runner = TestRunner::start_with(|dir| config(&setup, dir, true, local_rollout(port))).await;
@@ -512,7 +512,8 @@ async fn a_plan_gone_stale_while_waiting_is_planned_again_and_needs_a_new_approv
         lock_state: true,
         ..Module::default()
     };
-    let (runner_job_log, writer) = runner::pipeline::joblog::JobLog::start(
+    let other = TerraformCli::from(other);
+    let (runner_job_log, writer) = runner::joblog::JobLog::start(
         runner.pool.clone(),
         runner::domain::JobId::new(job_id).expect("id"),
         Default::default(),

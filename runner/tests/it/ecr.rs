@@ -2,7 +2,7 @@
 //! Needs `RUNNER_TEST_AWS_ENDPOINT` (scripts/services.sh start; scripts/test does this).
 
 use crate::common::*;
-use runner::pipeline::registry::ecr::Ecr;
+use runner::adapters::registry::ecr::Ecr;
 
 fn endpoint() -> String {
     required_env("RUNNER_TEST_AWS_ENDPOINT", "start moto with scripts/services.sh start")

@@ -336,7 +336,7 @@ async fn with_ecr_the_repository_is_created_and_the_image_pushed_with_an_ecr_log
         "{log}"
     );
     assert_eq!(live_version(host_port).await["commit"], sha.as_str());
-    let ecr = runner::pipeline::registry::ecr::Ecr::new(
+    let ecr = runner::adapters::registry::ecr::Ecr::new(
         Some("us-east-1".into()),
         Some(required_env("RUNNER_TEST_AWS_ENDPOINT", "")),
     )

@@ -243,7 +243,7 @@ async fn three_replicas_killed_in_turn_store_every_delivery_once_and_end_every_j
         let instance = runner::startup::instance_id(&replica.work_dir);
         let output = std::process::Command::new("docker")
             .args(["ps", "-aq", "--filter"])
-            .arg(format!("label={}={instance}", runner::pipeline::engine::MANAGED_LABEL))
+            .arg(format!("label={}={instance}", runner::adapters::engine::MANAGED_LABEL))
             .output()
             .expect("docker ps");
         assert_eq!(

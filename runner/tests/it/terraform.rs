@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::*;
+use runner::adapters::terraform::{Module, Terraform, TerraformCli, TerraformError};
 use runner::domain::JobId;
-use runner::pipeline::joblog::{JobLog, JobLogWriter};
-use runner::pipeline::terraform::{Module, Terraform, TerraformError};
+use runner::joblog::{JobLog, JobLogWriter};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -76,7 +76,7 @@ async fn plans_applies_the_saved_plan_and_sees_no_changes_after() {
     let dir = module_dir("app", work.path());
     let state = work.path().join("state.tfstate");
     let cancel = CancellationToken::new();
-    let first = local_module(&dir, &state, "registry.test/app@sha256:1111", 0);
+    let first = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:1111", 0));
 
     first.prepare(&log, &cancel).await.expect("init and validate");
     let plan_file = work.path().join("first.tfplan");
@@ -97,7 +97,7 @@ async fn plans_applies_the_saved_plan_and_sees_no_changes_after() {
         .await
         .expect("plan");
     assert!(!again.0.has_changes(), "{}", again.0.headline());
-    let next = local_module(&dir, &state, "registry.test/app@sha256:2222", 0);
+    let next = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:2222", 0));
     let (changed, _) = next
         .plan(&work.path().join("next.tfplan"), &log, &cancel)
         .await
@@ -126,8 +126,8 @@ async fn a_plan_made_before_the_state_changed_is_stale() {
     let dir = module_dir("app", work.path());
     let state = work.path().join("state.tfstate");
     let cancel = CancellationToken::new();
-    let a = local_module(&dir, &state, "registry.test/app@sha256:aaaa", 0);
-    let b = local_module(&dir, &state, "registry.test/app@sha256:bbbb", 0);
+    let a = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:aaaa", 0));
+    let b = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:bbbb", 0));
     a.prepare(&log, &cancel).await.expect("init");
     let (plan_a, plan_b) = (work.path().join("a.tfplan"), work.path().join("b.tfplan"));
     a.plan(&plan_a, &log, &cancel).await.expect("plan a");
@@ -152,7 +152,7 @@ async fn a_second_apply_meets_the_lock_and_cancel_releases_it() {
     let dir = module_dir("app", work.path());
     let state = work.path().join("state.tfstate");
     let never = CancellationToken::new();
-    let slow = local_module(&dir, &state, "registry.test/app@sha256:5105", 30);
+    let slow = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:5105", 30));
     slow.prepare(&log, &never).await.expect("init");
     let slow_plan = work.path().join("slow.tfplan");
     slow.plan(&slow_plan, &log, &never).await.expect("plan");
@@ -164,7 +164,7 @@ async fn a_second_apply_meets_the_lock_and_cancel_releases_it() {
         tokio::spawn(async move { slow.apply(&plan, &log, &cancel).await })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let other = local_module(&dir, &state, "registry.test/app@sha256:0e1e", 0);
+    let other = TerraformCli::from(local_module(&dir, &state, "registry.test/app@sha256:0e1e", 0));
     let blocked = other.plan(&work.path().join("other.tfplan"), &log, &never).await;
     match blocked {
         Err(TerraformError::Locked { id, .. }) => assert!(!id.is_empty() && id != "unknown", "lock id {id}"),
@@ -243,7 +243,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
     };
     let never = CancellationToken::new();
     let first_dir = module_dir("s3", &work.path().join("one"));
-    let first = s3("registry.test/app@sha256:53", 0, &first_dir);
+    let first = TerraformCli::from(s3("registry.test/app@sha256:53", 0, &first_dir));
     first.prepare(&log, &never).await.expect("init with the S3 backend");
     let plan = first_dir.join("p.tfplan");
     first.plan(&plan, &log, &never).await.expect("plan");
@@ -251,7 +251,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
 
     // Another checkout of the module sees the state in S3.
     let second_dir = module_dir("s3", &work.path().join("two"));
-    let second = s3("registry.test/app@sha256:53", 20, &second_dir);
+    let second = TerraformCli::from(s3("registry.test/app@sha256:53", 20, &second_dir));
     second.prepare(&log, &never).await.expect("init");
     let (summary, _) = second
         .plan(&second_dir.join("p.tfplan"), &log, &never)
@@ -260,7 +260,7 @@ async fn the_s3_backend_on_moto_keeps_state_and_locks_it() {
     assert!(!summary.has_changes(), "state lives in S3: {}", summary.headline());
 
     // While one apply holds the lock file, another is refused.
-    let slow = s3("registry.test/app@sha256:5105", 20, &second_dir);
+    let slow = TerraformCli::from(s3("registry.test/app@sha256:5105", 20, &second_dir));
     let slow_plan = second_dir.join("slow.tfplan");
     slow.plan(&slow_plan, &log, &never).await.expect("plan");
     let cancel = CancellationToken::new();
@@ -288,6 +288,7 @@ async fn a_named_workspace_is_created_and_keeps_its_own_state() {
     let cancel = CancellationToken::new();
     let mut staging = local_module(&dir, &state, "registry.test/app@sha256:57a9", 0);
     staging.workspace = "staging".to_owned();
+    let staging = TerraformCli::from(staging);
     staging.prepare(&log, &cancel).await.expect("init and a new workspace");
     let plan = work.path().join("staging.tfplan");
     staging.plan(&plan, &log, &cancel).await.expect("plan");

@@ -683,7 +683,7 @@ async fn changing_the_admin_token_ends_every_session_and_files_are_private() {
 #[tokio::test]
 async fn a_job_log_stops_at_its_cap_and_says_so() {
     use runner::domain::JobId;
-    use runner::pipeline::joblog::{JobLog, MAX_LINE_BYTES, SecretMask};
+    use runner::joblog::{JobLog, MAX_LINE_BYTES, SecretMask};
     let runner = TestRunner::start().await;
     let job_id = queued(
         runner

@@ -65,11 +65,11 @@ impl Connections {
 #[async_trait::async_trait]
 impl Connector for Connections {
     fn checkout(&self, project: &Project, home: &Path) -> Box<dyn Checkout> {
-        Box::new(GitCheckout::new(super::clone_url(project), home.to_owned()))
+        Box::new(GitCheckout::new(super::checkout::clone_url(project), home.to_owned()))
     }
 
     fn terraform(&self, module: Module) -> Box<dyn Terraform> {
-        Box::new(module)
+        Box::new(super::terraform::TerraformCli::from(module))
     }
 
     async fn registry(&self, settings: &RegistrySettings) -> Arc<dyn Registry> {

@@ -21,10 +21,10 @@ use futures_util::StreamExt;
 use secrecy::SecretString;
 
 use super::buildkit::{self, BuildKitRequest};
-use super::joblog::{JobLog, LineBuffer};
 use super::probe::{self, Answer};
 use super::ssh_tunnel::SshTunnel;
 use crate::config::{Builder, EngineHost};
+use crate::joblog::{JobLog, LineBuffer};
 
 pub const MANAGED_LABEL: &str = "io.runner.managed";
 pub const ROLE_LABEL: &str = "io.runner.role";

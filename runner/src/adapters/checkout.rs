@@ -12,7 +12,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::joblog::JobLog;
+use crate::joblog::JobLog;
 use crate::secrets::redact_url;
 use crate::store::jobs::Job;
 
@@ -182,6 +182,15 @@ async fn git_output(dir: &Path, home: &Path, args: &[&str]) -> Result<String, St
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }
+}
+
+/// Where the project's repository is cloned from: its `clone_url`, else its forge's.
+pub fn clone_url(project: &crate::config::Project) -> String {
+    use secrecy::ExposeSecret as _;
+    project
+        .clone_url
+        .as_ref()
+        .map_or_else(|| project.links.clone_url(), |url| url.expose_secret().to_owned())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::joblog::JobLog;
+use crate::joblog::JobLog;
 
 /// What a deploy puts live.
 pub struct Release<'a> {

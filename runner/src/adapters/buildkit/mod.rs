@@ -26,8 +26,8 @@ pub use dial::DialError;
 pub use progress::Progress;
 pub use session::SessionData;
 
-use super::joblog::JobLog;
 use crate::config::EngineHost;
+use crate::joblog::JobLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildKitError {

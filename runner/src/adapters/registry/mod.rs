@@ -9,7 +9,7 @@ pub mod ecr;
 pub mod v2;
 
 use super::engine::RegistryAuth;
-use super::joblog::JobLog;
+use crate::joblog::JobLog;
 use crate::store::deployments::KeptImages;
 
 /// Where an image goes, and how to log in there.

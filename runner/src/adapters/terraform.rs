@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::joblog::JobLog;
 use super::sandbox::Sandbox;
+use crate::joblog::JobLog;
 
 /// How long a cancelled terraform command gets to stop on its own (and unlock its state).
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(60);
@@ -586,8 +586,25 @@ fn failure(command: &str, ran: &Ran) -> TerraformError {
     }
 }
 
+/// [`Terraform`] by the terraform CLI, for one [`Module`].
+pub struct TerraformCli(Module);
+
+impl From<Module> for TerraformCli {
+    fn from(module: Module) -> Self {
+        Self(module)
+    }
+}
+
+impl std::ops::Deref for TerraformCli {
+    type Target = Module;
+
+    fn deref(&self) -> &Module {
+        &self.0
+    }
+}
+
 #[async_trait::async_trait]
-impl Terraform for Module {
+impl Terraform for TerraformCli {
     /// `fmt -check` (a warning only), `init`, the workspace, `validate`.
     async fn prepare(&self, log: &JobLog, cancel: &CancellationToken) -> Result<(), TerraformError> {
         let fmt = self

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use tokio::sync::Mutex;
 
 use super::{Destination, Registry};
-use crate::pipeline::engine::RegistryAuth;
-use crate::pipeline::joblog::JobLog;
+use crate::adapters::engine::RegistryAuth;
+use crate::joblog::JobLog;
 
 /// A token is refreshed this long before ECR says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);

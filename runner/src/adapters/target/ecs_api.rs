@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{Deployment, Service};
 
-use crate::pipeline::joblog::JobLog;
+use crate::joblog::JobLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcsError {
@@ -67,7 +67,7 @@ impl Ecs {
     /// The standard AWS configuration chain; `endpoint_url` (or `AWS_ENDPOINT_URL`) points
     /// it at another endpoint.
     pub async fn new(region: Option<String>, endpoint_url: Option<String>) -> Self {
-        let config = crate::pipeline::registry::ecr::aws_sdk_config(region, endpoint_url).await;
+        let config = crate::adapters::registry::ecr::aws_sdk_config(region, endpoint_url).await;
         Self {
             client: aws_sdk_ecs::Client::new(&config),
             poll: Duration::from_secs(2),

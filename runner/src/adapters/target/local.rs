@@ -20,12 +20,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{DeployTarget, Release, RolloutError};
-use crate::config::{ContainerLimits, Environment, Project, RolloutSettings, SmokeSettings};
-use crate::pipeline::engine::{
+use crate::adapters::engine::{
     ContainerEngine, ContainerSpec, EngineError, ManagedContainer, Network, Role, copy_logs,
 };
-use crate::pipeline::joblog::JobLog;
-use crate::pipeline::probe;
+use crate::adapters::probe;
+use crate::config::{ContainerLimits, Environment, Project, RolloutSettings, SmokeSettings};
+use crate::joblog::JobLog;
 use crate::proxy::{HealthCheck, Listen, Proxy, Route};
 use crate::store::deployments::Deployment;
 

@@ -3,8 +3,8 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Destination, Registry};
-use crate::pipeline::engine::RegistryAuth;
-use crate::pipeline::joblog::JobLog;
+use crate::adapters::engine::RegistryAuth;
+use crate::joblog::JobLog;
 use crate::store::deployments::KeptImages;
 
 pub struct V2Registry {

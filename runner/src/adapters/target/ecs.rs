@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::ecs_api::{Deployer, EcsError};
 use super::{DeployTarget, Release, RolloutError};
 use crate::config::EcsSettings;
-use crate::pipeline::joblog::JobLog;
+use crate::joblog::JobLog;
 
 pub struct EcsTarget {
     pub ecs: Arc<dyn Deployer>,
