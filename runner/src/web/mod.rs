@@ -1,6 +1,7 @@
 //! HTTP surface: webhook, JSON API, dashboard, health and metrics.
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod live;
