@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -274,6 +274,37 @@ impl std::str::FromStr for JobId {
     }
 }
 
+/// A number (JSON) or its decimal text (a URL's path or query), made a `JobId` by
+/// [`JobId::new`]: anything but a positive integer fails with its [`ParseError`].
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct JobIdVisitor;
+
+        impl de::Visitor<'_> for JobIdVisitor {
+            type Value = JobId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a job id (a positive integer)")
+            }
+
+            fn visit_i64<E: de::Error>(self, raw: i64) -> Result<JobId, E> {
+                JobId::new(raw).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, raw: u64) -> Result<JobId, E> {
+                let raw = i64::try_from(raw).map_err(|_| E::custom(ParseError::JobId(raw.to_string())))?;
+                self.visit_i64(raw)
+            }
+
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<JobId, E> {
+                raw.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(JobIdVisitor)
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -478,6 +509,22 @@ mod tests {
         for bad in ["", "Web", "web:", "web:-x", "web@sha256:12", "a//b", "web:$(id)"] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_job_id_deserializes_from_a_positive_number_or_its_text_only() {
+        let id = |json: &str| serde_json::from_str::<JobId>(json).map_err(|e| e.to_string());
+        assert_eq!(id("7"), Ok(JobId(7)));
+        assert_eq!(id("\"7\""), Ok(JobId(7)));
+        for bad in ["0", "-3", "\"0\"", "\"abc\"", "\"7 \"", "18446744073709551615"] {
+            let error = id(bad).expect_err(bad);
+            assert!(
+                error.starts_with("job id must be a positive integer, got"),
+                "{bad}: {error}"
+            );
+        }
+        assert!(id("1.5").is_err());
+        assert!(id("null").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 
 /// What replaces a secret.
 pub const MASKED: &str = "***";
@@ -165,9 +166,11 @@ fn encodings(value: &str) -> Vec<String> {
     if let Ok(json) = serde_json::to_string(value) {
         forms.push(json[1..json.len() - 1].to_owned());
     }
-    // In a URL (query strings, credentials in a clone URL).
-    forms.push(crate::percent::encode(value));
-    forms.push(crate::percent::encode_form(value));
+    // In a URL (query strings, credentials in a clone URL), and as a form sends it (a
+    // space as `+`).
+    let escaped = utf8_percent_encode(value, crate::percent::NON_UNRESERVED).to_string();
+    forms.push(escaped.replace("%20", "+"));
+    forms.push(escaped);
     // Base64 of a blob containing the value: which characters encode the value depends on
     // where it starts modulo 3, so each alignment has its own fragment. Characters that
     // mix in bytes before or after the value are dropped.
@@ -253,9 +256,9 @@ pub fn url_credentials(url: &str) -> Vec<String> {
     if let Some((_, password)) = userinfo.split_once(':') {
         found.push(password.to_owned());
         if password.contains('%')
-            && let Ok(decoded) = String::from_utf8(crate::percent::decode(password))
+            && let Ok(decoded) = percent_decode_str(password).decode_utf8()
         {
-            found.push(decoded);
+            found.push(decoded.into_owned());
         }
     }
     found
@@ -317,8 +320,11 @@ mod tests {
 
     #[test]
     fn url_and_json_forms_are_masked() {
-        assert_hidden(&format!("https://x?token={}", crate::percent::encode(SECRET)));
-        assert_hidden(&format!("a=b&t={}", crate::percent::encode_form(SECRET)));
+        assert_hidden(&format!(
+            "https://x?token={}",
+            utf8_percent_encode(SECRET, crate::percent::NON_UNRESERVED)
+        ));
+        assert_hidden(&serde_urlencoded::to_string([("a", "b"), ("t", SECRET)]).expect("form"));
         let json = serde_json::json!({ "value": format!("\"{SECRET}\"\n") }).to_string();
         assert_hidden(&json);
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use percent_encoding::utf8_percent_encode;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -111,7 +112,10 @@ where
         Some(url) => {
             let mut path = format!("/api/{resource}?limit={}{extra}", source.limit);
             if let Some(project) = &source.project {
-                path.push_str(&format!("&project={}", crate::web::dashboard::html::url_value(project)));
+                path.push_str(&format!(
+                    "&project={}",
+                    utf8_percent_encode(project, crate::percent::NON_UNRESERVED)
+                ));
             }
             Ok(api_get(url, &path).await?["items"]
                 .as_array()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use octocrab::Octocrab;
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -193,7 +194,7 @@ fn next_page_cursor(link: &str) -> Option<String> {
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("cursor="))
-            .map(|cursor| String::from_utf8_lossy(&crate::percent::decode(cursor)).into_owned())
+            .map(|cursor| percent_decode_str(cursor).decode_utf8_lossy().into_owned())
     })
 }
 
@@ -282,7 +283,7 @@ impl Forge for GitHub {
             let mut path = format!("/repos/{}/hooks/{hook_id}/deliveries?per_page=100", self.repository);
             if let Some(cursor) = &cursor {
                 path.push_str("&cursor=");
-                path.push_str(&crate::percent::encode(cursor));
+                path.extend(utf8_percent_encode(cursor, crate::percent::NON_UNRESERVED));
             }
             let (listed, next) = self.call_paged(Method::GET, &path, None).await?;
             let page: Vec<HookDelivery> = serde_json::from_value(listed).map_err(|e| ForgeError::Rejected {

@@ -1,15 +1,15 @@
 //! JSON API under `/api/`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use secrecy::ExposeSecret;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
+use super::auth::{AdminToken, Reader};
 use super::error::ApiError;
 use super::operations::{self, Revision};
 use crate::domain::JobId;
@@ -41,27 +41,33 @@ impl PageQuery {
     }
 }
 
-fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse()
-        .map_err(|e: crate::domain::ParseError| ApiError::BadRequest(e.to_string()))
+/// axum's `Path`, refused with the API's JSON error: a value that does not parse (a job id
+/// that is not one) is a bad request that says why.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) = axum::extract::Path::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
 }
 
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let page = deliveries::list(&state.pool, query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
 
 pub async fn list_jobs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let filter = JobFilter {
         project: query.project.clone(),
         state: query
@@ -79,13 +85,7 @@ pub async fn list_jobs(
     Ok(Json(json!(page)))
 }
 
-pub async fn get_job(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
-    let id = parse_job_id(&id)?;
+pub async fn get_job(State(state): State<AppState>, _: Reader, Path(id): Path<JobId>) -> Result<Json<Value>, ApiError> {
     let job = jobs::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
@@ -107,10 +107,9 @@ pub async fn get_job(
 
 pub async fn list_deployments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Reader,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
     let page = store::deployments::list(&state.pool, query.project.as_deref(), query.before, query.limit()?).await?;
     Ok(Json(json!(page)))
 }
@@ -118,10 +117,9 @@ pub async fn list_deployments(
 /// Queues a job that puts exactly this deployment's image digest live again.
 pub async fn rollback_deployment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: AdminToken,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_admin(&state, &headers)?;
     let id = parse_positive_id(&id, "deployment")?;
     let job_id = operations::rollback(&state, id).await?;
     Ok((
@@ -152,11 +150,10 @@ pub struct DeployRequest {
 /// Deploys a branch head or a commit again (trigger `redeploy`).
 pub async fn deploy_project(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: AdminToken,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_admin(&state, &headers)?;
     if state.config.project(&name).is_none() {
         return Err(ApiError::NotFound(format!("project {name:?} is not configured")));
     }
@@ -184,11 +181,10 @@ pub struct PromoteRequest {
 /// Puts the image live in `from` live in `to` (trigger `promote`), without rebuilding it.
 pub async fn promote_project(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: AdminToken,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_admin(&state, &headers)?;
     let request: PromoteRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "body must be {{\"from\": \"staging\", \"to\": \"production\"}}: {e}"
@@ -204,10 +200,9 @@ pub async fn promote_project(
 /// Queues again what a stored delivery asks for.
 pub async fn replay_delivery(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: AdminToken,
     Path(delivery_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_admin(&state, &headers)?;
     let job_id = operations::replay(&state, &delivery_id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -220,10 +215,9 @@ pub async fn replay_delivery(
 /// their e-mail addresses.
 pub async fn delivery_body(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: AdminToken,
     Path(delivery_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
     let delivery_id =
         crate::domain::DeliveryId::parse(&delivery_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Some((content_type, body)) = deliveries::body(&state.pool, delivery_id.as_str()).await? else {
@@ -246,12 +240,11 @@ pub struct LogQuery {
 /// for `text/event-stream`, a live stream that resumes after `Last-Event-ID`.
 pub async fn job_logs(
     State(state): State<AppState>,
+    _: Reader,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
-    let id = parse_job_id(&id)?;
     if jobs::get(&state.pool, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job {id} does not exist")));
     }
@@ -290,39 +283,11 @@ pub async fn job_logs(
     Ok(out.into_response())
 }
 
-/// Checks `Authorization: Bearer <admin token>` in constant time.
-pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.admin_token else {
-        return Err(ApiError::Unauthorized(
-            "actions are disabled: set RUNNER_ADMIN_TOKEN to enable them".into(),
-        ));
-    };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <admin token>".into()))?;
-    if constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("wrong admin token".into()))
-    }
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::Digest;
-    // Comparing digests keeps the time independent of where the inputs differ and of their lengths.
-    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub async fn cancel_job(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    _: AdminToken,
+    Path(id): Path<JobId>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = parse_job_id(&id)?;
     Ok(Json(match operations::cancel(&state, id).await? {
         CancelOutcome::Requested => json!({ "job_id": id, "state": "running", "cancel_requested": true }),
         _ => json!({ "job_id": id, "state": "cancelled" }),
@@ -338,13 +303,11 @@ pub struct ApproveRequest {
 
 pub async fn approve_job(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    _: AdminToken,
+    Path(id): Path<JobId>,
     Query(query): Query<ApproveRequest>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = parse_job_id(&id)?;
     let request: ApproveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveRequest::default()
     } else {
@@ -368,24 +331,16 @@ pub async fn approve_job(
 
 pub async fn reject_job(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    _: AdminToken,
+    Path(id): Path<JobId>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = parse_job_id(&id)?;
     operations::decide(&state, id, Answer::Reject).await?;
     Ok(Json(json!({ "job_id": id, "approval": "rejected" })))
 }
 
 /// The readable text of the job's terraform plan, its digest in `X-Plan-Digest` (what an
 /// approval of this plan names).
-pub async fn job_plan(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    super::dashboard::auth::api_may_read(&state, &headers).await?;
-    let id = parse_job_id(&id)?;
+pub async fn job_plan(State(state): State<AppState>, _: Reader, Path(id): Path<JobId>) -> Result<Response, ApiError> {
     let plan = store::artifacts::get(&state.pool, id.get(), store::artifacts::PLAN)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} has no terraform plan")))?;
@@ -406,4 +361,43 @@ pub const PLAN_DIGEST_HEADER: &str = "x-plan-digest";
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queued = store::jobs::queued_count(&state.pool).await?;
     Ok(Json(json!({ "status": "ok", "queued_jobs": queued })))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::Path;
+    use crate::domain::JobId;
+
+    #[tokio::test]
+    async fn a_job_id_that_is_not_one_is_a_bad_request_that_says_why() {
+        let router = axum::Router::new().route(
+            "/jobs/{id}",
+            axum::routing::get(|Path(id): Path<JobId>| async move { id.to_string() }),
+        );
+        for (path, status, body) in [
+            ("/jobs/7", StatusCode::OK, "7".to_owned()),
+            (
+                "/jobs/abc",
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"job id must be a positive integer, got \"abc\""}"#.to_owned(),
+            ),
+            (
+                "/jobs/0",
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"job id must be a positive integer, got \"0\""}"#.to_owned(),
+            ),
+        ] {
+            let request = Request::get(path).body(Body::empty()).expect("request");
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), status, "{path}");
+            let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            assert_eq!(String::from_utf8_lossy(&text), body, "{path}");
+        }
+    }
 }

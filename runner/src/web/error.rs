@@ -1,6 +1,8 @@
 //! API errors: a status and a JSON `{"error": ...}` body that says what is wrong.
 //! Internal failures are logged with their cause chain and hidden from the client.
 
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -39,6 +41,27 @@ impl From<crate::store::StoreError> for ApiError {
         }
         Self::Internal(anyhow::Error::new(error))
     }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        // Parameters that do not fit their route's extractor are the runner's fault.
+        if rejection.status().is_server_error() {
+            return Self::Internal(anyhow::anyhow!(rejection.body_text()));
+        }
+        Self::BadRequest(path_problem(&rejection))
+    }
+}
+
+/// What is wrong with a URL's path parameters: the value's own parse error where it has
+/// one (a job id's [`crate::domain::ParseError`]), else axum's description.
+pub fn path_problem(rejection: &PathRejection) -> String {
+    if let PathRejection::FailedToDeserializePathParams(error) = rejection
+        && let ErrorKind::DeserializeError { message, .. } | ErrorKind::Message(message) = error.kind()
+    {
+        return message.clone();
+    }
+    rejection.body_text()
 }
 
 /// What `Retry-After` says while the database is away.

@@ -1,6 +1,7 @@
 //! HTTP surface: webhook, JSON API, dashboard, health and metrics.
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod live;
@@ -14,10 +15,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
-use axum::http::{Request, header};
-use axum::response::IntoResponse;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 /// Every route but the webhook takes at most this much body: a login form or an action
@@ -44,17 +46,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
         .route("/api/projects/{name}/promote", post(api::promote_project))
         .merge(dashboard::routes())
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(limit_body))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            dashboard::auth::limit_bearer_guesses,
-        ));
-    Router::new()
-        .route("/webhooks/github", post(webhook::receive))
+        .fallback(not_found);
+    let small_bodies = limit_bodies(small_bodies, SMALL_BODY_LIMIT).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        dashboard::auth::limit_bearer_guesses,
+    ));
+    let webhook = Router::new().route("/webhooks/github", post(webhook::receive));
+    limit_bodies(webhook, state.config.server.max_body_bytes)
         .merge(small_bodies)
-        // The webhook reads its body itself, with its own limit and error; every other
-        // route is held to SMALL_BODY_LIMIT by `limit_body`.
+        // Each route is held to its limit by `limit_bodies`; axum's default limit (2 MiB)
+        // would cut the webhook's shorter than `server.max_body_bytes` allows.
         .layer(DefaultBodyLimit::disable())
         .layer(
             TraceLayer::new_for_http()
@@ -83,20 +84,32 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Refuses a body declared larger than [`SMALL_BODY_LIMIT`] before any handler runs (so
-/// before any authentication), and cuts off one that turns out larger while it is read.
-async fn limit_body(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let declared = request
+/// Holds every route of `routes` to bodies of at most `limit` bytes: a body declared larger
+/// is refused before any handler runs (so before any authentication), one that turns out
+/// larger is cut off while it is read. tower-http's layer refuses in plain text, as axum's
+/// extractors do for a body cut off; clients are answered with the API's JSON error.
+fn limit_bodies<S: Clone + Send + Sync + 'static>(routes: Router<S>, limit: usize) -> Router<S> {
+    routes
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::map_response_with_state(
+            limit,
+            payload_too_large_as_json,
+        ))
+}
+
+/// A plain-text 413 becomes [`error::ApiError::PayloadTooLarge`]; a handler's own answer
+/// (the login page's, in HTML) is left as it is.
+async fn payload_too_large_as_json(State(limit): State<usize>, response: Response) -> Response {
+    let plain_text = response
         .headers()
-        .get(header::CONTENT_LENGTH)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > SMALL_BODY_LIMIT as u64) {
-        return error::ApiError::PayloadTooLarge(SMALL_BODY_LIMIT).into_response();
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain_text {
+        error::ApiError::PayloadTooLarge(limit).into_response()
+    } else {
+        response
     }
-    let (parts, body) = request.into_parts();
-    let body = axum::body::Body::new(http_body_util::Limited::new(body, SMALL_BODY_LIMIT));
-    next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -117,5 +130,61 @@ async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
         dashboard::PageError::NotFound("There is no page at this address.".into()).into_response()
     } else {
         error::ApiError::NotFound("no such endpoint".into()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, Bytes};
+    use axum::http::{Request, StatusCode, header};
+    use axum::response::{Html, IntoResponse};
+    use axum::routing::post;
+    use tower::ServiceExt as _;
+
+    use super::limit_bodies;
+
+    async fn answer(router: axum::Router, body: Body, length: Option<usize>) -> (StatusCode, String) {
+        let mut request = Request::post("/").body(body).expect("request");
+        if let Some(length) = length {
+            request.headers_mut().insert(header::CONTENT_LENGTH, length.into());
+        }
+        let response = router.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn echo() -> axum::Router {
+        limit_bodies(
+            axum::Router::new().route("/", post(|body: Bytes| async move { body })),
+            10,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_with_the_json_error() {
+        const REFUSED: &str = r#"{"error":"body is larger than the 10-byte limit"}"#;
+        // Declared too large: refused before the handler runs.
+        let (status, body) = answer(echo(), Body::from("x".repeat(11)), Some(11)).await;
+        assert_eq!((status, body.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, REFUSED));
+        // Without a length: cut off while the handler reads it.
+        let chunks = futures_util::stream::iter(["x".repeat(6), "x".repeat(6)].map(Ok::<_, std::io::Error>));
+        let (status, body) = answer(echo(), Body::from_stream(chunks), None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, REFUSED));
+        let (status, body) = answer(echo(), Body::from("x".repeat(10)), Some(10)).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "x".repeat(10).as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_handlers_own_refusal_is_left_as_it_is() {
+        let page = || async { (StatusCode::PAYLOAD_TOO_LARGE, Html("<p>Too large</p>")).into_response() };
+        let router = limit_bodies(axum::Router::new().route("/", post(page)), 10);
+        let (status, body) = answer(router, Body::from("small"), Some(5)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "<p>Too large</p>")
+        );
     }
 }

@@ -3,9 +3,10 @@
 //! Order matters: size limit, then the signature over the raw bytes, and only then any
 //! parsing. Unsigned or oversized input is refused before it costs more than a hash.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -18,9 +19,17 @@ use crate::webhook::github;
 use crate::webhook::ingest::IngestError;
 use crate::webhook::signature::SignatureError;
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let limit = state.config.server.max_body_bytes;
-    let body = read_limited(&headers, body, limit).await?;
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    // The route's body limit (`server.max_body_bytes`) refused a body declared larger
+    // before this ran; one that turned out larger was cut off while it was read.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.config.server.max_body_bytes),
+        _ => ApiError::BadRequest(format!("could not read the request body: {}", rejection.body_text())),
+    })?;
 
     let signature = github::signature(&headers).map_err(|e| {
         state.metrics.signature_failures.inc();
@@ -123,25 +132,4 @@ fn outcome_label(recorded: &Recorded) -> &'static str {
         Recorded::Cancelled { .. } => "cancelled",
         Recorded::Duplicate { .. } => "duplicate",
     }
-}
-
-/// Reads the body, refusing with 413 as soon as it is known to be too large: from
-/// `Content-Length` before reading anything, or once a chunked body passes the limit.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large =
-            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {error}"))
-        }
-    })
 }

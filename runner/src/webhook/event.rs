@@ -8,6 +8,9 @@ use crate::job::{JobKind, Trigger};
 use crate::store::deliveries::Action;
 use crate::store::jobs::NewJob;
 
+#[cfg(test)]
+mod tests;
+
 /// Longest commit message or author name kept on a job.
 const MAX_TEXT: usize = 2_000;
 

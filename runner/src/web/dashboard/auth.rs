@@ -4,7 +4,7 @@
 //! hash keyed by the admin token, so changing the token ends every session; each client
 //! address gets a bounded number of login attempts per minute.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +17,7 @@ use super::html::{self, Frame, Nav};
 use crate::config::ReadAccess;
 use crate::store::{self, now_ms, sessions};
 use crate::web::AppState;
-use crate::web::api::constant_time_eq;
+use crate::web::auth::constant_time_eq;
 use crate::web::error::ApiError;
 
 pub const SESSION_COOKIE: &str = "runner_session";
@@ -53,25 +53,6 @@ impl Viewer {
         }
         Ok(())
     }
-
-    /// An action needs a session, the session's CSRF token, and no foreign `Origin`.
-    pub fn authorize(&self, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), PageError> {
-        let Some(session) = &self.session else {
-            return Err(PageError::Unauthorized(
-                "Log in with the admin token to do this.".into(),
-            ));
-        };
-        if !same_origin(headers) {
-            return Err(PageError::Forbidden("This request came from another site.".into()));
-        }
-        let expected = csrf_for(session);
-        match csrf {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            _ => Err(PageError::Forbidden(
-                "The form was stale or forged (CSRF token mismatch). Reload the page and try again.".into(),
-            )),
-        }
-    }
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -90,17 +71,52 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-/// For the API's read endpoints: public, or the admin token, or a dashboard session.
-pub async fn api_may_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if state.config.dashboard.read_access == ReadAccess::Public {
-        return Ok(());
+/// A form post by a logged-in admin: the request comes with a valid session, names no other
+/// site as its `Origin`, and its form carries the session's CSRF token. The token is in the
+/// body, so this is a handler's last argument; the body is read only once the session and
+/// the origin have passed.
+pub struct Session {
+    token: String,
+}
+
+impl FromRequest<AppState> for Session {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let Some(token) = Viewer::from_request_parts(&mut parts, state).await?.session else {
+            return Err(PageError::Unauthorized(
+                "Log in with the admin token to do this.".into(),
+            ));
+        };
+        if !same_origin(&parts.headers) {
+            return Err(PageError::Forbidden("This request came from another site.".into()));
+        }
+        let axum::Form(form) = axum::Form::<CsrfForm>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(PageError::Form)?;
+        let expected = csrf_for(&token);
+        match form.csrf {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(Self { token }),
+            _ => Err(PageError::Forbidden(
+                "The form was stale or forged (CSRF token mismatch). Reload the page and try again.".into(),
+            )),
+        }
     }
-    if let Some(token) = session_cookie(headers)
-        && sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms()).await?
-    {
-        return Ok(());
+}
+
+/// What every form of a session sends back.
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// Whether the request comes with a valid dashboard session (the API's reads accept one).
+pub async fn has_session(state: &AppState, headers: &HeaderMap) -> Result<bool, store::StoreError> {
+    match session_cookie(headers) {
+        Some(token) => sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms()).await,
+        None => Ok(false),
     }
-    crate::web::api::require_admin(state, headers)
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -334,23 +350,10 @@ pub async fn login(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    pub csrf: Option<String>,
-}
-
-pub async fn logout(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<CsrfForm>,
-) -> Result<Response, PageError> {
-    viewer.authorize(&headers, form.csrf.as_deref())?;
-    if let Some(token) = &viewer.session {
-        sessions::delete(&state.pool, &token_hash(&state, token))
-            .await
-            .map_err(|e| PageError::Api(e.into()))?;
-    }
+pub async fn logout(State(state): State<AppState>, session: Session) -> Result<Response, PageError> {
+    sessions::delete(&state.pool, &token_hash(&state, &session.token))
+        .await
+        .map_err(|e| PageError::Api(e.into()))?;
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,

@@ -5,12 +5,13 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
+use percent_encoding::utf8_percent_encode;
 
 use crate::config::RepoLinks;
 
 /// Percent-encodes a query-string value.
 pub fn url_value(text: &str) -> String {
-    crate::percent::encode(text)
+    utf8_percent_encode(text, crate::percent::NON_UNRESERVED).to_string()
 }
 
 /// What the page frame needs to know about who is looking.

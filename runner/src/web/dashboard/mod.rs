@@ -8,9 +8,13 @@ pub mod html;
 mod pages;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 
 use crate::web::AppState;
 use crate::web::error::ApiError;
@@ -43,13 +47,34 @@ pub enum PageError {
     Forbidden(String),
     NotFound(String),
     BadRequest(String),
+    /// A form that could not be read, answered as axum answers it.
+    Form(FormRejection),
     Api(ApiError),
 }
 
-/// A job id from a URL; anything else is a page that does not exist.
-fn job_id(raw: &str) -> Result<crate::domain::JobId, PageError> {
-    raw.parse()
-        .map_err(|_| PageError::NotFound(format!("There is no job {raw:?}.")))
+/// axum's `Path`, refused with a page: there is no page at an address whose value does not
+/// parse (a job id that is not one).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) = axum::extract::Path::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl From<PathRejection> for PageError {
+    fn from(rejection: PathRejection) -> Self {
+        if rejection.status().is_server_error() {
+            return Self::Api(rejection.into());
+        }
+        Self::NotFound(format!(
+            "There is no page at this address: {}.",
+            crate::web::error::path_problem(&rejection)
+        ))
+    }
 }
 
 impl From<crate::store::StoreError> for PageError {
@@ -67,6 +92,7 @@ impl From<ApiError> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, title, message) = match self {
+            Self::Form(rejection) => return rejection.into_response(),
             Self::LoginFirst(here) => {
                 return Redirect::to(&format!("/login?next={}", html::url_value(&here))).into_response();
             }
@@ -107,5 +133,31 @@ impl IntoResponse for PageError {
         };
         let page = html::message_page(title, &message, status == StatusCode::UNAUTHORIZED);
         html::respond(status, page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::Path;
+    use crate::domain::JobId;
+
+    #[tokio::test]
+    async fn a_job_address_whose_id_is_not_one_is_a_page_not_found() {
+        let router = axum::Router::new().route(
+            "/jobs/{id}",
+            axum::routing::get(|Path(id): Path<JobId>| async move { id.to_string() }),
+        );
+        let request = Request::get("/jobs/abc").body(Body::empty()).expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let page = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.contains("job id must be a positive integer"), "{page}");
     }
 }

@@ -1,16 +1,17 @@
 //! `/jobs/{id}`: one job: where it stands, its steps, its deployment, its plan, and its
 //! log (live while it runs).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, PreEscaped, html};
 
-use super::super::PageError;
 use super::super::auth::Viewer;
 use super::super::html::{self, Nav, action_button, badge, commit_link, duration, headline, time};
+use super::super::{PageError, Path};
 use super::{links_of, stream_class};
 use crate::config::RepoLinks;
+use crate::domain::JobId;
 use crate::job::{JobState, StepState};
 use crate::store::artifacts::Artifact;
 use crate::store::deployments::{self, Deployment};
@@ -40,9 +41,8 @@ struct View<'a> {
 pub async fn job_page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(raw_id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, PageError> {
-    let id = super::super::job_id(&raw_id)?;
     viewer.may_read(&state, &format!("/jobs/{id}"))?;
     let job = jobs::get(&state.pool, id)
         .await?
