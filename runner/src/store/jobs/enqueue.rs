@@ -33,7 +33,7 @@ pub struct NewJob {
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
 /// deploys never go live out of push order and nothing is silently dropped. On SQLite the
 /// trigger `jobs_link_delivery` records the job on its delivery; on PostgreSQL ingest writes
-/// the delivery already naming its job (see `deliveries::record_batch`).
+/// the delivery already naming its job (see `deliveries::Recorder::record_batch`).
 pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
     let mut insert = Values::new("");
     push_insert(&mut insert, [job], now);
