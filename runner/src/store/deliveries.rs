@@ -163,8 +163,9 @@ impl Recorder {
     /// either database (see `sqlite::ingest` and `postgres::ingest` for how each decides
     /// copies), one more on SQLite and two more on PostgreSQL for a batch that queues deploys
     /// (the stale-push check), then `COMMIT`. Triggers (migrations/) supersede older queued
-    /// deploys: row by row in batch order on SQLite, once per statement on PostgreSQL, to the
-    /// same effect.
+    /// deploys: row by row in batch order on SQLite, once per statement on PostgreSQL (which
+    /// takes the statement's deploys in batch order), to the same effect, as if each delivery
+    /// had been committed alone: a superseded deploy names the one that replaced it.
     pub async fn record_batch(&mut self, batch: &[(&NewDelivery, &Action)]) -> Result<Vec<Recorded>, StoreError> {
         let recorded = record_in_transaction(&mut self.conn, self.backend, batch).await;
         if recorded.is_err() {
