@@ -52,7 +52,7 @@ impl Application {
             .await
             .context("opening the database")?;
         let job_queued = Arc::new(Notify::new());
-        let ingest = IngestWriter::start(&config.server.database_url, Arc::clone(&job_queued))
+        let ingest = IngestWriter::start(&pool, Arc::clone(&job_queued))
             .await
             .context("starting the ingest writer")?;
         let listener = TcpListener::bind(config.server.listen)
@@ -218,15 +218,13 @@ impl Application {
             }
             .run(stop_workers.clone()),
         );
-        let wake_ups = (pool.backend() == store::Backend::Postgres).then(|| {
-            let log_events = self.state.log_events.clone();
-            tokio::spawn(store::notify::listen(
-                pool.url().to_owned(),
-                Arc::clone(&self.state.job_queued),
-                move |job| log_events.stored(job),
-                stop_workers.clone(),
-            ))
-        });
+        let log_events = self.state.log_events.clone();
+        let wake_ups = tokio::spawn(store::notify::listen(
+            pool.clone(),
+            Arc::clone(&self.state.job_queued),
+            move |job| log_events.stored(job),
+            stop_workers.clone(),
+        ));
         let retention = tokio::spawn(prune_history(
             self.state.pool.clone(),
             self.state.config.server.delivery_body_retention,
@@ -247,9 +245,7 @@ impl Application {
         checkpoints.abort();
         routes.abort();
         reconciler.abort();
-        if let Some(wake_ups) = wake_ups {
-            wake_ups.abort();
-        }
+        wake_ups.abort();
         // The reporter gets a moment to tell GitHub how the last jobs ended.
         let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
         if let Err(error) = store::checkpoint(&pool).await {

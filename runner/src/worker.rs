@@ -41,8 +41,9 @@ pub struct Worker {
 const ENGINE_RECHECK: Duration = Duration::from_secs(1);
 
 /// How often an idle worker looks for jobs whose lease ran out, even without a wake-up,
-/// on SQLite. On PostgreSQL, where every replica's workers would poll one database, an
-/// idle worker looks at the lease sweep's pace; the database wakes it for everything else.
+/// when nobody but this process wakes it. Where the database wakes every replica's workers
+/// (which would all poll one database), an idle worker looks at the lease sweep's pace; the
+/// database wakes it for everything else.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 impl Worker {
@@ -139,9 +140,10 @@ impl Worker {
     }
 
     fn idle_poll(&self) -> Duration {
-        match self.pool.backend() {
-            crate::store::Backend::Sqlite => IDLE_POLL,
-            crate::store::Backend::Postgres => self.sweep_interval(),
+        if self.pool.wakes_workers() {
+            self.sweep_interval()
+        } else {
+            IDLE_POLL
         }
     }
 

@@ -1,15 +1,14 @@
 //! Webhook deliveries: recorded once per `X-GitHub-Delivery` and once per body, with the
 //! job they queued.
 
-use futures_util::TryStreamExt as _;
 use serde::Serialize;
-use sqlx::{AnyConnection, Either, Executor as _, Row as _};
+use sqlx::AnyConnection;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::jobs::{self, NewJob};
-use super::{Backend, Flag, Page, Store, StoreError, Values, stale_pushes};
+use super::{Backend, Flag, Page, Store, StoreError, Values, postgres, sqlite, stale_pushes};
 
 /// What the ingest decided to do with a verified, parsed delivery.
 #[derive(Debug, Clone)]
@@ -44,7 +43,7 @@ pub struct NewDelivery {
 
 impl NewDelivery {
     /// A body is the same delivery again only within one project.
-    fn body_key(&self) -> (Option<&str>, &str) {
+    pub(in crate::store) fn body_key(&self) -> (Option<&str>, &str) {
         (self.project.as_deref(), self.body_digest.as_str())
     }
 }
@@ -133,32 +132,48 @@ pub enum Recorded {
     },
 }
 
-/// Records a batch of deliveries and what they trigger in one write transaction of its
-/// own: all are committed, or none (then it is rolled back before the error returns).
-///
-/// A delivery is a copy (answered as a duplicate, nothing changes) when its delivery id or
-/// its body (by digest, within its project) was recorded before: the header is not signed,
-/// the body is. Between copies inside one batch the first wins. A push whose deploys are
-/// all older than what their environment has queued or live is recorded as ignored (see
-/// `stale_pushes`).
-///
-/// Round trips, and rows sent back, are what a batch costs: three in the common case on
-/// either backend (see `write_on_sqlite` and `write_on_postgres` for how each decides
-/// copies), one more on SQLite and two more on PostgreSQL for a batch that queues deploys
-/// (the stale-push check), then `COMMIT`. Triggers (migrations/) supersede older queued
-/// deploys: row by row in batch order on SQLite, once per statement on PostgreSQL, to the
-/// same effect.
-pub async fn record_batch(
-    conn: &mut AnyConnection,
+/// The ingest writer's connection of its own, on which batches of deliveries are recorded
+/// (see [`Recorder::record_batch`]).
+pub struct Recorder {
+    conn: AnyConnection,
     backend: Backend,
-    batch: &[(&NewDelivery, &Action)],
-) -> Result<Vec<Recorded>, StoreError> {
-    let recorded = record_in_transaction(conn, backend, batch).await;
-    if recorded.is_err() {
-        // Fails harmlessly when BEGIN itself was what failed.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+}
+
+impl Store {
+    /// Opens a connection of its own for recording deliveries: the ingest writer's.
+    pub async fn recorder(&self) -> Result<Recorder, StoreError> {
+        Ok(Recorder {
+            conn: self.connect().await?,
+            backend: self.backend,
+        })
     }
-    recorded
+}
+
+impl Recorder {
+    /// Records a batch of deliveries and what they trigger in one write transaction of its
+    /// own: all are committed, or none (then it is rolled back before the error returns).
+    ///
+    /// A delivery is a copy (answered as a duplicate, nothing changes) when its delivery id or
+    /// its body (by digest, within its project) was recorded before: the header is not signed,
+    /// the body is. Between copies inside one batch the first wins. A push whose deploys are
+    /// all older than what their environment has queued or live is recorded as ignored (see
+    /// `stale_pushes`).
+    ///
+    /// Round trips, and rows sent back, are what a batch costs: three in the common case on
+    /// either database (see `sqlite::ingest` and `postgres::ingest` for how each decides
+    /// copies), one more on SQLite and two more on PostgreSQL for a batch that queues deploys
+    /// (the stale-push check), then `COMMIT`. Triggers (migrations/) supersede older queued
+    /// deploys: row by row in batch order on SQLite, once per statement on PostgreSQL (which
+    /// takes the statement's deploys in batch order), to the same effect, as if each delivery
+    /// had been committed alone: a superseded deploy names the one that replaced it.
+    pub async fn record_batch(&mut self, batch: &[(&NewDelivery, &Action)]) -> Result<Vec<Recorded>, StoreError> {
+        let recorded = record_in_transaction(&mut self.conn, self.backend, batch).await;
+        if recorded.is_err() {
+            // Fails harmlessly when BEGIN itself was what failed.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        recorded
+    }
 }
 
 async fn record_in_transaction(
@@ -169,8 +184,8 @@ async fn record_in_transaction(
     let originals = in_batch_originals(batch);
     let first_in_batch: Vec<bool> = originals.iter().map(Option::is_none).collect();
     let written = match backend {
-        Backend::Sqlite => write_on_sqlite(conn, batch, &first_in_batch).await?,
-        Backend::Postgres => write_on_postgres(conn, batch, &first_in_batch).await?,
+        Backend::Sqlite => sqlite::ingest::write(conn, batch, &first_in_batch).await?,
+        Backend::Postgres => postgres::ingest::write(conn, batch, &first_in_batch).await?,
     };
 
     let mut results: Vec<Recorded> = Vec::with_capacity(batch.len());
@@ -251,18 +266,18 @@ fn in_batch_originals(batch: &[(&NewDelivery, &Action)]) -> Vec<Option<usize>> {
 }
 
 /// What a batch's inserts did, inside its still open transaction.
-struct Written<'b> {
+pub(in crate::store) struct Written<'b> {
     /// Per delivery of the batch: the job of the earlier recorded delivery it copies
     /// (`Some(None)`: a copy of one that queued nothing); `None` for one recorded now or a
     /// copy of one earlier in the batch.
-    earlier: Vec<Option<Option<i64>>>,
+    pub(in crate::store) earlier: Vec<Option<Option<i64>>>,
     /// Per delivery of the batch: what it does, stale deploys taken out.
-    actions: Vec<Cow<'b, Action>>,
+    pub(in crate::store) actions: Vec<Cow<'b, Action>>,
     /// The job each new delivery queued (the first, when it queued several).
-    job_ids: HashMap<&'b str, i64>,
+    pub(in crate::store) job_ids: HashMap<&'b str, i64>,
 }
 
-fn queued_jobs(action: &Action) -> &[NewJob] {
+pub(in crate::store) fn queued_jobs(action: &Action) -> &[NewJob] {
     match action {
         Action::Queue(jobs) => jobs,
         _ => &[],
@@ -271,7 +286,7 @@ fn queued_jobs(action: &Action) -> &[NewJob] {
 
 /// What each of the batch's first copies does once stale deploys are taken out. The
 /// caller holds the locks that keep what this reads true until commit.
-async fn screen_stale<'b>(
+pub(in crate::store) async fn screen_stale<'b>(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: &[(&'b NewDelivery, &'b Action)],
@@ -281,213 +296,21 @@ async fn screen_stale<'b>(
     if environments.is_empty() {
         return Ok(batch.iter().map(|(_, action)| Cow::Borrowed(*action)).collect());
     }
-    if backend == Backend::Postgres {
-        stale_pushes::lock_environments(conn, &environments).await?;
+    match backend {
+        // `BEGIN IMMEDIATE` already holds the one write lock.
+        Backend::Sqlite => {}
+        Backend::Postgres => postgres::ingest::lock_environments(conn, &environments).await?,
     }
     let newest = stale_pushes::newest(conn, backend, &environments).await?;
     Ok(stale_pushes::screen(batch, firsts, newest))
 }
 
-/// SQLite, one writer: `BEGIN IMMEDIATE` with a read that finds no earlier copies, then
-/// one multi-row insert for the deliveries followed by one for their jobs and the read of
-/// the last id, in one round trip. Holding the write lock from the start is what makes the
-/// reads decide copies and stale pushes; the unique indexes on `delivery_id` and on the
-/// body's digest still back them. A trigger links each job to its delivery.
-async fn write_on_sqlite<'b>(
-    conn: &mut AnyConnection,
-    batch: &[(&'b NewDelivery, &'b Action)],
-    first_in_batch: &[bool],
-) -> Result<Written<'b>, StoreError> {
-    let backend = Backend::Sqlite;
-    // One round trip: the write lock and the read together. Holding the lock from the start
-    // is what makes the read decide.
-    let firsts: Vec<&NewDelivery> = flagged(batch, first_in_batch).into_iter().map(|(d, _)| *d).collect();
-    let copies = earlier_copies(conn, backend, "BEGIN IMMEDIATE; ", &firsts).await?;
-    let earlier = copies.of_batch(batch, first_in_batch);
-    let is_new: Vec<bool> = earlier
-        .iter()
-        .zip(first_in_batch)
-        .map(|(earlier, first)| *first && earlier.is_none())
-        .collect();
-    let actions = screen_stale(conn, backend, batch, &is_new).await?;
-    let new_deliveries: Vec<(&'b NewDelivery, &Action)> = batch
-        .iter()
-        .zip(&actions)
-        .zip(&is_new)
-        .filter(|(_, new)| **new)
-        .map(|(((delivery, _), action), _)| (*delivery, action.as_ref()))
-        .collect();
-    // Each job with the id of the delivery that queued it.
-    let new_jobs: Vec<(&'b str, &NewJob)> = new_deliveries
-        .iter()
-        .flat_map(|(delivery, action)| {
-            queued_jobs(action)
-                .iter()
-                .map(|job| (delivery.delivery_id.as_str(), job))
-        })
-        .collect();
-
-    let mut job_ids = HashMap::new();
-    if !new_deliveries.is_empty() {
-        // The deliveries come first, as the job trigger that links them expects.
-        let mut insert = deliveries_insert(backend, &new_deliveries, &HashMap::new());
-        if !new_jobs.is_empty() {
-            insert.push("; ");
-            jobs::push_insert(&mut insert, new_jobs.iter().map(|(_, job)| *job), batch_time(batch));
-        }
-        insert.push("; SELECT last_insert_rowid()");
-        let mut inserted = 0;
-        let mut last_id = None;
-        let mut results = conn.fetch_many(insert.build().persistent(false));
-        while let Some(result) = results.try_next().await? {
-            match result {
-                // What SQLite counts for the closing SELECT is the insert's count again.
-                Either::Left(done) if last_id.is_none() => inserted += done.rows_affected(),
-                Either::Left(_) => {}
-                Either::Right(row) => last_id = Some(row.try_get::<i64, _>(0)?),
-            }
-        }
-        drop(results);
-        expect_rows(inserted, new_deliveries.len() + new_jobs.len())?;
-        // One statement's rows take consecutive AUTOINCREMENT ids in VALUES order (a
-        // failing row fails the whole statement), so the last id names them all.
-        if let Some(last) = last_id.filter(|_| !new_jobs.is_empty()) {
-            let first = last - i64::try_from(new_jobs.len()).unwrap_or(i64::MAX) + 1;
-            for (offset, (delivery, _)) in (0_i64..).zip(&new_jobs) {
-                job_ids.entry(*delivery).or_insert(first + offset);
-            }
-        }
-    }
-    Ok(Written {
-        earlier,
-        actions,
-        job_ids,
-    })
-}
-
-/// PostgreSQL, shared by replicas: the insert decides copies. What the unique indexes (on
-/// the delivery id, and on the body's digest) already hold is skipped and only those (rare)
-/// earlier copies are read back; a copy that another replica is recording right now makes
-/// the insert wait for that transaction. No lock of the whole database is held, and
-/// deliveries are inserted in the order of their body's digest (a redelivery has the same
-/// body as its original) so that two batches do not wait for each other; only pushes to one
-/// environment take turns (see `stale_pushes::lock_environments` and the superseding
-/// trigger). Job ids are drawn from their sequence first, in batch order, so each delivery
-/// row is written once, already naming its job.
-async fn write_on_postgres<'b>(
-    conn: &mut AnyConnection,
-    batch: &[(&'b NewDelivery, &'b Action)],
-    first_in_batch: &[bool],
-) -> Result<Written<'b>, StoreError> {
-    let backend = Backend::Postgres;
-    let wanted: usize = flagged(batch, first_in_batch)
-        .iter()
-        .map(|(_, action)| queued_jobs(action).len())
-        .sum();
-    let mut drawn: Vec<i64> = if wanted == 0 {
-        conn.execute("BEGIN").await?;
-        Vec::new()
-    } else {
-        // One round trip; a count is no way in for text.
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "BEGIN; SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, {wanted})"
-        )))
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|row| row.try_get::<i64, _>(0))
-            .collect::<Result<_, _>>()?
-    };
-    drawn.sort_unstable();
-    if drawn.len() != wanted {
-        return Err(StoreError::Corrupt(format!(
-            "the jobs' id sequence gave {} ids instead of {wanted}",
-            drawn.len()
-        )));
-    }
-    // Whether a first copy is new is only known once inserted; a stale check of one that
-    // turns out to be a copy changes nothing, as its row is not written.
-    let actions = screen_stale(conn, backend, batch, first_in_batch).await?;
-    let firsts: Vec<(&'b NewDelivery, &Action)> = batch
-        .iter()
-        .zip(&actions)
-        .zip(first_in_batch)
-        .filter(|(_, first)| **first)
-        .map(|(((delivery, _), action), _)| (*delivery, action.as_ref()))
-        .collect();
-    // Ids drawn for stale deploys stay unused: gaps in the sequence, as for copies.
-    let mut drawn = drawn.into_iter();
-    let mut numbered: Vec<(&str, i64, &NewJob)> = Vec::with_capacity(wanted);
-    let mut job_ids: HashMap<&'b str, i64> = HashMap::new();
-    for (delivery, action) in &firsts {
-        for job in queued_jobs(action) {
-            let id = drawn.next().unwrap_or_default();
-            job_ids.entry(delivery.delivery_id.as_str()).or_insert(id);
-            numbered.push((delivery.delivery_id.as_str(), id, job));
-        }
-    }
-
-    let mut sorted = firsts.clone();
-    sorted.sort_unstable_by(|(a, _), (b, _)| {
-        (a.body_key(), a.delivery_id.as_str()).cmp(&(b.body_key(), b.delivery_id.as_str()))
-    });
-    let mut insert = deliveries_insert(backend, &sorted, &job_ids);
-    // Any unique index: the delivery id or the body's digest.
-    insert.push(" ON CONFLICT DO NOTHING RETURNING delivery_id");
-    let inserted: HashSet<String> = insert
-        .build_scalar()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    let recorded_before: Vec<&NewDelivery> = firsts
-        .iter()
-        .map(|(d, _)| *d)
-        .filter(|d| !inserted.contains(&d.delivery_id))
-        .collect();
-    let earlier = if recorded_before.is_empty() {
-        vec![None; batch.len()]
-    } else {
-        earlier_copies(conn, backend, "", &recorded_before)
-            .await?
-            .of_batch(batch, first_in_batch)
-    };
-    // Ids drawn for a delivery recorded before stay unused: a gap in the sequence.
-    job_ids.retain(|delivery, _| inserted.contains(*delivery));
-    let new_jobs: Vec<(i64, &NewJob)> = numbered
-        .into_iter()
-        .filter(|(delivery, _, _)| inserted.contains(*delivery))
-        .map(|(_, id, job)| (id, job))
-        .collect();
-    if !new_jobs.is_empty() {
-        let mut insert = Values::on(backend, "");
-        jobs::push_insert_numbered(&mut insert, new_jobs.iter().copied(), batch_time(batch));
-        let done = insert.build().persistent(false).execute(&mut *conn).await?;
-        expect_rows(done.rows_affected(), new_jobs.len())?;
-    }
-    // A first copy not inserted has an earlier copy (the insert skipped it for one).
-    let earlier = earlier
-        .into_iter()
-        .zip(batch)
-        .zip(first_in_batch)
-        .map(|((earlier, (delivery, _)), first)| {
-            (*first && !inserted.contains(&delivery.delivery_id)).then(|| earlier.flatten())
-        })
-        .collect();
-    Ok(Written {
-        earlier,
-        actions,
-        job_ids,
-    })
-}
-
-fn batch_time(batch: &[(&NewDelivery, &Action)]) -> i64 {
+pub(in crate::store) fn batch_time(batch: &[(&NewDelivery, &Action)]) -> i64 {
     batch.first().map_or(0, |(d, _)| d.received_at)
 }
 
 /// The items whose flag is set, in order.
-fn flagged<'a, T>(items: &'a [T], flags: &[bool]) -> Vec<&'a T> {
+pub(in crate::store) fn flagged<'a, T>(items: &'a [T], flags: &[bool]) -> Vec<&'a T> {
     items
         .iter()
         .zip(flags)
@@ -498,14 +321,18 @@ fn flagged<'a, T>(items: &'a [T], flags: &[bool]) -> Vec<&'a T> {
 
 /// Deliveries recorded by earlier batches that share a delivery id, or a body within a
 /// project, with some of this batch's.
-struct EarlierCopies {
+pub(in crate::store) struct EarlierCopies {
     by_id: HashMap<String, Option<i64>>,
     by_body: HashMap<(Option<String>, String), Option<i64>>,
 }
 
 impl EarlierCopies {
     /// Per delivery of the batch: the job of the earlier copy of a first copy, if any.
-    fn of_batch(&self, batch: &[(&NewDelivery, &Action)], first_in_batch: &[bool]) -> Vec<Option<Option<i64>>> {
+    pub(in crate::store) fn of_batch(
+        &self,
+        batch: &[(&NewDelivery, &Action)],
+        first_in_batch: &[bool],
+    ) -> Vec<Option<Option<i64>>> {
         batch
             .iter()
             .zip(first_in_batch)
@@ -526,7 +353,7 @@ impl EarlierCopies {
 
 /// Which of `deliveries` earlier batches recorded (by id, or by body within the project),
 /// with the job each queued; `prefix` runs first in the same round trip.
-async fn earlier_copies(
+pub(in crate::store) async fn earlier_copies(
     conn: &mut AnyConnection,
     backend: Backend,
     prefix: &str,
@@ -567,7 +394,11 @@ fn json_ids(ids: &[&str]) -> Result<String, StoreError> {
 
 /// `INSERT INTO deliveries ... VALUES` with one row per delivery, as the action decided,
 /// naming the job it queued where `job_ids` knows it (else a trigger links it).
-fn deliveries_insert(backend: Backend, deliveries: &[(&NewDelivery, &Action)], job_ids: &HashMap<&str, i64>) -> Values {
+pub(in crate::store) fn deliveries_insert(
+    backend: Backend,
+    deliveries: &[(&NewDelivery, &Action)],
+    job_ids: &HashMap<&str, i64>,
+) -> Values {
     let mut insert = Values::on(
         backend,
         "INSERT INTO deliveries (delivery_id, event, action, project, repository, git_ref, sha, hook_id, outcome, \
@@ -600,7 +431,7 @@ fn deliveries_insert(backend: Backend, deliveries: &[(&NewDelivery, &Action)], j
     insert
 }
 
-fn expect_rows(inserted: u64, expected: usize) -> Result<(), StoreError> {
+pub(in crate::store) fn expect_rows(inserted: u64, expected: usize) -> Result<(), StoreError> {
     if usize::try_from(inserted).ok() == Some(expected) {
         Ok(())
     } else {

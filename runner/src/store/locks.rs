@@ -2,30 +2,28 @@
 //! of their own, released by the server when the holder's connection ends (a replica that
 //! dies frees what it held). On SQLite one process runs everything, and a lock is free.
 
-use sqlx::Connection as _;
-use sqlx::postgres::PgConnection;
-
+use super::postgres::locks::SessionLock;
 use super::{Backend, Store, StoreError};
 
 /// A held lock; dropping it (or the process ending) releases it.
 pub struct HeldLock {
-    /// The lock lives as long as this connection; `None` on SQLite.
-    conn: Option<PgConnection>,
+    /// The lock across replicas; `None` where one process runs everything.
+    session: Option<SessionLock>,
 }
 
 impl HeldLock {
     /// Whether the lock is still held: its connection still answers. A lock whose
     /// connection dropped was released by the server, and someone else may hold it now.
     pub async fn is_held(&mut self) -> bool {
-        match &mut self.conn {
-            Some(conn) => conn.ping().await.is_ok(),
+        match &mut self.session {
+            Some(session) => session.is_held().await,
             None => true,
         }
     }
 
     pub async fn release(self) {
-        if let Some(conn) = self.conn {
-            let _ = conn.close().await;
+        if let Some(session) = self.session {
+            session.release().await;
         }
     }
 }
@@ -52,7 +50,7 @@ impl Store {
     pub async fn lock(&self, kind: LockKind, name: &str) -> Result<HeldLock, StoreError> {
         self.lock_with(kind, name, true)
             .await
-            .map(|held| held.unwrap_or(HeldLock { conn: None }))
+            .map(|held| held.unwrap_or(HeldLock { session: None }))
     }
 
     /// Takes the lock if nobody holds it; `None` if someone does.
@@ -61,30 +59,11 @@ impl Store {
     }
 
     async fn lock_with(&self, kind: LockKind, name: &str, wait: bool) -> Result<Option<HeldLock>, StoreError> {
-        let Some(url) = self.postgres_url() else {
-            return Ok(Some(HeldLock { conn: None }));
-        };
-        let mut conn = PgConnection::connect(url).await?;
-        let key = key(kind, name);
-        if wait {
-            sqlx::query("SELECT count(*) FROM (SELECT pg_advisory_lock($1)) AS held")
-                .bind(key)
-                .execute(&mut conn)
-                .await?;
-            Ok(Some(HeldLock { conn: Some(conn) }))
-        } else {
-            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await?;
-            Ok(taken.then_some(HeldLock { conn: Some(conn) }))
-        }
-    }
-
-    fn postgres_url(&self) -> Option<&str> {
         match self.backend {
-            Backend::Postgres => Some(&self.url),
-            Backend::Sqlite => None,
+            Backend::Sqlite => Ok(Some(HeldLock { session: None })),
+            Backend::Postgres => Ok(SessionLock::take(&self.url, key(kind, name), wait)
+                .await?
+                .map(|session| HeldLock { session: Some(session) })),
         }
     }
 }

@@ -1,9 +1,8 @@
 //! Job log lines, numbered per job so a reader can resume after the last line it saw.
 
-use super::Store;
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Backend, Store, StoreError, postgres};
 use crate::domain::JobId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,13 +52,11 @@ pub async fn append(pool: &Store, job: JobId, lines: &[(i64, Stream, String)]) -
             .execute(&mut *tx)
             .await?;
     }
-    if pool.backend() == crate::store::Backend::Postgres {
+    match pool.backend {
+        // One process: the caller tells its own live logs.
+        Backend::Sqlite => {}
         // Live logs served by other replicas follow this job.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::store::notify::LOGS_CHANNEL)
-            .bind(job.get().to_string())
-            .execute(&mut *tx)
-            .await?;
+        Backend::Postgres => postgres::announce_log_lines(&mut tx, job).await?,
     }
     tx.commit().await?;
     Ok(())

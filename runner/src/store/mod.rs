@@ -1,9 +1,16 @@
 //! Every SQL statement of the runner lives under this module.
 //!
-//! One [`Store`] serves two backends: SQLite (the embedded default, one runner process)
+//! One [`Store`] serves two databases: SQLite (the embedded default, one runner process)
 //! and PostgreSQL (several runner replicas sharing one database). Statements are written
-//! once, with `$N` parameters that both drivers bind; where the two dialects differ the
-//! difference is named in [`Backend`], and written out nowhere else.
+//! once, with `$N` parameters that both drivers bind; where the two dialects differ, the
+//! statements are written out in `sqlite` and `postgres`, and chosen by [`Backend`] here
+//! (the functions of this module and its children match on it). Nothing outside this
+//! module knows which database it talks to: it asks the store in the runner's own words
+//! (record a batch, claim a job, take a lock, does the database wake the workers).
+//!
+//! A closed enum rather than a trait: there are two dialects, known at compile time, and a
+//! `Store` is cloned into every task; a trait object would box every async statement, and
+//! a type parameter would spread over every module that holds a store.
 
 pub mod artifacts;
 pub mod deliveries;
@@ -12,30 +19,25 @@ pub mod jobs;
 pub mod locks;
 pub mod logs;
 pub mod notify;
+mod postgres;
 pub mod reports;
 pub mod sessions;
+mod sqlite;
 pub mod stale_pushes;
 pub mod steps;
 mod values;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::any::AnyConnectOptions;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use values::{Flag, Values};
 
-pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
-pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
-
-/// The database-wide advisory lock that PostgreSQL write transactions which read before
-/// they write take first: the same one-writer-at-a-time rule SQLite's `BEGIN IMMEDIATE`
-/// gives, across every replica. Claims and heartbeats do not take it.
-const WRITE_LOCK: i64 = 0x7275_6e6e_6572; // "runner"
+/// Each database's migrations (migrations/sqlite, migrations/postgres), applied by [`open`].
+pub use postgres::MIGRATOR as POSTGRES_MIGRATOR;
+pub use sqlite::MIGRATOR as SQLITE_MIGRATOR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,55 +75,49 @@ impl StoreError {
     }
 }
 
-/// Which database engine a [`Store`] talks to.
+/// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
 
 impl Backend {
-    pub fn of_url(url: &str) -> Option<Self> {
+    fn of_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            Some(Self::Sqlite)
+            Ok(Self::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Self::Postgres)
+            Ok(Self::Postgres)
         } else {
-            None
+            Err(StoreError::Url {
+                url: crate::secrets::redact_url(url),
+                source: sqlx::Error::Configuration("expected a sqlite: or postgres:// URL".into()),
+            })
         }
     }
 
     /// A condition that `column` is one of the strings in the JSON array bound as `param`.
-    pub fn in_json_list(self, column: &str, param: &str) -> String {
+    fn in_json_list(self, column: &str, param: &str) -> String {
         match self {
-            Self::Sqlite => format!("{column} IN (SELECT value FROM json_each({param}))"),
-            Self::Postgres => format!("{column} IN (SELECT json_array_elements_text(CAST({param} AS json)))"),
+            Self::Sqlite => sqlite::in_json_list(column, param),
+            Self::Postgres => postgres::in_json_list(column, param),
         }
     }
 
     /// The JSON array of `[first, second]` string pairs bound as `param`, as a table with the
     /// columns `first` and `second` (to join on, so that an index on the pair is used).
-    pub fn json_pairs(self, param: &str) -> String {
+    fn json_pairs(self, param: &str) -> String {
         match self {
-            Self::Sqlite => format!(
-                "(SELECT json_extract(value, '$[0]') AS first, json_extract(value, '$[1]') AS second \
-                 FROM json_each({param}))"
-            ),
-            Self::Postgres => {
-                format!("(SELECT e->>0 AS first, e->>1 AS second FROM json_array_elements(CAST({param} AS json)) AS e)")
-            }
+            Self::Sqlite => sqlite::json_pairs(param),
+            Self::Postgres => postgres::json_pairs(param),
         }
     }
 
     /// Packs the rows of `rows` (a subquery with `columns`) into one JSON array of arrays.
-    pub fn json_rows(self, columns: &str, rows: &str) -> String {
+    fn json_rows(self, columns: &str, rows: &str) -> String {
         match self {
-            Self::Sqlite => {
-                format!("SELECT coalesce(json_group_array(json_array({columns})), '[]') FROM ({rows}) AS packed")
-            }
-            Self::Postgres => format!(
-                "SELECT coalesce(CAST(json_agg(json_build_array({columns})) AS text), '[]') FROM ({rows}) AS packed"
-            ),
+            Self::Sqlite => sqlite::json_rows(columns, rows),
+            Self::Postgres => postgres::json_rows(columns, rows),
         }
     }
 }
@@ -132,7 +128,7 @@ impl Backend {
 pub struct Store {
     db: AnyPool,
     backend: Backend,
-    /// For the connections of its own that a lock or a listener needs.
+    /// For the connections of its own that a lock, a listener or the ingest needs.
     url: std::sync::Arc<str>,
 }
 
@@ -146,17 +142,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// The database's URL, credentials and all: for connections of the runner's own.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The connection pool, for running statements.
     pub fn db(&self) -> &AnyPool {
         &self.db
     }
 
-    pub fn backend(&self) -> Backend {
+    fn backend(&self) -> Backend {
         self.backend
     }
 
@@ -164,58 +155,31 @@ impl Store {
     /// lock from its first statement, so what it read is still true when it writes.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         match self.backend {
-            Backend::Sqlite => Ok(self.db.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres => {
-                let mut tx = self.db.begin().await?;
-                take_write_lock(&mut tx).await?;
-                Ok(tx)
-            }
+            Backend::Sqlite => sqlite::begin_write(&self.db).await,
+            Backend::Postgres => postgres::begin_write(&self.db).await,
         }
+    }
+
+    /// A connection of its own (the ingest writer's), set up as the pool's are.
+    async fn connect(&self) -> Result<sqlx::AnyConnection, StoreError> {
+        use sqlx::ConnectOptions as _;
+        let mut conn = any_options(&self.url)?
+            .connect()
+            .await
+            .map_err(|source| StoreError::Open {
+                url: crate::secrets::redact_url(&self.url),
+                source,
+            })?;
+        match self.backend {
+            Backend::Sqlite => sqlite::set_up(&mut conn).await?,
+            Backend::Postgres => {}
+        }
+        Ok(conn)
     }
 
     pub async fn close(&self) {
         self.db.close().await;
     }
-}
-
-async fn take_write_lock(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-    // `pg_advisory_xact_lock` returns void, which the driver does not read: count it.
-    sqlx::query("SELECT count(*) FROM (SELECT pg_advisory_xact_lock($1)) AS held")
-        .bind(WRITE_LOCK)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Per-connection settings for SQLite: WAL so readers never block the writer, a busy
-/// timeout instead of instant `SQLITE_BUSY`, and full synchronous commits so an
-/// acknowledged delivery survives a power cut. Checkpoints run in the background (see
-/// `checkpoint`), never inside a commit on the webhook's path.
-const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-     PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; PRAGMA wal_autocheckpoint = 0;";
-
-/// A single connection of its own (the ingest writer's), set up as the pool's are.
-pub async fn connect(database_url: &str) -> Result<sqlx::AnyConnection, StoreError> {
-    use sqlx::{ConnectOptions as _, Executor as _};
-    let backend = backend_of(database_url)?;
-    let mut conn = any_options(database_url)?
-        .connect()
-        .await
-        .map_err(|source| StoreError::Open {
-            url: crate::secrets::redact_url(database_url),
-            source,
-        })?;
-    if backend == Backend::Sqlite {
-        conn.execute(SQLITE_SETTINGS).await?;
-    }
-    Ok(conn)
-}
-
-fn backend_of(database_url: &str) -> Result<Backend, StoreError> {
-    Backend::of_url(database_url).ok_or_else(|| StoreError::Url {
-        url: crate::secrets::redact_url(database_url),
-        source: sqlx::Error::Configuration("expected a sqlite: or postgres:// URL".into()),
-    })
 }
 
 fn any_options(database_url: &str) -> Result<AnyConnectOptions, StoreError> {
@@ -229,40 +193,19 @@ fn any_options(database_url: &str) -> Result<AnyConnectOptions, StoreError> {
 /// Opens and migrates the database; for SQLite, creates the file and its directory
 /// first, readable by the runner's user only.
 pub async fn open(database_url: &str) -> Result<Store, StoreError> {
-    let backend = backend_of(database_url)?;
+    let backend = Backend::of_url(database_url)?;
     let options = any_options(database_url)?;
-    let mut pool = AnyPoolOptions::new();
-    match backend {
-        Backend::Sqlite => {
-            let in_memory = prepare_sqlite_file(database_url)?;
-            pool = pool
-                .max_connections(if in_memory { 1 } else { 8 })
-                .min_connections(1)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        use sqlx::Executor as _;
-                        conn.execute(SQLITE_SETTINGS).await.map(|_| ())
-                    })
-                });
-            if in_memory {
-                // Every new connection to `:memory:` is a new, empty database.
-                pool = pool.idle_timeout(None).max_lifetime(None);
-            }
-        }
-        Backend::Postgres => {
-            pool = pool
-                .max_connections(16)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(5));
-        }
-    }
+    let pool = match backend {
+        Backend::Sqlite => sqlite::pool_options(database_url)?,
+        Backend::Postgres => postgres::pool_options(),
+    };
     let db = pool.connect_with(options).await.map_err(|source| StoreError::Open {
         url: crate::secrets::redact_url(database_url),
         source,
     })?;
     match backend {
-        Backend::Sqlite => SQLITE_MIGRATOR.run(&db).await?,
-        Backend::Postgres => POSTGRES_MIGRATOR.run(&db).await?,
+        Backend::Sqlite => sqlite::MIGRATOR.run(&db).await?,
+        Backend::Postgres => postgres::MIGRATOR.run(&db).await?,
     }
     Ok(Store {
         db,
@@ -271,47 +214,14 @@ pub async fn open(database_url: &str) -> Result<Store, StoreError> {
     })
 }
 
-/// Returns whether the URL names an in-memory database.
-fn prepare_sqlite_file(database_url: &str) -> Result<bool, StoreError> {
-    let options = SqliteConnectOptions::from_str(database_url).map_err(|source| StoreError::Url {
-        url: database_url.to_owned(),
-        source,
-    })?;
-    let filename = options.get_filename();
-    if filename == Path::new(":memory:") || filename.to_string_lossy().starts_with("file:sqlx-in-memory") {
-        return Ok(true);
-    }
-    if let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::secrets::create_private_dir(dir).map_err(|source| StoreError::Directory {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    if !filename.exists() {
-        // The database holds logs and plans: only the runner's user reads it, from the
-        // start (SQLite gives its -wal and -shm files the database file's mode).
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(filename)
-            .map_err(|source| StoreError::Directory {
-                path: filename.display().to_string(),
-                source,
-            })?;
-    }
-    Ok(false)
-}
-
 /// Copies committed WAL frames into the database file without blocking writers; run
 /// periodically so the WAL stays small and no request ever pays for a checkpoint.
 /// PostgreSQL checkpoints by itself.
 pub async fn checkpoint(store: &Store) -> Result<(), StoreError> {
-    if store.backend == Backend::Sqlite {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&store.db).await?;
+    match store.backend {
+        Backend::Sqlite => sqlite::checkpoint(&store.db).await,
+        Backend::Postgres => Ok(()),
     }
-    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.

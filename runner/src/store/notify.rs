@@ -1,78 +1,36 @@
-//! Wake-ups across replicas. On PostgreSQL, the database tells every replica (through
-//! `LISTEN`) when a job may have become claimable (`runner_jobs`, sent by triggers) and
-//! when a job's log or state changed (`runner_logs`, with the job's id), so a worker on
-//! any replica claims it and a live log served by any replica follows it. On SQLite there
-//! is one process, and these wake-ups are calls within it.
+//! Wake-ups: a worker idle for want of a claimable job is woken when one may have become
+//! claimable, and a live log when its job wrote lines or changed state. With replicas
+//! sharing one database the database itself sends them to every replica, this one
+//! included; with one process they are calls within it, made by whoever queued the job.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::{Backend, Store, postgres};
 use crate::domain::JobId;
 
-pub const JOBS_CHANNEL: &str = "runner_jobs";
-pub const LOGS_CHANNEL: &str = "runner_logs";
+impl Store {
+    /// Whether the database wakes this runner's workers (and every replica's) when a job
+    /// was queued or ended, and its live logs when a job wrote lines; see [`listen`]. When
+    /// it does not, whoever queues a job wakes the workers, and an idle worker looks for
+    /// lapsed leases often, as nobody tells it of them.
+    pub fn wakes_workers(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+}
 
-/// Listens until `stop`, reconnecting when the database goes away. After a reconnect
-/// one wake-up is given at once: whatever was sent while nobody listened is not lost,
-/// since workers and readers look at the tables themselves when woken.
+/// Passes the database's wake-ups on to `job_queued` and `on_log` until `stop`; returns
+/// at once when the database sends none (see [`Store::wakes_workers`]).
 pub async fn listen(
-    database_url: String,
+    store: Store,
     job_queued: Arc<Notify>,
     on_log: impl Fn(JobId) + Send + 'static,
     stop: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        let listener = async {
-            let mut listener = PgListener::connect(&database_url).await?;
-            listener.listen_all([JOBS_CHANNEL, LOGS_CHANNEL]).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listener.await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for the database's wake-ups; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = stop.cancelled() => return,
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        pause = Duration::from_millis(100);
-        job_queued.notify_one();
-        loop {
-            let received = tokio::select! {
-                received = listener.try_recv() => received,
-                () = stop.cancelled() => return,
-            };
-            match received {
-                Ok(Some(notification)) => match notification.channel() {
-                    JOBS_CHANNEL => job_queued.notify_one(),
-                    LOGS_CHANNEL => {
-                        if let Some(job) = notification.payload().parse().ok().and_then(|id| JobId::new(id).ok()) {
-                            on_log(job);
-                        }
-                    }
-                    _ => {}
-                },
-                // The connection dropped; anything sent meanwhile is covered by the wake-up
-                // given on reconnecting.
-                Ok(None) => {
-                    tracing::warn!("lost the database's wake-up connection; reconnecting");
-                    job_queued.notify_one();
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "listening for the database's wake-ups failed; reconnecting");
-                    break;
-                }
-            }
-        }
+    match store.backend {
+        Backend::Sqlite => {}
+        Backend::Postgres => postgres::notify::listen(&store.url, job_queued, on_log, stop).await,
     }
 }

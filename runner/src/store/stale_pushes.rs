@@ -3,7 +3,7 @@
 //! A push's deploy is stale when the environment already has a deploy from a later push
 //! (or an admin's later action) queued, running, waiting for approval or live: GitHub's
 //! push time (`ordering_key`) says which is later. Ingest decides it inside the transaction
-//! that records the delivery, after [`lock_environments`] on PostgreSQL and under SQLite's
+//! that records the delivery, after the environments' locks on PostgreSQL and under SQLite's
 //! write lock, so two deliveries can never both pass against the same state. Admin actions
 //! (redeploy, rollback, promotion, replay) queue their jobs elsewhere and are never screened.
 
@@ -30,7 +30,7 @@ pub struct Newest {
 }
 
 /// `(project, environment)`.
-type EnvironmentKey = (String, String);
+pub type EnvironmentKey = (String, String);
 
 /// The environments the batch's first copies queue deploys for, sorted, each once.
 pub fn environments(batch: &[(&NewDelivery, &Action)], firsts: &[bool]) -> Vec<EnvironmentKey> {
@@ -54,33 +54,15 @@ fn deploys(action: &Action) -> impl Iterator<Item = &NewJob> {
     jobs.iter().filter(|job| job.kind == JobKind::Deploy)
 }
 
-fn environments_json(environments: &[EnvironmentKey]) -> Result<String, StoreError> {
+pub(in crate::store) fn environments_json(environments: &[EnvironmentKey]) -> Result<String, StoreError> {
     serde_json::to_string(environments)
         .map_err(|e| StoreError::Corrupt(format!("environment names do not serialize: {e}")))
-}
-
-/// PostgreSQL: takes the per-environment locks that the superseding trigger takes (same
-/// class, same key, same order, so no two transactions wait for each other in a circle),
-/// before the deliveries are written: what [`newest`] reads next stays true until commit,
-/// whichever replica records a push for the same environment. The trigger later finds
-/// them held. SQLite's `BEGIN IMMEDIATE` already holds the only write lock.
-pub async fn lock_environments(conn: &mut AnyConnection, environments: &[EnvironmentKey]) -> Result<(), StoreError> {
-    // `pg_advisory_xact_lock` returns void, which the driver does not read: count it.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(1701738089, hashtext(first || '/' || second)) \
-         FROM (SELECT DISTINCT first, second FROM {} AS pairs ORDER BY first, second) AS environments) AS held",
-        Backend::Postgres.json_pairs("$1")
-    )))
-    .bind(environments_json(environments)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Per environment, the deploy with the latest ordering key among those queued, running,
 /// waiting for approval, and the one whose deployment is live. Superseded, finished and
 /// replaced deploys do not count: only what is or will be live.
-pub async fn newest(
+pub(in crate::store) async fn newest(
     conn: &mut AnyConnection,
     backend: Backend,
     environments: &[EnvironmentKey],

@@ -56,7 +56,7 @@ impl Values {
     /// keeps every named or numbered parameter (`$N`, `?N`) in a list that binding searches
     /// from the start for each one, which makes a statement of thousands of parameters (a
     /// webhook batch) quadratic to bind; anonymous `?` parameters are never listed.
-    pub fn on(backend: super::Backend, sql: &str) -> Self {
+    pub(in crate::store) fn on(backend: super::Backend, sql: &str) -> Self {
         let mut values = Self::new(sql);
         values.numbered = backend != super::Backend::Sqlite;
         values

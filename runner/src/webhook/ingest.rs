@@ -2,7 +2,7 @@
 //!
 //! One task owns a dedicated write connection. Handlers verify, parse and compress a
 //! delivery, send it here and wait; the task takes every delivery that is waiting (up to
-//! a cap) and records them all in one transaction (see `deliveries::record_batch`: three
+//! a cap) and records them all in one transaction (see `Recorder::record_batch`: three
 //! round trips, one multi-row insert per table) that commits with one fsync. Only after
 //! that commit does any handler get its answer, so a 2xx still means "committed"
 //! (invariant 1), while the cost of the fsync is shared by every delivery that arrived
@@ -11,11 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::store::deliveries::{self, Action, NewDelivery, Recorded};
-use crate::store::{self, Backend, StoreError};
+use crate::store::deliveries::{Action, NewDelivery, Recorded, Recorder};
+use crate::store::{Store, StoreError};
 
 /// Most deliveries committed together; bounds the time one batch holds the write lock.
 const MAX_BATCH: usize = 512;
@@ -46,14 +45,12 @@ pub struct IngestWriter {
 impl IngestWriter {
     /// Opens the write connection and starts the task. `job_queued` is notified once per
     /// job after the commit that made it visible.
-    pub async fn start(database_url: &str, job_queued: Arc<Notify>) -> Result<Self, StoreError> {
-        let backend = Backend::of_url(database_url).unwrap_or(Backend::Sqlite);
-        let conn = store::connect(database_url).await?;
+    pub async fn start(store: &Store, job_queued: Arc<Notify>) -> Result<Self, StoreError> {
+        let recorder = store.recorder().await?;
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
-            database_url: database_url.to_owned(),
-            backend,
-            conn: Some(conn),
+            store: store.clone(),
+            recorder: Some(recorder),
         };
         tokio::spawn(writer.run(receiver, job_queued));
         Ok(Self { sender })
@@ -75,10 +72,9 @@ impl IngestWriter {
 }
 
 struct Writer {
-    database_url: String,
-    backend: Backend,
+    store: Store,
     /// `None` after the database went away, until a reconnect succeeds.
-    conn: Option<AnyConnection>,
+    recorder: Option<Recorder>,
 }
 
 impl Writer {
@@ -87,9 +83,8 @@ impl Writer {
         let mut reconnect_pause = Duration::from_millis(50);
         while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let started = std::time::Instant::now();
-            let backend = self.backend;
-            let results = match self.connection().await {
-                Ok(conn) => commit_batch(conn, backend, &batch).await,
+            let results = match self.recorder().await {
+                Ok(recorder) => commit_batch(recorder, &batch).await,
                 Err(error) => {
                     tracing::warn!(%error, "ingest writer cannot reach the database");
                     tokio::time::sleep(reconnect_pause).await;
@@ -107,7 +102,7 @@ impl Writer {
                 .any(|r| matches!(r, Err(IngestError::Store(e)) if e.is_unavailable()))
             {
                 // The connection may be broken for good: open a fresh one next time.
-                self.conn = None;
+                self.recorder = None;
             } else {
                 reconnect_pause = Duration::from_millis(50);
             }
@@ -119,8 +114,9 @@ impl Writer {
                 // A handler that gave up (client went away) no longer listens; the row stays.
                 let _ = pending.reply.send(result);
             }
-            // PostgreSQL tells every replica, this one included, through its notification.
-            if self.backend == Backend::Sqlite {
+            // Where the database wakes every replica's workers, this one's included, it does
+            // so for these jobs too.
+            if !self.store.wakes_workers() {
                 for _ in 0..queued {
                     job_queued.notify_one();
                 }
@@ -129,12 +125,12 @@ impl Writer {
         tracing::debug!("ingest writer stopped");
     }
 
-    async fn connection(&mut self) -> Result<&mut AnyConnection, StoreError> {
-        if self.conn.is_none() {
-            self.conn = Some(store::connect(&self.database_url).await?);
+    async fn recorder(&mut self) -> Result<&mut Recorder, StoreError> {
+        if self.recorder.is_none() {
+            self.recorder = Some(self.store.recorder().await?);
             tracing::info!("ingest writer connected to the database again");
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        Ok(self.recorder.as_mut().expect("connected above"))
     }
 }
 
@@ -142,13 +138,9 @@ fn unavailable() -> IngestError {
     IngestError::Store(StoreError::Query(sqlx::Error::PoolTimedOut))
 }
 
-async fn commit_batch(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    batch: &[Pending],
-) -> Vec<Result<Recorded, IngestError>> {
+async fn commit_batch(recorder: &mut Recorder, batch: &[Pending]) -> Vec<Result<Recorded, IngestError>> {
     let items: Vec<_> = batch.iter().map(|p| (&p.delivery, &p.action)).collect();
-    match deliveries::record_batch(conn, backend, &items).await {
+    match recorder.record_batch(&items).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(error) if error.is_unavailable() => {
             // Nothing was committed, and nothing can be until the database is back.
@@ -161,7 +153,7 @@ async fn commit_batch(
             tracing::warn!(%error, deliveries = batch.len(), "ingest batch failed; committing its deliveries one by one");
             let mut results = Vec::with_capacity(items.len());
             for item in &items {
-                let result = deliveries::record_batch(conn, backend, std::slice::from_ref(item)).await;
+                let result = recorder.record_batch(std::slice::from_ref(item)).await;
                 results.push(result.map(|mut one| one.remove(0)).map_err(IngestError::Store));
             }
             results

@@ -1,5 +1,6 @@
-//! The job queue's state changes on a real SQLite database: claim, lease, recovery,
-//! superseding, per-environment serialisation and cancellation.
+//! The job queue's state changes on a real database (SQLite, or PostgreSQL with
+//! `RUNNER_TEST_DATABASE=postgres`): claim, lease, recovery, superseding, per-environment
+//! serialisation and cancellation.
 
 use std::time::Duration;
 
@@ -186,6 +187,102 @@ async fn a_newer_deploy_supersedes_the_queued_one_and_an_older_late_one_is_super
     assert_eq!(state(&pool, staging).await, JobState::Queued);
     assert_eq!(state(&pool, verify).await, JobState::Queued);
     assert_eq!(state(&pool, second).await, JobState::Queued);
+}
+
+/// Pushes to one environment, each one delivery queuing one deploy: `(delivery, sha digit,
+/// push time in ms)`. The last is a late delivery of a push in the same second as the newest
+/// (so not stale), which arrives after it.
+const PUSHES: [(&str, char, i64); 4] = [
+    ("push-a", 'a', 100_000),
+    ("push-b", 'b', 200_000),
+    ("push-c", 'c', 300_000),
+    ("push-d", 'd', 299_500),
+];
+
+/// Records `pushes` as the ingest writer does: all in one transaction, or one each.
+async fn record_pushes(pool: &Store, pushes: &[(&str, char, i64)], together: bool) -> Vec<(String, i64)> {
+    use runner::store::deliveries::{Action, BodyDigest, NewDelivery, Recorded, StoredBody};
+    let deliveries: Vec<(NewDelivery, Action)> = pushes
+        .iter()
+        .map(|(id, sha, pushed)| {
+            let mut job = new_job(JobKind::Deploy, "production", *sha, *pushed);
+            job.delivery_id = Some((*id).to_owned());
+            let delivery = NewDelivery {
+                delivery_id: (*id).to_owned(),
+                event: "push".to_owned(),
+                action: None,
+                project: Some("hello".to_owned()),
+                repository: None,
+                git_ref: Some("refs/heads/main".to_owned()),
+                sha: Some(job.sha.to_string()),
+                hook_id: None,
+                content_type: "application/json".to_owned(),
+                body: StoredBody::compress(id.as_bytes()),
+                body_digest: BodyDigest::of(id.as_bytes()),
+                received_at: 1_000,
+            };
+            (delivery, Action::Queue(vec![job]))
+        })
+        .collect();
+    let items: Vec<_> = deliveries.iter().map(|(d, a)| (d, a)).collect();
+    let batches: Vec<&[_]> = if together {
+        vec![&items[..]]
+    } else {
+        items.chunks(1).collect()
+    };
+    let mut recorder = pool.recorder().await.expect("the ingest's connection");
+    let mut queued = Vec::new();
+    for batch in batches {
+        for (recorded, (delivery, _)) in recorder
+            .record_batch(batch)
+            .await
+            .expect("recorded")
+            .into_iter()
+            .zip(batch)
+        {
+            let Recorded::Queued { job_id } = recorded else {
+                panic!("{} was not queued: {recorded:?}", delivery.delivery_id);
+            };
+            queued.push((delivery.delivery_id.clone(), job_id));
+        }
+    }
+    queued
+}
+
+/// Superseding keeps one record on both databases, whether the ingest committed the pushes
+/// together or apart: a superseded deploy names the deploy that replaced it when it
+/// arrived (the dashboard's "Superseded by", the commit status's "superseded by job N"),
+/// and only the newest push stays queued.
+#[tokio::test]
+async fn a_superseded_deploy_names_the_deploy_that_replaced_it_whether_its_pushes_were_committed_together_or_apart() {
+    for together in [true, false] {
+        let (_dir, pool) = fresh_db().await;
+        let queued = record_pushes(&pool, &PUSHES, together).await;
+        let id_of = |delivery: &str| queued.iter().find(|(d, _)| d == delivery).expect("queued").1;
+        let mut record = Vec::new();
+        for (delivery, id) in &queued {
+            let job = jobs::get(&pool, JobId::new(*id).expect("id"))
+                .await
+                .expect("get")
+                .expect("job");
+            let successor = job
+                .superseded_by
+                .map(|s| queued.iter().find(|(_, id)| *id == s).expect("a queued job").0.clone());
+            record.push((delivery.clone(), job.state, successor, job.finished_at));
+        }
+        let superseded = |by: &str| (JobState::Superseded, Some(by.to_owned()), Some(1_000));
+        let expected: Vec<(String, JobState, Option<String>, Option<i64>)> = [
+            ("push-a", superseded("push-b")),
+            ("push-b", superseded("push-c")),
+            ("push-c", (JobState::Queued, None, None)),
+            ("push-d", superseded("push-c")),
+        ]
+        .into_iter()
+        .map(|(delivery, (state, by, finished))| (delivery.to_owned(), state, by, finished))
+        .collect();
+        assert_eq!(record, expected, "committed together: {together}");
+        assert!(id_of("push-a") < id_of("push-d"), "jobs are numbered in arrival order");
+    }
 }
 
 #[tokio::test]

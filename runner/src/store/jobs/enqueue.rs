@@ -31,9 +31,12 @@ pub struct NewJob {
 /// `jobs_supersede_older_deploys` (migrations/) then supersedes every queued deploy of the
 /// same environment that is older by `ordering_key`; if a newer one is already queued
 /// (deliveries can arrive out of order), the new job itself is recorded as superseded, so
-/// deploys never go live out of push order and nothing is silently dropped. On SQLite the
-/// trigger `jobs_link_delivery` records the job on its delivery; on PostgreSQL ingest writes
-/// the delivery already naming its job (see `deliveries::record_batch`).
+/// deploys never go live out of push order and nothing is silently dropped. A superseded
+/// deploy's `superseded_by` names the deploy that replaced it when it was superseded (the
+/// newest queued then), on both databases and however many jobs one statement inserts.
+/// On SQLite the trigger `jobs_link_delivery` records the job on its delivery; on
+/// PostgreSQL ingest writes the delivery already naming its job (see
+/// `deliveries::Recorder::record_batch`).
 pub async fn enqueue(conn: &mut AnyConnection, job: &NewJob, now: i64) -> Result<JobId, StoreError> {
     let mut insert = Values::new("");
     push_insert(&mut insert, [job], now);

@@ -4,7 +4,7 @@
 mod abandon;
 pub mod approval;
 mod cancel;
-mod claim;
+pub(in crate::store) mod claim;
 mod enqueue;
 mod finish;
 mod heartbeat;
