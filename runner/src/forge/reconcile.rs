@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Project};
 use crate::domain::{CommitSha, GitRef, Name};
-use crate::job::{JobKind, Trigger};
+use crate::job::Trigger;
 use crate::metrics::Metrics;
 use crate::store::jobs::{NewJob, enqueue_now};
 use crate::store::{deliveries, now_ms, reports};
@@ -114,21 +114,14 @@ impl Reconciler {
             if reports::sha_seen(&self.pool, project.name.as_str(), sha.as_str()).await? {
                 continue;
             }
-            let job = NewJob {
-                held_for_approval: false,
-                project: project.name.clone(),
-                environment: environment.clone(),
-                kind: JobKind::Deploy,
-                trigger: Trigger::Reconcile,
-                git_ref: branch.clone(),
+            let job = NewJob::deploy(
+                project.name.clone(),
+                environment.clone(),
+                Trigger::Reconcile,
+                branch.clone(),
                 sha,
-                pull_request: None,
-                delivery_id: None,
-                commit_message: None,
-                commit_author: None,
-                ordering_key: now_ms(),
-                rollback_of: None,
-            };
+                now_ms(),
+            );
             let job_id = enqueue_now(&self.pool, &job, now_ms()).await?;
             self.job_queued.notify_one();
             self.metrics.reconcile_deploys.inc();

@@ -352,7 +352,7 @@ mod tests {
     use super::*;
     use crate::domain::{CommitSha, GitRef, Name};
     use crate::forge::HookDelivery;
-    use crate::job::{JobKind, JobState, Trigger};
+    use crate::job::{JobState, Trigger};
     use crate::store::jobs::{self, NewJob};
 
     /// A forge that keeps what it is told.
@@ -439,21 +439,14 @@ mod tests {
             .insert("app".to_owned(), Arc::clone(&forge) as Arc<dyn Forge>);
         let projects = reporter.reporting_projects();
 
-        let job = NewJob {
-            project: Name::parse("app").expect("name"),
-            environment: Name::parse("production").expect("name"),
-            kind: JobKind::Deploy,
-            trigger: Trigger::Push,
-            git_ref: GitRef::parse("refs/heads/main").expect("ref"),
-            sha: CommitSha::parse(&"a".repeat(40)).expect("sha"),
-            pull_request: None,
-            delivery_id: None,
-            commit_message: None,
-            commit_author: None,
-            ordering_key: now_ms(),
-            rollback_of: None,
-            held_for_approval: false,
-        };
+        let job = NewJob::deploy(
+            Name::parse("app").expect("name"),
+            Name::parse("production").expect("name"),
+            Trigger::Push,
+            GitRef::parse("refs/heads/main").expect("ref"),
+            CommitSha::parse(&"a".repeat(40)).expect("sha"),
+            now_ms(),
+        );
         jobs::enqueue_now(&pool, &job, now_ms()).await.expect("enqueue");
         reporter.pass(&projects).await;
         let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())

@@ -194,21 +194,14 @@ mod tests {
     }
 
     fn deploy(environment: &str, sha: char, pushed_secs: i64) -> NewJob {
-        NewJob {
-            project: Name::parse("hello").expect("name"),
-            environment: Name::parse(environment).expect("name"),
-            kind: JobKind::Deploy,
-            trigger: Trigger::Push,
-            git_ref: GitRef::parse("refs/heads/master").expect("ref"),
-            sha: CommitSha::parse(&sha.to_string().repeat(40)).expect("sha"),
-            pull_request: None,
-            delivery_id: None,
-            commit_message: None,
-            commit_author: None,
-            ordering_key: pushed_secs * 1000,
-            rollback_of: None,
-            held_for_approval: false,
-        }
+        NewJob::deploy(
+            Name::parse("hello").expect("name"),
+            Name::parse(environment).expect("name"),
+            Trigger::Push,
+            GitRef::parse("refs/heads/master").expect("ref"),
+            CommitSha::parse(&sha.to_string().repeat(40)).expect("sha"),
+            pushed_secs * 1000,
+        )
     }
 
     fn live(environment: &str, ordering_key: i64) -> HashMap<EnvironmentKey, Newest> {

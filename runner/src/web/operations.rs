@@ -3,7 +3,7 @@
 
 use crate::config::{Environment, Project};
 use crate::domain::{CommitSha, DeliveryId, GitRef, JobId};
-use crate::job::{JobKind, Trigger};
+use crate::job::Trigger;
 use crate::store::deliveries::Action;
 use crate::store::deployments::Deployment;
 use crate::store::jobs::approval::Answer;
@@ -89,24 +89,21 @@ async fn redelivery(
         JobId::new(source.job_id).map_err(|e| ApiError::Internal(e.into()))?,
     )
     .await?;
-    Ok(NewJob {
-        project: project.name.clone(),
-        environment: environment.name.clone(),
-        kind: JobKind::Deploy,
+    let git_ref = original
+        .as_ref()
+        .and_then(|j| GitRef::parse(&j.git_ref).ok())
+        .unwrap_or_else(|| project.default_branch());
+    let sha = CommitSha::parse(&source.sha).map_err(|e| ApiError::Internal(e.into()))?;
+    let (message, author) = original.map_or((None, None), |j| (j.commit_message, j.commit_author));
+    Ok(NewJob::redelivery(
+        project.name.clone(),
+        environment.name.clone(),
         trigger,
-        git_ref: original
-            .as_ref()
-            .and_then(|j| GitRef::parse(&j.git_ref).ok())
-            .unwrap_or_else(|| project.default_branch()),
-        sha: CommitSha::parse(&source.sha).map_err(|e| ApiError::Internal(e.into()))?,
-        pull_request: None,
-        delivery_id: None,
-        commit_message: original.as_ref().and_then(|j| j.commit_message.clone()),
-        commit_author: original.and_then(|j| j.commit_author),
-        ordering_key: now_ms(),
-        rollback_of: Some(source.id),
-        held_for_approval: false,
-    })
+        git_ref,
+        sha,
+        source.id,
+    )
+    .described(message, author))
 }
 
 /// What to deploy again: a branch (resolved to its head now) or an exact commit.
@@ -159,21 +156,16 @@ pub async fn redeploy(
         .unwrap_or(project.default_environment());
     // Keep what a push told us about this commit, when we have seen it.
     let known = jobs::latest_for_sha(&state.pool, project.name.as_str(), sha.as_str()).await?;
-    let job = NewJob {
-        project: project.name.clone(),
-        environment: environment.name.clone(),
-        kind: JobKind::Deploy,
-        trigger: Trigger::Redeploy,
+    let (message, author) = known.map_or((None, None), |j| (j.commit_message, j.commit_author));
+    let job = NewJob::deploy(
+        project.name.clone(),
+        environment.name.clone(),
+        Trigger::Redeploy,
         git_ref,
         sha,
-        pull_request: None,
-        delivery_id: None,
-        commit_message: known.as_ref().and_then(|j| j.commit_message.clone()),
-        commit_author: known.and_then(|j| j.commit_author),
-        ordering_key: now_ms(),
-        rollback_of: None,
-        held_for_approval: false,
-    };
+        now_ms(),
+    )
+    .described(message, author);
     let job_id = enqueue(state, &job).await?;
     Ok((job_id, job.sha))
 }

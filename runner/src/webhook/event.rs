@@ -4,7 +4,7 @@
 
 use crate::config::{Project, PullRequestPolicy};
 use crate::domain::{CommitSha, GitRef, RefKind, RepoName};
-use crate::job::{JobKind, Trigger};
+use crate::job::Trigger;
 use crate::store::deliveries::Action;
 use crate::store::jobs::NewJob;
 
@@ -169,22 +169,23 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
     // One deploy per environment the ref feeds, each ordered among its environment's.
     let jobs = project
         .environments_for(&git_ref)
-        .map(|environment| NewJob {
-            project: project.name.clone(),
-            environment: environment.name.clone(),
-            kind: JobKind::Deploy,
-            trigger: Trigger::Push,
-            git_ref: git_ref.clone(),
-            sha: sha.clone(),
-            pull_request: None,
-            delivery_id: Some(delivery_id.to_owned()),
-            commit_message: push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
-            commit_author: push.author.as_deref().map(|a| clip(a, 200)),
-            rollback_of: None,
-            held_for_approval: false,
+        .map(|environment| {
             // GitHub's push time orders pushes that arrive out of order; it has second
             // resolution, so pushes within one second keep arrival order.
-            ordering_key: push.pushed_at.map_or(now, |secs| secs.saturating_mul(1000)),
+            let ordering_key = push.pushed_at.map_or(now, |secs| secs.saturating_mul(1000));
+            NewJob::deploy(
+                project.name.clone(),
+                environment.name.clone(),
+                Trigger::Push,
+                git_ref.clone(),
+                sha.clone(),
+                ordering_key,
+            )
+            .from_delivery(delivery_id)
+            .described(
+                push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
+                push.author.as_deref().map(|a| clip(a, 200)),
+            )
         })
         .collect();
     Ok((Action::Queue(jobs), facts))
@@ -242,22 +243,14 @@ fn decide_pull_request(
             facts.sha = Some(sha.to_string());
             let git_ref =
                 GitRef::parse(&format!("refs/pull/{}/head", number)).map_err(|_| PayloadError::Field("number"))?;
-            let job = NewJob {
-                project: project.name.clone(),
-                environment: base_environment,
-                kind: JobKind::Verify,
-                trigger: Trigger::PullRequest,
-                git_ref,
-                sha,
-                pull_request: Some(number),
-                delivery_id: Some(delivery_id.to_owned()),
-                commit_message: pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
-                commit_author: pr.author.as_deref().map(|a| clip(a, 200)),
-                ordering_key: now,
-                rollback_of: None,
+            let job = NewJob::verify(project.name.clone(), base_environment, number, git_ref, sha, now)
+                .from_delivery(delivery_id)
+                .described(
+                    pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
+                    pr.author.as_deref().map(|a| clip(a, 200)),
+                )
                 // Each push to a fork's pull request is a new job, so it needs a new approval.
-                held_for_approval: from_fork,
-            };
+                .held(from_fork);
             Ok((Action::Queue(vec![job]), facts))
         }
         "closed" => Ok((

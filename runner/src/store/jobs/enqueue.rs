@@ -27,6 +27,87 @@ pub struct NewJob {
     pub held_for_approval: bool,
 }
 
+impl NewJob {
+    /// A deploy of `sha` (on `git_ref`) to `environment`: a push, a redeploy, a
+    /// reconciled missed push, a replayed delivery.
+    pub fn deploy(
+        project: Name,
+        environment: Name,
+        trigger: Trigger,
+        git_ref: GitRef,
+        sha: CommitSha,
+        ordering_key: i64,
+    ) -> Self {
+        Self {
+            project,
+            environment,
+            kind: JobKind::Deploy,
+            trigger,
+            git_ref,
+            sha,
+            pull_request: None,
+            delivery_id: None,
+            commit_message: None,
+            commit_author: None,
+            ordering_key,
+            rollback_of: None,
+            held_for_approval: false,
+        }
+    }
+
+    /// A deploy of the image of deployment `deployment_id`: a rollback, or a promotion
+    /// into another environment.
+    pub fn redelivery(
+        project: Name,
+        environment: Name,
+        trigger: Trigger,
+        git_ref: GitRef,
+        sha: CommitSha,
+        deployment_id: i64,
+    ) -> Self {
+        Self {
+            rollback_of: Some(deployment_id),
+            ..Self::deploy(project, environment, trigger, git_ref, sha, crate::store::now_ms())
+        }
+    }
+
+    /// Pull request `number`'s verify job for its head `sha` (`git_ref`).
+    pub fn verify(
+        project: Name,
+        environment: Name,
+        number: i64,
+        git_ref: GitRef,
+        sha: CommitSha,
+        ordering_key: i64,
+    ) -> Self {
+        Self {
+            kind: JobKind::Verify,
+            trigger: Trigger::PullRequest,
+            pull_request: Some(number),
+            ..Self::deploy(project, environment, Trigger::PullRequest, git_ref, sha, ordering_key)
+        }
+    }
+
+    /// The webhook delivery that asked for it.
+    pub fn from_delivery(mut self, delivery_id: &str) -> Self {
+        self.delivery_id = Some(delivery_id.to_owned());
+        self
+    }
+
+    /// What the commit says of itself, for pages and statuses.
+    pub fn described(mut self, message: Option<String>, author: Option<String>) -> Self {
+        self.commit_message = message;
+        self.commit_author = author;
+        self
+    }
+
+    /// Queued held until an admin approves it (a fork's pull request).
+    pub fn held(mut self, held: bool) -> Self {
+        self.held_for_approval = held;
+        self
+    }
+}
+
 /// Inserts the job inside the caller's transaction. For a deploy, the trigger
 /// `jobs_supersede_older_deploys` (migrations/) then supersedes every queued deploy of the
 /// same environment that is older by `ordering_key`; if a newer one is already queued
