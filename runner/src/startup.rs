@@ -13,9 +13,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::Connections;
+use crate::adapters::clock::{Clock, SystemClock};
 use crate::adapters::engine::{ContainerEngine, DockerEngine};
+use crate::adapters::{Connections, Connector};
 use crate::config::Config;
+use crate::forge::{ConfiguredForges, Forges};
 use crate::job::{JobKind, Trigger};
 use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
@@ -34,20 +36,94 @@ pub struct Application {
     state: AppState,
     worker: Worker,
     proxy: Arc<dyn Proxy>,
+    forges: Arc<dyn Forges>,
 }
 
 /// How long running jobs get to finish after a stop signal before the process exits anyway
 /// (their leases then expire and a restarted runner picks them up).
 const JOB_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// The outside systems the application talks to. [`Adapters::connect`] makes the real
+/// ones from the config; tests may give [`Application::build_with`] fakes.
+pub struct Adapters {
+    /// `None` when no engine answered at start: jobs that need one fail saying so.
+    pub engine: Option<Arc<dyn ContainerEngine>>,
+    /// `[engine] untrusted_host`: `None` when none is configured, the error when it did
+    /// not answer at start (verify jobs then fail saying so; they never fall back).
+    pub untrusted_engine: Option<Result<Arc<dyn ContainerEngine>, String>>,
+    pub proxy: Arc<dyn Proxy>,
+    /// Makes each job's checkout, registry, deploy target and terraform.
+    pub connector: Arc<dyn Connector>,
+    pub forges: Arc<dyn Forges>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Adapters {
+    /// Connects to the engines the config names (removing what an earlier run left on
+    /// them, and checking in the background what their containers reach), and makes the
+    /// proxy, forge and job adapters.
+    pub async fn connect(config: &Arc<Config>) -> anyhow::Result<Self> {
+        let instance = instance_id(&config.server.identity_path());
+        let engine = connect_engine(config, instance.clone()).await;
+        let untrusted_engine = match &config.engine.untrusted_host {
+            None => None,
+            Some(host) => Some(match DockerEngine::connect(host, instance).await {
+                Ok(engine) => {
+                    if let Err(error) = engine.reap_leftovers().await {
+                        tracing::warn!(%error, "cannot remove containers left by an earlier run on the engine for pull requests");
+                    }
+                    check_metadata_address(config, &engine, "the engine for pull requests");
+                    Ok(Arc::new(engine) as Arc<dyn ContainerEngine>)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the engine for pull requests ([engine] untrusted_host) does not answer: verify jobs fail until it does and the runner restarts");
+                    Err(error.to_string())
+                }
+            }),
+        };
+        if let Some(engine) = &engine {
+            check_metadata_address(config, engine, "the engine");
+        }
+        let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
+        Ok(Self {
+            engine: engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>),
+            untrusted_engine,
+            connector: Arc::new(Connections::new(
+                probe_client()?,
+                Arc::clone(&proxy),
+                config.proxy.health_interval,
+            )),
+            proxy,
+            forges: Arc::new(ConfiguredForges::new(Arc::clone(config))),
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+/// The client that asks apps' health endpoints: it follows no redirect, as a health check
+/// answers itself.
+fn probe_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building the HTTP client")
+}
+
 impl Application {
+    /// The application on the real adapters.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let adapters = Adapters::connect(&config).await?;
+        Self::build_with(config, adapters).await
+    }
+
+    /// The application on `adapters`.
+    pub async fn build_with(config: Arc<Config>, adapters: Adapters) -> anyhow::Result<Self> {
         // Other processes of the runner's user (a child gone astray, a sandbox that runs as
         // the same user) cannot read this process's memory or environment through /proc.
         if let Err(error) = nix::sys::prctl::set_dumpable(false) {
             tracing::warn!(%error, "cannot mark the runner non-dumpable");
         }
-        let config = Arc::new(config);
         let pool = store::open(&config.server.database_url)
             .await
             .context("opening the database")?;
@@ -61,30 +137,15 @@ impl Application {
 
         let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
-        let instance = instance_id(&config.server.identity_path());
-        let engine = connect_engine(&config, instance.clone()).await;
-        let untrusted_engine = match &config.engine.untrusted_host {
-            None => None,
-            Some(host) => Some(match DockerEngine::connect(host, instance).await {
-                Ok(engine) => {
-                    if let Err(error) = engine.reap_leftovers().await {
-                        tracing::warn!(%error, "cannot remove containers left by an earlier run on the engine for pull requests");
-                    }
-                    check_metadata_address(&config, &engine, "the engine for pull requests");
-                    Ok(Arc::new(engine) as Arc<dyn ContainerEngine>)
-                }
-                Err(error) => {
-                    tracing::error!(%error, "the engine for pull requests ([engine] untrusted_host) does not answer: verify jobs fail until it does and the runner restarts");
-                    Err(error.to_string())
-                }
-            }),
-        };
-        if let Some(engine) = &engine {
-            check_metadata_address(&config, engine, "the engine");
-        }
         warn_of_jobs_that_cannot_run(&config);
-        let engine = engine.map(|engine| Arc::new(engine) as Arc<dyn ContainerEngine>);
-        let proxy: Arc<dyn Proxy> = Arc::new(Caddy::new(&config.proxy));
+        let Adapters {
+            engine,
+            untrusted_engine,
+            proxy,
+            connector,
+            forges,
+            clock,
+        } = adapters;
 
         let signature_keys = config
             .projects
@@ -96,11 +157,7 @@ impl Application {
         let cancellations = Arc::new(Cancellations::default());
         let log_events = LogEvents::default();
         let owner = format!("{}-{}", std::process::id(), now_ms());
-        // Probes of the app follow no redirect: a health check answers itself.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building the HTTP client")?;
+        let http = probe_client()?;
         if has_local_environments(&config) {
             match (proxy.check().await, &engine) {
                 (Err(error), _) => {
@@ -132,12 +189,8 @@ impl Application {
                 push_timeout: Duration::from_secs(1800),
                 engine,
                 untrusted_engine,
-                connector: Arc::new(Connections::new(
-                    http.clone(),
-                    Arc::clone(&proxy),
-                    config.proxy.health_interval,
-                )),
-                clock: Arc::new(crate::adapters::clock::SystemClock),
+                connector,
+                clock,
                 http,
                 probe_image: config.engine.probe_image.clone(),
                 terraform_bin: config.terraform_bin.clone(),
@@ -169,6 +222,7 @@ impl Application {
             state,
             worker,
             proxy,
+            forges,
         })
     }
 
@@ -205,6 +259,7 @@ impl Application {
                 Arc::clone(&self.state.config),
                 Arc::clone(&self.state.metrics),
                 self.state.log_events.clone(),
+                Arc::clone(&self.forges),
                 mask,
             )
             .run(stop_workers.clone()),
@@ -215,6 +270,7 @@ impl Application {
                 config: Arc::clone(&self.state.config),
                 metrics: Arc::clone(&self.state.metrics),
                 job_queued: Arc::clone(&self.state.job_queued),
+                forges: Arc::clone(&self.forges),
             }
             .run(stop_workers.clone()),
         );
@@ -439,4 +495,141 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("stop signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Project;
+    use crate::pipeline::tests::{FakeConnector, FakeEngine, FakeProxy, free_port, sha};
+
+    /// Every project's forge is absent: nothing is reported.
+    struct NoForges;
+
+    #[async_trait::async_trait]
+    impl Forges for NoForges {
+        async fn connect(
+            &self,
+            _project: &Project,
+        ) -> Option<Result<Arc<dyn crate::forge::Forge>, crate::forge::ForgeError>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn the_application_on_fake_adapters_takes_a_signed_push_and_puts_it_live_without_docker() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let toml = format!(
+            r#"
+    [server]
+    listen = "127.0.0.1:0"
+    database_url = "sqlite://{db}"
+    work_dir = "{work}"
+    [dashboard]
+    read_access = "public"
+    [[projects]]
+    name = "app"
+    repository = "Codertocat/Hello-World"
+    deploy_branches = ["main"]
+    webhook_secret_env = "S"
+    [projects.build]
+    image = "app"
+    [projects.smoke]
+    container_port = 8000
+    path = "/health"
+    [projects.registry]
+    kind = "v2"
+    url = "registry.test"
+    [projects.rollout]
+    target = "local"
+    host_port = {host}
+    slot_ports = [{a}, {b}]
+    timeout_secs = 4
+    "#,
+            db = dir.path().join("runner.db").display(),
+            work = dir.path().join("work").display(),
+            host = free_port(),
+            a = free_port(),
+            b = free_port(),
+        );
+        let env = |name: &str| (name == "S").then(|| "webhook-secret".to_owned());
+        let config = Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("a valid config");
+        let engine = Arc::new(FakeEngine::default());
+        let adapters = Adapters {
+            engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
+            untrusted_engine: None,
+            proxy: Arc::new(FakeProxy),
+            connector: Arc::new(FakeConnector {
+                http: reqwest::Client::new(),
+                ecs: Arc::default(),
+                terraform: Arc::default(),
+                checkout_delay: Duration::ZERO,
+                checkout_failure: None,
+            }),
+            forges: Arc::new(NoForges),
+            clock: Arc::new(SystemClock),
+        };
+        let app = Application::build_with(Arc::new(config), adapters)
+            .await
+            .expect("the application starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+
+        // GitHub's own push body, to a deploy branch.
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-webhooks/push.payload.json");
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).expect("the fixture")).expect("json");
+        body["ref"] = "refs/heads/main".into();
+        body["after"] = sha(7).into();
+        body["deleted"] = false.into();
+        let body = body.to_string();
+        let signature = crate::webhook::signature::SignatureKey::new(b"webhook-secret").sign(body.as_bytes());
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{base}/webhooks/github"))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "00000000-0000-4000-8000-000000000001")
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("the webhook answers");
+        let status = response.status();
+        let queued: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(status, 202, "{queued}");
+        let job_id = queued["job_id"].as_i64().expect("a job id");
+
+        let mut job = serde_json::Value::Null;
+        for _ in 0..200 {
+            job = http
+                .get(format!("{base}/api/jobs/{job_id}"))
+                .send()
+                .await
+                .expect("the API answers")
+                .json()
+                .await
+                .expect("json");
+            if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["sha"], sha(7));
+        // The fakes did the work: one live container of that commit.
+        let containers = engine.containers();
+        assert_eq!(containers.len(), 1, "{containers:?}");
+        let (name, image, serving) = &containers[0];
+        assert!(name.starts_with("runner-app-production"), "{name}");
+        assert!(image.contains(&sha(7)) && *serving, "{containers:?}");
+        stop.cancel();
+        running.await.expect("joined").expect("stopped cleanly");
+    }
 }

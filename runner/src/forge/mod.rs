@@ -1,6 +1,7 @@
 //! The forge boundary (GitHub first): tell it what the runner did with a commit, and ask
 //! it what the runner may have missed. The reporter and the reconciler speak to a
-//! [`Forge`]; [`connect`] makes the one a project's config names.
+//! [`Forge`], made by the application's [`Forges`]: [`ConfiguredForges`] makes the one a
+//! project's config names, tests give fakes.
 //!
 //! Adding a forge is a file here (its API client implementing [`Forge`]), a variant in
 //! the config, and one arm in [`connect`]. Its webhook deliveries arrive at a route of
@@ -61,6 +62,32 @@ pub async fn connect(config: &Config, project: &Project) -> Option<Result<Arc<dy
             .await
             .map(|client| Arc::new(client) as Arc<dyn Forge>),
     )
+}
+
+/// Makes the forge client of a project.
+#[async_trait::async_trait]
+pub trait Forges: Send + Sync {
+    /// `None` when the project has no forge credentials (nothing is reported, nothing
+    /// reconciled).
+    async fn connect(&self, project: &Project) -> Option<Result<Arc<dyn Forge>, ForgeError>>;
+}
+
+/// The forges the config names, over their real APIs.
+pub struct ConfiguredForges {
+    config: Arc<Config>,
+}
+
+impl ConfiguredForges {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Forges for ConfiguredForges {
+    async fn connect(&self, project: &Project) -> Option<Result<Arc<dyn Forge>, ForgeError>> {
+        connect(&self.config, project).await
+    }
 }
 
 /// Why a call to the forge did not work, and what to do about it.

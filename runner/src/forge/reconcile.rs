@@ -25,6 +25,7 @@ pub struct Reconciler {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub job_queued: Arc<Notify>,
+    pub forges: Arc<dyn super::Forges>,
 }
 
 impl Reconciler {
@@ -73,7 +74,7 @@ impl Reconciler {
         asked: &mut HashSet<i64>,
         seen_up_to: &mut i64,
     ) -> anyhow::Result<()> {
-        let (Some(settings), Some(github)) = (&project.github, super::connect(&self.config, project).await) else {
+        let (Some(settings), Some(github)) = (&project.github, self.forges.connect(project).await) else {
             return Ok(());
         };
         let github = github?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommitState, DeploymentState, Forge, ForgeError};
+use super::{CommitState, DeploymentState, Forge, ForgeError, Forges};
 use crate::config::{Config, Project};
 use crate::job::{JobKind, JobState, Trigger};
 use crate::joblog::LogEvents;
@@ -30,6 +30,7 @@ pub struct Reporter {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     events: LogEvents,
+    forges: Arc<dyn Forges>,
     clients: HashMap<String, Arc<dyn Forge>>,
     /// GitHub deployments created for jobs whose id could not be recorded, by job id.
     created: HashMap<i64, i64>,
@@ -45,11 +46,13 @@ impl Reporter {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         events: LogEvents,
+        forges: Arc<dyn Forges>,
         mask: crate::secrets::SecretMask,
     ) -> Self {
         Self {
             pool,
             mask,
+            forges,
             config,
             metrics,
             events,
@@ -125,7 +128,7 @@ impl Reporter {
         if let Some(client) = self.clients.get(project.name.as_str()) {
             return Ok(Arc::clone(client));
         }
-        let client = super::connect(&self.config, project).await.unwrap_or_else(|| {
+        let client = self.forges.connect(project).await.unwrap_or_else(|| {
             Err(ForgeError::Rejected {
                 status: 0,
                 message: "no GitHub credentials".into(),
@@ -415,6 +418,16 @@ mod tests {
         }
     }
 
+    /// Every project's forge is the one fake.
+    struct OneForge(Arc<dyn Forge>);
+
+    #[async_trait::async_trait]
+    impl Forges for OneForge {
+        async fn connect(&self, _: &crate::config::Project) -> Option<Result<Arc<dyn Forge>, ForgeError>> {
+            Some(Ok(Arc::clone(&self.0)))
+        }
+    }
+
     #[tokio::test]
     async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -432,11 +445,9 @@ mod tests {
             Arc::clone(&config),
             Arc::default(),
             LogEvents::default(),
+            Arc::new(OneForge(Arc::clone(&forge) as Arc<dyn Forge>)),
             crate::secrets::SecretSet::default().mask(),
         );
-        reporter
-            .clients
-            .insert("app".to_owned(), Arc::clone(&forge) as Arc<dyn Forge>);
         let projects = reporter.reporting_projects();
 
         let job = NewJob::deploy(

@@ -12,7 +12,7 @@ pub mod plan;
 mod retention;
 mod steps;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use cancel::Cancellations;
 

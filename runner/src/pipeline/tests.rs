@@ -76,7 +76,7 @@ impl Script {
 }
 
 #[derive(Default)]
-struct FakeEngine {
+pub(crate) struct FakeEngine {
     calls: Mutex<Vec<String>>,
     containers: Mutex<HashMap<String, FakeContainer>>,
     next_id: AtomicU64,
@@ -93,7 +93,7 @@ impl FakeEngine {
     }
 
     /// (name, image, running) of every container that exists.
-    fn containers(&self) -> Vec<(String, String, bool)> {
+    pub(crate) fn containers(&self) -> Vec<(String, String, bool)> {
         let mut all: Vec<_> = self
             .containers
             .lock()
@@ -393,7 +393,7 @@ impl Registry for FakeRegistry {
 
 /// An ECS service as the fake deployer keeps it.
 #[derive(Default)]
-struct FakeEcs {
+pub(crate) struct FakeEcs {
     calls: Mutex<Vec<String>>,
     /// The service's task definition.
     current: Mutex<String>,
@@ -453,7 +453,7 @@ impl Deployer for FakeEcs {
 
 /// Terraform as the fake runs it: what each job's module was given, and scripted plans.
 #[derive(Default)]
-struct FakeTerraform {
+pub(crate) struct FakeTerraform {
     calls: Mutex<Vec<String>>,
     /// The environment and `lock_state` of each module a job ran.
     modules: Mutex<Vec<(BTreeMap<String, String>, bool)>>,
@@ -525,12 +525,12 @@ impl Terraform for FakeModule {
     }
 }
 
-struct FakeConnector {
-    http: reqwest::Client,
-    ecs: Arc<FakeEcs>,
-    terraform: Arc<FakeTerraform>,
-    checkout_delay: Duration,
-    checkout_failure: Option<String>,
+pub(crate) struct FakeConnector {
+    pub(crate) http: reqwest::Client,
+    pub(crate) ecs: Arc<FakeEcs>,
+    pub(crate) terraform: Arc<FakeTerraform>,
+    pub(crate) checkout_delay: Duration,
+    pub(crate) checkout_failure: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -581,7 +581,7 @@ impl Connector for FakeConnector {
 }
 
 /// A proxy that takes every route; nothing is ever in flight.
-struct FakeProxy;
+pub(crate) struct FakeProxy;
 
 #[async_trait::async_trait]
 impl crate::proxy::Proxy for FakeProxy {
@@ -669,7 +669,7 @@ struct Harness {
     live_port: u16,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -894,7 +894,7 @@ impl Harness {
     }
 }
 
-fn sha(n: u8) -> String {
+pub(crate) fn sha(n: u8) -> String {
     format!("{n:02x}").repeat(20)
 }
 
