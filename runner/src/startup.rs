@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::clock::{Clock, SystemClock};
 use crate::adapters::engine::{ContainerEngine, DockerEngine};
+use crate::adapters::forge::{ConfiguredForges, Forges};
 use crate::adapters::{Connections, Connector};
 use crate::config::Config;
-use crate::forge::{ConfiguredForges, Forges};
 use crate::job::{JobKind, Trigger};
 use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
@@ -216,6 +216,7 @@ impl Application {
             job_queued,
             log_events,
             login_limiter: Arc::default(),
+            forges: Arc::clone(&forges),
         };
         Ok(Self {
             listener,
@@ -515,7 +516,7 @@ mod tests {
         async fn connect(
             &self,
             _project: &Project,
-        ) -> Option<Result<Arc<dyn crate::forge::Forge>, crate::forge::ForgeError>> {
+        ) -> Option<Result<Arc<dyn crate::adapters::forge::Forge>, crate::adapters::forge::ForgeError>> {
             None
         }
     }

@@ -1,7 +1,7 @@
 //! The runner's side of every outside system a job talks to, each behind a small trait in
 //! the runner's own words: the container engine (and BuildKit, the SSH tunnel, build
 //! context packing), git checkouts, registries, terraform (and its sandbox), the deploy
-//! targets, and the clock. The [`connect::Connector`] makes them for a job; the pipeline
+//! targets, the forges (GitHub's API), and the clock. The [`connect::Connector`] makes them for a job; the pipeline
 //! sees the traits only.
 
 pub mod buildkit;
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod engine;
+pub mod forge;
 pub mod probe;
 pub mod registry;
 pub mod sandbox;

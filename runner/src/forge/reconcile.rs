@@ -25,7 +25,7 @@ pub struct Reconciler {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub job_queued: Arc<Notify>,
-    pub forges: Arc<dyn super::Forges>,
+    pub forges: Arc<dyn crate::adapters::forge::Forges>,
 }
 
 impl Reconciler {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommitState, DeploymentState, Forge, ForgeError, Forges};
+use crate::adapters::forge::{CommitState, DeploymentState, Forge, ForgeError, Forges};
 use crate::config::{Config, Project};
 use crate::job::{JobKind, JobState, Trigger};
 use crate::joblog::LogEvents;
@@ -353,8 +353,8 @@ mod tests {
     use std::sync::{Mutex, PoisonError};
 
     use super::*;
+    use crate::adapters::forge::HookDelivery;
     use crate::domain::{CommitSha, GitRef, Name};
-    use crate::forge::HookDelivery;
     use crate::job::{JobState, Trigger};
     use crate::store::jobs::{self, NewJob};
 

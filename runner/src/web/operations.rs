@@ -144,8 +144,7 @@ pub async fn redeploy(
                 GitRef::branch(&raw)
             }
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let url = crate::adapters::checkout::clone_url(project);
-            let sha = crate::adapters::checkout::resolve_ref(&url, &git_ref)
+            let sha = resolve(state, project, &git_ref)
                 .await
                 .map_err(|e| ApiError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
             (git_ref, sha)
@@ -168,6 +167,26 @@ pub async fn redeploy(
     .described(message, author);
     let job_id = enqueue(state, &job).await?;
     Ok((job_id, job.sha))
+}
+
+/// The commit `git_ref` points at now: a branch's from the project's forge when it has
+/// one (an API call), else (a tag, or no forge credentials) from the repository itself
+/// (`git ls-remote`).
+async fn resolve(state: &AppState, project: &Project, git_ref: &GitRef) -> Result<CommitSha, String> {
+    if let Some(branch) = git_ref.as_str().strip_prefix("refs/heads/")
+        && let Some(forge) = state.forges.connect(project).await
+    {
+        let head = forge
+            .map_err(|e| e.to_string())?
+            .branch_head(branch)
+            .await
+            .map_err(|e| e.to_string())?;
+        return CommitSha::parse(&head).map_err(|e| e.to_string());
+    }
+    let url = crate::adapters::checkout::clone_url(project);
+    crate::adapters::checkout::resolve_ref(&url, git_ref)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Queues again what a stored delivery asks for, decided under today's configuration

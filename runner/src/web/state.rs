@@ -27,4 +27,6 @@ pub struct AppState {
     /// Which job just stored log lines or changed state: wakes live log streams.
     pub log_events: LogEvents,
     pub login_limiter: Arc<super::dashboard::auth::LoginLimiter>,
+    /// Asks a project's forge what a branch points at (a redeploy of a branch).
+    pub forges: Arc<dyn crate::adapters::forge::Forges>,
 }

@@ -441,3 +441,48 @@ async fn a_github_app_reports_with_its_installation_token() {
     );
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn a_redeploy_of_a_branch_asks_github_for_its_head() {
+    let fake = FakeGitHub::default();
+    let head = "d".repeat(40);
+    fake.with(|f| {
+        f.branches.insert("master".into(), head.clone());
+    });
+    let api = fake.start().await;
+    // The project's clone URL leads nowhere: only GitHub can answer.
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let response = runner
+        .client
+        .post(runner.url("/api/projects/hello/deploy"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"ref":"master"}"#)
+        .send()
+        .await
+        .expect("POST deploy");
+    let status = response.status();
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["sha"], head.as_str(), "{answer}");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == format!("/repos/{REPOSITORY}/branches/master")),
+        "{:?}",
+        fake.requests()
+    );
+
+    // A branch GitHub does not know is refused, and nothing is queued.
+    let response = runner
+        .client
+        .post(runner.url("/api/projects/hello/deploy"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"ref":"no-such-branch"}"#)
+        .send()
+        .await
+        .expect("POST deploy");
+    assert_eq!(response.status(), 409);
+    runner.stop().await;
+}
