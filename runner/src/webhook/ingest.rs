@@ -160,3 +160,106 @@ async fn commit_batch(recorder: &mut Recorder, batch: &[Pending]) -> Vec<Result<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CommitSha, GitRef, JobId, Name};
+    use crate::job::Trigger;
+    use crate::store::deliveries::{BodyDigest, StoredBody};
+    use crate::store::jobs::{self, NewJob};
+
+    fn delivery(id: &str) -> NewDelivery {
+        NewDelivery {
+            delivery_id: id.to_owned(),
+            event: "push".to_owned(),
+            action: None,
+            project: Some("app".to_owned()),
+            repository: None,
+            git_ref: None,
+            sha: None,
+            hook_id: None,
+            content_type: "application/json".to_owned(),
+            body: StoredBody::compress(id.as_bytes()),
+            body_digest: BodyDigest::of(id.as_bytes()),
+            received_at: 0,
+        }
+    }
+
+    fn deploy(delivery_id: &str, environment: &str, sha: char) -> Action {
+        Action::Queue(vec![
+            NewJob::deploy(
+                Name::parse("app").expect("name"),
+                Name::parse(environment).expect("name"),
+                Trigger::Push,
+                GitRef::parse("refs/heads/main").expect("ref"),
+                CommitSha::parse(&sha.to_string().repeat(40)).expect("sha"),
+                crate::store::now_ms(),
+            )
+            .from_delivery(delivery_id),
+        ])
+    }
+
+    async fn writer() -> (tempfile::TempDir, Store, IngestWriter, Arc<Notify>) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("runner.db").display());
+        let store = crate::store::open(&url).await.expect("database");
+        let job_queued = Arc::new(Notify::new());
+        let writer = IngestWriter::start(&store, Arc::clone(&job_queued))
+            .await
+            .expect("writer");
+        (dir, store, writer, job_queued)
+    }
+
+    #[tokio::test]
+    async fn deliveries_sent_together_are_each_answered_only_once_committed() {
+        let (_dir, store, writer, job_queued) = writer().await;
+        // Different environments, so no deploy supersedes another.
+        let sent = (0..20).map(|n| {
+            let writer = writer.clone();
+            async move {
+                let id = format!("delivery-{n}");
+                let recorded = writer.record(delivery(&id), deploy(&id, &format!("env{n}"), 'a')).await;
+                (id, recorded)
+            }
+        });
+        let answers = futures_util::future::join_all(sent).await;
+        for (id, recorded) in answers {
+            let Ok(Recorded::Queued { job_id }) = recorded else {
+                panic!("{id}: {recorded:?}");
+            };
+            // Answered means committed: another connection reads the delivery and its job.
+            assert!(
+                crate::store::deliveries::get(&store, &id)
+                    .await
+                    .expect("read")
+                    .is_some(),
+                "{id}"
+            );
+            let job = jobs::get(&store, JobId::new(job_id).expect("id")).await.expect("read");
+            assert_eq!(job.expect("the job").state.to_string(), "queued");
+        }
+        // A worker that starts waiting only now is still woken: the jobs are not missed.
+        tokio::time::timeout(std::time::Duration::from_secs(1), job_queued.notified())
+            .await
+            .expect("a wake-up for the queued jobs");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_sent_again_changes_nothing_and_names_its_first_job() {
+        let (_dir, store, writer, _) = writer().await;
+        let first = writer.record(delivery("once"), deploy("once", "production", 'b')).await;
+        let Ok(Recorded::Queued { job_id }) = first else {
+            panic!("{first:?}");
+        };
+        let again = writer.record(delivery("once"), deploy("once", "production", 'c')).await;
+        assert!(
+            matches!(again, Ok(Recorded::Duplicate { job_id: Some(id) }) if id == job_id),
+            "{again:?}"
+        );
+        let next = jobs::get(&store, JobId::new(job_id + 1).expect("id"))
+            .await
+            .expect("read");
+        assert!(next.is_none(), "a second job was queued");
+    }
+}
