@@ -1,5 +1,6 @@
-//! A self-hosted push-to-deploy runner: verified GitHub webhooks in, a durable SQLite
-//! job queue, and workers that check out, build, test and roll out each commit.
+//! A self-hosted push-to-deploy runner: verified GitHub webhooks in, a durable job queue
+//! (SQLite embedded, PostgreSQL for replicas), and workers that check out, build, test
+//! and roll out each commit through the adapters of the outside systems.
 
 pub mod adapters;
 pub mod cli;
