@@ -521,47 +521,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_application_on_fake_adapters_takes_a_signed_push_and_puts_it_live_without_docker() {
-        let dir = tempfile::tempdir().expect("temporary directory");
+    /// The application on fake adapters, serving on a free port, with one project that
+    /// deploys `main` to a local target; returns its address and how to stop it.
+    async fn app_on_fakes(
+        dir: &std::path::Path,
+        engine: &Arc<FakeEngine>,
+    ) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let toml = format!(
             r#"
-    [server]
-    listen = "127.0.0.1:0"
-    database_url = "sqlite://{db}"
-    work_dir = "{work}"
-    [dashboard]
-    read_access = "public"
-    [[projects]]
-    name = "app"
-    repository = "Codertocat/Hello-World"
-    deploy_branches = ["main"]
-    webhook_secret_env = "S"
-    [projects.build]
-    image = "app"
-    [projects.smoke]
-    container_port = 8000
-    path = "/health"
-    [projects.registry]
-    kind = "v2"
-    url = "registry.test"
-    [projects.rollout]
-    target = "local"
-    host_port = {host}
-    slot_ports = [{a}, {b}]
-    timeout_secs = 4
-    "#,
-            db = dir.path().join("runner.db").display(),
-            work = dir.path().join("work").display(),
+[server]
+listen = "127.0.0.1:0"
+database_url = "sqlite://{db}"
+work_dir = "{work}"
+[dashboard]
+read_access = "public"
+[[projects]]
+name = "app"
+repository = "Codertocat/Hello-World"
+deploy_branches = ["main"]
+webhook_secret_env = "S"
+[projects.build]
+image = "app"
+[projects.smoke]
+container_port = 8000
+path = "/health"
+[projects.registry]
+kind = "v2"
+url = "registry.test"
+[projects.rollout]
+target = "local"
+host_port = {host}
+slot_ports = [{a}, {b}]
+timeout_secs = 4
+"#,
+            db = dir.join("runner.db").display(),
+            work = dir.join("work").display(),
             host = free_port(),
             a = free_port(),
             b = free_port(),
         );
         let env = |name: &str| (name == "S").then(|| "webhook-secret".to_owned());
-        let config = Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("a valid config");
-        let engine = Arc::new(FakeEngine::default());
+        let config = Config::parse(&toml, &dir.join("runner.toml"), &env).expect("a valid config");
         let adapters = Adapters {
-            engine: Some(Arc::clone(&engine) as Arc<dyn ContainerEngine>),
+            engine: Some(Arc::clone(engine) as Arc<dyn ContainerEngine>),
             untrusted_engine: None,
             proxy: Arc::new(FakeProxy),
             connector: Arc::new(FakeConnector {
@@ -580,23 +582,25 @@ mod tests {
         let base = format!("http://127.0.0.1:{}", app.port());
         let stop = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+        (base, stop, running)
+    }
 
-        // GitHub's own push body, to a deploy branch.
+    /// Sends GitHub's push of `sha` to `main`, signed; returns the queued job's id.
+    async fn push(base: &str, sha: &str) -> i64 {
         let fixture =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-webhooks/push.payload.json");
         let mut body: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixture).expect("the fixture")).expect("json");
         body["ref"] = "refs/heads/main".into();
-        body["after"] = sha(7).into();
+        body["after"] = sha.into();
         body["deleted"] = false.into();
         let body = body.to_string();
         let signature = crate::webhook::signature::SignatureKey::new(b"webhook-secret").sign(body.as_bytes());
-        let http = reqwest::Client::new();
-        let response = http
+        let response = reqwest::Client::new()
             .post(format!("{base}/webhooks/github"))
             .header("Content-Type", "application/json")
             .header("X-GitHub-Event", "push")
-            .header("X-GitHub-Delivery", "00000000-0000-4000-8000-000000000001")
+            .header("X-GitHub-Delivery", format!("delivery-{sha}"))
             .header("X-Hub-Signature-256", signature)
             .body(body)
             .send()
@@ -605,23 +609,37 @@ mod tests {
         let status = response.status();
         let queued: serde_json::Value = response.json().await.expect("json");
         assert_eq!(status, 202, "{queued}");
-        let job_id = queued["job_id"].as_i64().expect("a job id");
+        queued["job_id"].as_i64().expect("a job id")
+    }
 
-        let mut job = serde_json::Value::Null;
+    async fn job(base: &str, id: i64) -> serde_json::Value {
+        reqwest::get(format!("{base}/api/jobs/{id}"))
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The job once it left `queued` and `running` (fakes take milliseconds).
+    async fn ended(base: &str, id: i64) -> serde_json::Value {
         for _ in 0..200 {
-            job = http
-                .get(format!("{base}/api/jobs/{job_id}"))
-                .send()
-                .await
-                .expect("the API answers")
-                .json()
-                .await
-                .expect("json");
+            let job = job(base, id).await;
             if !matches!(job["state"].as_str(), Some("queued" | "running")) {
-                break;
+                return job;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("job {id} did not end");
+    }
+
+    #[tokio::test]
+    async fn the_application_on_fake_adapters_takes_a_signed_push_and_puts_it_live_without_docker() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let engine = Arc::new(FakeEngine::default());
+        let (base, stop, running) = app_on_fakes(dir.path(), &engine).await;
+        let id = push(&base, &sha(7)).await;
+        let job = ended(&base, id).await;
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["sha"], sha(7));
         // The fakes did the work: one live container of that commit.
@@ -630,6 +648,26 @@ mod tests {
         let (name, image, serving) = &containers[0];
         assert!(name.starts_with("runner-app-production"), "{name}");
         assert!(image.contains(&sha(7)) && *serving, "{containers:?}");
+        stop.cancel();
+        running.await.expect("joined").expect("stopped cleanly");
+    }
+
+    #[tokio::test]
+    async fn workers_claim_nothing_while_the_engine_is_away_and_run_the_job_once_it_is_back() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let engine = Arc::new(FakeEngine::default());
+        engine.away.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (base, stop, running) = app_on_fakes(dir.path(), &engine).await;
+        let id = push(&base, &sha(8)).await;
+        // Longer than a worker's engine recheck and idle poll: still waiting, not failed.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let waiting = job(&base, id).await;
+        assert_eq!(waiting["state"], "queued", "{waiting}");
+        assert_eq!(waiting["attempts"], 0, "{waiting}");
+        engine.away.store(false, std::sync::atomic::Ordering::SeqCst);
+        let job = ended(&base, id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
         stop.cancel();
         running.await.expect("joined").expect("stopped cleanly");
     }

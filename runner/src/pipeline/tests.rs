@@ -81,6 +81,8 @@ pub(crate) struct FakeEngine {
     containers: Mutex<HashMap<String, FakeContainer>>,
     next_id: AtomicU64,
     script: Mutex<Script>,
+    /// Set: the engine does not answer (`ping` fails).
+    pub(crate) away: std::sync::atomic::AtomicBool,
 }
 
 impl FakeEngine {
@@ -174,6 +176,13 @@ async fn serve(addr: SocketAddr, status: u16) -> Result<(SocketAddr, JoinHandle<
 
 #[async_trait::async_trait]
 impl ContainerEngine for FakeEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        if self.away.load(Ordering::SeqCst) {
+            return Err(EngineError::Unreachable("the fake engine is away".into()));
+        }
+        Ok(())
+    }
+
     async fn build(&self, context_tar: Bytes, request: &BuildRequest, log: &JobLog) -> Result<String, EngineError> {
         self.enter("build", &request.tag).await?;
         if context_tar.is_empty() {
