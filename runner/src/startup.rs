@@ -100,6 +100,20 @@ impl Adapters {
     }
 }
 
+/// Other processes of the runner's user (a child gone astray, a sandbox that runs as the
+/// same user) cannot read this process's memory or environment through /proc.
+fn become_undumpable() {
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(%error, "cannot mark the runner non-dumpable");
+    }
+}
+
+async fn listen(config: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))
+}
+
 /// The client that asks apps' health endpoints: it follows no redirect, as a health check
 /// answers itself.
 fn probe_client() -> anyhow::Result<reqwest::Client> {
@@ -110,20 +124,25 @@ fn probe_client() -> anyhow::Result<reqwest::Client> {
 }
 
 impl Application {
-    /// The application on the real adapters.
+    /// The application on the real adapters. Its port is taken before any adapter touches
+    /// an engine: a second start of the same runner stops there, before it could remove
+    /// the running one's containers as leftovers.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        become_undumpable();
         let config = Arc::new(config);
+        let listener = listen(&config).await?;
         let adapters = Adapters::connect(&config).await?;
-        Self::build_with(config, adapters).await
+        Self::assemble(config, adapters, listener).await
     }
 
     /// The application on `adapters`.
     pub async fn build_with(config: Arc<Config>, adapters: Adapters) -> anyhow::Result<Self> {
-        // Other processes of the runner's user (a child gone astray, a sandbox that runs as
-        // the same user) cannot read this process's memory or environment through /proc.
-        if let Err(error) = nix::sys::prctl::set_dumpable(false) {
-            tracing::warn!(%error, "cannot mark the runner non-dumpable");
-        }
+        become_undumpable();
+        let listener = listen(&config).await?;
+        Self::assemble(config, adapters, listener).await
+    }
+
+    async fn assemble(config: Arc<Config>, adapters: Adapters, listener: TcpListener) -> anyhow::Result<Self> {
         let pool = store::open(&config.server.database_url)
             .await
             .context("opening the database")?;
@@ -131,10 +150,6 @@ impl Application {
         let ingest = IngestWriter::start(&pool, Arc::clone(&job_queued))
             .await
             .context("starting the ingest writer")?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-
         let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
         warn_of_jobs_that_cannot_run(&config);
@@ -348,9 +363,6 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
     }
 }
 
-/// Warns when a container on `engine` reaches the cloud metadata address (on EC2 with
-/// IMDSv1, the instance role's credentials). In the background, with a short timeout:
-/// start-up neither waits for it nor fails by it.
 /// Says at start which projects' jobs would fail for settings they lack, where the first
 /// push would otherwise be the first to tell.
 fn warn_of_jobs_that_cannot_run(config: &Config) {
@@ -377,6 +389,9 @@ fn warn_of_jobs_that_cannot_run(config: &Config) {
     }
 }
 
+/// Warns when a container on `engine` reaches the cloud metadata address (on EC2 with
+/// IMDSv1, the instance role's credentials). In the background, with a short timeout:
+/// start-up neither waits for it nor fails by it.
 fn check_metadata_address(config: &Config, engine: &DockerEngine, which: &'static str) {
     let engine = engine.clone();
     let (image, address) = (

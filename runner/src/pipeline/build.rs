@@ -141,9 +141,20 @@ async fn smoke_test(
                     probe::until_healthy(|| probe::ask_over_http(&ctx.http, &url), smoke, smoke.timeout).await
                 }
                 Endpoint::Inside { port } => {
-                    let prober = engine
+                    let prober = match engine
                         .start_prober(&started.id, &ctx.probe_image, job.id.get(), smoke.timeout + STEP_MARGIN)
-                        .await?;
+                        .await
+                    {
+                        Ok(prober) => prober,
+                        Err(error) => {
+                            // Most often the app already exited, and nothing can join its
+                            // network: what it printed says why.
+                            copy_logs(engine, &started.id, log).await;
+                            return Err(StepError::Failed(format!(
+                                "the health probe could not start beside the app (did it exit?): {error}"
+                            )));
+                        }
+                    };
                     prober_container.set(Some(prober.clone()));
                     log.system(format!(
                         "waiting for port {port}{} to answer {}, asked from inside the container's own network",

@@ -169,19 +169,21 @@ pub async fn redeploy(
     Ok((job_id, job.sha))
 }
 
-/// The commit `git_ref` points at now: a branch's from the project's forge when it has
-/// one (an API call), else (a tag, or no forge credentials) from the repository itself
-/// (`git ls-remote`).
+/// The commit `git_ref` points at now. A branch's is asked of the project's forge (an API
+/// call) when the project has one and clones from it; a tag, a project that clones from a
+/// `clone_url` of its own (which the checkout then reads), and a forge that does not
+/// answer are asked of the repository itself (`git ls-remote`).
 async fn resolve(state: &AppState, project: &Project, git_ref: &GitRef) -> Result<CommitSha, String> {
     if let Some(branch) = git_ref.as_str().strip_prefix("refs/heads/")
-        && let Some(forge) = state.forges.connect(project).await
+        && project.clone_url.is_none()
+        && let Some(Ok(forge)) = state.forges.connect(project).await
     {
-        let head = forge
-            .map_err(|e| e.to_string())?
-            .branch_head(branch)
-            .await
-            .map_err(|e| e.to_string())?;
-        return CommitSha::parse(&head).map_err(|e| e.to_string());
+        match forge.branch_head(branch).await {
+            Ok(head) => return CommitSha::parse(&head).map_err(|e| e.to_string()),
+            Err(error) => {
+                tracing::info!(%error, %git_ref, "the forge did not name the branch's head; asking the repository");
+            }
+        }
     }
     let url = crate::adapters::checkout::clone_url(project);
     crate::adapters::checkout::resolve_ref(&url, git_ref)

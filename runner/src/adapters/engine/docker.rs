@@ -896,6 +896,11 @@ impl ContainerEngine for DockerEngine {
                     }
                     _ => {}
                 }
+                // The app is the code under test: once either limit is reached nothing more
+                // of its answer is read (the prober's `timeout` ends the request).
+                if body.len() >= probe::MAX_BODY_BYTES || report.len() >= PROBE_REPORT_BYTES {
+                    break;
+                }
             }
             Ok::<_, EngineError>(())
         };
@@ -938,7 +943,11 @@ fn read_wget_answer(exit_code: Option<i64>, report: &str, body: &str) -> Answer 
         (_, Some(line)) if line.contains("Connection refused") => Answer::Refused,
         // `timeout` ends wget with SIGTERM.
         (Some(143 | 124 | 137), _) => Answer::Silent,
-        (_, Some(line)) => Answer::Failed(line.trim_start_matches("wget: ").to_owned()),
+        // The line may be the app's own words (a header wget could not read): short and quoted.
+        (_, Some(line)) => Answer::Failed(format!(
+            "{:?}",
+            line.trim_start_matches("wget: ").chars().take(80).collect::<String>()
+        )),
         (code, None) => Answer::Failed(format!("the probe ended with {code:?} and said nothing")),
     }
 }
@@ -978,7 +987,7 @@ mod tests {
         assert_eq!(read_wget_answer(Some(143), "", ""), Answer::Silent);
         assert_eq!(
             read_wget_answer(Some(1), "wget: error getting response\n", ""),
-            Answer::Failed("error getting response".into())
+            Answer::Failed("\"error getting response\"".into())
         );
     }
 
