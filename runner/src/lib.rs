@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -11,9 +12,11 @@ pub mod forge;
 pub mod job;
 pub mod joblog;
 pub mod metrics;
+pub mod operations;
 pub mod percent;
 pub mod pipeline;
 pub mod proxy;
+pub mod runfile;
 pub mod secrets;
 pub mod startup;
 pub mod store;

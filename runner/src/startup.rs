@@ -13,19 +13,20 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::clock::{Clock, SystemClock};
 use crate::adapters::engine::{ContainerEngine, DockerEngine};
 use crate::adapters::forge::{ConfiguredForges, Forges};
 use crate::adapters::{Connections, Connector};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::job::{JobKind, Trigger};
 use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
+use crate::operations::Operations;
 use crate::pipeline::Cancellations;
 use crate::pipeline::PipelineContext;
 use crate::pipeline::plan::JobPlan;
 use crate::proxy::{Caddy, Proxy};
-use crate::store::{self, deliveries, now_ms};
+use crate::store::{self, deliveries};
 use crate::web::AppState;
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
@@ -37,6 +38,10 @@ pub struct Application {
     worker: Worker,
     proxy: Arc<dyn Proxy>,
     forges: Arc<dyn Forges>,
+    /// Woken once per job queued outside the webhook ingest (operator actions, replays
+    /// of missed deliveries, another runner's notification).
+    job_queued: Arc<Notify>,
+    clock: Arc<dyn Clock>,
 }
 
 /// How long running jobs get to finish after a stop signal before the process exits anyway
@@ -171,7 +176,7 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
         let log_events = LogEvents::default();
-        let owner = format!("{}-{}", std::process::id(), now_ms());
+        let owner = format!("{}-{}", std::process::id(), clock.now_ms());
         let http = probe_client()?;
         if has_local_environments(&config) {
             match (proxy.check().await, &engine) {
@@ -205,7 +210,7 @@ impl Application {
                 engine,
                 untrusted_engine,
                 connector,
-                clock,
+                clock: Arc::clone(&clock),
                 http,
                 probe_image: config.engine.probe_image.clone(),
                 terraform_bin: config.terraform_bin.clone(),
@@ -222,16 +227,23 @@ impl Application {
             owner,
         };
         let state = AppState {
-            config,
-            pool,
+            config: Arc::clone(&config),
+            pool: pool.clone(),
             ingest,
             signature_keys: Arc::new(signature_keys),
             metrics,
-            cancellations,
-            job_queued,
-            log_events,
+            log_events: log_events.clone(),
             login_limiter: Arc::default(),
-            forges: Arc::clone(&forges),
+            clock: Arc::clone(&clock),
+            operations: Operations::new(
+                Arc::clone(&config),
+                pool.clone(),
+                Arc::clone(&forges),
+                cancellations,
+                Arc::clone(&job_queued),
+                log_events,
+                Arc::clone(&clock),
+            ),
         };
         Ok(Self {
             listener,
@@ -239,6 +251,8 @@ impl Application {
             worker,
             proxy,
             forges,
+            job_queued,
+            clock,
         })
     }
 
@@ -277,6 +291,7 @@ impl Application {
                 self.state.log_events.clone(),
                 Arc::clone(&self.forges),
                 mask,
+                Arc::clone(&self.clock),
             )
             .run(stop_workers.clone()),
         );
@@ -285,20 +300,22 @@ impl Application {
                 pool: pool.clone(),
                 config: Arc::clone(&self.state.config),
                 metrics: Arc::clone(&self.state.metrics),
-                job_queued: Arc::clone(&self.state.job_queued),
+                job_queued: Arc::clone(&self.job_queued),
                 forges: Arc::clone(&self.forges),
+                clock: Arc::clone(&self.clock),
             }
             .run(stop_workers.clone()),
         );
         let log_events = self.state.log_events.clone();
         let wake_ups = tokio::spawn(store::notify::listen(
             pool.clone(),
-            Arc::clone(&self.state.job_queued),
+            Arc::clone(&self.job_queued),
             move |job| log_events.stored(job),
             stop_workers.clone(),
         ));
         let retention = tokio::spawn(prune_history(
             self.state.pool.clone(),
+            Arc::clone(&self.clock),
             self.state.config.server.delivery_body_retention,
             self.state.config.server.job_retention,
             stop_workers.clone(),
@@ -467,16 +484,22 @@ async fn checkpoint_periodically(pool: Store) {
 }
 
 /// Hourly: delivery bodies past their retention, and finished jobs past theirs.
-async fn prune_history(pool: Store, bodies: Duration, jobs: Option<Duration>, stop: CancellationToken) {
+async fn prune_history(
+    pool: Store,
+    clock: Arc<dyn Clock>,
+    bodies: Duration,
+    jobs: Option<Duration>,
+    stop: CancellationToken,
+) {
     loop {
-        let cutoff = now_ms() - store::duration_ms(bodies);
+        let cutoff = clock.now_ms() - store::duration_ms(bodies);
         match deliveries::prune_bodies(&pool, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(bodies = n, "dropped delivery bodies past their retention"),
             Err(error) => tracing::warn!(%error, "cannot prune delivery bodies"),
         }
         if let Some(jobs) = jobs {
-            match store::jobs::prune_finished(&pool, now_ms() - store::duration_ms(jobs)).await {
+            match store::jobs::prune_finished(&pool, clock.now_ms() - store::duration_ms(jobs)).await {
                 Ok(pruned) if pruned == store::jobs::Pruned::default() => {}
                 Ok(pruned) => tracing::info!(
                     jobs = pruned.jobs,
@@ -542,6 +565,17 @@ mod tests {
         dir: &std::path::Path,
         engine: &Arc<FakeEngine>,
     ) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        app_on_fakes_with(dir, engine, REGISTRY).await
+    }
+
+    const REGISTRY: &str = "[projects.registry]\nkind = \"v2\"\nurl = \"registry.test\"\n";
+
+    /// As [`app_on_fakes`], with `registry` as the project's registry section (or none).
+    async fn app_on_fakes_with(
+        dir: &std::path::Path,
+        engine: &Arc<FakeEngine>,
+        registry: &str,
+    ) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let toml = format!(
             r#"
 [server]
@@ -560,9 +594,7 @@ image = "app"
 [projects.smoke]
 container_port = 8000
 path = "/health"
-[projects.registry]
-kind = "v2"
-url = "registry.test"
+{registry}
 [projects.rollout]
 target = "local"
 host_port = {host}
@@ -575,7 +607,11 @@ timeout_secs = 4
             a = free_port(),
             b = free_port(),
         );
-        let env = |name: &str| (name == "S").then(|| "webhook-secret".to_owned());
+        let env = |name: &str| match name {
+            "S" => Some("webhook-secret".to_owned()),
+            "RUNNER_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+            _ => None,
+        };
         let config = Config::parse(&toml, &dir.join("runner.toml"), &env).expect("a valid config");
         let adapters = Adapters {
             engine: Some(Arc::clone(engine) as Arc<dyn ContainerEngine>),
@@ -599,6 +635,8 @@ timeout_secs = 4
         let running = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
         (base, stop, running)
     }
+
+    const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
     /// Sends GitHub's push of `sha` to `main`, signed; returns the queued job's id.
     async fn push(base: &str, sha: &str) -> i64 {
@@ -683,6 +721,37 @@ timeout_secs = 4
         let job = ended(&base, id).await;
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["attempts"], 1, "{job}");
+        stop.cancel();
+        running.await.expect("joined").expect("stopped cleanly");
+    }
+
+    #[tokio::test]
+    async fn an_operator_deploy_of_a_project_that_cannot_deploy_is_refused_naming_the_setting_and_queues_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let engine = Arc::new(FakeEngine::default());
+        let (base, stop, running) = app_on_fakes_with(dir.path(), &engine, "").await;
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("{base}/api/projects/app/deploy"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(serde_json::json!({ "sha": sha(9) }).to_string())
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(response.status(), 409);
+        let error: serde_json::Value = response.json().await.expect("json");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.contains("project app cannot deploy yet") && message.contains("[projects.registry]"),
+            "{message}"
+        );
+        let jobs: serde_json::Value = reqwest::get(format!("{base}/api/jobs"))
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
         stop.cancel();
         running.await.expect("joined").expect("stopped cleanly");
     }

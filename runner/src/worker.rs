@@ -16,7 +16,6 @@ use crate::joblog::{JobLog, LogEvents, SecretMask};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Cancellations, JobFailure, PipelineContext};
 use crate::store::jobs::{self, Heartbeat, Job};
-use crate::store::now_ms;
 
 #[derive(Clone)]
 pub struct Worker {
@@ -34,7 +33,7 @@ pub struct Worker {
     /// `Config::runnable_projects`.
     pub runnable_projects: Option<Arc<[String]>>,
     /// When the engine was last asked whether it answers, and what it said.
-    pub engine_health: Arc<tokio::sync::Mutex<Option<(std::time::Instant, bool)>>>,
+    pub engine_health: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>>,
 }
 
 /// How long an engine's answer (or silence) holds before it is asked again.
@@ -78,13 +77,13 @@ impl Worker {
                 self.config.queue.lease,
                 self.config.queue.max_attempts,
                 self.runnable_projects.as_deref(),
-                now_ms(),
+                self.pipeline.clock.now_ms(),
             )
             .await;
             match claimed {
                 Ok(Some(job)) => {
                     if job.attempts == 1 {
-                        let waited = (now_ms() - job.created_at).max(0);
+                        let waited = (self.pipeline.clock.now_ms() - job.created_at).max(0);
                         self.metrics
                             .pickup_latency
                             .observe("", Duration::from_millis(u64::try_from(waited).unwrap_or(0)));
@@ -135,7 +134,7 @@ impl Worker {
                 false
             }
         };
-        *health = Some((std::time::Instant::now(), answered));
+        *health = Some((tokio::time::Instant::now(), answered));
         answered
     }
 
@@ -188,7 +187,16 @@ impl Worker {
             tracing::warn!("lease lost; another worker owns the job now");
             return;
         }
-        match jobs::finish(&self.pool, job.id, &self.owner, state, error.as_deref(), now_ms()).await {
+        match jobs::finish(
+            &self.pool,
+            job.id,
+            &self.owner,
+            state,
+            error.as_deref(),
+            self.pipeline.clock.now_ms(),
+        )
+        .await
+        {
             Ok(true) => {
                 self.log_events.stored(job.id);
                 self.metrics.jobs_finished.inc(job.kind.as_str(), state.as_str());
@@ -215,7 +223,15 @@ impl Worker {
         let period = self.config.queue.lease / 3;
         loop {
             tokio::time::sleep(period).await;
-            match jobs::heartbeat(&self.pool, id, &self.owner, self.config.queue.lease, now_ms()).await {
+            match jobs::heartbeat(
+                &self.pool,
+                id,
+                &self.owner,
+                self.config.queue.lease,
+                self.pipeline.clock.now_ms(),
+            )
+            .await
+            {
                 Ok(Heartbeat::Renewed) => {}
                 Ok(Heartbeat::CancelRequested) => cancel.cancel(),
                 Ok(Heartbeat::Lost) => {
@@ -230,7 +246,7 @@ impl Worker {
 
     async fn sweep_abandoned(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            match jobs::fail_abandoned(&self.pool, self.config.queue.max_attempts, now_ms()).await {
+            match jobs::fail_abandoned(&self.pool, self.config.queue.max_attempts, self.pipeline.clock.now_ms()).await {
                 Ok(ids) if !ids.is_empty() => {
                     tracing::warn!(jobs = ?ids, "failed jobs whose workers kept stopping")
                 }

@@ -223,6 +223,70 @@ pub fn pack(checkout: &Path, dir: &Path, dockerfile: &str) -> Result<Vec<u8>, St
         .map_err(|e| format!("cannot finish the context archive: {e}"))
 }
 
+/// Packs the whole checkout (its `.git` too, for steps that ask git) under `prefix/`, for
+/// a step's container: everything writable by whoever the image runs as (the copy is the
+/// step's own), symbolic links kept as links, never followed. At most `max_bytes` of files.
+pub fn pack_tree(root: &Path, prefix: &str, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut total = 0_u64;
+    builder
+        .append_data(
+            &mut stable_header(tar::EntryType::Directory, 0o777, 0),
+            prefix,
+            std::io::empty(),
+        )
+        .map_err(|e| format!("cannot add {prefix}: {e}"))?;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries: Vec<_> = std::fs::read_dir(&current)
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+        for entry in entries {
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(root)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .replace('\\', "/");
+            let name = format!("{prefix}/{relative}");
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
+            if kind.is_dir() {
+                builder
+                    .append_data(
+                        &mut stable_header(tar::EntryType::Directory, 0o777, 0),
+                        &name,
+                        std::io::empty(),
+                    )
+                    .map_err(add_error)?;
+                pending.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(add_error)?;
+                let mut header = stable_header(tar::EntryType::Symlink, 0o777, 0);
+                builder.append_link(&mut header, &name, &target).map_err(add_error)?;
+            } else if kind.is_file() {
+                let file = std::fs::File::open(&path).map_err(add_error)?;
+                let metadata = file.metadata().map_err(add_error)?;
+                total = total.saturating_add(metadata.len());
+                if total > max_bytes {
+                    return Err(format!("the checkout is larger than {} MiB", max_bytes / (1024 * 1024)));
+                }
+                let mode = if metadata.permissions().mode() & 0o111 != 0 {
+                    0o777
+                } else {
+                    0o666
+                };
+                let mut header = stable_header(tar::EntryType::Regular, mode, metadata.len());
+                builder.append_data(&mut header, &name, file).map_err(add_error)?;
+            }
+        }
+    }
+    builder
+        .into_inner()
+        .map_err(|e| format!("cannot finish the checkout's archive: {e}"))
+}
+
 /// Headers that depend only on content and the executable bit: a fresh checkout's
 /// timestamps and owners would otherwise defeat the engine's layer cache.
 fn stable_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

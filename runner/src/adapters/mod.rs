@@ -1,13 +1,12 @@
 //! The runner's side of every outside system a job talks to, each behind a small trait in
 //! the runner's own words: the container engine (and BuildKit, the SSH tunnel, build
 //! context packing), git checkouts, registries, terraform (and its sandbox), the deploy
-//! targets, the forges (GitHub's API), and the clock. The [`connect::Connector`] makes them for a job; the pipeline
-//! sees the traits only.
+//! targets and the forges (GitHub's API). The [`connect::Connector`] makes them for a job;
+//! the pipeline sees the traits only.
 
 pub mod buildkit;
 pub mod checkout;
 pub mod child;
-pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod engine;

@@ -1,6 +1,8 @@
 //! Health probing of a started container over HTTP.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::SmokeSettings;
 

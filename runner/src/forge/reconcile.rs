@@ -14,7 +14,7 @@ use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::Trigger;
 use crate::metrics::Metrics;
 use crate::store::jobs::{NewJob, enqueue_now};
-use crate::store::{deliveries, now_ms, reports};
+use crate::store::{deliveries, reports};
 
 /// GitHub keeps three days of a hook's deliveries; a first pass reads at most this many
 /// pages of 100 (later passes stop at what they have seen).
@@ -26,6 +26,7 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
     pub job_queued: Arc<Notify>,
     pub forges: Arc<dyn crate::adapters::forge::Forges>,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Reconciler {
@@ -121,9 +122,9 @@ impl Reconciler {
                 Trigger::Reconcile,
                 branch.clone(),
                 sha,
-                now_ms(),
+                self.clock.now_ms(),
             );
-            let job_id = enqueue_now(&self.pool, &job, now_ms()).await?;
+            let job_id = enqueue_now(&self.pool, &job, self.clock.now_ms()).await?;
             self.job_queued.notify_one();
             self.metrics.reconcile_deploys.inc();
             tracing::info!(

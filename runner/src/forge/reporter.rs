@@ -11,12 +11,14 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::forge::{CommitState, DeploymentState, Forge, ForgeError, Forges};
+use crate::clock::Clock;
 use crate::config::{Config, Project};
-use crate::job::{JobKind, JobState, Trigger};
+use crate::job::{JobKind, JobState, StepState, Trigger};
 use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
+use crate::pipeline::plan::Step;
+use crate::store::deployments;
 use crate::store::reports::{self, Unreported};
-use crate::store::{deployments, now_ms};
 
 /// Without news, the reporter looks again this often.
 const IDLE: Duration = Duration::from_secs(1);
@@ -38,6 +40,7 @@ pub struct Reporter {
     paused_until: HashMap<String, i64>,
     /// What a description may quote (a step's error) passes through this first.
     mask: crate::secrets::SecretMask,
+    clock: Arc<dyn Clock>,
 }
 
 impl Reporter {
@@ -48,10 +51,12 @@ impl Reporter {
         events: LogEvents,
         forges: Arc<dyn Forges>,
         mask: crate::secrets::SecretMask,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             pool,
             mask,
+            clock,
             forges,
             config,
             metrics,
@@ -110,7 +115,7 @@ impl Reporter {
 
     /// Tells the forge what it has not heard yet, for the jobs due now.
     async fn pass(&mut self, projects: &[String]) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Err(error) = reports::park_unreportable(&self.pool, projects, now).await {
             tracing::warn!(%error, "reporter: cannot set aside jobs of projects without GitHub");
         }
@@ -147,7 +152,7 @@ impl Reporter {
             .await;
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Some(until) = self
             .paused_until
             .get(job.project.as_str())
@@ -232,6 +237,7 @@ impl Reporter {
         client
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
+        self.report_checks(client, job, job_url.as_deref()).await?;
         if !is_deploy {
             return Ok(());
         }
@@ -291,6 +297,61 @@ impl Reporter {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Reporter {
+    /// Each of the repository's own steps (from its `.runner.yml`) is a status context of
+    /// its own, `<project>/<step>`, so branch protection can require it by name.
+    async fn report_checks(
+        &self,
+        client: &dyn Forge,
+        job: &Unreported,
+        job_url: Option<&str>,
+    ) -> Result<(), ForgeError> {
+        let rows = match crate::store::steps::list(&self.pool, job.id).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
+                return Ok(());
+            }
+        };
+        for row in rows.iter().filter(|row| !Step::BUILT_IN.contains(&row.name.as_str())) {
+            let (state, text) = check_status(job.state, row);
+            let text = self.mask.masked(text);
+            let context = format!("{}/{}", job.project, row.name);
+            let url = job_url.map(|url| format!("{url}#step-{}", row.name));
+            client
+                .commit_status(&job.sha, state, &context, &text, url.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The commit status of one of the repository's steps, once its job is in `job_state`.
+fn check_status(job_state: JobState, row: &crate::store::steps::Step) -> (CommitState, String) {
+    let error = row.error.clone().unwrap_or_default();
+    match row.state {
+        StepState::Succeeded => (
+            CommitState::Success,
+            row.summary.clone().unwrap_or_else(|| "passed".into()),
+        ),
+        StepState::Skipped if job_state == JobState::Succeeded || !error.is_empty() => (
+            CommitState::Success,
+            if error.is_empty() {
+                "skipped".into()
+            } else {
+                format!("skipped: {error}")
+            },
+        ),
+        StepState::Failed => (CommitState::Failure, error),
+        StepState::Cancelled => (CommitState::Error, "cancelled".into()),
+        // Not reached: the job ended before it.
+        StepState::Skipped => (CommitState::Error, "not run: an earlier step failed".into()),
+        StepState::Pending | StepState::Running if job_state.is_terminal() => (CommitState::Error, "not run".into()),
+        StepState::Pending => (CommitState::Pending, "waiting".into()),
+        StepState::Running => (CommitState::Pending, "running".into()),
     }
 }
 
@@ -357,6 +418,7 @@ mod tests {
     use crate::domain::{CommitSha, GitRef, Name};
     use crate::job::{JobState, Trigger};
     use crate::store::jobs::{self, NewJob};
+    use crate::store::now_ms;
 
     /// A forge that keeps what it is told.
     #[derive(Default)]
@@ -447,6 +509,7 @@ mod tests {
             LogEvents::default(),
             Arc::new(OneForge(Arc::clone(&forge) as Arc<dyn Forge>)),
             crate::secrets::SecretSet::default().mask(),
+            Arc::new(crate::clock::SystemClock),
         );
         let projects = reporter.reporting_projects();
 

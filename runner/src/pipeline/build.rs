@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::checks;
 use super::plan::{Deploy, Step, Verify};
 use super::steps::Steps;
 use super::{JobDirs, JobFailure, STEP_MARGIN, StepError, create_dirs, deliver, infra, remove_workdir, workdir_of};
@@ -16,7 +17,6 @@ use crate::adapters::{context, probe};
 use crate::config::{BuildNetwork, BuildSettings, Environment, Project, SmokeSettings};
 use crate::job::JobKind;
 use crate::joblog::JobLog;
-use crate::store::now_ms;
 
 /// A deploy job up to its pushed image, then its delivery.
 pub(super) async fn deploy(
@@ -28,7 +28,7 @@ pub(super) async fn deploy(
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
     let dirs = workdir_of(ctx, job);
-    let built = check_out_and_build(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Deploy).await;
+    let built = build_and_check(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Deploy).await;
     // Without terraform steps, the checkout is no longer needed once the image exists.
     if plan.delivery.terraform.is_none() {
         remove_workdir(&dirs.root, log).await;
@@ -67,7 +67,7 @@ pub(super) async fn verify(
 ) -> Result<(), JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
     let dirs = workdir_of(ctx, job);
-    let built = check_out_and_build(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Verify).await;
+    let built = build_and_check(steps, project, plan.build, engine.as_ref(), &dirs, JobKind::Verify).await;
     if plan.terraform.is_none() {
         remove_workdir(&dirs.root, log).await;
     }
@@ -87,8 +87,9 @@ pub(super) async fn verify(
     verified
 }
 
-/// The checkout, then the build; returns the local tag.
-async fn check_out_and_build(
+/// The checkout, the repository's `.runner.yml` read, the build (with the stages its
+/// checks use), then its checks; returns the local tag.
+async fn build_and_check(
     steps: &Steps<'_>,
     project: &Project,
     build: &BuildSettings,
@@ -104,7 +105,28 @@ async fn check_out_and_build(
             Ok(checkout.fetch(job, &dirs.checkout, log).await?)
         })
         .await?;
-    build_image(steps, project, build, engine, dirs, kind).await
+    let file = checks::read(steps, build, dirs).await?;
+    let stages = checks::stages(file.as_ref());
+    let tag = build_image(steps, project, build, engine, dirs, kind, &stages).await?;
+    let checked = match &file {
+        Some(file) => checks::run(steps, project, build, engine, dirs, file, &tag, kind).await,
+        None => Ok(()),
+    };
+    // The stages' images served the checks only.
+    for stage in &stages {
+        let image = checks::stage_tag(&tag, stage);
+        if let Err(error) = engine.remove_image(&image).await {
+            log.system(format!("could not remove the image {image}: {error}"));
+        }
+    }
+    if checked.is_err() && kind == JobKind::Verify {
+        // A verify job's image goes with the job; its caller removes it only once built
+        // and checked.
+        if let Err(error) = engine.remove_image(&tag).await {
+            log.system(format!("could not remove the image {tag}: {error}"));
+        }
+    }
+    checked.map(|()| tag)
 }
 
 /// Runs the image and asks its health endpoint, on `network`; the container goes after.
@@ -191,6 +213,7 @@ async fn build_image(
     engine: &dyn ContainerEngine,
     dirs: &JobDirs,
     kind: JobKind,
+    stages: &[String],
 ) -> Result<String, JobFailure> {
     let (job, log) = (steps.job, steps.log);
     let untrusted = kind == JobKind::Verify;
@@ -249,7 +272,7 @@ async fn build_image(
             ),
             (
                 "org.opencontainers.image.created".to_owned(),
-                crate::telemetry::format_ms(now_ms()),
+                crate::telemetry::format_ms(steps.ctx.clock.now_ms()),
             ),
         ]),
         builder: build.builder,
@@ -303,7 +326,16 @@ async fn build_image(
                 ));
             }
             log.system(format!("build context: {} KiB", tar.len() / 1024));
-            Ok(engine.build(Bytes::from(tar), &request, log).await?)
+            let tar = Bytes::from(tar);
+            let image_id = engine.build(tar.clone(), &request, log).await?;
+            for stage in stages {
+                let mut stage_request = request.clone();
+                stage_request.tag = checks::stage_tag(&tag, stage);
+                stage_request.target = Some(stage.clone());
+                log.system(format!("building stage {stage} for the repository's steps"));
+                engine.build(tar.clone(), &stage_request, log).await?;
+            }
+            Ok(image_id)
         })
         .await?;
     log.system(format!("built {tag} ({image_id})"));
@@ -334,14 +366,14 @@ fn cache_credentials(project: &Project, build: &BuildSettings) -> HashMap<String
 /// A container a step started, removed by the step's owner after the step ends, so it
 /// goes also when the step future is dropped on timeout or cancel.
 #[derive(Clone, Default)]
-struct Leftover(Arc<Mutex<Option<String>>>);
+pub(super) struct Leftover(Arc<Mutex<Option<String>>>);
 
 impl Leftover {
-    fn set(&self, id: Option<String>) {
+    pub(super) fn set(&self, id: Option<String>) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id;
     }
 
-    async fn remove(&self, engine: &dyn ContainerEngine, log: &JobLog) {
+    pub(super) async fn remove(&self, engine: &dyn ContainerEngine, log: &JobLog) {
         let id = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(id) = id
             && let Err(error) = engine.remove(&id).await

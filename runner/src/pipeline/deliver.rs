@@ -14,7 +14,6 @@ use crate::adapters::target::Release;
 use crate::config::{Environment, Project};
 use crate::job::DeploymentStatus;
 use crate::store::deployments::{self, NewDeployment};
-use crate::store::now_ms;
 
 /// An image in the registry, ready to go live.
 pub(super) struct Pushed {
@@ -78,7 +77,7 @@ pub(super) async fn deliver(
             trigger: job.trigger,
             url: &url,
         },
-        now_ms(),
+        ctx.clock.now_ms(),
     )
     .await
     .map_err(|e| JobFailure::Step {
@@ -131,7 +130,14 @@ pub(super) async fn deliver(
     // deployment's row stays `in_progress` rather than claiming an end it did not record.
     steps
         .run(Step::Record, Duration::from_secs(30), async {
-            Ok(deployments::finish(&ctx.pool, deployment.id, DeploymentStatus::Live, None, now_ms()).await?)
+            Ok(deployments::finish(
+                &ctx.pool,
+                deployment.id,
+                DeploymentStatus::Live,
+                None,
+                ctx.clock.now_ms(),
+            )
+            .await?)
         })
         .await?;
     log.system(format!("deployment {} is live at {url}", deployment.id));
@@ -146,7 +152,15 @@ pub(super) async fn deliver(
 /// `in_progress` and the job's end (recorded by the worker) still says what happened.
 async fn record_failure(steps: &Steps<'_>, deployment_id: i64, status: DeploymentStatus, failure: &JobFailure) {
     let message = steps.log.mask().masked(failure.to_string());
-    if let Err(error) = deployments::finish(&steps.ctx.pool, deployment_id, status, Some(&message), now_ms()).await {
+    if let Err(error) = deployments::finish(
+        &steps.ctx.pool,
+        deployment_id,
+        status,
+        Some(&message),
+        steps.ctx.clock.now_ms(),
+    )
+    .await
+    {
         steps.log.system(format!(
             "could not record deployment {deployment_id} as {status}: {error}"
         ));

@@ -18,8 +18,8 @@ use crate::adapters::sandbox::Sandbox;
 use crate::adapters::terraform::{Module, PlanSummary, TerraformError};
 use crate::config::{Project, TerraformSettings};
 use crate::job::StepState;
+use crate::store::artifacts;
 use crate::store::jobs::approval::{self, Waiting};
-use crate::store::{artifacts, now_ms};
 
 /// A stale plan (the state changed between plan and apply) is planned again, and
 /// approved again, at most this many times.
@@ -292,7 +292,7 @@ async fn keep_plan(steps: &Steps<'_>, summary: &PlanSummary, text: &str) {
     let (ctx, job) = (steps.ctx, steps.job);
     let mut summary_json = serde_json::to_value(summary).unwrap_or_default();
     summary_json["headline"] = Value::String(summary.headline());
-    if let Err(error) = approval::record_plan(&ctx.pool, job.id, &summary_json.to_string(), now_ms()).await {
+    if let Err(error) = approval::record_plan(&ctx.pool, job.id, &summary_json.to_string(), ctx.clock.now_ms()).await {
         steps.log.system(format!("could not record the plan summary: {error}"));
     }
     let masked: String = text
@@ -300,7 +300,16 @@ async fn keep_plan(steps: &Steps<'_>, summary: &PlanSummary, text: &str) {
         .map(|line| steps.log.mask().apply(line))
         .collect::<Vec<_>>()
         .join("\n");
-    if let Err(error) = artifacts::put(&ctx.pool, job.id.get(), "plan.txt", "text/plain", &masked, now_ms()).await {
+    if let Err(error) = artifacts::put(
+        &ctx.pool,
+        job.id.get(),
+        "plan.txt",
+        "text/plain",
+        &masked,
+        ctx.clock.now_ms(),
+    )
+    .await
+    {
         steps.log.system(format!("could not keep the plan text: {error}"));
     }
 }
@@ -308,7 +317,7 @@ async fn keep_plan(steps: &Steps<'_>, summary: &PlanSummary, text: &str) {
 /// Holds the job in `awaiting_approval` until a person approves or rejects the plan.
 async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(), StepError> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
-    if !approval::request(&ctx.pool, job.id, &ctx.owner, now_ms()).await? {
+    if !approval::request(&ctx.pool, job.id, &ctx.owner, ctx.clock.now_ms()).await? {
         return Err("the job is no longer held by this worker".into());
     }
     ctx.log_events.stored(job.id);
@@ -321,13 +330,13 @@ async fn wait_for_approval(steps: &Steps<'_>, summary: &PlanSummary) -> Result<(
         match approval::poll(&ctx.pool, job.id, &ctx.owner).await? {
             Waiting::Pending => tokio::time::sleep(Duration::from_millis(300)).await,
             Waiting::Approved => {
-                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms()).await?;
+                approval::resume(&ctx.pool, job.id, &ctx.owner, ctx.clock.now_ms()).await?;
                 ctx.log_events.stored(job.id);
                 log.system("plan approved");
                 return Ok(());
             }
             Waiting::Rejected => {
-                approval::resume(&ctx.pool, job.id, &ctx.owner, now_ms()).await?;
+                approval::resume(&ctx.pool, job.id, &ctx.owner, ctx.clock.now_ms()).await?;
                 return Err("the plan was rejected; nothing was applied".into());
             }
             Waiting::Gone => return Err("the job was cancelled while it waited for approval".into()),

@@ -6,6 +6,7 @@
 
 mod build;
 mod cancel;
+mod checks;
 mod deliver;
 mod infra;
 pub mod plan;
@@ -26,12 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::connect::Connector;
 use crate::adapters::engine::{self, ContainerEngine};
-use crate::adapters::{clock, terraform};
+use crate::adapters::terraform;
+use crate::clock;
 use crate::config::Project;
 use crate::job::JobKind;
 use crate::joblog::{self, JobLog};
 use crate::store::jobs::Job;
-use crate::store::{now_ms, steps as step_store};
+use crate::store::steps as step_store;
 use plan::{JobPlan, Step};
 use steps::Steps;
 
@@ -187,7 +189,8 @@ pub async fn run(
             ));
         }
     };
-    let names: Vec<&str> = plan.steps().iter().map(|step| step.name()).collect();
+    let planned = plan.steps();
+    let names: Vec<&str> = planned.iter().map(Step::name).collect();
     if let Err(error) = step_store::plan(&ctx.pool, job.id.get(), &names).await {
         // The job still runs; its page then shows no step list.
         tracing::warn!(%error, "cannot record the job's steps");
@@ -200,7 +203,7 @@ pub async fn run(
     };
     // A checkout kept for the terraform steps goes now, whatever happened.
     remove_workdir(&workdir_of(ctx, job).root, log).await;
-    if let Err(error) = step_store::skip_pending(&ctx.pool, job.id.get(), now_ms()).await {
+    if let Err(error) = step_store::skip_pending(&ctx.pool, job.id.get(), ctx.clock.now_ms()).await {
         // Steps left `pending` on a finished job read as "not reached", which they were.
         tracing::warn!(%error, "cannot mark the job's remaining steps skipped");
     }

@@ -7,10 +7,14 @@ use crate::config::{BuildSettings, Environment, Project, RegistrySettings, Smoke
 use crate::job::{JobKind, Trigger};
 
 /// A step of a job; its name is its row's and its status context's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Checkout,
     Build,
+    /// Reading the repository's `.runner.yml` (a row only when the file is bad).
+    Pipeline,
+    /// One of the repository's own steps from its `.runner.yml`, by its name there.
+    Check(std::sync::Arc<str>),
     Smoke,
     Push,
     Plan,
@@ -21,10 +25,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const fn name(self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
+            Self::Check(name) => name,
             Self::Checkout => "checkout",
             Self::Build => "build",
+            Self::Pipeline => "pipeline",
             Self::Smoke => "smoke",
             Self::Push => "push",
             Self::Plan => "plan",
@@ -32,6 +38,22 @@ impl Step {
             Self::Apply => "apply",
             Self::Rollout => "rollout",
             Self::Record => "record",
+        }
+    }
+}
+
+impl Step {
+    /// The names the runner's own steps take; a repository's steps must use others.
+    pub const BUILT_IN: [&'static str; 10] = [
+        "checkout", "build", "pipeline", "smoke", "push", "plan", "approval", "apply", "rollout", "record",
+    ];
+
+    /// How the step's duration is labelled in the metrics: a repository's steps share one
+    /// label, so a repository cannot add label values.
+    pub fn metric_label(&self) -> &str {
+        match self {
+            Self::Check(_) => "check",
+            other => other.name(),
         }
     }
 }
@@ -235,8 +257,8 @@ mod tests {
     const REGISTRY: &str = "[projects.registry]\nkind = \"v2\"\nurl = \"registry.test\"\n";
     const ROLLOUT: &str = "[projects.rollout]\ntarget = \"local\"\nhost_port = 8080\nslot_ports = [18081, 18082]\n";
 
-    fn names(plan: &JobPlan<'_>) -> Vec<&'static str> {
-        plan.steps().iter().map(|step| step.name()).collect()
+    fn names(plan: &JobPlan<'_>) -> Vec<String> {
+        plan.steps().iter().map(|step| step.name().to_owned()).collect()
     }
 
     #[test]

@@ -27,16 +27,16 @@ impl Steps<'_> {
         work: impl Future<Output = Result<T, StepError>>,
     ) -> Result<T, JobFailure> {
         let name = step.name();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         self.set_state(name, StepState::Running, None).await;
         self.log.system(format!("step {name}: started"));
         let outcome = tokio::select! {
             () = self.cancel.cancelled() => Err(JobFailure::Cancelled),
-            () = self.ctx.clock.sleep(timeout) => Err(JobFailure::Step { step, error: StepError::TimedOut(timeout) }),
-            result = work => result.map_err(|error| JobFailure::Step { step, error: self.masked(error) }),
+            () = self.ctx.clock.sleep(timeout) => Err(JobFailure::Step { step: step.clone(), error: StepError::TimedOut(timeout) }),
+            result = work => result.map_err(|error| JobFailure::Step { step: step.clone(), error: self.masked(error) }),
         };
         let elapsed = started.elapsed();
-        self.ctx.metrics.step_duration.observe(name, elapsed);
+        self.ctx.metrics.step_duration.observe(step.metric_label(), elapsed);
         let (state, error) = match &outcome {
             Ok(_) => (StepState::Succeeded, None),
             Err(JobFailure::Cancelled) => (StepState::Cancelled, Some("cancelled".to_owned())),

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use super::plan::Step;
 use super::{Connector, JobFailure, PipelineContext, StepError};
 use crate::adapters::checkout::Checkout;
-use crate::adapters::clock::Clock;
 use crate::adapters::engine::{
     BuildRequest, ContainerEngine, ContainerSpec, Endpoint, EngineError, ManagedContainer, Network, RegistryAuth, Role,
     Started,
@@ -32,6 +31,7 @@ use crate::adapters::target::ecs::EcsTarget;
 use crate::adapters::target::ecs_api::{Deployer, EcsError};
 use crate::adapters::target::local::LocalTarget;
 use crate::adapters::terraform::{Module, PlanSummary, Terraform, TerraformError};
+use crate::clock::Clock;
 use crate::config::{Config, Environment, Project, RegistrySettings, Target};
 use crate::domain::{CommitSha, GitRef, Name};
 use crate::job::{DeploymentStatus, JobKind, JobState, StepState, Trigger};
@@ -83,6 +83,8 @@ pub(crate) struct FakeEngine {
     script: Mutex<Script>,
     /// Set: the engine does not answer (`ping` fails).
     pub(crate) away: std::sync::atomic::AtomicBool,
+    /// Started tasks' scripts, by container id.
+    tasks: Mutex<HashMap<String, String>>,
 }
 
 impl FakeEngine {
@@ -362,6 +364,43 @@ impl ContainerEngine for FakeEngine {
         }
         // The fake's containers share the host's network: inside is 127.0.0.1 here too.
         Ok(probe::ask_over_http(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}{path}")).await)
+    }
+
+    /// A task "runs" its script's lines: `exit N` ends it with N, anything else is echoed.
+    async fn start_task(&self, task: &crate::adapters::engine::TaskSpec) -> Result<String, EngineError> {
+        self.enter("task", &task.name).await?;
+        let id = format!("task-{}", task.name);
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), task.script.clone().unwrap_or_default());
+        Ok(id)
+    }
+
+    async fn start_pod(&self, pod: &crate::adapters::engine::PodSpec) -> Result<String, EngineError> {
+        self.enter("pod", &pod.name).await?;
+        Ok(format!("pod-{}", pod.name))
+    }
+
+    async fn follow_task(&self, container: &str, log: &JobLog) -> Result<i64, EngineError> {
+        let script = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(container)
+            .cloned()
+            .ok_or_else(|| EngineError::Engine(format!("no task {container}")))?;
+        for line in script.lines() {
+            if let Some(code) = line.trim().strip_prefix("exit ") {
+                return Ok(code.trim().parse().unwrap_or(1));
+            }
+            log.stdout(line);
+        }
+        Ok(0)
+    }
+
+    async fn read_file(&self, _container: &str, _path: &str, _max_bytes: u64) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(None)
     }
 }
 

@@ -224,11 +224,11 @@ pub async fn checkpoint(store: &Store) -> Result<(), StoreError> {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch on the system clock: for what runs outside the
+/// application (the CLI, tests); the application asks its [`crate::clock::Clock`].
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_ms()
 }
 
 pub fn duration_ms(duration: Duration) -> i64 {

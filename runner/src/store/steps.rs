@@ -15,6 +15,8 @@ pub struct Step {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    /// What the step's test report said ("212 passed, 2 failed").
+    pub summary: Option<String>,
 }
 
 /// Lays out the job's plan; a retried job starts its plan afresh.
@@ -28,6 +30,56 @@ pub async fn plan(pool: &Store, job_id: i64, names: &[&str]) -> Result<(), Store
         sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES ($1, $2, $3, 'pending')")
             .bind(job_id)
             .bind(position)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds `names` as pending steps right after the step `after` (the repository's own steps,
+/// known once its checkout is read); the steps after them move down. A name the job
+/// already has is not added again (a retried job reads the same file).
+pub async fn insert_after(pool: &Store, job_id: i64, after: &str, names: &[&str]) -> Result<(), StoreError> {
+    let mut tx = pool.begin_write().await?;
+    let existing: Vec<(i64, String)> = sqlx::query_as("SELECT position, name FROM job_steps WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let new: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !existing.iter().any(|(_, have)| have == name))
+        .collect();
+    let Some(anchor) = existing
+        .iter()
+        .find(|(_, name)| name == after)
+        .map(|(position, _)| *position)
+    else {
+        tx.commit().await?;
+        return Ok(());
+    };
+    if new.is_empty() {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let shift = i64::try_from(new.len()).unwrap_or(i64::MAX);
+    // Through negative positions: the key (job_id, position) is checked row by row.
+    sqlx::query("UPDATE job_steps SET position = -(position + $1) WHERE job_id = $2 AND position > $3")
+        .bind(shift)
+        .bind(job_id)
+        .bind(anchor)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE job_steps SET position = -position WHERE job_id = $1 AND position < 0")
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    for (offset, name) in (1_i64..).zip(new) {
+        sqlx::query("INSERT INTO job_steps (job_id, position, name, state) VALUES ($1, $2, $3, 'pending')")
+            .bind(job_id)
+            .bind(anchor + offset)
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -60,6 +112,17 @@ pub async fn set_state(
     Ok(())
 }
 
+/// Keeps what the step's test report said.
+pub async fn set_summary(pool: &Store, job_id: i64, name: &str, summary: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE job_steps SET summary = $1 WHERE job_id = $2 AND name = $3")
+        .bind(summary)
+        .bind(job_id)
+        .bind(name)
+        .execute(pool.db())
+        .await?;
+    Ok(())
+}
+
 /// Steps that never ran once the job ended are marked skipped.
 pub async fn skip_pending(pool: &Store, job_id: i64, now: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE job_steps SET state = 'skipped', finished_at = $1 WHERE job_id = $2 AND state = 'pending'")
@@ -72,7 +135,7 @@ pub async fn skip_pending(pool: &Store, job_id: i64, now: i64) -> Result<(), Sto
 
 pub async fn list(pool: &Store, job_id: i64) -> Result<Vec<Step>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT position, name, state, started_at, finished_at, error FROM job_steps WHERE job_id = $1 ORDER BY position",
+        "SELECT position, name, state, started_at, finished_at, error, summary FROM job_steps WHERE job_id = $1 ORDER BY position",
     )
     .bind(job_id)
     .fetch_all(pool.db())

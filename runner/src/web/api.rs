@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::auth::{AdminToken, Reader};
 use super::error::ApiError;
-use super::operations::{self, Revision};
 use crate::domain::JobId;
 use crate::job::{JobKind, JobState};
+use crate::operations::Revision;
 use crate::store::jobs::approval::Answer;
 use crate::store::jobs::{CancelOutcome, JobFilter};
 use crate::store::{self, deliveries, jobs, logs};
@@ -121,7 +121,7 @@ pub async fn rollback_deployment(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_positive_id(&id, "deployment")?;
-    let job_id = operations::rollback(&state, id).await?;
+    let job_id = state.operations.rollback(id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job_id, "rollback_of": id })),
@@ -167,7 +167,10 @@ pub async fn deploy_project(
         (Some(git_ref), None) => Revision::Ref(git_ref),
         (None, None) => return Err(ApiError::BadRequest("give \"ref\" (a branch) or \"sha\"".into())),
     };
-    let (job_id, sha) = operations::redeploy(&state, &name, target, request.environment.as_deref()).await?;
+    let (job_id, sha) = state
+        .operations
+        .redeploy(&name, target, request.environment.as_deref())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "sha": sha }))))
 }
 
@@ -190,7 +193,7 @@ pub async fn promote_project(
             "body must be {{\"from\": \"staging\", \"to\": \"production\"}}: {e}"
         ))
     })?;
-    let (job_id, deployment) = operations::promote(&state, &name, &request.from, &request.to).await?;
+    let (job_id, deployment) = state.operations.promote(&name, &request.from, &request.to).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job_id, "promotes": deployment })),
@@ -203,7 +206,7 @@ pub async fn replay_delivery(
     _: AdminToken,
     Path(delivery_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job_id = operations::replay(&state, &delivery_id).await?;
+    let job_id = state.operations.replay(&delivery_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job_id, "replay_of": delivery_id })),
@@ -288,7 +291,7 @@ pub async fn cancel_job(
     _: AdminToken,
     Path(id): Path<JobId>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match operations::cancel(&state, id).await? {
+    Ok(Json(match state.operations.cancel(id).await? {
         CancelOutcome::Requested => json!({ "job_id": id, "state": "running", "cancel_requested": true }),
         _ => json!({ "job_id": id, "state": "cancelled" }),
     }))
@@ -318,14 +321,15 @@ pub async fn approve_job(
         })?
     };
     let plan_digest = request.plan_digest.or(query.plan_digest);
-    operations::decide(
-        &state,
-        id,
-        Answer::Approve {
-            plan_digest: plan_digest.as_deref(),
-        },
-    )
-    .await?;
+    state
+        .operations
+        .decide(
+            id,
+            Answer::Approve {
+                plan_digest: plan_digest.as_deref(),
+            },
+        )
+        .await?;
     Ok(Json(json!({ "job_id": id, "approval": "approved" })))
 }
 
@@ -334,7 +338,7 @@ pub async fn reject_job(
     _: AdminToken,
     Path(id): Path<JobId>,
 ) -> Result<Json<Value>, ApiError> {
-    operations::decide(&state, id, Answer::Reject).await?;
+    state.operations.decide(id, Answer::Reject).await?;
     Ok(Json(json!({ "job_id": id, "approval": "rejected" })))
 }
 

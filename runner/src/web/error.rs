@@ -43,6 +43,19 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::operations::OperationError> for ApiError {
+    fn from(error: crate::operations::OperationError) -> Self {
+        use crate::operations::OperationError;
+        match error {
+            OperationError::Invalid(message) => Self::BadRequest(message),
+            OperationError::NotFound(message) => Self::NotFound(message),
+            OperationError::Conflict(message) => Self::Conflict(message),
+            OperationError::Store(error) => error.into(),
+            OperationError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         // Parameters that do not fit their route's extractor are the runner's fault.

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod live;
-pub mod operations;
 mod state;
 mod webhook;
 

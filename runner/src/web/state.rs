@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use crate::store::Store;
-use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
-use crate::pipeline::Cancellations;
+use crate::operations::Operations;
 use crate::webhook::ingest::IngestWriter;
 use crate::webhook::signature::SignatureKey;
 
@@ -21,12 +20,11 @@ pub struct AppState {
     /// One per project, in the order of `config.projects`.
     pub signature_keys: Arc<Vec<SignatureKey>>,
     pub metrics: Arc<Metrics>,
-    pub cancellations: Arc<Cancellations>,
-    /// Woken once per job queued outside the webhook (API actions).
-    pub job_queued: Arc<Notify>,
     /// Which job just stored log lines or changed state: wakes live log streams.
     pub log_events: LogEvents,
     pub login_limiter: Arc<super::dashboard::auth::LoginLimiter>,
-    /// Asks a project's forge what a branch points at (a redeploy of a branch).
-    pub forges: Arc<dyn crate::adapters::forge::Forges>,
+    /// The application's one clock: what it records and what it compares with.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// What an operator asks for (redeploy, rollback, promote, replay, cancel, approve).
+    pub operations: Operations,
 }

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use crate::store::deliveries::{BodyDigest, NewDelivery, Recorded, StoredBody};
-use crate::store::now_ms;
 use crate::webhook::event;
 use crate::webhook::github;
 use crate::webhook::ingest::IngestError;
@@ -52,7 +51,7 @@ pub async fn receive(
     let (content_type, json_text) = github::json_body(&headers, &body).map_err(ApiError::BadRequest)?;
     let parsed = github::parse(event, &json_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let project = match &parsed.repository {
         Some(repository) => {
             let Some(index) = state

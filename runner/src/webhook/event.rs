@@ -166,6 +166,9 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
         }
         _ => {}
     }
+    if let Some(reason) = push.message.as_deref().and_then(crate::runfile::skip_ci) {
+        return Ok((ignore(format!("{reason}: {} is not deployed", sha.short())), facts));
+    }
     // One deploy per environment the ref feeds, each ordered among its environment's.
     let jobs = project
         .environments_for(&git_ref)

@@ -82,7 +82,7 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut reconnect_pause = Duration::from_millis(50);
         while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let results = match self.recorder().await {
                 Ok(recorder) => commit_batch(recorder, &batch).await,
                 Err(error) => {

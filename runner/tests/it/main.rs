@@ -6,6 +6,7 @@ mod common;
 
 mod api;
 mod browser;
+mod checks;
 mod cli;
 mod dashboard;
 mod demo;

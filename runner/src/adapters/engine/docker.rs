@@ -24,7 +24,7 @@ use crate::joblog::{JobLog, LineBuffer};
 
 use super::{
     BuildRequest, CLOSED_NETWORK, ContainerEngine, ContainerSpec, Endpoint, EngineError, JOB_LABEL, MANAGED_LABEL,
-    ManagedContainer, Network, ROLE_LABEL, RegistryAuth, Role, Started, StoredImage,
+    ManagedContainer, Network, PodSpec, ROLE_LABEL, RegistryAuth, Role, Started, StoredImage, TaskNetwork, TaskSpec,
 };
 
 #[derive(Clone)]
@@ -143,10 +143,10 @@ impl DockerEngine {
             .collect())
     }
 
-    /// Removes smoke and candidate containers a killed runner left behind.
+    /// Removes smoke, candidate and task containers a killed runner left behind.
     pub async fn reap_leftovers(&self) -> Result<usize, EngineError> {
         let mut removed = 0;
-        for role in [Role::Smoke, Role::Candidate] {
+        for role in [Role::Smoke, Role::Candidate, Role::Task] {
             for (id, names, _) in self.managed(Some(role)).await? {
                 tracing::info!(container = %id, names = ?names, "removing a container left by an earlier run");
                 self.remove(&id).await?;
@@ -163,6 +163,30 @@ impl DockerEngine {
         if let Err(error) = self.remove(id).await {
             tracing::warn!(container = id, %error, "cannot remove a container that failed to start");
         }
+    }
+
+    /// The labels of a container this runner instance makes for `job_id`.
+    fn labels(&self, role: Role, job_id: i64) -> HashMap<String, String> {
+        HashMap::from([
+            (MANAGED_LABEL.to_owned(), self.instance.clone()),
+            (ROLE_LABEL.to_owned(), role.as_str().to_owned()),
+            (JOB_LABEL.to_owned(), job_id.to_string()),
+        ])
+    }
+
+    /// The engine's network mode for `network`, made first if it is one of the runner's.
+    async fn network_mode(&self, network: &Network) -> Result<Option<String>, EngineError> {
+        Ok(match network {
+            Network::Default => None,
+            Network::Closed => {
+                self.ensure_closed_network().await?;
+                Some(CLOSED_NETWORK.to_owned())
+            }
+            Network::Own(name) => {
+                self.ensure_network(name, false).await?;
+                Some(name.clone())
+            }
+        })
     }
 
     /// Where a running container publishes `container_port`.
@@ -551,17 +575,7 @@ impl ContainerEngine for DockerEngine {
                 String::new(),
             ),
         };
-        let network_mode = match &spec.network {
-            Network::Default => None,
-            Network::Closed => {
-                self.ensure_closed_network().await?;
-                Some(CLOSED_NETWORK.to_owned())
-            }
-            Network::Own(name) => {
-                self.ensure_network(name, false).await?;
-                Some(name.clone())
-            }
-        };
+        let network_mode = self.network_mode(&spec.network).await?;
         // An internal network publishes nothing.
         let port_bindings = (spec.network != Network::Closed).then(|| {
             HashMap::from([(
@@ -817,15 +831,10 @@ impl ContainerEngine for DockerEngine {
                 "the health probe from inside the closed network needs {image} ([engine] probe_image, an image with busybox's wget and timeout) on the engine, and it is not there ({error})"
             ))
         })?;
-        let labels = HashMap::from([
-            (MANAGED_LABEL.to_owned(), self.instance.clone()),
-            // Reaped with the smoke container it probes, and at the next start if left.
-            (ROLE_LABEL.to_owned(), Role::Smoke.as_str().to_owned()),
-            (JOB_LABEL.to_owned(), job_id.to_string()),
-        ]);
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
-            labels: Some(labels),
+            // Reaped with the smoke container it probes, and at the next start if left.
+            labels: Some(self.labels(Role::Smoke, job_id)),
             entrypoint: Some(vec!["sleep".to_owned()]),
             cmd: Some(vec![lifetime.as_secs().max(1).to_string()]),
             // Nobody, in the probed container's network namespace and no other of its.
@@ -915,6 +924,198 @@ impl ContainerEngine for DockerEngine {
             &String::from_utf8_lossy(&report),
             &String::from_utf8_lossy(&body),
         ))
+    }
+
+    async fn start_task(&self, task: &TaskSpec) -> Result<String, EngineError> {
+        use secrecy::ExposeSecret;
+        self.ensure_image(&task.image).await?;
+        let network_mode = match &task.network {
+            TaskNetwork::Joins(network) => self.network_mode(network).await?,
+            TaskNetwork::Pod(pod) => Some(format!("container:{pod}")),
+        };
+        let env = task
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={}", value.expose_secret()))
+            .collect();
+        let mounts = task
+            .volumes
+            .iter()
+            .map(|(volume, target)| bollard::models::Mount {
+                typ: Some(bollard::models::MountType::VOLUME),
+                source: Some(volume.clone()),
+                target: Some(target.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let (entrypoint, cmd) = match &task.script {
+            Some(script) => (
+                Some(vec!["/bin/sh".to_owned(), "-e".to_owned(), "-c".to_owned()]),
+                Some(vec![script.clone()]),
+            ),
+            None => (None, None),
+        };
+        let body = ContainerCreateBody {
+            image: Some(task.image.clone()),
+            labels: Some(self.labels(Role::Task, task.job_id)),
+            entrypoint,
+            cmd,
+            env: Some(env),
+            host_config: Some(HostConfig {
+                network_mode,
+                mounts: Some(mounts),
+                // Commands that start children (a test runner's workers) get them reaped.
+                init: Some(true),
+                memory: Some(task.limits.memory_bytes),
+                memory_swap: Some(task.limits.memory_bytes),
+                nano_cpus: Some(task.limits.nano_cpus),
+                pids_limit: Some(task.limits.pids_limit),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(task.limits.capabilities.clone()),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(task.name.clone()),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(Some(options), body).await?;
+        let started = async {
+            if !task.files.is_empty() {
+                let upload = bollard::query_parameters::UploadToContainerOptions {
+                    path: "/".to_owned(),
+                    ..Default::default()
+                };
+                self.docker
+                    .upload_to_container(&created.id, Some(upload), bollard::body_full(task.files.clone()))
+                    .await?;
+            }
+            self.docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await
+        };
+        if let Err(error) = started.await {
+            self.discard(&created.id).await;
+            return Err(error.into());
+        }
+        Ok(created.id)
+    }
+
+    async fn start_pod(&self, pod: &PodSpec) -> Result<String, EngineError> {
+        self.ensure_image(&pod.image).await.map_err(|error| {
+            EngineError::Engine(format!(
+                "a step's services share a pod made of {} ([engine] probe_image, an image with sleep), and it is not on the engine ({error})",
+                pod.image
+            ))
+        })?;
+        let network_mode = self.network_mode(&pod.network).await?;
+        let body = ContainerCreateBody {
+            image: Some(pod.image.clone()),
+            labels: Some(self.labels(Role::Task, pod.job_id)),
+            entrypoint: Some(vec!["sleep".to_owned()]),
+            cmd: Some(vec![pod.lifetime.as_secs().max(1).to_string()]),
+            user: Some("65534:65534".to_owned()),
+            host_config: Some(HostConfig {
+                network_mode,
+                extra_hosts: Some(pod.hosts.iter().map(|host| format!("{host}:127.0.0.1")).collect()),
+                init: Some(true),
+                memory: Some(16 * 1024 * 1024),
+                memory_swap: Some(16 * 1024 * 1024),
+                pids_limit: Some(8),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(pod.name.clone()),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(Some(options), body).await?;
+        if let Err(error) = self
+            .docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+        {
+            self.discard(&created.id).await;
+            return Err(error.into());
+        }
+        Ok(created.id)
+    }
+
+    async fn follow_task(&self, container: &str, log: &JobLog) -> Result<i64, EngineError> {
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(container, Some(options));
+        let (mut out, mut err) = (LineBuffer::default(), LineBuffer::default());
+        while let Some(item) = stream.next().await {
+            match item? {
+                bollard::container::LogOutput::StdErr { message } => {
+                    for line in err.push(&String::from_utf8_lossy(&message)) {
+                        log.stderr(&line);
+                    }
+                }
+                output => {
+                    for line in out.push(&output.to_string()) {
+                        log.stdout(&line);
+                    }
+                }
+            }
+        }
+        if let Some(line) = out.finish() {
+            log.stdout(&line);
+        }
+        if let Some(line) = err.finish() {
+            log.stderr(&line);
+        }
+        let mut waited = self
+            .docker
+            .wait_container(container, None::<bollard::query_parameters::WaitContainerOptions>);
+        match waited.next().await {
+            Some(Ok(exit)) => Ok(exit.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(error)) => Err(error.into()),
+            None => Err(EngineError::Engine("the engine said nothing of the step's end".into())),
+        }
+    }
+
+    async fn read_file(&self, container: &str, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, EngineError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptions { path: path.to_owned() };
+        let mut stream = self.docker.download_from_container(container, Some(options));
+        // The archive holds one file; its header and padding are a little over its size.
+        let limit = max_bytes.saturating_add(64 * 1024);
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if archive.len() as u64 + bytes.len() as u64 > limit {
+                        return Ok(None);
+                    }
+                    archive.extend_from_slice(&bytes);
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let entries = entries.entries().map_err(|e| EngineError::Engine(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| EngineError::Engine(e.to_string()))?;
+            if entry.header().entry_type().is_file() && entry.size() <= max_bytes {
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut content).map_err(|e| EngineError::Engine(e.to_string()))?;
+                return Ok(Some(content));
+            }
+        }
+        Ok(None)
     }
 }
 

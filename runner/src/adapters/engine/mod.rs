@@ -46,11 +46,13 @@ pub enum Role {
     Smoke,
     Candidate,
     Live,
+    /// A pipeline step's container (a repository's own check).
+    Task,
 }
 
 impl Role {
     fn parse(text: &str) -> Option<Self> {
-        [Self::Smoke, Self::Candidate, Self::Live]
+        [Self::Smoke, Self::Candidate, Self::Live, Self::Task]
             .into_iter()
             .find(|r| r.as_str() == text)
     }
@@ -60,6 +62,7 @@ impl Role {
             Self::Smoke => "smoke",
             Self::Candidate => "candidate",
             Self::Live => "live",
+            Self::Task => "task",
         }
     }
 }
@@ -187,7 +190,63 @@ pub trait ContainerEngine: Send + Sync {
     ) -> Result<String, EngineError>;
     /// One GET of `http://127.0.0.1:{port}{path}` from `prober`.
     async fn ask_inside(&self, prober: &str, port: u16, path: &str) -> Result<Answer, EngineError>;
+    /// Creates a task's container, copies `task.files` into it and starts it; returns its
+    /// id. The caller removes it, whatever happens next.
+    async fn start_task(&self, task: &TaskSpec) -> Result<String, EngineError>;
+    /// Starts a pod ([`PodSpec`]); returns its id. Removed like any container.
+    async fn start_pod(&self, pod: &PodSpec) -> Result<String, EngineError>;
+    /// Copies the task's output into `log` as it comes and waits for it to exit; answers
+    /// its exit code.
+    async fn follow_task(&self, container: &str, log: &JobLog) -> Result<i64, EngineError>;
+    /// The file at `path` in the container (stopped or not), if it exists and is at most
+    /// `max_bytes`.
+    async fn read_file(&self, container: &str, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, EngineError>;
 }
+
+/// A container that runs commands to their end (a pipeline step), or a service beside one.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub name: String,
+    pub image: String,
+    /// `Some`: run as `/bin/sh -e -c SCRIPT` in the image's working directory; `None`:
+    /// the image's own entrypoint and command (a service).
+    pub script: Option<String>,
+    pub env: Vec<(String, SecretString)>,
+    /// A tar copied into the container's root before it starts (the checkout, under
+    /// [`TASK_CHECKOUT`]); empty: nothing.
+    pub files: Bytes,
+    pub job_id: i64,
+    pub limits: crate::config::ContainerLimits,
+    pub network: TaskNetwork,
+    /// Named volumes (created by the engine on first use) and where they are mounted.
+    pub volumes: Vec<(String, String)>,
+}
+
+/// Where a task's network comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskNetwork {
+    /// A network of its own kind, as for any container.
+    Joins(Network),
+    /// The network namespace of a pod ([`ContainerEngine::start_pod`]): the step and its
+    /// services share one, and reach each other by the names the pod's hosts file gives.
+    Pod(String),
+}
+
+/// A pod: a container that only holds a network namespace for a step and its services.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub name: String,
+    /// A small image with `sleep` (the probe image).
+    pub image: String,
+    pub job_id: i64,
+    pub network: Network,
+    /// Host names that resolve to the pod itself (the services' names).
+    pub hosts: Vec<String>,
+    pub lifetime: std::time::Duration,
+}
+
+/// Where a task finds the commit's checkout.
+pub const TASK_CHECKOUT: &str = "/checkout";
 
 #[derive(Debug, Clone)]
 pub struct BuildRequest {

@@ -56,7 +56,7 @@ impl NewJob {
     }
 
     /// A deploy of the image of deployment `deployment_id`: a rollback, or a promotion
-    /// into another environment.
+    /// into another environment, ordered as asked at `now`.
     pub fn redelivery(
         project: Name,
         environment: Name,
@@ -64,10 +64,11 @@ impl NewJob {
         git_ref: GitRef,
         sha: CommitSha,
         deployment_id: i64,
+        now: i64,
     ) -> Self {
         Self {
             rollback_of: Some(deployment_id),
-            ..Self::deploy(project, environment, trigger, git_ref, sha, crate::store::now_ms())
+            ..Self::deploy(project, environment, trigger, git_ref, sha, now)
         }
     }
 

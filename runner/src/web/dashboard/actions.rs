@@ -9,14 +9,14 @@ use serde::Deserialize;
 use super::auth::Session;
 use super::{PageError, Path};
 use crate::domain::JobId;
+use crate::operations::Revision;
 use crate::store::deployments;
 use crate::store::jobs::approval::Answer;
 use crate::web::AppState;
 use crate::web::api::parse_positive_id;
-use crate::web::operations::{self, Revision};
 
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<JobId>, _: Session) -> Result<Redirect, PageError> {
-    operations::cancel(&state, id).await?;
+    state.operations.cancel(id).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
@@ -26,7 +26,7 @@ pub async fn rollback(
     _: Session,
 ) -> Result<Redirect, PageError> {
     let id = parse_positive_id(&id, "deployment")?;
-    let job = operations::rollback(&state, id).await?;
+    let job = state.operations.rollback(id).await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
@@ -40,7 +40,10 @@ pub async fn promote(
     let deployment = deployments::get(&state.pool, id)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
-    let (job, _) = operations::promote(&state, &deployment.project, &deployment.environment, &to).await?;
+    let (job, _) = state
+        .operations
+        .promote(&deployment.project, &deployment.environment, &to)
+        .await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
@@ -53,13 +56,14 @@ pub async fn redeploy(
     let deployment = deployments::get(&state.pool, id)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
-    let (job, _) = operations::redeploy(
-        &state,
-        &deployment.project,
-        Revision::Sha(deployment.sha.to_string()),
-        Some(deployment.environment.as_str()),
-    )
-    .await?;
+    let (job, _) = state
+        .operations
+        .redeploy(
+            &deployment.project,
+            Revision::Sha(deployment.sha.to_string()),
+            Some(deployment.environment.as_str()),
+        )
+        .await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
@@ -68,7 +72,7 @@ pub async fn replay(
     Path(delivery_id): Path<String>,
     _: Session,
 ) -> Result<Redirect, PageError> {
-    let job = operations::replay(&state, &delivery_id).await?;
+    let job = state.operations.replay(&delivery_id).await?;
     Ok(Redirect::to(&format!("/jobs/{job}")))
 }
 
@@ -87,11 +91,11 @@ pub async fn approve(
     let answer = Answer::Approve {
         plan_digest: query.plan_digest.as_deref(),
     };
-    operations::decide(&state, id, answer).await?;
+    state.operations.decide(id, answer).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
 pub async fn reject(State(state): State<AppState>, Path(id): Path<JobId>, _: Session) -> Result<Redirect, PageError> {
-    operations::decide(&state, id, Answer::Reject).await?;
+    state.operations.decide(id, Answer::Reject).await?;
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }

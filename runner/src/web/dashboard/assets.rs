@@ -103,8 +103,9 @@ function follow(log){
     var body=document.querySelector("#steps tbody");if(!body)return;
     body.textContent="";
     job.steps.forEach(function(step){
-      var tr=document.createElement("tr");tr.setAttribute("data-step",step.name);
-      var cells=[step.name,null,dur(step.started_at,step.finished_at),step.error||""];
+      var tr=document.createElement("tr");tr.setAttribute("data-step",step.name);tr.id="step-"+step.name;
+      var words=step.summary&&step.error&&step.error.indexOf(step.summary)<0?step.summary+"; "+step.error:(step.error||step.summary||"");
+      var cells=[step.name,null,dur(step.started_at,step.finished_at),words];
       cells.forEach(function(c,i){var td=document.createElement("td");if(i===1)td.appendChild(badge(step.state));else td.textContent=c;tr.appendChild(td)});
       body.appendChild(tr);
     });

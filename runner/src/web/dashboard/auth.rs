@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::PageError;
 use super::html::{self, Frame, Nav};
 use crate::config::ReadAccess;
-use crate::store::{self, now_ms, sessions};
+use crate::store::{self, sessions};
 use crate::web::AppState;
 use crate::web::auth::constant_time_eq;
 use crate::web::error::ApiError;
@@ -62,7 +62,7 @@ impl FromRequestParts<AppState> for Viewer {
         let Some(token) = session_cookie(&parts.headers) else {
             return Ok(Self { session: None });
         };
-        let valid = sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms())
+        let valid = sessions::is_valid(&state.pool, &token_hash(state, &token), state.clock.now_ms())
             .await
             .map_err(|e| PageError::Api(e.into()))?;
         Ok(Self {
@@ -114,7 +114,7 @@ struct CsrfForm {
 /// Whether the request comes with a valid dashboard session (the API's reads accept one).
 pub async fn has_session(state: &AppState, headers: &HeaderMap) -> Result<bool, store::StoreError> {
     match session_cookie(headers) {
-        Some(token) => sessions::is_valid(&state.pool, &token_hash(state, &token), now_ms()).await,
+        Some(token) => sessions::is_valid(&state.pool, &token_hash(state, &token), state.clock.now_ms()).await,
         None => Ok(false),
     }
 }
@@ -183,7 +183,7 @@ fn safe_next(next: Option<&str>) -> &str {
 #[derive(Default)]
 pub struct LoginLimiter {
     attempts:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>>,
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<tokio::time::Instant>>>,
 }
 
 impl LoginLimiter {
@@ -202,11 +202,14 @@ impl LoginLimiter {
     /// Counts an attempt that failed, even over the limit (it was already refused).
     pub fn failed(&self, client: std::net::IpAddr) {
         let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        attempts.entry(client).or_default().push_back(std::time::Instant::now());
+        attempts
+            .entry(client)
+            .or_default()
+            .push_back(tokio::time::Instant::now());
     }
 
     fn with_recent(&self, client: std::net::IpAddr, per_minute: u32, count: bool) -> Result<(), u64> {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let mut attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if attempts.len() > 10_000 {
             attempts.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < Self::WINDOW));
@@ -323,7 +326,7 @@ pub async fn login(
     getrandom::fill(&mut raw).map_err(|e| PageError::Api(ApiError::Internal(anyhow::anyhow!("no randomness: {e}"))))?;
     let token = hex::encode(raw);
     let lifetime = state.config.dashboard.session_lifetime;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     sessions::create(
         &state.pool,
         &token_hash(&state, &token),
@@ -394,6 +397,26 @@ mod tests {
         let wait = limiter.attempt(a, 3).expect_err("fourth attempt");
         assert!((1..=60).contains(&wait), "{wait}");
         assert!(limiter.attempt(b, 3).is_ok(), "another address has its own count");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limited_address_may_try_again_once_its_attempts_are_a_minute_old() {
+        let limiter = LoginLimiter::default();
+        let client = std::net::IpAddr::from([10, 0, 0, 1]);
+        for _ in 0..3 {
+            assert!(limiter.attempt(client, 3).is_ok());
+        }
+        tokio::time::advance(std::time::Duration::from_secs(40)).await;
+        assert_eq!(
+            limiter.attempt(client, 3),
+            Err(20),
+            "20 s until the first attempt is a minute old"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(20)).await;
+        assert!(limiter.attempt(client, 3).is_ok(), "the minute has passed");
+        assert_eq!(limiter.attempt(client, 3), Ok(()));
+        assert_eq!(limiter.attempt(client, 3), Ok(()));
+        assert_eq!(limiter.attempt(client, 3), Err(60), "three new attempts in this minute");
     }
 
     #[test]

@@ -83,6 +83,12 @@ impl From<crate::store::StoreError> for PageError {
     }
 }
 
+impl From<crate::operations::OperationError> for PageError {
+    fn from(error: crate::operations::OperationError) -> Self {
+        Self::Api(error.into())
+    }
+}
+
 impl From<ApiError> for PageError {
     fn from(error: ApiError) -> Self {
         Self::Api(error)

@@ -306,3 +306,18 @@ fn a_ping_confirms_the_hook_and_records_its_id() {
     assert_eq!(ignored(action), "ping: hook 109948940 is set up for hello");
     assert_eq!(facts.hook_id, Some(109_948_940));
 }
+
+#[test]
+fn a_push_whose_head_commit_says_skip_ci_queues_nothing_and_says_why() {
+    let mut body = push_to("refs/heads/master");
+    body["head_commit"]["message"] = "Fix the README\n\n[skip ci]".into();
+    let (action, facts) = decision("push", &body, &deployed_from_master());
+    assert_eq!(
+        ignored(action),
+        "the commit message says [skip ci]: 6113728 is not deployed"
+    );
+    assert_eq!(facts.sha.as_deref(), Some(PUSHED));
+    // Anywhere else in the message, the marker must be exact.
+    body["head_commit"]["message"] = "Explain how to skip ci".into();
+    assert_eq!(queued(decision("push", &body, &deployed_from_master()).0).len(), 1);
+}

@@ -139,11 +139,11 @@ fn render(view: &View<'_>) -> Markup {
             thead { tr { th { "Step" } th { "State" } th { "Duration" } th {} } }
             tbody {
                 @for step in &view.steps {
-                    tr data-step=(step.name) {
+                    tr data-step=(step.name) id={ "step-" (step.name) } {
                         td { (step.name) }
                         td { (badge(step.state.as_str())) }
                         td { (duration(step.started_at, step.finished_at)) }
-                        td { (step.error.as_deref().unwrap_or("")) }
+                        td { (step_words(step)) }
                     }
                 }
             }
@@ -162,6 +162,16 @@ fn render(view: &View<'_>) -> Markup {
             }
         }
         @if view.lines.is_empty() { p.empty #no-log { "No log lines yet." } }
+    }
+}
+
+/// A step's test summary and error, in one cell.
+fn step_words(step: &steps::Step) -> String {
+    match (step.summary.as_deref(), step.error.as_deref()) {
+        (Some(summary), Some(error)) if error.contains(summary) => error.to_owned(),
+        (Some(summary), Some(error)) => format!("{summary}; {error}"),
+        (Some(text), None) | (None, Some(text)) => text.to_owned(),
+        (None, None) => String::new(),
     }
 }
 

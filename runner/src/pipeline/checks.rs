@@ -1,0 +1,524 @@
+//! The repository's own checks, from the `.runner.yml` of the commit being run: read right
+//! after the checkout (a bad file fails the job at a `pipeline` step before anything is
+//! built), run after the build and before the smoke test, so nothing untested is pushed
+//! or deployed. Each check runs in a container of its own on the job's engine (a pull
+//! request's: the untrusted engine, the closed network, no secrets), with a copy of the
+//! checkout at [`TASK_CHECKOUT`]; a failing check ends the job there.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use secrecy::SecretString;
+use sha2::Digest;
+
+use super::plan::Step;
+use super::steps::Steps;
+use super::{JobDirs, JobFailure, StepError};
+use crate::adapters::context;
+use crate::adapters::engine::{ContainerEngine, Network, PodSpec, TASK_CHECKOUT, TaskNetwork, TaskSpec, copy_logs};
+use crate::config::{BuildSettings, Project};
+use crate::job::{JobKind, StepState, Trigger};
+use crate::joblog::JobLog;
+use crate::runfile::{self, ChangedPaths, EventFacts, EventKind, RunFile, ServiceSpec, StepImage, StepSpec};
+use crate::store::jobs::Job;
+use crate::store::steps as step_store;
+
+/// The file's name at the repository's root.
+pub const FILE: &str = ".runner.yml";
+/// A larger file is refused unread.
+const MAX_FILE_BYTES: u64 = 256 * 1024;
+/// The most of a checkout copied into a check's container.
+const MAX_CHECKOUT_BYTES: u64 = 1024 * 1024 * 1024;
+/// The most of a JUnit report read back.
+const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads and checks the commit's `.runner.yml`; `None` when it has none. Its checks get
+/// rows of their own after `build`; a bad file fails the job at a `pipeline` row.
+pub(super) async fn read(
+    steps: &Steps<'_>,
+    build: &BuildSettings,
+    dirs: &JobDirs,
+) -> Result<Option<RunFile>, JobFailure> {
+    let read = read_file(&dirs.checkout, build).await;
+    let file = match read {
+        Ok(None) => return Ok(None),
+        Ok(Some(file)) => file,
+        Err(message) => {
+            insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await;
+            return steps
+                .run(Step::Pipeline, Duration::from_secs(5), async {
+                    Err(StepError::Failed(message))
+                })
+                .await;
+        }
+    };
+    let names: Vec<&str> = file.steps.iter().map(|spec| spec.name.as_str()).collect();
+    insert_rows(steps, Step::Build, &names).await;
+    steps
+        .log
+        .system(format!("{FILE}: {} step(s): {}", names.len(), names.join(", ")));
+    Ok(Some(file))
+}
+
+async fn insert_rows(steps: &Steps<'_>, after: Step, names: &[&str]) {
+    if let Err(error) = step_store::insert_after(&steps.ctx.pool, steps.job.id.get(), after.name(), names).await {
+        tracing::warn!(%error, "cannot record the repository's steps");
+    }
+}
+
+/// The file, parsed against the project's Dockerfile stages and build secrets.
+async fn read_file(checkout: &Path, build: &BuildSettings) -> Result<Option<RunFile>, String> {
+    let Some(text) = read_repository_file(checkout, FILE, MAX_FILE_BYTES).await? else {
+        return Ok(None);
+    };
+    let dockerfile_path = Path::new(&build.context).join(&build.dockerfile);
+    let dockerfile = read_repository_file(checkout, &dockerfile_path.to_string_lossy(), MAX_FILE_BYTES)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let context = runfile::FileContext {
+        secrets: build.secrets.keys().cloned().collect::<BTreeSet<_>>(),
+        stages: runfile::dockerfile_stages(&dockerfile),
+    };
+    let file = runfile::parse(&text, &context).map_err(|error| error.to_string())?;
+    if let Some(spec) = file
+        .steps
+        .iter()
+        .find(|spec| Step::BUILT_IN.contains(&spec.name.as_str()))
+    {
+        return Err(format!(
+            "{FILE}: step name {:?} is the runner's own step; choose another",
+            spec.name.as_str()
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// A regular file of the repository, never through a symbolic link (a stranger's
+/// repository could point one at the runner's own files).
+async fn read_repository_file(root: &Path, relative: &str, max_bytes: u64) -> Result<Option<String>, String> {
+    let path = root.join(relative);
+    let metadata = match tokio::fs::symlink_metadata(&path).await {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{relative}: cannot read it: {error}")),
+    };
+    if !metadata.is_file() {
+        return Err(format!("{relative}: not a regular file of the repository"));
+    }
+    if metadata.len() > max_bytes {
+        return Err(format!("{relative}: larger than {} KiB", max_bytes / 1024));
+    }
+    context::inside(root, &path).map_err(|e| format!("{relative}: {e}"))?;
+    tokio::fs::read_to_string(&path)
+        .await
+        .map(Some)
+        .map_err(|error| format!("{relative}: cannot read it: {error}"))
+}
+
+/// The `target:` stages the checks name, each built beside the job's image.
+pub(super) fn stages(file: Option<&RunFile>) -> Vec<String> {
+    let mut stages: Vec<String> = file
+        .into_iter()
+        .flat_map(|file| &file.steps)
+        .flat_map(|spec| std::iter::once(&spec.image).chain(spec.services.iter().map(|s| &s.image)))
+        .filter_map(|image| match image {
+            StepImage::Stage(stage) => Some(stage.clone()),
+            _ => None,
+        })
+        .collect();
+    stages.sort();
+    stages.dedup();
+    stages
+}
+
+/// The image of a stage, as [`super::build`] tags it.
+pub(super) fn stage_tag(image: &str, stage: &str) -> String {
+    format!("{image}-{stage}")
+}
+
+/// Runs the checks in order; the first that fails ends the job.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    steps: &Steps<'_>,
+    project: &Project,
+    build: &BuildSettings,
+    engine: &dyn ContainerEngine,
+    dirs: &JobDirs,
+    file: &RunFile,
+    built: &str,
+    kind: JobKind,
+) -> Result<(), JobFailure> {
+    let (job, log) = (steps.job, steps.log);
+    let facts = EventFacts {
+        kind: match (kind, job.trigger) {
+            (JobKind::Verify, _) => EventKind::PullRequest,
+            (_, Trigger::Push) => EventKind::Push,
+            (_, trigger) => EventKind::Other(trigger.to_string()),
+        },
+        branch: job.git_ref.as_str().strip_prefix("refs/heads/").map(str::to_owned),
+        changed: ChangedPaths::All,
+    };
+    let mut files: Option<Bytes> = None;
+    for spec in &file.steps {
+        let step = Step::Check(Arc::from(spec.name.as_str()));
+        if let Err(reason) = spec.when.applies(&facts) {
+            let reason = reason.to_string();
+            log.system(format!("step {}: skipped: {reason}", spec.name.as_str()));
+            steps.set_state(step.name(), StepState::Skipped, Some(&reason)).await;
+            continue;
+        }
+        if files.is_none() {
+            let root = dirs.checkout.clone();
+            let packed = tokio::task::spawn_blocking(move || {
+                context::pack_tree(&root, TASK_CHECKOUT.trim_start_matches('/'), MAX_CHECKOUT_BYTES)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|packed| packed);
+            match packed {
+                Ok(tar) => files = Some(Bytes::from(tar)),
+                Err(message) => {
+                    return steps
+                        .run(step, Duration::from_secs(5), async {
+                            Err(StepError::Failed(format!("cannot copy the checkout: {message}")))
+                        })
+                        .await;
+                }
+            }
+        }
+        if kind == JobKind::Verify && !spec.secrets.is_empty() {
+            log.system(format!(
+                "step {}: secrets withheld from a pull request's step: {}",
+                spec.name.as_str(),
+                spec.secrets.join(", ")
+            ));
+        }
+        let check = Check {
+            project,
+            build,
+            spec,
+            built,
+            kind,
+            job: steps.job,
+            files: files.clone().unwrap_or_default(),
+            pod_image: &steps.ctx.probe_image,
+        };
+        let task = match check.task() {
+            Ok(task) => task,
+            Err(message) => {
+                return steps
+                    .run(step, Duration::from_secs(5), async { Err(StepError::Failed(message)) })
+                    .await;
+            }
+        };
+        run_one(steps, engine, step, &check, task).await?;
+    }
+    Ok(())
+}
+
+/// One check: its services in a pod with it (if it has any), its container followed to
+/// its end, its report read; then every container of it removed.
+async fn run_one(
+    steps: &Steps<'_>,
+    engine: &dyn ContainerEngine,
+    step: Step,
+    check: &Check<'_>,
+    mut task: TaskSpec,
+) -> Result<(), JobFailure> {
+    let (log, spec) = (steps.log, check.spec);
+    // Known by their names from the start: a cancel or timeout can land while the engine
+    // is still creating one, and it goes all the same. The pod goes last: the others
+    // live in its network namespace.
+    let mut names = vec![task.name.clone()];
+    names.extend(spec.services.iter().map(|service| check.service_name(service)));
+    if !spec.services.is_empty() {
+        names.push(check.pod_name());
+    }
+    let ran = steps
+        .run(step, spec.timeout, async {
+            if !spec.services.is_empty() {
+                let pod = engine.start_pod(&check.pod()).await?;
+                task.network = TaskNetwork::Pod(pod);
+                for service in &spec.services {
+                    engine.start_task(&check.service(service, &task.network)).await?;
+                    log.system(format!(
+                        "step {}: service {} started ({})",
+                        spec.name.as_str(),
+                        service.name.as_str(),
+                        check.image(&service.image)
+                    ));
+                }
+            }
+            let id = engine.start_task(&task).await?;
+            let exit_code = engine.follow_task(&id, log).await?;
+            let summary = match &spec.junit {
+                Some(report) => read_report(engine, &id, report.as_str(), log).await,
+                None => None,
+            };
+            if let Some(summary) = &summary {
+                let words = summary.describe();
+                log.system(format!("step {}: tests: {words}", spec.name.as_str()));
+                let (pool, job) = (&steps.ctx.pool, steps.job.id.get());
+                if let Err(error) = step_store::set_summary(pool, job, spec.name.as_str(), &words).await {
+                    tracing::warn!(%error, "cannot record a step's test summary");
+                }
+            }
+            match (exit_code, summary) {
+                (0, None) => Ok(()),
+                (0, Some(summary)) if summary.failed + summary.errored == 0 => Ok(()),
+                (code, Some(summary)) => Err(StepError::Failed(format!(
+                    "{} (exit code {code}){}",
+                    summary.describe(),
+                    first_failures(&summary)
+                ))),
+                (code, None) => Err(StepError::Failed(format!("the commands exited with code {code}"))),
+            }
+        })
+        .await;
+    if ran.is_err() {
+        // Why a step failed is often in what its services said.
+        for service in &spec.services {
+            copy_logs(engine, &check.service_name(service), log).await;
+        }
+    }
+    remove_all(engine, &names, log).await;
+    if ran.is_err() {
+        // A create the engine was still carrying out when the step was stopped lands
+        // after the first removal.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        remove_all(engine, &names, log).await;
+    }
+    ran
+}
+
+async fn remove_all(engine: &dyn ContainerEngine, names: &[String], log: &JobLog) {
+    for name in names {
+        if let Err(error) = engine.remove(name).await {
+            log.system(format!("could not remove container {name}: {error}"));
+        }
+    }
+}
+
+/// "; first failing: suite::name: message", for the step's one sentence.
+fn first_failures(summary: &runfile::junit::TestSummary) -> String {
+    let named: Vec<String> = summary
+        .failures
+        .iter()
+        .take(3)
+        .map(|failure| {
+            let message: String = failure
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(160)
+                .collect();
+            format!("{}: {message}", failure.name)
+        })
+        .collect();
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!("; failing: {}", named.join("; "))
+    }
+}
+
+/// The JUnit report the step names, summarized; what cannot be read is said in the log.
+async fn read_report(
+    engine: &dyn ContainerEngine,
+    container: &str,
+    report: &str,
+    log: &crate::joblog::JobLog,
+) -> Option<runfile::junit::TestSummary> {
+    let path = format!("{TASK_CHECKOUT}/{report}");
+    match engine.read_file(container, &path, MAX_REPORT_BYTES).await {
+        Ok(Some(xml)) => match runfile::junit::summarize(&xml) {
+            Ok(summary) => Some(summary),
+            Err(error) => {
+                log.system(format!("the JUnit report {report} cannot be read: {error}"));
+                None
+            }
+        },
+        Ok(None) => {
+            log.system(format!("the JUnit report {report} was not written (or is too large)"));
+            None
+        }
+        Err(error) => {
+            log.system(format!("cannot copy the JUnit report {report}: {error}"));
+            None
+        }
+    }
+}
+
+/// One check of one job: what its containers are made of.
+struct Check<'a> {
+    project: &'a Project,
+    build: &'a BuildSettings,
+    spec: &'a StepSpec,
+    /// The job's image.
+    built: &'a str,
+    kind: JobKind,
+    job: &'a Job,
+    /// The checkout, packed for [`TASK_CHECKOUT`].
+    files: Bytes,
+    pod_image: &'a str,
+}
+
+impl Check<'_> {
+    /// `runner-<project>-step-<job>-<attempt>-<step>`: what this check's containers are
+    /// called, and how they are found again.
+    fn base_name(&self) -> String {
+        format!(
+            "runner-{}-step-{}-{}-{}",
+            self.project.name,
+            self.job.id,
+            self.job.attempts,
+            self.spec.name.as_str()
+        )
+    }
+
+    fn pod_name(&self) -> String {
+        format!("{}-pod", self.base_name())
+    }
+
+    fn service_name(&self, service: &ServiceSpec) -> String {
+        format!("{}-svc-{}", self.base_name(), service.name.as_str())
+    }
+
+    fn image(&self, image: &StepImage) -> String {
+        match image {
+            StepImage::Built => self.built.to_owned(),
+            StepImage::Stage(stage) => stage_tag(self.built, stage),
+            StepImage::Reference(reference) => reference.to_string(),
+        }
+    }
+
+    /// A pull request's containers live on the closed network, as its smoke test does.
+    fn network(&self) -> Network {
+        if self.kind == JobKind::Verify {
+            Network::Closed
+        } else {
+            Network::Default
+        }
+    }
+
+    /// The step's own container.
+    fn task(&self) -> Result<TaskSpec, String> {
+        let spec = self.spec;
+        let mut env: Vec<(String, SecretString)> = vec![
+            ("CI".to_owned(), "true".into()),
+            ("RUNNER_CHECKOUT".to_owned(), TASK_CHECKOUT.into()),
+        ];
+        env.extend(
+            spec.env
+                .iter()
+                .map(|(name, value)| (name.clone(), SecretString::from(value.clone()))),
+        );
+        if self.kind == JobKind::Deploy {
+            for name in &spec.secrets {
+                let value = self.build.secrets.get(name).ok_or_else(|| {
+                    format!("the secret {name} is not offered by the project ([projects.build] secrets)")
+                })?;
+                env.push((name.clone(), value.clone()));
+            }
+        }
+        Ok(TaskSpec {
+            name: self.base_name(),
+            image: self.image(&spec.image),
+            script: Some(script(&spec.commands)),
+            env,
+            files: self.files.clone(),
+            job_id: self.job.id.get(),
+            limits: self.project.containers.clone(),
+            network: TaskNetwork::Joins(self.network()),
+            volumes: spec
+                .cache
+                .iter()
+                .map(|path| (self.cache_volume(path.as_str()), path.as_str().to_owned()))
+                .collect(),
+        })
+    }
+
+    /// A volume per project, step and path; a pull request's are its own, so nothing a
+    /// stranger leaves in a cache reaches a deploy's step.
+    fn cache_volume(&self, path: &str) -> String {
+        let digest = hex::encode(sha2::Sha256::digest(path.as_bytes()));
+        let scope = match (self.kind, self.job.pull_request) {
+            (JobKind::Verify, Some(number)) => format!("-pr{number}"),
+            (JobKind::Verify, None) => format!("-job{}", self.job.id),
+            _ => String::new(),
+        };
+        format!(
+            "runner-cache-{}{scope}-{}-{}",
+            self.project.name,
+            self.spec.name.as_str(),
+            &digest[..12]
+        )
+    }
+
+    fn pod(&self) -> PodSpec {
+        PodSpec {
+            name: self.pod_name(),
+            image: self.pod_image.to_owned(),
+            job_id: self.job.id.get(),
+            network: self.network(),
+            hosts: self.spec.services.iter().map(|s| s.name.as_str().to_owned()).collect(),
+            lifetime: self.spec.timeout + Duration::from_secs(60),
+        }
+    }
+
+    fn service(&self, service: &ServiceSpec, network: &TaskNetwork) -> TaskSpec {
+        TaskSpec {
+            name: self.service_name(service),
+            image: self.image(&service.image),
+            script: None,
+            env: service
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), SecretString::from(value.clone())))
+                .collect(),
+            files: Bytes::new(),
+            job_id: self.job.id.get(),
+            limits: self.project.containers.clone(),
+            network: network.clone(),
+            volumes: Vec::new(),
+        }
+    }
+}
+
+/// The commands as one `sh -e` script, each echoed before it runs.
+fn script(commands: &[String]) -> String {
+    let mut script = String::new();
+    for command in commands {
+        script.push_str(&format!(
+            "printf '%s\\n' {}\n{command}\n",
+            shell_quote(&format!("+ {command}"))
+        ));
+    }
+    script
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scripts_commands_are_echoed_quoted_before_they_run() {
+        let script = script(&["echo 'it''s' && false".to_owned(), "cargo test".to_owned()]);
+        assert_eq!(
+            script,
+            "printf '%s\\n' '+ echo '\\''it'\\'''\\''s'\\'' && false'\necho 'it''s' && false\n\
+             printf '%s\\n' '+ cargo test'\ncargo test\n"
+        );
+    }
+}

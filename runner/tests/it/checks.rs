@@ -1,0 +1,403 @@
+//! The repository's own steps (`.runner.yml`) on the real engine and registry: they run
+//! after the build, in containers of their own, and gate the push and the deploy; a
+//! failing test, a bad file, a timeout or a cancel stops the job with nothing left behind;
+//! a pull request's steps get no secret and no network off the closed bridge.
+//! Needs `WEBAPP_STATIC_BIN`, `RUNNER_TEST_REGISTRY` and `local/busybox:1`
+//! (scripts/services.sh start).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::config;
+use crate::common::*;
+use serde_json::Value;
+
+const DEPLOY_TOKEN: &str = "deploy-token-0c9f2b7e41";
+
+/// The image's stages: `test` (a shell, for the checks), `pong` (a service answering
+/// `pong` on port 8080) and the app.
+fn dockerfile(id: &str) -> String {
+    format!(
+        "FROM local/busybox:1 AS test\nRUN echo {id} > /test-id\n\n\
+         FROM local/busybox:1 AS pong\nRUN mkdir /www && echo pong-{id} > /www/index.html\n\
+         CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n\n\
+         FROM local/busybox:1\nRUN echo {id} > /app-id\nCOPY webapp /webapp\nENV PORT=5001\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n"
+    )
+}
+
+/// Removes the named volumes of a test's caches, whatever the outcome.
+struct VolumeCleanup(String);
+
+impl Drop for VolumeCleanup {
+    fn drop(&mut self) {
+        let listed = std::process::Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter", &format!("name={}", self.0)])
+            .output();
+        if let Ok(listed) = listed {
+            for volume in String::from_utf8_lossy(&listed.stdout).lines() {
+                let _ = std::process::Command::new("docker")
+                    .args(["volume", "rm", "-f", volume])
+                    .output();
+            }
+        }
+    }
+}
+
+async fn start(project: &str, repo: &Path, image: &str, registry: &str) -> TestRunner {
+    let (project, repo, image, registry) = (
+        project.to_owned(),
+        repo.to_owned(),
+        image.to_owned(),
+        registry.to_owned(),
+    );
+    TestRunner::start_with_env(
+        move |dir| {
+            let mut config = config::pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 30);
+            let build = config.projects[0].build.as_mut().expect("a build");
+            build.secrets = BTreeMap::from([("DEPLOY_TOKEN".to_owned(), "TEST_DEPLOY_TOKEN".to_owned())]);
+            config
+        },
+        |name| match name {
+            "TEST_DEPLOY_TOKEN" => Some(DEPLOY_TOKEN.to_owned()),
+            other => test_env(other),
+        },
+    )
+    .await
+}
+
+fn commit(repo: &Path, runner_yml: &str, message: &str) -> String {
+    std::fs::write(repo.join(".runner.yml"), runner_yml).expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "--allow-empty", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+async fn push(runner: &TestRunner, sha: &str) -> i64 {
+    let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id")
+}
+
+async fn ended(runner: &TestRunner, id: i64) -> (Value, String) {
+    for _ in 0..1800 {
+        let job = runner.get_json(&format!("/api/jobs/{id}")).await;
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            return (job, runner.job_log(id).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end in 180 s");
+}
+
+fn steps(job: &Value) -> Vec<(String, String)> {
+    job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn step<'a>(job: &'a Value, name: &str) -> &'a Value {
+    job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {job}"))
+}
+
+async fn in_registry(registry: &str, image: &str, tag: &str) -> bool {
+    reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{image}/manifests/{tag}"))
+        .header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .await
+        .expect("the registry answers")
+        .status()
+        .is_success()
+}
+
+const PASSING: &str = r#"steps:
+  - name: unit
+    image: target:test
+    secrets: [DEPLOY_TOKEN]
+    env: { GREETING: hello }
+    cache: [/var/cache/steps]
+    commands:
+      - 'echo run >> /var/cache/steps/runs && echo "cached runs: $(wc -l < /var/cache/steps/runs)"'
+      - echo "$GREETING from the test stage, token $DEPLOY_TOKEN"
+      - test -f /checkout/.runner.yml && test -x /checkout/webapp
+      - mkdir -p /checkout/out
+      - printf '<testsuite name="unit" tests="2"><testcase name="adds"/><testcase name="subtracts"/></testsuite>' > /checkout/out/junit.xml
+    reports: { junit: out/junit.xml }
+  - name: release-only
+    commands: ["echo never"]
+    when: { branch: [release] }
+  - name: image
+    commands: ["test -x /webapp", "echo \"app-id:$(cat /app-id)\""]
+"#;
+
+const FAILING: &str = r#"steps:
+  - name: unit
+    image: target:test
+    commands:
+      - mkdir -p /checkout/out
+      - printf '<testsuite name="unit" tests="2"><testcase name="adds"/><testcase name="subtracts"><failure message="expected 1, got 3">assertion failed</failure></testcase></testsuite>' > /checkout/out/junit.xml
+      - exit 1
+    reports: { junit: out/junit.xml }
+"#;
+
+#[tokio::test]
+async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_push_leaving_nothing() {
+    busybox_image();
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("checks{id}"), format!("runner-checks-{id}"));
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{image}-*"),
+            format!("{registry}/{image}:*"),
+        ],
+    };
+    let _volumes = VolumeCleanup(format!("runner-cache-{project}-"));
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    webapp_repo(repo, &dockerfile(&id));
+    let runner = start(&project, repo, &image, &registry).await;
+
+    // Passing steps: run in order after the build, skipped where `when` says, then live.
+    let passing = commit(repo, PASSING, "passing steps");
+    let job_id = push(&runner, &passing).await;
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    let names: Vec<(String, String)> = steps(&job);
+    let expected: Vec<(String, String)> = [
+        ("checkout", "succeeded"),
+        ("build", "succeeded"),
+        ("unit", "succeeded"),
+        ("release-only", "skipped"),
+        ("image", "succeeded"),
+        ("smoke", "succeeded"),
+        ("push", "succeeded"),
+        ("rollout", "succeeded"),
+        ("record", "succeeded"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(names, expected, "{log}");
+    let skipped = step(&job, "release-only")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(skipped.contains("release"), "the skip says why: {skipped}");
+    assert!(
+        log.contains("+ echo \"$GREETING from the test stage"),
+        "each command is shown before it runs:\n{log}"
+    );
+    assert!(log.contains("hello from the test stage, token "), "{log}");
+    assert!(
+        !log.contains(DEPLOY_TOKEN),
+        "the deploy's secret reached the step and stayed out of the log:\n{log}"
+    );
+    assert!(log.contains("2 passed"), "the JUnit report is read:\n{log}");
+    assert_eq!(step(&job, "unit")["summary"], "2 passed, 0 failed", "{job}");
+    assert!(log.contains("cached runs: 1"), "{log}");
+    assert!(
+        log.contains(&format!("app-id:{id}")),
+        "the `build` image is the app's own:\n{log}"
+    );
+    assert!(in_registry(&registry, &image, &passing).await);
+    assert!(
+        containers_of_job(&project, job_id)
+            .iter()
+            .all(|c| !c.contains("-step-")),
+        "no step container is left"
+    );
+
+    // A failing test: the job fails at that step, nothing is pushed, the live version stays.
+    let failing = commit(repo, FAILING, "a failing test");
+    let job_id = push(&runner, &failing).await;
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("unit failed: 1 passed, 1 failed") && error.contains("subtracts: expected 1, got 3"),
+        "the job names the failing test: {error}"
+    );
+    assert_eq!(step(&job, "unit")["state"], "failed");
+    assert_eq!(step(&job, "smoke")["state"], "skipped");
+    assert_eq!(step(&job, "push")["state"], "skipped");
+    assert!(
+        !in_registry(&registry, &image, &failing).await,
+        "an untested image is never pushed"
+    );
+    assert!(
+        containers_of_job(&project, job_id).is_empty(),
+        "{:?}",
+        containers_of_job(&project, job_id)
+    );
+    let deployments = runner.get_json("/api/deployments").await;
+    let live: Vec<&Value> = deployments["items"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .filter(|d| d["status"] == "live")
+        .collect();
+    assert_eq!(live.len(), 1, "{deployments}");
+    assert_eq!(live[0]["sha"], passing.as_str(), "the tested version stays live");
+
+    // A bad file: the job fails at `pipeline` with the place in the file, before any build.
+    let bad = commit(repo, "steps:\n  - name: unit\n    comands: [\"true\"]\n", "a typo");
+    let job_id = push(&runner, &bad).await;
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("pipeline failed: .runner.yml:3:5: "), "{error}");
+    assert!(error.contains("comands"), "{error}");
+    assert_eq!(step(&job, "build")["state"], "skipped");
+    let order: Vec<String> = steps(&job).into_iter().map(|(name, _)| name).take(3).collect();
+    assert_eq!(
+        order,
+        ["checkout", "pipeline", "build"],
+        "the file is read before the build"
+    );
+
+    // A step past its timeout, and a cancelled one: stopped, their containers gone.
+    let slow = commit(
+        repo,
+        "steps:\n  - name: slow\n    timeout: 2s\n    commands: [\"sleep 60\"]\n",
+        "a slow step",
+    );
+    let job_id = push(&runner, &slow).await;
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("slow timed out after 2s"),
+        "{job}"
+    );
+    assert!(
+        containers_of_job(&project, job_id).is_empty(),
+        "{:?}",
+        containers_of_job(&project, job_id)
+    );
+
+    let hanging = commit(
+        repo,
+        "steps:\n  - name: hanging\n    commands: [\"sleep 60\"]\n",
+        "a hanging step",
+    );
+    let job_id = push(&runner, &hanging).await;
+    let running = eventually("the step's container to run", || {
+        let containers = containers_of_job(&project, job_id);
+        containers.iter().any(|c| c.contains("-step-")).then_some(containers)
+    })
+    .await;
+    assert!(!running.is_empty());
+    let cancelled = runner
+        .client
+        .post(runner.url(&format!("/api/jobs/{job_id}/cancel")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), 200);
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "cancelled", "{job}\n{log}");
+    assert!(
+        containers_of_job(&project, job_id).is_empty(),
+        "{:?}\n{log}",
+        containers_of_job(&project, job_id)
+    );
+
+    // The cache outlived the earlier run of its step.
+    std::fs::write(repo.join("notes.txt"), "again\n").expect("write");
+    let again = commit(repo, PASSING, "passing again");
+    let (job, log) = ended(&runner, push(&runner, &again).await).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert!(log.contains("cached runs: 2"), "{log}");
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network() {
+    busybox_image();
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("prchecks{id}"), format!("runner-prchecks-{id}"));
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{image}-*"),
+            format!("{registry}/{image}:*"),
+        ],
+    };
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    webapp_repo(repo, &dockerfile(&id));
+    let runner = start(&project, repo, &image, &registry).await;
+    let host = host_address();
+    let probe = format!(
+        r#"steps:
+  - name: snoop
+    image: target:test
+    secrets: [DEPLOY_TOKEN]
+    timeout: 60s
+    services:
+      - {{ name: pong, image: "target:pong" }}
+    commands:
+      - echo "token:[$DEPLOY_TOKEN]"
+      - until wget -q -O /tmp/answer http://pong:8080/; do sleep 0.2; done; echo "service said $(cat /tmp/answer)"
+      - if wget -q -T 3 -O - http://{registry}/v2/ >/dev/null 2>&1; then echo "registry reached"; else echo "registry out of reach"; fi
+      - if wget -q -T 3 -O - http://{host}:{port}/ >/dev/null 2>&1; then echo "host reached"; else echo "host out of reach"; fi
+"#,
+        port = runner.base.rsplit(':').next().unwrap_or_default()
+    );
+    let sha = commit(repo, &probe, "a curious pull request");
+    let mut body = fixture_json("pull_request.opened.payload.json");
+    body["pull_request"]["head"]["sha"] = sha.clone().into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["kind"], "verify");
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(step(&job, "snoop")["state"], "succeeded");
+    assert!(log.contains("token:[]"), "no secret in a pull request's step:\n{log}");
+    assert!(log.contains("secrets withheld"), "and the log says so:\n{log}");
+    assert!(
+        log.contains("registry out of reach") && log.contains("host out of reach"),
+        "{log}"
+    );
+    assert!(
+        containers_of_job(&project, job_id).is_empty(),
+        "{:?}",
+        containers_of_job(&project, job_id)
+    );
+    runner.stop().await;
+}
