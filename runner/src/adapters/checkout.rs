@@ -12,6 +12,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::domain::CommitSha;
 use crate::joblog::JobLog;
 use crate::secrets::redact_url;
 use crate::store::jobs::Job;
@@ -19,7 +20,16 @@ use crate::store::jobs::Job;
 /// Fetches a commit's tree into a directory.
 #[async_trait::async_trait]
 pub trait Checkout: Send + Sync {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String>;
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, String>;
+}
+
+/// What a checkout found out beside the tree.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// The files that differ between the job's base (a push's `before`, a pull request's
+    /// base) and its commit, when the repository has a `.runner.yml` to use them and the
+    /// base could be fetched; `None`: unknown.
+    pub changed: Option<Vec<String>>,
 }
 
 pub struct GitCheckout {
@@ -36,7 +46,7 @@ impl GitCheckout {
 
 #[async_trait::async_trait]
 impl Checkout for GitCheckout {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String> {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, String> {
         tokio::fs::create_dir_all(into)
             .await
             .map_err(|e| format!("cannot create {}: {e}", into.display()))?;
@@ -76,9 +86,69 @@ impl Checkout for GitCheckout {
         if head.trim() != job.sha.as_str() {
             return Err(format!("HEAD is {} after checkout, expected {}", head.trim(), job.sha));
         }
+        let changed = match &job.base_sha {
+            Some(base) if tokio::fs::symlink_metadata(into.join(".runner.yml")).await.is_ok() => {
+                changed_since(into, home, log, base, &job.sha).await
+            }
+            _ => None,
+        };
         git(into, home, log, &["remote", "remove", "origin"]).await?;
         log.system(format!("checked out {}", job.sha));
-        Ok(())
+        Ok(Fetched { changed })
+    }
+}
+
+/// The paths that differ between `base` and `head` (fetched shallow by SHA; comparing two
+/// trees needs no history). `None` when the base cannot be fetched.
+async fn changed_since(
+    into: &Path,
+    home: &Path,
+    log: &JobLog,
+    base: &CommitSha,
+    head: &CommitSha,
+) -> Option<Vec<String>> {
+    let fetched = git(
+        into,
+        home,
+        log,
+        &["fetch", "--quiet", "--no-tags", "--depth=1", "origin", base.as_str()],
+    )
+    .await;
+    if fetched.is_err() {
+        log.system(format!(
+            "cannot fetch {base} to compare with: every file counts as changed"
+        ));
+        return None;
+    }
+    match git_output(
+        into,
+        home,
+        &[
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "-z",
+            base.as_str(),
+            head.as_str(),
+        ],
+    )
+    .await
+    {
+        Ok(listed) => {
+            let changed: Vec<String> = listed
+                .split('\0')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            log.system(format!("{} file(s) changed since {}", changed.len(), base.short()));
+            Some(changed)
+        }
+        Err(error) => {
+            log.system(format!(
+                "cannot compare with {base} ({error}): every file counts as changed"
+            ));
+            None
+        }
     }
 }
 

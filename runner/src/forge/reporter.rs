@@ -232,13 +232,29 @@ impl Reporter {
                 .commit_status(&job.sha, CommitState::Pending, &context, "queued", job_url.as_deref())
                 .await?;
         }
-        let (state, text) = commit_status(job);
+        let rows = match crate::store::steps::list(&self.pool, job.id).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
+                Vec::new()
+            }
+        };
+        // A push whose every change `paths_ignore` names deploys nothing, and says so.
+        let nothing_to_do = rows
+            .iter()
+            .find(|row| row.name == Step::Pipeline.name() && row.state == StepState::Skipped)
+            .and_then(|row| row.error.clone())
+            .filter(|_| job.state == JobState::Succeeded);
+        let (state, text) = match &nothing_to_do {
+            Some(reason) => (CommitState::Success, reason.clone()),
+            None => commit_status(job),
+        };
         let text = self.mask.masked(text);
         client
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
-        self.report_checks(client, job, job_url.as_deref()).await?;
-        if !is_deploy {
+        self.report_checks(client, job, &rows, job_url.as_deref()).await?;
+        if !is_deploy || nothing_to_do.is_some() {
             return Ok(());
         }
         let deployment = match job.github_deployment_id.or_else(|| self.created.get(&job.id).copied()) {
@@ -307,15 +323,9 @@ impl Reporter {
         &self,
         client: &dyn Forge,
         job: &Unreported,
+        rows: &[crate::store::steps::Step],
         job_url: Option<&str>,
     ) -> Result<(), ForgeError> {
-        let rows = match crate::store::steps::list(&self.pool, job.id).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
-                return Ok(());
-            }
-        };
         for row in rows.iter().filter(|row| !Step::BUILT_IN.contains(&row.name.as_str())) {
             let (state, text) = check_status(job.state, row);
             let text = self.mask.masked(text);
@@ -424,6 +434,8 @@ mod tests {
     #[derive(Default)]
     struct FakeForge {
         told: Mutex<Vec<String>>,
+        /// Statuses by context, in the order told: `context state text`.
+        statuses: Mutex<Vec<String>>,
     }
 
     impl FakeForge {
@@ -442,10 +454,17 @@ mod tests {
             &self,
             _sha: &str,
             state: CommitState,
-            _context: &str,
+            context: &str,
             text: &str,
             _target_url: Option<&str>,
         ) -> Result<(), ForgeError> {
+            self.statuses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("{context} {} {text}", state.as_str()));
+            if context.starts_with("app/") {
+                return Ok(());
+            }
             self.say(format!("status {} {text}", state.as_str()));
             Ok(())
         }
@@ -490,29 +509,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
-        let dir = tempfile::tempdir().expect("temporary directory");
+    /// A reporter of project `app` (deploying `main` to `production`) telling `forge`.
+    async fn reporter(dir: &std::path::Path, forge: &Arc<FakeForge>) -> (Reporter, crate::store::Store, Vec<String>) {
         let toml = format!(
             "[server]\ndatabase_url = \"sqlite://{}\"\n[[projects]]\nname = \"app\"\nrepository = \"o/app\"\n\
              deploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"\n[projects.github]\ntoken_env = \"T\"\n",
-            dir.path().join("runner.db").display()
+            dir.join("runner.db").display()
         );
         let env = |name: &str| matches!(name, "S" | "T").then(|| "a-secret-value".to_owned());
-        let config = Arc::new(Config::parse(&toml, &dir.path().join("runner.toml"), &env).expect("config"));
+        let config = Arc::new(Config::parse(&toml, &dir.join("runner.toml"), &env).expect("config"));
         let pool = crate::store::open(&config.server.database_url).await.expect("database");
-        let forge = Arc::new(FakeForge::default());
-        let mut reporter = Reporter::new(
+        let reporter = Reporter::new(
             pool.clone(),
             Arc::clone(&config),
             Arc::default(),
             LogEvents::default(),
-            Arc::new(OneForge(Arc::clone(&forge) as Arc<dyn Forge>)),
+            Arc::new(OneForge(Arc::clone(forge) as Arc<dyn Forge>)),
             crate::secrets::SecretSet::default().mask(),
             Arc::new(crate::clock::SystemClock),
         );
         let projects = reporter.reporting_projects();
+        (reporter, pool, projects)
+    }
 
+    fn push_of(sha: char) -> NewJob {
+        NewJob::deploy(
+            Name::parse("app").expect("name"),
+            Name::parse("production").expect("name"),
+            Trigger::Push,
+            GitRef::parse("refs/heads/main").expect("ref"),
+            CommitSha::parse(&sha.to_string().repeat(40)).expect("sha"),
+            now_ms(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge::default());
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
         let job = NewJob::deploy(
             Name::parse("app").expect("name"),
             Name::parse("production").expect("name"),
@@ -545,6 +580,106 @@ mod tests {
                 "deployment 99 success",
             ],
             "each state once, one forge deployment, nothing told twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_of_a_repositorys_steps_is_a_status_of_its_own_and_a_push_of_ignored_files_deploys_nothing() {
+        use crate::store::steps;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge::default());
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
+        let finished = |sha: char| {
+            let pool = pool.clone();
+            async move {
+                jobs::enqueue_now(&pool, &push_of(sha), now_ms())
+                    .await
+                    .expect("enqueue");
+                let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())
+                    .await
+                    .expect("claim")
+                    .expect("a job");
+                steps::plan(&pool, claimed.id.get(), &["checkout", "build", "smoke"])
+                    .await
+                    .expect("plan");
+                claimed.id
+            }
+        };
+
+        // A job whose steps passed, were skipped, and failed.
+        let id = finished('a').await;
+        steps::insert_after(&pool, id.get(), "build", &["unit", "lint", "e2e"])
+            .await
+            .expect("rows");
+        let now = now_ms();
+        steps::set_state(&pool, id.get(), "unit", StepState::Succeeded, None, now)
+            .await
+            .expect("state");
+        steps::set_summary(&pool, id.get(), "unit", "212 passed, 0 failed")
+            .await
+            .expect("summary");
+        steps::set_state(
+            &pool,
+            id.get(),
+            "lint",
+            StepState::Skipped,
+            Some("branch main is not in when.branch [release]"),
+            now,
+        )
+        .await
+        .expect("state");
+        steps::set_state(
+            &pool,
+            id.get(),
+            "e2e",
+            StepState::Failed,
+            Some("e2e failed: 1 passed, 1 failed"),
+            now,
+        )
+        .await
+        .expect("state");
+        jobs::finish(
+            &pool,
+            id,
+            "w",
+            JobState::Failed,
+            Some("e2e failed: 1 passed, 1 failed"),
+            now,
+        )
+        .await
+        .expect("finish");
+        reporter.pass(&projects).await;
+        let statuses = forge.statuses.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let of_steps: Vec<&String> = statuses.iter().filter(|s| s.starts_with("app/")).collect();
+        assert_eq!(
+            of_steps,
+            [
+                "app/unit success 212 passed, 0 failed",
+                "app/lint success skipped: branch main is not in when.branch [release]",
+                "app/e2e failure e2e failed: 1 passed, 1 failed",
+            ],
+            "one status per step of the repository's, under <project>/<step>; none for the runner's own"
+        );
+
+        // A push of ignored files only: success saying so, and no forge deployment.
+        let told_before = forge.told().len();
+        let id = finished('b').await;
+        steps::insert_after(&pool, id.get(), "checkout", &["pipeline"])
+            .await
+            .expect("rows");
+        let reason = "every changed file matches .runner.yml's paths_ignore: nothing to build or deploy";
+        steps::set_state(&pool, id.get(), "pipeline", StepState::Skipped, Some(reason), now_ms())
+            .await
+            .expect("state");
+        jobs::finish(&pool, id, "w", JobState::Succeeded, None, now_ms())
+            .await
+            .expect("finish");
+        reporter.pass(&projects).await;
+        let told = forge.told();
+        assert_eq!(
+            told[told_before..],
+            ["status pending queued".to_owned(), format!("status success {reason}"),],
+            "no forge deployment for a job that deployed nothing"
         );
     }
 }

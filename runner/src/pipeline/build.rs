@@ -17,6 +17,7 @@ use crate::adapters::{context, probe};
 use crate::config::{BuildNetwork, BuildSettings, Environment, Project, SmokeSettings};
 use crate::job::JobKind;
 use crate::joblog::JobLog;
+use crate::runfile::ChangedPaths;
 
 /// A deploy job up to its pushed image, then its delivery.
 pub(super) async fn deploy(
@@ -33,7 +34,9 @@ pub(super) async fn deploy(
     if plan.delivery.terraform.is_none() {
         remove_workdir(&dirs.root, log).await;
     }
-    let tag = built?;
+    let Some(tag) = built? else {
+        return Ok(());
+    };
     smoke_test(steps, project, plan.smoke, engine.as_ref(), &tag, Network::Default).await?;
 
     let (repository, digest) = steps
@@ -71,7 +74,9 @@ pub(super) async fn verify(
     if plan.terraform.is_none() {
         remove_workdir(&dirs.root, log).await;
     }
-    let tag = built?;
+    let Some(tag) = built? else {
+        return Ok(());
+    };
     let verified = async {
         smoke_test(steps, project, plan.smoke, engine.as_ref(), &tag, Network::Closed).await?;
         log.system("verify job: the image builds and answers its health check");
@@ -88,7 +93,8 @@ pub(super) async fn verify(
 }
 
 /// The checkout, the repository's `.runner.yml` read, the build (with the stages its
-/// checks use), then its checks; returns the local tag.
+/// checks use), then its checks; returns the local tag, or `None` when every changed file
+/// is one the file's `paths_ignore` names (nothing to build or deploy).
 async fn build_and_check(
     steps: &Steps<'_>,
     project: &Project,
@@ -96,20 +102,27 @@ async fn build_and_check(
     engine: &dyn ContainerEngine,
     dirs: &JobDirs,
     kind: JobKind,
-) -> Result<String, JobFailure> {
+) -> Result<Option<String>, JobFailure> {
     let (ctx, job, log) = (steps.ctx, steps.job, steps.log);
     let checkout = ctx.connector.checkout(project, &dirs.home);
-    steps
+    let fetched = steps
         .run(Step::Checkout, ctx.checkout_timeout, async {
             create_dirs(dirs).await?;
             Ok(checkout.fetch(job, &dirs.checkout, log).await?)
         })
         .await?;
+    let changed = fetched.changed.map_or(ChangedPaths::All, ChangedPaths::Paths);
     let file = checks::read(steps, build, dirs).await?;
+    if let Some(file) = &file
+        && file.only_ignored(&changed)
+    {
+        checks::nothing_to_do(steps).await;
+        return Ok(None);
+    }
     let stages = checks::stages(file.as_ref());
     let tag = build_image(steps, project, build, engine, dirs, kind, &stages).await?;
     let checked = match &file {
-        Some(file) => checks::run(steps, project, build, engine, dirs, file, &tag, kind).await,
+        Some(file) => checks::run(steps, project, build, engine, dirs, file, &tag, kind, changed).await,
         None => Ok(()),
     };
     // The stages' images served the checks only.
@@ -126,7 +139,7 @@ async fn build_and_check(
             log.system(format!("could not remove the image {tag}: {error}"));
         }
     }
-    checked.map(|()| tag)
+    checked.map(|()| Some(tag))
 }
 
 /// Runs the image and asks its health endpoint, on `network`; the container goes after.

@@ -120,6 +120,17 @@ async fn read_repository_file(root: &Path, relative: &str, max_bytes: u64) -> Re
         .map_err(|error| format!("{relative}: cannot read it: {error}"))
 }
 
+/// Every file the commit changed matches `paths_ignore`: the job ends here, successful,
+/// having built and deployed nothing; a `pipeline` row says why.
+pub(super) async fn nothing_to_do(steps: &Steps<'_>) {
+    let reason = format!("every changed file matches {FILE}'s paths_ignore: nothing to build or deploy");
+    insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await;
+    steps
+        .set_state(Step::Pipeline.name(), StepState::Skipped, Some(&reason))
+        .await;
+    steps.log.system(reason);
+}
+
 /// The `target:` stages the checks name, each built beside the job's image.
 pub(super) fn stages(file: Option<&RunFile>) -> Vec<String> {
     let mut stages: Vec<String> = file
@@ -152,6 +163,7 @@ pub(super) async fn run(
     file: &RunFile,
     built: &str,
     kind: JobKind,
+    changed: ChangedPaths,
 ) -> Result<(), JobFailure> {
     let (job, log) = (steps.job, steps.log);
     let facts = EventFacts {
@@ -160,8 +172,12 @@ pub(super) async fn run(
             (_, Trigger::Push) => EventKind::Push,
             (_, trigger) => EventKind::Other(trigger.to_string()),
         },
-        branch: job.git_ref.as_str().strip_prefix("refs/heads/").map(str::to_owned),
-        changed: ChangedPaths::All,
+        // A pull request is judged by the branch it would merge into.
+        branch: match kind {
+            JobKind::Verify => job.base_branch.clone(),
+            JobKind::Deploy => job.git_ref.as_str().strip_prefix("refs/heads/").map(str::to_owned),
+        },
+        changed,
     };
     let mut files: Option<Bytes> = None;
     for spec in &file.steps {

@@ -412,7 +412,7 @@ struct FakeCheckout {
 
 #[async_trait::async_trait]
 impl Checkout for FakeCheckout {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<(), String> {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<crate::adapters::checkout::Fetched, String> {
         tokio::time::sleep(self.delay).await;
         if let Some(message) = &self.fail {
             return Err(message.clone());
@@ -423,7 +423,8 @@ impl Checkout for FakeCheckout {
             .map_err(|e| e.to_string())?;
         tokio::fs::write(into.join("Dockerfile"), "FROM scratch\n")
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(crate::adapters::checkout::Fetched::default())
     }
 }
 
@@ -867,6 +868,8 @@ impl Harness {
             ordering_key: now_ms(),
             rollback_of,
             held_for_approval: false,
+            base_sha: None,
+            base_branch: None,
         };
         jobs::enqueue_now(&self.ctx.pool, &new, now_ms())
             .await

@@ -46,6 +46,8 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Push {
     pub git_ref: Option<String>,
+    /// The commit the ref pointed at before the push (all zeros for a new ref).
+    pub before: Option<String>,
     /// The commit the ref points at now.
     pub after: Option<String>,
     /// The ref was deleted.
@@ -70,8 +72,9 @@ pub struct Change {
     pub title: Option<String>,
     pub author: Option<String>,
     pub head_sha: String,
-    /// The branch it would merge into (a short name).
+    /// The branch it would merge into (a short name), and its commit then.
     pub base_branch: String,
+    pub base_sha: String,
     /// `owner/name` of the repositories the branches live in; `None` when the forge does
     /// not say (a deleted fork).
     pub head_repository: Option<String>,
@@ -169,6 +172,12 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
     if let Some(reason) = push.message.as_deref().and_then(crate::runfile::skip_ci) {
         return Ok((ignore(format!("{reason}: {} is not deployed", sha.short())), facts));
     }
+    // A new ref's `before` is all zeros: nothing to compare with.
+    let before = push
+        .before
+        .as_deref()
+        .and_then(|before| CommitSha::parse(before).ok())
+        .filter(|before| !before.is_null());
     // One deploy per environment the ref feeds, each ordered among its environment's.
     let jobs = project
         .environments_for(&git_ref)
@@ -189,6 +198,7 @@ fn decide_push(push: &Push, project: &Project, delivery_id: &str, now: i64) -> R
                 push.message.as_deref().map(|m| clip(m, MAX_TEXT)),
                 push.author.as_deref().map(|a| clip(a, 200)),
             )
+            .based_on(before.clone(), None)
         })
         .collect();
     Ok((Action::Queue(jobs), facts))
@@ -252,6 +262,7 @@ fn decide_pull_request(
                     pr.title.as_deref().map(|t| clip(t, MAX_TEXT)),
                     pr.author.as_deref().map(|a| clip(a, 200)),
                 )
+                .based_on(CommitSha::parse(&pr.base_sha).ok(), Some(clip(&pr.base_branch, 255)))
                 // Each push to a fork's pull request is a new job, so it needs a new approval.
                 .held(from_fork);
             Ok((Action::Queue(vec![job]), facts))

@@ -100,6 +100,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
             let head = payload.head_commit.as_ref();
             Event::Push(Push {
                 git_ref: payload.git_ref,
+                before: payload.before,
                 after: payload.after,
                 deleted: payload.deleted,
                 message: head.and_then(|c| c.message.clone()),
@@ -121,6 +122,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 author: pr.user.and_then(|u| u.login),
                 head_sha: pr.head.sha,
                 base_branch: pr.base.name,
+                base_sha: pr.base.sha,
                 head_repository: pr.head.repo.map(|r| r.full_name),
                 base_repository: pr.base.repo.map(|r| r.full_name),
             }),
@@ -138,6 +140,7 @@ struct Payload {
     repository: Option<RepositoryField>,
     #[serde(rename = "ref")]
     git_ref: Option<String>,
+    before: Option<String>,
     after: Option<String>,
     deleted: bool,
     head_commit: Option<HeadCommit>,

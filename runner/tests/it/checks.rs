@@ -360,6 +360,14 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
     let host = host_address();
     let probe = format!(
         r#"steps:
+  - name: for-master
+    image: target:test
+    when: {{ branch: [master] }}
+    commands: ["echo for the master branch"]
+  - name: for-release
+    image: target:test
+    when: {{ branch: [release] }}
+    commands: ["echo never"]
   - name: snoop
     image: target:test
     secrets: [DEPLOY_TOKEN]
@@ -388,6 +396,9 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
     assert_eq!(job["kind"], "verify");
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(step(&job, "snoop")["state"], "succeeded");
+    // A pull request's steps are judged by the branch it would merge into.
+    assert_eq!(step(&job, "for-master")["state"], "succeeded", "{log}");
+    assert_eq!(step(&job, "for-release")["state"], "skipped", "{log}");
     assert!(log.contains("token:[]"), "no secret in a pull request's step:\n{log}");
     assert!(log.contains("secrets withheld"), "and the log says so:\n{log}");
     assert!(
@@ -398,6 +409,107 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         containers_of_job(&project, job_id).is_empty(),
         "{:?}",
         containers_of_job(&project, job_id)
+    );
+    runner.stop().await;
+}
+
+/// A push of `after` to master that says the branch was at `before`.
+async fn push_since(runner: &TestRunner, before: &str, after: &str) -> i64 {
+    let mut body: Value = serde_json::from_slice(&push_body("refs/heads/master", after)).expect("json");
+    body["before"] = before.into();
+    let response = runner.deliver("push", &serde_json::to_vec(&body).expect("json")).await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id")
+}
+
+const PATHS: &str = r#"steps:
+  - name: sources
+    image: target:test
+    when: { paths: ["src/**"] }
+    commands: ["echo sources changed"]
+  - name: always
+    image: target:test
+    commands: ["echo always"]
+paths_ignore: ["docs/**"]
+"#;
+
+#[tokio::test]
+async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files_deploys_nothing() {
+    busybox_image();
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let id = format!("{}{}", std::process::id(), free_port());
+    let (project, image) = (format!("paths{id}"), format!("runner-paths-{id}"));
+    let _cleanup = EngineCleanup {
+        container: format!("runner-{project}-production"),
+        references: vec![
+            format!("{image}:*"),
+            format!("{image}-*"),
+            format!("{registry}/{image}:*"),
+        ],
+    };
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path();
+    let initial = webapp_repo(repo, &dockerfile(&id));
+    let runner = start(&project, repo, &image, &registry).await;
+
+    // The file itself changed, no source: `sources` is skipped, saying why.
+    let with_file = commit(repo, PATHS, "add .runner.yml");
+    let (job, log) = ended(&runner, push_since(&runner, &initial, &with_file).await).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(step(&job, "sources")["state"], "skipped", "{log}");
+    assert!(
+        step(&job, "sources")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("when.paths"),
+        "{job}"
+    );
+    assert_eq!(step(&job, "always")["state"], "succeeded");
+
+    // Only documentation: nothing built, pushed or deployed, and the job says why.
+    std::fs::create_dir_all(repo.join("docs")).expect("mkdir");
+    std::fs::write(repo.join("docs/guide.md"), "how to\n").expect("write");
+    let docs = commit(repo, PATHS, "docs only");
+    let (job, log) = ended(&runner, push_since(&runner, &with_file, &docs).await).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(step(&job, "pipeline")["state"], "skipped", "{job}");
+    assert!(
+        step(&job, "pipeline")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("paths_ignore"),
+        "{job}"
+    );
+    assert_eq!(step(&job, "build")["state"], "skipped");
+    assert_eq!(step(&job, "push")["state"], "skipped");
+    assert!(!in_registry(&registry, &image, &docs).await, "nothing was pushed");
+    assert!(job["deployment"].is_null(), "nothing was deployed: {job}");
+
+    // A source change runs `sources`; an unknown `before` (a new branch) runs everything.
+    std::fs::create_dir_all(repo.join("src")).expect("mkdir");
+    std::fs::write(repo.join("src/lib.txt"), "code\n").expect("write");
+    let source = commit(repo, PATHS, "a source change");
+    let (job, log) = ended(&runner, push_since(&runner, &docs, &source).await).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(step(&job, "sources")["state"], "succeeded", "{log}");
+    assert!(log.contains("sources changed"), "{log}");
+    std::fs::write(repo.join("docs/guide.md"), "how to, again\n").expect("write");
+    let unknown = commit(repo, PATHS, "docs, on a new branch");
+    let (job, log) = ended(&runner, push_since(&runner, &"0".repeat(40), &unknown).await).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    assert_eq!(
+        step(&job, "sources")["state"],
+        "succeeded",
+        "changes unknown: every step runs\n{log}"
+    );
+    assert!(
+        in_registry(&registry, &image, &unknown).await,
+        "changes unknown: deployed"
     );
     runner.stop().await;
 }

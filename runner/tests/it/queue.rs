@@ -38,6 +38,8 @@ fn new_job(kind: JobKind, environment: &str, sha_digit: char, ordering_key: i64)
         commit_author: None,
         ordering_key,
         rollback_of: None,
+        base_sha: None,
+        base_branch: None,
     }
 }
 

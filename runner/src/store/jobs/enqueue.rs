@@ -25,6 +25,11 @@ pub struct NewJob {
     pub rollback_of: Option<i64>,
     /// A fork's pull request: queued held, nothing runs until an admin approves it.
     pub held_for_approval: bool,
+    /// What the commit is compared with for its changed files: a push's `before`, a pull
+    /// request's base commit; `None` when unknown (a new branch).
+    pub base_sha: Option<CommitSha>,
+    /// A pull request's base branch (a short name).
+    pub base_branch: Option<String>,
 }
 
 impl NewJob {
@@ -52,6 +57,8 @@ impl NewJob {
             ordering_key,
             rollback_of: None,
             held_for_approval: false,
+            base_sha: None,
+            base_branch: None,
         }
     }
 
@@ -102,6 +109,13 @@ impl NewJob {
         self
     }
 
+    /// Compared with `base_sha` (and, for a pull request, its base branch).
+    pub fn based_on(mut self, base_sha: Option<CommitSha>, base_branch: Option<String>) -> Self {
+        self.base_sha = base_sha;
+        self.base_branch = base_branch;
+        self
+    }
+
     /// Queued held until an admin approves it (a fork's pull request).
     pub fn held(mut self, held: bool) -> Self {
         self.held_for_approval = held;
@@ -148,7 +162,8 @@ fn push_rows<'j>(insert: &mut Values, numbered: bool, jobs: impl Iterator<Item =
     });
     insert.push(
         "project, environment, kind, trigger, state, git_ref, sha, pull_request, ordering_key, \
-         delivery_id, commit_message, commit_author, rollback_of, held_for, created_at, updated_at) ",
+         delivery_id, commit_message, commit_author, rollback_of, held_for, base_sha, base_branch, created_at, \
+         updated_at) ",
     );
     insert.rows(jobs, |row, (id, job)| {
         if let Some(id) = id {
@@ -172,6 +187,8 @@ fn push_rows<'j>(insert: &mut Values, numbered: bool, jobs: impl Iterator<Item =
             .bind(job.commit_author.clone())
             .bind(job.rollback_of)
             .bind(job.held_for_approval.then_some("fork"))
+            .bind(job.base_sha.as_ref().map(ToString::to_string))
+            .bind(job.base_branch.clone())
             .bind(now)
             .bind(now);
     });

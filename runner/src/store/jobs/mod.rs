@@ -51,6 +51,9 @@ pub struct Job {
     pub approval: Option<String>,
     /// `fork`: a fork's pull request held until an admin approves it.
     pub held_for: Option<String>,
+    /// What the commit is compared with for its changed files (see [`NewJob::base_sha`]).
+    pub base_sha: Option<CommitSha>,
+    pub base_branch: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -80,6 +83,8 @@ pub(crate) struct JobRow {
     plan_summary: Option<String>,
     approval: Option<String>,
     held_for: Option<String>,
+    base_sha: Option<String>,
+    base_branch: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
@@ -88,7 +93,7 @@ pub(crate) struct JobRow {
 
 pub(crate) const JOB_COLUMNS: &str = "id, project, environment, kind, trigger, state, git_ref, sha, pull_request, \
      delivery_id, commit_message, commit_author, attempts, cancel_requested, superseded_by, rollback_of, error, \
-     plan_summary, approval, held_for, created_at, started_at, finished_at, updated_at";
+     plan_summary, approval, held_for, base_sha, base_branch, created_at, started_at, finished_at, updated_at";
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -116,6 +121,9 @@ impl TryFrom<JobRow> for Job {
             plan_summary: row.plan_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             approval: row.approval,
             held_for: row.held_for,
+            // Only ever written from a parsed SHA; anything else reads as unknown.
+            base_sha: row.base_sha.as_deref().and_then(|sha| CommitSha::parse(sha).ok()),
+            base_branch: row.base_branch,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
