@@ -62,4 +62,6 @@ def med(key): return statistics.median(r[key] for r in counted)
 def worst(key): return max(r[key] for r in counted)
 summary = {k: [med(k), worst(k)] for k in ("push_to_live", "external", "overhead", "pickup", "build")}
 summary["first_build"] = rows[0]["build"]
+# Every step's median, the repository's own steps included (bench/steps.sh reads them).
+summary["steps"] = {k: med(k) for k in counted[0] if k not in summary and k != "wall" and all(k in r for r in counted)}
 print(json.dumps(summary))

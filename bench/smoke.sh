@@ -12,7 +12,7 @@ cd "$root"
 RESULTS=${RESULTS:-$root/bench/results}
 mkdir -p "$RESULTS"
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(buildkit dashboard ingest pipeline proxy sandbox webapp)
+[ ${#benches[@]} -gt 0 ] || benches=(buildkit dashboard ingest pipeline proxy sandbox steps webapp)
 
 # check_figures NAME OUTPUT: every figure line NAME prints is there, with numbers where
 # the line has them. {N} is a number, {*} any text; whitespace runs count as one space.
@@ -53,6 +53,11 @@ FIGURES = {
         "in git / engine / registry: median {N} s",
         "runner overhead (pickup, bookkeeping, logs, between steps): median {N} ms, worst {N} ms {*}",
         "queue pickup: median {N} ms, worst {N} ms {*}",
+    ],
+    "steps": [
+        "docker run --rm of the command (baseline, median): {N} ms",
+        "the step through the runner: median {N} ms; ratio {N}; beyond 1.2x the baseline {N} ms (target <= 300 ms)",
+        "push-to-live without steps: median {N} s; with one test step: median {N} s; ratio {N}",
     ],
     "proxy": [
         "during {N} deploys + {N} rollbacks: {N} requests, failed {N} (non-2xx {N}, socket errors {N}) (target 0)",

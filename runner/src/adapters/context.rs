@@ -252,6 +252,13 @@ pub fn pack_tree(root: &Path, prefix: &str, max_bytes: u64) -> Result<Vec<u8>, S
             let name = format!("{prefix}/{relative}");
             let kind = entry.file_type().map_err(|e| e.to_string())?;
             let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
+            if !kind.is_file() {
+                // Directories and links are headers too: a million of them is no small tree.
+                total = total.saturating_add(1024);
+                if total > max_bytes {
+                    return Err(format!("the checkout is larger than {} MiB", max_bytes / (1024 * 1024)));
+                }
+            }
             if kind.is_dir() {
                 builder
                     .append_data(
@@ -268,7 +275,8 @@ pub fn pack_tree(root: &Path, prefix: &str, max_bytes: u64) -> Result<Vec<u8>, S
             } else if kind.is_file() {
                 let file = std::fs::File::open(&path).map_err(add_error)?;
                 let metadata = file.metadata().map_err(add_error)?;
-                total = total.saturating_add(metadata.len());
+                // A tar entry is a 512-byte header and the content padded to 512 bytes.
+                total = total.saturating_add(metadata.len().div_ceil(512) * 512 + 512);
                 if total > max_bytes {
                     return Err(format!("the checkout is larger than {} MiB", max_bytes / (1024 * 1024)));
                 }

@@ -329,13 +329,38 @@ impl Reporter {
         for row in rows.iter().filter(|row| !Step::BUILT_IN.contains(&row.name.as_str())) {
             let (state, text) = check_status(job.state, row);
             let text = self.mask.masked(text);
-            let context = format!("{}/{}", job.project, row.name);
+            let context = check_context(job, &row.name);
             let url = job_url.map(|url| format!("{url}#step-{}", row.name));
-            client
+            match client
                 .commit_status(&job.sha, state, &context, &text, url.as_deref())
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                // One status GitHub refuses does not keep the job's own from being told.
+                Err(ForgeError::Rejected { status, message }) => {
+                    tracing::warn!(
+                        job_id = job.id,
+                        context,
+                        status,
+                        message,
+                        "GitHub refused a step's status"
+                    );
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
+    }
+}
+
+/// A step's status context: `<project>/<step>` for a pull request's verify job (what
+/// branch protection requires), `<project>/<step> (<environment>)` for a deploy's, so one
+/// commit's deploys to several environments, and a pull request's verify of the same
+/// commit, never overwrite each other's.
+fn check_context(job: &Unreported, step: &str) -> String {
+    match job.kind {
+        JobKind::Verify => format!("{}/{step}", job.project),
+        JobKind::Deploy => format!("{}/{step} ({})", job.project, job.environment),
     }
 }
 
@@ -654,9 +679,9 @@ mod tests {
         assert_eq!(
             of_steps,
             [
-                "app/unit success 212 passed, 0 failed",
-                "app/lint success skipped: branch main is not in when.branch [release]",
-                "app/e2e failure e2e failed: 1 passed, 1 failed",
+                "app/unit (production) success 212 passed, 0 failed",
+                "app/lint (production) success skipped: branch main is not in when.branch [release]",
+                "app/e2e (production) failure e2e failed: 1 passed, 1 failed",
             ],
             "one status per step of the repository's, under <project>/<step>; none for the runner's own"
         );

@@ -116,16 +116,20 @@ async fn build_and_check(
     if let Some(file) = &file
         && file.only_ignored(&changed)
     {
-        checks::nothing_to_do(steps).await;
+        checks::nothing_to_do(steps).await?;
         return Ok(None);
     }
     let stages = checks::stages(file.as_ref());
-    let tag = build_image(steps, project, build, engine, dirs, kind, &stages).await?;
-    let checked = match &file {
-        Some(file) => checks::run(steps, project, build, engine, dirs, file, &tag, kind, changed).await,
-        None => Ok(()),
+    let tag = image_tag(build, job, kind);
+    let checked = match build_image(steps, project, build, engine, dirs, kind, &stages).await {
+        Ok(built) => match &file {
+            Some(file) => checks::run(steps, project, build, engine, dirs, file, &built, kind, changed).await,
+            None => Ok(()),
+        },
+        Err(failure) => Err(failure),
     };
-    // The stages' images served the checks only.
+    // The stages' images served the checks only (a build that failed part-way may have
+    // made some).
     for stage in &stages {
         let image = checks::stage_tag(&tag, stage);
         if let Err(error) = engine.remove_image(&image).await {
@@ -230,12 +234,7 @@ async fn build_image(
 ) -> Result<String, JobFailure> {
     let (job, log) = (steps.job, steps.log);
     let untrusted = kind == JobKind::Verify;
-    // A pull request's image never carries the name a deploy of that commit would.
-    let tag = if untrusted {
-        format!("{}:verify-{}-{}", build.image, job.id, job.attempts)
-    } else {
-        format!("{}:{}", build.image, job.sha)
-    };
+    let tag = image_tag(build, job, kind);
     let context_dir = dirs.checkout.join(&build.context);
     let mut build_args: HashMap<String, String> = build
         .build_args
@@ -353,6 +352,16 @@ async fn build_image(
         .await?;
     log.system(format!("built {tag} ({image_id})"));
     Ok(tag)
+}
+
+/// The job's image name. A pull request's never carries the name a deploy of that commit
+/// would.
+fn image_tag(build: &BuildSettings, job: &crate::store::jobs::Job, kind: JobKind) -> String {
+    if kind == JobKind::Verify {
+        format!("{}:verify-{}-{}", build.image, job.id, job.attempts)
+    } else {
+        format!("{}:{}", build.image, job.sha)
+    }
 }
 
 /// Sixteen random hex digits.

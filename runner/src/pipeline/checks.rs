@@ -27,13 +27,14 @@ use crate::store::jobs::Job;
 use crate::store::steps as step_store;
 
 /// The file's name at the repository's root.
-pub const FILE: &str = ".runner.yml";
+const FILE: &str = runfile::FILE_NAME;
 /// A larger file is refused unread.
-const MAX_FILE_BYTES: u64 = 256 * 1024;
-/// The most of a checkout copied into a check's container.
-const MAX_CHECKOUT_BYTES: u64 = 1024 * 1024 * 1024;
+const MAX_FILE_BYTES: u64 = runfile::MAX_FILE_BYTES as u64;
+/// The most of a checkout copied into a check's container (held in memory while the
+/// job's steps run; tar headers count too).
+const MAX_CHECKOUT_BYTES: u64 = 256 * 1024 * 1024;
 /// The most of a JUnit report read back.
-const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_REPORT_BYTES: u64 = runfile::junit::MAX_REPORT_BYTES as u64;
 
 /// Reads and checks the commit's `.runner.yml`; `None` when it has none. Its checks get
 /// rows of their own after `build`; a bad file fails the job at a `pipeline` row.
@@ -47,7 +48,7 @@ pub(super) async fn read(
         Ok(None) => return Ok(None),
         Ok(Some(file)) => file,
         Err(message) => {
-            insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await;
+            insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await?;
             return steps
                 .run(Step::Pipeline, Duration::from_secs(5), async {
                     Err(StepError::Failed(message))
@@ -56,17 +57,22 @@ pub(super) async fn read(
         }
     };
     let names: Vec<&str> = file.steps.iter().map(|spec| spec.name.as_str()).collect();
-    insert_rows(steps, Step::Build, &names).await;
+    insert_rows(steps, Step::Build, &names).await?;
     steps
         .log
         .system(format!("{FILE}: {} step(s): {}", names.len(), names.join(", ")));
     Ok(Some(file))
 }
 
-async fn insert_rows(steps: &Steps<'_>, after: Step, names: &[&str]) {
-    if let Err(error) = step_store::insert_after(&steps.ctx.pool, steps.job.id.get(), after.name(), names).await {
-        tracing::warn!(%error, "cannot record the repository's steps");
-    }
+/// The rows are what the job page and the commit statuses show: a job whose steps cannot
+/// be recorded does not run them unseen.
+async fn insert_rows(steps: &Steps<'_>, after: Step, names: &[&str]) -> Result<(), JobFailure> {
+    step_store::insert_after(&steps.ctx.pool, steps.job.id.get(), after.name(), names)
+        .await
+        .map_err(|error| JobFailure::Step {
+            step: Step::Pipeline,
+            error: StepError::Failed(format!("cannot record the repository's steps: {error}")),
+        })
 }
 
 /// The file, parsed against the project's Dockerfile stages and build secrets.
@@ -85,16 +91,6 @@ async fn read_file(checkout: &Path, build: &BuildSettings) -> Result<Option<RunF
         stages: runfile::dockerfile_stages(&dockerfile),
     };
     let file = runfile::parse(&text, &context).map_err(|error| error.to_string())?;
-    if let Some(spec) = file
-        .steps
-        .iter()
-        .find(|spec| Step::BUILT_IN.contains(&spec.name.as_str()))
-    {
-        return Err(format!(
-            "{FILE}: step name {:?} is the runner's own step; choose another",
-            spec.name.as_str()
-        ));
-    }
     Ok(Some(file))
 }
 
@@ -122,13 +118,14 @@ async fn read_repository_file(root: &Path, relative: &str, max_bytes: u64) -> Re
 
 /// Every file the commit changed matches `paths_ignore`: the job ends here, successful,
 /// having built and deployed nothing; a `pipeline` row says why.
-pub(super) async fn nothing_to_do(steps: &Steps<'_>) {
+pub(super) async fn nothing_to_do(steps: &Steps<'_>) -> Result<(), JobFailure> {
     let reason = format!("every changed file matches {FILE}'s paths_ignore: nothing to build or deploy");
-    insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await;
+    insert_rows(steps, Step::Checkout, &[Step::Pipeline.name()]).await?;
     steps
         .set_state(Step::Pipeline.name(), StepState::Skipped, Some(&reason))
         .await;
     steps.log.system(reason);
+    Ok(())
 }
 
 /// The `target:` stages the checks name, each built beside the job's image.
@@ -169,7 +166,8 @@ pub(super) async fn run(
     let facts = EventFacts {
         kind: match (kind, job.trigger) {
             (JobKind::Verify, _) => EventKind::PullRequest,
-            (_, Trigger::Push) => EventKind::Push,
+            // A missed push recovered, or a push delivery sent again, is still that push.
+            (_, Trigger::Push | Trigger::Reconcile | Trigger::Replay) => EventKind::Push,
             (_, trigger) => EventKind::Other(trigger.to_string()),
         },
         // A pull request is judged by the branch it would merge into.
@@ -320,7 +318,7 @@ async fn remove_all(engine: &dyn ContainerEngine, names: &[String], log: &JobLog
     }
 }
 
-/// "; first failing: suite::name: message", for the step's one sentence.
+/// "; failing: name: message; ...", the first three, for the step's one sentence.
 fn first_failures(summary: &runfile::junit::TestSummary) -> String {
     let named: Vec<String> = summary
         .failures
@@ -354,13 +352,19 @@ async fn read_report(
 ) -> Option<runfile::junit::TestSummary> {
     let path = format!("{TASK_CHECKOUT}/{report}");
     match engine.read_file(container, &path, MAX_REPORT_BYTES).await {
-        Ok(Some(xml)) => match runfile::junit::summarize(&xml) {
-            Ok(summary) => Some(summary),
-            Err(error) => {
-                log.system(format!("the JUnit report {report} cannot be read: {error}"));
-                None
+        // Up to 16 MiB of XML: parsed off the runtime's threads.
+        Ok(Some(xml)) => {
+            match tokio::task::spawn_blocking(move || runfile::junit::summarize(&xml).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            {
+                Ok(summary) => Some(summary),
+                Err(error) => {
+                    log.system(format!("the JUnit report {report} cannot be read: {error}"));
+                    None
+                }
             }
-        },
+        }
         Ok(None) => {
             log.system(format!("the JUnit report {report} was not written (or is too large)"));
             None
@@ -399,12 +403,13 @@ impl Check<'_> {
         )
     }
 
+    // A `.` is in no step's name: a step's pod and services never take another's name.
     fn pod_name(&self) -> String {
-        format!("{}-pod", self.base_name())
+        format!("{}.pod", self.base_name())
     }
 
     fn service_name(&self, service: &ServiceSpec) -> String {
-        format!("{}-svc-{}", self.base_name(), service.name.as_str())
+        format!("{}.svc.{}", self.base_name(), service.name.as_str())
     }
 
     fn image(&self, image: &StepImage) -> String {
@@ -413,6 +418,41 @@ impl Check<'_> {
             StepImage::Stage(stage) => stage_tag(self.built, stage),
             StepImage::Reference(reference) => reference.to_string(),
         }
+    }
+
+    /// A pull request's step may not name the project's own images (its deploys' and what
+    /// its registry holds): pulled anew without credentials or not, they are not a
+    /// stranger's to run. Its other references are always pulled ([`TaskSpec::pull`]).
+    fn allowed(&self, image: &StepImage) -> Result<(), String> {
+        let StepImage::Reference(reference) = image else {
+            return Ok(());
+        };
+        if self.kind != JobKind::Verify {
+            return Ok(());
+        }
+        let reference = reference.as_str();
+        let repository = reference.split(['@', ':']).next().unwrap_or(reference);
+        let registry_host = self
+            .project
+            .registry
+            .as_ref()
+            .and_then(|registry| registry.url.as_deref())
+            .map(|url| url.split('/').next().unwrap_or(url));
+        let own = repository == self.build.image
+            || reference.starts_with(&format!("{}:", self.build.image))
+            || registry_host.is_some_and(|host| reference.starts_with(&format!("{host}/")))
+            || reference.contains(".dkr.ecr.");
+        if own {
+            return Err(format!(
+                "a pull request's step cannot run the project's own images or its registry's ({reference})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a container of `image` pulls it anew (see [`Check::allowed`]).
+    fn pulls(&self, image: &StepImage) -> bool {
+        self.kind == JobKind::Verify && matches!(image, StepImage::Reference(_))
     }
 
     /// A pull request's containers live on the closed network, as its smoke test does.
@@ -427,6 +467,10 @@ impl Check<'_> {
     /// The step's own container.
     fn task(&self) -> Result<TaskSpec, String> {
         let spec = self.spec;
+        self.allowed(&spec.image)?;
+        for service in &spec.services {
+            self.allowed(&service.image)?;
+        }
         let mut env: Vec<(String, SecretString)> = vec![
             ("CI".to_owned(), "true".into()),
             ("RUNNER_CHECKOUT".to_owned(), TASK_CHECKOUT.into()),
@@ -447,7 +491,7 @@ impl Check<'_> {
         Ok(TaskSpec {
             name: self.base_name(),
             image: self.image(&spec.image),
-            script: Some(script(&spec.commands)),
+            script: Some(script(&spec.commands, spec.junit.as_ref().map(|r| r.as_str()))),
             env,
             files: self.files.clone(),
             job_id: self.job.id.get(),
@@ -458,24 +502,26 @@ impl Check<'_> {
                 .iter()
                 .map(|path| (self.cache_volume(path.as_str()), path.as_str().to_owned()))
                 .collect(),
+            pull: self.pulls(&spec.image),
         })
     }
 
     /// A volume per project, step and path; a pull request's are its own, so nothing a
-    /// stranger leaves in a cache reaches a deploy's step.
+    /// stranger leaves in a cache reaches a deploy's step. The parts are hashed together:
+    /// no project, step or pull request can spell another's volume.
     fn cache_volume(&self, path: &str) -> String {
-        let digest = hex::encode(sha2::Sha256::digest(path.as_bytes()));
         let scope = match (self.kind, self.job.pull_request) {
-            (JobKind::Verify, Some(number)) => format!("-pr{number}"),
-            (JobKind::Verify, None) => format!("-job{}", self.job.id),
-            _ => String::new(),
+            (JobKind::Verify, Some(number)) => format!("pr{number}"),
+            (JobKind::Verify, None) => format!("job{}", self.job.id),
+            _ => "deploy".to_owned(),
         };
-        format!(
-            "runner-cache-{}{scope}-{}-{}",
-            self.project.name,
-            self.spec.name.as_str(),
-            &digest[..12]
-        )
+        let mut key = sha2::Sha256::new();
+        for part in [self.project.name.as_str(), &scope, self.spec.name.as_str(), path] {
+            key.update(part.as_bytes());
+            key.update([0]);
+        }
+        let digest = hex::encode(key.finalize());
+        format!("runner-cache-{}-{scope}-{}", self.project.name, &digest[..24])
     }
 
     fn pod(&self) -> PodSpec {
@@ -504,13 +550,21 @@ impl Check<'_> {
             limits: self.project.containers.clone(),
             network: network.clone(),
             volumes: Vec::new(),
+            pull: self.pulls(&service.image),
         }
     }
 }
 
-/// The commands as one `sh -e` script, each echoed before it runs.
-fn script(commands: &[String]) -> String {
+/// The commands as one `sh -e` script, each echoed before it runs; a report file the
+/// checkout already holds is removed first, so only what this run writes is read.
+fn script(commands: &[String], report: Option<&str>) -> String {
     let mut script = String::new();
+    if let Some(report) = report {
+        script.push_str(&format!(
+            "rm -f {}\n",
+            shell_quote(&format!("{TASK_CHECKOUT}/{report}"))
+        ));
+    }
     for command in commands {
         script.push_str(&format!(
             "printf '%s\\n' {}\n{command}\n",
@@ -530,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_scripts_commands_are_echoed_quoted_before_they_run() {
-        let script = script(&["echo 'it''s' && false".to_owned(), "cargo test".to_owned()]);
+        let script = script(&["echo 'it''s' && false".to_owned(), "cargo test".to_owned()], None);
         assert_eq!(
             script,
             "printf '%s\\n' '+ echo '\\''it'\\'''\\''s'\\'' && false'\necho 'it''s' && false\n\

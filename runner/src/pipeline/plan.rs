@@ -44,9 +44,7 @@ impl Step {
 
 impl Step {
     /// The names the runner's own steps take; a repository's steps must use others.
-    pub const BUILT_IN: [&'static str; 10] = [
-        "checkout", "build", "pipeline", "smoke", "push", "plan", "approval", "apply", "rollout", "record",
-    ];
+    pub const BUILT_IN: [&'static str; 10] = crate::runfile::RESERVED_STEP_NAMES;
 
     /// How the step's duration is labelled in the metrics: a repository's steps share one
     /// label, so a repository cannot add label values.

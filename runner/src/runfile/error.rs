@@ -103,8 +103,14 @@ pub enum Problem {
     Glob { pattern: String, reason: String },
     #[error("when.{0} is empty; leave it out to have no condition on it")]
     EmptyCondition(&'static str),
-    #[error("event name {0:?} must be lowercase letters and '_' (push, pull_request, ...)")]
+    #[error("event {0:?} is not one a step runs for: push, pull_request or redeploy")]
     EventName(String),
+    #[error("step name {0:?} is the runner's own step's; choose another")]
+    ReservedStep(String),
+    #[error("a step has at most {limit} services")]
+    TooManyServices { limit: usize },
+    #[error("the steps' timeouts add up to more than {limit_hours} hours, the most one job may take")]
+    TotalTimeout { limit_hours: u64 },
     #[error("reports.junit {path:?} {reason}")]
     ReportPath { path: String, reason: &'static str },
     #[error("cache path {path:?} {reason}")]

@@ -55,6 +55,14 @@ pub const FILE_NAME: &str = ".runner.yml";
 pub const MAX_FILE_BYTES: usize = 256 * 1024;
 /// The most steps a file may have: each is a row on the job's page and a commit status.
 pub const MAX_STEPS: usize = 64;
+/// The most services beside one step.
+pub const MAX_SERVICES: usize = 4;
+/// The most all of a job's steps may take together.
+pub const MAX_TOTAL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// The runner's own steps' names, which a repository's steps cannot take.
+pub const RESERVED_STEP_NAMES: [&str; 10] = [
+    "checkout", "build", "pipeline", "smoke", "push", "plan", "approval", "apply", "rollout", "record",
+];
 
 /// What the project offers a `.runner.yml`, to check it against before anything runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,8 +182,21 @@ impl Checker<'_> {
                     },
                 ));
             }
+            if RESERVED_STEP_NAMES.contains(&step.name.value.as_str()) {
+                return Err(at(&step.name, Problem::ReservedStep(step.name.value.clone())));
+            }
             seen.insert(step.name.value.clone(), step.name.referenced.line());
+            let name = step.name.clone();
             steps.push(self.step(step)?);
+            let total: Duration = steps.iter().map(|step: &StepSpec| step.timeout).sum();
+            if total > MAX_TOTAL_TIMEOUT {
+                return Err(at(
+                    &name,
+                    Problem::TotalTimeout {
+                        limit_hours: MAX_TOTAL_TIMEOUT.as_secs() / 3600,
+                    },
+                ));
+            }
         }
         Ok(RunFile {
             steps,
@@ -219,6 +240,9 @@ impl Checker<'_> {
         }
         let mut services: Vec<ServiceSpec> = Vec::with_capacity(raw.services.len());
         let mut service_lines: HashMap<String, u64> = HashMap::new();
+        if let Some(extra) = raw.services.get(MAX_SERVICES) {
+            return Err(at(&extra.name, Problem::TooManyServices { limit: MAX_SERVICES }));
+        }
         for service in raw.services {
             if let Some(&first_line) = service_lines.get(&service.name.value) {
                 return Err(at(

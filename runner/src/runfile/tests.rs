@@ -376,8 +376,18 @@ fn when_lists_are_checked() {
     );
     assert_eq!(
         error("steps:\n  - name: a\n    commands: [x]\n    when:\n      event: [push, pull-request]\n"),
-        ".runner.yml:5:21: event name \"pull-request\" must be lowercase letters and '_' (push, pull_request, ...)"
+        ".runner.yml:5:21: event \"pull-request\" is not one a step runs for: push, pull_request or redeploy"
     );
+    // A typo would never match: refused, as are triggers that run no step.
+    for event in ["pushh", "rollback", "promote"] {
+        assert!(
+            error(&format!(
+                "steps:\n  - {{ name: a, commands: [x], when: {{ event: [{event}] }} }}\n"
+            ))
+            .contains(&format!("event \"{event}\" is not one a step runs for")),
+            "{event}"
+        );
+    }
     let file = parsed("steps:\n  - { name: a, commands: [x], when: { event: [redeploy] } }\n");
     assert_eq!(
         file.steps[0].when.events,
@@ -446,4 +456,25 @@ paths_ignore: ["docs/**", "**/*.md"]
 "#;
     let file = parsed(example);
     assert_eq!(file.steps[0].name.as_str(), "test");
+}
+
+#[test]
+fn the_runners_own_step_names_too_many_services_and_too_long_a_job_are_refused() {
+    assert_eq!(
+        error("steps:\n  - name: a\n    commands: [x]\n  - name: smoke\n    commands: [x]\n"),
+        ".runner.yml:4:11: step name \"smoke\" is the runner's own step's; choose another"
+    );
+    let services: String = (1..=5)
+        .map(|n| format!("      - {{ name: s{n}, image: \"busybox:1\" }}\n"))
+        .collect();
+    assert_eq!(
+        error(&format!(
+            "steps:\n  - name: a\n    commands: [x]\n    services:\n{services}"
+        )),
+        ".runner.yml:9:17: a step has at most 4 services"
+    );
+    assert_eq!(
+        error("steps:\n  - { name: a, commands: [x], timeout: 4h }\n  - { name: b, commands: [x], timeout: 2h1m }\n"),
+        ".runner.yml:3:13: the steps' timeouts add up to more than 6 hours, the most one job may take"
+    );
 }

@@ -33,8 +33,13 @@ impl EventKind {
 
     /// A name `when.event` may hold: lowercase letters and `_`, as the runner names its
     /// triggers.
+    /// The events a step can run for: a push (also one recovered or replayed), a pull
+    /// request, and an operator's redeploy. Rollbacks and promotions build nothing, so no
+    /// step runs for them; anything else is a typo that would silently never match.
+    pub const NAMES: [&'static str; 3] = ["push", "pull_request", "redeploy"];
+
     pub(super) fn is_valid_name(name: &str) -> bool {
-        (1..=40).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        Self::NAMES.contains(&name)
     }
 }
 

@@ -77,13 +77,17 @@ pub async fn set_deployment(pool: &Store, id: i64, github_deployment_id: i64) ->
     Ok(())
 }
 
-/// Whether any job of the project was ever queued for this commit.
+/// Whether a push of this commit ever reached the project: a job was queued for it, or a
+/// delivery naming it was received (and perhaps ignored, as `[skip ci]` asks).
 pub async fn sha_seen(pool: &Store, project: &str, sha: &str) -> Result<bool, StoreError> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE project = $1 AND sha = $2 LIMIT 1")
-        .bind(project)
-        .bind(sha)
-        .fetch_optional(pool.db())
-        .await?;
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM jobs WHERE project = $1 AND sha = $2
+         UNION ALL SELECT 1 FROM deliveries WHERE project = $1 AND sha = $2 LIMIT 1",
+    )
+    .bind(project)
+    .bind(sha)
+    .fetch_optional(pool.db())
+    .await?;
     Ok(found.is_some())
 }
 

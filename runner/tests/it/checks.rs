@@ -406,10 +406,34 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         "{log}"
     );
     assert!(
+        log.contains(&format!("service said pong-{id}")),
+        "the service answers by its name:\n{log}"
+    );
+    assert!(
         containers_of_job(&project, job_id).is_empty(),
         "{:?}",
         containers_of_job(&project, job_id)
     );
+
+    // The project's own images are not a stranger's to run, even on the engine that holds them.
+    let deployed = format!("{image}:{}", "f".repeat(40));
+    let own = commit(
+        repo,
+        &format!("steps:\n  - name: own\n    image: \"{deployed}\"\n    commands: [\"cat /app-id\"]\n"),
+        "run the deployed image",
+    );
+    body["pull_request"]["head"]["sha"] = own.clone().into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    let (job, log) = ended(&runner, job_id).await;
+    assert_eq!(job["state"], "failed", "{job}\n{log}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot run the project's own images"), "{error}");
     runner.stop().await;
 }
 

@@ -149,8 +149,13 @@ impl DockerEngine {
         for role in [Role::Smoke, Role::Candidate, Role::Task] {
             for (id, names, _) in self.managed(Some(role)).await? {
                 tracing::info!(container = %id, names = ?names, "removing a container left by an earlier run");
-                self.remove(&id).await?;
-                removed += 1;
+                // One that will not go does not keep the others.
+                match self.remove(&id).await {
+                    Ok(()) => removed += 1,
+                    Err(error) => {
+                        tracing::warn!(container = %id, %error, "cannot remove a container left by an earlier run")
+                    }
+                }
             }
         }
         Ok(removed)
@@ -228,6 +233,11 @@ impl DockerEngine {
             Err(error) => return Err(error.into()),
         }
         tracing::info!(image, "pulling an image the runner needs");
+        self.pull(image).await
+    }
+
+    /// Pulls `image` from its registry, without credentials.
+    async fn pull(&self, image: &str) -> Result<(), EngineError> {
         let options = bollard::query_parameters::CreateImageOptions {
             from_image: Some(image.to_owned()),
             ..Default::default()
@@ -928,7 +938,11 @@ impl ContainerEngine for DockerEngine {
 
     async fn start_task(&self, task: &TaskSpec) -> Result<String, EngineError> {
         use secrecy::ExposeSecret;
-        self.ensure_image(&task.image).await?;
+        if task.pull {
+            self.pull(&task.image).await?;
+        } else {
+            self.ensure_image(&task.image).await?;
+        }
         let network_mode = match &task.network {
             TaskNetwork::Joins(network) => self.network_mode(network).await?,
             TaskNetwork::Pod(pod) => Some(format!("container:{pod}")),
@@ -964,6 +978,15 @@ impl ContainerEngine for DockerEngine {
             host_config: Some(HostConfig {
                 network_mode,
                 mounts: Some(mounts),
+                // The runner keeps what it reads of the output; the engine's own copy of a
+                // chatty step stays small.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("json-file".to_owned()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), "10m".to_owned()),
+                        ("max-file".to_owned(), "1".to_owned()),
+                    ])),
+                }),
                 // Commands that start children (a test runner's workers) get them reaped.
                 init: Some(true),
                 memory: Some(task.limits.memory_bytes),

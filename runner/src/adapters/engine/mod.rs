@@ -220,6 +220,9 @@ pub struct TaskSpec {
     pub network: TaskNetwork,
     /// Named volumes (created by the engine on first use) and where they are mounted.
     pub volumes: Vec<(String, String)>,
+    /// Pull the image, without credentials, even when the engine has it: a pull request's
+    /// step runs only what anyone may pull, never what the engine holds of others.
+    pub pull: bool,
 }
 
 /// Where a task's network comes from.
