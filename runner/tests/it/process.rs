@@ -328,7 +328,8 @@ fn slow_relay(target: &str) -> String {
 
 /// Where a runner is killed, and what the deploy has for it to be killed in.
 struct KillPoint {
-    /// The step running when the runner is killed (`approval`: while it waits for one).
+    /// The step running when the runner is killed (`approval`: while it waits for one;
+    /// `slowcheck`: a step of the repository's `.runner.yml`, with a service beside it).
     step: &'static str,
     terraform: bool,
     slow_registry: bool,
@@ -374,10 +375,24 @@ impl KilledDeploy {
                 ),
                 1,
             )
+        } else if step == "slowcheck" {
+            format!(
+                "FROM local/busybox:1 AS pong\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n{WEBAPP_DOCKERFILE}"
+            )
         } else {
             WEBAPP_DOCKERFILE.to_owned()
         };
         let mut sha = webapp_repo(&repo, &dockerfile);
+        if step == "slowcheck" {
+            std::fs::write(
+                repo.join(".runner.yml"),
+                "steps:\n  - name: slowcheck\n    image: local/busybox:1\n    services: [{ name: pong, image: \"target:pong\" }]\n    commands: [\"sleep 6\"]\n",
+            )
+            .expect("write .runner.yml");
+            git(&repo, &["add", "-A"]);
+            git(&repo, &["commit", "--quiet", "-m", "a slow check"]);
+            sha = git(&repo, &["rev-parse", "HEAD"]);
+        }
         let project = format!("kill{step}{unique}");
         let image = format!("runner-kill-{step}-{unique}");
         let host_port = free_port();
@@ -539,7 +554,23 @@ async fn kill_then_restart(point: KillPoint) {
         })
         .await;
     }
+    if step == "slowcheck" {
+        // Killed once the step's pod, service and own container all run.
+        crate::common::eventually("the step's pod, service and container", || {
+            let containers = containers_of_job(&deploy.project, job_id);
+            (containers.iter().filter(|name| name.contains("-step-")).count() == 3).then_some(())
+        })
+        .await;
+    }
     first.kill9();
+    if step == "slowcheck" {
+        let left = containers_of_job(&deploy.project, job_id);
+        assert_eq!(
+            left.iter().filter(|name| name.contains("-step-")).count(),
+            3,
+            "the killed runner left the step's containers: {left:?}"
+        );
+    }
 
     let second = deploy.start_runner();
     if step == "approval" {
@@ -579,6 +610,16 @@ async fn kill_then_restart(point: KillPoint) {
             second.log_text()
         );
     }
+}
+
+#[tokio::test]
+async fn a_runner_killed_during_a_repositorys_step_leaves_none_of_its_containers_and_finishes_the_deploy() {
+    kill_then_restart(KillPoint {
+        step: "slowcheck",
+        terraform: false,
+        slow_registry: false,
+    })
+    .await;
 }
 
 #[tokio::test]
