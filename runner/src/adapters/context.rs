@@ -167,132 +167,148 @@ pub fn pack(checkout: &Path, dir: &Path, dockerfile: &str) -> Result<Vec<u8>, St
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => DockerIgnore::default(),
         Err(error) => return Err(format!("cannot read .dockerignore: {error}")),
     };
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&current)
-            .map_err(|e| format!("cannot read {}: {e}", current.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for entry in entries {
-            let path = entry.path();
-            let relative = path
-                .strip_prefix(dir)
-                .map_err(|e| e.to_string())?
-                .to_string_lossy()
-                .replace('\\', "/");
-            if relative == ".git" || relative.starts_with(".git/") {
-                continue;
-            }
-            if ignore.excludes(&relative) && relative != dockerfile {
-                continue;
-            }
-            let kind = entry.file_type().map_err(|e| e.to_string())?;
-            let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
-            if kind.is_dir() {
-                builder
-                    .append_data(
-                        &mut stable_header(tar::EntryType::Directory, 0o755, 0),
-                        &relative,
-                        std::io::empty(),
-                    )
-                    .map_err(add_error)?;
-                pending.push(path);
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(add_error)?;
-                let mut header = stable_header(tar::EntryType::Symlink, 0o777, 0);
-                builder
-                    .append_link(&mut header, &relative, &target)
-                    .map_err(add_error)?;
-            } else if kind.is_file() {
-                let file = std::fs::File::open(&path).map_err(add_error)?;
-                let metadata = file.metadata().map_err(add_error)?;
-                let mode = if metadata.permissions().mode() & 0o111 != 0 {
-                    0o755
-                } else {
-                    0o644
-                };
-                let mut header = stable_header(tar::EntryType::Regular, mode, metadata.len());
-                builder.append_data(&mut header, &relative, file).map_err(add_error)?;
-            }
-        }
-    }
-    builder
-        .into_inner()
-        .map_err(|e| format!("cannot finish the context archive: {e}"))
+    let tree = Tree {
+        what: "the build context",
+        prefix: None,
+        skip: &|relative: &str| {
+            relative == ".git" || relative.starts_with(".git/") || (ignore.excludes(relative) && relative != dockerfile)
+        },
+        modes: Modes {
+            directory: 0o755,
+            file: 0o644,
+            executable: 0o755,
+        },
+        max_bytes: u64::MAX,
+    };
+    tree.pack(dir)
 }
 
 /// Packs the whole checkout (its `.git` too, for steps that ask git) under `prefix/`, for
 /// a step's container: everything writable by whoever the image runs as (the copy is the
-/// step's own), symbolic links kept as links, never followed. At most `max_bytes` of files.
+/// step's own), symbolic links kept as links, never followed. At most `max_bytes` of
+/// archive, headers included.
 pub fn pack_tree(root: &Path, prefix: &str, max_bytes: u64) -> Result<Vec<u8>, String> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut total = 0_u64;
-    builder
-        .append_data(
-            &mut stable_header(tar::EntryType::Directory, 0o777, 0),
-            prefix,
-            std::io::empty(),
-        )
-        .map_err(|e| format!("cannot add {prefix}: {e}"))?;
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let entries: Vec<_> = std::fs::read_dir(&current)
-            .map_err(|e| format!("cannot read {}: {e}", current.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-        for entry in entries {
-            let path = entry.path();
-            let relative = path
-                .strip_prefix(root)
-                .map_err(|e| e.to_string())?
-                .to_string_lossy()
-                .replace('\\', "/");
-            let name = format!("{prefix}/{relative}");
-            let kind = entry.file_type().map_err(|e| e.to_string())?;
-            let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
-            if !kind.is_file() {
-                // Directories and links are headers too: a million of them is no small tree.
-                total = total.saturating_add(1024);
-                if total > max_bytes {
-                    return Err(format!("the checkout is larger than {} MiB", max_bytes / (1024 * 1024)));
-                }
+    let tree = Tree {
+        what: "the checkout",
+        prefix: Some(prefix),
+        skip: &|_: &str| false,
+        modes: Modes {
+            directory: 0o777,
+            file: 0o666,
+            executable: 0o777,
+        },
+        max_bytes,
+    };
+    tree.pack(root)
+}
+
+/// How a tree of files becomes a tar archive.
+struct Tree<'a> {
+    /// What the tree is, as errors name it.
+    what: &'a str,
+    /// A directory every entry goes under.
+    prefix: Option<&'a str>,
+    /// Paths (relative, `/`-separated) left out, with what is below them.
+    skip: &'a dyn Fn(&str) -> bool,
+    modes: Modes,
+    max_bytes: u64,
+}
+
+struct Modes {
+    directory: u32,
+    file: u32,
+    executable: u32,
+}
+
+impl Tree<'_> {
+    /// Entries in name order; symbolic links as links, never followed; neither sockets,
+    /// pipes nor devices.
+    fn pack(&self, root: &Path) -> Result<Vec<u8>, String> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut total = 0_u64;
+        let mut count = |bytes: u64| {
+            // A tar entry is a 512-byte header and its content padded to 512 bytes.
+            total = total.saturating_add(bytes.div_ceil(512) * 512 + 512);
+            if total > self.max_bytes {
+                return Err(format!(
+                    "{} is larger than {} MiB",
+                    self.what,
+                    self.max_bytes / (1024 * 1024)
+                ));
             }
-            if kind.is_dir() {
-                builder
-                    .append_data(
-                        &mut stable_header(tar::EntryType::Directory, 0o777, 0),
-                        &name,
-                        std::io::empty(),
-                    )
-                    .map_err(add_error)?;
-                pending.push(path);
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(add_error)?;
-                let mut header = stable_header(tar::EntryType::Symlink, 0o777, 0);
-                builder.append_link(&mut header, &name, &target).map_err(add_error)?;
-            } else if kind.is_file() {
-                let file = std::fs::File::open(&path).map_err(add_error)?;
-                let metadata = file.metadata().map_err(add_error)?;
-                // A tar entry is a 512-byte header and the content padded to 512 bytes.
-                total = total.saturating_add(metadata.len().div_ceil(512) * 512 + 512);
-                if total > max_bytes {
-                    return Err(format!("the checkout is larger than {} MiB", max_bytes / (1024 * 1024)));
+            Ok(())
+        };
+        if let Some(prefix) = self.prefix {
+            count(0)?;
+            builder
+                .append_data(
+                    &mut self.header(tar::EntryType::Directory, false, 0),
+                    prefix,
+                    std::io::empty(),
+                )
+                .map_err(|e| format!("cannot add {prefix}: {e}"))?;
+        }
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(current) = pending.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&current)
+                .map_err(|e| format!("cannot read {}: {e}", current.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+            entries.sort_by_key(std::fs::DirEntry::file_name);
+            for entry in entries {
+                let path = entry.path();
+                let relative = path
+                    .strip_prefix(root)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if (self.skip)(&relative) {
+                    continue;
                 }
-                let mode = if metadata.permissions().mode() & 0o111 != 0 {
-                    0o777
-                } else {
-                    0o666
+                let name = match self.prefix {
+                    Some(prefix) => format!("{prefix}/{relative}"),
+                    None => relative.clone(),
                 };
-                let mut header = stable_header(tar::EntryType::Regular, mode, metadata.len());
-                builder.append_data(&mut header, &name, file).map_err(add_error)?;
+                let kind = entry.file_type().map_err(|e| e.to_string())?;
+                let add_error = |e: std::io::Error| format!("cannot add {relative}: {e}");
+                if kind.is_dir() {
+                    count(0)?;
+                    builder
+                        .append_data(
+                            &mut self.header(tar::EntryType::Directory, false, 0),
+                            &name,
+                            std::io::empty(),
+                        )
+                        .map_err(add_error)?;
+                    pending.push(path);
+                } else if kind.is_symlink() {
+                    count(0)?;
+                    let target = std::fs::read_link(&path).map_err(add_error)?;
+                    let mut header = stable_header(tar::EntryType::Symlink, 0o777, 0);
+                    builder.append_link(&mut header, &name, &target).map_err(add_error)?;
+                } else if kind.is_file() {
+                    let file = std::fs::File::open(&path).map_err(add_error)?;
+                    let metadata = file.metadata().map_err(add_error)?;
+                    count(metadata.len())?;
+                    let executable = metadata.permissions().mode() & 0o111 != 0;
+                    let mut header = self.header(tar::EntryType::Regular, executable, metadata.len());
+                    builder.append_data(&mut header, &name, file).map_err(add_error)?;
+                }
             }
         }
+        builder
+            .into_inner()
+            .map_err(|e| format!("cannot finish the archive of {}: {e}", self.what))
     }
-    builder
-        .into_inner()
-        .map_err(|e| format!("cannot finish the checkout's archive: {e}"))
+
+    fn header(&self, kind: tar::EntryType, executable: bool, size: u64) -> tar::Header {
+        let mode = match kind {
+            tar::EntryType::Directory => self.modes.directory,
+            _ if executable => self.modes.executable,
+            _ => self.modes.file,
+        };
+        stable_header(kind, mode, size)
+    }
 }
 
 /// Headers that depend only on content and the executable bit: a fresh checkout's
@@ -311,6 +327,42 @@ fn stable_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_steps_copy_of_the_checkout_is_writable_keeps_links_as_links_and_has_a_size_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git")).expect("mkdir");
+        std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").expect("write");
+        std::fs::write(root.join("README.md"), "hello\n").expect("write");
+        std::os::unix::fs::symlink("/etc/shadow", root.join("shadow")).expect("symlink");
+        let tar = pack_tree(root, "checkout", 1024 * 1024).expect("packed");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let header = entry.header();
+            let path = entry.path().expect("path").display().to_string();
+            let link = header.link_name().expect("link").map(|l| l.display().to_string());
+            seen.push((path, header.mode().expect("mode"), link));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("checkout".to_owned(), 0o777, None),
+                ("checkout/.git".to_owned(), 0o777, None),
+                ("checkout/README.md".to_owned(), 0o666, None),
+                ("checkout/shadow".to_owned(), 0o777, Some("/etc/shadow".to_owned())),
+                ("checkout/.git/HEAD".to_owned(), 0o666, None),
+            ]
+        );
+        // Headers count: many empty files are no small tree.
+        for n in 0..64 {
+            std::fs::write(root.join(format!("empty-{n}")), "").expect("write");
+        }
+        let error = pack_tree(root, "checkout", 32 * 1024).expect_err("over the limit");
+        assert!(error.starts_with("the checkout is larger than"), "{error}");
+    }
 
     #[test]
     fn a_frontend_choice_at_the_top_is_blanked_and_nothing_else() {

@@ -26,6 +26,49 @@ fn dockerfile(id: &str) -> String {
     )
 }
 
+/// A test's project: its names unique to the run, its repository's directory, and the
+/// engine's images of it removed at the end, whatever the outcome.
+struct Bench {
+    id: String,
+    project: String,
+    image: String,
+    registry: String,
+    repo_dir: tempfile::TempDir,
+    _cleanup: EngineCleanup,
+}
+
+impl Bench {
+    fn new(prefix: &str) -> Self {
+        busybox_image();
+        let registry = required_env(
+            "RUNNER_TEST_REGISTRY",
+            "start a registry with scripts/services.sh start",
+        );
+        let id = format!("{}{}", std::process::id(), free_port());
+        let (project, image) = (format!("{prefix}{id}"), format!("runner-{prefix}-{id}"));
+        let _cleanup = EngineCleanup {
+            container: format!("runner-{project}-production"),
+            references: vec![
+                format!("{image}:*"),
+                format!("{image}-*"),
+                format!("{registry}/{image}:*"),
+            ],
+        };
+        Self {
+            id,
+            project,
+            image,
+            registry,
+            repo_dir: tempfile::tempdir().expect("tempdir"),
+            _cleanup,
+        }
+    }
+
+    fn repo(&self) -> &Path {
+        self.repo_dir.path()
+    }
+}
+
 /// Removes the named volumes of a test's caches, whatever the outcome.
 struct VolumeCleanup(String);
 
@@ -75,6 +118,19 @@ fn commit(repo: &Path, runner_yml: &str, message: &str) -> String {
 
 async fn push(runner: &TestRunner, sha: &str) -> i64 {
     let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id")
+}
+
+/// A pull request from the repository itself whose head is `sha`: its verify job's id.
+async fn pull_request(runner: &TestRunner, sha: &str) -> i64 {
+    let mut body = fixture_json("pull_request.opened.payload.json");
+    body["pull_request"]["head"]["sha"] = sha.into();
+    let response = runner
+        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
+        .await;
     assert_eq!(response.status(), 202);
     response.json::<Value>().await.expect("json")["job_id"]
         .as_i64()
@@ -158,26 +214,11 @@ const FAILING: &str = r#"steps:
 
 #[tokio::test]
 async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_push_leaving_nothing() {
-    busybox_image();
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let id = format!("{}{}", std::process::id(), free_port());
-    let (project, image) = (format!("checks{id}"), format!("runner-checks-{id}"));
-    let _cleanup = EngineCleanup {
-        container: format!("runner-{project}-production"),
-        references: vec![
-            format!("{image}:*"),
-            format!("{image}-*"),
-            format!("{registry}/{image}:*"),
-        ],
-    };
-    let _volumes = VolumeCleanup(format!("runner-cache-{project}-"));
-    let repo_dir = tempfile::tempdir().expect("tempdir");
-    let repo = repo_dir.path();
-    webapp_repo(repo, &dockerfile(&id));
-    let runner = start(&project, repo, &image, &registry).await;
+    let bench = Bench::new("checks");
+    let _volumes = VolumeCleanup(format!("runner-cache-{}-", bench.project));
+    let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
+    webapp_repo(repo, &dockerfile(id));
+    let runner = start(project, repo, image, registry).await;
 
     // Passing steps: run in order after the build, skipped where `when` says, then live.
     let passing = commit(repo, PASSING, "passing steps");
@@ -221,11 +262,9 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         log.contains(&format!("app-id:{id}")),
         "the `build` image is the app's own:\n{log}"
     );
-    assert!(in_registry(&registry, &image, &passing).await);
+    assert!(in_registry(registry, image, &passing).await);
     assert!(
-        containers_of_job(&project, job_id)
-            .iter()
-            .all(|c| !c.contains("-step-")),
+        containers_of_job(project, job_id).iter().all(|c| !c.contains("-step-")),
         "no step container is left"
     );
 
@@ -243,13 +282,13 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     assert_eq!(step(&job, "smoke")["state"], "skipped");
     assert_eq!(step(&job, "push")["state"], "skipped");
     assert!(
-        !in_registry(&registry, &image, &failing).await,
+        !in_registry(registry, image, &failing).await,
         "an untested image is never pushed"
     );
     assert!(
-        containers_of_job(&project, job_id).is_empty(),
+        containers_of_job(project, job_id).is_empty(),
         "{:?}",
-        containers_of_job(&project, job_id)
+        containers_of_job(project, job_id)
     );
     let deployments = runner.get_json("/api/deployments").await;
     let live: Vec<&Value> = deployments["items"]
@@ -294,9 +333,9 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         "{job}"
     );
     assert!(
-        containers_of_job(&project, job_id).is_empty(),
+        containers_of_job(project, job_id).is_empty(),
         "{:?}",
-        containers_of_job(&project, job_id)
+        containers_of_job(project, job_id)
     );
 
     let hanging = commit(
@@ -306,7 +345,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     );
     let job_id = push(&runner, &hanging).await;
     let running = eventually("the step's container to run", || {
-        let containers = containers_of_job(&project, job_id);
+        let containers = containers_of_job(project, job_id);
         containers.iter().any(|c| c.contains("-step-")).then_some(containers)
     })
     .await;
@@ -322,9 +361,9 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     let (job, log) = ended(&runner, job_id).await;
     assert_eq!(job["state"], "cancelled", "{job}\n{log}");
     assert!(
-        containers_of_job(&project, job_id).is_empty(),
+        containers_of_job(project, job_id).is_empty(),
         "{:?}\n{log}",
-        containers_of_job(&project, job_id)
+        containers_of_job(project, job_id)
     );
 
     // The cache outlived the earlier run of its step.
@@ -338,25 +377,10 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
 
 #[tokio::test]
 async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network() {
-    busybox_image();
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let id = format!("{}{}", std::process::id(), free_port());
-    let (project, image) = (format!("prchecks{id}"), format!("runner-prchecks-{id}"));
-    let _cleanup = EngineCleanup {
-        container: format!("runner-{project}-production"),
-        references: vec![
-            format!("{image}:*"),
-            format!("{image}-*"),
-            format!("{registry}/{image}:*"),
-        ],
-    };
-    let repo_dir = tempfile::tempdir().expect("tempdir");
-    let repo = repo_dir.path();
-    webapp_repo(repo, &dockerfile(&id));
-    let runner = start(&project, repo, &image, &registry).await;
+    let bench = Bench::new("prchecks");
+    let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
+    webapp_repo(repo, &dockerfile(id));
+    let runner = start(project, repo, image, registry).await;
     let host = host_address();
     let probe = format!(
         r#"steps:
@@ -383,15 +407,7 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         port = runner.base.rsplit(':').next().unwrap_or_default()
     );
     let sha = commit(repo, &probe, "a curious pull request");
-    let mut body = fixture_json("pull_request.opened.payload.json");
-    body["pull_request"]["head"]["sha"] = sha.clone().into();
-    let response = runner
-        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
-        .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
+    let job_id = pull_request(&runner, &sha).await;
     let (job, log) = ended(&runner, job_id).await;
     assert_eq!(job["kind"], "verify");
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
@@ -410,9 +426,9 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         "the service answers by its name:\n{log}"
     );
     assert!(
-        containers_of_job(&project, job_id).is_empty(),
+        containers_of_job(project, job_id).is_empty(),
         "{:?}",
-        containers_of_job(&project, job_id)
+        containers_of_job(project, job_id)
     );
 
     // The project's own images are not a stranger's to run, even on the engine that holds them.
@@ -422,15 +438,7 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         &format!("steps:\n  - name: own\n    image: \"{deployed}\"\n    commands: [\"cat /app-id\"]\n"),
         "run the deployed image",
     );
-    body["pull_request"]["head"]["sha"] = own.clone().into();
-    let response = runner
-        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
-        .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
-    let (job, log) = ended(&runner, job_id).await;
+    let (job, log) = ended(&runner, pull_request(&runner, &own).await).await;
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot run the project's own images"), "{error}");
@@ -461,25 +469,10 @@ paths_ignore: ["docs/**"]
 
 #[tokio::test]
 async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files_deploys_nothing() {
-    busybox_image();
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let id = format!("{}{}", std::process::id(), free_port());
-    let (project, image) = (format!("paths{id}"), format!("runner-paths-{id}"));
-    let _cleanup = EngineCleanup {
-        container: format!("runner-{project}-production"),
-        references: vec![
-            format!("{image}:*"),
-            format!("{image}-*"),
-            format!("{registry}/{image}:*"),
-        ],
-    };
-    let repo_dir = tempfile::tempdir().expect("tempdir");
-    let repo = repo_dir.path();
-    let initial = webapp_repo(repo, &dockerfile(&id));
-    let runner = start(&project, repo, &image, &registry).await;
+    let bench = Bench::new("paths");
+    let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
+    let initial = webapp_repo(repo, &dockerfile(id));
+    let runner = start(project, repo, image, registry).await;
 
     // The file itself changed, no source: `sources` is skipped, saying why.
     let with_file = commit(repo, PATHS, "add .runner.yml");
@@ -511,7 +504,7 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
     );
     assert_eq!(step(&job, "build")["state"], "skipped");
     assert_eq!(step(&job, "push")["state"], "skipped");
-    assert!(!in_registry(&registry, &image, &docs).await, "nothing was pushed");
+    assert!(!in_registry(registry, image, &docs).await, "nothing was pushed");
     assert!(job["deployment"].is_null(), "nothing was deployed: {job}");
 
     // A source change runs `sources`; an unknown `before` (a new branch) runs everything.
@@ -532,7 +525,7 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
         "changes unknown: every step runs\n{log}"
     );
     assert!(
-        in_registry(&registry, &image, &unknown).await,
+        in_registry(registry, image, &unknown).await,
         "changes unknown: deployed"
     );
     runner.stop().await;

@@ -161,6 +161,40 @@ impl DockerEngine {
         Ok(removed)
     }
 
+    /// Creates a container (named, or named by the engine), copies `files` (a tar) into its
+    /// root, and starts it; one that fails any of these goes again. Answers its id.
+    async fn create_started(
+        &self,
+        name: Option<String>,
+        body: ContainerCreateBody,
+        files: Option<Bytes>,
+    ) -> Result<String, EngineError> {
+        let options = CreateContainerOptions {
+            name,
+            ..Default::default()
+        };
+        let created = self.docker.create_container(Some(options), body).await?;
+        let started = async {
+            if let Some(files) = files {
+                let upload = bollard::query_parameters::UploadToContainerOptions {
+                    path: "/".to_owned(),
+                    ..Default::default()
+                };
+                self.docker
+                    .upload_to_container(&created.id, Some(upload), bollard::body_full(files))
+                    .await?;
+            }
+            self.docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await
+        };
+        if let Err(error) = started.await {
+            self.discard(&created.id).await;
+            return Err(error.into());
+        }
+        Ok(created.id)
+    }
+
     /// Removes a container that failed to start. If that fails too, the start's error is
     /// still what the caller reports; the container keeps the runner's labels, by which it
     /// can be found.
@@ -623,35 +657,20 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
-        };
-        let created = self.docker.create_container(Some(options), body).await?;
-        if let Err(error) = self
-            .docker
-            .start_container(&created.id, None::<StartContainerOptions>)
-            .await
-        {
-            self.discard(&created.id).await;
-            return Err(error.into());
-        }
+        let id = self.create_started(Some(spec.name.clone()), body, None).await?;
         let endpoint = match spec.network {
             Network::Closed => Endpoint::Inside {
                 port: spec.container_port,
             },
-            _ => match self.published_port(&created.id, spec.container_port).await {
+            _ => match self.published_port(&id, spec.container_port).await {
                 Ok((ip, port)) => Endpoint::Published { ip, port },
                 Err(error) => {
-                    self.discard(&created.id).await;
+                    self.discard(&id).await;
                     return Err(error);
                 }
             },
         };
-        Ok(Started {
-            id: created.id,
-            endpoint,
-        })
+        Ok(Started { id, endpoint })
     }
 
     async fn logs(&self, container: &str) -> Result<Vec<String>, EngineError> {
@@ -864,19 +883,7 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_container(None::<CreateContainerOptions>, body)
-            .await?;
-        if let Err(error) = self
-            .docker
-            .start_container(&created.id, None::<StartContainerOptions>)
-            .await
-        {
-            self.discard(&created.id).await;
-            return Err(error.into());
-        }
-        Ok(created.id)
+        self.create_started(None, body, None).await
     }
 
     async fn ask_inside(&self, prober: &str, port: u16, path: &str) -> Result<Answer, EngineError> {
@@ -1000,30 +1007,8 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptions {
-            name: Some(task.name.clone()),
-            ..Default::default()
-        };
-        let created = self.docker.create_container(Some(options), body).await?;
-        let started = async {
-            if !task.files.is_empty() {
-                let upload = bollard::query_parameters::UploadToContainerOptions {
-                    path: "/".to_owned(),
-                    ..Default::default()
-                };
-                self.docker
-                    .upload_to_container(&created.id, Some(upload), bollard::body_full(task.files.clone()))
-                    .await?;
-            }
-            self.docker
-                .start_container(&created.id, None::<StartContainerOptions>)
-                .await
-        };
-        if let Err(error) = started.await {
-            self.discard(&created.id).await;
-            return Err(error.into());
-        }
-        Ok(created.id)
+        let files = (!task.files.is_empty()).then(|| task.files.clone());
+        self.create_started(Some(task.name.clone()), body, files).await
     }
 
     async fn start_pod(&self, pod: &PodSpec) -> Result<String, EngineError> {
@@ -1054,20 +1039,7 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptions {
-            name: Some(pod.name.clone()),
-            ..Default::default()
-        };
-        let created = self.docker.create_container(Some(options), body).await?;
-        if let Err(error) = self
-            .docker
-            .start_container(&created.id, None::<StartContainerOptions>)
-            .await
-        {
-            self.discard(&created.id).await;
-            return Err(error.into());
-        }
-        Ok(created.id)
+        self.create_started(Some(pod.name.clone()), body, None).await
     }
 
     async fn follow_task(&self, container: &str, log: &JobLog) -> Result<i64, EngineError> {
