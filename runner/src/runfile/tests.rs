@@ -478,3 +478,19 @@ fn the_runners_own_step_names_too_many_services_and_too_long_a_job_are_refused()
         ".runner.yml:3:13: the steps' timeouts add up to more than 6 hours, the most one job may take"
     );
 }
+
+#[test]
+fn this_repositorys_own_runner_yml_is_valid_for_the_webapps_dockerfile() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(".runner.yml")).expect("the repository's .runner.yml");
+    let dockerfile = std::fs::read_to_string(root.join("webapp/Dockerfile")).expect("webapp/Dockerfile");
+    let context = FileContext {
+        secrets: BTreeSet::new(),
+        stages: dockerfile_stages(&dockerfile),
+    };
+    let file = parse(&text, &context).unwrap_or_else(|e| panic!("{e}"));
+    let test = &file.steps[0];
+    assert_eq!(test.name.as_str(), "webapp-tests");
+    assert_eq!(test.image, StepImage::Stage("test".to_owned()));
+    assert!(test.commands[0].starts_with("cargo test --locked --offline -p webapp"));
+}
