@@ -409,6 +409,22 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// How long from `start` to `end`: "1m 05s", "3.2s"; empty while running (no end),
+/// `None` before the start.
+pub fn took(start: Option<i64>, end: Option<i64>) -> Option<String> {
+    let start = start?;
+    let Some(end) = end else {
+        return Some(String::new());
+    };
+    let ms = (end - start).max(0);
+    let secs = ms / 1000;
+    Some(if secs >= 60 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}.{}s", secs, (ms % 1000) / 100)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

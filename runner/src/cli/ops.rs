@@ -149,10 +149,16 @@ pub struct JobsArgs {
     /// Only jobs in this state (queued, running, awaiting_approval, succeeded, failed, cancelled, superseded).
     #[arg(long)]
     pub state: Option<String>,
+    /// Show this job and its steps (the repository's own among them) instead of a list.
+    #[arg(value_name = "JOB")]
+    pub job: Option<u64>,
 }
 
 pub async fn jobs(args: &JobsArgs) -> Result<(), OpsError> {
     let source = &args.source;
+    if let Some(id) = args.job {
+        return job_steps(source, id).await;
+    }
     let state = args
         .state
         .as_deref()
@@ -224,6 +230,68 @@ pub async fn jobs(args: &JobsArgs) -> Result<(), OpsError> {
                     .collect(),
             ]
         },
+    );
+    Ok(())
+}
+
+/// `runner jobs JOB`: one line about the job, then a row per step: its state, how long it
+/// took, and what it said (a test summary, why it was skipped, why it failed).
+async fn job_steps(source: &Source, id: u64) -> Result<(), OpsError> {
+    let job_id = i64::try_from(id)
+        .ok()
+        .and_then(|id| crate::domain::JobId::new(id).ok())
+        .ok_or_else(|| OpsError::Usage(format!("job id must be a positive integer, got {id}")))?;
+    let job = match &source.url {
+        Some(url) => api_get(url, &format!("/api/jobs/{job_id}")).await?,
+        None => {
+            let pool = open_database(source).await?;
+            let job = crate::store::jobs::get(&pool, job_id)
+                .await
+                .context("reading the job")?
+                .ok_or_else(|| OpsError::Usage(format!("job {job_id} does not exist")))?;
+            let steps = crate::store::steps::list(&pool, job_id.get())
+                .await
+                .context("reading the job's steps")?;
+            let mut job = json!(job);
+            job["steps"] = json!(steps);
+            job
+        }
+    };
+    if source.json {
+        println!("{job}");
+        return Ok(());
+    }
+    println!(
+        "job {} {} {} of {} to {} at {}{}",
+        job["id"],
+        text(&job["state"]),
+        text(&job["kind"]),
+        text(&job["project"]),
+        text(&job["environment"]),
+        text(&job["sha"]).chars().take(7).collect::<String>(),
+        job["error"]
+            .as_str()
+            .map(|error| format!(": {error}"))
+            .unwrap_or_default()
+    );
+    let steps = job["steps"].as_array().cloned().unwrap_or_default();
+    print_table(
+        &["STEP", "STATE", "DURATION", "RESULT"],
+        steps.iter().map(|step| {
+            let duration =
+                crate::domain::took(step["started_at"].as_i64(), step["finished_at"].as_i64()).unwrap_or_default();
+            let said = [&step["summary"], &step["error"]]
+                .iter()
+                .filter_map(|value| value.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                text(&step["name"]),
+                text(&step["state"]),
+                duration,
+                said.chars().take(100).collect(),
+            ]
+        }),
     );
     Ok(())
 }

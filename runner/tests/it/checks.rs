@@ -257,6 +257,31 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     );
     assert!(log.contains("2 passed"), "the JUnit report is read:\n{log}");
     assert_eq!(step(&job, "unit")["summary"], "2 passed, 0 failed", "{job}");
+    // `runner jobs JOB` shows the same rows.
+    // (Asynchronously: the runner answering it serves on this test's thread.)
+    let shown = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["jobs", &job_id.to_string(), "--url", &runner.base])
+        .env_remove("RUNNER_ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("runner runs");
+    let (shown, stderr) = (
+        String::from_utf8_lossy(&shown.stdout).into_owned(),
+        String::from_utf8_lossy(&shown.stderr).into_owned(),
+    );
+    let unit = shown.lines().find(|l| l.starts_with("unit ")).unwrap_or_default();
+    assert!(
+        unit.contains("succeeded") && unit.contains("2 passed, 0 failed"),
+        "{shown}{stderr}"
+    );
+    let skipped = shown
+        .lines()
+        .find(|l| l.starts_with("release-only "))
+        .unwrap_or_default();
+    assert!(
+        skipped.contains("skipped") && skipped.contains("when.branch"),
+        "{shown}"
+    );
     assert!(log.contains("cached runs: 1"), "{log}");
     assert!(
         log.contains(&format!("app-id:{id}")),

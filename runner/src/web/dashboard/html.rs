@@ -84,20 +84,7 @@ pub fn time(ms: i64) -> Markup {
     html! { time datetime=(iso) data-ms=(ms) { (iso) } }
 }
 
-/// How long from `start` to `end`: "1m 05s", "3.2s"; `None` before the start.
-pub fn took(start: Option<i64>, end: Option<i64>) -> Option<String> {
-    let start = start?;
-    let Some(end) = end else {
-        return Some(String::new());
-    };
-    let ms = (end - start).max(0);
-    let secs = ms / 1000;
-    Some(if secs >= 60 {
-        format!("{}m {:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{}.{}s", secs, (ms % 1000) / 100)
-    })
-}
+pub use crate::domain::took;
 
 /// A duration cell: the time taken, "running" once started, nothing before.
 pub fn duration(start: Option<i64>, end: Option<i64>) -> Markup {
