@@ -147,7 +147,13 @@ impl Reporter {
         let Some(project) = self.config.project(&job.project).cloned() else {
             self.record(
                 job,
-                reports::reported(&self.pool, job.id, job.state, Some("project no longer configured")),
+                reports::reported(
+                    &self.pool,
+                    job.id,
+                    job.state,
+                    job.steps_version,
+                    Some("project no longer configured"),
+                ),
             )
             .await;
             return;
@@ -173,8 +179,11 @@ impl Reporter {
         .await;
         let error = match outcome {
             Ok(()) => {
-                self.record(job, reports::reported(&self.pool, job.id, job.state, None))
-                    .await;
+                self.record(
+                    job,
+                    reports::reported(&self.pool, job.id, job.state, job.steps_version, None),
+                )
+                .await;
                 return;
             }
             Err(error) => error,
@@ -200,8 +209,11 @@ impl Reporter {
             }
             // Refused, or tried enough: GitHub will not hear about this state.
             None => {
-                self.record(job, reports::reported(&self.pool, job.id, job.state, Some(&message)))
-                    .await;
+                self.record(
+                    job,
+                    reports::reported(&self.pool, job.id, job.state, job.steps_version, Some(&message)),
+                )
+                .await;
             }
         }
     }
@@ -226,6 +238,15 @@ impl Reporter {
             self.config.github.status_context, job.kind, job.environment
         );
         let is_deploy = job.kind == JobKind::Deploy;
+        if job.only_steps_changed() {
+            let rows = crate::store::steps::list(&self.pool, job.id)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
+                    Vec::new()
+                });
+            return self.report_checks(client, job, &rows, job_url.as_deref()).await;
+        }
         // A job first seen already finished still shows GitHub the whole story.
         if job.reported_state.is_none() && job.state != JobState::Queued {
             client
@@ -706,5 +727,58 @@ mod tests {
             ["status pending queued".to_owned(), format!("status success {reason}"),],
             "no forge deployment for a job that deployed nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_running_jobs_steps_are_told_as_they_change_without_telling_the_job_again() {
+        use crate::store::{reports, steps};
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge::default());
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
+        jobs::enqueue_now(&pool, &push_of('c'), now_ms())
+            .await
+            .expect("enqueue");
+        let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())
+            .await
+            .expect("claim")
+            .expect("a job");
+        let id = claimed.id.get();
+        steps::plan(&pool, id, &["checkout", "build", "smoke"])
+            .await
+            .expect("plan");
+        reporter.pass(&projects).await;
+        let told = forge.told();
+        let step_statuses = || -> Vec<String> {
+            forge
+                .statuses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|s| s.starts_with("app/"))
+                .cloned()
+                .collect()
+        };
+        assert!(step_statuses().is_empty());
+
+        // The repository's steps appear, then one runs: each change is told, the job's own
+        // status and deployment are not told again.
+        steps::insert_after(&pool, id, "build", &["unit"]).await.expect("rows");
+        reports::steps_changed(&pool, id).await.expect("changed");
+        reporter.pass(&projects).await;
+        steps::set_state(&pool, id, "unit", StepState::Running, None, now_ms())
+            .await
+            .expect("state");
+        reports::steps_changed(&pool, id).await.expect("changed");
+        reporter.pass(&projects).await;
+        reporter.pass(&projects).await;
+        assert_eq!(
+            step_statuses(),
+            [
+                "app/unit (production) pending waiting",
+                "app/unit (production) pending running"
+            ],
+            "each change once"
+        );
+        assert_eq!(forge.told(), told, "nothing else told again");
     }
 }

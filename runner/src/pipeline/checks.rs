@@ -67,12 +67,16 @@ pub(super) async fn read(
 /// The rows are what the job page and the commit statuses show: a job whose steps cannot
 /// be recorded does not run them unseen.
 async fn insert_rows(steps: &Steps<'_>, after: Step, names: &[&str]) -> Result<(), JobFailure> {
-    step_store::insert_after(&steps.ctx.pool, steps.job.id.get(), after.name(), names)
-        .await
-        .map_err(|error| JobFailure::Step {
-            step: Step::Pipeline,
-            error: StepError::Failed(format!("cannot record the repository's steps: {error}")),
-        })
+    let (pool, job) = (&steps.ctx.pool, steps.job.id.get());
+    let recorded = async {
+        step_store::insert_after(pool, job, after.name(), names).await?;
+        // Each shows on the forge as waiting from now.
+        crate::store::reports::steps_changed(pool, job).await
+    };
+    recorded.await.map_err(|error| JobFailure::Step {
+        step: Step::Pipeline,
+        error: StepError::Failed(format!("cannot record the repository's steps: {error}")),
+    })
 }
 
 /// The file, parsed against the project's Dockerfile stages and build secrets.

@@ -76,5 +76,11 @@ impl Steps<'_> {
         {
             tracing::warn!(step = name, %state, error = %failure, "cannot record a step's state");
         }
+        // A repository's step is a commit status of its own: the forge hears of each change.
+        if !Step::BUILT_IN.contains(&name)
+            && let Err(failure) = crate::store::reports::steps_changed(&self.ctx.pool, self.job.id.get()).await
+        {
+            tracing::warn!(step = name, error = %failure, "cannot mark the step's change for the forge");
+        }
     }
 }

@@ -21,6 +21,17 @@ pub struct Unreported {
     pub held_for: Option<String>,
     pub github_deployment_id: Option<i64>,
     pub report_attempts: i64,
+    /// Bumped by each change of one of the repository's steps; differs from what was last
+    /// told when only steps changed.
+    pub steps_version: i64,
+    pub steps_reported: i64,
+}
+
+impl Unreported {
+    /// Only its steps changed since the forge was last told: the job's own status stands.
+    pub fn only_steps_changed(&self) -> bool {
+        self.reported_state == Some(self.state)
+    }
 }
 
 /// Due now, oldest first, of the given projects.
@@ -28,9 +39,9 @@ pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> R
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,
-                superseded_by, held_for, github_deployment_id, report_attempts
+                superseded_by, held_for, github_deployment_id, report_attempts, steps_version, steps_reported
          FROM jobs
-         WHERE reported_state IS DISTINCT FROM state AND report_next_at <= $1
+         WHERE (reported_state IS DISTINCT FROM state OR steps_version <> steps_reported) AND report_next_at <= $1
            AND {}
          ORDER BY report_next_at, id LIMIT $3",
         pool.backend().in_json_list("project", "$2")
@@ -42,12 +53,22 @@ pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> R
     .await?)
 }
 
-/// GitHub knows `state` now (or was told about it as far as it would listen: `error`).
-pub async fn reported(pool: &Store, id: i64, state: JobState, error: Option<&str>) -> Result<(), StoreError> {
+/// GitHub knows `state` now, and its steps as of `steps_version` (or was told about them
+/// as far as it would listen: `error`).
+pub async fn reported(
+    pool: &Store,
+    id: i64,
+    state: JobState,
+    steps_version: i64,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE jobs SET reported_state = $1, report_attempts = 0, report_next_at = 0, report_error = $2 WHERE id = $3",
+        "UPDATE jobs SET reported_state = $1, steps_reported = $2, report_attempts = 0, report_next_at = 0,
+             report_error = $3
+         WHERE id = $4",
     )
     .bind(state)
+    .bind(steps_version)
     .bind(error)
     .bind(id)
     .execute(pool.db())
@@ -100,10 +121,21 @@ pub async fn error_of(pool: &Store, id: i64) -> Result<Option<String>, StoreErro
         .flatten())
 }
 
+/// One of the job's repository steps changed: the forge hears of it on the reporter's next
+/// pass.
+pub async fn steps_changed(pool: &Store, id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET steps_version = steps_version + 1 WHERE id = $1")
+        .bind(id)
+        .execute(pool.db())
+        .await?;
+    Ok(())
+}
+
 /// Jobs of projects that report nowhere are moved out of the reporter's way for good.
 pub async fn park_unreportable(pool: &Store, projects: &[String], now: i64) -> Result<u64, StoreError> {
     let unreportable = format!(
-        "reported_state IS DISTINCT FROM state AND report_next_at <= $1 AND NOT ({})",
+        "(reported_state IS DISTINCT FROM state OR steps_version <> steps_reported) AND report_next_at <= $1 \
+         AND NOT ({})",
         pool.backend().in_json_list("project", "$2")
     );
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
