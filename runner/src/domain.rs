@@ -230,19 +230,25 @@ string_newtype!(Name);
 
 impl Name {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let bytes = raw.as_bytes();
-        let valid = !bytes.is_empty()
-            && bytes.len() <= 63
-            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if valid {
+        if is_plain_name(raw, 63) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(ParseError::Name(truncate(raw)))
         }
     }
+}
+
+/// 1 to `max_len` lowercase letters, digits, `-` and `_`, starting with a letter or a
+/// digit: a name that is safe as it is in container names, labels, URLs and status
+/// contexts (a project's, an environment's, a pipeline step's).
+pub fn is_plain_name(raw: &str, max_len: usize) -> bool {
+    let bytes = raw.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= max_len
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// A job's row id.

@@ -589,6 +589,19 @@ mod tests {
         )
     }
 
+    /// A push of `sha` queued, claimed, with the runner's own steps laid out.
+    async fn running_deploy(pool: &crate::store::Store, sha: char) -> crate::domain::JobId {
+        jobs::enqueue_now(pool, &push_of(sha), now_ms()).await.expect("enqueue");
+        let claimed = jobs::claim_next(pool, "w", Duration::from_secs(60), 3, None, now_ms())
+            .await
+            .expect("claim")
+            .expect("a job");
+        crate::store::steps::plan(pool, claimed.id.get(), &["checkout", "build", "smoke"])
+            .await
+            .expect("plan");
+        claimed.id
+    }
+
     #[tokio::test]
     async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -635,25 +648,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let forge = Arc::new(FakeForge::default());
         let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
-        let finished = |sha: char| {
-            let pool = pool.clone();
-            async move {
-                jobs::enqueue_now(&pool, &push_of(sha), now_ms())
-                    .await
-                    .expect("enqueue");
-                let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())
-                    .await
-                    .expect("claim")
-                    .expect("a job");
-                steps::plan(&pool, claimed.id.get(), &["checkout", "build", "smoke"])
-                    .await
-                    .expect("plan");
-                claimed.id
-            }
-        };
 
         // A job whose steps passed, were skipped, and failed.
-        let id = finished('a').await;
+        let id = running_deploy(&pool, 'a').await;
         steps::insert_after(&pool, id.get(), "build", &["unit", "lint", "e2e"])
             .await
             .expect("rows");
@@ -709,7 +706,7 @@ mod tests {
 
         // A push of ignored files only: success saying so, and no forge deployment.
         let told_before = forge.told().len();
-        let id = finished('b').await;
+        let id = running_deploy(&pool, 'b').await;
         steps::insert_after(&pool, id.get(), "checkout", &["pipeline"])
             .await
             .expect("rows");
@@ -735,17 +732,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let forge = Arc::new(FakeForge::default());
         let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
-        jobs::enqueue_now(&pool, &push_of('c'), now_ms())
-            .await
-            .expect("enqueue");
-        let claimed = jobs::claim_next(&pool, "w", Duration::from_secs(60), 3, None, now_ms())
-            .await
-            .expect("claim")
-            .expect("a job");
-        let id = claimed.id.get();
-        steps::plan(&pool, id, &["checkout", "build", "smoke"])
-            .await
-            .expect("plan");
+        let id = running_deploy(&pool, 'c').await.get();
         reporter.pass(&projects).await;
         let told = forge.told();
         let step_statuses = || -> Vec<String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::error::Problem;
-use crate::domain::{ImageRef, Name, ParseError};
+use crate::domain::{ImageRef, ParseError};
 
 /// A step's name: 1-40 characters of `[a-z0-9_-]`, starting with a letter or digit. It
 /// names the step's row and its commit status context, and is safe in both, in a URL
@@ -19,14 +19,7 @@ impl StepName {
     pub const MAX_LEN: usize = 40;
 
     pub fn parse(raw: &str) -> Result<Self, Problem> {
-        let bytes = raw.as_bytes();
-        let valid = !bytes.is_empty()
-            && bytes.len() <= Self::MAX_LEN
-            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if valid {
+        if crate::domain::is_plain_name(raw, Self::MAX_LEN) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(Problem::StepName(raw.to_owned()))
@@ -35,13 +28,6 @@ impl StepName {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The commit status context the step reports under, `<project>/<step>`: distinct from
-    /// the runner's own `runner/...` contexts and from other projects' steps on the same
-    /// repository.
-    pub fn status_context(&self, project: &Name) -> String {
-        format!("{project}/{}", self.0)
     }
 }
 
@@ -297,13 +283,6 @@ mod tests {
         for name in ["", "Test", "-x", "_x", "a b", "a/b", "a.b", "ü", &"x".repeat(41)] {
             assert!(StepName::parse(name).is_err(), "{name}");
         }
-    }
-
-    #[test]
-    fn a_step_reports_under_its_project() {
-        let project = Name::parse("hello").expect("valid name");
-        let step = StepName::parse("test").expect("valid name");
-        assert_eq!(step.status_context(&project), "hello/test");
     }
 
     #[test]

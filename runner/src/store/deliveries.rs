@@ -42,6 +42,25 @@ pub struct NewDelivery {
 }
 
 impl NewDelivery {
+    /// A push delivery of `project` whose body is its own id (unit tests).
+    #[cfg(test)]
+    pub(crate) fn push_for_test(id: &str, project: &str) -> Self {
+        Self {
+            delivery_id: id.to_owned(),
+            event: "push".to_owned(),
+            action: None,
+            project: Some(project.to_owned()),
+            repository: None,
+            git_ref: None,
+            sha: None,
+            hook_id: None,
+            content_type: "application/json".to_owned(),
+            body: StoredBody::compress(id.as_bytes()),
+            body_digest: BodyDigest::of(id.as_bytes()),
+            received_at: 0,
+        }
+    }
+
     /// A body is the same delivery again only within one project.
     pub(in crate::store) fn body_key(&self) -> (Option<&str>, &str) {
         (self.project.as_deref(), self.body_digest.as_str())

@@ -174,23 +174,9 @@ mod tests {
     use super::*;
     use crate::domain::{CommitSha, GitRef, Name};
     use crate::job::Trigger;
-    use crate::store::deliveries::{BodyDigest, StoredBody};
 
     fn delivery(id: &str) -> NewDelivery {
-        NewDelivery {
-            delivery_id: id.to_owned(),
-            event: "push".to_owned(),
-            action: None,
-            project: Some("hello".to_owned()),
-            repository: None,
-            git_ref: None,
-            sha: None,
-            hook_id: None,
-            content_type: "application/json".to_owned(),
-            body: StoredBody::compress(id.as_bytes()),
-            body_digest: BodyDigest::of(id.as_bytes()),
-            received_at: 0,
-        }
+        NewDelivery::push_for_test(id, "hello")
     }
 
     fn deploy(environment: &str, sha: char, pushed_secs: i64) -> NewJob {

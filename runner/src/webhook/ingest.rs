@@ -166,24 +166,10 @@ mod tests {
     use super::*;
     use crate::domain::{CommitSha, GitRef, JobId, Name};
     use crate::job::Trigger;
-    use crate::store::deliveries::{BodyDigest, StoredBody};
     use crate::store::jobs::{self, NewJob};
 
     fn delivery(id: &str) -> NewDelivery {
-        NewDelivery {
-            delivery_id: id.to_owned(),
-            event: "push".to_owned(),
-            action: None,
-            project: Some("app".to_owned()),
-            repository: None,
-            git_ref: None,
-            sha: None,
-            hook_id: None,
-            content_type: "application/json".to_owned(),
-            body: StoredBody::compress(id.as_bytes()),
-            body_digest: BodyDigest::of(id.as_bytes()),
-            received_at: 0,
-        }
+        NewDelivery::push_for_test(id, "app")
     }
 
     fn deploy(delivery_id: &str, environment: &str, sha: char) -> Action {

@@ -5,11 +5,9 @@
 //! Needs `WEBAPP_STATIC_BIN`, `RUNNER_TEST_REGISTRY` and `local/busybox:1`
 //! (scripts/services.sh start).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::config;
 use crate::common::*;
 use serde_json::Value;
 
@@ -85,28 +83,6 @@ impl Drop for VolumeCleanup {
             }
         }
     }
-}
-
-async fn start(project: &str, repo: &Path, image: &str, registry: &str) -> TestRunner {
-    let (project, repo, image, registry) = (
-        project.to_owned(),
-        repo.to_owned(),
-        image.to_owned(),
-        registry.to_owned(),
-    );
-    TestRunner::start_with_env(
-        move |dir| {
-            let mut config = config::pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 30);
-            let build = config.projects[0].build.as_mut().expect("a build");
-            build.secrets = BTreeMap::from([("DEPLOY_TOKEN".to_owned(), "TEST_DEPLOY_TOKEN".to_owned())]);
-            config
-        },
-        |name| match name {
-            "TEST_DEPLOY_TOKEN" => Some(DEPLOY_TOKEN.to_owned()),
-            other => test_env(other),
-        },
-    )
-    .await
 }
 
 fn commit(repo: &Path, runner_yml: &str, message: &str) -> String {
@@ -218,7 +194,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     let _volumes = VolumeCleanup(format!("runner-cache-{}-", bench.project));
     let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
     webapp_repo(repo, &dockerfile(id));
-    let runner = start(project, repo, image, registry).await;
+    let runner = start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, |_| {}).await;
 
     // Passing steps: run in order after the build, skipped where `when` says, then live.
     let passing = commit(repo, PASSING, "passing steps");
@@ -405,7 +381,7 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
     let bench = Bench::new("prchecks");
     let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
     webapp_repo(repo, &dockerfile(id));
-    let runner = start(project, repo, image, registry).await;
+    let runner = start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, |_| {}).await;
     let host = host_address();
     let probe = format!(
         r#"steps:
@@ -497,7 +473,7 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
     let bench = Bench::new("paths");
     let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
     let initial = webapp_repo(repo, &dockerfile(id));
-    let runner = start(project, repo, image, registry).await;
+    let runner = start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, |_| {}).await;
 
     // The file itself changed, no source: `sources` is skipped, saying why.
     let with_file = commit(repo, PATHS, "add .runner.yml");

@@ -6,7 +6,6 @@
 //! `local/busybox:1` (scripts/services.sh start makes it); iptables for the closed
 //! network's rule (the tests run as root, as the engine's host does).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
@@ -34,25 +33,7 @@ async fn start(
     repo: &Path,
     image: &str,
 ) -> TestRunner {
-    let registry = required_env(
-        "RUNNER_TEST_REGISTRY",
-        "start a registry with scripts/services.sh start",
-    );
-    let (project, repo, image) = (project.to_owned(), repo.to_owned(), image.to_owned());
-    TestRunner::start_with_env(
-        move |dir| {
-            let mut config = config::pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 30);
-            let build = config.projects[0].build.as_mut().expect("a build");
-            build.secrets = BTreeMap::from([("DEPLOY_TOKEN".to_owned(), "TEST_DEPLOY_TOKEN".to_owned())]);
-            dir_edit(&mut config);
-            config
-        },
-        |name| match name {
-            "TEST_DEPLOY_TOKEN" => Some(DEPLOY_TOKEN.to_owned()),
-            other => test_env(other),
-        },
-    )
-    .await
+    start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, dir_edit).await
 }
 
 fn commit(repo: &Path, dockerfile: &str, message: &str) -> String {

@@ -470,3 +470,35 @@ pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> 
     }
     panic!("{what} never happened");
 }
+
+/// A runner of `project` building `repo` through every step ([`pipeline_config`], its
+/// registry `RUNNER_TEST_REGISTRY`), with the build secret `DEPLOY_TOKEN` of value `token`,
+/// after `edit` changed its config.
+pub async fn start_with_deploy_token(
+    token: &'static str,
+    project: &str,
+    repo: &Path,
+    image: &str,
+    edit: impl FnOnce(&mut config::Config) + Send + 'static,
+) -> TestRunner {
+    let registry = required_env(
+        "RUNNER_TEST_REGISTRY",
+        "start a registry with scripts/services.sh start",
+    );
+    let (project, repo, image) = (project.to_owned(), repo.to_owned(), image.to_owned());
+    TestRunner::start_with_env(
+        move |dir| {
+            let mut config = pipeline_config(dir, &project, &repo, &image, &registry, free_port(), 30);
+            let build = config.projects[0].build.as_mut().expect("a build");
+            build.secrets =
+                std::collections::BTreeMap::from([("DEPLOY_TOKEN".to_owned(), "TEST_DEPLOY_TOKEN".to_owned())]);
+            edit(&mut config);
+            config
+        },
+        move |name| match name {
+            "TEST_DEPLOY_TOKEN" => Some(token.to_owned()),
+            other => test_env(other),
+        },
+    )
+    .await
+}
