@@ -1,6 +1,6 @@
 //! `runner demo`: the whole loop on one machine. A git repository holding the webapp, a
 //! local registry, the runner on SQLite, one signed push, and the job followed step by
-//! step until the app answers. State lives in one directory, so a second run deploys a
+//! step (the repository's own test step among them) until the app answers. State lives in one directory, so a second run deploys a
 //! second commit and `--clean` removes everything the demo made.
 
 use std::collections::HashMap;
@@ -20,7 +20,32 @@ const REPOSITORY: &str = "demo/webapp";
 const IMAGE: &str = "runner-demo";
 const PUSH_TEMPLATE: &str =
     include_str!("../tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json");
-const DOCKERFILE: &str = "FROM scratch\nARG APP_COMMIT=unknown\nCOPY webapp /webapp\nENV PORT=5001 APP_COMMIT=${APP_COMMIT}\nUSER 10001:10001\nEXPOSE 5001\nENTRYPOINT [\"/webapp\"]\n";
+/// The app's image, and a `test` stage with a shell (busybox) for the repository's step.
+const DOCKERFILE: &str = "\
+FROM scratch AS test
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY webapp /webapp
+
+FROM scratch
+ARG APP_COMMIT=unknown
+COPY webapp /webapp
+ENV PORT=5001 APP_COMMIT=${APP_COMMIT}
+USER 10001:10001
+EXPOSE 5001
+ENTRYPOINT [\"/webapp\"]
+";
+/// The repository's own check, run after the build and before anything is deployed.
+const RUNNER_YML: &str = "\
+steps:
+  - name: test
+    image: target:test
+    timeout: 2m
+    commands:
+      - /webapp --version
+      - PORT=5999 /webapp serve > /checkout/app.log 2>&1 &
+      - for i in $(seq 50); do PORT=5999 /webapp healthcheck && exit 0; sleep 0.1; done; cat /checkout/app.log; exit 1
+";
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -69,6 +94,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     which("git")
         .ok_or_else(|| Prerequisite("git is not installed: install git, then run `runner demo` again.".into()))?;
+    let busybox = which("busybox").ok_or_else(|| {
+        Prerequisite(
+            "busybox is not installed (the demo's test step runs in a shell): apt-get install busybox-static, then run `runner demo` again.".into(),
+        )
+    })?;
     port_free(args.port, "--port")?;
     if !app_port_is_ours(&docker, args.app_port).await {
         port_free(args.app_port, "--app-port")?;
@@ -90,7 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => start_registry(&dir).await?,
     };
     let proxy = start_caddy(&dir).await?;
-    let (sha, message) = commit_next_version(&dir.join("repo"), &webapp)?;
+    let (sha, message) = commit_next_version(&dir.join("repo"), &webapp, &busybox)?;
     step(&format!(
         "commit {} \"{message}\" in {}",
         &sha[..7],
@@ -238,13 +268,16 @@ fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// First run: the webapp as a scratch build context. Later runs: one more commit.
-fn commit_next_version(repo: &Path, webapp: &Path) -> anyhow::Result<(String, String)> {
+/// First run: the webapp as a scratch build context, with a test step in `.runner.yml`.
+/// Later runs: one more commit.
+fn commit_next_version(repo: &Path, webapp: &Path, busybox: &Path) -> anyhow::Result<(String, String)> {
     let fresh = !repo.join(".git").exists();
     if fresh {
         std::fs::create_dir_all(repo)?;
         git(repo, &["init", "--quiet", "--initial-branch=main"])?;
         std::fs::write(repo.join("Dockerfile"), DOCKERFILE)?;
+        std::fs::write(repo.join(".runner.yml"), RUNNER_YML)?;
+        std::fs::copy(busybox, repo.join("busybox")).with_context(|| format!("copying {}", busybox.display()))?;
     }
     std::fs::copy(webapp, repo.join("webapp")).with_context(|| format!("copying {}", webapp.display()))?;
     let runs = git(repo, &["rev-list", "--count", "--all"]).map_or(0, |n| n.parse::<u32>().unwrap_or(0));

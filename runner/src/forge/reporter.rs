@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::forge::{CommitState, DeploymentState, Forge, ForgeError, Forges};
+use super::check_run;
+use crate::adapters::forge::{
+    Annotation, CommitState, DeploymentState, Forge, ForgeError, Forges, MAX_ANNOTATIONS_PER_REQUEST,
+};
 use crate::clock::Clock;
 use crate::config::{Config, Project};
 use crate::job::{JobKind, JobState, StepState, Trigger};
@@ -36,6 +39,8 @@ pub struct Reporter {
     clients: HashMap<String, Arc<dyn Forge>>,
     /// GitHub deployments created for jobs whose id could not be recorded, by job id.
     created: HashMap<i64, i64>,
+    /// Check runs created for jobs whose id could not be recorded, by job id.
+    created_checks: HashMap<i64, i64>,
     /// A project whose GitHub asked us to wait is left alone until then.
     paused_until: HashMap<String, i64>,
     /// What a description may quote (a step's error) passes through this first.
@@ -63,6 +68,7 @@ impl Reporter {
             events,
             clients: HashMap::new(),
             created: HashMap::new(),
+            created_checks: HashMap::new(),
             paused_until: HashMap::new(),
         }
     }
@@ -245,7 +251,11 @@ impl Reporter {
                     tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
                     Vec::new()
                 });
-            return self.report_checks(client, job, &rows, job_url.as_deref()).await;
+            self.report_checks(client, job, &rows, job_url.as_deref()).await?;
+            let (_, text) = commit_status(job);
+            return self
+                .report_check_run(client, job, &rows, context, text, job_url.as_deref())
+                .await;
         }
         // A job first seen already finished still shows GitHub the whole story.
         if job.reported_state.is_none() && job.state != JobState::Queued {
@@ -275,6 +285,8 @@ impl Reporter {
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
         self.report_checks(client, job, &rows, job_url.as_deref()).await?;
+        self.report_check_run(client, job, &rows, context, text.clone(), job_url.as_deref())
+            .await?;
         if !is_deploy || nothing_to_do.is_some() {
             return Ok(());
         }
@@ -374,6 +386,70 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Reporting as a GitHub App, the job is a check run too: created when first told,
+    /// updated as it goes, and once it ended, given an annotation per failing test that
+    /// names a file, [`MAX_ANNOTATIONS_PER_REQUEST`] per request, each batch recorded as
+    /// sent so a retry sends none twice.
+    async fn report_check_run(
+        &mut self,
+        client: &dyn Forge,
+        job: &Unreported,
+        rows: &[crate::store::steps::Step],
+        name: String,
+        title: String,
+        job_url: Option<&str>,
+    ) -> Result<(), ForgeError> {
+        if !client.writes_check_runs() {
+            return Ok(());
+        }
+        let mut run = check_run::check_run(job, rows, name, self.mask.masked(title), job_url);
+        run.summary = self.mask.masked(run.summary);
+        let pending: Vec<Annotation> = if job.state.is_terminal() {
+            let sent = usize::try_from(job.check_annotations_sent).unwrap_or(0);
+            check_run::annotations(rows, &self.mask)
+                .into_iter()
+                .skip(sent)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut batches = pending.chunks(MAX_ANNOTATIONS_PER_REQUEST);
+        run.annotations = batches.next().map(<[Annotation]>::to_vec).unwrap_or_default();
+        let id = match job.check_run_id.or_else(|| self.created_checks.get(&job.id).copied()) {
+            Some(id) => {
+                client.update_check_run(id, &run).await?;
+                id
+            }
+            None => {
+                let id = client.create_check_run(&run).await?;
+                if let Err(error) = reports::set_check_run(&self.pool, job.id, id).await {
+                    // Kept in memory instead, so the next pass updates this check run.
+                    tracing::warn!(job_id = job.id, %error, "reporter: cannot record the check run's id");
+                    self.created_checks.insert(job.id, id);
+                }
+                id
+            }
+        };
+        let mut sent = job.check_annotations_sent + i64::try_from(run.annotations.len()).unwrap_or(0);
+        self.record_annotations(job, sent).await;
+        for batch in batches {
+            run.annotations = batch.to_vec();
+            client.update_check_run(id, &run).await?;
+            sent += i64::try_from(batch.len()).unwrap_or(0);
+            self.record_annotations(job, sent).await;
+        }
+        Ok(())
+    }
+
+    async fn record_annotations(&self, job: &Unreported, sent: i64) {
+        if sent != job.check_annotations_sent {
+            self.record(job, reports::set_annotations_sent(&self.pool, job.id, sent))
+                .await;
+        }
+    }
+}
+
 /// A step's status context: `<project>/<step>` for a pull request's verify job (what
 /// branch protection requires), `<project>/<step> (<environment>)` for a deploy's, so one
 /// commit's deploys to several environments, and a pull request's verify of the same
@@ -470,7 +546,7 @@ mod tests {
     use std::sync::{Mutex, PoisonError};
 
     use super::*;
-    use crate::adapters::forge::HookDelivery;
+    use crate::adapters::forge::{CheckRun, HookDelivery};
     use crate::domain::{CommitSha, GitRef, Name};
     use crate::job::{JobState, Trigger};
     use crate::store::jobs::{self, NewJob};
@@ -482,6 +558,12 @@ mod tests {
         told: Mutex<Vec<String>>,
         /// Statuses by context, in the order told: `context state text`.
         statuses: Mutex<Vec<String>>,
+        /// Writes check runs (as a GitHub App does).
+        app: bool,
+        /// Check run requests in order: `None` creates, `Some(id)` updates.
+        check_runs: Mutex<Vec<(Option<i64>, CheckRun)>>,
+        /// The check run update of this index (counting from 0) fails once.
+        fail_update: Mutex<Option<usize>>,
     }
 
     impl FakeForge {
@@ -543,6 +625,30 @@ mod tests {
         async fn branch_head(&self, _: &str) -> Result<String, ForgeError> {
             Ok("0".repeat(40))
         }
+
+        fn writes_check_runs(&self) -> bool {
+            self.app
+        }
+
+        async fn create_check_run(&self, run: &CheckRun) -> Result<i64, ForgeError> {
+            self.check_runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((None, run.clone()));
+            Ok(7)
+        }
+
+        async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
+            let mut runs = self.check_runs.lock().unwrap_or_else(PoisonError::into_inner);
+            let updates = runs.iter().filter(|(id, _)| id.is_some()).count();
+            let mut fail = self.fail_update.lock().unwrap_or_else(PoisonError::into_inner);
+            if *fail == Some(updates) {
+                *fail = None;
+                return Err(ForgeError::Transient("502 Bad Gateway".into()));
+            }
+            runs.push((Some(id), run.clone()));
+            Ok(())
+        }
     }
 
     /// Every project's forge is the one fake.
@@ -603,6 +709,124 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_is_one_check_run_whose_failing_tests_are_annotated_fifty_at_a_time_and_never_twice() {
+        use crate::adapters::forge::{CheckConclusion, CheckStatus};
+        use crate::runfile::junit::{FailedTest, FailureKind};
+        use crate::store::steps;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge {
+            app: true,
+            // The second update (the third batch of annotations) fails once.
+            fail_update: Mutex::new(Some(1)),
+            ..FakeForge::default()
+        });
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
+        let id = running_deploy(&pool, 'a').await;
+        reporter.pass(&projects).await;
+        steps::insert_after(&pool, id.get(), "build", &["unit"])
+            .await
+            .expect("rows");
+        let failures: Vec<FailedTest> = (1..=121)
+            .map(|n| FailedTest {
+                suite: "suite".into(),
+                name: format!("case_{n}"),
+                classname: "tests::app".into(),
+                kind: FailureKind::Failed,
+                message: format!("assertion failed: {n} | <b>"),
+                // The last names no file: listed in the summary, not annotated.
+                file: (n <= 120).then(|| "/checkout/tests/app.rs".to_owned()),
+                line: Some(n),
+            })
+            .collect();
+        let now = now_ms();
+        steps::set_state(
+            &pool,
+            id.get(),
+            "unit",
+            StepState::Failed,
+            Some("0 passed, 121 failed"),
+            now,
+        )
+        .await
+        .expect("state");
+        steps::set_summary(&pool, id.get(), "unit", "0 passed, 121 failed", &failures)
+            .await
+            .expect("summary");
+        jobs::finish(
+            &pool,
+            id,
+            "w",
+            JobState::Failed,
+            Some("unit: 0 passed, 121 failed"),
+            now,
+        )
+        .await
+        .expect("finish");
+        reporter.pass(&projects).await;
+        // Due again at once, after the failed update.
+        reports::retry_later(&pool, id.get(), "again", 0).await.expect("due");
+        reporter.pass(&projects).await;
+        reporter.pass(&projects).await;
+
+        let runs = forge.check_runs.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (created, first) = &runs[0];
+        assert_eq!(*created, None, "created while running");
+        assert_eq!(first.status, CheckStatus::InProgress);
+        assert_eq!(first.external_id, id.get().to_string());
+        assert_eq!(first.name, "runner/deploy (production)");
+        assert!(
+            runs[1..].iter().all(|(update, _)| *update == Some(7)),
+            "then only updated: {runs:?}"
+        );
+        let last = &runs.last().expect("a run").1;
+        assert_eq!(last.status, CheckStatus::Completed(CheckConclusion::Failure));
+        assert!(last.summary.contains("| unit | failed |"), "{}", last.summary);
+        assert!(
+            last.summary
+                .contains("**tests::app::case_1**: assertion failed: 1 \\| &lt;b&gt;")
+                && last.summary.contains("- … and 71 more"),
+            "{}",
+            last.summary
+        );
+        let batches: Vec<usize> = runs
+            .iter()
+            .map(|(_, run)| run.annotations.len())
+            .filter(|n| *n > 0)
+            .collect();
+        assert_eq!(batches, [50, 50, 20], "fifty at a time, none sent twice");
+        let annotated: Vec<u32> = runs
+            .iter()
+            .flat_map(|(_, run)| run.annotations.iter().map(|a| a.line))
+            .collect();
+        assert_eq!(annotated, (1..=120).collect::<Vec<u32>>());
+        let first_annotation = &runs
+            .iter()
+            .find(|(_, run)| !run.annotations.is_empty())
+            .expect("annotations")
+            .1
+            .annotations[0];
+        assert_eq!(first_annotation.path, "tests/app.rs");
+        assert_eq!(first_annotation.title, "unit: tests::app::case_1");
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_write_check_runs_is_never_asked_to() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge::default());
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
+        running_deploy(&pool, 'b').await;
+        reporter.pass(&projects).await;
+        assert!(forge.told().contains(&"status pending running".to_owned()));
+        assert!(
+            forge
+                .check_runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
     async fn a_deploy_is_told_as_it_happens_with_one_forge_deployment() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let forge = Arc::new(FakeForge::default());
@@ -658,7 +882,7 @@ mod tests {
         steps::set_state(&pool, id.get(), "unit", StepState::Succeeded, None, now)
             .await
             .expect("state");
-        steps::set_summary(&pool, id.get(), "unit", "212 passed, 0 failed")
+        steps::set_summary(&pool, id.get(), "unit", "212 passed, 0 failed", &[])
             .await
             .expect("summary");
         steps::set_state(

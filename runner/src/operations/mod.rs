@@ -1,12 +1,14 @@
 //! What an operator can ask of the runner: deploy a commit or branch again, roll back,
-//! promote, replay a delivery, cancel a job, answer an approval. The JSON API and the
-//! dashboard's forms both call these (the CLI through the API); each checks its
+//! promote, replay a delivery, cancel a job, answer an approval; and what a forge asks on
+//! a person's behalf: run a job again. The JSON API and the dashboard's forms both call
+//! these (the CLI through the API), the webhook route the last; each checks its
 //! preconditions, queues at most one job per environment, and wakes what must know.
 
 mod control;
 mod redeliver;
 mod redeploy;
 mod replay;
+mod rerun;
 
 use std::sync::Arc;
 

@@ -212,6 +212,11 @@ async fn smoke_test(
                     .await
                 }
             };
+            // The engine copies a container's output into its log a little after the
+            // container prints it; once it has exited, the log is whole.
+            if let Err(error) = engine.kill(&started.id).await {
+                log.system(format!("could not stop the smoke container: {error}"));
+            }
             copy_logs(engine, &started.id, log).await;
             verdict.map_err(|last| StepError::Failed(format!("{} answered {last}", smoke.path)))
         })

@@ -282,7 +282,20 @@ async fn run_one(
                 let words = summary.describe();
                 log.system(format!("step {}: tests: {words}", spec.name.as_str()));
                 let (pool, job) = (&steps.ctx.pool, steps.job.id.get());
-                if let Err(error) = step_store::set_summary(pool, job, spec.name.as_str(), &words).await {
+                // A deploy's step has secrets, and a test may print one in its message.
+                let mask = log.mask();
+                let failures: Vec<_> = summary
+                    .failures
+                    .iter()
+                    .cloned()
+                    .map(|mut failure| {
+                        for text in [&mut failure.name, &mut failure.classname, &mut failure.message] {
+                            *text = mask.masked(std::mem::take(text));
+                        }
+                        failure
+                    })
+                    .collect();
+                if let Err(error) = step_store::set_summary(pool, job, spec.name.as_str(), &words, &failures).await {
                     tracing::warn!(%error, "cannot record a step's test summary");
                 }
             }

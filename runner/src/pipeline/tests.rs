@@ -284,6 +284,19 @@ impl ContainerEngine for FakeEngine {
         Ok(())
     }
 
+    async fn kill(&self, container: &str) -> Result<(), EngineError> {
+        self.enter("kill", container).await?;
+        let server = self.by_name(container).and_then(|id| {
+            self.containers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&id)
+                .and_then(|c| c.server.take())
+        });
+        shut_down(server).await;
+        Ok(())
+    }
+
     async fn restart(&self, container: &str) -> Result<(), EngineError> {
         self.enter("restart", container).await?;
         let id = self

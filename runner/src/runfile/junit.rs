@@ -54,7 +54,8 @@ pub enum JunitError {
 }
 
 /// How a failed test failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// `<failure>`: an assertion did not hold.
     Failed,
@@ -70,7 +71,7 @@ enum Outcome {
 }
 
 /// A test that failed or errored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailedTest {
     /// The innermost enclosing `<testsuite>`'s `name` (empty outside any).
     pub suite: String,

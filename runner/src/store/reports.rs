@@ -25,6 +25,10 @@ pub struct Unreported {
     /// told when only steps changed.
     pub steps_version: i64,
     pub steps_reported: i64,
+    /// The job's check run on GitHub, once created.
+    pub check_run_id: Option<i64>,
+    /// How many of the check run's annotations GitHub has taken.
+    pub check_annotations_sent: i64,
 }
 
 impl Unreported {
@@ -39,7 +43,8 @@ pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> R
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,
-                superseded_by, held_for, github_deployment_id, report_attempts, steps_version, steps_reported
+                superseded_by, held_for, github_deployment_id, report_attempts, steps_version, steps_reported,
+                check_run_id, check_annotations_sent
          FROM jobs
          WHERE (reported_state IS DISTINCT FROM state OR steps_version <> steps_reported) AND report_next_at <= $1
            AND {}
@@ -92,6 +97,25 @@ pub async fn retry_later(pool: &Store, id: i64, error: &str, next_at: i64) -> Re
 pub async fn set_deployment(pool: &Store, id: i64, github_deployment_id: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE jobs SET github_deployment_id = $1 WHERE id = $2")
         .bind(github_deployment_id)
+        .bind(id)
+        .execute(pool.db())
+        .await?;
+    Ok(())
+}
+
+pub async fn set_check_run(pool: &Store, id: i64, check_run_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET check_run_id = $1 WHERE id = $2")
+        .bind(check_run_id)
+        .bind(id)
+        .execute(pool.db())
+        .await?;
+    Ok(())
+}
+
+/// GitHub has taken the check run's first `count` annotations: a retry sends only the rest.
+pub async fn set_annotations_sent(pool: &Store, id: i64, count: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET check_annotations_sent = $1 WHERE id = $2")
+        .bind(count)
         .bind(id)
         .execute(pool.db())
         .await?;

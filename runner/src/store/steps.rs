@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use crate::job::StepState;
+use crate::runfile::junit::FailedTest;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Step {
@@ -17,6 +18,20 @@ pub struct Step {
     pub error: Option<String>,
     /// What the step's test report said ("212 passed, 2 failed").
     pub summary: Option<String>,
+    /// The report's failing tests, as JSON (see [`Step::failed_tests`]).
+    #[serde(skip)]
+    failures: Option<String>,
+}
+
+impl Step {
+    /// The failing tests the step's report named, the first
+    /// [`MAX_FAILURES_KEPT`](crate::runfile::junit::MAX_FAILURES_KEPT) of them.
+    pub fn failed_tests(&self) -> Vec<FailedTest> {
+        self.failures
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Lays out the job's plan; a retried job starts its plan afresh.
@@ -112,10 +127,21 @@ pub async fn set_state(
     Ok(())
 }
 
-/// Keeps what the step's test report said.
-pub async fn set_summary(pool: &Store, job_id: i64, name: &str, summary: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE job_steps SET summary = $1 WHERE job_id = $2 AND name = $3")
+/// Keeps what the step's test report said, and the tests that failed.
+pub async fn set_summary(
+    pool: &Store,
+    job_id: i64,
+    name: &str,
+    summary: &str,
+    failures: &[FailedTest],
+) -> Result<(), StoreError> {
+    let failures = (!failures.is_empty())
+        .then(|| serde_json::to_string(failures))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("failing tests: {e}")))?;
+    sqlx::query("UPDATE job_steps SET summary = $1, failures = $2 WHERE job_id = $3 AND name = $4")
         .bind(summary)
+        .bind(failures)
         .bind(job_id)
         .bind(name)
         .execute(pool.db())
@@ -135,7 +161,7 @@ pub async fn skip_pending(pool: &Store, job_id: i64, now: i64) -> Result<(), Sto
 
 pub async fn list(pool: &Store, job_id: i64) -> Result<Vec<Step>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT position, name, state, started_at, finished_at, error, summary FROM job_steps WHERE job_id = $1 ORDER BY position",
+        "SELECT position, name, state, started_at, finished_at, error, summary, failures FROM job_steps WHERE job_id = $1 ORDER BY position",
     )
     .bind(job_id)
     .fetch_all(pool.db())

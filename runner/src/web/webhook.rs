@@ -76,8 +76,13 @@ pub async fn receive(
         None => &state.config.projects[signed_by[0]],
     };
 
-    let (action, facts) =
+    let (mut action, facts) =
         event::decide(&parsed, project, delivery_id.as_str(), now).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let event::Event::Rerun(rerun) = &parsed.event
+        && rerun.action.as_deref() == Some("rerequested")
+    {
+        action = state.operations.rerun(project, rerun, delivery_id.as_str()).await?;
+    }
     let delivery = NewDelivery {
         delivery_id: delivery_id.to_string(),
         event: event.to_owned(),

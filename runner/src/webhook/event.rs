@@ -38,6 +38,10 @@ pub enum Event {
     },
     Push(Push),
     PullRequest(PullRequest),
+    /// Someone asked the forge to run one of the runner's checks again (GitHub's *Re-run*
+    /// button on a check run). What it queues depends on the job named, which the
+    /// operations look up.
+    Rerun(Rerun),
     /// Any other event, by its name: it triggers nothing.
     Other(String),
 }
@@ -64,6 +68,16 @@ pub struct PullRequest {
     pub action: Option<String>,
     pub number: Option<i64>,
     pub change: Option<Change>,
+}
+
+/// A request to run a job again.
+#[derive(Debug, Default)]
+pub struct Rerun {
+    /// `rerequested` asks for a re-run; `created`, `completed` and the rest only tell.
+    pub action: Option<String>,
+    /// The runner's job id, as the check run carries it (`external_id`).
+    pub job: Option<String>,
+    pub head_sha: String,
 }
 
 /// The pull request's branches.
@@ -116,6 +130,18 @@ pub fn decide(
         Event::PullRequest(pull_request) => {
             decide_pull_request(pull_request, incoming.repository.as_ref(), project, delivery_id, now)
         }
+        // Answered with the job it names: see `Operations::rerun`.
+        Event::Rerun(rerun) => Ok((
+            ignore(format!(
+                "check_run {}: only a re-run request asks for anything",
+                clip(rerun.action.as_deref().unwrap_or("without action"), 32)
+            )),
+            Facts {
+                action: rerun.action.as_deref().map(|a| clip(a, 32)),
+                sha: Some(clip(&rerun.head_sha, 64)),
+                ..Facts::default()
+            },
+        )),
         Event::Other(other) => Ok((
             ignore(format!("event {:?} does not trigger anything", clip(other, 64))),
             Facts::default(),

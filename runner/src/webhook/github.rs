@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::event::{Change, Event, Incoming, PayloadError, PullRequest, Push};
+use super::event::{Change, Event, Incoming, PayloadError, PullRequest, Push, Rerun};
 use super::signature::{Signature, SignatureError};
 use crate::domain::{DeliveryId, RepoName};
 
@@ -127,6 +127,14 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 base_repository: pr.base.repo.map(|r| r.full_name),
             }),
         }),
+        "check_run" => {
+            let check_run = payload.check_run.ok_or(PayloadError::Field("check_run"))?;
+            Event::Rerun(Rerun {
+                action: payload.action,
+                job: check_run.external_id,
+                head_sha: check_run.head_sha,
+            })
+        }
         other => Event::Other(other.to_owned()),
     };
     Ok(Incoming { repository, event })
@@ -148,6 +156,14 @@ struct Payload {
     number: Option<i64>,
     pull_request: Option<PullRequestField>,
     hook_id: Option<i64>,
+    check_run: Option<CheckRunField>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckRunField {
+    head_sha: String,
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +229,7 @@ fn describe_data_error(json_text: &[u8], error: &serde_json::Error) -> PayloadEr
                 "number",
                 "action",
                 "hook_id",
+                "check_run",
             ]
             .into_iter()
             .find(|f| message.contains(f))

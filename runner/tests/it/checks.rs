@@ -183,7 +183,7 @@ const FAILING: &str = r#"steps:
     image: target:test
     commands:
       - mkdir -p /checkout/out
-      - printf '<testsuite name="unit" tests="2"><testcase name="adds"/><testcase name="subtracts"><failure message="expected 1, got 3">assertion failed</failure></testcase></testsuite>' > /checkout/out/junit.xml
+      - printf '<testsuite name="unit" tests="2"><testcase name="adds"/><testcase name="subtracts" file="/checkout/tests/math.rs" line="12"><failure message="expected 1, got 3">assertion failed</failure></testcase></testsuite>' > /checkout/out/junit.xml
       - exit 1
     reports: { junit: out/junit.xml }
 "#;
@@ -194,7 +194,16 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     let _volumes = VolumeCleanup(format!("runner-cache-{}-", bench.project));
     let (id, project, image, registry, repo) = (&bench.id, &bench.project, &bench.image, &bench.registry, bench.repo());
     webapp_repo(repo, &dockerfile(id));
-    let runner = start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, |_| {}).await;
+    // Reporting as a GitHub App: each job is a check run as well.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = fake_github::app_key(keys.path());
+    let github = fake_github::FakeGitHub::default();
+    github.with(|f| f.accepted_token = Some(fake_github::INSTALLATION_TOKEN.to_owned()));
+    let api = github.start().await;
+    let runner = start_with_deploy_token(DEPLOY_TOKEN, project, repo, image, move |config| {
+        fake_github::as_app(config, &api, &key);
+    })
+    .await;
 
     // Passing steps: run in order after the build, skipped where `when` says, then live.
     let passing = commit(repo, PASSING, "passing steps");
@@ -300,6 +309,35 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         .collect();
     assert_eq!(live.len(), 1, "{deployments}");
     assert_eq!(live[0]["sha"], passing.as_str(), "the tested version stays live");
+    // On GitHub: the step's status names the failing count, and the job's check run has
+    // the step table, the failing test, and an annotation on the test's line.
+    let check_run = eventually("the failing job's check run completed", || {
+        github.check_runs().into_iter().find(|run| {
+            run["external_id"].as_str().and_then(|id| id.parse().ok()) == Some(job_id) && run["status"] == "completed"
+        })
+    })
+    .await;
+    assert_eq!(check_run["conclusion"], "failure", "{check_run}");
+    let summary = check_run["output"]["summary"].as_str().expect("summary");
+    assert!(summary.contains("| unit | failed |"), "{summary}");
+    assert!(summary.contains("**subtracts**: expected 1, got 3"), "{summary}");
+    let annotations = check_run["annotations"].as_array().expect("annotations");
+    assert_eq!(annotations.len(), 1, "{check_run}");
+    assert_eq!(
+        (&annotations[0]["path"], &annotations[0]["start_line"]),
+        (&Value::from("tests/math.rs"), &Value::from(12)),
+        "{check_run}"
+    );
+    let unit_status = github
+        .statuses()
+        .into_iter()
+        .rfind(|(sha, _, context, _)| *sha == failing && context.ends_with("/unit (production)"));
+    assert!(
+        unit_status
+            .as_ref()
+            .is_some_and(|(_, state, _, text)| state == "failure" && text.contains("1 passed, 1 failed")),
+        "{unit_status:?}"
+    );
 
     // A bad file: the job fails at `pipeline` with the place in the file, before any build.
     let bad = commit(repo, "steps:\n  - name: unit\n    comands: [\"true\"]\n", "a typo");

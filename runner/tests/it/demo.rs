@@ -71,7 +71,7 @@ async fn the_demo_deploys_the_webapp_twice_and_cleans_up() {
         "demo failed: {stdout}\n{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    for step in ["checkout", "build", "smoke", "push", "rollout", "record"] {
+    for step in ["checkout", "build", "test", "smoke", "push", "rollout", "record"] {
         assert!(
             stdout.contains(&format!("✓ {step}")),
             "progress shows {step}:\n{stdout}"

@@ -375,30 +375,15 @@ async fn metrics_parse_as_prometheus_text_and_move() {
 }
 
 #[tokio::test]
-async fn a_github_app_reports_with_its_installation_token() {
+async fn a_github_app_reports_with_its_installation_token_and_each_job_is_a_check_run_it_can_rerun() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let key = keys.path().join("app.pem");
-    let generated = std::process::Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    let key = app_key(keys.path());
     let fake = FakeGitHub::default();
     fake.with(|f| f.accepted_token = Some(INSTALLATION_TOKEN.to_owned()));
     let api = fake.start().await;
-    let key_path = key.display().to_string();
     let runner = start_runner(|dir| {
-        let mut config = with_github(default_config(dir), &api, false);
-        let github = config.projects[0].github.as_mut().expect("github");
-        github.token_env = None;
-        github.app_id = Some(1234);
-        github.private_key_file = Some(key_path.clone().into());
+        let mut config = default_config(dir);
+        as_app(&mut config, &api, &key);
         config
     })
     .await;
@@ -438,6 +423,93 @@ async fn a_github_app_reports_with_its_installation_token() {
     assert_eq!(
         runner::secrets::SecretMask::default().apply(&format!("Authorization: token {INSTALLATION_TOKEN}")),
         "Authorization: token ***"
+    );
+
+    // The job is a check run too, created as it was queued and completed as it ended.
+    let sha = "4".repeat(40);
+    let check_run = eventually("the job's check run completed", || {
+        fake.check_runs().into_iter().find(|run| {
+            run["external_id"].as_str().and_then(|id| id.parse().ok()) == Some(job_id) && run["status"] == "completed"
+        })
+    })
+    .await;
+    assert_eq!(check_run["conclusion"], "failure", "{check_run}");
+    assert_eq!(check_run["head_sha"], sha.as_str());
+    assert_eq!(check_run["name"], "runner/deploy (production)");
+    assert_eq!(
+        check_run["details_url"],
+        format!("https://ci.example.test/jobs/{job_id}")
+    );
+    let summary = check_run["output"]["summary"].as_str().expect("summary");
+    assert!(summary.contains("| checkout | failed |"), "{summary}");
+
+    // GitHub's Re-run button queues the job again, once however often GitHub sends it.
+    let delivery = unique_delivery_id();
+    let request = rerun_request(REPOSITORY, &sha, job_id);
+    let response = runner
+        .deliver_signed("check_run", &request, Some(SECRET), &delivery)
+        .await;
+    assert_eq!(response.status(), 202);
+    let again = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("a new job");
+    assert_ne!(again, job_id);
+    let rerun = runner.get_json(&format!("/api/jobs/{again}")).await;
+    assert_eq!(
+        (&rerun["sha"], &rerun["kind"], &rerun["environment"], &rerun["trigger"]),
+        (&json!(sha), &json!("deploy"), &json!("production"), &json!("replay")),
+        "{rerun}"
+    );
+    let duplicate = runner
+        .deliver_signed("check_run", &request, Some(SECRET), &delivery)
+        .await;
+    assert_eq!(duplicate.status(), 200);
+    assert_eq!(duplicate.json::<Value>().await.expect("json")["duplicate"], true);
+    runner.wait_for_job_end(again).await;
+
+    // A re-run of another commit's check run, of no job of ours, or a check run event that
+    // only tells (completed) queues nothing, and says why.
+    for (event, body) in [
+        ("check_run", rerun_request(REPOSITORY, &"5".repeat(40), job_id)),
+        ("check_run", rerun_request(REPOSITORY, &sha, 999_999)),
+        ("check_run", {
+            let mut body = fixture_json("check_run.completed.payload.json");
+            body["repository"]["full_name"] = REPOSITORY.into();
+            serde_json::to_vec(&body).expect("serialise")
+        }),
+    ] {
+        let response = runner.deliver(event, &body).await;
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("json");
+        assert!(answer["ignored"].as_str().is_some_and(|r| !r.is_empty()), "{answer}");
+    }
+    let jobs = runner.get_json("/api/jobs").await;
+    assert_eq!(jobs["items"].as_array().expect("jobs").len(), 2, "{jobs}");
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_reports_statuses_but_writes_no_check_run() {
+    let fake = FakeGitHub::default();
+    let api = fake.start().await;
+    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let response = runner
+        .deliver("push", &push_body("refs/heads/master", &"6".repeat(40)))
+        .await;
+    let job_id = response.json::<Value>().await.expect("json")["job_id"]
+        .as_i64()
+        .expect("id");
+    runner.wait_for_job_end(job_id).await;
+    eventually("the failure reported", || {
+        fake.statuses()
+            .iter()
+            .any(|(_, state, _, _)| state == "failure")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        fake.requests().iter().all(|r| !r.path.contains("/check-runs")),
+        "GitHub refuses check runs from a token: none is asked for"
     );
     runner.stop().await;
 }

@@ -775,6 +775,19 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
+    async fn kill(&self, container: &str) -> Result<(), EngineError> {
+        // A stop with no grace period: the engine answers once the container has exited
+        // and its output has been copied into its log.
+        let options = StopContainerOptions {
+            t: Some(0),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn images(&self, repositories: &[String]) -> Result<Vec<StoredImage>, EngineError> {
         let options = bollard::query_parameters::ListImagesOptions {
             all: false,

@@ -10,7 +10,10 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{CommitState, DeploymentState, Forge, ForgeError, HookDelivery};
+use super::{
+    CheckRun, CommitState, DeploymentState, Forge, ForgeError, HookDelivery, MAX_ANNOTATIONS_PER_REQUEST,
+    MAX_CHECK_SUMMARY_CHARS,
+};
 use crate::config::GitHubAuth;
 use crate::domain::RepoName;
 
@@ -26,15 +29,60 @@ pub struct GitHub {
     installation: bool,
 }
 
-/// GitHub allows 140 characters of description.
-pub fn description(text: &str) -> String {
-    let text = text.lines().next().unwrap_or("");
-    if text.chars().count() <= 140 {
+/// `text` cut to at most `max` characters, ending with `cut` when it had to be cut.
+fn at_most(text: &str, max: usize, cut: &str) -> String {
+    if text.chars().count() <= max {
         return text.to_owned();
     }
-    let mut short: String = text.chars().take(139).collect();
-    short.push('…');
+    let keep = max.saturating_sub(cut.chars().count());
+    let mut short: String = text.chars().take(keep).collect();
+    short.push_str(cut);
     short
+}
+
+/// A check run as the Checks API takes it, for a create (`with_identity`) or an update.
+fn check_run_body(run: &CheckRun, with_identity: bool) -> Value {
+    let (status, conclusion) = run.status.as_strs();
+    let annotations: Vec<Value> = run
+        .annotations
+        .iter()
+        .take(MAX_ANNOTATIONS_PER_REQUEST)
+        .map(|a| {
+            json!({
+                "path": a.path,
+                "start_line": a.line,
+                "end_line": a.line,
+                "annotation_level": "failure",
+                "title": at_most(&a.title, 255, "…"),
+                "message": at_most(&a.message, 4_000, "…"),
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "status": status,
+        "output": {
+            "title": at_most(&run.title, 255, "…"),
+            "summary": at_most(&run.summary, MAX_CHECK_SUMMARY_CHARS, "\n\n… (cut: the job page has the rest)"),
+            "annotations": annotations,
+        },
+    });
+    if let Some(conclusion) = conclusion {
+        body["conclusion"] = conclusion.into();
+    }
+    if let Some(url) = &run.details_url {
+        body["details_url"] = url.as_str().into();
+    }
+    if with_identity {
+        body["name"] = run.name.as_str().into();
+        body["head_sha"] = run.head_sha.as_str().into();
+        body["external_id"] = run.external_id.as_str().into();
+    }
+    body
+}
+
+/// GitHub allows 140 characters of description.
+pub fn description(text: &str) -> String {
+    at_most(text.lines().next().unwrap_or(""), 140, "…")
 }
 
 impl GitHub {
@@ -313,6 +361,34 @@ impl Forge for GitHub {
         .map(drop)
     }
 
+    fn writes_check_runs(&self) -> bool {
+        self.installation
+    }
+
+    async fn create_check_run(&self, run: &CheckRun) -> Result<i64, ForgeError> {
+        let created = self
+            .call(
+                Method::POST,
+                &format!("/repos/{}/check-runs", self.repository),
+                Some(&check_run_body(run, true)),
+            )
+            .await?;
+        created["id"].as_i64().ok_or_else(|| ForgeError::Rejected {
+            status: 0,
+            message: "creating a check run: no id returned".into(),
+        })
+    }
+
+    async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
+        self.call(
+            Method::PATCH,
+            &format!("/repos/{}/check-runs/{id}", self.repository),
+            Some(&check_run_body(run, false)),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
         let found = self
             .call(
@@ -332,8 +408,8 @@ impl Forge for GitHub {
 }
 
 #[cfg(test)]
-mod paging_tests {
-    use super::next_page_cursor;
+mod tests {
+    use super::*;
 
     #[test]
     fn the_next_cursor_is_read_from_githubs_link_header() {
@@ -343,6 +419,44 @@ mod paging_tests {
         assert_eq!(
             next_page_cursor("<https://api.github.com/x?per_page=100>; rel=\"first\""),
             None
+        );
+    }
+
+    #[test]
+    fn a_check_run_stays_within_githubs_limits() {
+        let annotation = super::super::Annotation {
+            path: "src/lib.rs".into(),
+            line: 7,
+            title: "t".repeat(300),
+            message: "boom".into(),
+        };
+        let run = CheckRun {
+            name: "runner/deploy (production)".into(),
+            head_sha: "a".repeat(40),
+            external_id: "12".into(),
+            details_url: Some("https://ci.example.test/jobs/12".into()),
+            status: super::super::CheckStatus::Completed(super::super::CheckConclusion::Failure),
+            title: "2 failed".into(),
+            summary: "é".repeat(70_000),
+            annotations: vec![annotation; 60],
+        };
+        let created = check_run_body(&run, true);
+        let summary = created["output"]["summary"].as_str().expect("summary");
+        assert_eq!(summary.chars().count(), MAX_CHECK_SUMMARY_CHARS);
+        assert!(summary.ends_with("(cut: the job page has the rest)"), "{summary:.40}");
+        let annotations = created["output"]["annotations"].as_array().expect("annotations");
+        assert_eq!(annotations.len(), MAX_ANNOTATIONS_PER_REQUEST);
+        assert_eq!(annotations[0]["start_line"], 7);
+        assert_eq!(annotations[0]["title"].as_str().expect("title").chars().count(), 255);
+        assert_eq!(
+            (created["status"].as_str(), created["conclusion"].as_str()),
+            (Some("completed"), Some("failure"))
+        );
+        assert_eq!(created["external_id"], "12");
+        let updated = check_run_body(&run, false);
+        assert!(
+            updated.get("name").is_none() && updated.get("head_sha").is_none(),
+            "{updated}"
         );
     }
 }

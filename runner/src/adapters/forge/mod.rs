@@ -49,6 +49,98 @@ pub trait Forge: Send + Sync {
     async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError>;
     /// The commit a branch points at now.
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError>;
+    /// Whether this client may write check runs (GitHub lets only an App do so).
+    fn writes_check_runs(&self) -> bool {
+        false
+    }
+    /// Creates a check run with `run`'s status and output (at most
+    /// [`MAX_ANNOTATIONS_PER_REQUEST`] annotations); returns its id on the forge.
+    async fn create_check_run(&self, run: &CheckRun) -> Result<i64, ForgeError> {
+        let _ = run;
+        Err(no_check_runs())
+    }
+    /// Sets the check run's status and output; the annotations given (at most
+    /// [`MAX_ANNOTATIONS_PER_REQUEST`]) are added to those it has.
+    async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
+        let _ = (id, run);
+        Err(no_check_runs())
+    }
+}
+
+fn no_check_runs() -> ForgeError {
+    ForgeError::Rejected {
+        status: 0,
+        message: "this forge client cannot write check runs".into(),
+    }
+}
+
+/// GitHub takes at most this many annotations per check run request; more are sent in
+/// further updates, which add to the ones it has.
+pub const MAX_ANNOTATIONS_PER_REQUEST: usize = 50;
+/// GitHub's limit on a check run's summary, in characters.
+pub const MAX_CHECK_SUMMARY_CHARS: usize = 65_535;
+
+/// A job as a check run: its state, and its steps and test results as the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    pub name: String,
+    pub head_sha: String,
+    /// The runner's job id, which GitHub hands back when someone asks for a re-run.
+    pub external_id: String,
+    pub details_url: Option<String>,
+    pub status: CheckStatus,
+    pub title: String,
+    /// Markdown; cut to [`MAX_CHECK_SUMMARY_CHARS`] on the way out.
+    pub summary: String,
+    pub annotations: Vec<Annotation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    Queued,
+    InProgress,
+    Completed(CheckConclusion),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckConclusion {
+    Success,
+    Failure,
+    Cancelled,
+    Neutral,
+    TimedOut,
+    ActionRequired,
+}
+
+impl CheckStatus {
+    /// GitHub's `status` and `conclusion`.
+    pub fn as_strs(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Queued => ("queued", None),
+            Self::InProgress => ("in_progress", None),
+            Self::Completed(conclusion) => (
+                "completed",
+                Some(match conclusion {
+                    CheckConclusion::Success => "success",
+                    CheckConclusion::Failure => "failure",
+                    CheckConclusion::Cancelled => "cancelled",
+                    CheckConclusion::Neutral => "neutral",
+                    CheckConclusion::TimedOut => "timed_out",
+                    CheckConclusion::ActionRequired => "action_required",
+                }),
+            ),
+        }
+    }
+}
+
+/// A failing test pinned to a line of the repository.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Annotation {
+    /// Relative to the repository's root.
+    pub path: String,
+    pub line: u32,
+    pub title: String,
+    pub message: String,
 }
 
 /// The forge client of `project`, or `None` when it has no forge credentials (nothing is

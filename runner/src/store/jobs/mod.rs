@@ -222,6 +222,26 @@ pub async fn latest_for_sha(pool: &Store, project: &str, sha: &str) -> Result<Op
     row.map(Job::try_from).transpose()
 }
 
+/// The newest deploy to the environment queued after job `after` that is still under
+/// way or went live: running `after` again would move the environment back.
+pub async fn later_deploy(
+    pool: &Store,
+    project: &str,
+    environment: &str,
+    after: JobId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE project = $1 AND environment = $2 AND kind = 'deploy' AND id > $3
+           AND state IN ('queued', 'running', 'awaiting_approval', 'succeeded')
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(project)
+    .bind(environment)
+    .bind(after.get())
+    .fetch_optional(pool.db())
+    .await?)
+}
+
 /// Jobs not yet finished (queued, running, awaiting approval), newest first.
 pub async fn active(pool: &Store, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

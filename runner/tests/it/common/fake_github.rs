@@ -40,6 +40,9 @@ pub struct Fake {
     /// The bearer token the repository endpoints accept (default: GITHUB_TOKEN).
     pub accepted_token: Option<String>,
     pub next_id: i64,
+    /// Check runs as GitHub holds them, by id: the last status, conclusion and output,
+    /// and every annotation ever added (`annotations`).
+    pub check_runs: std::collections::BTreeMap<i64, Value>,
 }
 
 #[derive(Clone, Default)]
@@ -75,6 +78,10 @@ impl FakeGitHub {
             .filter(|r| r.path.contains("/deployments/") && r.path.ends_with("/statuses"))
             .map(|r| r.body)
             .collect()
+    }
+
+    pub fn check_runs(&self) -> Vec<Value> {
+        self.with(|f| f.check_runs.values().cloned().collect())
     }
 
     pub async fn start(&self) -> String {
@@ -254,6 +261,7 @@ async fn answer(
         ("POST", ["repos", _, _, "hooks", _, "deliveries", _, "attempts"]) => {
             (StatusCode::ACCEPTED, Json(json!({}))).into_response()
         }
+        ("POST" | "PATCH", ["repos", _, _, "check-runs", rest @ ..]) => check_run(&fake, &authorization, rest, &body),
         ("GET", ["repos", _, _, "branches", branch]) => match fake.with(|f| f.branches.get(*branch).cloned()) {
             Some(sha) => Json(json!({ "name": branch, "commit": { "sha": sha } })).into_response(),
             None => error(StatusCode::NOT_FOUND, "Branch not found"),
@@ -279,10 +287,126 @@ pub fn with_github(mut config: Config, api: &str, hook: bool) -> Config {
     config
 }
 
+/// A new RSA private key for a GitHub App, as PEM in `dir`.
+pub fn app_key(dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("app.pem");
+    let generated = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    key
+}
+
+/// `config` reporting for its first project to `api` as GitHub App 1234 (installation
+/// found through the API) with the private key at `key`; the fake must be told to accept
+/// [`INSTALLATION_TOKEN`].
+pub fn as_app(config: &mut Config, api: &str, key: &Path) {
+    *config = with_github(std::mem::take(config), api, false);
+    let github = config.projects[0].github.as_mut().expect("github");
+    github.token_env = None;
+    github.app_id = Some(1234);
+    github.private_key_file = Some(key.to_path_buf());
+}
+
+/// A real `check_run` `rerequested` body (GitHub's *Re-run* button) for the runner's job
+/// `job_id` at `sha` of `repository`.
+pub fn rerun_request(repository: &str, sha: &str, job_id: i64) -> Vec<u8> {
+    let mut body = super::fixture_json("check_run.rerequested.payload.json");
+    body["repository"]["full_name"] = repository.into();
+    body["check_run"]["head_sha"] = sha.into();
+    body["check_run"]["check_suite"]["head_sha"] = sha.into();
+    body["check_run"]["external_id"] = job_id.to_string().into();
+    serde_json::to_vec(&body).expect("serialise")
+}
+
 pub async fn start_runner(make: impl FnOnce(&Path) -> Config) -> TestRunner {
     TestRunner::start_with_env(make, |name| match name {
         "GITHUB_TOKEN_FOR_TESTS" => Some(GITHUB_TOKEN.to_owned()),
         other => test_env(other),
     })
     .await
+}
+
+/// The Checks API: only a GitHub App may write check runs; GitHub's documented limits (a
+/// summary of 65,535 characters, 50 annotations per request) are refused with 422.
+fn check_run(fake: &FakeGitHub, authorization: &str, rest: &[&str], body: &Value) -> Response {
+    if authorization != format!("Bearer {INSTALLATION_TOKEN}") {
+        return error(StatusCode::FORBIDDEN, "You must authenticate via a GitHub App.");
+    }
+    let status = body["status"].as_str().unwrap_or("queued");
+    let conclusion = body["conclusion"].as_str();
+    let output = &body["output"];
+    let annotations = output["annotations"].as_array().cloned().unwrap_or_default();
+    let annotation_ok = |a: &Value| {
+        a["path"].as_str().is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
+            && a["start_line"].as_u64().is_some_and(|l| l >= 1)
+            && a["end_line"].as_u64() >= a["start_line"].as_u64()
+            && matches!(a["annotation_level"].as_str(), Some("notice" | "warning" | "failure"))
+            && a["message"].as_str().is_some()
+            && a["title"].as_str().is_none_or(|t| t.chars().count() <= 255)
+    };
+    let valid = matches!(status, "queued" | "in_progress" | "completed")
+        && (status == "completed") == conclusion.is_some()
+        && conclusion.is_none_or(|c| {
+            matches!(
+                c,
+                "action_required" | "cancelled" | "failure" | "neutral" | "success" | "skipped" | "stale" | "timed_out"
+            )
+        })
+        && (output.is_null()
+            || (output["title"].as_str().is_some()
+                && output["summary"].as_str().is_some_and(|s| s.chars().count() <= 65_535)))
+        && annotations.len() <= 50
+        && annotations.iter().all(annotation_ok);
+    if !valid {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    }
+    fake.with(|f| {
+        let id = match rest {
+            [] => {
+                if body["name"].as_str().is_none_or(str::is_empty)
+                    || body["head_sha"].as_str().is_none_or(|sha| sha.len() != 40)
+                {
+                    return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+                }
+                f.next_id += 1;
+                let mut run = body.clone();
+                run["id"] = f.next_id.into();
+                run["annotations"] = json!([]);
+                f.check_runs.insert(f.next_id, run);
+                f.next_id
+            }
+            [id] => match id.parse::<i64>().ok().filter(|id| f.check_runs.contains_key(id)) {
+                Some(id) => id,
+                None => return error(StatusCode::NOT_FOUND, "Not Found"),
+            },
+            _ => return error(StatusCode::NOT_FOUND, "Not Found"),
+        };
+        let run = f.check_runs.get_mut(&id).expect("check run");
+        for field in ["status", "conclusion", "details_url"] {
+            if !body[field].is_null() {
+                run[field] = body[field].clone();
+            }
+        }
+        if !output.is_null() {
+            run["output"] = output.clone();
+        }
+        run["annotations"]
+            .as_array_mut()
+            .expect("annotations")
+            .extend(annotations);
+        let code = if rest.is_empty() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        (code, Json(run.clone())).into_response()
+    })
 }
