@@ -94,9 +94,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     which("git")
         .ok_or_else(|| Prerequisite("git is not installed: install git, then run `runner demo` again.".into()))?;
-    let busybox = which("busybox").ok_or_else(|| {
+    let busybox = which("busybox").filter(|path| is_static(path)).ok_or_else(|| {
         Prerequisite(
-            "busybox is not installed (the demo's test step runs in a shell): apt-get install busybox-static, then run `runner demo` again.".into(),
+            "no static busybox (the demo's test step runs in a shell in an image with nothing else): apt-get install busybox-static, then run `runner demo` again.".into(),
         )
     })?;
     port_free(args.port, "--port")?;
@@ -197,6 +197,30 @@ fn step(text: &str) {
     println!("▸ {text}");
 }
 
+/// Whether `path` is an ELF executable that needs no dynamic loader (it runs in an image
+/// that holds nothing else).
+fn is_static(path: &Path) -> bool {
+    let Ok(elf) = std::fs::read(path) else { return false };
+    let (Some(b"\x7fELF"), Some(2), Some(1)) = (elf.get(..4), elf.get(4), elf.get(5)) else {
+        // Only 64-bit little-endian executables are read; anything else is not static here.
+        return false;
+    };
+    let read = |at: usize, len: usize| -> Option<u64> {
+        let bytes = elf.get(at..at + len)?;
+        Some(bytes.iter().rev().fold(0, |n, b| (n << 8) | u64::from(*b)))
+    };
+    let (Some(table), Some(entry), Some(count)) = (read(0x20, 8), read(0x36, 2), read(0x38, 2)) else {
+        return false;
+    };
+    // No PT_INTERP (3) among the program headers: no loader is asked for.
+    (0..count).all(|i| {
+        usize::try_from(table + i * entry)
+            .ok()
+            .and_then(|at| read(at, 4))
+            .is_some_and(|kind| kind != 3)
+    })
+}
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(if path.is_absolute() {
         path.to_owned()
@@ -275,6 +299,9 @@ fn commit_next_version(repo: &Path, webapp: &Path, busybox: &Path) -> anyhow::Re
     if fresh {
         std::fs::create_dir_all(repo)?;
         git(repo, &["init", "--quiet", "--initial-branch=main"])?;
+    }
+    // A repository made by an earlier version of the demo gets the test step too.
+    if !repo.join(".runner.yml").exists() {
         std::fs::write(repo.join("Dockerfile"), DOCKERFILE)?;
         std::fs::write(repo.join(".runner.yml"), RUNNER_YML)?;
         std::fs::copy(busybox, repo.join("busybox")).with_context(|| format!("copying {}", busybox.display()))?;

@@ -180,20 +180,20 @@ impl Worker {
             Err(JobFailure::Cancelled) => (JobState::Cancelled, Some("cancelled by request".to_owned())),
             Err(failure) => (JobState::Failed, Some(self.mask.masked(failure.to_string()))),
         };
-        log.system(format!("job {}", state));
         drop(log);
         writer.flush().await;
         if lost.is_cancelled() {
             tracing::warn!("lease lost; another worker owns the job now");
             return;
         }
-        match jobs::finish(
+        match jobs::finish_logged(
             &self.pool,
             job.id,
             &self.owner,
             state,
             error.as_deref(),
             self.pipeline.clock.now_ms(),
+            Some(&format!("job {state}")),
         )
         .await
         {

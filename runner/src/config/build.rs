@@ -87,6 +87,12 @@ pub struct ContainerLimits {
     pub pids_limit: i64,
     /// Capabilities kept; every other one is dropped.
     pub capabilities: Vec<String>,
+    /// An init process runs as PID 1 and passes signals on: an app without a SIGTERM
+    /// handler still stops when asked.
+    pub init: bool,
+    /// How long a stopping container has after SIGTERM before SIGKILL.
+    #[serde(rename = "stop_grace_secs", serialize_with = "secs")]
+    pub stop_grace: Duration,
 }
 
 impl Default for ContainerLimits {
@@ -96,6 +102,8 @@ impl Default for ContainerLimits {
             nano_cpus: 1_000_000_000,
             pids_limit: 256,
             capabilities: vec!["NET_BIND_SERVICE".to_owned()],
+            init: true,
+            stop_grace: Duration::from_secs(10),
         }
     }
 }
@@ -259,7 +267,13 @@ pub(super) fn resolve_containers(raw: Option<RawContainers>, field: &str) -> Res
             format!("{bad:?} is not a capability name like \"NET_BIND_SERVICE\""),
         ));
     }
+    let stop_grace_secs = c.stop_grace_secs.unwrap_or(10);
+    if stop_grace_secs > 600 {
+        return Err(invalid(field("stop_grace_secs"), "must be at most 600"));
+    }
     Ok(ContainerLimits {
+        init: c.init.unwrap_or(defaults.init),
+        stop_grace: Duration::from_secs(stop_grace_secs),
         memory_bytes: i64::try_from(memory_mb * 1024 * 1024).unwrap_or(i64::MAX),
         // Whole billionths of a CPU: the rounding is below anything measurable.
         nano_cpus: (cpus * 1e9).round() as i64,

@@ -204,6 +204,8 @@ pub struct RawContainers {
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
     pub capabilities: Option<Vec<String>>,
+    pub init: Option<bool>,
+    pub stop_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -13,6 +13,10 @@ use crate::store::steps::Step as StepRow;
 
 /// Failing tests listed in the summary per step; the rest are counted.
 const LISTED_PER_STEP: usize = 50;
+/// Annotations per check run: enough to find the failures, few enough requests.
+const MAX_ANNOTATIONS: usize = 150;
+/// A path longer than this is no file of the repository's.
+const MAX_PATH_BYTES: usize = 1_024;
 
 /// What the check run of `job` shows now. `name` is the job's status context, `title` the
 /// sentence its commit status says; annotations are added by the caller, in batches.
@@ -31,17 +35,25 @@ pub fn check_run(job: &Unreported, rows: &[StepRow], name: String, title: String
 
 fn status(job: &Unreported) -> CheckStatus {
     match job.state {
-        JobState::Queued if job.held_for.is_none() => CheckStatus::Queued,
-        JobState::Queued | JobState::Running | JobState::AwaitingApproval => CheckStatus::InProgress,
+        JobState::Queued => CheckStatus::Queued,
+        JobState::Running | JobState::AwaitingApproval => CheckStatus::InProgress,
         JobState::Succeeded => CheckStatus::Completed(CheckConclusion::Success),
-        JobState::Failed if job.error.as_deref().is_some_and(|e| e.contains("timed out")) => {
+        JobState::Failed if job.error.as_deref().is_some_and(timed_out) => {
             CheckStatus::Completed(CheckConclusion::TimedOut)
         }
         JobState::Failed => CheckStatus::Completed(CheckConclusion::Failure),
-        JobState::Cancelled => CheckStatus::Completed(CheckConclusion::Cancelled),
-        // A newer commit took its place: not a verdict on this one.
-        JobState::Superseded => CheckStatus::Completed(CheckConclusion::Neutral),
+        // A newer commit took its place: no verdict on this one, and no pass either (a
+        // required check must not turn green for a commit nothing checked).
+        JobState::Cancelled | JobState::Superseded => CheckStatus::Completed(CheckConclusion::Cancelled),
     }
+}
+
+/// The job's error says a step ran out of time: `<step> timed out after ...`, the step
+/// being one of the runner's or the repository's plain names (not a test's text).
+fn timed_out(error: &str) -> bool {
+    error
+        .split_once(" timed out after ")
+        .is_some_and(|(step, _)| crate::domain::is_plain_name(step, 64))
 }
 
 /// The step table, then each step's failing tests.
@@ -56,23 +68,16 @@ fn summary(job: &Unreported, rows: &[StepRow], job_url: Option<&str>) -> String 
     for row in rows {
         let result = row.summary.as_deref().or(row.error.as_deref()).unwrap_or_default();
         let took = crate::domain::took(row.started_at, row.finished_at).unwrap_or_default();
-        let _ = writeln!(
-            text,
-            "| {} | {} | {} | {} |",
-            cell(&row.name),
-            row.state,
-            took,
-            cell(result)
-        );
+        let _ = writeln!(text, "| {} | {} | {} | {} |", row.name, row.state, took, code(result));
     }
     for row in rows.iter().filter(|row| !Step::BUILT_IN.contains(&row.name.as_str())) {
         let failed = row.failed_tests();
         if failed.is_empty() {
             continue;
         }
-        let _ = writeln!(text, "\n### Failing tests in `{}`\n", cell(&row.name));
+        let _ = writeln!(text, "\n### Failing tests in {}\n", row.name);
         for test in failed.iter().take(LISTED_PER_STEP) {
-            let _ = writeln!(text, "- **{}**: {}", cell(&test_title(test)), cell(&test.message));
+            let _ = writeln!(text, "- {}: {}", code(&test_title(test)), code(&test.message));
         }
         if failed.len() > LISTED_PER_STEP {
             let _ = writeln!(text, "- … and {} more", failed.len() - LISTED_PER_STEP);
@@ -91,7 +96,12 @@ pub fn annotations(rows: &[StepRow], mask: &SecretMask) -> Vec<Annotation> {
         .filter(|row| !Step::BUILT_IN.contains(&row.name.as_str()))
         .flat_map(|row| {
             row.failed_tests().into_iter().filter_map(|test| {
-                let path = repository_path(test.file.as_deref()?)?;
+                let file = test.file.as_deref()?;
+                // A path a secret appears in is no path to show.
+                if mask.apply(file) != file {
+                    return None;
+                }
+                let path = repository_path(file)?;
                 Some(Annotation {
                     path,
                     // Lines count from 1 on GitHub; pytest's from 0.
@@ -105,6 +115,7 @@ pub fn annotations(rows: &[StepRow], mask: &SecretMask) -> Vec<Annotation> {
                 })
             })
         })
+        .take(MAX_ANNOTATIONS)
         .collect()
 }
 
@@ -112,11 +123,13 @@ pub fn annotations(rows: &[StepRow], mask: &SecretMask) -> Vec<Annotation> {
 /// in `/checkout`), never outside it.
 fn repository_path(file: &str) -> Option<String> {
     let file = file.trim();
+    let checkout = format!("{}/", crate::adapters::engine::TASK_CHECKOUT);
     let relative = file
-        .strip_prefix(crate::adapters::engine::TASK_CHECKOUT)
-        .map_or(file, |rest| rest.trim_start_matches('/'))
+        .strip_prefix(checkout.as_str())
+        .unwrap_or(file)
         .trim_start_matches("./");
     let fine = !relative.is_empty()
+        && relative.len() <= MAX_PATH_BYTES
         && !relative.starts_with('/')
         && !relative.contains('\\')
         && relative
@@ -137,14 +150,23 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// Text made safe for one markdown table cell or list item: one line, no pipes, no HTML.
-fn cell(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// A stranger's text (a test's name or message) as one markdown code span, safe in a
+/// table cell: shown as written, never a link, image, mention or markup.
+fn code(text: &str) -> String {
+    let line: String = text.lines().next().unwrap_or_default().chars().take(300).collect();
+    if line.trim().is_empty() {
+        return String::new();
+    }
+    // In a table a pipe ends the cell even inside a code span, unless escaped.
+    let line = line.replace('|', "\\|");
+    let longest_run = line.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run + 1);
+    let pad = if line.starts_with('`') || line.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{line}{pad}{fence}")
 }
 
 #[cfg(test)]
@@ -176,7 +198,22 @@ mod tests {
     }
 
     #[test]
-    fn cells_hold_one_line_without_markup() {
-        assert_eq!(cell("a | b <script>\nsecond line"), "a \\| b &lt;script&gt;");
+    fn a_strangers_text_is_one_code_span_whatever_it_holds() {
+        assert_eq!(code("a | b <script>\nsecond line"), "`a \\| b <script>`");
+        assert_eq!(
+            code("[re-authorize](https://evil.example) ![x](https://t.example/p.png) @org/team #12"),
+            "`[re-authorize](https://evil.example) ![x](https://t.example/p.png) @org/team #12`"
+        );
+        assert_eq!(code("uses `x` and ``y``"), "``` uses `x` and ``y`` ```");
+        assert_eq!(code("`edge`"), "`` `edge` ``");
+        assert_eq!(code("  "), "");
+    }
+
+    #[test]
+    fn only_a_step_running_out_of_time_is_a_time_out() {
+        assert!(timed_out("unit timed out after 10m"));
+        assert!(!timed_out(
+            "unit failed: 1 passed, 1 failed; failing: login timed out after 5s: boom"
+        ));
     }
 }

@@ -11,9 +11,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::check_run;
-use crate::adapters::forge::{
-    Annotation, CommitState, DeploymentState, Forge, ForgeError, Forges, MAX_ANNOTATIONS_PER_REQUEST,
-};
+use crate::adapters::forge::{CommitState, DeploymentState, Forge, ForgeError, Forges, MAX_ANNOTATIONS_PER_REQUEST};
 use crate::clock::Clock;
 use crate::config::{Config, Project};
 use crate::job::{JobKind, JobState, StepState, Trigger};
@@ -243,14 +241,12 @@ impl Reporter {
             "{}/{} ({})",
             self.config.github.status_context, job.kind, job.environment
         );
-        let is_deploy = job.kind == JobKind::Deploy;
+        // What is told depends on the steps: without them, nothing is told (and the job
+        // stays due) rather than an empty story.
+        let rows = crate::store::steps::list(&self.pool, job.id)
+            .await
+            .map_err(|error| ForgeError::Transient(format!("reading the job's steps: {error}")))?;
         if job.only_steps_changed() {
-            let rows = crate::store::steps::list(&self.pool, job.id)
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
-                    Vec::new()
-                });
             self.report_checks(client, job, &rows, job_url.as_deref()).await?;
             let (_, text) = commit_status(job);
             return self
@@ -263,13 +259,6 @@ impl Reporter {
                 .commit_status(&job.sha, CommitState::Pending, &context, "queued", job_url.as_deref())
                 .await?;
         }
-        let rows = match crate::store::steps::list(&self.pool, job.id).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                tracing::warn!(job_id = job.id, %error, "reporter: cannot read the job's steps");
-                Vec::new()
-            }
-        };
         // A push whose every change `paths_ignore` names deploys nothing, and says so.
         let nothing_to_do = rows
             .iter()
@@ -285,11 +274,22 @@ impl Reporter {
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
         self.report_checks(client, job, &rows, job_url.as_deref()).await?;
-        self.report_check_run(client, job, &rows, context, text.clone(), job_url.as_deref())
-            .await?;
-        if !is_deploy || nothing_to_do.is_some() {
-            return Ok(());
+        if job.kind == JobKind::Deploy && nothing_to_do.is_none() {
+            self.report_deployment(client, job, &text, job_url.as_deref()).await?;
         }
+        // Last: a check run GitHub refuses keeps nothing above from being told.
+        self.report_check_run(client, job, &rows, context, text, job_url.as_deref())
+            .await
+    }
+
+    /// A deploy is a GitHub deployment too, created once, with its statuses.
+    async fn report_deployment(
+        &mut self,
+        client: &dyn Forge,
+        job: &Unreported,
+        text: &str,
+        job_url: Option<&str>,
+    ) -> Result<(), ForgeError> {
         let deployment = match job.github_deployment_id.or_else(|| self.created.get(&job.id).copied()) {
             Some(id) => id,
             None => {
@@ -317,13 +317,7 @@ impl Reporter {
         };
         if job.reported_state.is_none_or(|s| s == JobState::Queued) && job.state != JobState::Queued {
             client
-                .deployment_status(
-                    deployment,
-                    DeploymentState::InProgress,
-                    "deploying",
-                    None,
-                    job_url.as_deref(),
-                )
+                .deployment_status(deployment, DeploymentState::InProgress, "deploying", None, job_url)
                 .await?;
         }
         let final_state = match job.state {
@@ -337,11 +331,11 @@ impl Reporter {
                 .deployment_status(
                     deployment,
                     final_state,
-                    &text,
+                    text,
                     environment_url
                         .as_deref()
                         .filter(|_| final_state == DeploymentState::Success),
-                    job_url.as_deref(),
+                    job_url,
                 )
                 .await?;
         }
@@ -387,10 +381,12 @@ impl Reporter {
 }
 
 impl Reporter {
-    /// Reporting as a GitHub App, the job is a check run too: created when first told,
+    /// Reporting as a GitHub App, the job is a check run too: created when first told
+    /// (found again rather than made twice when an earlier creation's answer was lost),
     /// updated as it goes, and once it ended, given an annotation per failing test that
-    /// names a file, [`MAX_ANNOTATIONS_PER_REQUEST`] per request, each batch recorded as
-    /// sent so a retry sends none twice.
+    /// names a file, [`MAX_ANNOTATIONS_PER_REQUEST`] per request after its conclusion,
+    /// each batch recorded as sent. A check run GitHub refuses is logged and left: the
+    /// job's statuses and deployment never wait on it.
     async fn report_check_run(
         &mut self,
         client: &dyn Forge,
@@ -403,41 +399,71 @@ impl Reporter {
         if !client.writes_check_runs() {
             return Ok(());
         }
+        match self.send_check_run(client, job, rows, name, title, job_url).await {
+            Err(ForgeError::Rejected { status, message }) => {
+                tracing::warn!(job_id = job.id, status, message, "GitHub refused the job's check run");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn send_check_run(
+        &mut self,
+        client: &dyn Forge,
+        job: &Unreported,
+        rows: &[crate::store::steps::Step],
+        name: String,
+        title: String,
+        job_url: Option<&str>,
+    ) -> Result<(), ForgeError> {
         let mut run = check_run::check_run(job, rows, name, self.mask.masked(title), job_url);
         run.summary = self.mask.masked(run.summary);
-        let pending: Vec<Annotation> = if job.state.is_terminal() {
-            let sent = usize::try_from(job.check_annotations_sent).unwrap_or(0);
-            check_run::annotations(rows, &self.mask)
-                .into_iter()
-                .skip(sent)
-                .collect()
-        } else {
-            Vec::new()
+        let known = match job.check_run_id.or_else(|| self.created_checks.get(&job.id).copied()) {
+            Some(id) => Some(id),
+            None => client.find_check_run(&run).await?,
         };
-        let mut batches = pending.chunks(MAX_ANNOTATIONS_PER_REQUEST);
-        run.annotations = batches.next().map(<[Annotation]>::to_vec).unwrap_or_default();
-        let id = match job.check_run_id.or_else(|| self.created_checks.get(&job.id).copied()) {
+        let id = match known {
             Some(id) => {
                 client.update_check_run(id, &run).await?;
                 id
             }
-            None => {
-                let id = client.create_check_run(&run).await?;
-                if let Err(error) = reports::set_check_run(&self.pool, job.id, id).await {
-                    // Kept in memory instead, so the next pass updates this check run.
-                    tracing::warn!(job_id = job.id, %error, "reporter: cannot record the check run's id");
-                    self.created_checks.insert(job.id, id);
-                }
-                id
-            }
+            None => client.create_check_run(&run).await?,
         };
-        let mut sent = job.check_annotations_sent + i64::try_from(run.annotations.len()).unwrap_or(0);
-        self.record_annotations(job, sent).await;
-        for batch in batches {
+        if job.check_run_id != Some(id)
+            && let Err(error) = reports::set_check_run(&self.pool, job.id, id).await
+        {
+            // Kept in memory instead, so the next pass updates this check run.
+            tracing::warn!(job_id = job.id, %error, "reporter: cannot record the check run's id");
+            self.created_checks.insert(job.id, id);
+        }
+        if !job.state.is_terminal() {
+            return Ok(());
+        }
+        let mut sent = usize::try_from(job.check_annotations_sent).unwrap_or(0);
+        let annotations = check_run::annotations(rows, &self.mask);
+        for batch in annotations
+            .get(sent..)
+            .unwrap_or_default()
+            .chunks(MAX_ANNOTATIONS_PER_REQUEST)
+        {
             run.annotations = batch.to_vec();
-            client.update_check_run(id, &run).await?;
-            sent += i64::try_from(batch.len()).unwrap_or(0);
-            self.record_annotations(job, sent).await;
+            match client.update_check_run(id, &run).await {
+                Ok(()) => {}
+                // One batch GitHub will not take is skipped, not retried for ever.
+                Err(ForgeError::Rejected { status, message }) => {
+                    tracing::warn!(
+                        job_id = job.id,
+                        status,
+                        message,
+                        "GitHub refused a batch of annotations"
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+            sent += batch.len();
+            self.record_annotations(job, i64::try_from(sent).unwrap_or(i64::MAX))
+                .await;
         }
         Ok(())
     }
@@ -564,6 +590,8 @@ mod tests {
         check_runs: Mutex<Vec<(Option<i64>, CheckRun)>>,
         /// The check run update of this index (counting from 0) fails once.
         fail_update: Mutex<Option<usize>>,
+        /// Every check run request is refused (an App without the Checks permission).
+        refuse_check_runs: bool,
     }
 
     impl FakeForge {
@@ -631,6 +659,12 @@ mod tests {
         }
 
         async fn create_check_run(&self, run: &CheckRun) -> Result<i64, ForgeError> {
+            if self.refuse_check_runs {
+                return Err(ForgeError::Rejected {
+                    status: 403,
+                    message: "Resource not accessible by integration".into(),
+                });
+            }
             self.check_runs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -716,7 +750,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let forge = Arc::new(FakeForge {
             app: true,
-            // The second update (the third batch of annotations) fails once.
+            // The second update (the first batch of annotations, after the conclusion) fails
+            // once.
             fail_update: Mutex::new(Some(1)),
             ..FakeForge::default()
         });
@@ -783,7 +818,7 @@ mod tests {
         assert!(last.summary.contains("| unit | failed |"), "{}", last.summary);
         assert!(
             last.summary
-                .contains("**tests::app::case_1**: assertion failed: 1 \\| &lt;b&gt;")
+                .contains("- `tests::app::case_1`: `assertion failed: 1 \\| <b>`")
                 && last.summary.contains("- … and 71 more"),
             "{}",
             last.summary
@@ -807,6 +842,35 @@ mod tests {
             .annotations[0];
         assert_eq!(first_annotation.path, "tests/app.rs");
         assert_eq!(first_annotation.title, "unit: tests::app::case_1");
+    }
+
+    #[tokio::test]
+    async fn a_check_run_github_refuses_keeps_nothing_else_from_being_told() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let forge = Arc::new(FakeForge {
+            app: true,
+            refuse_check_runs: true,
+            ..FakeForge::default()
+        });
+        let (mut reporter, pool, projects) = reporter(dir.path(), &forge).await;
+        let id = running_deploy(&pool, 'c').await;
+        reporter.pass(&projects).await;
+        jobs::finish(&pool, id, "w", JobState::Succeeded, None, now_ms())
+            .await
+            .expect("finish");
+        reporter.pass(&projects).await;
+        reporter.pass(&projects).await;
+        assert_eq!(
+            forge.told(),
+            [
+                "status pending queued",
+                "status pending running",
+                "deployment to production",
+                "deployment 99 in_progress",
+                "status success deployed to production",
+                "deployment 99 success",
+            ],
+        );
     }
 
     #[tokio::test]

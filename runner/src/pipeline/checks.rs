@@ -289,9 +289,16 @@ async fn run_one(
                     .iter()
                     .cloned()
                     .map(|mut failure| {
-                        for text in [&mut failure.name, &mut failure.classname, &mut failure.message] {
+                        for text in [
+                            &mut failure.suite,
+                            &mut failure.name,
+                            &mut failure.classname,
+                            &mut failure.message,
+                        ] {
                             *text = mask.masked(std::mem::take(text));
                         }
+                        // A path a secret appears in is not kept at all.
+                        failure.file = failure.file.take().filter(|file| mask.apply(file) == file.as_str());
                         failure
                     })
                     .collect();

@@ -655,6 +655,20 @@ impl crate::proxy::Proxy for FakeProxy {
         Ok(0)
     }
 
+    /// As Caddy's `first` policy: the first slot whose health check answers as expected.
+    async fn serving(&self, route: &crate::proxy::Route) -> Result<Option<SocketAddr>, crate::proxy::ProxyError> {
+        for slot in route.slots {
+            let url = format!("http://{slot}{}", route.health.path);
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|answer| answer.status().as_u16() == route.health.expect_status)
+            {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
     async fn check(&self) -> Result<(), crate::proxy::ProxyError> {
         Ok(())
     }

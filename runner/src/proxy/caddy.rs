@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Applied, Listen, Proxy, ProxyError, Route};
+use super::{Applied, Listen, PROBE_HEADER, Proxy, ProxyError, Route, SERVED_BY_HEADER};
 
 /// The server that holds hostname routes served over plain HTTP.
 const HTTP_SERVER: &str = "runner-http";
@@ -141,7 +141,29 @@ impl Caddy {
 }
 
 /// The route as Caddy's JSON: both slots, the first preferred, each checked for health.
+/// A request carrying the route's probe token is also told which slot answered it.
 fn route_json(route: &Route) -> Value {
+    let probed = json!({
+        "match": [{ "header": { PROBE_HEADER: [route.probe_token] } }],
+        "handle": [proxy_json(route, true)],
+        "terminal": true,
+    });
+    let mut value = json!({
+        "@id": route.id,
+        "handle": [{
+            "handler": "subroute",
+            "routes": [probed, { "handle": [proxy_json(route, false)] }],
+        }],
+        "terminal": true,
+    });
+    if let Listen::Host { name, .. } = &route.listen {
+        value["match"] = json!([{ "host": [name] }]);
+    }
+    value
+}
+
+/// The reverse proxy over the route's slots.
+fn proxy_json(route: &Route, tell_slot: bool) -> Value {
     let health = &route.health;
     let mut active = json!({
         "uri": health.path,
@@ -152,9 +174,7 @@ fn route_json(route: &Route) -> Value {
     if let Some(body) = &health.expect_body {
         active["expect_body"] = json!(regex_literal(body));
     }
-    let mut value = json!({
-        "@id": route.id,
-        "handle": [{
+    let mut handler = json!({
             "handler": "reverse_proxy",
             "upstreams": route.slots.iter().map(|slot| json!({ "dial": slot.to_string() })).collect::<Vec<_>>(),
             "load_balancing": {
@@ -168,13 +188,28 @@ fn route_json(route: &Route) -> Value {
                 "active": active,
                 "passive": { "fail_duration": "2s", "max_fails": 1 },
             },
-        }],
-        "terminal": true,
     });
-    if let Listen::Host { name, .. } = &route.listen {
-        value["match"] = json!([{ "host": [name] }]);
+    if tell_slot {
+        handler["headers"] = json!({
+            "response": { "set": { SERVED_BY_HEADER: ["{http.reverse_proxy.upstream.hostport}"] } }
+        });
     }
-    value
+    handler
+}
+
+/// A Caddy listen address (`:80`, `127.0.0.1:8080`, `[::1]:443`) as an address to connect
+/// to on this machine.
+fn local_address(listen: &str, default_port: u16) -> SocketAddr {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, ""));
+    let port = port.parse().unwrap_or(default_port);
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, port)
 }
 
 /// `text` as a regular expression that matches exactly it.
@@ -211,6 +246,46 @@ impl Proxy for Caddy {
             .sum())
     }
 
+    async fn serving(&self, route: &Route) -> Result<Option<SocketAddr>, ProxyError> {
+        let (client, url) = match &route.listen {
+            Listen::Port(address) => {
+                // The route listens on every address when bound to 0.0.0.0: ask on loopback.
+                let ip = if address.ip().is_unspecified() {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                } else {
+                    address.ip()
+                };
+                let at = SocketAddr::new(ip, address.port());
+                (self.client.clone(), format!("http://{at}{}", route.health.path))
+            }
+            Listen::Host { tls: true, .. } => return Err(ProxyError::CannotAsk),
+            Listen::Host { name, tls: false } => {
+                // The route is asked for its host name on this machine's listener.
+                let at = local_address(&self.http_listen, 80);
+                let client = reqwest::Client::builder()
+                    .resolve(name, at)
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| self.unreachable(e))?;
+                (client, format!("http://{name}:{}{}", at.port(), route.health.path))
+            }
+        };
+        let Ok(response) = client
+            .get(&url)
+            .header(PROBE_HEADER, &route.probe_token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        else {
+            return Ok(None);
+        };
+        Ok(response
+            .headers()
+            .get(SERVED_BY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
     async fn check(&self) -> Result<(), ProxyError> {
         self.client
             .get(format!("{}/config/", self.admin_url))
@@ -224,6 +299,20 @@ impl Proxy for Caddy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_are_reached_on_this_machine() {
+        assert_eq!(local_address(":80", 80), "127.0.0.1:80".parse().expect("address"));
+        assert_eq!(
+            local_address("127.0.0.2:8443", 443),
+            "127.0.0.2:8443".parse().expect("address")
+        );
+        assert_eq!(
+            local_address("0.0.0.0:8080", 80),
+            "127.0.0.1:8080".parse().expect("address")
+        );
+        assert_eq!(local_address("[::1]:8080", 80), "[::1]:8080".parse().expect("address"));
+    }
 
     #[test]
     fn a_body_check_matches_the_text_literally() {

@@ -7,6 +7,10 @@
 
 pub mod caddy;
 
+/// The request header that asks a route which slot served it, and the answer's.
+pub const PROBE_HEADER: &str = "X-Runner-Probe";
+pub const SERVED_BY_HEADER: &str = "X-Runner-Served-By";
+
 use std::net::SocketAddr;
 
 pub use caddy::Caddy;
@@ -20,6 +24,9 @@ pub struct Route {
     /// The first is preferred while healthy.
     pub slots: [SocketAddr; 2],
     pub health: HealthCheck,
+    /// A request through the route carrying this in `X-Runner-Probe` is answered with the
+    /// slot that served it (see [`Proxy::serving`]); others see nothing of the slots.
+    pub probe_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,10 @@ pub enum ProxyError {
     Unreachable { url: String, cause: String },
     #[error("Caddy refused {what}: {message}")]
     Refused { what: String, message: String },
+    /// The runner speaks no TLS to a route: an HTTPS route cannot be asked which slot
+    /// serves it.
+    #[error("an HTTPS route cannot be asked which slot serves it")]
+    CannotAsk,
 }
 
 #[async_trait::async_trait]
@@ -65,4 +76,7 @@ pub trait Proxy: Send + Sync {
     async fn in_flight(&self, upstream: SocketAddr) -> Result<u64, ProxyError>;
     /// Whether the admin API answers.
     async fn check(&self) -> Result<(), ProxyError>;
+    /// The slot the route sends a request to now, asked through the route itself (a GET
+    /// of its health check's path); `None` when no slot answered.
+    async fn serving(&self, route: &Route) -> Result<Option<SocketAddr>, ProxyError>;
 }

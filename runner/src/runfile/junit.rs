@@ -27,6 +27,8 @@ pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_FAILURES_KEPT: usize = 200;
 /// A kept failure's message is cut to this many bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest suite, test or class name, or file path, kept of a failed test.
+pub const MAX_NAME_BYTES: usize = 512;
 /// Elements nested deeper than this are refused: real reports nest a handful deep.
 const MAX_DEPTH: usize = 256;
 /// A failure's text is gathered only until its first line is certain to be in it.
@@ -229,14 +231,15 @@ impl State {
         let parent_is_case = self.open_elements.last().is_some_and(|open| open.role == Role::Case);
         let role = match name.as_str() {
             "testsuite" if !in_case => {
-                self.suites.push(attribute(element, "name").unwrap_or_default());
+                self.suites.push(capped(attribute(element, "name").unwrap_or_default()));
                 Role::Suite
             }
             "testcase" if !in_case => {
                 self.case = Some(Case {
-                    name: attribute(element, "name").unwrap_or_default(),
-                    classname: attribute(element, "classname").unwrap_or_default(),
-                    file: attribute(element, "file").filter(|file| !file.is_empty()),
+                    name: capped(attribute(element, "name").unwrap_or_default()),
+                    classname: capped(attribute(element, "classname").unwrap_or_default()),
+                    // A path cut short is no path: one that long is dropped.
+                    file: attribute(element, "file").filter(|file| !file.is_empty() && file.len() <= MAX_NAME_BYTES),
                     line: attribute(element, "line").and_then(|line| line.trim().parse().ok()),
                     outcome: None,
                 });
@@ -372,14 +375,28 @@ fn first_line<const N: usize>(sources: [Option<&str>; N]) -> String {
     else {
         return String::new();
     };
-    if line.len() <= MAX_MESSAGE_BYTES {
-        return line.to_owned();
+    cut(line, MAX_MESSAGE_BYTES)
+}
+
+/// A name kept on a failed test (suite, test, class), cut to [`MAX_NAME_BYTES`].
+fn capped(name: String) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        name
+    } else {
+        cut(&name, MAX_NAME_BYTES)
     }
-    let mut end = MAX_MESSAGE_BYTES;
-    while !line.is_char_boundary(end) {
+}
+
+/// `text` cut to `max` bytes at a character boundary, marked with `…` where it was cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &line[..end])
+    format!("{}…", &text[..end])
 }
 
 /// The 1-based line and column (in characters) of a byte offset into `text`.

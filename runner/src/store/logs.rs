@@ -38,9 +38,21 @@ pub async fn append(pool: &Store, job: JobId, lines: &[(i64, Stream, String)]) -
         return Ok(());
     }
     let mut tx = pool.begin_write().await?;
+    append_in(&mut tx, pool.backend, job, lines).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Appends lines inside the caller's write transaction.
+pub(in crate::store) async fn append_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    job: JobId,
+    lines: &[(i64, Stream, String)],
+) -> Result<(), StoreError> {
     let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM job_logs WHERE job_id = $1")
         .bind(job.get())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
     for (offset, (at, stream, line)) in (1_i64..).zip(lines) {
         sqlx::query("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
@@ -49,16 +61,15 @@ pub async fn append(pool: &Store, job: JobId, lines: &[(i64, Stream, String)]) -
             .bind(at)
             .bind(stream.as_str())
             .bind(line)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    match pool.backend {
+    match backend {
         // One process: the caller tells its own live logs.
         Backend::Sqlite => {}
         // Live logs served by other replicas follow this job.
-        Backend::Postgres => postgres::announce_log_lines(&mut tx, job).await?,
+        Backend::Postgres => postgres::announce_log_lines(conn, job).await?,
     }
-    tx.commit().await?;
     Ok(())
 }
 

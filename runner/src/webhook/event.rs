@@ -78,6 +78,10 @@ pub struct Rerun {
     /// The runner's job id, as the check run carries it (`external_id`).
     pub job: Option<String>,
     pub head_sha: String,
+    /// The check run's name: the job's status context.
+    pub name: Option<String>,
+    /// The GitHub App whose check run it is.
+    pub app_id: Option<u64>,
 }
 
 /// The pull request's branches.
@@ -136,9 +140,10 @@ pub fn decide(
                 "check_run {}: only a re-run request asks for anything",
                 clip(rerun.action.as_deref().unwrap_or("without action"), 32)
             )),
+            // No `sha`: a check run's commit is not one a push announced (the reconciler
+            // counts deliveries naming a commit as seen pushes).
             Facts {
                 action: rerun.action.as_deref().map(|a| clip(a, 32)),
-                sha: Some(clip(&rerun.head_sha, 64)),
                 ..Facts::default()
             },
         )),

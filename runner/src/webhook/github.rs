@@ -133,6 +133,8 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 action: payload.action,
                 job: check_run.external_id,
                 head_sha: check_run.head_sha,
+                name: check_run.name,
+                app_id: check_run.app.and_then(|app| app.id),
             })
         }
         other => Event::Other(other.to_owned()),
@@ -164,6 +166,15 @@ struct CheckRunField {
     head_sha: String,
     #[serde(default)]
     external_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    app: Option<AppField>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AppField {
+    id: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

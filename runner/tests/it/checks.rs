@@ -320,7 +320,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     assert_eq!(check_run["conclusion"], "failure", "{check_run}");
     let summary = check_run["output"]["summary"].as_str().expect("summary");
     assert!(summary.contains("| unit | failed |"), "{summary}");
-    assert!(summary.contains("**subtracts**: expected 1, got 3"), "{summary}");
+    assert!(summary.contains("- `subtracts`: `expected 1, got 3`"), "{summary}");
     let annotations = check_run["annotations"].as_array().expect("annotations");
     assert_eq!(annotations.len(), 1, "{check_run}");
     assert_eq!(

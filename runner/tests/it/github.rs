@@ -445,7 +445,7 @@ async fn a_github_app_reports_with_its_installation_token_and_each_job_is_a_chec
 
     // GitHub's Re-run button queues the job again, once however often GitHub sends it.
     let delivery = unique_delivery_id();
-    let request = rerun_request(REPOSITORY, &sha, job_id);
+    let request = rerun_request(REPOSITORY, &sha, job_id, "runner/deploy (production)");
     let response = runner
         .deliver_signed("check_run", &request, Some(SECRET), &delivery)
         .await;
@@ -470,8 +470,22 @@ async fn a_github_app_reports_with_its_installation_token_and_each_job_is_a_chec
     // A re-run of another commit's check run, of no job of ours, or a check run event that
     // only tells (completed) queues nothing, and says why.
     for (event, body) in [
-        ("check_run", rerun_request(REPOSITORY, &"5".repeat(40), job_id)),
-        ("check_run", rerun_request(REPOSITORY, &sha, 999_999)),
+        (
+            "check_run",
+            rerun_request(REPOSITORY, &"5".repeat(40), job_id, "runner/deploy (production)"),
+        ),
+        (
+            "check_run",
+            rerun_request(REPOSITORY, &sha, 999_999, "runner/deploy (production)"),
+        ),
+        ("check_run", {
+            // Another App's check run (the fixture's own app) naming the same job id.
+            let mut body: Value =
+                serde_json::from_slice(&rerun_request(REPOSITORY, &sha, job_id, "runner/deploy (production)"))
+                    .expect("json");
+            body["check_run"]["app"]["id"] = 2.into();
+            serde_json::to_vec(&body).expect("serialise")
+        }),
         ("check_run", {
             let mut body = fixture_json("check_run.completed.payload.json");
             body["repository"]["full_name"] = REPOSITORY.into();

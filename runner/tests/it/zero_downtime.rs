@@ -268,3 +268,71 @@ async fn with_caddy_down_a_deploy_fails_in_one_sentence_and_a_restarted_caddy_ge
     assert!(answered.contains(first.as_str()), "{answered}");
     env.runner.stop().await;
 }
+
+/// An app that has no SIGTERM handler: busybox's httpd, serving `/health` and a
+/// `/version` naming its commit.
+const IGNORES_SIGTERM: &str = "FROM local/busybox:1\nARG APP_COMMIT=unknown\n\
+RUN mkdir -p /www && echo healthy > /www/health && printf '{\"commit\":\"%s\"}' \"$APP_COMMIT\" > /www/version\n\
+EXPOSE 5001\nCMD [\"httpd\", \"-f\", \"-p\", \"5001\", \"-h\", \"/www\"]\n";
+
+/// Deploys into slot a, then slot b of `env`: the second's log, and what the route served
+/// the moment the second was recorded live.
+async fn deploy_twice_behind_a_prober(env: &Environment) -> (String, String, u64, u64) {
+    std::fs::write(env.repo.path().join("Dockerfile"), IGNORES_SIGTERM).expect("write");
+    let (first, _, _) = env.deploy_live("first").await;
+    let prober = Prober::start(env.url());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (second, _, log) = env.deploy_live("second").await;
+    // Recorded live: the route serves it, to a client that never asked before.
+    let served: Value = reqwest::get(env.url())
+        .await
+        .expect("the route answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(served["commit"], second.as_str(), "live means served\n{log}");
+    assert!(log.contains("started in slot b beside the live version"), "{log}");
+    let (answered, failed, seen) = prober.finish().await;
+    for client in &seen {
+        assert_eq!(client, &[first.clone(), second.clone()], "each version served in turn");
+    }
+    (second, log, answered, failed)
+}
+
+#[tokio::test]
+async fn an_app_without_a_sigterm_handler_gives_up_the_traffic_at_once_and_is_live_only_once_the_route_serves_the_new_one()
+ {
+    let env = environment_with("sigterm", |config| {
+        // A grace period long enough that waiting it out cannot pass for a handover.
+        config.projects[0].containers = Some(runner::config::raw::RawContainers {
+            stop_grace_secs: Some(30),
+            ..Default::default()
+        });
+    })
+    .await;
+    let (_, log, answered, failed) = deploy_twice_behind_a_prober(&env).await;
+    assert_eq!(failed, 0, "{answered} requests answered, {failed} failed\n{log}");
+    assert!(log.contains("the proxy sends"), "{log}");
+    assert!(
+        !log.contains("still holds the traffic"),
+        "its init passed SIGTERM on: the old version let go at once\n{log}"
+    );
+    env.runner.stop().await;
+
+    // Without an init, the app as PID 1 ignores SIGTERM: the switch waits out the grace
+    // period, then stops it, and only then records the new version live.
+    let env = environment_with("noinit", |config| {
+        config.projects[0].containers = Some(runner::config::raw::RawContainers {
+            init: Some(false),
+            stop_grace_secs: Some(2),
+            ..Default::default()
+        });
+    })
+    .await;
+    let (_, log, _, _) = deploy_twice_behind_a_prober(&env).await;
+    assert!(
+        log.contains("the replaced version still holds the traffic after its grace period: it is stopped"),
+        "{log}"
+    );
+    env.runner.stop().await;
+}

@@ -653,8 +653,10 @@ impl ContainerEngine for DockerEngine {
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 cap_add: Some(spec.limits.capabilities.clone()),
                 security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                init: Some(spec.limits.init),
                 ..Default::default()
             }),
+            stop_timeout: Some(i64::try_from(spec.limits.stop_grace.as_secs()).unwrap_or(i64::MAX)),
             ..Default::default()
         };
         let id = self.create_started(Some(spec.name.clone()), body, None).await?;
@@ -765,12 +767,24 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn stop(&self, container: &str) -> Result<(), EngineError> {
-        let options = StopContainerOptions {
-            t: Some(10),
-            ..Default::default()
-        };
+        // The container's own grace period (`stop_grace_secs`, given at its creation).
+        let options = StopContainerOptions::default();
         match self.docker.stop_container(container, Some(options)).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn ask_to_stop(&self, container: &str) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::KillContainerOptions {
+            signal: "SIGTERM".to_owned(),
+        };
+        match self.docker.kill_container(container, Some(options)).await {
+            // Not running (404 gone, 409 stopped): nothing to ask.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409, ..
+            }) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }

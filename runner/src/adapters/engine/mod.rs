@@ -167,6 +167,11 @@ pub trait ContainerEngine: Send + Sync {
     async fn find(&self, name: &str) -> Result<Option<String>, EngineError>;
     /// Stops the container with its stop signal and grace period; a stopped one is fine.
     async fn stop(&self, container: &str) -> Result<(), EngineError>;
+    /// Asks the container to stop (its stop signal, SIGTERM) and returns without waiting
+    /// for it to exit.
+    async fn ask_to_stop(&self, container: &str) -> Result<(), EngineError> {
+        self.stop(container).await
+    }
     /// Stops the container at once (no grace period) and waits until it has exited, by
     /// which time the engine holds everything it printed.
     async fn kill(&self, container: &str) -> Result<(), EngineError> {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{
     CheckRun, CommitState, DeploymentState, Forge, ForgeError, HookDelivery, MAX_ANNOTATIONS_PER_REQUEST,
-    MAX_CHECK_SUMMARY_CHARS,
+    MAX_CHECK_SUMMARY_BYTES,
 };
 use crate::config::GitHubAuth;
 use crate::domain::RepoName;
@@ -40,6 +40,19 @@ fn at_most(text: &str, max: usize, cut: &str) -> String {
     short
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, ending with `cut` when it
+/// had to be cut.
+fn at_most_bytes(text: &str, max: usize, cut: &str) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(cut.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{cut}", &text[..end])
+}
+
 /// A check run as the Checks API takes it, for a create (`with_identity`) or an update.
 fn check_run_body(run: &CheckRun, with_identity: bool) -> Value {
     let (status, conclusion) = run.status.as_strs();
@@ -49,11 +62,11 @@ fn check_run_body(run: &CheckRun, with_identity: bool) -> Value {
         .take(MAX_ANNOTATIONS_PER_REQUEST)
         .map(|a| {
             json!({
-                "path": a.path,
                 "start_line": a.line,
                 "end_line": a.line,
                 "annotation_level": "failure",
                 "title": at_most(&a.title, 255, "…"),
+                "path": at_most_bytes(&a.path, 1_024, ""),
                 "message": at_most(&a.message, 4_000, "…"),
             })
         })
@@ -62,7 +75,7 @@ fn check_run_body(run: &CheckRun, with_identity: bool) -> Value {
         "status": status,
         "output": {
             "title": at_most(&run.title, 255, "…"),
-            "summary": at_most(&run.summary, MAX_CHECK_SUMMARY_CHARS, "\n\n… (cut: the job page has the rest)"),
+            "summary": at_most_bytes(&run.summary, MAX_CHECK_SUMMARY_BYTES, "\n\n… (cut: the job page has the rest)"),
             "annotations": annotations,
         },
     });
@@ -379,6 +392,26 @@ impl Forge for GitHub {
         })
     }
 
+    async fn find_check_run(&self, run: &CheckRun) -> Result<Option<i64>, ForgeError> {
+        let name: String = utf8_percent_encode(&run.name, crate::percent::NON_UNRESERVED).collect();
+        let found = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/repos/{}/commits/{}/check-runs?check_name={name}&filter=all&per_page=100",
+                    self.repository, run.head_sha
+                ),
+                None,
+            )
+            .await?;
+        Ok(found["check_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|existing| existing["external_id"].as_str() == Some(run.external_id.as_str()))
+            .and_then(|existing| existing["id"].as_i64()))
+    }
+
     async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
         self.call(
             Method::PATCH,
@@ -442,7 +475,7 @@ mod tests {
         };
         let created = check_run_body(&run, true);
         let summary = created["output"]["summary"].as_str().expect("summary");
-        assert_eq!(summary.chars().count(), MAX_CHECK_SUMMARY_CHARS);
+        assert!(summary.len() <= MAX_CHECK_SUMMARY_BYTES && summary.len() > MAX_CHECK_SUMMARY_BYTES - 8);
         assert!(summary.ends_with("(cut: the job page has the rest)"), "{summary:.40}");
         let annotations = created["output"]["annotations"].as_array().expect("annotations");
         assert_eq!(annotations.len(), MAX_ANNOTATIONS_PER_REQUEST);

@@ -59,6 +59,11 @@ pub trait Forge: Send + Sync {
         let _ = run;
         Err(no_check_runs())
     }
+    /// The check run of `run`'s commit with its name and external id, if one exists.
+    async fn find_check_run(&self, run: &CheckRun) -> Result<Option<i64>, ForgeError> {
+        let _ = run;
+        Ok(None)
+    }
     /// Sets the check run's status and output; the annotations given (at most
     /// [`MAX_ANNOTATIONS_PER_REQUEST`]) are added to those it has.
     async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
@@ -77,8 +82,8 @@ fn no_check_runs() -> ForgeError {
 /// GitHub takes at most this many annotations per check run request; more are sent in
 /// further updates, which add to the ones it has.
 pub const MAX_ANNOTATIONS_PER_REQUEST: usize = 50;
-/// GitHub's limit on a check run's summary, in characters.
-pub const MAX_CHECK_SUMMARY_CHARS: usize = 65_535;
+/// GitHub's limit on a check run's summary, in bytes.
+pub const MAX_CHECK_SUMMARY_BYTES: usize = 65_535;
 
 /// A job as a check run: its state, and its steps and test results as the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +95,7 @@ pub struct CheckRun {
     pub details_url: Option<String>,
     pub status: CheckStatus,
     pub title: String,
-    /// Markdown; cut to [`MAX_CHECK_SUMMARY_CHARS`] on the way out.
+    /// Markdown; cut to [`MAX_CHECK_SUMMARY_BYTES`] on the way out.
     pub summary: String,
     pub annotations: Vec<Annotation>,
 }

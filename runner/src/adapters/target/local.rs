@@ -3,13 +3,15 @@
 //! healthy. A deploy starts the new version in the slot the live one does not hold and
 //! checks its health directly; then the traffic moves without a reload of the proxy:
 //! - new version in the first slot: the proxy's own health check sends it the traffic
-//!   as soon as it answers; the old one drains and is stopped;
-//! - new version in the second slot: stopping the old one (first slot) moves the
-//!   traffic; requests it could not take are retried on the new one.
+//!   as soon as it answers;
+//! - new version in the second slot: the old one (first slot) is asked to stop and closes
+//!   its listener; requests it could not take are retried on the new one.
 //!
-//! A version that never gets healthy never gets traffic. The runner's record says which
-//! deployment is live; at start-up each environment is brought back to it (route, one
-//! container, nothing else).
+//! Either way the deploy is recorded live only once a request through the route is
+//! answered by the new slot; then the old version finishes what it serves (at most the
+//! drain period) and is stopped. A version that never gets healthy never gets traffic.
+//! The runner's record says which deployment is live; at start-up each environment is
+//! brought back to it (route, one container, nothing else).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,6 +36,8 @@ const ENVIRONMENT_LABEL: &str = "io.runner.environment";
 const DEPLOYMENT_LABEL: &str = "io.runner.deployment";
 const SLOT_LABEL: &str = "io.runner.slot";
 const SLOT_NAMES: [&str; 2] = ["a", "b"];
+/// Beyond the proxy's health checks, how long a handover may take to show through it.
+const HANDOVER_MARGIN: Duration = Duration::from_secs(3);
 
 /// The name of the container in an environment's slot (`slot` 0 or 1).
 pub fn slot_name(project: &str, environment: &str, slot: usize) -> String {
@@ -51,6 +55,8 @@ pub struct LocalTarget {
     pub limits: ContainerLimits,
     /// How often the proxy checks each slot.
     pub health_interval: Duration,
+    /// The route's probe token (see [`Route::probe_token`]).
+    probe_token: String,
     /// Set once `go_live` has put the release in its slot for good.
     went_live: AtomicBool,
 }
@@ -89,6 +95,7 @@ impl LocalTarget {
             rollout: rollout.clone(),
             limits: project.containers.clone(),
             health_interval,
+            probe_token: probe_token(project, environment),
             went_live: AtomicBool::new(false),
         })
     }
@@ -105,6 +112,7 @@ impl LocalTarget {
             &self.rollout,
             &self.smoke,
             self.health_interval,
+            self.probe_token.clone(),
         )
     }
 
@@ -146,13 +154,32 @@ impl LocalTarget {
         }
     }
 
-    /// Lets the container in `slot` finish what the proxy sends it (at most the drain
-    /// period), then stops and removes it.
-    async fn retire_slot(&self, occupant: &Occupant, drain: bool, log: &JobLog) {
-        if drain && let Some(slot) = occupant.slot {
+    /// Whether the route serves from `slot` within `within`, asked through the proxy.
+    async fn until_served(&self, slot: usize, within: Duration) -> bool {
+        let (route, wanted) = (self.route(), self.slot_address(slot));
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.proxy.serving(&route).await {
+                Ok(Some(serving)) if serving == wanted => return true,
+                Err(crate::proxy::ProxyError::CannotAsk) => {
+                    // Trusted to the proxy's health checks: two rounds of them.
+                    tokio::time::sleep(self.health_interval * 2).await;
+                    return true;
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Lets the container finish the requests it is serving (at most the drain period),
+    /// then stops and removes it.
+    async fn retire_slot(&self, occupant: &Occupant, log: &JobLog) {
+        if let Some(slot) = occupant.slot {
             let deadline = tokio::time::Instant::now() + self.rollout.drain;
-            // The proxy may still pick it until its next health check of the new slot.
-            tokio::time::sleep(self.health_interval * 2).await;
             while tokio::time::Instant::now() < deadline {
                 match self.proxy.in_flight(self.slot_address(slot)).await {
                     Ok(0) | Err(_) => break,
@@ -286,10 +313,51 @@ impl DeployTarget for LocalTarget {
             )));
         }
         if slot == 0 {
-            // The proxy moves the traffic at its next health check of this slot.
-            tokio::time::sleep(self.health_interval * 2).await;
-            log.system(format!("the proxy sends {} to slot a", self.rollout.url()));
+            // The first slot wins while healthy: the proxy moves the traffic at its next
+            // health check of it.
+            if !self
+                .until_served(slot, self.health_interval * 8 + HANDOVER_MARGIN)
+                .await
+            {
+                return Err(RolloutError::failed(format!(
+                    "the proxy did not send {} to the new version; it got no traffic and the live version keeps serving",
+                    self.rollout.url()
+                )));
+            }
+        } else {
+            // The version in the first slot is asked to stop: it closes its listener (an
+            // app without a SIGTERM handler exits, its init passing the signal on), and the
+            // proxy's retries and health checks send everything to the second slot. What it
+            // is serving meanwhile it finishes (see `retire`).
+            let replaced: Vec<&Occupant> = occupants.iter().filter(|o| o.slot == Some(0) && o.running).collect();
+            for old in &replaced {
+                if let Err(error) = self.engine.ask_to_stop(&old.id).await {
+                    log.system(format!("could not ask the replaced version to stop: {error}"));
+                }
+            }
+            // From here the new version is the one that stays, whatever happens.
+            self.went_live.store(true, Ordering::SeqCst);
+            if !self.until_served(slot, self.limits.stop_grace + HANDOVER_MARGIN).await {
+                log.system("the replaced version still holds the traffic after its grace period: it is stopped");
+                for old in &replaced {
+                    if let Err(error) = self.engine.kill(&old.id).await {
+                        log.system(format!("could not stop the replaced version: {error}"));
+                    }
+                }
+                if !self.until_served(slot, HANDOVER_MARGIN).await {
+                    log.system(format!(
+                        "the proxy does not confirm that slot {} serves {}",
+                        SLOT_NAMES[slot],
+                        self.rollout.url()
+                    ));
+                }
+            }
         }
+        log.system(format!(
+            "the proxy sends {} to slot {}",
+            self.rollout.url(),
+            SLOT_NAMES[slot]
+        ));
         self.went_live.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -309,14 +377,13 @@ impl DeployTarget for LocalTarget {
     async fn retire(&self, release: &Release<'_>, log: &JobLog) {
         let Ok(occupants) = self.occupants().await else { return };
         for replaced in occupants.iter().filter(|o| o.deployment != Some(release.deployment_id)) {
-            // Out of the first slot, traffic has already moved: it drains. In the first
-            // slot, stopping it is what moves the traffic.
-            let drain = replaced.slot == Some(1);
+            // The traffic has moved (`go_live` saw the route serve the release): what the
+            // replaced version still serves, it finishes.
             log.system(format!(
                 "stopping the replaced version (deployment {})",
                 replaced.deployment.map_or_else(|| "?".to_owned(), |d| d.to_string())
             ));
-            self.retire_slot(replaced, drain, log).await;
+            self.retire_slot(replaced, log).await;
         }
     }
 }
@@ -385,6 +452,7 @@ pub async fn keep_routes(
                 rollout,
                 smoke,
                 config.proxy.health_interval,
+                probe_token(project, environment),
             ))
         })
         .collect();
@@ -431,12 +499,29 @@ fn local_environments(
     })
 }
 
+/// The route's probe token: the same on every replica and across restarts (so the route
+/// is not rewritten), and not guessable without the project's webhook secret.
+fn probe_token(project: &Project, environment: &Environment) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"runner route probe\0")
+        .chain_update(project.webhook_secret.expose_secret().as_bytes())
+        .chain_update(b"\0")
+        .chain_update(project.name.as_str().as_bytes())
+        .chain_update(b"\0")
+        .chain_update(environment.name.as_str().as_bytes())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
 fn route_of(
     project: &str,
     environment: &str,
     rollout: &RolloutSettings,
     smoke: &SmokeSettings,
     health_interval: Duration,
+    probe_token: String,
 ) -> Route {
     let slot = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), rollout.slot_ports[i]);
     Route {
@@ -455,5 +540,6 @@ fn route_of(
             expect_body: smoke.expect_body.clone(),
             interval: health_interval,
         },
+        probe_token,
     }
 }

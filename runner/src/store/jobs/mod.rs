@@ -14,7 +14,7 @@ pub use abandon::fail_abandoned;
 pub use cancel::{CancelOutcome, cancel, cancel_queued_pull_request};
 pub use claim::claim_next;
 pub use enqueue::{NewJob, enqueue, enqueue_now, push_insert, push_insert_numbered};
-pub use finish::finish;
+pub use finish::{finish, finish_logged};
 pub use heartbeat::{Heartbeat, heartbeat};
 pub use prune::{Pruned, prune_finished};
 
@@ -222,24 +222,13 @@ pub async fn latest_for_sha(pool: &Store, project: &str, sha: &str) -> Result<Op
     row.map(Job::try_from).transpose()
 }
 
-/// The newest deploy to the environment queued after job `after` that is still under
-/// way or went live: running `after` again would move the environment back.
-pub async fn later_deploy(
-    pool: &Store,
-    project: &str,
-    environment: &str,
-    after: JobId,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE project = $1 AND environment = $2 AND kind = 'deploy' AND id > $3
-           AND state IN ('queued', 'running', 'awaiting_approval', 'succeeded')
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(project)
-    .bind(environment)
-    .bind(after.get())
-    .fetch_optional(pool.db())
-    .await?)
+/// The key that orders the job among its environment's deploys (see
+/// [`NewJob::ordering_key`]).
+pub async fn ordering_key(pool: &Store, id: JobId) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT ordering_key FROM jobs WHERE id = $1")
+        .bind(id.get())
+        .fetch_optional(pool.db())
+        .await?)
 }
 
 /// Jobs not yet finished (queued, running, awaiting approval), newest first.

@@ -261,7 +261,21 @@ async fn answer(
         ("POST", ["repos", _, _, "hooks", _, "deliveries", _, "attempts"]) => {
             (StatusCode::ACCEPTED, Json(json!({}))).into_response()
         }
-        ("POST" | "PATCH", ["repos", _, _, "check-runs", rest @ ..]) => check_run(&fake, &authorization, rest, &body),
+        ("POST", ["repos", _, _, "check-runs"]) => check_run(&fake, &authorization, None, &body),
+        ("PATCH", ["repos", _, _, "check-runs", id]) => check_run(&fake, &authorization, Some(id), &body),
+        ("GET", ["repos", _, _, "commits", sha, "check-runs"]) => {
+            let query: HashMap<String, String> = uri
+                .query()
+                .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+                .unwrap_or_default();
+            let runs: Vec<Value> = fake
+                .check_runs()
+                .into_iter()
+                .filter(|run| run["head_sha"] == *sha)
+                .filter(|run| query.get("check_name").is_none_or(|name| run["name"] == name.as_str()))
+                .collect();
+            Json(json!({ "total_count": runs.len(), "check_runs": runs })).into_response()
+        }
         ("GET", ["repos", _, _, "branches", branch]) => match fake.with(|f| f.branches.get(*branch).cloned()) {
             Some(sha) => Json(json!({ "name": branch, "commit": { "sha": sha } })).into_response(),
             None => error(StatusCode::NOT_FOUND, "Branch not found"),
@@ -316,9 +330,11 @@ pub fn as_app(config: &mut Config, api: &str, key: &Path) {
 }
 
 /// A real `check_run` `rerequested` body (GitHub's *Re-run* button) for the runner's job
-/// `job_id` at `sha` of `repository`.
-pub fn rerun_request(repository: &str, sha: &str, job_id: i64) -> Vec<u8> {
+/// `job_id` at `sha` of `repository`, whose check run `name` App 1234 wrote.
+pub fn rerun_request(repository: &str, sha: &str, job_id: i64, name: &str) -> Vec<u8> {
     let mut body = super::fixture_json("check_run.rerequested.payload.json");
+    body["check_run"]["name"] = name.into();
+    body["check_run"]["app"]["id"] = 1234.into();
     body["repository"]["full_name"] = repository.into();
     body["check_run"]["head_sha"] = sha.into();
     body["check_run"]["check_suite"]["head_sha"] = sha.into();
@@ -335,8 +351,9 @@ pub async fn start_runner(make: impl FnOnce(&Path) -> Config) -> TestRunner {
 }
 
 /// The Checks API: only a GitHub App may write check runs; GitHub's documented limits (a
-/// summary of 65,535 characters, 50 annotations per request) are refused with 422.
-fn check_run(fake: &FakeGitHub, authorization: &str, rest: &[&str], body: &Value) -> Response {
+/// summary of 65,535 bytes, 50 annotations per request) are refused with 422. `id` names
+/// the check run a PATCH updates; a POST creates one.
+fn check_run(fake: &FakeGitHub, authorization: &str, id: Option<&str>, body: &Value) -> Response {
     if authorization != format!("Bearer {INSTALLATION_TOKEN}") {
         return error(StatusCode::FORBIDDEN, "You must authenticate via a GitHub App.");
     }
@@ -361,16 +378,16 @@ fn check_run(fake: &FakeGitHub, authorization: &str, rest: &[&str], body: &Value
             )
         })
         && (output.is_null()
-            || (output["title"].as_str().is_some()
-                && output["summary"].as_str().is_some_and(|s| s.chars().count() <= 65_535)))
+            || (output["title"].as_str().is_some() && output["summary"].as_str().is_some_and(|s| s.len() <= 65_535)))
         && annotations.len() <= 50
         && annotations.iter().all(annotation_ok);
     if !valid {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
     }
+    let created = id.is_none();
     fake.with(|f| {
-        let id = match rest {
-            [] => {
+        let id = match id {
+            None => {
                 if body["name"].as_str().is_none_or(str::is_empty)
                     || body["head_sha"].as_str().is_none_or(|sha| sha.len() != 40)
                 {
@@ -383,11 +400,10 @@ fn check_run(fake: &FakeGitHub, authorization: &str, rest: &[&str], body: &Value
                 f.check_runs.insert(f.next_id, run);
                 f.next_id
             }
-            [id] => match id.parse::<i64>().ok().filter(|id| f.check_runs.contains_key(id)) {
+            Some(id) => match id.parse::<i64>().ok().filter(|id| f.check_runs.contains_key(id)) {
                 Some(id) => id,
                 None => return error(StatusCode::NOT_FOUND, "Not Found"),
             },
-            _ => return error(StatusCode::NOT_FOUND, "Not Found"),
         };
         let run = f.check_runs.get_mut(&id).expect("check run");
         for field in ["status", "conclusion", "details_url"] {
@@ -402,11 +418,7 @@ fn check_run(fake: &FakeGitHub, authorization: &str, rest: &[&str], body: &Value
             .as_array_mut()
             .expect("annotations")
             .extend(annotations);
-        let code = if rest.is_empty() {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let code = if created { StatusCode::CREATED } else { StatusCode::OK };
         (code, Json(run.clone())).into_response()
     })
 }
