@@ -2,7 +2,8 @@
 # Push-to-live wall time of the webapp through the runner, with a warm build cache, split
 # into time spent in git/the engine/the registry and the runner's own overhead.
 # Baseline from the same run: the same build, smoke run and push done directly with the
-# docker CLI (what the original CI workflow did), with no runner in between.
+# docker CLI (what the original CI workflow did), with no runner in between. Then an app
+# without a SIGTERM handler, with and without an init process (see the end).
 #   bench/pipeline.sh [--smoke] [RUNS]      (default 5, --smoke 1, after one warm-up deploy)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -66,3 +67,34 @@ print(f"  runner overhead (pickup, bookkeeping, logs, between steps): median {ov
 print(f"  queue pickup: median {pick[0]*1000:.0f} ms, worst {pick[1]*1000:.0f} ms (target p99 <= 50 ms)")
 PY
 done
+
+# An app without a SIGTERM handler (busybox's httpd), its containers with an init process
+# (the default) and without one: push to answering through the proxy, the deploys taking
+# turns between the slots. Without an init the app ignores SIGTERM as PID 1, and a deploy
+# into the second slot waits out the grace period before the traffic moves.
+sig_repo="$work/sigterm-repo"
+mkdir -p "$sig_repo"
+git -C "$sig_repo" init -q --initial-branch=master
+printf '%s\n' 'FROM local/busybox:1' 'ARG APP_COMMIT=unknown' \
+  'RUN mkdir -p /www && echo healthy > /www/health && printf "{\"commit\":\"%s\"}" "$APP_COMMIT" > /www/version' \
+  'EXPOSE 5001' 'CMD ["httpd", "-f", "-p", "5001", "-h", "/www"]' >"$sig_repo/Dockerfile"
+git -C "$sig_repo" add -A && git -C "$sig_repo" -c user.name=b -c user.email=b@x commit -qm initial
+declare -A answering
+for init in true false; do
+  port=$(free_port); app_port=$(free_port); secret="bench-$RANDOM$RANDOM"
+  { webapp_project_toml "$port" "$work/runner-sigterm-$init.db" "$unique-sig" "$sig_repo" "$registry" "$app_port"
+    printf '[projects.containers]\ninit = %s\n' "$init"; } >"$work/runner-sigterm.toml"
+  BENCH_SECRET=$secret RUST_LOG=warn "$RUNNER" serve --config "$work/runner-sigterm.toml" >"$RESULTS/pipeline-runner-sigterm-$init.log" 2>&1 &
+  pid=$!
+  wait_http "http://127.0.0.1:$port/healthz"
+  summary=$(BENCH_KEEP_LOG="" python3 bench/pipeline.py "http://127.0.0.1:$port" "$secret" "$sig_repo" \
+    runner/tests/fixtures/github-webhooks/push.with-no-username-committer.payload.json "$app_port" "$(smoke_or 2 4)")
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  docker rm -f "runner-$unique-sig-production-a" "runner-$unique-sig-production-b" >/dev/null 2>&1 || true
+  answering[$init]=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["push_to_live"][1])' "$summary")
+done
+curl -fsS -o /dev/null -X DELETE "$RUNNER_TEST_CADDY_ADMIN/config/apps/http/servers/runner-$unique-sig-production" 2>/dev/null || true
+echo
+echo "== an app without a SIGTERM handler: push to answering through the proxy (worst of the deploys, both slots)"
+echo "without an init process: ${answering[false]} s (the grace period is waited out)"
+echo "with one (the default):  ${answering[true]} s; ratio $(python3 -c "print(f'{${answering[true]}/${answering[false]}:.2f}')") (target: about a health interval plus the probe beyond the build)"
