@@ -105,7 +105,7 @@ async fn a_commit_that_is_not_in_the_repository_fails_checkout_clearly() {
 
 #[tokio::test]
 async fn credentials_in_the_clone_url_never_reach_the_job_log() {
-    let runner = TestRunner::start_with(|dir| {
+    let runner = TestRunner::start_on_fakes(|dir| {
         let mut config = default_config(dir);
         config.projects[0].clone_url = Some("http://deploy:s3cr3t-clone-token@127.0.0.1:1/repo.git".into());
         config
@@ -196,7 +196,7 @@ async fn jobs_and_deliveries_are_listed_newest_first_with_keyset_pages() {
 async fn cancel_needs_the_admin_token() {
     // One worker, held by a hanging checkout, so the second job stays queued.
     let remote = hanging_server();
-    let runner = TestRunner::start_with(move |dir| {
+    let runner = TestRunner::start_on_fakes(move |dir| {
         let mut config = default_config(dir);
         config.queue.workers = Some(1);
         config.projects[0].clone_url = Some(remote);
@@ -334,7 +334,7 @@ async fn redeploy_and_rollback_refuse_bad_requests() {
 
 #[tokio::test]
 async fn wrong_bearer_tokens_are_limited_per_address_like_logins() {
-    let runner = TestRunner::start_with(|dir| {
+    let runner = TestRunner::start_on_fakes(|dir| {
         let mut config = default_config(dir);
         config.dashboard.login_attempts_per_minute = Some(3);
         config
@@ -376,7 +376,7 @@ async fn wrong_bearer_tokens_are_limited_per_address_like_logins() {
 
 #[tokio::test]
 async fn the_right_bearer_token_does_not_use_up_the_attempts() {
-    let runner = TestRunner::start_with(|dir| {
+    let runner = TestRunner::start_on_fakes(|dir| {
         let mut config = default_config(dir);
         config.dashboard.login_attempts_per_minute = Some(2);
         config

@@ -322,7 +322,7 @@ async fn a_stored_delivery_can_be_replayed_by_an_admin() {
 
 #[tokio::test]
 async fn login_only_read_access_guards_pages_and_the_api() {
-    let runner = TestRunner::start_with(|dir| {
+    let runner = TestRunner::start_on_fakes(|dir| {
         let mut config = default_config(dir);
         config.dashboard.read_access = Some("login".into());
         config
@@ -404,7 +404,7 @@ pub(crate) async fn read_events(
 #[tokio::test]
 async fn live_logs_stream_new_lines_and_resume_after_the_last_event_id() {
     let remote = hanging_server();
-    let runner = TestRunner::start_with(move |dir| {
+    let runner = TestRunner::start_on_fakes(move |dir| {
         let mut config = default_config(dir);
         config.projects[0].clone_url = Some(remote);
         config

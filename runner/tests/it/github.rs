@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 async fn a_failed_job_reports_pending_then_failure_and_its_deployment_fails() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(default_config(dir), &api, false)).await;
     let sha = "a".repeat(40);
     let response = runner.deliver("push", &push_body("refs/heads/master", &sha)).await;
     let job_id = response.json::<Value>().await.expect("json")["job_id"]
@@ -68,7 +68,7 @@ async fn server_errors_are_retried_and_rate_limits_waited_out() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.fail_next = 2);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(default_config(dir), &api, false)).await;
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"b".repeat(40)))
         .await;
@@ -136,7 +136,7 @@ async fn a_hung_github_does_not_hold_up_jobs() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.hang = true);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(default_config(dir), &api, false)).await;
     let started = std::time::Instant::now();
     let mut ids = Vec::new();
     for (n, branch) in ["refs/heads/master", "refs/heads/release/v1"].iter().enumerate() {
@@ -207,7 +207,7 @@ async fn reconciliation_redelivers_missed_deliveries_and_deploys_an_unannounced_
         .await;
     assert_eq!(response.status(), 202);
     before.stop().await;
-    let runner = start_runner(|dir| with_github(shared(dir), &api, true)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(shared(dir), &api, true)).await;
 
     let reconcile_job = eventually("a reconcile deploy", || {
         let jobs = futures_executor(runner.get_json("/api/jobs?kind=deploy"));
@@ -260,7 +260,7 @@ async fn the_token_appears_in_no_log_page_or_table() {
     let fake = FakeGitHub::default();
     fake.with(|f| f.fail_next = 1);
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(default_config(dir), &api, false)).await;
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"f".repeat(40)))
         .await;
@@ -381,7 +381,7 @@ async fn a_github_app_reports_with_its_installation_token_and_each_job_is_a_chec
     let fake = FakeGitHub::default();
     fake.with(|f| f.accepted_token = Some(INSTALLATION_TOKEN.to_owned()));
     let api = fake.start().await;
-    let runner = start_runner(|dir| {
+    let runner = start_runner_on_fakes(|dir| {
         let mut config = default_config(dir);
         as_app(&mut config, &api, &key);
         config
@@ -506,7 +506,7 @@ async fn a_github_app_reports_with_its_installation_token_and_each_job_is_a_chec
 async fn a_token_reports_statuses_but_writes_no_check_run() {
     let fake = FakeGitHub::default();
     let api = fake.start().await;
-    let runner = start_runner(|dir| with_github(default_config(dir), &api, false)).await;
+    let runner = start_runner_on_fakes(|dir| with_github(default_config(dir), &api, false)).await;
     let response = runner
         .deliver("push", &push_body("refs/heads/master", &"6".repeat(40)))
         .await;
@@ -538,7 +538,7 @@ async fn a_redeploy_of_a_branch_asks_github_for_its_head() {
     let api = fake.start().await;
     // Cloned from GitHub (no clone_url of its own), which is not reachable from here: only
     // GitHub's API can answer.
-    let runner = start_runner(|dir| {
+    let runner = start_runner_on_fakes(|dir| {
         let mut config = with_github(default_config(dir), &api, false);
         config.projects[0].clone_url = None;
         config

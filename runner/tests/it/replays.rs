@@ -90,7 +90,7 @@ async fn an_older_push_after_a_newer_one_is_live_is_stale_and_queues_nothing() {
 
 #[tokio::test]
 async fn an_older_push_after_a_newer_one_is_queued_is_stale_and_a_newer_one_still_supersedes() {
-    let runner = TestRunner::start_with(nothing_runs).await;
+    let runner = TestRunner::start_on_fakes(nothing_runs).await;
     let (status, newer) = json_of(runner.deliver("push", &push_at(NEW, PUSHED + 60)).await).await;
     assert_eq!(status, 202);
     let (status, answer) = json_of(runner.deliver("push", &push_at(OLD, PUSHED)).await).await;
@@ -122,7 +122,7 @@ async fn an_older_push_after_a_newer_one_is_queued_is_stale_and_a_newer_one_stil
 
 #[tokio::test]
 async fn the_same_body_under_another_delivery_id_is_a_duplicate_of_the_first() {
-    let runner = TestRunner::start_with(nothing_runs).await;
+    let runner = TestRunner::start_on_fakes(nothing_runs).await;
     let body = push_at(NEW, PUSHED);
     let (status, first) = json_of(runner.deliver("push", &body).await).await;
     assert_eq!(status, 202);
@@ -146,7 +146,7 @@ async fn the_same_body_under_another_delivery_id_is_a_duplicate_of_the_first() {
 
 #[tokio::test]
 async fn copies_of_one_body_sent_at_once_under_many_ids_make_one_job() {
-    let runner = TestRunner::start_with(nothing_runs).await;
+    let runner = TestRunner::start_on_fakes(nothing_runs).await;
     let body = push_at(NEW, PUSHED);
     let answers =
         futures_util::future::join_all((0..20).map(|_| async { json_of(runner.deliver("push", &body).await).await }))

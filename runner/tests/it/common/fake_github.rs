@@ -343,11 +343,20 @@ pub fn rerun_request(repository: &str, sha: &str, job_id: i64, name: &str) -> Ve
 }
 
 pub async fn start_runner(make: impl FnOnce(&Path) -> Config) -> TestRunner {
-    TestRunner::start_with_env(make, |name| match name {
+    TestRunner::start_with_env(make, github_env).await
+}
+
+/// A runner reporting to the stand-in, on no other outside system (see
+/// [`TestRunner::start_on_fakes`]).
+pub async fn start_runner_on_fakes(make: impl FnOnce(&Path) -> Config) -> TestRunner {
+    TestRunner::start_on_fakes_with_env(make, github_env).await
+}
+
+fn github_env(name: &str) -> Option<String> {
+    match name {
         "GITHUB_TOKEN_FOR_TESTS" => Some(GITHUB_TOKEN.to_owned()),
         other => test_env(other),
-    })
-    .await
+    }
 }
 
 /// The Checks API: only a GitHub App may write check runs; GitHub's documented limits (a

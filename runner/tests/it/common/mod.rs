@@ -6,11 +6,13 @@ pub mod caddy;
 pub mod config;
 pub mod database;
 pub mod fake_github;
+pub mod fakes;
 pub mod process;
 
 pub use config::{default_config, pipeline_config, publicly_readable, to_toml};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use runner::webhook::signature::SignatureKey;
@@ -77,8 +79,42 @@ pub fn test_env(name: &str) -> Option<String> {
 }
 
 impl TestRunner {
+    /// The default config's runner, on no outside system (see [`Self::start_on_fakes`]):
+    /// its jobs fail at the checkout, before any engine, registry or proxy would be asked.
     pub async fn start() -> Self {
-        Self::start_with(default_config).await
+        Self::start_on_fakes(default_config).await
+    }
+
+    /// A runner that reaches no outside system: an engine that runs nothing (a job that
+    /// gets as far as a build fails saying so), a proxy that takes every route and serves
+    /// nothing, GitHub where the config points it (at a local stand-in). For what is tested through HTTP, the
+    /// queue and the reporter.
+    pub async fn start_on_fakes(make_config: impl FnOnce(&Path) -> config::Config) -> Self {
+        Self::start_on_fakes_with_env(make_config, test_env).await
+    }
+
+    /// As [`Self::start_on_fakes`], with environment variables from `env`.
+    pub async fn start_on_fakes_with_env(
+        make_config: impl FnOnce(&Path) -> config::Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        Self::start_app(make_config, env, |config| async move {
+            let proxy: Arc<dyn runner::proxy::Proxy> = Arc::new(fakes::NoProxy);
+            let adapters = runner::startup::Adapters {
+                engine: Some(Arc::new(fakes::IdleEngine)),
+                untrusted_engine: None,
+                connector: Arc::new(runner::adapters::connect::Connections::new(
+                    reqwest::Client::new(),
+                    Arc::clone(&proxy),
+                    config.proxy.health_interval,
+                )),
+                proxy,
+                forges: Arc::new(runner::adapters::forge::ConfiguredForges::new(Arc::clone(&config))),
+                clock: Arc::new(runner::clock::SystemClock),
+            };
+            Application::build_with(config, adapters).await
+        })
+        .await
     }
 
     pub async fn start_with(make_config: impl FnOnce(&Path) -> config::Config) -> Self {
@@ -90,12 +126,23 @@ impl TestRunner {
         make_config: impl FnOnce(&Path) -> config::Config,
         env: impl Fn(&str) -> Option<String>,
     ) -> Self {
+        Self::start_app(make_config, env, |config| async move {
+            Application::build(Arc::unwrap_or_clone(config)).await
+        })
+        .await
+    }
+
+    async fn start_app<F: std::future::Future<Output = anyhow::Result<Application>>>(
+        make_config: impl FnOnce(&Path) -> config::Config,
+        env: impl Fn(&str) -> Option<String>,
+        build: impl FnOnce(Arc<Config>) -> F,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path: PathBuf = dir.path().join("runner.toml");
         std::fs::write(&config_path, to_toml(&publicly_readable(make_config(dir.path())))).expect("write config");
         let config = Config::load_with(Some(&config_path), &env).expect("valid test config");
         let database_url = config.server.database_url.clone();
-        let app = Application::build(config).await.expect("runner starts");
+        let app = build(Arc::new(config)).await.expect("runner starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let pool = app.pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
