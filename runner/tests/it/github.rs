@@ -514,11 +514,20 @@ async fn a_token_reports_statuses_but_writes_no_check_run() {
         .as_i64()
         .expect("id");
     runner.wait_for_job_end(job_id).await;
-    eventually("the failure reported", || {
-        fake.statuses()
-            .iter()
-            .any(|(_, state, _, _)| state == "failure")
-            .then_some(())
+    // The reporter tells jobs one after the other: once a later job's failure is told, all
+    // of the first job's story has been, a check run included had there been one.
+    let later = runner
+        .deliver("push", &push_body("refs/heads/master", &"7".repeat(40)))
+        .await;
+    assert_eq!(later.status(), 202);
+    eventually("both failures reported", || {
+        let failed: Vec<String> = fake
+            .statuses()
+            .into_iter()
+            .filter(|(_, state, _, _)| state == "failure")
+            .map(|(sha, _, _, _)| sha)
+            .collect();
+        (failed.contains(&"6".repeat(40)) && failed.contains(&"7".repeat(40))).then_some(())
     })
     .await;
     assert!(

@@ -42,6 +42,12 @@ resource "aws_ecs_task_definition" "app" {
       value = value
     }]
     readonlyRootFilesystem = true
+    # An init process as PID 1 passes SIGTERM on: an app without a handler of its own
+    # still stops when a deployment replaces its task, instead of at SIGKILL.
+    linuxParameters = {
+      initProcessEnabled = true
+    }
+    stopTimeout = 10
     logConfiguration = {
       logDriver = "awslogs"
       options = {
