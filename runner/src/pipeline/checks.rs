@@ -85,11 +85,16 @@ async fn read_file(checkout: &Path, build: &BuildSettings) -> Result<Option<RunF
         return Ok(None);
     };
     let dockerfile_path = Path::new(&build.context).join(&build.dockerfile);
-    let dockerfile = read_repository_file(checkout, &dockerfile_path.to_string_lossy(), MAX_FILE_BYTES)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let dockerfile = match read_repository_file(checkout, &dockerfile_path.to_string_lossy(), MAX_FILE_BYTES).await {
+        Ok(dockerfile) => dockerfile.unwrap_or_default(),
+        // Its stages matter only to steps that name one: say why they cannot be found.
+        Err(why) if text.contains("target:") => {
+            return Err(format!(
+                "{FILE} names Dockerfile stages, but the Dockerfile is unreadable: {why}"
+            ));
+        }
+        Err(_) => String::new(),
+    };
     let context = runfile::FileContext {
         secrets: build.secrets.keys().cloned().collect::<BTreeSet<_>>(),
         stages: runfile::dockerfile_stages(&dockerfile),
@@ -605,6 +610,38 @@ fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_settings() -> BuildSettings {
+        let toml = "[[projects]]\nname = \"app\"\nrepository = \"o/app\"\ndeploy_branches = [\"main\"]\n\
+                    webhook_secret_env = \"S\"\n[projects.build]\nimage = \"app\"\n";
+        let env = |name: &str| (name == "S").then(|| "secret".to_owned());
+        let config = crate::config::Config::parse(toml, Path::new("runner.toml"), &env).expect("config");
+        config.projects[0].build.clone().expect("build settings")
+    }
+
+    #[tokio::test]
+    async fn a_dockerfile_that_cannot_be_read_is_named_when_a_step_wants_one_of_its_stages() {
+        let checkout = tempfile::tempdir().expect("temporary directory");
+        let outside = checkout.path().join("elsewhere");
+        std::fs::write(&outside, "FROM scratch AS test\n").expect("write");
+        std::os::unix::fs::symlink(&outside, checkout.path().join("Dockerfile")).expect("symlink");
+        let with_stage = "steps:\n  - name: unit\n    image: target:test\n    commands: [\"true\"]\n";
+        std::fs::write(checkout.path().join(FILE), with_stage).expect("write");
+        let error = read_file(checkout.path(), &build_settings())
+            .await
+            .expect_err("the stage cannot be checked");
+        assert!(
+            error.contains("the Dockerfile is unreadable") && error.contains("not a regular file"),
+            "{error}"
+        );
+        // A file that names no stage does not need the Dockerfile.
+        std::fs::write(
+            checkout.path().join(FILE),
+            "steps:\n  - name: unit\n    commands: [\"true\"]\n",
+        )
+        .expect("write");
+        assert!(read_file(checkout.path(), &build_settings()).await.is_ok());
+    }
 
     #[test]
     fn a_scripts_commands_are_echoed_quoted_before_they_run() {
