@@ -22,6 +22,14 @@ pub struct GitHubConfig {
     pub reconcile_interval: Duration,
 }
 
+impl GitHubConfig {
+    /// A job's commit status context, also its check run's name:
+    /// `<status_context>/<kind> (<environment>)`.
+    pub fn job_context(&self, kind: crate::job::JobKind, environment: &str) -> String {
+        format!("{}/{kind} ({environment})", self.status_context)
+    }
+}
+
 /// How the runner authenticates to GitHub for one project.
 #[derive(Clone)]
 pub enum GitHubAuth {

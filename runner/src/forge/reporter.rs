@@ -237,10 +237,7 @@ impl Reporter {
             .public_url
             .as_ref()
             .map(|base| format!("{base}/jobs/{}", job.id));
-        let context = format!(
-            "{}/{} ({})",
-            self.config.github.status_context, job.kind, job.environment
-        );
+        let context = self.config.github.job_context(job.kind, job.environment.as_str());
         // What is told depends on the steps: without them, nothing is told (and the job
         // stays due) rather than an empty story.
         let rows = crate::store::steps::list(&self.pool, job.id)

@@ -39,10 +39,7 @@ impl Operations {
         else {
             return ignore(format!("job {id} is not a job of {} at this commit", project.name));
         };
-        let context = format!(
-            "{}/{} ({})",
-            self.config.github.status_context, job.kind, job.environment
-        );
+        let context = self.config.github.job_context(job.kind, job.environment.as_str());
         if request.name.as_deref() != Some(context.as_str()) {
             return ignore(format!("the check run is not job {id}'s ({context})"));
         }

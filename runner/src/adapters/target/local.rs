@@ -312,7 +312,7 @@ impl DeployTarget for LocalTarget {
                 self.smoke.path
             )));
         }
-        if slot == 0 {
+        let confirmed = if slot == 0 {
             // The first slot wins while healthy: the proxy moves the traffic at its next
             // health check of it.
             if !self
@@ -324,6 +324,7 @@ impl DeployTarget for LocalTarget {
                     self.rollout.url()
                 )));
             }
+            true
         } else {
             // The version in the first slot is asked to stop: it closes its listener (an
             // app without a SIGTERM handler exits, its init passing the signal on), and the
@@ -337,28 +338,26 @@ impl DeployTarget for LocalTarget {
             }
             // From here the new version is the one that stays, whatever happens.
             self.went_live.store(true, Ordering::SeqCst);
-            if !self.until_served(slot, self.limits.stop_grace + HANDOVER_MARGIN).await {
+            self.until_served(slot, self.limits.stop_grace + HANDOVER_MARGIN).await || {
                 log.system("the replaced version still holds the traffic after its grace period: it is stopped");
                 for old in &replaced {
                     if let Err(error) = self.engine.kill(&old.id).await {
                         log.system(format!("could not stop the replaced version: {error}"));
                     }
                 }
-                if !self.until_served(slot, HANDOVER_MARGIN).await {
-                    log.system(format!(
-                        "the proxy does not confirm that slot {} serves {}",
-                        SLOT_NAMES[slot],
-                        self.rollout.url()
-                    ));
-                }
+                self.until_served(slot, HANDOVER_MARGIN).await
             }
-        }
-        log.system(format!(
-            "the proxy sends {} to slot {}",
-            self.rollout.url(),
-            SLOT_NAMES[slot]
-        ));
+        };
         self.went_live.store(true, Ordering::SeqCst);
+        log.system(if confirmed {
+            format!("the proxy sends {} to slot {}", self.rollout.url(), SLOT_NAMES[slot])
+        } else {
+            format!(
+                "the proxy does not confirm that slot {} serves {}",
+                SLOT_NAMES[slot],
+                self.rollout.url()
+            )
+        });
         Ok(())
     }
 
