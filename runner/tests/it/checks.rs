@@ -6,7 +6,6 @@
 //! (scripts/services.sh start).
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::common::*;
 use serde_json::Value;
@@ -92,38 +91,6 @@ fn commit(repo: &Path, runner_yml: &str, message: &str) -> String {
     git(repo, &["rev-parse", "HEAD"])
 }
 
-async fn push(runner: &TestRunner, sha: &str) -> i64 {
-    let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id")
-}
-
-/// A pull request from the repository itself whose head is `sha`: its verify job's id.
-async fn pull_request(runner: &TestRunner, sha: &str) -> i64 {
-    let mut body = fixture_json("pull_request.opened.payload.json");
-    body["pull_request"]["head"]["sha"] = sha.into();
-    let response = runner
-        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
-        .await;
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id")
-}
-
-async fn ended(runner: &TestRunner, id: i64) -> (Value, String) {
-    for _ in 0..1800 {
-        let job = runner.get_json(&format!("/api/jobs/{id}")).await;
-        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
-            return (job, runner.job_log(id).await);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not end in 180 s");
-}
-
 fn steps(job: &Value) -> Vec<(String, String)> {
     job["steps"]
         .as_array()
@@ -207,8 +174,8 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
 
     // Passing steps: run in order after the build, skipped where `when` says, then live.
     let passing = commit(repo, PASSING, "passing steps");
-    let job_id = push(&runner, &passing).await;
-    let (job, log) = ended(&runner, job_id).await;
+    let job_id = runner.push_queued(&passing).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     let names: Vec<(String, String)> = steps(&job);
     let expected: Vec<(String, String)> = [
@@ -280,8 +247,8 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
 
     // A failing test: the job fails at that step, nothing is pushed, the live version stays.
     let failing = commit(repo, FAILING, "a failing test");
-    let job_id = push(&runner, &failing).await;
-    let (job, log) = ended(&runner, job_id).await;
+    let job_id = runner.push_queued(&failing).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     let error = job["error"].as_str().unwrap_or_default();
     assert!(
@@ -341,8 +308,8 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
 
     // A bad file: the job fails at `pipeline` with the place in the file, before any build.
     let bad = commit(repo, "steps:\n  - name: unit\n    comands: [\"true\"]\n", "a typo");
-    let job_id = push(&runner, &bad).await;
-    let (job, log) = ended(&runner, job_id).await;
+    let job_id = runner.push_queued(&bad).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("pipeline failed: .runner.yml:3:5: "), "{error}");
@@ -361,8 +328,8 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         "steps:\n  - name: slow\n    timeout: 2s\n    commands: [\"sleep 60\"]\n",
         "a slow step",
     );
-    let job_id = push(&runner, &slow).await;
-    let (job, log) = ended(&runner, job_id).await;
+    let job_id = runner.push_queued(&slow).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     assert!(
         job["error"]
@@ -382,7 +349,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         "steps:\n  - name: hanging\n    commands: [\"sleep 60\"]\n",
         "a hanging step",
     );
-    let job_id = push(&runner, &hanging).await;
+    let job_id = runner.push_queued(&hanging).await;
     let running = eventually("the step's container to run", || {
         let containers = containers_of_job(project, job_id);
         containers.iter().any(|c| c.contains("-step-")).then_some(containers)
@@ -397,7 +364,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
         .await
         .expect("cancel");
     assert_eq!(cancelled.status(), 200);
-    let (job, log) = ended(&runner, job_id).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["state"], "cancelled", "{job}\n{log}");
     assert!(
         containers_of_job(project, job_id).is_empty(),
@@ -408,7 +375,7 @@ async fn a_repositorys_steps_gate_the_deploy_and_what_fails_stops_it_before_the_
     // The cache outlived the earlier run of its step.
     std::fs::write(repo.join("notes.txt"), "again\n").expect("write");
     let again = commit(repo, PASSING, "passing again");
-    let (job, log) = ended(&runner, push(&runner, &again).await).await;
+    let (job, log) = runner.job_when_ended(runner.push_queued(&again).await).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert!(log.contains("cached runs: 2"), "{log}");
     runner.stop().await;
@@ -446,8 +413,8 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         port = runner.base.rsplit(':').next().unwrap_or_default()
     );
     let sha = commit(repo, &probe, "a curious pull request");
-    let job_id = pull_request(&runner, &sha).await;
-    let (job, log) = ended(&runner, job_id).await;
+    let job_id = runner.pull_request_queued(&sha).await;
+    let (job, log) = runner.job_when_ended(job_id).await;
     assert_eq!(job["kind"], "verify");
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(step(&job, "snoop")["state"], "succeeded");
@@ -477,7 +444,7 @@ async fn a_pull_requests_steps_get_no_secret_and_no_way_off_the_closed_network()
         &format!("steps:\n  - name: own\n    image: \"{deployed}\"\n    commands: [\"cat /app-id\"]\n"),
         "run the deployed image",
     );
-    let (job, log) = ended(&runner, pull_request(&runner, &own).await).await;
+    let (job, log) = runner.job_when_ended(runner.pull_request_queued(&own).await).await;
     assert_eq!(job["state"], "failed", "{job}\n{log}");
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot run the project's own images"), "{error}");
@@ -515,7 +482,9 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
 
     // The file itself changed, no source: `sources` is skipped, saying why.
     let with_file = commit(repo, PATHS, "add .runner.yml");
-    let (job, log) = ended(&runner, push_since(&runner, &initial, &with_file).await).await;
+    let (job, log) = runner
+        .job_when_ended(push_since(&runner, &initial, &with_file).await)
+        .await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(step(&job, "sources")["state"], "skipped", "{log}");
     assert!(
@@ -531,7 +500,9 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
     std::fs::create_dir_all(repo.join("docs")).expect("mkdir");
     std::fs::write(repo.join("docs/guide.md"), "how to\n").expect("write");
     let docs = commit(repo, PATHS, "docs only");
-    let (job, log) = ended(&runner, push_since(&runner, &with_file, &docs).await).await;
+    let (job, log) = runner
+        .job_when_ended(push_since(&runner, &with_file, &docs).await)
+        .await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(step(&job, "pipeline")["state"], "skipped", "{job}");
     assert!(
@@ -550,13 +521,15 @@ async fn what_a_push_changed_decides_which_steps_run_and_a_push_of_ignored_files
     std::fs::create_dir_all(repo.join("src")).expect("mkdir");
     std::fs::write(repo.join("src/lib.txt"), "code\n").expect("write");
     let source = commit(repo, PATHS, "a source change");
-    let (job, log) = ended(&runner, push_since(&runner, &docs, &source).await).await;
+    let (job, log) = runner.job_when_ended(push_since(&runner, &docs, &source).await).await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(step(&job, "sources")["state"], "succeeded", "{log}");
     assert!(log.contains("sources changed"), "{log}");
     std::fs::write(repo.join("docs/guide.md"), "how to, again\n").expect("write");
     let unknown = commit(repo, PATHS, "docs, on a new branch");
-    let (job, log) = ended(&runner, push_since(&runner, &"0".repeat(40), &unknown).await).await;
+    let (job, log) = runner
+        .job_when_ended(push_since(&runner, &"0".repeat(40), &unknown).await)
+        .await;
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     assert_eq!(
         step(&job, "sources")["state"],

@@ -44,38 +44,12 @@ fn commit(repo: &Path, dockerfile: &str, message: &str) -> String {
 }
 
 async fn deploy(runner: &TestRunner, sha: &str) -> (Value, String) {
-    let response = runner.deliver("push", &push_body("refs/heads/master", sha)).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
-    ended(runner, id).await
-}
-
-/// The job once it ended (builds and smoke tests here take seconds), and its log.
-async fn ended(runner: &TestRunner, id: i64) -> (Value, String) {
-    for _ in 0..1800 {
-        let job = runner.get_json(&format!("/api/jobs/{id}")).await;
-        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
-            return (job, runner.job_log(id).await);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not end in 180 s");
+    runner.job_when_ended(runner.push_queued(sha).await).await
 }
 
 /// A pull request from the repository itself (verified without approval).
 async fn verify(runner: &TestRunner, sha: &str) -> (Value, String) {
-    let mut body = fixture_json("pull_request.opened.payload.json");
-    body["pull_request"]["head"]["sha"] = sha.into();
-    let response = runner
-        .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
-        .await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.expect("json")["job_id"]
-        .as_i64()
-        .expect("id");
-    let (job, log) = ended(runner, id).await;
+    let (job, log) = runner.job_when_ended(runner.pull_request_queued(sha).await).await;
     assert_eq!(job["kind"], "verify");
     (job, log)
 }

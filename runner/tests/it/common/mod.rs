@@ -246,6 +246,42 @@ impl TestRunner {
         panic!("job {job_id} did not finish");
     }
 
+    /// The job once it ended, waited for up to 180 s (builds and steps on the real engine
+    /// take seconds each), and its log.
+    pub async fn job_when_ended(&self, job_id: i64) -> (serde_json::Value, String) {
+        for _ in 0..1800 {
+            let job = self.get_json(&format!("/api/jobs/{job_id}")).await;
+            if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+                return (job, self.job_log(job_id).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {job_id} did not end in 180 s");
+    }
+
+    /// Delivers a push of `sha` to `refs/heads/master`, which must queue a job; its id.
+    pub async fn push_queued(&self, sha: &str) -> i64 {
+        let response = self.deliver("push", &push_body("refs/heads/master", sha)).await;
+        assert_eq!(response.status(), 202);
+        response.json::<serde_json::Value>().await.expect("json")["job_id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    /// Delivers the opening of a pull request from the repository itself whose head is
+    /// `sha`, which must queue its verify job; the job's id.
+    pub async fn pull_request_queued(&self, sha: &str) -> i64 {
+        let mut body = fixture_json("pull_request.opened.payload.json");
+        body["pull_request"]["head"]["sha"] = sha.into();
+        let response = self
+            .deliver("pull_request", &serde_json::to_vec(&body).expect("json"))
+            .await;
+        assert_eq!(response.status(), 202);
+        response.json::<serde_json::Value>().await.expect("json")["job_id"]
+            .as_i64()
+            .expect("id")
+    }
+
     /// Drops the runner without waiting for running jobs (their leases simply lapse).
     pub async fn stop_quickly(mut self) {
         if let Some(server) = self.server.take() {
