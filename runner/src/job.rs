@@ -123,3 +123,40 @@ text_enum!(
         Cancelled => "cancelled",
     }
 );
+
+text_enum!(
+    /// A pull request's preview: `deploying → live → removing → removed` (or `deploying →
+    /// removing` when it never served). A new push keeps it `live` while it deploys.
+    PreviewState {
+        Deploying => "deploying",
+        Live => "live",
+        Removing => "removing",
+        Removed => "removed",
+    }
+);
+
+text_enum!(
+    /// Why a preview was removed.
+    Removal {
+        Closed => "closed",
+        Merged => "merged",
+        Expired => "expired",
+        Evicted => "evicted",
+        Removed => "removed",
+        Failed => "failed",
+    }
+);
+
+impl Removal {
+    /// Why, in words a pull request's comment can say.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Closed => "the pull request was closed",
+            Self::Merged => "the pull request was merged",
+            Self::Expired => "it had no push for longer than the previews' ttl_hours",
+            Self::Evicted => "a newer pull request's preview needed its place (max_previews)",
+            Self::Removed => "an admin removed it",
+            Self::Failed => "its deploy failed before it ever served",
+        }
+    }
+}

@@ -104,6 +104,23 @@ impl JobLog {
         (Self { sender, mask, budget }, JobLogWriter(task))
     }
 
+    /// A log of work done outside any job (removing a preview in the background): its
+    /// lines go to the runner's own log under `what`, masked as a job's are.
+    pub fn to_tracing(what: String, mask: SecretMask) -> Self {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(i64, Stream, String)>();
+        tokio::spawn(async move {
+            while let Some((_, _, line)) = receiver.recv().await {
+                tracing::info!(what = %what, "{line}");
+            }
+        });
+        let budget = Arc::new(LogBudget {
+            left: AtomicU64::new(DEFAULT_MAX_LOG_BYTES),
+            max: DEFAULT_MAX_LOG_BYTES,
+            exhausted: AtomicBool::new(false),
+        });
+        Self { sender, mask, budget }
+    }
+
     /// What this log masks, for other text of the job kept elsewhere.
     pub fn mask(&self) -> &SecretMask {
         &self.mask

@@ -192,6 +192,14 @@ impl Application {
                         http.clone(),
                     )
                     .await;
+                    crate::adapters::restore_previews(
+                        &config,
+                        &pool,
+                        Arc::clone(engine),
+                        Arc::clone(&proxy),
+                        http.clone(),
+                    )
+                    .await;
                 }
                 (Ok(()), None) => {}
             }
@@ -275,14 +283,26 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop_workers = CancellationToken::new();
         let mask = self.worker.mask.clone();
+        let preview_keeper = crate::operations::previews::PreviewKeeper {
+            pool: self.state.pool.clone(),
+            config: Arc::clone(&self.state.config),
+            engine: self.worker.pipeline.engine.clone(),
+            connector: Arc::clone(&self.worker.pipeline.connector),
+            forges: Arc::clone(&self.forges),
+            clock: Arc::clone(&self.clock),
+            wake: self.state.operations.previews_changed(),
+            mask: self.worker.mask.clone(),
+        };
         let mut workers = self.worker.spawn_pool(stop_workers.clone());
         let pool = self.state.pool.clone();
         let checkpoints = tokio::spawn(checkpoint_periodically(pool.clone()));
         let routes = tokio::spawn(crate::adapters::keep_routes(
             Arc::clone(&self.state.config),
+            pool.clone(),
             Arc::clone(&self.proxy),
             stop_workers.clone(),
         ));
+        let previews = tokio::spawn(preview_keeper.run(stop_workers.clone()));
         let reporter = tokio::spawn(
             crate::forge::reporter::Reporter::new(
                 pool.clone(),
@@ -333,6 +353,7 @@ impl Application {
         retention.abort();
         checkpoints.abort();
         routes.abort();
+        previews.abort();
         reconciler.abort();
         wake_ups.abort();
         // The reporter gets a moment to tell GitHub how the last jobs ended.
@@ -441,6 +462,7 @@ fn has_local_environments(config: &Config) -> bool {
         .iter()
         .flat_map(|p| &p.environments)
         .any(|e| matches!(e.target, Some(crate::config::Target::Local(_))))
+        || config.projects.iter().any(|p| p.previews.is_some())
 }
 
 /// A runner is known to the engine by `identity` (`ServerConfig::identity_path`):

@@ -19,4 +19,4 @@ pub mod target;
 pub mod terraform;
 
 pub use connect::{Connections, Connector};
-pub use target::local::{keep_routes, restore_local_environments, slot_name};
+pub use target::local::{keep_routes, restore_local_environments, restore_previews, slot_name};

@@ -51,6 +51,9 @@ pub enum Command {
     Jobs(ops::JobsArgs),
     /// List recent deployments (from a running runner with --url, or from the database).
     Deployments(ops::Source),
+    /// List pull requests' previews, or remove one (`previews remove N`, needs
+    /// RUNNER_ADMIN_TOKEN).
+    Previews(ops::PreviewsArgs),
     /// Deploy a branch head or a commit SHA of a project (needs RUNNER_ADMIN_TOKEN).
     Deploy {
         /// Project name, as configured.
@@ -179,6 +182,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Jobs(args) => ops_exit(runtime.block_on(ops::jobs(&args))),
         Command::Deployments(source) => ops_exit(runtime.block_on(ops::deployments(&source))),
+        Command::Previews(args) => ops_exit(runtime.block_on(ops::previews(&args))),
         Command::Promote {
             project,
             from,

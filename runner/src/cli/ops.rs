@@ -332,6 +332,107 @@ pub async fn deployments(source: &Source) -> Result<(), OpsError> {
     Ok(())
 }
 
+/// `runner previews`: the list, or `remove N`.
+#[derive(Debug, clap::Args)]
+pub struct PreviewsArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(subcommand)]
+    pub action: Option<PreviewAction>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PreviewAction {
+    /// Remove pull request N's preview: its containers, route and images go.
+    Remove {
+        /// The pull request's number.
+        number: u64,
+    },
+}
+
+pub async fn previews(args: &PreviewsArgs) -> Result<(), OpsError> {
+    let source = &args.source;
+    let listed = match &source.url {
+        Some(url) => api_get(url, "/api/previews").await?["previews"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        None => {
+            let pool = open_database(source).await?;
+            crate::store::previews::list(&pool, i64::from(source.limit))
+                .await
+                .context("reading previews")?
+                .into_iter()
+                .map(|p| json!(p))
+                .collect()
+        }
+    };
+    let listed: Vec<Value> = listed
+        .into_iter()
+        .filter(|p| source.project.as_deref().is_none_or(|project| p["project"] == project))
+        .collect();
+    if let Some(PreviewAction::Remove { number }) = &args.action {
+        return remove_preview(source, &listed, *number).await;
+    }
+    show(
+        source,
+        listed,
+        &["STATE", "PROJECT", "PR", "SHA", "URL", "LAST PUSH", "REMOVED BECAUSE"],
+        |p| {
+            vec![
+                text(&p["state"]),
+                text(&p["project"]),
+                format!("#{}", p["number"]),
+                text(&p["sha"]).chars().take(7).collect(),
+                text(&p["url"]),
+                p["pushed_at"]
+                    .as_i64()
+                    .map(crate::telemetry::format_ms)
+                    .unwrap_or_default(),
+                text(&p["removal"]),
+            ]
+        },
+    );
+    Ok(())
+}
+
+/// Asks the running runner to remove pull request `number`'s open preview (of `--project`,
+/// needed only when two projects have one for that number).
+async fn remove_preview(source: &Source, listed: &[Value], number: u64) -> Result<(), OpsError> {
+    let url = source.url.as_deref().unwrap_or("http://127.0.0.1:8080");
+    let open: Vec<&Value> = listed
+        .iter()
+        .filter(|p| p["number"].as_u64() == Some(number) && matches!(p["state"].as_str(), Some("deploying" | "live")))
+        .collect();
+    let project = match (source.project.as_deref(), open.as_slice()) {
+        (Some(project), _) => project.to_owned(),
+        (None, [only]) => text(&only["project"]),
+        (None, []) => return Err(OpsError::Usage(format!("pull request #{number} has no open preview"))),
+        (None, _) => {
+            return Err(OpsError::Usage(format!(
+                "several projects have a preview of #{number}: name one with --project"
+            )));
+        }
+    };
+    let response = client()?
+        .post(format!(
+            "{}/api/projects/{}/previews/{number}/remove",
+            url.trim_end_matches('/'),
+            utf8_percent_encode(&project, crate::percent::NON_UNRESERVED)
+        ))
+        .bearer_auth(admin_token()?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the runner at {url}"))?;
+    let answered = answer(response).await?;
+    if source.json {
+        println!("{answered}");
+    } else {
+        println!("removing the preview of #{number} ({project})");
+    }
+    Ok(())
+}
+
 async fn open_database(source: &Source) -> Result<crate::store::Store, OpsError> {
     let config = Config::load(source.config.config.as_deref())
         .map_err(|e| OpsError::Usage(format!("invalid configuration: {e}")))?;

@@ -8,6 +8,7 @@ mod build;
 mod dashboard;
 mod engine;
 mod github;
+mod previews;
 mod project;
 mod proxy;
 mod queue;
@@ -26,6 +27,7 @@ pub use build::{BuildNetwork, BuildSettings, Builder, ContainerLimits, SmokeSett
 pub use dashboard::{DashboardConfig, ReadAccess};
 pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost, SshDestination};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
+pub use previews::{NUMBER_PLACEHOLDER, PortRange, PreviewSettings};
 pub use project::{Environment, Project, PullRequestPolicy};
 pub use proxy::{DEFAULT_ADMIN_URL, ProxyConfig};
 pub use queue::QueueConfig;
@@ -169,6 +171,14 @@ impl Config {
             projects.push(resolved);
         }
         check_local_addresses(&projects)?;
+        if engine.untrusted_host.is_some()
+            && let Some(index) = projects.iter().position(|p| p.previews.is_some())
+        {
+            return Err(invalid(
+                format!("projects[{index}].previews"),
+                "a preview runs a pull request's code as a service on this machine's engine, and [engine] untrusted_host keeps pull requests' code off it: use one or the other",
+            ));
+        }
 
         let admin_token = env("RUNNER_ADMIN_TOKEN")
             .filter(|t| !t.is_empty())
@@ -271,9 +281,34 @@ impl Config {
 }
 
 /// Two local environments cannot share a route or a slot: each would take the other's
-/// traffic.
+/// traffic. Nor can a preview's seat hold an environment's port or host name.
 fn check_local_addresses(projects: &[Project]) -> Result<(), ConfigError> {
     let mut taken: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut ranges: Vec<(PortRange, String)> = Vec::new();
+    for (index, project) in projects.iter().enumerate() {
+        let Some(previews) = &project.previews else { continue };
+        for range in previews.port_ranges() {
+            if let Some((_, other)) = ranges.iter().find(|(r, _)| r.overlaps(range)) {
+                return Err(invalid(
+                    format!("projects[{index}].previews"),
+                    format!(
+                        "ports {range} overlap the previews of {other}; give each project's previews their own ranges"
+                    ),
+                ));
+            }
+            ranges.push((range, project.name.to_string()));
+        }
+        if let Some(template) = &previews.hostname
+            && let Some(other) = projects[..index]
+                .iter()
+                .find(|p| p.previews.as_ref().and_then(|p| p.hostname.as_ref()) == Some(template))
+        {
+            return Err(invalid(
+                format!("projects[{index}].previews.hostname"),
+                format!("{template:?} is also the previews' host name of {}", other.name),
+            ));
+        }
+    }
     for (index, project) in projects.iter().enumerate() {
         for environment in &project.environments {
             let Some(Target::Local(rollout)) = &environment.target else {
@@ -285,6 +320,26 @@ fn check_local_addresses(projects: &[Project]) -> Result<(), ConfigError> {
                 .into_iter()
                 .map(|port| format!("port {port}"))
                 .chain(rollout.hostname.iter().map(|h| format!("hostname {h}")));
+            for port in rollout.ports() {
+                if let Some((_, previews)) = ranges.iter().find(|(r, _)| r.contains(port)) {
+                    return Err(invalid(
+                        format!("projects[{index}] ({owner}).rollout"),
+                        format!(
+                            "port {port} lies in the previews' ports of {previews}; give the environment a port outside them"
+                        ),
+                    ));
+                }
+            }
+            if let Some(hostname) = &rollout.hostname
+                && let Some(previews) = projects
+                    .iter()
+                    .find(|p| p.previews.as_ref().is_some_and(|p| p.makes_hostname(hostname)))
+            {
+                return Err(invalid(
+                    format!("projects[{index}] ({owner}).rollout.hostname"),
+                    format!("{hostname:?} is a name the previews of {} take", previews.name),
+                ));
+            }
             for address in addresses {
                 if let Some(other) = taken.insert(address.clone(), owner.clone()) {
                     return Err(invalid(

@@ -39,6 +39,8 @@ pub struct Project {
     /// Per environment, the images of this many latest deployments (the live one and the
     /// ones a rollback can go back to) are kept; older images the runner built are removed.
     pub keep_deployments: u32,
+    /// Pull requests' own environments (`pr-<number>`); `None`: no previews.
+    pub previews: Option<super::previews::PreviewSettings>,
     /// Labels a runner must offer (`[queue] labels`) to run this project's jobs.
     pub runs_on: Vec<String>,
     /// The repository's pages on its forge, linked from the dashboard and the image labels.
@@ -187,6 +189,14 @@ pub(super) fn resolve(
             "must be between 1 and 1000 (the live deployment counts)",
         ));
     }
+    let previews = raw
+        .previews
+        .clone()
+        .map(|p| super::previews::resolve(p, &at))
+        .transpose()?;
+    if previews.is_some() {
+        check_previews_can_run(&raw, pull_requests, &environments, &at)?;
+    }
     for label in &raw.runs_on {
         super::queue::check_label(label).map_err(|why| invalid(field("runs_on"), why))?;
     }
@@ -214,8 +224,59 @@ pub(super) fn resolve(
             .map(|g| super::github::resolve_project(g, &field("github"), secrets))
             .transpose()?,
         keep_deployments,
+        previews,
         links,
     })
+}
+
+/// A preview is a pull request's image pushed and run behind the proxy: it needs what a
+/// verify job needs, a registry to push to, and no environment that could be taken for one.
+fn check_previews_can_run(
+    raw: &RawProject,
+    pull_requests: PullRequestPolicy,
+    environments: &[Environment],
+    at: &str,
+) -> Result<(), ConfigError> {
+    let field = |name: &str| format!("{at}.{name}");
+    for (section, present) in [
+        ("build", raw.build.is_some()),
+        ("smoke", raw.smoke.is_some()),
+        ("registry", raw.registry.is_some()),
+    ] {
+        if !present {
+            return Err(invalid(
+                field("previews"),
+                format!(
+                    "previews need [projects.{section}]: a preview is built, smoke-tested and pushed like a deploy"
+                ),
+            ));
+        }
+    }
+    if pull_requests == PullRequestPolicy::Off {
+        return Err(invalid(
+            field("pull_requests"),
+            "is \"off\", so no pull request would get a preview: set \"same-repository\" or \"approve-forks\", or remove [projects.previews]",
+        ));
+    }
+    if let Some((index, environment)) = environments
+        .iter()
+        .enumerate()
+        .find(|(_, e)| super::previews::PreviewSettings::is_preview_name(e.name.as_str()))
+    {
+        let key = if raw.environments.is_empty() {
+            field("environment")
+        } else {
+            field(&format!("environments[{index}].name"))
+        };
+        return Err(invalid(
+            key,
+            format!(
+                "{:?} is the name of a pull request's preview environment: choose another name",
+                environment.name.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_branches(raw: &[String], field: &str) -> Result<Vec<GitRef>, ConfigError> {

@@ -123,6 +123,7 @@ pub struct RawProject {
     pub rollout: Option<RawRollout>,
     pub github: Option<RawProjectGitHub>,
     pub retention: Option<RawRetention>,
+    pub previews: Option<RawPreviews>,
     /// Several environments fed by branches of the repository; without them, the
     /// project has one (`environment`, `deploy_branches`, `deploy_tags`, `rollout`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -247,4 +248,20 @@ pub struct RawRollout {
     pub endpoint_url: Option<String>,
     pub rollback_on_failure: Option<bool>,
     pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreviews {
+    pub hostname: Option<String>,
+    pub tls: Option<String>,
+    pub host_ports: Option<Vec<u16>>,
+    pub bind: Option<String>,
+    pub slot_ports: Option<Vec<u16>>,
+    pub max_previews: Option<u32>,
+    pub ttl_hours: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    pub drain_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
 }

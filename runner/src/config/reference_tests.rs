@@ -372,6 +372,22 @@ const ALTERNATIVES: &[&[(&str, &[Pick])]] = &[
             &[Key("projects.rollout", "hostname"), Key("projects.rollout", "tls")],
         ),
     ],
+    // Previews run pull requests' code on this engine, which an untrusted host keeps off it.
+    &[
+        ("previews", &[TablePick("projects.previews")]),
+        ("untrusted engine", &[Key("engine", "untrusted_host")]),
+    ],
+    // Previews under a host name template, or on a port range.
+    &[
+        (
+            "preview hostname",
+            &[Key("projects.previews", "hostname"), Key("projects.previews", "tls")],
+        ),
+        (
+            "preview ports",
+            &[Key("projects.previews", "host_ports"), Key("projects.previews", "bind")],
+        ),
+    ],
 ];
 
 /// The variants loaded beside the file as written: the options each picks.
@@ -385,8 +401,9 @@ const VARIANTS: &[&[&str]] = &[
         "github app key file",
         "ecr registry",
         "ecs rollout",
+        "untrusted engine",
     ],
-    &["github token file", "route hostname"],
+    &["github token file", "route hostname", "preview ports"],
     &["github app key env"],
 ];
 

@@ -50,6 +50,9 @@ pub struct RolloutSettings {
     /// How long a new version gets to become healthy.
     #[serde(rename = "timeout_secs", serialize_with = "secs")]
     pub timeout: Duration,
+    /// Variables the app's containers get (a preview's `env`; none for an environment).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 impl RolloutSettings {
@@ -165,12 +168,13 @@ fn resolve_local(raw: RawRollout, field: &dyn Fn(&str) -> String) -> Result<Roll
         slot_ports,
         drain: Duration::from_secs(raw.drain_secs.unwrap_or(2)),
         timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(60)),
+        env: Vec::new(),
     })
 }
 
 /// A DNS name Caddy can route and certify: lower-case letters, digits and hyphens in
 /// dot-separated labels.
-fn parse_hostname(raw: &str) -> Result<String, String> {
+pub(super) fn parse_hostname(raw: &str) -> Result<String, String> {
     let name = raw.trim_end_matches('.');
     let label_ok = |label: &str| {
         !label.is_empty()

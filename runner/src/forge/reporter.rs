@@ -19,6 +19,7 @@ use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
 use crate::pipeline::plan::Step;
 use crate::store::deployments;
+use crate::store::previews;
 use crate::store::reports::{self, Unreported};
 
 /// Without news, the reporter looks again this often.
@@ -104,6 +105,7 @@ impl Reporter {
             }
             if reporting.is_some() {
                 self.pass(&projects).await;
+                self.tell_previews().await;
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -271,32 +273,45 @@ impl Reporter {
             .commit_status(&job.sha, state, &context, &text, job_url.as_deref())
             .await?;
         self.report_checks(client, job, &rows, job_url.as_deref()).await?;
-        if job.kind == JobKind::Deploy && nothing_to_do.is_none() {
-            self.report_deployment(client, job, &text, job_url.as_deref()).await?;
+        // A verify job that serves its pull request's preview deploys it, to `pr-<number>`.
+        let preview = job
+            .pull_request
+            .filter(|_| rows.iter().any(|row| row.name == Step::Preview.name()));
+        if (job.kind == JobKind::Deploy || preview.is_some()) && nothing_to_do.is_none() {
+            self.report_deployment(client, job, preview, &text, job_url.as_deref())
+                .await?;
         }
         // Last: a check run GitHub refuses keeps nothing above from being told.
         self.report_check_run(client, job, &rows, context, text, job_url.as_deref())
             .await
     }
 
-    /// A deploy is a GitHub deployment too, created once, with its statuses.
+    /// A deploy is a GitHub deployment too, created once, with its statuses; so is a
+    /// preview's (pull request `preview`), to its own transient environment.
     async fn report_deployment(
         &mut self,
         client: &dyn Forge,
         job: &Unreported,
+        preview: Option<i64>,
         text: &str,
         job_url: Option<&str>,
     ) -> Result<(), ForgeError> {
+        let environment = match preview {
+            Some(number) => crate::config::PreviewSettings::environment_name(number),
+            None => job.environment.to_string(),
+        };
         let deployment = match job.github_deployment_id.or_else(|| self.created.get(&job.id).copied()) {
             Some(id) => id,
             None => {
-                let what = match job.trigger {
-                    Trigger::Rollback => format!("rollback by the runner (job {})", job.id),
-                    trigger => format!("{trigger} deploy by the runner (job {})", job.id),
+                let what = match (job.trigger, preview) {
+                    (_, Some(number)) => format!("preview of pull request #{number} by the runner (job {})", job.id),
+                    (Trigger::Rollback, None) => format!("rollback by the runner (job {})", job.id),
+                    (trigger, None) => format!("{trigger} deploy by the runner (job {})", job.id),
                 };
-                let id = client
-                    .create_deployment(&job.sha, job.environment.as_str(), &what)
-                    .await?;
+                let id = client.create_deployment(&job.sha, &environment, &what).await?;
+                if let Some(number) = preview {
+                    self.replace_preview_deployment(client, job, number, id).await;
+                }
                 if let Err(error) = reports::set_deployment(&self.pool, job.id, id).await {
                     // Kept in memory instead: the next pass uses this id rather than
                     // creating a second deployment on GitHub.
@@ -308,10 +323,19 @@ impl Reporter {
         };
         // GitHub shows it as a link: only a web address (a terraform output could be
         // `javascript:`).
-        let environment_url = match deployments::for_job(&self.pool, job.id).await {
-            Ok(Some(d)) => d.url.filter(|url| crate::domain::is_web_url(url)),
-            _ => None,
+        let recorded_url = match preview {
+            Some(number) => previews::of_job(&self.pool, job.project.as_str(), number, job.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|p| p.url),
+            None => deployments::for_job(&self.pool, job.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.url),
         };
+        let environment_url = recorded_url.filter(|url| crate::domain::is_web_url(url));
         if job.reported_state.is_none_or(|s| s == JobState::Queued) && job.state != JobState::Queued {
             client
                 .deployment_status(deployment, DeploymentState::InProgress, "deploying", None, job_url)
@@ -341,6 +365,95 @@ impl Reporter {
 }
 
 impl Reporter {
+    /// The preview's earlier GitHub deployment (an earlier push's) is inactive once a
+    /// newer one exists: GitHub does not do so itself for transient environments.
+    async fn replace_preview_deployment(&self, client: &dyn Forge, job: &Unreported, number: i64, id: i64) {
+        let earlier = previews::github_deployment(&self.pool, job.project.as_str(), number)
+            .await
+            .ok()
+            .flatten();
+        if let Some(earlier) = earlier.filter(|earlier| *earlier != id)
+            && let Err(error) = client
+                .deployment_status(
+                    earlier,
+                    DeploymentState::Inactive,
+                    "replaced by a newer push",
+                    None,
+                    None,
+                )
+                .await
+        {
+            tracing::warn!(job_id = job.id, %error, "reporter: cannot set the preview's earlier deployment inactive");
+        }
+        if let Err(error) = previews::set_github_deployment(&self.pool, job.project.as_str(), number, id).await {
+            tracing::warn!(job_id = job.id, %error, "reporter: cannot record the preview's GitHub deployment");
+        }
+    }
+
+    /// Tells each pull request with a changed preview: one comment, edited as the preview
+    /// changes, and the GitHub deployment inactive once the preview is gone.
+    async fn tell_previews(&mut self) {
+        let now = self.clock.now_ms();
+        let untold = match previews::untold(&self.pool, now, 20).await {
+            Ok(untold) => untold,
+            Err(error) => {
+                tracing::warn!(%error, "reporter: cannot read the previews to tell");
+                return;
+            }
+        };
+        for preview in untold {
+            let Some(project) = self.config.project(&preview.project).cloned() else {
+                let _ = previews::told(&self.pool, preview.id, preview.version, None).await;
+                continue;
+            };
+            let told = async {
+                let client = self.client(&project).await?;
+                self.tell_preview(client.as_ref(), &preview).await
+            }
+            .await;
+            let written = match told {
+                Ok(comment_id) => previews::told(&self.pool, preview.id, preview.version, comment_id).await,
+                Err(ForgeError::Transient(_) | ForgeError::RateLimited { .. })
+                    if preview.tell_attempts + 1 < MAX_ATTEMPTS =>
+                {
+                    previews::tell_later(&self.pool, preview.id, now + backoff(preview.tell_attempts)).await
+                }
+                Err(error) => {
+                    tracing::warn!(project = %preview.project, number = preview.number, %error, "reporter: GitHub will not hear of this preview change");
+                    previews::told(&self.pool, preview.id, preview.version, None).await
+                }
+            };
+            if let Err(error) = written {
+                tracing::warn!(%error, "reporter: cannot record what GitHub was told of a preview");
+            }
+        }
+    }
+
+    /// Returns the comment's id when it was created now.
+    async fn tell_preview(&self, client: &dyn Forge, preview: &previews::Preview) -> Result<Option<i64>, ForgeError> {
+        if preview.state == crate::job::PreviewState::Removed
+            && let Some(deployment) = preview.github_deployment_id
+        {
+            let why = preview.removal.map_or("removed", |r| r.describe());
+            client
+                .deployment_status(
+                    deployment,
+                    DeploymentState::Inactive,
+                    &format!("preview removed: {why}"),
+                    None,
+                    None,
+                )
+                .await?;
+        }
+        let body = self
+            .mask
+            .masked(preview_comment(preview, self.config.dashboard.public_url.as_deref()));
+        match preview.comment_id {
+            Some(id) => client.edit_comment(id, &body).await.map(|()| None),
+            None => client.create_comment(preview.number, &body).await.map(Some),
+        }
+    }
+
     /// Each of the repository's own steps (from its `.runner.yml`) is a status context of
     /// its own, `<project>/<step>`, so branch protection can require it by name.
     async fn report_checks(
@@ -549,6 +662,30 @@ fn commit_status(job: &Unreported) -> (CommitState, String) {
         ),
         JobState::Cancelled => (CommitState::Error, "cancelled".into()),
     }
+}
+
+/// The pull request comment of a preview: where it is and what it serves, or why it went.
+fn preview_comment(preview: &previews::Preview, dashboard: Option<&str>) -> String {
+    use crate::job::PreviewState;
+    let environment = preview.environment();
+    let mut text = format!("<!-- runner:preview {} -->\n", preview.environment());
+    match preview.state {
+        PreviewState::Live | PreviewState::Deploying => {
+            let sha = preview.sha.as_deref().unwrap_or_default();
+            text.push_str(&format!(
+                "**Preview `{environment}`** is live at {}\n\nIt serves commit `{sha}`; each push to this pull request updates it.",
+                preview.url
+            ));
+        }
+        PreviewState::Removing | PreviewState::Removed => {
+            let why = preview.removal.map_or("it was removed", |r| r.describe());
+            text.push_str(&format!("**Preview `{environment}`** was removed: {why}."));
+        }
+    }
+    if let (Some(base), Some(job)) = (dashboard, preview.job_id) {
+        text.push_str(&format!("\n\n[Job {job}]({base}/jobs/{job})"));
+    }
+    text
 }
 
 fn backoff(attempts: i64) -> i64 {

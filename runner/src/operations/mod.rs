@@ -5,6 +5,7 @@
 //! preconditions, queues at most one job per environment, and wakes what must know.
 
 mod control;
+pub mod previews;
 mod redeliver;
 mod redeploy;
 mod replay;
@@ -54,6 +55,8 @@ pub struct Operations {
     job_queued: Arc<Notify>,
     log_events: LogEvents,
     clock: Arc<dyn Clock>,
+    /// Wakes the [`previews::PreviewKeeper`] when a preview is asked to go.
+    previews_changed: Arc<Notify>,
 }
 
 impl Operations {
@@ -74,7 +77,13 @@ impl Operations {
             job_queued,
             log_events,
             clock,
+            previews_changed: Arc::default(),
         }
+    }
+
+    /// What wakes the preview keeper: given to it at start-up.
+    pub fn previews_changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.previews_changed)
     }
 
     /// Records the job as queued now and wakes a worker for it; refuses a job whose plan

@@ -83,6 +83,9 @@ pub(super) async fn verify(
         if let Some(terraform) = plan.terraform {
             infra::run(steps, project, terraform, &dirs, &tag, true).await?;
         }
+        if let Some(preview) = plan.preview {
+            super::preview::serve(steps, project, plan.build, preview, engine, &tag).await?;
+        }
         Ok(())
     }
     .await;
@@ -170,6 +173,7 @@ async fn smoke_test(
                 labels: HashMap::new(),
                 limits: project.containers.clone(),
                 network,
+                env: Vec::new(),
             };
             let started = engine.start(&spec).await?;
             smoke_container.set(Some(started.id.clone()));

@@ -10,6 +10,7 @@ mod checks;
 mod deliver;
 mod infra;
 pub mod plan;
+pub mod preview;
 mod retention;
 mod steps;
 #[cfg(test)]

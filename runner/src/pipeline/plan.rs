@@ -3,7 +3,9 @@
 //! job without a smoke test) is an error before anything runs, and the steps never look
 //! for a setting that might be missing.
 
-use crate::config::{BuildSettings, Environment, Project, RegistrySettings, SmokeSettings, Target, TerraformSettings};
+use crate::config::{
+    BuildSettings, Environment, PreviewSettings, Project, RegistrySettings, SmokeSettings, Target, TerraformSettings,
+};
 use crate::job::{JobKind, Trigger};
 
 /// A step of a job; its name is its row's and its status context's.
@@ -22,6 +24,8 @@ pub enum Step {
     Apply,
     Rollout,
     Record,
+    /// A pull request's image put live in its preview environment.
+    Preview,
 }
 
 impl Step {
@@ -38,13 +42,14 @@ impl Step {
             Self::Apply => "apply",
             Self::Rollout => "rollout",
             Self::Record => "record",
+            Self::Preview => "preview",
         }
     }
 }
 
 impl Step {
     /// The names the runner's own steps take; a repository's steps must use others.
-    pub const BUILT_IN: [&'static str; 10] = crate::runfile::RESERVED_STEP_NAMES;
+    pub const BUILT_IN: [&'static str; 11] = crate::runfile::RESERVED_STEP_NAMES;
 
     /// How the step's duration is labelled in the metrics: a repository's steps share one
     /// label, so a repository cannot add label values.
@@ -80,6 +85,15 @@ pub struct Verify<'a> {
     pub smoke: &'a SmokeSettings,
     /// Set when the project plans pull requests.
     pub terraform: Option<&'a TerraformSettings>,
+    /// Set when the project has previews: the verified image is pushed and served as the
+    /// pull request's preview.
+    pub preview: Option<PreviewDelivery<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PreviewDelivery<'a> {
+    pub settings: &'a PreviewSettings,
+    pub registry: &'a RegistrySettings,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +137,11 @@ impl<'a> JobPlan<'a> {
                         build,
                         smoke,
                         terraform: project.terraform.as_ref().filter(|t| t.plan_pull_requests),
+                        preview: project
+                            .previews
+                            .as_ref()
+                            .zip(project.registry.as_ref())
+                            .map(|(settings, registry)| PreviewDelivery { settings, registry }),
                     })
                 })
             }
@@ -169,6 +188,9 @@ impl<'a> JobPlan<'a> {
                 steps.extend([Step::Checkout, Step::Build, Step::Smoke]);
                 if verify.terraform.is_some() {
                     steps.push(Step::Plan);
+                }
+                if verify.preview.is_some() {
+                    steps.extend([Step::Push, Step::Preview]);
                 }
             }
             Self::Redeliver(delivery) => {
@@ -287,6 +309,20 @@ mod tests {
         assert_eq!(names(&verify), ["checkout", "build", "smoke"]);
         let rollback = JobPlan::new(&project, environment, JobKind::Deploy, Trigger::Rollback).expect("a rollback");
         assert_eq!(names(&rollback), ["rollout", "record"]);
+    }
+
+    #[test]
+    fn a_project_with_previews_pushes_and_serves_each_verified_pull_request() {
+        let previews = "[projects.previews]\nhost_ports = [20100, 20104]\nslot_ports = [20200, 20209]\n";
+        let project = project(&format!("{BUILD}{SMOKE}{REGISTRY}{ROLLOUT}{previews}"));
+        let environment = &project.environments[0];
+        let verify = JobPlan::new(&project, environment, JobKind::Verify, Trigger::PullRequest).expect("a verify");
+        assert_eq!(names(&verify), ["checkout", "build", "smoke", "push", "preview"]);
+        let deploy = JobPlan::new(&project, environment, JobKind::Deploy, Trigger::Push).expect("a deploy");
+        assert_eq!(
+            names(&deploy),
+            ["checkout", "build", "smoke", "push", "rollout", "record"]
+        );
     }
 
     #[test]

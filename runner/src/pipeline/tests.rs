@@ -655,6 +655,10 @@ impl crate::proxy::Proxy for FakeProxy {
         Ok(0)
     }
 
+    async fn remove(&self, _route: &crate::proxy::Route) -> Result<(), crate::proxy::ProxyError> {
+        Ok(())
+    }
+
     /// As Caddy's `first` policy: the first slot whose health check answers as expected.
     async fn serving(&self, route: &crate::proxy::Route) -> Result<Option<SocketAddr>, crate::proxy::ProxyError> {
         for slot in route.slots {

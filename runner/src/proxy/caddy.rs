@@ -234,6 +234,17 @@ impl Proxy for Caddy {
         }
     }
 
+    async fn remove(&self, route: &Route) -> Result<(), ProxyError> {
+        let path = match route.listen {
+            Listen::Port(_) => format!("config/apps/http/servers/{}", route.id),
+            Listen::Host { .. } => format!("id/{}", route.id),
+        };
+        if self.get(&path).await?.is_some() {
+            self.send(reqwest::Method::DELETE, &path, &Value::Null).await?;
+        }
+        Ok(())
+    }
+
     async fn in_flight(&self, upstream: SocketAddr) -> Result<u64, ProxyError> {
         let listed = self.get("reverse_proxy/upstreams").await?.unwrap_or(Value::Null);
         let address = upstream.to_string();

@@ -72,6 +72,8 @@ pub enum ProxyError {
 pub trait Proxy: Send + Sync {
     /// Makes `route` exist as given, writing (and so reloading) only when it differs.
     async fn ensure(&self, route: &Route) -> Result<Applied, ProxyError>;
+    /// Removes `route`, if the proxy has it.
+    async fn remove(&self, route: &Route) -> Result<(), ProxyError>;
     /// Requests the proxy is forwarding to `upstream` right now.
     async fn in_flight(&self, upstream: SocketAddr) -> Result<u64, ProxyError>;
     /// Whether the admin API answers.

@@ -60,8 +60,8 @@ pub const MAX_SERVICES: usize = 4;
 /// The most all of a job's steps may take together.
 pub const MAX_TOTAL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// The runner's own steps' names, which a repository's steps cannot take.
-pub const RESERVED_STEP_NAMES: [&str; 10] = [
-    "checkout", "build", "pipeline", "smoke", "push", "plan", "approval", "apply", "rollout", "record",
+pub const RESERVED_STEP_NAMES: [&str; 11] = [
+    "checkout", "build", "pipeline", "smoke", "push", "plan", "approval", "apply", "rollout", "record", "preview",
 ];
 
 /// What the project offers a `.runner.yml`, to check it against before anything runs.

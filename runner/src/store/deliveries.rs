@@ -18,9 +18,12 @@ pub enum Action {
     Ignore {
         reason: String,
     },
+    /// A pull request closed: its queued verify jobs are cancelled and its preview (if
+    /// any) is removed.
     CancelPullRequest {
         project: String,
         number: i64,
+        merged: bool,
     },
 }
 
@@ -229,12 +232,23 @@ async fn record_in_transaction(
                         })?,
                 },
                 Action::Ignore { reason } => Recorded::Ignored { reason: reason.clone() },
-                Action::CancelPullRequest { project, number } => {
+                Action::CancelPullRequest {
+                    project,
+                    number,
+                    merged,
+                } => {
                     let cancelled =
                         jobs::cancel_queued_pull_request(conn, project, *number, delivery.received_at).await?;
+                    let why = if *merged {
+                        crate::job::Removal::Merged
+                    } else {
+                        crate::job::Removal::Closed
+                    };
+                    let preview = super::previews::close_in(conn, project, *number, why, delivery.received_at).await?;
                     let reason = format!(
-                        "pull request #{number} closed; cancelled {} queued verify job(s)",
-                        cancelled.len()
+                        "pull request #{number} closed; cancelled {} queued verify job(s){}",
+                        cancelled.len(),
+                        if preview { "; its preview is removed" } else { "" }
                     );
                     sqlx::query("UPDATE deliveries SET reason = $1 WHERE delivery_id = $2")
                         .bind(&reason)

@@ -296,6 +296,19 @@ pub async fn kept_images(pool: &Store, project: &str, keep: u32) -> Result<KeptI
         kept.shas.insert(sha);
         kept.digests.extend(digest);
     }
+    // A preview's image may be a deploy's too (the same build): while it serves, it stays.
+    let previews: Vec<String> = sqlx::query_scalar(
+        "SELECT image FROM previews WHERE project = $1 AND state IN ('deploying', 'live') AND image IS NOT NULL",
+    )
+    .bind(project)
+    .fetch_all(pool.db())
+    .await?;
+    kept.digests.extend(
+        previews
+            .iter()
+            .filter_map(|image| image.split_once('@'))
+            .map(|(_, digest)| digest.to_owned()),
+    );
     Ok(kept)
 }
 

@@ -20,6 +20,7 @@ pub mod locks;
 pub mod logs;
 pub mod notify;
 mod postgres;
+pub mod previews;
 pub mod reports;
 pub mod sessions;
 mod sqlite;

@@ -20,6 +20,8 @@ pub struct Unreported {
     pub superseded_by: Option<i64>,
     pub held_for: Option<String>,
     pub github_deployment_id: Option<i64>,
+    /// A verify job's pull request.
+    pub pull_request: Option<i64>,
     pub report_attempts: i64,
     /// Bumped by each change of one of the repository's steps; differs from what was last
     /// told when only steps changed.
@@ -43,7 +45,7 @@ pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> R
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,
-                superseded_by, held_for, github_deployment_id, report_attempts, steps_version, steps_reported,
+                superseded_by, held_for, github_deployment_id, pull_request, report_attempts, steps_version, steps_reported,
                 check_run_id, check_annotations_sent
          FROM jobs
          WHERE (reported_state IS DISTINCT FROM state OR steps_version <> steps_reported) AND report_next_at <= $1

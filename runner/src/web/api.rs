@@ -114,6 +114,27 @@ pub async fn list_deployments(
     Ok(Json(json!(page)))
 }
 
+/// Every open preview, then the latest removed ones.
+pub async fn list_previews(State(state): State<AppState>, _: Reader) -> Result<Json<Value>, ApiError> {
+    let previews = state.operations.previews().await?;
+    Ok(Json(json!({ "previews": previews })))
+}
+
+/// Removes pull request `number`'s preview of project `name` (its containers, route and
+/// images go in the background).
+pub async fn remove_preview(
+    State(state): State<AppState>,
+    _: AdminToken,
+    Path((name, number)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let number = parse_positive_id(&number, "pull request")?;
+    state.operations.remove_preview(&name, number).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "project": name, "pull_request": number, "state": "removing" })),
+    ))
+}
+
 /// Queues a job that puts exactly this deployment's image digest live again.
 pub async fn rollback_deployment(
     State(state): State<AppState>,

@@ -44,6 +44,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deployments/{id}/rollback", post(api::rollback_deployment))
         .route("/api/projects/{name}/deploy", post(api::deploy_project))
         .route("/api/projects/{name}/promote", post(api::promote_project))
+        .route("/api/previews", get(api::list_previews))
+        .route(
+            "/api/projects/{name}/previews/{number}/remove",
+            post(api::remove_preview),
+        )
         .merge(dashboard::routes())
         .fallback(not_found);
     let small_bodies = limit_bodies(small_bodies, SMALL_BODY_LIMIT).layer(axum::middleware::from_fn_with_state(

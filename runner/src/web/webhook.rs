@@ -119,6 +119,8 @@ pub async fn receive(
         }
         Recorded::Cancelled { jobs } => {
             tracing::info!(delivery_id, event, cancelled = ?jobs, "pull request closed");
+            // Its preview, if it has one, goes now rather than at the keeper's next round.
+            state.operations.previews_changed().notify_one();
             let reason = format!("pull request closed; cancelled {} queued verify job(s)", jobs.len());
             axum::Json(json!({ "delivery_id": delivery_id, "ignored": reason, "cancelled_jobs": jobs })).into_response()
         }

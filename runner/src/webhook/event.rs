@@ -97,6 +97,8 @@ pub struct Change {
     /// not say (a deleted fork).
     pub head_repository: Option<String>,
     pub base_repository: Option<String>,
+    /// A closed pull request's branch was merged.
+    pub merged: bool,
 }
 
 /// What the delivery says, beyond the decision: recorded on the delivery row.
@@ -302,6 +304,7 @@ fn decide_pull_request(
             Action::CancelPullRequest {
                 project: project.name.to_string(),
                 number,
+                merged: pr.merged,
             },
             facts,
         )),

@@ -125,6 +125,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 base_sha: pr.base.sha,
                 head_repository: pr.head.repo.map(|r| r.full_name),
                 base_repository: pr.base.repo.map(|r| r.full_name),
+                merged: pr.merged.unwrap_or(false),
             }),
         }),
         "check_run" => {
@@ -203,6 +204,8 @@ struct PullRequestField {
     user: Option<Login>,
     head: Branch,
     base: Branch,
+    #[serde(default)]
+    merged: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

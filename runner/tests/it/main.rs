@@ -17,6 +17,7 @@ mod environments;
 mod github;
 mod parse_properties;
 mod pipeline_e2e;
+mod previews;
 mod process;
 mod queue;
 mod replays;

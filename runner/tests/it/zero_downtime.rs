@@ -13,7 +13,7 @@ use crate::common::*;
 use crate::pipeline_e2e::{commit_all, push_and_wait};
 
 /// Counts what a client sees on `url` while it runs: answers per commit, and failures.
-struct Prober {
+pub(crate) struct Prober {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -22,7 +22,7 @@ struct Prober {
 
 impl Prober {
     /// Four clients, each with keep-alive connections, asking every 5 ms.
-    fn start(url: String) -> Self {
+    pub(crate) fn start(url: String) -> Self {
         let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
         let task = {
             let (stop, ok, failed): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) =
@@ -71,7 +71,7 @@ impl Prober {
     }
 
     /// (answered, failed, per client the commits in the order they answered).
-    async fn finish(self) -> (u64, u64, Vec<Vec<String>>) {
+    pub(crate) async fn finish(self) -> (u64, u64, Vec<Vec<String>>) {
         self.stop.store(true, Ordering::Relaxed);
         let seen = self.task.await.expect("the prober ends");
         (

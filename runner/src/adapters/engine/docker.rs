@@ -637,6 +637,8 @@ impl ContainerEngine for DockerEngine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             labels: Some(labels),
+            env: (!spec.env.is_empty())
+                .then(|| spec.env.iter().map(|(name, value)| format!("{name}={value}")).collect()),
             exposed_ports: Some(vec![port_key.clone()]),
             host_config: Some(HostConfig {
                 port_bindings,
@@ -700,6 +702,14 @@ impl ContainerEngine for DockerEngine {
             ..Default::default()
         };
         match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        let _one_at_a_time = self.networks.lock().await;
+        match self.docker.remove_network(name).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }

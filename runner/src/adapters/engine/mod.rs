@@ -96,6 +96,8 @@ pub struct ContainerSpec {
     /// with `no-new-privileges`.
     pub limits: crate::config::ContainerLimits,
     pub network: Network,
+    /// Its environment variables (`NAME`, value); the image's own stay unless named here.
+    pub env: Vec<(String, String)>,
 }
 
 /// A container this runner made, as the engine lists it.
@@ -187,6 +189,10 @@ pub trait ContainerEngine: Send + Sync {
     /// This runner's containers that carry every one of `labels`, running or not.
     async fn containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ManagedContainer>, EngineError>;
     async fn rename(&self, container: &str, name: &str) -> Result<(), EngineError>;
+    /// Removes the network `name` the runner made; a missing one is not an error.
+    async fn remove_network(&self, _name: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Starts a prober: a small container of `image` (busybox: `wget` and `timeout`) that
     /// shares `beside`'s network namespace and nothing else, from which
     /// [`ask_inside`](Self::ask_inside) asks. `image` is pulled if the engine lacks it.

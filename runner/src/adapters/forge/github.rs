@@ -291,6 +291,8 @@ impl Forge for GitHub {
             "auto_merge": false,
             "required_contexts": [],
             "production_environment": environment == "production",
+            // A preview goes when its pull request closes.
+            "transient_environment": crate::config::PreviewSettings::is_preview_name(environment),
         });
         let created = self
             .call(
@@ -420,6 +422,43 @@ impl Forge for GitHub {
         )
         .await
         .map(drop)
+    }
+
+    async fn pull_request_open(&self, number: i64) -> Result<bool, ForgeError> {
+        let found = self
+            .call(Method::GET, &format!("/repos/{}/pulls/{number}", self.repository), None)
+            .await?;
+        match found["state"].as_str() {
+            Some(state) => Ok(state == "open"),
+            None => Err(ForgeError::Rejected {
+                status: 0,
+                message: format!("pull request #{number} has no state"),
+            }),
+        }
+    }
+
+    async fn create_comment(&self, number: i64, body: &str) -> Result<i64, ForgeError> {
+        let created = self
+            .call(
+                Method::POST,
+                &format!("/repos/{}/issues/{number}/comments", self.repository),
+                Some(&json!({ "body": body })),
+            )
+            .await?;
+        created["id"].as_i64().ok_or_else(|| ForgeError::Rejected {
+            status: 0,
+            message: "creating a comment: no id returned".into(),
+        })
+    }
+
+    async fn edit_comment(&self, id: i64, body: &str) -> Result<(), ForgeError> {
+        self.call(
+            Method::PATCH,
+            &format!("/repos/{}/issues/comments/{id}", self.repository),
+            Some(&json!({ "body": body })),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {

@@ -49,6 +49,21 @@ pub trait Forge: Send + Sync {
     async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError>;
     /// The commit a branch points at now.
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError>;
+    /// Whether pull request `number` is open.
+    async fn pull_request_open(&self, number: i64) -> Result<bool, ForgeError> {
+        let _ = number;
+        Err(not_offered("reading pull requests"))
+    }
+    /// Comments on pull request `number`; returns the comment's id.
+    async fn create_comment(&self, number: i64, body: &str) -> Result<i64, ForgeError> {
+        let _ = (number, body);
+        Err(not_offered("commenting"))
+    }
+    /// Replaces the text of comment `id`.
+    async fn edit_comment(&self, id: i64, body: &str) -> Result<(), ForgeError> {
+        let _ = (id, body);
+        Err(not_offered("commenting"))
+    }
     /// Whether this client may write check runs (GitHub lets only an App do so).
     fn writes_check_runs(&self) -> bool {
         false
@@ -69,6 +84,13 @@ pub trait Forge: Send + Sync {
     async fn update_check_run(&self, id: i64, run: &CheckRun) -> Result<(), ForgeError> {
         let _ = (id, run);
         Err(no_check_runs())
+    }
+}
+
+fn not_offered(what: &str) -> ForgeError {
+    ForgeError::Rejected {
+        status: 0,
+        message: format!("this forge client does not offer {what}"),
     }
 }
 

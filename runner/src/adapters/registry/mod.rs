@@ -29,4 +29,15 @@ pub trait Registry: Send + Sync {
     async fn prune(&self, _image: &str, _keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
         Ok(0)
     }
+    /// Deletes `image`'s tags that start with `prefix` (a preview's), but no manifest
+    /// `keep` names; returns how many it deleted.
+    async fn delete_tags(
+        &self,
+        _image: &str,
+        _prefix: &str,
+        _keep: &KeptImages,
+        _log: &JobLog,
+    ) -> Result<usize, String> {
+        Ok(0)
+    }
 }

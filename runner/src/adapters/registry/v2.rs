@@ -61,6 +61,27 @@ impl Registry for V2Registry {
     }
 
     async fn prune(&self, image: &str, keep: &KeptImages, log: &JobLog) -> Result<usize, String> {
+        // Only the runner's own tags (commit SHAs) are candidates.
+        let ours =
+            |tag: &str| tag.len() == 40 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !keep.shas.contains(tag);
+        self.delete_tags_where(image, &ours, keep, log).await
+    }
+
+    async fn delete_tags(&self, image: &str, prefix: &str, keep: &KeptImages, log: &JobLog) -> Result<usize, String> {
+        self.delete_tags_where(image, &|tag: &str| tag.starts_with(prefix), keep, log)
+            .await
+    }
+}
+
+impl V2Registry {
+    /// Deletes the manifests of `image`'s tags that `wanted` picks, but none `keep` names.
+    async fn delete_tags_where(
+        &self,
+        image: &str,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        keep: &KeptImages,
+        log: &JobLog,
+    ) -> Result<usize, String> {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -76,14 +97,13 @@ impl Registry for V2Registry {
         }
         let tags: serde_json::Value = listed.json().await.map_err(|e| e.to_string())?;
         let mut deleted = 0;
-        // Only the runner's own tags (commit SHAs) are candidates.
-        let ours = tags["tags"]
+        let picked = tags["tags"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|t| t.as_str())
-            .filter(|t| t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()) && !keep.shas.contains(*t));
-        for tag in ours {
+            .filter(|t| wanted(t));
+        for tag in picked {
             let head = self
                 .request(&client, reqwest::Method::HEAD, format!("{base}/manifests/{tag}"))
                 .header("accept", MANIFEST_TYPES)

@@ -150,8 +150,13 @@ impl LocalTarget {
             limits: self.limits.clone(),
             // Each environment on a bridge of its own: its containers' unpublished ports
             // are out of other environments' reach; the proxy uses the published ones.
-            network: Network::Own(format!("runner-{}-{}", self.project, self.environment)),
+            network: Network::Own(self.network_name()),
+            env: self.rollout.env.clone(),
         }
+    }
+
+    fn network_name(&self) -> String {
+        format!("runner-{}-{}", self.project, self.environment)
     }
 
     /// Whether the route serves from `slot` within `within`, asked through the proxy.
@@ -198,7 +203,7 @@ impl LocalTarget {
     /// Brings the environment back to what the runner's record says: the route in the
     /// proxy, `live`'s container running in a slot, and no other container. Run when no
     /// job of this runner is running (at start-up).
-    pub async fn restore(&self, live: Option<&Deployment>) -> Result<(), String> {
+    pub async fn restore(&self, live: Option<Serving<'_>>) -> Result<(), String> {
         let occupants = self.occupants().await.map_err(|e| e.to_string())?;
         // Containers from before slots held the route's port: they go first.
         for legacy in occupants.iter().filter(|o| o.slot.is_none()) {
@@ -212,7 +217,7 @@ impl LocalTarget {
             o.slot
                 .is_some_and(|slot| o.published.is_empty() || o.published.contains(&self.rollout.slot_ports[slot]))
         };
-        let keep = live.and_then(|deployment| {
+        let keep = live.as_ref().and_then(|deployment| {
             occupants
                 .iter()
                 .filter(|o| in_its_slot(o) && o.deployment == Some(deployment.id))
@@ -233,7 +238,7 @@ impl LocalTarget {
             }
             (Some(_), _) | (None, None) => Ok(()),
             (None, Some(deployment)) => {
-                let Some(image) = deployment.pinned_image() else {
+                let Some(image) = deployment.image.clone() else {
                     return Err(format!(
                         "live deployment {} has no pushed image to start again",
                         deployment.id
@@ -241,11 +246,29 @@ impl LocalTarget {
                 };
                 tracing::warn!(deployment = deployment.id, environment = %self.environment, "the live deployment had no container; starting it again");
                 self.engine
-                    .start(&self.spec(0, &image, deployment.id, 0, deployment.sha.as_str()))
+                    .start(&self.spec(0, &image, deployment.id, 0, deployment.sha))
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             }
+        }
+    }
+}
+
+/// What the record says serves an environment: its deployment (a preview's: its job) and
+/// the image, pinned by digest.
+pub struct Serving<'a> {
+    pub id: i64,
+    pub image: Option<String>,
+    pub sha: &'a str,
+}
+
+impl<'a> From<&'a Deployment> for Serving<'a> {
+    fn from(deployment: &'a Deployment) -> Self {
+        Self {
+            id: deployment.id,
+            image: deployment.pinned_image(),
+            sha: deployment.sha.as_str(),
         }
     }
 }
@@ -361,6 +384,32 @@ impl DeployTarget for LocalTarget {
         Ok(())
     }
 
+    async fn tear_down(&self, log: &JobLog) -> Result<(), String> {
+        let listed = self
+            .engine
+            .containers(&[
+                (PROJECT_LABEL, self.project.as_str()),
+                (ENVIRONMENT_LABEL, self.environment.as_str()),
+            ])
+            .await
+            .map_err(|e| e.to_string())?;
+        for container in &listed {
+            self.engine.remove(&container.id).await.map_err(|e| e.to_string())?;
+        }
+        self.proxy.remove(&self.route()).await.map_err(|e| e.to_string())?;
+        self.engine
+            .remove_network(&self.network_name())
+            .await
+            .map_err(|e| e.to_string())?;
+        log.system(format!(
+            "removed {} container(s), the route {} and the network of {}",
+            listed.len(),
+            self.rollout.url(),
+            self.environment
+        ));
+        Ok(())
+    }
+
     async fn clean_up(&self, release: &Release<'_>, log: &JobLog) {
         if self.went_live.load(Ordering::SeqCst) {
             return;
@@ -424,7 +473,7 @@ pub async fn restore_local_environments(
                 continue;
             }
         };
-        match target.restore(live.as_ref()).await {
+        match target.restore(live.as_ref().map(Serving::from)).await {
             Ok(()) => {
                 tracing::info!(project = %project.name, environment = %environment.name, "environment matches the record")
             }
@@ -435,27 +484,122 @@ pub async fn restore_local_environments(
     }
 }
 
-/// Keeps the proxy's routes as the config says, every `check_interval`: a Caddy that was
+/// At start-up, before any job runs: every preview that serves back to the runner's
+/// record, like an environment (see [`LocalTarget::restore`]); one being deployed when the
+/// runner stopped loses its unfinished containers (its job runs again).
+pub async fn restore_previews(
+    config: &crate::config::Config,
+    pool: &crate::store::Store,
+    engine: Arc<dyn ContainerEngine>,
+    proxy: Arc<dyn Proxy>,
+    http: reqwest::Client,
+) {
+    let open = match crate::store::previews::in_states(
+        pool,
+        &[crate::job::PreviewState::Deploying, crate::job::PreviewState::Live],
+    )
+    .await
+    {
+        Ok(open) => open,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the previews");
+            return;
+        }
+    };
+    for preview in open {
+        let Some((project, environment, rollout)) = preview_environment(config, &preview) else {
+            tracing::warn!(project = %preview.project, number = preview.number, "a preview of a project without [projects.previews] is left as it is");
+            continue;
+        };
+        let target = match LocalTarget::for_environment(
+            project,
+            &environment,
+            &rollout,
+            Arc::clone(&engine),
+            Arc::clone(&proxy),
+            http.clone(),
+            config.proxy.health_interval,
+        ) {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::warn!(project = %project.name, environment = %environment.name, %error, "cannot restore the preview");
+                continue;
+            }
+        };
+        let serving = match (preview.state, preview.job_id, &preview.sha) {
+            (crate::job::PreviewState::Live, Some(id), Some(sha)) => Some(Serving {
+                id,
+                image: preview.image.clone(),
+                sha,
+            }),
+            _ => None,
+        };
+        match target.restore(serving).await {
+            Ok(()) => {
+                tracing::info!(project = %project.name, environment = %environment.name, "preview matches the record")
+            }
+            Err(error) => {
+                tracing::error!(project = %project.name, environment = %environment.name, %error, "cannot restore the preview")
+            }
+        }
+    }
+}
+
+/// A preview's project, environment and rollout, while its project still has previews.
+fn preview_environment<'c>(
+    config: &'c crate::config::Config,
+    preview: &crate::store::previews::Preview,
+) -> Option<(&'c Project, Environment, RolloutSettings)> {
+    let project = config.project(&preview.project)?;
+    let settings = project.previews.as_ref()?;
+    let rollout = settings.rollout(preview.seat(), preview.number);
+    let environment = Environment {
+        name: crate::domain::Name::parse(&preview.environment()).ok()?,
+        branches: Vec::new(),
+        tags: false,
+        target: Some(crate::config::Target::Local(rollout.clone())),
+    };
+    Some((project, environment, rollout))
+}
+
+/// The routes the record says the proxy has: every local environment's, and every open
+/// preview's.
+async fn routes(config: &crate::config::Config, pool: &crate::store::Store) -> Vec<Route> {
+    let route = |project: &Project, environment: &Environment, rollout: &RolloutSettings| {
+        let smoke = project.smoke.as_ref()?;
+        Some(route_of(
+            project.name.as_str(),
+            environment.name.as_str(),
+            rollout,
+            smoke,
+            config.proxy.health_interval,
+            probe_token(project, environment),
+        ))
+    };
+    let mut routes: Vec<Route> = local_environments(config)
+        .filter_map(|(project, environment, rollout)| route(project, environment, rollout))
+        .collect();
+    if config.projects.iter().any(|p| p.previews.is_some()) {
+        let open = crate::store::previews::in_states(pool, &[crate::job::PreviewState::Live])
+            .await
+            .unwrap_or_default();
+        routes.extend(open.iter().filter_map(|preview| {
+            let (project, environment, rollout) = preview_environment(config, preview)?;
+            route(project, &environment, &rollout)
+        }));
+    }
+    routes
+}
+
+/// Keeps the proxy's routes as the record says, every `check_interval`: a Caddy that was
 /// restarted without them gets them back. Only a route that differs is written.
 pub async fn keep_routes(
     config: Arc<crate::config::Config>,
+    pool: crate::store::Store,
     proxy: Arc<dyn Proxy>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let routes: Vec<Route> = local_environments(&config)
-        .filter_map(|(project, environment, rollout)| {
-            let smoke = project.smoke.as_ref()?;
-            Some(route_of(
-                project.name.as_str(),
-                environment.name.as_str(),
-                rollout,
-                smoke,
-                config.proxy.health_interval,
-                probe_token(project, environment),
-            ))
-        })
-        .collect();
-    if routes.is_empty() {
+    if local_environments(&config).next().is_none() && config.projects.iter().all(|p| p.previews.is_none()) {
         return;
     }
     let mut failing = false;
@@ -465,7 +609,7 @@ pub async fn keep_routes(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(config.proxy.check_interval) => {}
         }
-        for route in &routes {
+        for route in &routes(&config, &pool).await {
             match proxy.ensure(route).await {
                 Ok(crate::proxy::Applied::Written) => {
                     tracing::warn!(route = %route.id, "put back a route the proxy had lost")

@@ -63,6 +63,11 @@ pub trait DeployTarget: Send + Sync {
     /// Removes what `go_live` started and no longer needs, also when it was cut off by a
     /// timeout or a cancel.
     async fn clean_up(&self, _release: &Release<'_>, _log: &JobLog) {}
+    /// Removes the environment and everything it runs (its containers, its route): for
+    /// environments that end, like a pull request's preview.
+    async fn tear_down(&self, _log: &JobLog) -> Result<(), String> {
+        Err("this target cannot remove an environment".into())
+    }
     /// Once the release is recorded live: lets the version it replaced finish its open
     /// requests, then stops it (a target whose platform does this itself does nothing).
     async fn retire(&self, _release: &Release<'_>, _log: &JobLog) {}

@@ -41,6 +41,7 @@ pub async fn prune_finished(pool: &Store, cutoff: i64) -> Result<Pruned, StoreEr
     for unlink in [
         "UPDATE jobs SET superseded_by = NULL WHERE superseded_by IN",
         "UPDATE deliveries SET job_id = NULL WHERE job_id IN",
+        "UPDATE previews SET job_id = NULL WHERE job_id IN",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("{unlink} ({UNREFERENCED})")))
             .bind(cutoff)

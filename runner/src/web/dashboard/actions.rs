@@ -20,6 +20,17 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<JobId>, _: Ses
     Ok(Redirect::to(&format!("/jobs/{id}")))
 }
 
+/// Removes a pull request's preview; its removal shows on the previews page.
+pub async fn remove_preview(
+    State(state): State<AppState>,
+    Path((name, number)): Path<(String, String)>,
+    _: Session,
+) -> Result<Redirect, PageError> {
+    let number = parse_positive_id(&number, "pull request")?;
+    state.operations.remove_preview(&name, number).await?;
+    Ok(Redirect::to("/previews"))
+}
+
 pub async fn rollback(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -27,6 +27,7 @@ pub enum Nav {
     Deployments,
     Jobs,
     Deliveries,
+    Previews,
     None,
 }
 
@@ -49,6 +50,7 @@ pub fn page(frame: &Frame<'_>, content: &Markup) -> Markup {
                         a href="/" class=[active(Nav::Deployments)] { "Deployments" }
                         a href="/jobs" class=[active(Nav::Jobs)] { "Jobs" }
                         a href="/deliveries" class=[active(Nav::Deliveries)] { "Deliveries" }
+                        a href="/previews" class=[active(Nav::Previews)] { "Previews" }
                     }
                     div.who {
                         @match (frame.logged_in, frame.csrf) {

@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs", get(pages::jobs_page))
         .route("/jobs/{id}", get(pages::job_page))
         .route("/deliveries", get(pages::deliveries_page))
+        .route("/previews", get(pages::previews_page))
+        .route(
+            "/projects/{name}/previews/{number}/remove",
+            post(actions::remove_preview),
+        )
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/jobs/{id}/cancel", post(actions::cancel))

@@ -219,8 +219,12 @@ fn a_closed_pull_request_cancels_its_verify_jobs_under_every_policy() {
         let project = project(&format!("deploy_branches = [\"master\"]\npull_requests = \"{policy}\""));
         let (action, facts) = decision("pull_request", &fixture("pull_request.closed.payload.json"), &project);
         match action {
-            Action::CancelPullRequest { project, number } => {
-                assert_eq!((project.as_str(), number), ("hello", 2), "{policy}");
+            Action::CancelPullRequest {
+                project,
+                number,
+                merged,
+            } => {
+                assert_eq!((project.as_str(), number, merged), ("hello", 2, false), "{policy}");
             }
             other => panic!("{policy}: expected a cancellation, got {other:?}"),
         }

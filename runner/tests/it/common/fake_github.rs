@@ -43,6 +43,10 @@ pub struct Fake {
     /// Check runs as GitHub holds them, by id: the last status, conclusion and output,
     /// and every annotation ever added (`annotations`).
     pub check_runs: std::collections::BTreeMap<i64, Value>,
+    /// Issue comments as GitHub holds them, by id: the issue's number and the last body.
+    pub comments: std::collections::BTreeMap<i64, (i64, String)>,
+    /// Pull requests' states (`open`, `closed`) by number; others are unknown (404).
+    pub pulls: HashMap<i64, String>,
 }
 
 #[derive(Clone, Default)]
@@ -78,6 +82,17 @@ impl FakeGitHub {
             .filter(|r| r.path.contains("/deployments/") && r.path.ends_with("/statuses"))
             .map(|r| r.body)
             .collect()
+    }
+
+    /// Every comment on pull request `number`, by id, with its last body.
+    pub fn comments_on(&self, number: i64) -> Vec<(i64, String)> {
+        self.with(|f| {
+            f.comments
+                .iter()
+                .filter(|(_, (issue, _))| *issue == number)
+                .map(|(id, (_, body))| (*id, body.clone()))
+                .collect()
+        })
     }
 
     pub fn check_runs(&self) -> Vec<Value> {
@@ -275,6 +290,47 @@ async fn answer(
                 .filter(|run| query.get("check_name").is_none_or(|name| run["name"] == name.as_str()))
                 .collect();
             Json(json!({ "total_count": runs.len(), "check_runs": runs })).into_response()
+        }
+        ("POST", ["repos", _, _, "issues", number, "comments"]) => {
+            let (Ok(number), Some(text)) = (number.parse::<i64>(), body["body"].as_str()) else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            };
+            if text.chars().count() > 65_536 {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Body is too long (maximum is 65536 characters)",
+                );
+            }
+            let id = fake.with(|f| {
+                f.next_id += 1;
+                f.comments.insert(f.next_id, (number, text.to_owned()));
+                f.next_id
+            });
+            (StatusCode::CREATED, Json(json!({ "id": id, "body": text }))).into_response()
+        }
+        ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
+            let Some(text) = body["body"].as_str() else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            };
+            let id: i64 = id.parse().unwrap_or(-1);
+            let edited = fake.with(|f| match f.comments.get_mut(&id) {
+                Some((_, stored)) => {
+                    *stored = text.to_owned();
+                    true
+                }
+                None => false,
+            });
+            if !edited {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            Json(json!({ "id": id, "body": text })).into_response()
+        }
+        ("GET", ["repos", _, _, "pulls", number]) => {
+            let number: i64 = number.parse().unwrap_or(-1);
+            match fake.with(|f| f.pulls.get(&number).cloned()) {
+                Some(state) => Json(json!({ "number": number, "state": state })).into_response(),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            }
         }
         ("GET", ["repos", _, _, "branches", branch]) => match fake.with(|f| f.branches.get(*branch).cloned()) {
             Some(sha) => Json(json!({ "name": branch, "commit": { "sha": sha } })).into_response(),

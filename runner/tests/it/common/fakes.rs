@@ -24,6 +24,10 @@ impl Proxy for NoProxy {
         Ok(0)
     }
 
+    async fn remove(&self, _route: &Route) -> Result<(), ProxyError> {
+        Ok(())
+    }
+
     async fn check(&self) -> Result<(), ProxyError> {
         Ok(())
     }

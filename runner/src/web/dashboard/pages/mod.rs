@@ -5,11 +5,13 @@ mod deployments;
 mod job;
 mod jobs;
 pub mod login;
+mod previews;
 
 pub use deliveries::deliveries_page;
 pub use deployments::deployments_page;
 pub use job::job_page;
 pub use jobs::jobs_page;
+pub use previews::previews_page;
 
 use crate::config::RepoLinks;
 use crate::web::AppState;
