@@ -104,7 +104,28 @@ impl PreviewSettings {
             drain: self.drain,
             timeout: self.timeout,
             env: self.env.clone(),
+            strangers_code: true,
+            // A seat's port route outlives its previews: a preview's coming and going then
+            // changes nothing in the proxy's configuration (each change costs requests in
+            // flight on every route). A host name route is the preview's own.
+            route: self.host_ports.map(|_| Self::seat_route(seat)),
         }
+    }
+
+    /// The environment the preview of pull request `number` in `seat` is.
+    pub fn environment(&self, seat: u32, number: i64) -> super::Environment {
+        super::Environment {
+            name: crate::domain::Name::parse(&Self::environment_name(number))
+                .unwrap_or_else(|_| unreachable!("pr-<number> is a name")),
+            branches: Vec::new(),
+            tags: false,
+            target: Some(super::Target::Local(self.rollout(seat, number))),
+        }
+    }
+
+    /// The route name of seat `seat` (with `host_ports`).
+    pub fn seat_route(seat: u32) -> String {
+        format!("preview-seat-{seat}")
     }
 
     /// Whether `hostname` is one this template makes.

@@ -53,6 +53,14 @@ pub struct RolloutSettings {
     /// Variables the app's containers get (a preview's `env`; none for an environment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
+    /// The containers run a pull request's code (a preview's): on a network from which
+    /// the host takes no connection.
+    #[serde(skip)]
+    pub strangers_code: bool,
+    /// The route's name in the proxy when it is not the environment's: a preview seat's
+    /// route, which stays in the proxy whichever pull request holds the seat.
+    #[serde(skip)]
+    pub route: Option<String>,
 }
 
 impl RolloutSettings {
@@ -169,6 +177,8 @@ fn resolve_local(raw: RawRollout, field: &dyn Fn(&str) -> String) -> Result<Roll
         drain: Duration::from_secs(raw.drain_secs.unwrap_or(2)),
         timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(60)),
         env: Vec::new(),
+        strangers_code: false,
+        route: None,
     })
 }
 

@@ -405,3 +405,131 @@ fn labels_pick_the_projects_a_runner_claims() {
         "no project asks for a label: all are claimed"
     );
 }
+
+/// A project with previews on port ranges, beside an environment on port 9001.
+const WITH_PREVIEWS: &str = r#"
+    [[projects]]
+    name = "app"
+    repository = "o/app"
+    deploy_branches = ["main"]
+    webhook_secret_env = "S"
+    [projects.build]
+    image = "app"
+    [projects.smoke]
+    container_port = 5001
+    [projects.registry]
+    kind = "v2"
+    url = "127.0.0.1:5000"
+    [projects.rollout]
+    target = "local"
+    host_port = 9001
+    slot_ports = [19001, 19002]
+    [projects.previews]
+    host_ports = [20100, 20104]
+    slot_ports = [20200, 20209]
+    max_previews = 5
+    env = { APP_ENV = "preview" }
+"#;
+
+#[test]
+fn previews_take_a_seat_of_their_ranges_and_only_their_own_variables() {
+    let config = load(WITH_PREVIEWS, &[("S", "x")]).expect("valid");
+    let previews = config.projects[0].previews.as_ref().expect("previews");
+    let third = previews.rollout(2, 42);
+    assert_eq!(third.url(), "http://127.0.0.1:20102");
+    assert_eq!(third.slot_ports, [20204, 20205]);
+    assert_eq!(third.env, [("APP_ENV".to_owned(), "preview".to_owned())]);
+    assert_eq!(previews.ttl, std::time::Duration::from_secs(72 * 3600));
+    let named = load(
+        &WITH_PREVIEWS.replace(
+            "host_ports = [20100, 20104]",
+            "hostname = \"pr-{number}.preview.example.com\"",
+        ),
+        &[("S", "x")],
+    )
+    .expect("valid");
+    let rollout = named.projects[0].previews.as_ref().expect("previews").rollout(0, 7);
+    assert_eq!(rollout.url(), "https://pr-7.preview.example.com");
+}
+
+#[test]
+fn preview_mistakes_are_refused_at_start_with_the_key_named() {
+    let cases = [
+        (
+            WITH_PREVIEWS.replace("host_ports = [20100, 20104]", "hostname = \"preview.example.com\""),
+            "projects[0].previews.hostname",
+        ),
+        (
+            WITH_PREVIEWS.replace(
+                "host_ports = [20100, 20104]",
+                "hostname = \"{number}.{number}.example.com\"",
+            ),
+            "projects[0].previews.hostname",
+        ),
+        (
+            WITH_PREVIEWS.replace("host_ports = [20100, 20104]", "hostname = \"pr_{number}.example.com\""),
+            "projects[0].previews.hostname",
+        ),
+        (
+            WITH_PREVIEWS.replace("host_ports = [20100, 20104]\n", ""),
+            "projects[0].previews.hostname",
+        ),
+        (
+            WITH_PREVIEWS.replace("slot_ports = [20200, 20209]", "slot_ports = [20200, 20205]"),
+            "projects[0].previews.slot_ports",
+        ),
+        (
+            WITH_PREVIEWS.replace("slot_ports = [20200, 20209]", "slot_ports = [20104, 20113]"),
+            "projects[0].previews.slot_ports",
+        ),
+        (
+            WITH_PREVIEWS.replace("host_port = 9001", "host_port = 20103"),
+            "projects[0] (app/production).rollout",
+        ),
+        (
+            WITH_PREVIEWS.replace(
+                "deploy_branches = [\"main\"]",
+                "deploy_branches = [\"main\"]\n    environment = \"pr-1\"",
+            ),
+            "projects[0].environment",
+        ),
+        (
+            WITH_PREVIEWS.replace(
+                "webhook_secret_env = \"S\"",
+                "webhook_secret_env = \"S\"\n    pull_requests = \"off\"",
+            ),
+            "projects[0].pull_requests",
+        ),
+        (
+            WITH_PREVIEWS.replace("env = { APP_ENV = \"preview\" }", "env = { \"APP-ENV\" = \"x\" }"),
+            "projects[0].previews.env",
+        ),
+        (
+            format!("[engine]\nuntrusted_host = \"tcp://10.0.0.2:2375\"\n{WITH_PREVIEWS}"),
+            "projects[0].previews",
+        ),
+        (
+            format!(
+                "{WITH_PREVIEWS}{}",
+                WITH_PREVIEWS
+                    .replace("name = \"app\"", "name = \"other\"")
+                    .replace("o/app", "o/other")
+                    .replace("9001", "9002")
+                    .replace("[19001, 19002]", "[19003, 19004]")
+                    .replace("[20100, 20104]", "[20150, 20154]")
+                    .replace("[20200, 20209]", "[20205, 20214]")
+            ),
+            "projects[1].previews",
+        ),
+    ];
+    for (toml, key) in cases {
+        let error = load(&toml, &[("S", "x")]).expect_err(key).to_string();
+        assert!(error.contains(key), "expected {key}, got: {error}\n{toml}");
+    }
+    // An environment's host name the previews' template would make is refused too.
+    let toml = WITH_PREVIEWS
+        .replace("host_ports = [20100, 20104]", "hostname = \"pr-{number}.example.com\"")
+        .replace("host_port = 9001", "hostname = \"pr-1.example.com\"");
+    let error = load(&toml, &[("S", "x")]).expect_err("collides").to_string();
+    assert!(error.contains("rollout.hostname"), "{error}");
+}

@@ -274,9 +274,11 @@ impl Reporter {
             .await?;
         self.report_checks(client, job, &rows, job_url.as_deref()).await?;
         // A verify job that serves its pull request's preview deploys it, to `pr-<number>`.
-        let preview = job
-            .pull_request
-            .filter(|_| rows.iter().any(|row| row.name == Step::Preview.name()));
+        let preview = job.pull_request.filter(|_| {
+            rows.iter().any(|row| {
+                row.name == Step::Preview.name() && !matches!(row.state, StepState::Pending | StepState::Skipped)
+            })
+        });
         if (job.kind == JobKind::Deploy || preview.is_some()) && nothing_to_do.is_none() {
             self.report_deployment(client, job, preview, &text, job_url.as_deref())
                 .await?;
@@ -309,9 +311,6 @@ impl Reporter {
                     (trigger, None) => format!("{trigger} deploy by the runner (job {})", job.id),
                 };
                 let id = client.create_deployment(&job.sha, &environment, &what).await?;
-                if let Some(number) = preview {
-                    self.replace_preview_deployment(client, job, number, id).await;
-                }
                 if let Err(error) = reports::set_deployment(&self.pool, job.id, id).await {
                     // Kept in memory instead: the next pass uses this id rather than
                     // creating a second deployment on GitHub.
@@ -359,6 +358,12 @@ impl Reporter {
                     job_url,
                 )
                 .await?;
+        }
+        if let Some(number) = preview
+            && final_state == Some(DeploymentState::Success)
+            && environment_url.is_some()
+        {
+            self.replace_preview_deployment(client, job, number, deployment).await;
         }
         Ok(())
     }

@@ -57,14 +57,17 @@ impl PreviewKeeper {
         for project in self.config.projects.iter() {
             let Some(settings) = &project.previews else { continue };
             let cutoff = now - crate::store::duration_ms(settings.ttl);
-            match previews::expire(&self.pool, cutoff, now).await {
+            match previews::expire(&self.pool, project.name.as_str(), cutoff, now).await {
                 Ok(expired) => {
-                    for preview in expired.iter().filter(|p| p.project == project.name.as_str()) {
+                    for preview in &expired {
                         tracing::info!(project = %preview.project, number = preview.number, "the preview had no push within ttl_hours: removing it");
                     }
                 }
                 Err(error) => tracing::warn!(%error, "cannot expire previews"),
             }
+        }
+        if let Err(error) = previews::abandon_unfinished(&self.pool, now).await {
+            tracing::warn!(%error, "cannot find previews whose deploy was abandoned");
         }
         let leaving = match previews::in_states(&self.pool, &[PreviewState::Removing]).await {
             Ok(leaving) => leaving,
@@ -84,7 +87,7 @@ impl PreviewKeeper {
         };
         // A running job of the pull request may be putting a version in the slots: it sees
         // the preview going when it ends, and the next round removes what it left.
-        match previews::job_running(&self.pool, &preview.project, preview.number).await {
+        match previews::job_running(&self.pool, preview.id).await {
             Ok(false) => {}
             Ok(true) => return,
             Err(error) => {

@@ -11,7 +11,7 @@ use super::{JobFailure, STEP_MARGIN, StepError};
 use crate::adapters::connect::Connector;
 use crate::adapters::engine::ContainerEngine;
 use crate::adapters::target::{DeployTarget, Release};
-use crate::config::{BuildSettings, Environment, PreviewSettings, Project, Target};
+use crate::config::{BuildSettings, Project};
 use crate::job::PreviewState;
 use crate::joblog::JobLog;
 use crate::store::Store;
@@ -23,18 +23,8 @@ pub fn image_tag_prefix(number: i64) -> String {
     format!("pr-{number}-")
 }
 
-/// The environment a preview of pull request `number` in `seat` is.
-pub fn environment(settings: &PreviewSettings, seat: u32, number: i64) -> Environment {
-    let name = PreviewSettings::environment_name(number);
-    Environment {
-        name: crate::domain::Name::parse(&name).unwrap_or_else(|_| unreachable!("pr-<number> is a name")),
-        branches: Vec::new(),
-        tags: false,
-        target: Some(Target::Local(settings.rollout(seat, number))),
-    }
-}
-
-/// Pushes the verified image `tag` and puts it live as the pull request's preview.
+/// Takes the pull request's seat, pushes the verified image `tag` and puts it live as the
+/// pull request's preview.
 pub(super) async fn serve(
     steps: &Steps<'_>,
     project: &Project,
@@ -47,9 +37,20 @@ pub(super) async fn serve(
     let number = job
         .pull_request
         .ok_or_else(|| JobFailure::NotConfigured("a pull request's job without its number".into()))?;
+    // One rollout at a time into a pull request's preview: a later push waits for an
+    // earlier one (the lock map is keyed by what it serialises).
+    let lock = ctx
+        .terraform_lock(&format!("preview\0{}\0{number}", project.name))
+        .await;
+    let _one_at_a_time = lock.lock().await;
     let pushed_tag = format!("{}{}", image_tag_prefix(number), job.sha);
-    let (repository, digest) = steps
+    // The seat first: a closed pull request, or one a newer push already serves, gets
+    // nothing pushed.
+    let claimed = steps
         .run(Step::Push, ctx.push_timeout, async {
+            let Some(preview) = claim(ctx, project, plan, engine, job, number, log).await? else {
+                return Ok(None);
+            };
             let registry = ctx.connector.registry(plan.registry).await;
             let destination = registry.destination(&build.image, log).await?;
             engine.tag(tag, &destination.repository, &pushed_tag).await?;
@@ -57,47 +58,117 @@ pub(super) async fn serve(
                 .push(&destination.repository, &pushed_tag, destination.auth, log)
                 .await?;
             log.system(format!("pushed {}:{pushed_tag} ({digest})", destination.repository));
-            Ok((destination.repository, digest))
+            Ok(Some((preview, format!("{}@{digest}", destination.repository))))
         })
         .await?;
-    let image = format!("{repository}@{digest}");
-    let timeout = plan.settings.timeout + plan.settings.drain + STEP_MARGIN * 2;
-    steps
-        .run(Step::Preview, timeout, async {
-            go_live(ctx, project, plan, engine, job, number, &image, log).await
-        })
+    let Some((preview, image)) = claimed else { return Ok(()) };
+    let environment = plan.settings.environment(preview.seat(), number);
+    let Some(target_settings) = &environment.target else {
+        unreachable!("a preview's environment has its target")
+    };
+    let target = ctx
+        .connector
+        .target(project, &environment, target_settings, Arc::clone(engine))
         .await
+        .map_err(JobFailure::NotConfigured)?;
+    let release = Release {
+        job_id: job.id.get(),
+        // A preview keeps no deployment history: its containers are named by the job.
+        deployment_id: job.id.get(),
+        sha: &job.sha,
+        image: &image,
+        previous: None,
+        replaces: preview.job_id,
+    };
+    let went = steps
+        .run(Step::Preview, target.timeout() + STEP_MARGIN, async {
+            target
+                .go_live(&release, log)
+                .await
+                .map_err(|error| StepError::Failed(error.message))
+        })
+        .await;
+    // Also after a timeout or a cancel.
+    target.clean_up(&release, log).await;
+    if let Err(failure) = went {
+        if preview.state == PreviewState::Deploying
+            && let Err(error) = previews::never_served(&ctx.pool, preview.id, ctx.clock.now_ms()).await
+        {
+            log.system(format!("could not record that the preview never served: {error}"));
+        }
+        return Err(failure);
+    }
+    let recorded = previews::went_live(
+        &ctx.pool,
+        preview.id,
+        &job.sha,
+        &image,
+        job.id.get(),
+        ctx.clock.now_ms(),
+    )
+    .await
+    .map_err(|error| JobFailure::Step {
+        step: Step::Preview,
+        error: StepError::caused_by(&error),
+    })?;
+    if !recorded {
+        log.system("the preview was closed or removed meanwhile: what this job started goes");
+        if let Err(error) = target.tear_down(log).await {
+            log.system(format!("could not remove it: {error}"));
+        }
+        return Ok(());
+    }
+    log.system(format!(
+        "the preview of #{number} serves {} at {}",
+        job.sha,
+        target.url(None)
+    ));
+    target.retire(&release, log).await;
+    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn go_live(
+/// The preview the job deploys into: the pull request's own, or a new one in a free seat
+/// (removing a preview on its way out, or the one pushed longest ago, to free one).
+/// `None`: nothing to deploy (the pull request closed, or a newer push serves).
+async fn claim(
     ctx: &super::PipelineContext,
     project: &Project,
     plan: PreviewDelivery<'_>,
     engine: &Arc<dyn ContainerEngine>,
     job: &crate::store::jobs::Job,
     number: i64,
-    image: &str,
     log: &JobLog,
-) -> Result<(), StepError> {
+) -> Result<Option<Preview>, StepError> {
     let settings = plan.settings;
     let url_of = |seat: u32| settings.rollout(seat, number).url();
-    // Seats held by previews on their way out are freed first; at most every seat once.
-    let mut preview = None;
     for _ in 0..=settings.max_previews {
-        match previews::open(
+        let opened = previews::open(
             &ctx.pool,
             project.name.as_str(),
             number,
+            job.created_at,
             settings.max_previews,
             url_of,
             ctx.clock.now_ms(),
         )
-        .await?
-        {
-            Opened::Ready(ready) => {
-                preview = Some(ready);
-                break;
+        .await?;
+        match opened {
+            Opened::Ready(preview) if preview.job_id.is_some_and(|live| live > job.id.get()) => {
+                log.system(format!(
+                    "a newer push of #{number} already serves its preview: nothing to deploy"
+                ));
+                return Ok(None);
+            }
+            Opened::Ready(preview) => return Ok(Some(preview)),
+            Opened::Closed(why) => {
+                log.system(format!("no preview: {}", why.describe()));
+                return Ok(None);
+            }
+            Opened::Busy => {
+                return Err(StepError::Failed(format!(
+                    "all {} preview seats are held by pull requests whose jobs are deploying them; push again once one is done",
+                    settings.max_previews
+                )));
             }
             Opened::RemoveFirst(leaving) => {
                 log.system(format!(
@@ -119,41 +190,7 @@ async fn go_live(
             }
         }
     }
-    let preview = preview.ok_or("no seat for the preview came free")?;
-    let environment = environment(settings, preview.seat(), number);
-    let Some(target_settings) = &environment.target else {
-        unreachable!("a preview's environment has its target")
-    };
-    let target = ctx
-        .connector
-        .target(project, &environment, target_settings, Arc::clone(engine))
-        .await?;
-    let release = Release {
-        job_id: job.id.get(),
-        // A preview keeps no deployment history: its containers are named by the job.
-        deployment_id: job.id.get(),
-        sha: &job.sha,
-        image,
-        previous: None,
-        replaces: preview.job_id,
-    };
-    let went = target.go_live(&release, log).await;
-    target.clean_up(&release, log).await;
-    if let Err(error) = went {
-        if preview.state == PreviewState::Deploying {
-            // It never served: it goes, with its seat.
-            previews::never_served(&ctx.pool, preview.id, ctx.clock.now_ms()).await?;
-        }
-        return Err(StepError::Failed(error.message));
-    }
-    let url = target.url(None);
-    if !previews::went_live(&ctx.pool, preview.id, &job.sha, image, job.id.get(), ctx.clock.now_ms()).await? {
-        log.system("the pull request closed meanwhile: the preview is removed");
-        return Ok(());
-    }
-    log.system(format!("the preview of #{number} serves {} at {url}", job.sha));
-    target.retire(&release, log).await;
-    Ok(())
+    Err(StepError::Failed("no seat for the preview came free".into()))
 }
 
 /// Removes `preview` (its containers, route and network, and its pushed images) and
@@ -170,7 +207,7 @@ pub async fn remove(
     let Some(settings) = &project.previews else {
         return Err(format!("project {} has no previews configured any more", project.name));
     };
-    let environment = environment(settings, preview.seat(), preview.number);
+    let environment = settings.environment(preview.seat(), preview.number);
     let Some(target_settings) = &environment.target else {
         unreachable!("a preview's environment has its target")
     };
@@ -179,15 +216,18 @@ pub async fn remove(
         .await?;
     target.tear_down(log).await?;
     if let (Some(build), Some(registry)) = (&project.build, &project.registry) {
+        // Best effort: a registry that refuses keeps the tags, and the seat is freed anyway.
         let kept = crate::store::deployments::kept_images(pool, project.name.as_str(), project.keep_deployments)
             .await
             .map_err(|e| e.to_string())?;
         let registry = connector.registry(registry).await;
-        let deleted = registry
+        match registry
             .delete_tags(&build.image, &image_tag_prefix(preview.number), &kept, log)
-            .await?;
-        if deleted > 0 {
-            log.system(format!("deleted {deleted} pushed image(s) of the preview"));
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => log.system(format!("deleted {deleted} pushed image(s) of the preview")),
+            Err(error) => log.system(format!("could not delete the preview's pushed images: {error}")),
         }
         // The engine's copies of the images it pushed, by each of their names.
         if let Some((repository, _)) = preview.image.as_deref().and_then(|image| image.split_once('@')) {

@@ -60,44 +60,88 @@ pub enum Opened {
     /// This one holds the seat or the pull request's preview and is on its way out: remove
     /// it (then ask again).
     RemoveFirst(Preview),
+    /// The pull request closed (or an admin removed its preview) after the job was queued:
+    /// no preview.
+    Closed(Removal),
+    /// Every seat is held by a preview whose pull request has a job deploying it.
+    Busy,
 }
+
+/// A job of the pull request runs: it may be putting a version in the preview's slots.
+/// A fork's push held for approval runs nothing.
+const JOB_RUNNING: &str = "EXISTS (SELECT 1 FROM jobs WHERE jobs.project = previews.project
+     AND jobs.pull_request = previews.number
+     AND (jobs.state = 'running' OR (jobs.state = 'awaiting_approval' AND jobs.held_for IS NULL)))";
+
+/// Removals that end a pull request's previews until it is opened again.
+const FOR_GOOD: &str = "removal IN ('closed', 'merged', 'removed')";
 
 /// The pull request's open preview, or a new one in the first free seat of `seats`; when
 /// every seat is held, the preview pushed longest ago is evicted. `url` names a seat's
-/// address for pull request `number`.
+/// address for pull request `number`; `since` is when the asking job was queued (a close
+/// after it means no preview).
 pub async fn open(
     pool: &Store,
     project: &str,
     number: i64,
+    since: i64,
     seats: u32,
     url: impl Fn(u32) -> String,
     now: i64,
 ) -> Result<Opened, StoreError> {
     let mut tx = pool.begin_write().await?;
-    let held: Vec<Preview> = sqlx::query_as(select("project = $1 AND state <> 'removed' ORDER BY pushed_at, id"))
+    let closed: Option<Removal> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT removal FROM previews WHERE project = $1 AND number = $2 AND {FOR_GOOD} AND removed_at >= $3
+         ORDER BY id DESC LIMIT 1"
+    )))
+    .bind(project)
+    .bind(number)
+    .bind(since)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(why) = closed {
+        tx.commit().await?;
+        return Ok(Opened::Closed(why));
+    }
+    // Each held preview, and whether a job of its pull request runs.
+    let held: Vec<(Preview, bool)> = {
+        let rows: Vec<Preview> = sqlx::query_as(select("project = $1 AND state <> 'removed' ORDER BY pushed_at, id"))
+            .bind(project)
+            .fetch_all(&mut *tx)
+            .await?;
+        let busy: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM previews WHERE project = $1 AND state <> 'removed' AND {JOB_RUNNING}"
+        )))
         .bind(project)
         .fetch_all(&mut *tx)
         .await?;
-    if let Some(own) = held.iter().find(|p| p.number == number) {
+        rows.into_iter()
+            .map(|p| {
+                let running = busy.contains(&p.id);
+                (p, running)
+            })
+            .collect()
+    };
+    if let Some((own, _)) = held.iter().find(|(p, _)| p.number == number) {
         tx.commit().await?;
         return Ok(match own.state {
             PreviewState::Removing => Opened::RemoveFirst(own.clone()),
             _ => Opened::Ready(own.clone()),
         });
     }
-    let free = (0..seats).find(|seat| held.iter().all(|p| p.seat != i64::from(*seat)));
+    let free = (0..seats).find(|seat| held.iter().all(|(p, _)| p.seat != i64::from(*seat)));
     let Some(seat) = free else {
-        // A preview on its way out frees a seat soonest; else the oldest one is evicted.
-        if let Some(leaving) = held.iter().find(|p| p.state == PreviewState::Removing) {
+        // A preview on its way out frees a seat soonest; else the one pushed longest ago
+        // is evicted. None whose pull request has a job deploying it.
+        let idle = || held.iter().filter(|(_, busy)| !busy).map(|(p, _)| p);
+        if let Some(leaving) = idle().find(|p| p.state == PreviewState::Removing) {
             tx.commit().await?;
             return Ok(Opened::RemoveFirst(leaving.clone()));
         }
-        let oldest = held
-            .iter()
-            .find(|p| p.state == PreviewState::Live)
-            .or(held.first())
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt("no seat is free and none is held".into()))?;
+        let Some(oldest) = idle().find(|p| p.state != PreviewState::Removing).cloned() else {
+            tx.commit().await?;
+            return Ok(Opened::Busy);
+        };
         mark_removing(&mut tx, oldest.id, Removal::Evicted, now).await?;
         tx.commit().await?;
         return Ok(Opened::RemoveFirst(Preview {
@@ -152,10 +196,25 @@ pub async fn close_in(
     .bind(number)
     .fetch_optional(&mut *conn)
     .await?;
-    match id {
-        Some(id) => mark_removing(conn, id, why, now).await,
-        None => Ok(false),
+    if let Some(id) = id {
+        return mark_removing(conn, id, why, now).await;
     }
+    // A job of the pull request running now must not open a preview after the close: it
+    // finds this record (it serves nothing, and nobody is told of it).
+    sqlx::query(
+        "INSERT INTO previews (project, number, seat, state, url, removal, created_at, pushed_at, removed_at,
+             version, told_version)
+         SELECT $1, $2, 0, 'removed', '', $3, $4, $4, $4, 0, 0
+         WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.project = $1 AND jobs.pull_request = $2
+             AND jobs.state IN ('running', 'awaiting_approval'))",
+    )
+    .bind(project)
+    .bind(number)
+    .bind(why)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(false)
 }
 
 /// Asks for the removal of pull request `number`'s preview. Whether one was open.
@@ -179,7 +238,7 @@ pub async fn went_live(
     let changed = sqlx::query(
         "UPDATE previews SET state = 'live', sha = $2, image = $3, job_id = $4, pushed_at = $5,
              version = version + 1, tell_attempts = 0, next_tell_at = 0
-         WHERE id = $1 AND state IN ('deploying', 'live')",
+         WHERE id = $1 AND state IN ('deploying', 'live') AND (job_id IS NULL OR job_id <= $4)",
     )
     .bind(id)
     .bind(sha)
@@ -219,13 +278,16 @@ pub async fn removed(pool: &Store, id: i64, now: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Open previews with no push since `cutoff` are to be removed; returns them.
-pub async fn expire(pool: &Store, cutoff: i64, now: i64) -> Result<Vec<Preview>, StoreError> {
+/// The project's open previews with no push since `cutoff` are to be removed; returns them.
+pub async fn expire(pool: &Store, project: &str, cutoff: i64, now: i64) -> Result<Vec<Preview>, StoreError> {
     let mut tx = pool.begin_write().await?;
-    let stale: Vec<Preview> = sqlx::query_as(select("state IN ('deploying', 'live') AND pushed_at < $1"))
-        .bind(cutoff)
-        .fetch_all(&mut *tx)
-        .await?;
+    let stale: Vec<Preview> = sqlx::query_as(select(
+        "project = $1 AND state IN ('deploying', 'live') AND pushed_at < $2",
+    ))
+    .bind(project)
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
     for preview in &stale {
         mark_removing(&mut tx, preview.id, Removal::Expired, now).await?;
     }
@@ -254,10 +316,13 @@ pub async fn list(pool: &Store, removed: i64) -> Result<Vec<Preview>, StoreError
         &[PreviewState::Deploying, PreviewState::Live, PreviewState::Removing],
     )
     .await?;
-    let gone: Vec<Preview> = sqlx::query_as(select("state = 'removed' ORDER BY removed_at DESC, id DESC LIMIT $1"))
-        .bind(removed)
-        .fetch_all(pool.db())
-        .await?;
+    // Not the records of pull requests closed before they had a preview (no address).
+    let gone: Vec<Preview> = sqlx::query_as(select(
+        "state = 'removed' AND url <> '' ORDER BY removed_at DESC, id DESC LIMIT $1",
+    ))
+    .bind(removed)
+    .fetch_all(pool.db())
+    .await?;
     open.extend(gone);
     Ok(open)
 }
@@ -269,18 +334,30 @@ pub async fn get(pool: &Store, id: i64) -> Result<Option<Preview>, StoreError> {
         .await?)
 }
 
-/// Whether a job of pull request `number` is running now (it may be putting a version in
-/// the preview's slots).
-pub async fn job_running(pool: &Store, project: &str, number: i64) -> Result<bool, StoreError> {
-    let running: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE project = $1 AND pull_request = $2 AND state IN ('running', 'awaiting_approval')
-         LIMIT 1",
-    )
-    .bind(project)
-    .bind(number)
+/// Whether a job of the preview's pull request is running now (it may be putting a
+/// version in the preview's slots).
+pub async fn job_running(pool: &Store, id: i64) -> Result<bool, StoreError> {
+    let running: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM previews WHERE id = $1 AND {JOB_RUNNING}"
+    )))
+    .bind(id)
     .fetch_optional(pool.db())
     .await?;
     Ok(running.is_some())
+}
+
+/// Previews still `deploying` whose pull request has no job left to finish them (the job
+/// was cancelled, timed out or abandoned): they go, with their seats.
+pub async fn abandon_unfinished(pool: &Store, now: i64) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE previews SET state = 'removing', removal = 'failed', removed_at = $1, version = version + 1
+         WHERE state = 'deploying' AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.project = previews.project
+             AND jobs.pull_request = previews.number AND jobs.state IN ('queued', 'running', 'awaiting_approval'))",
+    )
+    .bind(now)
+    .execute(pool.db())
+    .await?
+    .rows_affected())
 }
 
 /// Previews with changes GitHub has not heard of, due now.

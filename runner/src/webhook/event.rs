@@ -254,6 +254,17 @@ fn decide_pull_request(
         sha: Some(clip(&pr.head_sha, 64)),
         ..Facts::default()
     };
+    // Closing ends what the pull request has, whatever its base branch is now.
+    if action == "closed" {
+        return Ok((
+            Action::CancelPullRequest {
+                project: project.name.to_string(),
+                number,
+                merged: pr.merged,
+            },
+            facts,
+        ));
+    }
     // A pull request is verified for the environment its base branch feeds.
     let base_environment = GitRef::branch(&pr.base_branch)
         .ok()
@@ -268,7 +279,7 @@ fn decide_pull_request(
             facts,
         ));
     };
-    if project.pull_requests == PullRequestPolicy::Off && action != "closed" {
+    if project.pull_requests == PullRequestPolicy::Off {
         return Ok((
             ignore(format!(
                 "pull requests are off for {} (pull_requests = \"off\")",
@@ -300,14 +311,6 @@ fn decide_pull_request(
                 .held(from_fork);
             Ok((Action::Queue(vec![job]), facts))
         }
-        "closed" => Ok((
-            Action::CancelPullRequest {
-                project: project.name.to_string(),
-                number,
-                merged: pr.merged,
-            },
-            facts,
-        )),
         other => Ok((
             ignore(format!(
                 "pull_request action {:?} does not trigger anything",

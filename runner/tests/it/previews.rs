@@ -192,7 +192,8 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// What the engine, Caddy and the registry still hold of pull request `number`'s preview.
+/// What the engine and the registry still hold of pull request `number`'s preview (its
+/// seat's route stays in Caddy, for the seat's next preview, and answers nothing).
 async fn leftovers(previews: &Previews, number: i64) -> Vec<String> {
     let name = format!("runner-{}-pr-{number}", previews.project);
     let mut left: Vec<String> = docker(&[
@@ -236,15 +237,6 @@ async fn leftovers(previews: &Previews, number: i64) -> Vec<String> {
             .filter(|t| t.starts_with(&tag))
             .map(|t| format!("registry tag {t}")),
     );
-    let route: Value = reqwest::get(format!("{}/config/apps/http/servers/{name}", caddy::for_this_test()))
-        .await
-        .expect("caddy")
-        .json()
-        .await
-        .unwrap_or(Value::Null);
-    if !route.is_null() {
-        left.push(format!("caddy route {name}"));
-    }
     left
 }
 
@@ -287,6 +279,82 @@ async fn a_pull_request_gets_a_preview_each_push_updates_and_closing_it_leaves_n
     ]);
     assert!(env.contains("GREETING=from a preview"), "{env}");
     assert!(!env.contains(SECRET) && !env.contains("ghp_"), "{env}");
+    // A pull request's code reaches none of the host's services from its preview, while
+    // the same listener answers a container on an ordinary bridge.
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
+    let host = format!("{} {}", host_address(), listener.local_addr().expect("addr").port());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &stream, b"host-listener\n");
+        }
+    });
+    busybox_image();
+    let ask_host = |network: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "local/busybox:1",
+            "sh",
+            "-c",
+            &format!("nc -w 2 {host} </dev/null || echo blocked"),
+        ])
+    };
+    assert_eq!(
+        ask_host("bridge"),
+        "host-listener",
+        "the listener answers an ordinary bridge"
+    );
+    let container = container.lines().next().expect("a container");
+    assert_eq!(
+        ask_host(&format!("container:{container}")),
+        "blocked",
+        "the preview reached the host"
+    );
+    // Nor another container's port published on the host's addresses.
+    let neighbour = format!("runner-{}-neighbour", previews.project);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &neighbour,
+        "-p",
+        "0.0.0.0::8080",
+        "local/busybox:1",
+        "sh",
+        "-c",
+        "while true; do echo published | nc -l -p 8080; done",
+    ]);
+    let published = docker(&["port", &neighbour, "8080/tcp"]);
+    let published_port = published
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .expect("a port")
+        .to_owned();
+    let ask_neighbour = |network: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "local/busybox:1",
+            "sh",
+            "-c",
+            &format!("nc -w 2 {} {published_port} </dev/null || echo blocked", host_address()),
+        ])
+    };
+    let (from_bridge, from_preview) = (
+        ask_neighbour("bridge"),
+        ask_neighbour(&format!("container:{container}")),
+    );
+    docker(&["rm", "-f", &neighbour]);
+    assert_eq!(from_bridge, "published", "the neighbour answers an ordinary bridge");
+    assert_eq!(
+        from_preview, "blocked",
+        "the preview reached another container's published port"
+    );
 
     // Each push updates the same preview, with no failed request through its route.
     let prober = Prober::start(format!("{url}/version"));
@@ -327,13 +395,16 @@ async fn a_pull_request_gets_a_preview_each_push_updates_and_closing_it_leaves_n
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert!(comments[0].1.contains(&url), "{comments:?}");
     // GitHub deployments of the preview: transient, to `pr-2`, each push's successful.
-    let created: Vec<Value> = github
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
-        .map(|r| r.body)
-        .collect();
-    assert_eq!(created.len(), 3, "{created:?}");
+    let created = || -> Vec<Value> {
+        github
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
+            .map(|r| r.body)
+            .collect()
+    };
+    assert!(eventually(10, async || created().len() == 3).await, "{:?}", created());
+    let created = created();
     for deployment in &created {
         assert_eq!(deployment["environment"], "pr-2", "{deployment}");
         assert_eq!(deployment["transient_environment"], true, "{deployment}");

@@ -336,3 +336,80 @@ async fn an_app_without_a_sigterm_handler_gives_up_the_traffic_at_once_and_is_li
     );
     env.runner.stop().await;
 }
+
+/// An app of shell scripts that serves `/health`, `/version`, a slow request (`/slow`, 3 s)
+/// and a streaming one (`/stream`, ten lines over 3 s), each connection by a process of
+/// its own; on SIGTERM it stops listening and exits once the requests in flight are done.
+const DRAINING_APP: [(&str, &str); 3] = [
+    (
+        "Dockerfile",
+        "FROM local/busybox:1\nARG APP_COMMIT=unknown\nENV APP_COMMIT=${APP_COMMIT}\nCOPY server.sh handler.sh /\nRUN chmod +x /handler.sh\nEXPOSE 5001\nENTRYPOINT [\"/bin/sh\", \"/server.sh\"]\n",
+    ),
+    (
+        "server.sh",
+        "nc -ll -p 5001 -e /handler.sh &\nlistener=$!\n\
+         trap 'kill $listener; while ls /tmp/busy.* >/dev/null 2>&1; do sleep 0.1; done; exit 0' TERM\n\
+         wait $listener\n",
+    ),
+    (
+        "handler.sh",
+        "#!/bin/sh\nread -r method path version\ntouch /tmp/busy.$$\n\
+         while read -r line; do [ -z \"$(echo \"$line\" | tr -d '\\r')\" ] && break; done\n\
+         answer() { printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' \"${#1}\" \"$1\"; }\n\
+         case \"$path\" in\n\
+         /health) answer healthy ;;\n\
+         /version) answer \"{\\\"commit\\\":\\\"$APP_COMMIT\\\"}\" ;;\n\
+         /slow) sleep 3; answer \"slow $APP_COMMIT\" ;;\n\
+         /stream) printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'\n\
+           for i in 1 2 3 4 5 6 7 8 9 10; do echo \"line $i $APP_COMMIT\"; sleep 0.3; done ;;\n\
+         *) printf 'HTTP/1.1 404 Not Found\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' ;;\n\
+         esac\nrm -f /tmp/busy.$$\n",
+    ),
+];
+
+/// A slow and a streaming request through the route, opened before a deploy: both must be
+/// answered whole by the version that was live when they started.
+async fn long_requests_across(env: &Environment, change: &str, live: &str) -> String {
+    let base = env.url().trim_end_matches("/version").to_owned();
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn({
+        let (client, url) = (client.clone(), format!("{base}/slow"));
+        async move { client.get(url).send().await?.text().await }
+    });
+    let stream = tokio::spawn({
+        let (client, url) = (client.clone(), format!("{base}/stream"));
+        async move { client.get(url).send().await?.text().await }
+    });
+    // Both are in flight on the live version before the deploy starts its new one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sha, _, log) = env.deploy_live(change).await;
+    let slow = slow.await.expect("join").expect("the slow request is answered");
+    assert_eq!(slow, format!("slow {live}"), "{log}");
+    let stream = stream.await.expect("join").expect("the stream ends well");
+    let lines: Vec<String> = (1..=10).map(|i| format!("line {i} {live}")).collect();
+    assert_eq!(stream.lines().collect::<Vec<_>>(), lines, "{log}");
+    sha
+}
+
+#[tokio::test]
+async fn slow_and_streaming_requests_open_across_a_switch_finish_on_the_version_they_started_on() {
+    busybox_image();
+    let env = environment_with("drain", |config| {
+        let rollout = config.projects[0].rollout.as_mut().expect("a rollout");
+        rollout.drain_secs = Some(6);
+    })
+    .await;
+    for (name, text) in DRAINING_APP {
+        std::fs::write(env.repo.path().join(name), text).expect("write");
+    }
+    let (first, _, _) = env.deploy_live("first").await;
+    let prober = Prober::start(env.url());
+    // Into slot b: the old version is asked to stop at once, and finishes what it serves.
+    let second = long_requests_across(&env, "second", &first).await;
+    // Into slot a: the old version gets no new request, and is stopped once its requests
+    // in flight are done (within drain_secs).
+    long_requests_across(&env, "third", &second).await;
+    let (answered, failed, _) = prober.finish().await;
+    assert_eq!(failed, 0, "{answered} requests answered, {failed} failed");
+    env.runner.stop().await;
+}

@@ -222,7 +222,17 @@ impl DockerEngine {
                 Some(CLOSED_NETWORK.to_owned())
             }
             Network::Own(name) => {
-                self.ensure_network(name, false).await?;
+                self.ensure_network(name, false, None).await?;
+                Some(name.clone())
+            }
+            Network::Guarded(name) => {
+                let bridge = guarded_bridge(name);
+                self.ensure_network(name, false, Some(&bridge)).await?;
+                if self.remote_ip.is_none() {
+                    guard_bridge(&bridge, Guard::NewConnections)
+                        .await
+                        .map_err(EngineError::Engine)?;
+                }
                 Some(name.clone())
             }
         })
@@ -287,7 +297,9 @@ impl DockerEngine {
 
     /// Makes the bridge network `name` unless it exists. It stays for later jobs and runs:
     /// it holds no state, and removing it by hand once its containers went is harmless.
-    async fn ensure_network(&self, name: &str, closed: bool) -> Result<(), EngineError> {
+    /// `bridge`: the host interface's name, for a network the host guards itself against
+    /// (see [`guard_bridge`]).
+    async fn ensure_network(&self, name: &str, closed: bool, bridge: Option<&str>) -> Result<(), EngineError> {
         let _one_at_a_time = self.networks.lock().await;
         match self.docker.inspect_network(name, None).await {
             Ok(network) if closed && network.internal != Some(true) => {
@@ -300,8 +312,8 @@ impl DockerEngine {
             Err(error) => return Err(error.into()),
         }
         let mut options = HashMap::new();
-        if closed {
-            options.insert("com.docker.network.bridge.name".to_owned(), name.to_owned());
+        if let Some(bridge) = bridge {
+            options.insert("com.docker.network.bridge.name".to_owned(), bridge.to_owned());
             options.insert("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned());
         }
         let request = bollard::models::NetworkCreateRequest {
@@ -322,12 +334,14 @@ impl DockerEngine {
     /// the host answers on the bridge's own address (and so does every service of the
     /// host listening on all addresses). Without the rule, no container joins it.
     async fn ensure_closed_network(&self) -> Result<(), EngineError> {
-        self.ensure_network(CLOSED_NETWORK, true).await?;
+        self.ensure_network(CLOSED_NETWORK, true, Some(CLOSED_NETWORK)).await?;
         if self.remote_ip.is_some() {
             // The rule belongs on that host (README: engines and networks).
             return Ok(());
         }
-        guard_closed_bridge().await.map_err(EngineError::Engine)
+        guard_bridge(CLOSED_NETWORK, Guard::Everything)
+            .await
+            .map_err(EngineError::Engine)
     }
 
     /// Whether a container on the engine's default bridge reaches `address` (`host:port`)
@@ -397,25 +411,78 @@ impl DockerEngine {
 /// connects into that network (its smoke probe asks from inside), so nothing from there is
 /// an answer the host waits for. Added once; `iptables -C` finds it on later calls and after
 /// the runner restarts.
-async fn guard_closed_bridge() -> Result<(), String> {
-    const RULE: [&str; 5] = ["INPUT", "-i", CLOSED_NETWORK, "-j", "DROP"];
-    let run = |action: &'static str| async move {
-        tokio::process::Command::new("iptables")
-            .args(["-w", action])
-            .args(RULE)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-    };
-    if run("-C").await.is_ok_and(|o| o.status.success()) {
+/// What the host drops of what a bridge sends it.
+#[derive(Clone, Copy)]
+enum Guard {
+    /// Everything (the closed network: the runner never connects into it from the host).
+    Everything,
+    /// New connections only: the answers of a container whose published port the host
+    /// (the proxy) connects to still come back.
+    NewConnections,
+}
+
+/// Where a guarded bridge's new connections may not go beyond the host: private,
+/// shared and link-local addresses (the LAN, other containers' published ports, the cloud
+/// metadata service). The internet stays reachable.
+const GUARDED_DESTINATIONS: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+];
+
+/// The iptables rules (chain first) by which the host drops what `bridge` sends it.
+fn guard_rules(bridge: &str, guard: Guard) -> Vec<Vec<String>> {
+    let words = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<String>>();
+    match guard {
+        Guard::Everything => vec![words(&["INPUT", "-i", bridge, "-j", "DROP"])],
+        Guard::NewConnections => {
+            let new = ["-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"];
+            let mut rules = vec![words(&[&["INPUT", "-i", bridge][..], &new[..]].concat())];
+            // Forwarded traffic (to other bridges and hosts) passes DOCKER-USER first.
+            rules.extend(
+                GUARDED_DESTINATIONS
+                    .iter()
+                    .map(|range| words(&[&["DOCKER-USER", "-i", bridge, "-d", range][..], &new[..]].concat())),
+            );
+            rules
+        }
+    }
+}
+
+async fn iptables(action: &str, rule: &[String]) -> std::io::Result<std::process::Output> {
+    tokio::process::Command::new("iptables")
+        .args(["-w", action])
+        .args(rule)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+}
+
+/// The host interface of a guarded network `name`: at most 15 characters (the kernel's
+/// limit), the same for the same name.
+fn guarded_bridge(name: &str) -> String {
+    use sha2::Digest as _;
+    format!("rg-{}", &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..12])
+}
+
+/// Adds the rules by which the host drops what `bridge` sends it (see [`Guard`]), unless
+/// they are there.
+async fn guard_bridge(bridge: &str, guard: Guard) -> Result<(), String> {
+    for rule in guard_rules(bridge, guard) {
+        guard_with(bridge, &rule).await?;
+    }
+    Ok(())
+}
+
+async fn guard_with(bridge: &str, rule: &[String]) -> Result<(), String> {
+    if iptables("-C", rule).await.is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
-    match run("-I").await {
+    match iptables("-I", rule).await {
         Ok(output) if output.status.success() => {
-            tracing::info!(
-                bridge = CLOSED_NETWORK,
-                "the host now drops what the closed network sends it"
-            );
+            tracing::info!(bridge, rule = %rule.join(" "), "the host now drops what the bridge sends it");
             Ok(())
         }
         outcome => {
@@ -424,9 +491,9 @@ async fn guard_closed_bridge() -> Result<(), String> {
                 Err(error) => format!("iptables: {error}"),
             };
             Err(format!(
-                "a pull request's container would reach this host's services through the closed network's bridge, \
+                "a pull request's container would reach this host's services through the bridge {bridge}, \
                  and the rule against it cannot be added ({why}); run the runner as root, or add it: iptables -I {}",
-                RULE.join(" ")
+                rule.join(" ")
             ))
         }
     }
@@ -710,9 +777,20 @@ impl ContainerEngine for DockerEngine {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         let _one_at_a_time = self.networks.lock().await;
         match self.docker.remove_network(name).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(error) => Err(error.into()),
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(error) => return Err(error.into()),
         }
+        // A guarded network's rule goes with it (it names an interface that is gone).
+        if self.remote_ip.is_none() {
+            for rule in guard_rules(&guarded_bridge(name), Guard::NewConnections) {
+                while iptables("-C", &rule).await.is_ok_and(|o| o.status.success()) {
+                    if !iptables("-D", &rule).await.is_ok_and(|o| o.status.success()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn push(

@@ -38,6 +38,10 @@ pub enum Network {
     /// A bridge of one environment's own, named so: its containers' unpublished ports are
     /// out of other environments' reach, while their published ports work as before.
     Own(String),
+    /// As `Own`, for a pull request's code (a preview): no traffic between its containers,
+    /// and (on this host's engine) the host takes no new connection from it, so the code
+    /// reaches none of the host's services; its published ports still serve.
+    Guarded(String),
 }
 
 /// What a container is for; smoke and candidate containers never outlive their job.

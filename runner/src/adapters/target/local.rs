@@ -95,7 +95,7 @@ impl LocalTarget {
             rollout: rollout.clone(),
             limits: project.containers.clone(),
             health_interval,
-            probe_token: probe_token(project, environment),
+            probe_token: probe_token(project, route_name(environment, rollout)),
             went_live: AtomicBool::new(false),
         })
     }
@@ -108,7 +108,7 @@ impl LocalTarget {
     pub fn route(&self) -> Route {
         route_of(
             &self.project,
-            &self.environment,
+            self.rollout.route.as_deref().unwrap_or(&self.environment),
             &self.rollout,
             &self.smoke,
             self.health_interval,
@@ -150,7 +150,11 @@ impl LocalTarget {
             limits: self.limits.clone(),
             // Each environment on a bridge of its own: its containers' unpublished ports
             // are out of other environments' reach; the proxy uses the published ones.
-            network: Network::Own(self.network_name()),
+            network: if self.rollout.strangers_code {
+                Network::Guarded(self.network_name())
+            } else {
+                Network::Own(self.network_name())
+            },
             env: self.rollout.env.clone(),
         }
     }
@@ -396,7 +400,10 @@ impl DeployTarget for LocalTarget {
         for container in &listed {
             self.engine.remove(&container.id).await.map_err(|e| e.to_string())?;
         }
-        self.proxy.remove(&self.route()).await.map_err(|e| e.to_string())?;
+        // A seat's route stays for the seat's next preview.
+        if self.rollout.route.is_none() {
+            self.proxy.remove(&self.route()).await.map_err(|e| e.to_string())?;
+        }
         self.engine
             .remove_network(&self.network_name())
             .await
@@ -543,6 +550,13 @@ pub async fn restore_previews(
             }
         }
     }
+    // Every seat's route, before any preview needs it: no later preview changes the
+    // proxy's configuration.
+    for route in routes(config, pool).await {
+        if let Err(error) = proxy.ensure(&route).await {
+            tracing::warn!(route = %route.id, %error, "cannot write the route");
+        }
+    }
 }
 
 /// A preview's project, environment and rollout, while its project still has previews.
@@ -553,13 +567,7 @@ fn preview_environment<'c>(
     let project = config.project(&preview.project)?;
     let settings = project.previews.as_ref()?;
     let rollout = settings.rollout(preview.seat(), preview.number);
-    let environment = Environment {
-        name: crate::domain::Name::parse(&preview.environment()).ok()?,
-        branches: Vec::new(),
-        tags: false,
-        target: Some(crate::config::Target::Local(rollout.clone())),
-    };
-    Some((project, environment, rollout))
+    Some((project, settings.environment(preview.seat(), preview.number), rollout))
 }
 
 /// The routes the record says the proxy has: every local environment's, and every open
@@ -567,25 +575,47 @@ fn preview_environment<'c>(
 async fn routes(config: &crate::config::Config, pool: &crate::store::Store) -> Vec<Route> {
     let route = |project: &Project, environment: &Environment, rollout: &RolloutSettings| {
         let smoke = project.smoke.as_ref()?;
+        let name = route_name(environment, rollout);
         Some(route_of(
             project.name.as_str(),
-            environment.name.as_str(),
+            name,
             rollout,
             smoke,
             config.proxy.health_interval,
-            probe_token(project, environment),
+            probe_token(project, name),
         ))
     };
     let mut routes: Vec<Route> = local_environments(config)
         .filter_map(|(project, environment, rollout)| route(project, environment, rollout))
         .collect();
-    if config.projects.iter().any(|p| p.previews.is_some()) {
+    // Every seat of port previews, held or not; a host name preview's while it serves.
+    for project in &config.projects {
+        let Some(settings) = project.previews.as_ref().filter(|s| s.host_ports.is_some()) else {
+            continue;
+        };
+        routes.extend((0..settings.max_previews).filter_map(|seat| {
+            let environment = settings.environment(seat, 1);
+            let Some(crate::config::Target::Local(rollout)) = &environment.target else {
+                return None;
+            };
+            route(project, &environment, rollout)
+        }));
+    }
+    if config
+        .projects
+        .iter()
+        .any(|p| p.previews.as_ref().is_some_and(|s| s.hostname.is_some()))
+    {
         let open = crate::store::previews::in_states(pool, &[crate::job::PreviewState::Live])
             .await
             .unwrap_or_default();
         routes.extend(open.iter().filter_map(|preview| {
             let (project, environment, rollout) = preview_environment(config, preview)?;
-            route(project, &environment, &rollout)
+            rollout
+                .route
+                .is_none()
+                .then(|| route(project, &environment, &rollout))
+                .flatten()
         }));
     }
     routes
@@ -644,7 +674,12 @@ fn local_environments(
 
 /// The route's probe token: the same on every replica and across restarts (so the route
 /// is not rewritten), and not guessable without the project's webhook secret.
-fn probe_token(project: &Project, environment: &Environment) -> String {
+/// The name of the environment's route: its own, or its rollout's (a preview seat's).
+fn route_name<'a>(environment: &'a Environment, rollout: &'a RolloutSettings) -> &'a str {
+    rollout.route.as_deref().unwrap_or(environment.name.as_str())
+}
+
+fn probe_token(project: &Project, route: &str) -> String {
     use secrecy::ExposeSecret;
     use sha2::Digest;
     let digest = sha2::Sha256::new()
@@ -653,7 +688,7 @@ fn probe_token(project: &Project, environment: &Environment) -> String {
         .chain_update(b"\0")
         .chain_update(project.name.as_str().as_bytes())
         .chain_update(b"\0")
-        .chain_update(environment.name.as_str().as_bytes())
+        .chain_update(route.as_bytes())
         .finalize();
     hex::encode(&digest[..16])
 }

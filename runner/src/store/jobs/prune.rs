@@ -19,7 +19,8 @@ const OLD: &str = "SELECT id FROM jobs WHERE finished_at < $1
 /// Of those, the ones no deployment names.
 const UNREFERENCED: &str = "SELECT id FROM jobs AS old WHERE old.finished_at < $1
                    AND old.state IN ('succeeded', 'failed', 'cancelled', 'superseded')
-                   AND NOT EXISTS (SELECT 1 FROM deployments WHERE job_id = old.id)";
+                   AND NOT EXISTS (SELECT 1 FROM deployments WHERE job_id = old.id)
+                   AND NOT EXISTS (SELECT 1 FROM previews WHERE job_id = old.id AND state <> 'removed')";
 
 pub async fn prune_finished(pool: &Store, cutoff: i64) -> Result<Pruned, StoreError> {
     let mut tx = pool.begin_write().await?;
@@ -41,7 +42,7 @@ pub async fn prune_finished(pool: &Store, cutoff: i64) -> Result<Pruned, StoreEr
     for unlink in [
         "UPDATE jobs SET superseded_by = NULL WHERE superseded_by IN",
         "UPDATE deliveries SET job_id = NULL WHERE job_id IN",
-        "UPDATE previews SET job_id = NULL WHERE job_id IN",
+        "UPDATE previews SET job_id = NULL WHERE state = 'removed' AND job_id IN",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("{unlink} ({UNREFERENCED})")))
             .bind(cutoff)
