@@ -514,7 +514,7 @@ fn preview_mistakes_are_refused_at_start_with_the_key_named() {
                 WITH_PREVIEWS
                     .replace("name = \"app\"", "name = \"other\"")
                     .replace("o/app", "o/other")
-                    .replace("9001", "9002")
+                    .replace("host_port = 9001", "host_port = 9002")
                     .replace("[19001, 19002]", "[19003, 19004]")
                     .replace("[20100, 20104]", "[20150, 20154]")
                     .replace("[20200, 20209]", "[20205, 20214]")
