@@ -337,8 +337,8 @@ async fn an_app_without_a_sigterm_handler_gives_up_the_traffic_at_once_and_is_li
     env.runner.stop().await;
 }
 
-/// An app of shell scripts that serves `/health`, `/version`, a slow request (`/slow`, 3 s)
-/// and a streaming one (`/stream`, ten lines over 3 s), each connection by a process of
+/// An app of shell scripts that serves `/health`, `/version`, a slow request (`/slow`, 4 s)
+/// and a streaming one (`/stream`, ten lines over 4 s), each connection by a process of
 /// its own; on SIGTERM it stops listening and exits once the requests in flight are done.
 const DRAINING_APP: [(&str, &str); 3] = [
     (
@@ -359,19 +359,38 @@ const DRAINING_APP: [(&str, &str); 3] = [
          case \"$path\" in\n\
          /health) answer healthy ;;\n\
          /version) answer \"{\\\"commit\\\":\\\"$APP_COMMIT\\\"}\" ;;\n\
-         /slow) sleep 3; answer \"slow $APP_COMMIT\" ;;\n\
+         /slow) sleep 4; answer \"slow $APP_COMMIT\" ;;\n\
          /stream) printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'\n\
-           for i in 1 2 3 4 5 6 7 8 9 10; do echo \"line $i $APP_COMMIT\"; sleep 0.3; done ;;\n\
+           for i in 1 2 3 4 5 6 7 8 9 10; do echo \"line $i $APP_COMMIT\"; sleep 0.4; done ;;\n\
          *) printf 'HTTP/1.1 404 Not Found\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' ;;\n\
          esac\nrm -f /tmp/busy.$$\n",
     ),
 ];
 
-/// A slow and a streaming request through the route, opened before a deploy: both must be
-/// answered whole by the version that was live when they started.
+/// A slow and a streaming request through the route, opened once a deploy's rollout has
+/// begun (the new version starting beside the live one): both must be answered whole by
+/// the version that was live when they started.
 async fn long_requests_across(env: &Environment, change: &str, live: &str) -> String {
     let base = env.url().trim_end_matches("/version").to_owned();
     let client = reqwest::Client::new();
+    std::fs::write(env.repo.path().join("CHANGES"), change).expect("write");
+    let sha = commit_all(env.repo.path(), change);
+    let job_id = env.runner.push_queued(&sha).await;
+    let rolling_out = async || {
+        let job = env.runner.get_json(&format!("/api/jobs/{job_id}")).await;
+        assert!(matches!(job["state"].as_str(), Some("queued" | "running")), "{job}");
+        job["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|step| step["name"] == "rollout" && step["state"] == "running")
+    };
+    for _ in 0..1800 {
+        if rolling_out().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let slow = tokio::spawn({
         let (client, url) = (client.clone(), format!("{base}/slow"));
         async move { client.get(url).send().await?.text().await }
@@ -380,9 +399,8 @@ async fn long_requests_across(env: &Environment, change: &str, live: &str) -> St
         let (client, url) = (client.clone(), format!("{base}/stream"));
         async move { client.get(url).send().await?.text().await }
     });
-    // Both are in flight on the live version before the deploy starts its new one.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (sha, _, log) = env.deploy_live(change).await;
+    let (job, log) = env.runner.job_when_ended(job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     let slow = slow.await.expect("join").expect("the slow request is answered");
     assert_eq!(slow, format!("slow {live}"), "{log}");
     let stream = stream.await.expect("join").expect("the stream ends well");
