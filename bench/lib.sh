@@ -47,6 +47,23 @@ apt_need() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# free_ports N: the first of N consecutive free loopback ports.
+free_ports() { python3 - "$1" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+while True:
+    first = random.randint(20000, 60000 - n)
+    try:
+        held = []
+        for port in range(first, first + n):
+            s = socket.socket(); s.bind(("127.0.0.1", port)); held.append(s)
+        print(first)
+        break
+    except OSError:
+        continue
+PY
+}
+
 wait_http() { # url [tries]
   for _ in $(seq 1 "${2:-300}"); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "not answering: $1" >&2; return 1

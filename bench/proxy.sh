@@ -4,6 +4,8 @@
 # (non-2xx plus socket errors), p99 during the swaps against p99 with no deploy running,
 # and requests per second through Caddy against straight to the live container, all from
 # the same run.
+# Meanwhile a pull request's preview is created and removed again and again (its own seat,
+# route and slots), which must cost the environment nothing either.
 #   bench/proxy.sh [--smoke] [SECONDS]      (length of each baseline wrk run, default 10;
 #                                          --smoke: 1, and 2 deploys and 1 rollback)
 set -euo pipefail
@@ -23,6 +25,13 @@ webapp_repo "$repo" "$webapp_bin"
 port=$(free_port); app_port=$(free_port); slot_a=$(free_port); slot_b=$(free_port)
 secret="bench-$RANDOM$RANDOM"; token="bench-admin-token-$RANDOM$RANDOM"
 BENCH_SLOTS="$slot_a, $slot_b" webapp_project_toml "$port" "$work/runner.db" "$unique" "$repo" "$registry" "$app_port" >"$work/runner.toml"
+preview_port=$(free_ports 1); preview_slots=$(free_ports 2)
+cat >>"$work/runner.toml" <<TOML
+[projects.previews]
+host_ports = [$preview_port, $preview_port]
+slot_ports = [$preview_slots, $((preview_slots + 1))]
+max_previews = 1
+TOML
 BENCH_SECRET=$secret RUNNER_ADMIN_TOKEN=$token RUST_LOG=warn "$RUNNER" serve --config "$work/runner.toml" >"$RESULTS/proxy-runner.log" 2>&1 &
 pid=$!
 wait_http "http://127.0.0.1:$port/healthz"
@@ -41,7 +50,7 @@ wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$live_slot/version" >"$wor
 wrk -t2 -c64 -d600s --latency "http://127.0.0.1:$app_port/version" >"$work/swaps.txt" &
 wrk_pid=$!
 sleep 1
-python3 bench/proxy.py "$base" "$secret" "$token" "$repo" "$fixture" "$app_port" "$DEPLOYS" "$ROLLBACKS" | tee "$RESULTS/proxy-swaps.log"
+python3 bench/proxy.py "$base" "$secret" "$token" "$repo" "$fixture" "$app_port" "$DEPLOYS" "$ROLLBACKS" "$preview_port" | tee "$RESULTS/proxy-swaps.log"
 sleep 1
 kill -INT "$wrk_pid"; wait "$wrk_pid" || true
 
@@ -54,7 +63,8 @@ m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (
 print(sum(map(int, m.groups())) if m else 0)' "$work/swaps.txt")
 echo
 echo "== zero-downtime local deploys (wrk -t2 -c64)"
-echo "during $DEPLOYS deploys + $ROLLBACKS rollbacks: $swap_requests requests, failed $((swap_non2xx + socket_errors)) (non-2xx $swap_non2xx, socket errors $socket_errors) (target 0)"
+previews=$(grep -c '^preview ' "$RESULTS/proxy-swaps.log" || true)
+echo "during $DEPLOYS deploys + $ROLLBACKS rollbacks, with $previews previews created and removed meanwhile: $swap_requests requests, failed $((swap_non2xx + socket_errors)) (non-2xx $swap_non2xx, socket errors $socket_errors) (target 0)"
 python3 - "$swap_p99" "$idle_p99" "$idle_rps" "$direct_rps" "$swap_rps" <<'PY'
 import sys
 swap_p99, idle_p99, idle_rps, direct_rps, swap_rps = map(float, sys.argv[1:])

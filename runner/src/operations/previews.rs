@@ -56,6 +56,11 @@ impl PreviewKeeper {
         let now = self.clock.now_ms();
         for project in self.config.projects.iter() {
             let Some(settings) = &project.previews else { continue };
+            if let Err(error) =
+                previews::evict_beyond(&self.pool, project.name.as_str(), settings.max_previews, now).await
+            {
+                tracing::warn!(%error, "cannot remove previews beyond max_previews");
+            }
             let cutoff = now - crate::store::duration_ms(settings.ttl);
             match previews::expire(&self.pool, project.name.as_str(), cutoff, now).await {
                 Ok(expired) => {
@@ -81,8 +86,21 @@ impl PreviewKeeper {
         }
     }
 
+    /// Whether this runner runs the project's jobs, and so holds its previews' containers
+    /// on its engine (of several replicas, the ones whose labels the project's `runs_on`
+    /// names).
+    fn runs(&self, project: &str) -> bool {
+        self.config
+            .runnable_projects()
+            .is_none_or(|runnable| runnable.iter().any(|p| p == project))
+    }
+
     async fn remove(&self, engine: &Arc<dyn ContainerEngine>, preview: &Preview) {
-        let Some(project) = self.config.project(&preview.project) else {
+        let Some(project) = self
+            .config
+            .project(&preview.project)
+            .filter(|p| self.runs(p.name.as_str()))
+        else {
             return;
         };
         // A running job of the pull request may be putting a version in the slots: it sees

@@ -90,6 +90,13 @@ fn needed(image: &StoredImage, kept: &KeptImages) -> bool {
         .tags
         .iter()
         .filter_map(|name| name.rsplit_once(':').map(|(_, tag)| tag))
+        // A preview's image (`pr-<number>-<sha>`) counts by its commit too: its job may
+        // be about to start it.
+        .map(|tag| {
+            tag.strip_prefix("pr-")
+                .and_then(|rest| rest.split_once('-'))
+                .map_or(tag, |(_, sha)| sha)
+        })
         .any(|tag| kept.shas.contains(tag))
         || image
             .digests
@@ -101,6 +108,23 @@ fn needed(image: &StoredImage, kept: &KeptImages) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preview_image_is_kept_while_its_commit_is() {
+        let sha = "b".repeat(40);
+        let kept = KeptImages {
+            shas: [sha.clone()].into(),
+            digests: Default::default(),
+        };
+        let image = |tag: String| StoredImage {
+            id: "sha256:id".into(),
+            tags: vec![tag],
+            digests: Vec::new(),
+            bytes: 1,
+        };
+        assert!(needed(&image(format!("r/app:pr-7-{sha}")), &kept));
+        assert!(!needed(&image(format!("r/app:pr-7-{}", "c".repeat(40))), &kept));
+    }
 
     #[test]
     fn an_image_is_kept_by_its_commit_tag_or_its_digest_and_only_then() {

@@ -295,6 +295,21 @@ pub async fn expire(pool: &Store, project: &str, cutoff: i64, now: i64) -> Resul
     Ok(stale)
 }
 
+/// The project's open previews in seats `seats` no longer has (`max_previews` was
+/// lowered) are to be removed.
+pub async fn evict_beyond(pool: &Store, project: &str, seats: u32, now: i64) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE previews SET state = 'removing', removal = 'evicted', removed_at = $3, version = version + 1
+         WHERE project = $1 AND seat >= $2 AND state IN ('deploying', 'live')",
+    )
+    .bind(project)
+    .bind(i64::from(seats))
+    .bind(now)
+    .execute(pool.db())
+    .await?
+    .rows_affected())
+}
+
 /// Previews in `states`, oldest first.
 pub async fn in_states(pool: &Store, states: &[PreviewState]) -> Result<Vec<Preview>, StoreError> {
     let list = states
