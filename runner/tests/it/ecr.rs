@@ -61,3 +61,89 @@ async fn the_login_token_and_its_password_are_masked_wherever_the_runner_writes(
         assert!(masked.contains("***"), "{masked}");
     }
 }
+
+/// Puts an image tagged `tag` into `repository` through ECR's own API (moto takes any
+/// manifest); its digest.
+async fn put_image(client: &aws_sdk_ecr::Client, repository: &str, tag: &str, content: &str) -> String {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": format!("sha256:{content}") },
+        // moto names an image by its layers.
+        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": format!("sha256:{content}") }]
+    })
+    .to_string();
+    let put = client
+        .put_image()
+        .repository_name(repository)
+        .image_tag(tag)
+        .image_manifest(manifest)
+        .send()
+        .await
+        .expect("put_image");
+    put.image()
+        .and_then(|image| image.image_id())
+        .and_then(|id| id.image_digest())
+        .expect("a digest")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn retention_and_a_previews_removal_delete_exactly_their_own_tags_from_ecr() {
+    use runner::adapters::registry::Registry;
+    use runner::adapters::registry::ecr::{EcrRegistry, aws_sdk_config};
+    use runner::store::deployments::KeptImages;
+    let ecr = std::sync::Arc::new(Ecr::new(Some("us-east-1".into()), Some(endpoint())).await);
+    let name = format!("runner-ecr-prune-{}-{}", std::process::id(), free_port());
+    ecr.ensure_repository(&name).await.expect("created");
+    let client = aws_sdk_ecr::Client::new(&aws_sdk_config(Some("us-east-1".into()), Some(endpoint())).await);
+    let (live, old) = ("a".repeat(40), "b".repeat(40));
+    let live_digest = put_image(&client, &name, &live, &"1".repeat(64)).await;
+    put_image(&client, &name, &old, &"2".repeat(64)).await;
+    put_image(&client, &name, &format!("pr-7-{}", "c".repeat(40)), &"3".repeat(64)).await;
+    put_image(&client, &name, &format!("pr-8-{}", "d".repeat(40)), &"4".repeat(64)).await;
+    // The same image as the live deploy's, under pull request 7's tag.
+    put_image(&client, &name, &format!("pr-7-{live}"), &"1".repeat(64)).await;
+    let registry = EcrRegistry {
+        client: std::sync::Arc::clone(&ecr),
+        url: None,
+    };
+    let log = runner::joblog::JobLog::to_tracing("ecr test".into(), Default::default());
+    let keep = KeptImages {
+        shas: [live.clone()].into(),
+        digests: [live_digest].into(),
+    };
+    let tags = async || {
+        let mut tags: Vec<String> = ecr
+            .tagged_images(&name)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        tags.sort();
+        tags
+    };
+
+    assert_eq!(registry.delete_tags(&name, "pr-7-", &keep, &log).await, Ok(1));
+    assert_eq!(
+        tags().await,
+        [
+            live.clone(),
+            old.clone(),
+            format!("pr-7-{live}"),
+            format!("pr-8-{}", "d".repeat(40))
+        ],
+        "pull request 7's own image went; the one the live deploy shares stayed"
+    );
+    assert_eq!(registry.prune(&name, &keep, &log).await, Ok(1));
+    assert_eq!(
+        tags().await,
+        [live.clone(), format!("pr-7-{live}"), format!("pr-8-{}", "d".repeat(40))],
+        "the old deploy's image went; previews' tags are not retention's"
+    );
+    assert_eq!(
+        registry.delete_tags("runner-ecr-missing", "pr-1-", &keep, &log).await,
+        Ok(0)
+    );
+}

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use super::{Destination, Registry};
 use crate::adapters::engine::RegistryAuth;
 use crate::joblog::JobLog;
+use crate::store::deployments::KeptImages;
 
 /// A token is refreshed this long before ECR says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -127,6 +128,64 @@ impl Ecr {
             .ok_or_else(|| format!("ECR created {name} but returned no URI"))
     }
 
+    /// The repository's tagged images, as (tag, digest); none when it does not exist.
+    pub async fn tagged_images(&self, repository: &str) -> Result<Vec<(String, String)>, String> {
+        use aws_sdk_ecr::types::{ListImagesFilter, TagStatus};
+        let mut pages = self
+            .client
+            .list_images()
+            .repository_name(repository)
+            .filter(ListImagesFilter::builder().tag_status(TagStatus::Tagged).build())
+            .into_paginator()
+            .send();
+        let mut images = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(error)
+                    if error.as_service_error().is_some_and(
+                        aws_sdk_ecr::operation::list_images::ListImagesError::is_repository_not_found_exception,
+                    ) =>
+                {
+                    return Ok(Vec::new());
+                }
+                Err(error) => return Err(format!("listing the images of {repository}: {}", aws_error(&error))),
+            };
+            images.extend(
+                page.image_ids()
+                    .iter()
+                    .filter_map(|id| Some((id.image_tag()?.to_owned(), id.image_digest()?.to_owned()))),
+            );
+        }
+        Ok(images)
+    }
+
+    /// Deletes the images `digests` names (with all their tags); returns how many went.
+    pub async fn delete_images(&self, repository: &str, digests: &[String]) -> Result<usize, String> {
+        let mut deleted = 0;
+        // ECR takes at most 100 image ids a request.
+        for batch in digests.chunks(100) {
+            let ids = batch
+                .iter()
+                .map(|digest| {
+                    aws_sdk_ecr::types::ImageIdentifier::builder()
+                        .image_digest(digest)
+                        .build()
+                })
+                .collect();
+            let answer = self
+                .client
+                .batch_delete_image()
+                .repository_name(repository)
+                .set_image_ids(Some(ids))
+                .send()
+                .await
+                .map_err(|error| format!("deleting images of {repository}: {}", aws_error(&error)))?;
+            deleted += answer.image_ids().len();
+        }
+        Ok(deleted)
+    }
+
     /// A login for the engine, from the cache while it is valid.
     pub async fn login(&self) -> Result<EcrLogin, String> {
         let mut cached = self.cached.lock().await;
@@ -199,6 +258,35 @@ pub struct EcrRegistry {
     pub url: Option<String>,
 }
 
+impl EcrRegistry {
+    /// Deletes the images of `image`'s tags that `wanted` picks, but none `keep` names.
+    async fn delete_tags_where(
+        &self,
+        image: &str,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        keep: &KeptImages,
+    ) -> Result<usize, String> {
+        let tagged = self.client.tagged_images(image).await?;
+        // An image another tag still needs stays, whatever else it is tagged with.
+        let needed: std::collections::HashSet<&str> = tagged
+            .iter()
+            .filter(|(tag, digest)| !wanted(tag) || keep.digests.contains(digest))
+            .map(|(_, digest)| digest.as_str())
+            .collect();
+        let mut doomed: Vec<String> = tagged
+            .iter()
+            .filter(|(tag, digest)| wanted(tag) && !needed.contains(digest.as_str()))
+            .map(|(_, digest)| digest.clone())
+            .collect();
+        doomed.sort();
+        doomed.dedup();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.client.delete_images(image, &doomed).await
+    }
+}
+
 #[async_trait::async_trait]
 impl Registry for EcrRegistry {
     async fn destination(&self, image: &str, log: &JobLog) -> Result<Destination, String> {
@@ -212,6 +300,18 @@ impl Registry for EcrRegistry {
             repository: format!("{host}/{image}"),
             auth: Some(auth),
         })
+    }
+
+    async fn prune(&self, image: &str, keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
+        // Only the runner's own tags (commit SHAs) are candidates.
+        let ours =
+            |tag: &str| tag.len() == 40 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !keep.shas.contains(tag);
+        self.delete_tags_where(image, &ours, keep).await
+    }
+
+    async fn delete_tags(&self, image: &str, prefix: &str, keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
+        self.delete_tags_where(image, &|tag: &str| tag.starts_with(prefix), keep)
+            .await
     }
 }
 
