@@ -60,7 +60,7 @@ FIGURES = {
         "push-to-live without steps: median {N} s; with one test step: median {N} s; ratio {N}",
     ],
     "proxy": [
-        "during {N} deploys + {N} rollbacks: {N} requests, failed {N} (non-2xx {N}, socket errors {N}) (target 0)",
+        "during {N} deploys + {N} rollbacks, with {N} previews created and removed meanwhile: {N} requests, failed {N} (non-2xx {N}, socket errors {N}) (target 0)",
         "p99 during swaps {N} ms vs with no deploy {N} ms (ratio {N})",
         "requests/s through Caddy {N} vs straight to the container {N} (ratio {N}); during swaps {N}",
     ],

@@ -42,7 +42,10 @@ pub(super) async fn serve(
     let lock = ctx
         .terraform_lock(&format!("preview\0{}\0{number}", project.name))
         .await;
-    let _one_at_a_time = lock.lock().await;
+    let _one_at_a_time = tokio::select! {
+        held = lock.lock() => held,
+        () = steps.cancel.cancelled() => return Err(JobFailure::Cancelled),
+    };
     let pushed_tag = format!("{}{}", image_tag_prefix(number), job.sha);
     // The seat first: a closed pull request, or one a newer push already serves, gets
     // nothing pushed.
@@ -165,10 +168,12 @@ async fn claim(
                 return Ok(None);
             }
             Opened::Busy => {
-                return Err(StepError::Failed(format!(
-                    "all {} preview seats are held by pull requests whose jobs are deploying them; push again once one is done",
+                // Other pull requests' activity is no failure of this one's.
+                log.system(format!(
+                    "no preview: all {} preview seats are held by pull requests whose jobs are deploying them; the next push tries again",
                     settings.max_previews
-                )));
+                ));
+                return Ok(None);
             }
             Opened::RemoveFirst(leaving) => {
                 log.system(format!(

@@ -312,6 +312,28 @@ async fn a_pull_request_gets_a_preview_each_push_updates_and_closing_it_leaves_n
         "blocked",
         "the preview reached the host"
     );
+    // Name lookups are the exception: a resolver on the host (port 53) still answers.
+    let resolver = std::net::TcpListener::bind((host_address(), 53))
+        .expect("port 53 of the host's address is free for a stand-in resolver (tests run as root)");
+    std::thread::spawn(move || {
+        for stream in resolver.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &stream, b"resolver\n");
+        }
+    });
+    let resolved = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &format!("container:{container}"),
+        "local/busybox:1",
+        "sh",
+        "-c",
+        &format!("nc -w 2 {} 53 </dev/null || echo blocked", host_address()),
+    ]);
+    assert_eq!(
+        resolved, "resolver",
+        "the preview's name lookups reach the host's resolver"
+    );
     // Nor another container's port published on the host's addresses.
     let neighbour = format!("runner-{}-neighbour", previews.project);
     docker(&[

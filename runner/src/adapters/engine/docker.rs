@@ -302,6 +302,19 @@ impl DockerEngine {
     async fn ensure_network(&self, name: &str, closed: bool, bridge: Option<&str>) -> Result<(), EngineError> {
         let _one_at_a_time = self.networks.lock().await;
         match self.docker.inspect_network(name, None).await {
+            Ok(network)
+                if bridge.is_some()
+                    && network
+                        .options
+                        .as_ref()
+                        .and_then(|options| options.get("com.docker.network.bridge.name"))
+                        .map(String::as_str)
+                        != bridge =>
+            {
+                return Err(EngineError::Engine(format!(
+                    "the engine's network {name} is not on the bridge the runner guards; remove it (docker network rm {name}) and the runner makes it again"
+                )));
+            }
             Ok(network) if closed && network.internal != Some(true) => {
                 return Err(EngineError::Engine(format!(
                     "the engine's network {name} is not internal; remove it (docker network rm {name}) and the runner makes it again"
@@ -432,7 +445,8 @@ const GUARDED_DESTINATIONS: [&str; 5] = [
     "169.254.0.0/16",
 ];
 
-/// The iptables rules (chain first) by which the host drops what `bridge` sends it.
+/// The iptables rules (chain first) by which the host drops what `bridge` sends it, in
+/// the order they are inserted (each on top: the last one is matched first).
 fn guard_rules(bridge: &str, guard: Guard) -> Vec<Vec<String>> {
     let words = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<String>>();
     match guard {
@@ -446,6 +460,15 @@ fn guard_rules(bridge: &str, guard: Guard) -> Vec<Vec<String>> {
                     .iter()
                     .map(|range| words(&[&["DOCKER-USER", "-i", bridge, "-d", range][..], &new[..]].concat())),
             );
+            // Name lookups still reach the host's resolvers (often on a private address,
+            // or the host itself): the engine's DNS asks them from the container's network.
+            for chain in ["INPUT", "DOCKER-USER"] {
+                for protocol in ["udp", "tcp"] {
+                    rules.push(words(&[
+                        chain, "-i", bridge, "-p", protocol, "--dport", "53", "-j", "ACCEPT",
+                    ]));
+                }
+            }
             rules
         }
     }
