@@ -11,7 +11,7 @@ use super::{JobFailure, STEP_MARGIN, StepError};
 use crate::adapters::connect::Connector;
 use crate::adapters::engine::ContainerEngine;
 use crate::adapters::target::{DeployTarget, Release};
-use crate::config::{BuildSettings, Project};
+use crate::config::{BuildSettings, PreviewSettings, Project};
 use crate::job::PreviewState;
 use crate::joblog::JobLog;
 use crate::store::Store;
@@ -65,13 +65,7 @@ pub(super) async fn serve(
         })
         .await?;
     let Some((preview, image)) = claimed else { return Ok(()) };
-    let environment = plan.settings.environment(preview.seat(), number);
-    let Some(target_settings) = &environment.target else {
-        unreachable!("a preview's environment has its target")
-    };
-    let target = ctx
-        .connector
-        .target(project, &environment, target_settings, Arc::clone(engine))
+    let target = target_of(ctx.connector.as_ref(), project, plan.settings, &preview, engine)
         .await
         .map_err(JobFailure::NotConfigured)?;
     let release = Release {
@@ -198,6 +192,23 @@ async fn claim(
     Err(StepError::Failed("no seat for the preview came free".into()))
 }
 
+/// The deploy target of `preview`'s environment (its seat's).
+async fn target_of(
+    connector: &dyn Connector,
+    project: &Project,
+    settings: &PreviewSettings,
+    preview: &Preview,
+    engine: &Arc<dyn ContainerEngine>,
+) -> Result<Arc<dyn DeployTarget>, String> {
+    let environment = settings.environment(preview.seat(), preview.number);
+    let Some(target) = &environment.target else {
+        unreachable!("a preview's environment has its target")
+    };
+    connector
+        .target(project, &environment, target, Arc::clone(engine))
+        .await
+}
+
 /// Removes `preview` (its containers, route and network, and its pushed images) and
 /// records it removed. Safe to repeat: what is already gone is skipped.
 pub async fn remove(
@@ -212,13 +223,7 @@ pub async fn remove(
     let Some(settings) = &project.previews else {
         return Err(format!("project {} has no previews configured any more", project.name));
     };
-    let environment = settings.environment(preview.seat(), preview.number);
-    let Some(target_settings) = &environment.target else {
-        unreachable!("a preview's environment has its target")
-    };
-    let target: Arc<dyn DeployTarget> = connector
-        .target(project, &environment, target_settings, Arc::clone(engine))
-        .await?;
+    let target = target_of(connector, project, settings, preview, engine).await?;
     target.tear_down(log).await?;
     if let (Some(build), Some(registry)) = (&project.build, &project.registry) {
         // Best effort: a registry that refuses keeps the tags, and the seat is freed anyway.

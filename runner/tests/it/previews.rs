@@ -184,6 +184,34 @@ async fn preview_of(runner: &TestRunner, number: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A TCP listener on `address` that answers every connection with `text`; its address as
+/// `nc` takes it (`IP PORT`, the host's own address for an unspecified one).
+fn answering(address: (&str, u16), text: &'static str) -> String {
+    let listener = std::net::TcpListener::bind(address)
+        .unwrap_or_else(|e| panic!("bind {address:?} for a stand-in listener (tests run as root): {e}"));
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &stream, format!("{text}\n").as_bytes());
+        }
+    });
+    format!("{} {port}", host_address())
+}
+
+/// What `address` (`IP PORT`) answers a container on `network`, or `blocked`.
+fn connect_from(network: &str, address: &str) -> String {
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "local/busybox:1",
+        "sh",
+        "-c",
+        &format!("nc -w 2 {address} </dev/null || echo blocked"),
+    ])
+}
+
 fn docker(args: &[&str]) -> String {
     let output = std::process::Command::new("docker")
         .args(args)
@@ -281,57 +309,25 @@ async fn a_pull_request_gets_a_preview_each_push_updates_and_closing_it_leaves_n
     assert!(!env.contains(SECRET) && !env.contains("ghp_"), "{env}");
     // A pull request's code reaches none of the host's services from its preview, while
     // the same listener answers a container on an ordinary bridge.
-    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
-    let host = format!("{} {}", host_address(), listener.local_addr().expect("addr").port());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = std::io::Write::write_all(&mut &stream, b"host-listener\n");
-        }
-    });
+    let host = answering(("0.0.0.0", 0), "host-listener");
     busybox_image();
-    let ask_host = |network: &str| {
-        docker(&[
-            "run",
-            "--rm",
-            "--network",
-            network,
-            "local/busybox:1",
-            "sh",
-            "-c",
-            &format!("nc -w 2 {host} </dev/null || echo blocked"),
-        ])
-    };
+    let container = container.lines().next().expect("a container");
+    let preview_network = format!("container:{container}");
     assert_eq!(
-        ask_host("bridge"),
+        connect_from("bridge", &host),
         "host-listener",
         "the listener answers an ordinary bridge"
     );
-    let container = container.lines().next().expect("a container");
     assert_eq!(
-        ask_host(&format!("container:{container}")),
+        connect_from(&preview_network, &host),
         "blocked",
         "the preview reached the host"
     );
     // Name lookups are the exception: a resolver on the host (port 53) still answers.
-    let resolver = std::net::TcpListener::bind((host_address(), 53))
-        .expect("port 53 of the host's address is free for a stand-in resolver (tests run as root)");
-    std::thread::spawn(move || {
-        for stream in resolver.incoming().flatten() {
-            let _ = std::io::Write::write_all(&mut &stream, b"resolver\n");
-        }
-    });
-    let resolved = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        &format!("container:{container}"),
-        "local/busybox:1",
-        "sh",
-        "-c",
-        &format!("nc -w 2 {} 53 </dev/null || echo blocked", host_address()),
-    ]);
+    let resolver = answering((host_address().to_string().as_str(), 53), "resolver");
     assert_eq!(
-        resolved, "resolver",
+        connect_from(&preview_network, &resolver),
+        "resolver",
         "the preview's name lookups reach the host's resolver"
     );
     // Nor another container's port published on the host's addresses.
@@ -355,21 +351,10 @@ async fn a_pull_request_gets_a_preview_each_push_updates_and_closing_it_leaves_n
         .and_then(|l| l.rsplit(':').next())
         .expect("a port")
         .to_owned();
-    let ask_neighbour = |network: &str| {
-        docker(&[
-            "run",
-            "--rm",
-            "--network",
-            network,
-            "local/busybox:1",
-            "sh",
-            "-c",
-            &format!("nc -w 2 {} {published_port} </dev/null || echo blocked", host_address()),
-        ])
-    };
+    let published = format!("{} {published_port}", host_address());
     let (from_bridge, from_preview) = (
-        ask_neighbour("bridge"),
-        ask_neighbour(&format!("container:{container}")),
+        connect_from("bridge", &published),
+        connect_from(&preview_network, &published),
     );
     docker(&["rm", "-f", &neighbour]);
     assert_eq!(from_bridge, "published", "the neighbour answers an ordinary bridge");

@@ -458,21 +458,6 @@ pub async fn restore_local_environments(
     http: reqwest::Client,
 ) {
     for (project, environment, rollout) in local_environments(config) {
-        let target = match LocalTarget::for_environment(
-            project,
-            environment,
-            rollout,
-            Arc::clone(&engine),
-            Arc::clone(&proxy),
-            http.clone(),
-            config.proxy.health_interval,
-        ) {
-            Ok(target) => target,
-            Err(error) => {
-                tracing::warn!(project = %project.name, environment = %environment.name, %error, "cannot restore the environment");
-                continue;
-            }
-        };
         let live = match crate::store::deployments::live(pool, project.name.as_str(), environment.name.as_str()).await {
             Ok(live) => live,
             Err(error) => {
@@ -480,13 +465,36 @@ pub async fn restore_local_environments(
                 continue;
             }
         };
-        match target.restore(live.as_ref().map(Serving::from)).await {
-            Ok(()) => {
-                tracing::info!(project = %project.name, environment = %environment.name, "environment matches the record")
-            }
-            Err(error) => {
-                tracing::error!(project = %project.name, environment = %environment.name, %error, "cannot restore the environment")
-            }
+        let target = LocalTarget::for_environment(
+            project,
+            environment,
+            rollout,
+            Arc::clone(&engine),
+            Arc::clone(&proxy),
+            http.clone(),
+            config.proxy.health_interval,
+        );
+        restore_one(target, live.as_ref().map(Serving::from), project, environment).await;
+    }
+}
+
+/// Restores one environment's `target` (see [`LocalTarget::restore`]), saying how it went.
+async fn restore_one(
+    target: Result<LocalTarget, String>,
+    serving: Option<Serving<'_>>,
+    project: &Project,
+    environment: &Environment,
+) {
+    let restored = match target {
+        Ok(target) => target.restore(serving).await,
+        Err(error) => Err(error),
+    };
+    match restored {
+        Ok(()) => {
+            tracing::info!(project = %project.name, environment = %environment.name, "environment matches the record")
+        }
+        Err(error) => {
+            tracing::error!(project = %project.name, environment = %environment.name, %error, "cannot restore the environment")
         }
     }
 }
@@ -518,21 +526,6 @@ pub async fn restore_previews(
             tracing::warn!(project = %preview.project, number = preview.number, "a preview of a project without [projects.previews] is left as it is");
             continue;
         };
-        let target = match LocalTarget::for_environment(
-            project,
-            &environment,
-            &rollout,
-            Arc::clone(&engine),
-            Arc::clone(&proxy),
-            http.clone(),
-            config.proxy.health_interval,
-        ) {
-            Ok(target) => target,
-            Err(error) => {
-                tracing::warn!(project = %project.name, environment = %environment.name, %error, "cannot restore the preview");
-                continue;
-            }
-        };
         let serving = match (preview.state, preview.job_id, &preview.sha) {
             (crate::job::PreviewState::Live, Some(id), Some(sha)) => Some(Serving {
                 id,
@@ -541,14 +534,16 @@ pub async fn restore_previews(
             }),
             _ => None,
         };
-        match target.restore(serving).await {
-            Ok(()) => {
-                tracing::info!(project = %project.name, environment = %environment.name, "preview matches the record")
-            }
-            Err(error) => {
-                tracing::error!(project = %project.name, environment = %environment.name, %error, "cannot restore the preview")
-            }
-        }
+        let target = LocalTarget::for_environment(
+            project,
+            &environment,
+            &rollout,
+            Arc::clone(&engine),
+            Arc::clone(&proxy),
+            http.clone(),
+            config.proxy.health_interval,
+        );
+        restore_one(target, serving, project, &environment).await;
     }
     // Every seat's route, before any preview needs it: no later preview changes the
     // proxy's configuration.
@@ -565,9 +560,11 @@ fn preview_environment<'c>(
     preview: &crate::store::previews::Preview,
 ) -> Option<(&'c Project, Environment, RolloutSettings)> {
     let project = config.project(&preview.project)?;
-    let settings = project.previews.as_ref()?;
-    let rollout = settings.rollout(preview.seat(), preview.number);
-    Some((project, settings.environment(preview.seat(), preview.number), rollout))
+    let environment = project.previews.as_ref()?.environment(preview.seat(), preview.number);
+    let Some(crate::config::Target::Local(rollout)) = environment.target.clone() else {
+        unreachable!("a preview's environment has the local target")
+    };
+    Some((project, environment, rollout))
 }
 
 /// The routes the record says the proxy has: every local environment's, and every open
