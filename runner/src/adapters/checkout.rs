@@ -20,7 +20,36 @@ use crate::store::jobs::Job;
 /// Fetches a commit's tree into a directory.
 #[async_trait::async_trait]
 pub trait Checkout: Send + Sync {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, String>;
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, CheckoutError>;
+}
+
+/// Why a commit could not be fetched or a ref resolved. Every remote and argument in it
+/// has had its credentials removed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("cannot run git (is it installed?): {0}")]
+    NoGit(#[source] std::io::Error),
+    #[error("cannot create {}: {source}", .path.display())]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Git ran and failed; `said` is its last line on stderr.
+    #[error("{said} (git {command}: {status})")]
+    Git {
+        command: String,
+        status: String,
+        said: String,
+    },
+    #[error("HEAD is {found} after checkout, expected {expected}")]
+    WrongHead { found: String, expected: CommitSha },
+    #[error("{remote} did not answer within {seconds} s")]
+    Silent { remote: String, seconds: u64 },
+    #[error("{git_ref} does not exist on {remote}")]
+    NoSuchRef { git_ref: String, remote: String },
+    #[error("{remote} names {git_ref} by something that is not a commit SHA")]
+    NotACommit { git_ref: String, remote: String },
 }
 
 /// What a checkout found out beside the tree.
@@ -46,10 +75,13 @@ impl GitCheckout {
 
 #[async_trait::async_trait]
 impl Checkout for GitCheckout {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, String> {
+    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<Fetched, CheckoutError> {
         tokio::fs::create_dir_all(into)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", into.display()))?;
+            .map_err(|source| CheckoutError::Directory {
+                path: into.to_owned(),
+                source,
+            })?;
         log.system(format!("fetching {} from {}", job.sha, redact_url(&self.url)));
         let home = self.home.as_path();
         git(into, home, log, &["init", "--quiet"]).await?;
@@ -84,7 +116,10 @@ impl Checkout for GitCheckout {
         .await?;
         let head = git_output(into, home, &["rev-parse", "HEAD"]).await?;
         if head.trim() != job.sha.as_str() {
-            return Err(format!("HEAD is {} after checkout, expected {}", head.trim(), job.sha));
+            return Err(CheckoutError::WrongHead {
+                found: head.trim().to_owned(),
+                expected: job.sha.clone(),
+            });
         }
         let changed = match &job.base_sha {
             Some(base) if tokio::fs::symlink_metadata(into.join(".runner.yml")).await.is_ok() => {
@@ -153,9 +188,10 @@ async fn changed_since(
 }
 
 /// The commit a ref points at on the remote (`git ls-remote`), for deploys by branch name.
-pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<crate::domain::CommitSha, String> {
+pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<CommitSha, CheckoutError> {
+    const WITHIN_SECS: u64 = 60;
     let output = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(WITHIN_SECS),
         git_command(
             Path::new("."),
             Path::new("/nonexistent"),
@@ -164,13 +200,17 @@ pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<c
         .output(),
     )
     .await
-    .map_err(|_| format!("{} did not answer within 60 s", redact_url(url)))?
-    .map_err(|e| format!("cannot run git: {e}"))?;
+    .map_err(|_| CheckoutError::Silent {
+        remote: redact_url(url),
+        seconds: WITHIN_SECS,
+    })?
+    .map_err(CheckoutError::NoGit)?;
     if !output.status.success() {
-        return Err(format!(
-            "git ls-remote failed: {}",
-            redact_url(String::from_utf8_lossy(&output.stderr).trim())
-        ));
+        return Err(CheckoutError::Git {
+            command: "ls-remote".to_owned(),
+            status: output.status.to_string(),
+            said: redact_url(String::from_utf8_lossy(&output.stderr).trim()),
+        });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let sha = stdout
@@ -180,8 +220,14 @@ pub async fn resolve_ref(url: &str, git_ref: &crate::domain::GitRef) -> Result<c
                 .filter(|(_, name)| *name == git_ref.as_str())
                 .map(|(sha, _)| sha.to_owned())
         })
-        .ok_or_else(|| format!("{git_ref} does not exist on {}", redact_url(url)))?;
-    crate::domain::CommitSha::parse(&sha).map_err(|e| e.to_string())
+        .ok_or_else(|| CheckoutError::NoSuchRef {
+            git_ref: git_ref.to_string(),
+            remote: redact_url(url),
+        })?;
+    CommitSha::parse(&sha).map_err(|_| CheckoutError::NotACommit {
+        git_ref: git_ref.to_string(),
+        remote: redact_url(url),
+    })
 }
 
 fn git_command(dir: &Path, home: &Path, args: &[&str]) -> Command {
@@ -199,12 +245,12 @@ fn git_command(dir: &Path, home: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs git, streaming its output into the job log; the error names the failed command.
-async fn git(dir: &Path, home: &Path, log: &JobLog, args: &[&str]) -> Result<(), String> {
+async fn git(dir: &Path, home: &Path, log: &JobLog, args: &[&str]) -> Result<(), CheckoutError> {
     let mut child = git_command(dir, home, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+        .map_err(CheckoutError::NoGit)?;
     let stdout = child.stdout.take().map(|out| {
         let log = log.clone();
         tokio::spawn(async move {
@@ -222,7 +268,7 @@ async fn git(dir: &Path, home: &Path, log: &JobLog, args: &[&str]) -> Result<(),
             last_error = line;
         }
     }
-    let status = child.wait().await.map_err(|e| format!("git did not finish: {e}"))?;
+    let status = child.wait().await.map_err(CheckoutError::NoGit)?;
     if let Some(task) = stdout {
         let _ = task.await;
     }
@@ -230,27 +276,27 @@ async fn git(dir: &Path, home: &Path, log: &JobLog, args: &[&str]) -> Result<(),
         Ok(())
     } else {
         let shown: Vec<String> = args.iter().map(|a| redact_url(a)).collect();
-        Err(format!(
-            "git {} exited with {status}: {}",
-            shown.join(" "),
-            redact_url(&last_error)
-        ))
+        Err(CheckoutError::Git {
+            command: shown.join(" "),
+            status: status.to_string(),
+            said: redact_url(&last_error),
+        })
     }
 }
 
-async fn git_output(dir: &Path, home: &Path, args: &[&str]) -> Result<String, String> {
+async fn git_output(dir: &Path, home: &Path, args: &[&str]) -> Result<String, CheckoutError> {
     let output = git_command(dir, home, args)
         .output()
         .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(CheckoutError::NoGit)?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(CheckoutError::Git {
+            command: args.join(" "),
+            status: output.status.to_string(),
+            said: redact_url(String::from_utf8_lossy(&output.stderr).trim()),
+        })
     }
 }
 

@@ -11,10 +11,10 @@ use super::engine::ContainerEngine;
 use super::registry::Registry;
 use super::registry::ecr::{Ecr, EcrRegistry};
 use super::registry::v2::V2Registry;
-use super::target::DeployTarget;
 use super::target::ecs::EcsTarget;
 use super::target::ecs_api::Ecs;
 use super::target::local::LocalTarget;
+use super::target::{DeployTarget, TargetError};
 use super::terraform::{Module, Terraform};
 use crate::config::{Environment, Project, RegistryKind, RegistrySettings, Target};
 use crate::proxy::Proxy;
@@ -32,7 +32,7 @@ pub trait Connector: Send + Sync {
         environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
-    ) -> Result<Arc<dyn DeployTarget>, String>;
+    ) -> Result<Arc<dyn DeployTarget>, TargetError>;
 }
 
 /// An AWS client's region and endpoint.
@@ -95,13 +95,12 @@ impl Connector for Connections {
         environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
-    ) -> Result<Arc<dyn DeployTarget>, String> {
+    ) -> Result<Arc<dyn DeployTarget>, TargetError> {
         Ok(match target {
             Target::Local(rollout) => {
-                let (proxy, interval) = self
-                    .proxy
-                    .clone()
-                    .ok_or("the local target needs the proxy ([proxy] admin_url)")?;
+                let (proxy, interval) = self.proxy.clone().ok_or(TargetError::Unconfigured(
+                    "the local target needs the proxy ([proxy] admin_url)",
+                ))?;
                 Arc::new(LocalTarget::for_environment(
                     project,
                     environment,

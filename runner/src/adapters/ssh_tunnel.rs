@@ -17,6 +17,24 @@ const REMOTE_SOCKET: &str = "/var/run/docker.sock";
 /// How long `ssh` gets to log in and open the forward.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why the forward could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("creating {}: {source}", .dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run ssh ({0}); install OpenSSH's client")]
+    NoSsh(#[source] std::io::Error),
+    /// `ssh` ended; `said` is its last line on stderr.
+    #[error("ssh to {host} failed ({status}): {said}")]
+    Failed { host: String, status: String, said: String },
+    #[error("ssh to {host} did not open the forward within {OPEN_TIMEOUT:?}")]
+    Silent { host: String },
+}
+
 pub struct SshTunnel {
     socket: PathBuf,
     dir: PathBuf,
@@ -29,9 +47,12 @@ impl SshTunnel {
     /// Logs in to `destination` and forwards its engine's socket; fails with what `ssh`
     /// said when it cannot. A forward that breaks later is opened again at the same
     /// socket, so the engine's clients carry on once it is back.
-    pub async fn open(destination: &SshDestination) -> Result<Self, String> {
+    pub async fn open(destination: &SshDestination) -> Result<Self, TunnelError> {
         let dir = std::env::temp_dir().join(format!("runner-engine-{}-{}", std::process::id(), unique()));
-        crate::secrets::create_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        crate::secrets::create_private_dir(&dir).map_err(|source| TunnelError::Directory {
+            dir: dir.clone(),
+            source,
+        })?;
         let socket = dir.join("docker.sock");
         let ssh = match forward(destination, &socket).await {
             Ok(ssh) => ssh,
@@ -81,7 +102,7 @@ async fn keep_open(mut ssh: tokio::process::Child, destination: SshDestination, 
 }
 
 /// Starts `ssh` forwarding the engine's socket to `socket`, and waits until it answers.
-async fn forward(destination: &SshDestination, socket: &Path) -> Result<tokio::process::Child, String> {
+async fn forward(destination: &SshDestination, socket: &Path) -> Result<tokio::process::Child, TunnelError> {
     let mut command = tokio::process::Command::new("ssh");
     // ssh needs the user's home (its config, keys, known hosts) and agent; nothing else
     // of the runner's environment.
@@ -128,9 +149,7 @@ async fn forward(destination: &SshDestination, socket: &Path) -> Result<tokio::p
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut ssh = command
-        .spawn()
-        .map_err(|e| format!("cannot run ssh ({e}); install OpenSSH's client"))?;
+    let mut ssh = command.spawn().map_err(TunnelError::NoSsh)?;
     let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
     loop {
         if socket_answers(socket).await {
@@ -155,12 +174,14 @@ async fn forward(destination: &SshDestination, socket: &Path) -> Result<tokio::p
             }
             let _ = ssh.kill().await;
             let said = said.trim().lines().last().unwrap_or("no answer").to_owned();
+            let host = destination.host.clone();
             return Err(match exited {
-                Some(status) => format!("ssh to {} failed ({status}): {said}", destination.host),
-                None => format!(
-                    "ssh to {} did not open the forward within {OPEN_TIMEOUT:?}",
-                    destination.host
-                ),
+                Some(status) => TunnelError::Failed {
+                    host,
+                    status: status.to_string(),
+                    said,
+                },
+                None => TunnelError::Silent { host },
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -46,10 +46,7 @@ impl Operations {
                     GitRef::branch(&raw)
                 }
                 .map_err(|e| OperationError::Invalid(e.to_string()))?;
-                let sha = self
-                    .resolve(project, &git_ref)
-                    .await
-                    .map_err(|e| OperationError::Conflict(format!("cannot resolve {git_ref}: {e}")))?;
+                let sha = self.resolve(project, &git_ref).await?;
                 (git_ref, sha)
             }
         };
@@ -76,13 +73,15 @@ impl Operations {
     /// API call) when the project has one and clones from it; a tag, a project that clones
     /// from a `clone_url` of its own (which the checkout then reads), and a forge that does
     /// not answer are asked of the repository itself (`git ls-remote`).
-    async fn resolve(&self, project: &Project, git_ref: &GitRef) -> Result<CommitSha, String> {
+    async fn resolve(&self, project: &Project, git_ref: &GitRef) -> Result<CommitSha, OperationError> {
+        let unresolved =
+            |why: &dyn std::fmt::Display| OperationError::Conflict(format!("cannot resolve {git_ref}: {why}"));
         if let Some(branch) = git_ref.as_str().strip_prefix("refs/heads/")
             && project.clone_url.is_none()
             && let Some(Ok(forge)) = self.forges.connect(project).await
         {
             match forge.branch_head(branch).await {
-                Ok(head) => return CommitSha::parse(&head).map_err(|e| e.to_string()),
+                Ok(head) => return CommitSha::parse(&head).map_err(|e| unresolved(&e)),
                 Err(error) => {
                     tracing::info!(%error, %git_ref, "the forge did not name the branch's head; asking the repository");
                 }
@@ -91,6 +90,6 @@ impl Operations {
         let url = crate::adapters::checkout::clone_url(project);
         crate::adapters::checkout::resolve_ref(&url, git_ref)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| unresolved(&e))
     }
 }

@@ -50,7 +50,7 @@ pub(super) async fn deliver(
         .connector
         .target(project, environment, plan.target, Arc::clone(engine))
         .await
-        .map_err(JobFailure::NotConfigured)?;
+        .map_err(|error| JobFailure::NotConfigured(error.to_string()))?;
     // What runs before terraform touches it: what a failed rollout goes back to.
     let previous = match plan.terraform {
         Some(_) => target.current(log).await,

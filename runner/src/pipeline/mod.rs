@@ -94,6 +94,9 @@ step_errors_from!(
     engine::EngineError,
     terraform::TerraformError,
     crate::store::StoreError,
+    crate::adapters::checkout::CheckoutError,
+    crate::adapters::registry::RegistryError,
+    crate::adapters::target::TargetError,
     std::io::Error,
 );
 

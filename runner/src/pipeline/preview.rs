@@ -10,7 +10,8 @@ use super::steps::Steps;
 use super::{JobFailure, STEP_MARGIN, StepError};
 use crate::adapters::connect::Connector;
 use crate::adapters::engine::ContainerEngine;
-use crate::adapters::target::{DeployTarget, Release};
+use crate::adapters::engine::EngineError;
+use crate::adapters::target::{DeployTarget, Release, TargetError};
 use crate::config::{BuildSettings, PreviewSettings, Project};
 use crate::job::PreviewState;
 use crate::joblog::JobLog;
@@ -67,7 +68,7 @@ pub(super) async fn serve(
     let Some((preview, image)) = claimed else { return Ok(()) };
     let target = target_of(ctx.connector.as_ref(), project, plan.settings, &preview, engine)
         .await
-        .map_err(JobFailure::NotConfigured)?;
+        .map_err(|error| JobFailure::NotConfigured(error.to_string()))?;
     let release = Release {
         job_id: job.id.get(),
         // A preview keeps no deployment history: its containers are named by the job.
@@ -185,7 +186,7 @@ async fn claim(
                     ctx.clock.now_ms(),
                 )
                 .await
-                .map_err(StepError::Failed)?;
+                .map_err(|error| StepError::caused_by(&error))?;
             }
         }
     }
@@ -199,7 +200,7 @@ async fn target_of(
     settings: &PreviewSettings,
     preview: &Preview,
     engine: &Arc<dyn ContainerEngine>,
-) -> Result<Arc<dyn DeployTarget>, String> {
+) -> Result<Arc<dyn DeployTarget>, TargetError> {
     let environment = settings.environment(preview.seat(), preview.number);
     let Some(target) = &environment.target else {
         unreachable!("a preview's environment has its target")
@@ -207,6 +208,19 @@ async fn target_of(
     connector
         .target(project, &environment, target, Arc::clone(engine))
         .await
+}
+
+/// Why a preview could not be removed (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalError {
+    #[error("project {0} has no previews configured any more")]
+    NoPreviews(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Removes `preview` (its containers, route and network, and its pushed images) and
@@ -219,17 +233,16 @@ pub async fn remove(
     preview: &Preview,
     log: &JobLog,
     now: i64,
-) -> Result<(), String> {
+) -> Result<(), RemovalError> {
     let Some(settings) = &project.previews else {
-        return Err(format!("project {} has no previews configured any more", project.name));
+        return Err(RemovalError::NoPreviews(project.name.to_string()));
     };
     let target = target_of(connector, project, settings, preview, engine).await?;
     target.tear_down(log).await?;
     if let (Some(build), Some(registry)) = (&project.build, &project.registry) {
         // Best effort: a registry that refuses keeps the tags, and the seat is freed anyway.
-        let kept = crate::store::deployments::kept_images(pool, project.name.as_str(), project.keep_deployments)
-            .await
-            .map_err(|e| e.to_string())?;
+        let kept =
+            crate::store::deployments::kept_images(pool, project.name.as_str(), project.keep_deployments).await?;
         let registry = connector.registry(registry).await;
         match registry
             .delete_tags(&build.image, &image_tag_prefix(preview.number), &kept, log)
@@ -242,10 +255,7 @@ pub async fn remove(
         // The engine's copies of the images it pushed, by each of their names.
         if let Some((repository, _)) = preview.image.as_deref().and_then(|image| image.split_once('@')) {
             let ours = format!("{repository}:{}", image_tag_prefix(preview.number));
-            let images = engine
-                .images(&[repository.to_owned()])
-                .await
-                .map_err(|e| e.to_string())?;
+            let images = engine.images(&[repository.to_owned()]).await?;
             for image in images.iter().filter(|i| i.tags.iter().any(|t| t.starts_with(&ours))) {
                 for name in image.tags.iter().chain(&image.digests) {
                     if let Err(error) = engine.remove_image(name).await {
@@ -255,7 +265,6 @@ pub async fn remove(
             }
         }
     }
-    previews::removed(pool, preview.id, now)
-        .await
-        .map_err(|e| e.to_string())
+    previews::removed(pool, preview.id, now).await?;
+    Ok(())
 }

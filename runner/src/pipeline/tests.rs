@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::Step;
 use super::{Connector, JobFailure, PipelineContext, StepError};
-use crate::adapters::checkout::Checkout;
+use crate::adapters::checkout::{Checkout, CheckoutError};
 use crate::adapters::engine::{
     BuildRequest, ContainerEngine, ContainerSpec, Endpoint, EngineError, ManagedContainer, Network, RegistryAuth, Role,
     Started,
 };
 use crate::adapters::probe::{self, Answer};
-use crate::adapters::registry::{Destination, Registry};
+use crate::adapters::registry::{Destination, Registry, RegistryError};
 use crate::adapters::target::DeployTarget;
 use crate::adapters::target::ecs::EcsTarget;
 use crate::adapters::target::ecs_api::{Deployer, EcsError};
@@ -425,18 +425,31 @@ struct FakeCheckout {
 
 #[async_trait::async_trait]
 impl Checkout for FakeCheckout {
-    async fn fetch(&self, job: &Job, into: &Path, log: &JobLog) -> Result<crate::adapters::checkout::Fetched, String> {
+    async fn fetch(
+        &self,
+        job: &Job,
+        into: &Path,
+        log: &JobLog,
+    ) -> Result<crate::adapters::checkout::Fetched, CheckoutError> {
         tokio::time::sleep(self.delay).await;
         if let Some(message) = &self.fail {
-            return Err(message.clone());
+            return Err(CheckoutError::Git {
+                command: "fetch".into(),
+                status: "exit status: 128".into(),
+                said: message.clone(),
+            });
         }
         log.system(format!("fake checkout of {}", job.sha));
+        let unwritable = |source| CheckoutError::Directory {
+            path: into.to_owned(),
+            source,
+        };
         tokio::fs::create_dir_all(into.join("infra"))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(unwritable)?;
         tokio::fs::write(into.join("Dockerfile"), "FROM scratch\n")
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(unwritable)?;
         Ok(crate::adapters::checkout::Fetched::default())
     }
 }
@@ -445,7 +458,7 @@ struct FakeRegistry;
 
 #[async_trait::async_trait]
 impl Registry for FakeRegistry {
-    async fn destination(&self, image: &str, _log: &JobLog) -> Result<Destination, String> {
+    async fn destination(&self, image: &str, _log: &JobLog) -> Result<Destination, RegistryError> {
         Ok(Destination {
             repository: format!("registry.test/{image}"),
             auth: None,
@@ -623,7 +636,7 @@ impl Connector for FakeConnector {
         environment: &Environment,
         target: &Target,
         engine: Arc<dyn ContainerEngine>,
-    ) -> Result<Arc<dyn DeployTarget>, String> {
+    ) -> Result<Arc<dyn DeployTarget>, crate::adapters::target::TargetError> {
         Ok(match target {
             Target::Local(rollout) => Arc::new(LocalTarget::for_environment(
                 project,

@@ -38,6 +38,7 @@ async fn an_unreachable_ecr_endpoint_is_a_clear_error() {
     )
     .await;
     let error = ecr.ensure_repository("nothing").await.expect_err("no endpoint");
+    let error = error.to_string();
     assert!(error.contains("describing ECR repository nothing"), "{error}");
 }
 
@@ -125,7 +126,13 @@ async fn retention_and_a_previews_removal_delete_exactly_their_own_tags_from_ecr
         tags
     };
 
-    assert_eq!(registry.delete_tags(&name, "pr-7-", &keep, &log).await, Ok(1));
+    assert_eq!(
+        registry
+            .delete_tags(&name, "pr-7-", &keep, &log)
+            .await
+            .expect("deleted"),
+        1
+    );
     assert_eq!(
         tags().await,
         [
@@ -136,14 +143,17 @@ async fn retention_and_a_previews_removal_delete_exactly_their_own_tags_from_ecr
         ],
         "pull request 7's own image went; the one the live deploy shares stayed"
     );
-    assert_eq!(registry.prune(&name, &keep, &log).await, Ok(1));
+    assert_eq!(registry.prune(&name, &keep, &log).await.expect("pruned"), 1);
     assert_eq!(
         tags().await,
         [live.clone(), format!("pr-7-{live}"), format!("pr-8-{}", "d".repeat(40))],
         "the old deploy's image went; previews' tags are not retention's"
     );
     assert_eq!(
-        registry.delete_tags("runner-ecr-missing", "pr-1-", &keep, &log).await,
-        Ok(0)
+        registry
+            .delete_tags("runner-ecr-missing", "pr-1-", &keep, &log)
+            .await
+            .expect("a missing repository has nothing to delete"),
+        0
     );
 }

@@ -8,7 +8,7 @@ use aws_sdk_ecr::types::ImageScanningConfiguration;
 use base64::Engine as _;
 use tokio::sync::Mutex;
 
-use super::{Destination, Registry};
+use super::{Destination, Registry, RegistryError};
 use crate::adapters::engine::RegistryAuth;
 use crate::joblog::JobLog;
 use crate::store::deployments::KeptImages;
@@ -93,7 +93,7 @@ impl Ecr {
     }
 
     /// The repository's URI, if it exists.
-    pub async fn find_repository(&self, name: &str) -> Result<Option<String>, String> {
+    pub async fn find_repository(&self, name: &str) -> Result<Option<String>, RegistryError> {
         match self.client.describe_repositories().repository_names(name).send().await {
             Ok(found) => Ok(found.repositories().first().and_then(|r| r.repository_uri()).map(str::to_owned)),
             Err(error)
@@ -103,12 +103,12 @@ impl Ecr {
             {
                 Ok(None)
             }
-            Err(error) => Err(format!("describing ECR repository {name}: {}", aws_error(&error))),
+            Err(error) => Err(RegistryError::unreachable(format!("describing ECR repository {name}"), error)),
         }
     }
 
     /// Creates the repository (scan on push) unless it exists; returns its URI.
-    pub async fn ensure_repository(&self, name: &str) -> Result<String, String> {
+    pub async fn ensure_repository(&self, name: &str) -> Result<String, RegistryError> {
         if let Some(uri) = self.find_repository(name).await? {
             return Ok(uri);
         }
@@ -119,17 +119,17 @@ impl Ecr {
             .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(true).build())
             .send()
             .await
-            .map_err(|error| format!("creating ECR repository {name}: {}", aws_error(&error)))?;
+            .map_err(|error| RegistryError::unreachable(format!("creating ECR repository {name}"), error))?;
         tracing::info!(repository = name, "created ECR repository");
         created
             .repository()
             .and_then(|r| r.repository_uri())
             .map(str::to_owned)
-            .ok_or_else(|| format!("ECR created {name} but returned no URI"))
+            .ok_or_else(|| RegistryError::Unexpected(format!("ECR created {name} but returned no URI")))
     }
 
     /// The repository's tagged images, as (tag, digest); none when it does not exist.
-    pub async fn tagged_images(&self, repository: &str) -> Result<Vec<(String, String)>, String> {
+    pub async fn tagged_images(&self, repository: &str) -> Result<Vec<(String, String)>, RegistryError> {
         use aws_sdk_ecr::types::{ListImagesFilter, TagStatus};
         let mut pages = self
             .client
@@ -149,7 +149,12 @@ impl Ecr {
                 {
                     return Ok(Vec::new());
                 }
-                Err(error) => return Err(format!("listing the images of {repository}: {}", aws_error(&error))),
+                Err(error) => {
+                    return Err(RegistryError::unreachable(
+                        format!("listing the images of {repository}"),
+                        error,
+                    ));
+                }
             };
             images.extend(
                 page.image_ids()
@@ -161,7 +166,7 @@ impl Ecr {
     }
 
     /// Deletes the images `digests` names (with all their tags); returns how many went.
-    pub async fn delete_images(&self, repository: &str, digests: &[String]) -> Result<usize, String> {
+    pub async fn delete_images(&self, repository: &str, digests: &[String]) -> Result<usize, RegistryError> {
         let mut deleted = 0;
         // ECR takes at most 100 image ids a request.
         for batch in digests.chunks(100) {
@@ -180,14 +185,14 @@ impl Ecr {
                 .set_image_ids(Some(ids))
                 .send()
                 .await
-                .map_err(|error| format!("deleting images of {repository}: {}", aws_error(&error)))?;
+                .map_err(|error| RegistryError::unreachable(format!("deleting images of {repository}"), error))?;
             deleted += answer.image_ids().len();
         }
         Ok(deleted)
     }
 
     /// A login for the engine, from the cache while it is valid.
-    pub async fn login(&self) -> Result<EcrLogin, String> {
+    pub async fn login(&self) -> Result<EcrLogin, RegistryError> {
         let mut cached = self.cached.lock().await;
         let now = SystemTime::now();
         if let Some(entry) = cached.as_ref()
@@ -201,16 +206,17 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|error| format!("getting an ECR authorization token: {}", aws_error(&error)))?;
+            .map_err(|error| RegistryError::unreachable("getting an ECR authorization token", error))?;
+        let unexpected = |what: &str| RegistryError::Unexpected(format!("ECR's authorization token: {what}"));
         let data = answer
             .authorization_data()
             .first()
-            .ok_or("ECR returned no authorization data")?;
+            .ok_or_else(|| unexpected("no authorization data"))?;
         let decoded = base64::engine::general_purpose::STANDARD
-            .decode(data.authorization_token().ok_or("ECR returned no token")?)
-            .map_err(|_| "ECR token is not base64")?;
-        let decoded = String::from_utf8(decoded).map_err(|_| "ECR token is not text")?;
-        let (username, password) = decoded.split_once(':').ok_or("ECR token is not user:password")?;
+            .decode(data.authorization_token().ok_or_else(|| unexpected("no token"))?)
+            .map_err(|_| unexpected("not base64"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| unexpected("not text"))?;
+        let (username, password) = decoded.split_once(':').ok_or_else(|| unexpected("not user:password"))?;
         // The token and the password inside it log anyone into the registry for 12 hours.
         if let Some(token) = data.authorization_token() {
             crate::secrets::hold(token);
@@ -224,7 +230,7 @@ impl Ecr {
                     .trim_end_matches('/')
                     .to_owned()
             })
-            .ok_or("ECR returned no proxy endpoint")?;
+            .ok_or_else(|| unexpected("no proxy endpoint"))?;
         let login = EcrLogin {
             auth: RegistryAuth {
                 username: username.to_owned(),
@@ -265,7 +271,7 @@ impl EcrRegistry {
         image: &str,
         wanted: &(dyn Fn(&str) -> bool + Sync),
         keep: &KeptImages,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, RegistryError> {
         let tagged = self.client.tagged_images(image).await?;
         // An image another tag still needs stays, whatever else it is tagged with.
         let needed: std::collections::HashSet<&str> = tagged
@@ -289,7 +295,7 @@ impl EcrRegistry {
 
 #[async_trait::async_trait]
 impl Registry for EcrRegistry {
-    async fn destination(&self, image: &str, log: &JobLog) -> Result<Destination, String> {
+    async fn destination(&self, image: &str, log: &JobLog) -> Result<Destination, RegistryError> {
         let uri = self.client.ensure_repository(image).await?;
         log.system(format!("ECR repository {uri}"));
         let login = self.client.login().await?;
@@ -302,28 +308,23 @@ impl Registry for EcrRegistry {
         })
     }
 
-    async fn prune(&self, image: &str, keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
+    async fn prune(&self, image: &str, keep: &KeptImages, _log: &JobLog) -> Result<usize, RegistryError> {
         // Only the runner's own tags (commit SHAs) are candidates.
         let ours =
             |tag: &str| tag.len() == 40 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !keep.shas.contains(tag);
         self.delete_tags_where(image, &ours, keep).await
     }
 
-    async fn delete_tags(&self, image: &str, prefix: &str, keep: &KeptImages, _log: &JobLog) -> Result<usize, String> {
+    async fn delete_tags(
+        &self,
+        image: &str,
+        prefix: &str,
+        keep: &KeptImages,
+        _log: &JobLog,
+    ) -> Result<usize, RegistryError> {
         self.delete_tags_where(image, &|tag: &str| tag.starts_with(prefix), keep)
             .await
     }
-}
-
-fn aws_error<E: std::error::Error + 'static>(error: &aws_sdk_ecr::error::SdkError<E>) -> String {
-    use std::fmt::Write;
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

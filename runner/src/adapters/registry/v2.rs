@@ -2,7 +2,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Destination, Registry};
+use super::{Destination, Registry, RegistryError};
 use crate::adapters::engine::RegistryAuth;
 use crate::joblog::JobLog;
 use crate::store::deployments::KeptImages;
@@ -48,7 +48,7 @@ impl V2Registry {
 
 #[async_trait::async_trait]
 impl Registry for V2Registry {
-    async fn destination(&self, image: &str, _log: &JobLog) -> Result<Destination, String> {
+    async fn destination(&self, image: &str, _log: &JobLog) -> Result<Destination, RegistryError> {
         let auth = self.login.as_ref().map(|(username, password)| RegistryAuth {
             username: username.clone(),
             password: password.expose_secret().to_owned(),
@@ -60,14 +60,20 @@ impl Registry for V2Registry {
         })
     }
 
-    async fn prune(&self, image: &str, keep: &KeptImages, log: &JobLog) -> Result<usize, String> {
+    async fn prune(&self, image: &str, keep: &KeptImages, log: &JobLog) -> Result<usize, RegistryError> {
         // Only the runner's own tags (commit SHAs) are candidates.
         let ours =
             |tag: &str| tag.len() == 40 && tag.bytes().all(|b| b.is_ascii_hexdigit()) && !keep.shas.contains(tag);
         self.delete_tags_where(image, &ours, keep, log).await
     }
 
-    async fn delete_tags(&self, image: &str, prefix: &str, keep: &KeptImages, log: &JobLog) -> Result<usize, String> {
+    async fn delete_tags(
+        &self,
+        image: &str,
+        prefix: &str,
+        keep: &KeptImages,
+        log: &JobLog,
+    ) -> Result<usize, RegistryError> {
         self.delete_tags_where(image, &|tag: &str| tag.starts_with(prefix), keep, log)
             .await
     }
@@ -81,21 +87,24 @@ impl V2Registry {
         wanted: &(dyn Fn(&str) -> bool + Sync),
         keep: &KeptImages,
         log: &JobLog,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, RegistryError> {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RegistryError::unreachable("preparing an HTTP client", e))?;
         let base = self.api(image);
         let listed = self
             .request(&client, reqwest::Method::GET, format!("{base}/tags/list"))
             .send()
             .await
-            .map_err(|e| format!("cannot list the registry's tags: {}", e.without_url()))?;
+            .map_err(|e| RegistryError::unreachable("listing the registry's tags", e.without_url()))?;
         if !listed.status().is_success() {
             return Ok(0);
         }
-        let tags: serde_json::Value = listed.json().await.map_err(|e| e.to_string())?;
+        let tags: serde_json::Value = listed
+            .json()
+            .await
+            .map_err(|e| RegistryError::unreachable("reading the registry's tags", e.without_url()))?;
         let mut deleted = 0;
         let picked = tags["tags"]
             .as_array()
@@ -109,7 +118,7 @@ impl V2Registry {
                 .header("accept", MANIFEST_TYPES)
                 .send()
                 .await
-                .map_err(|e| e.without_url().to_string())?;
+                .map_err(|e| RegistryError::unreachable(format!("asking for {tag}'s manifest"), e.without_url()))?;
             let Some(digest) = head
                 .headers()
                 .get("docker-content-digest")
@@ -125,14 +134,19 @@ impl V2Registry {
                 .request(&client, reqwest::Method::DELETE, format!("{base}/manifests/{digest}"))
                 .send()
                 .await
-                .map_err(|e| e.without_url().to_string())?;
+                .map_err(|e| RegistryError::unreachable(format!("deleting {tag}"), e.without_url()))?;
             match removed.status().as_u16() {
                 200..=299 | 404 => deleted += 1,
                 405 => {
                     log.system("retention: the registry does not allow deletes; its images are kept");
                     break;
                 }
-                status => return Err(format!("the registry answered {status} to deleting {tag}")),
+                status => {
+                    return Err(RegistryError::Refused {
+                        doing: format!("deleting {tag}"),
+                        status,
+                    });
+                }
             }
         }
         Ok(deleted)

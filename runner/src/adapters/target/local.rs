@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{DeployTarget, Release, RolloutError};
+use super::{DeployTarget, Release, RolloutError, TargetError};
 use crate::adapters::engine::{
     ContainerEngine, ContainerSpec, EngineError, ManagedContainer, Network, Role, copy_logs,
 };
@@ -81,17 +81,16 @@ impl LocalTarget {
         proxy: Arc<dyn Proxy>,
         http: reqwest::Client,
         health_interval: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TargetError> {
         Ok(Self {
             engine,
             proxy,
             http,
             project: project.name.to_string(),
             environment: environment.name.to_string(),
-            smoke: project
-                .smoke
-                .clone()
-                .ok_or("the local target probes the app: configure [projects.smoke]")?,
+            smoke: project.smoke.clone().ok_or(TargetError::Unconfigured(
+                "the local target probes the app: configure [projects.smoke]",
+            ))?,
             rollout: rollout.clone(),
             limits: project.containers.clone(),
             health_interval,
@@ -207,14 +206,14 @@ impl LocalTarget {
     /// Brings the environment back to what the runner's record says: the route in the
     /// proxy, `live`'s container running in a slot, and no other container. Run when no
     /// job of this runner is running (at start-up).
-    pub async fn restore(&self, live: Option<Serving<'_>>) -> Result<(), String> {
-        let occupants = self.occupants().await.map_err(|e| e.to_string())?;
+    pub async fn restore(&self, live: Option<Serving<'_>>) -> Result<(), TargetError> {
+        let occupants = self.occupants().await?;
         // Containers from before slots held the route's port: they go first.
         for legacy in occupants.iter().filter(|o| o.slot.is_none()) {
             tracing::warn!(container = %legacy.id, environment = %self.environment, "replacing a container that predates the proxy");
-            self.engine.remove(&legacy.id).await.map_err(|e| e.to_string())?;
+            self.engine.remove(&legacy.id).await?;
         }
-        self.proxy.ensure(&self.route()).await.map_err(|e| e.to_string())?;
+        self.proxy.ensure(&self.route()).await?;
         // The live deployment's container, if it still publishes its slot's port (the
         // slot ports may have changed in the config since it started).
         let in_its_slot = |o: &Occupant| {
@@ -233,27 +232,24 @@ impl LocalTarget {
             .filter(|o| o.slot.is_some() && keep.as_ref().is_none_or(|k| k.id != o.id))
         {
             tracing::info!(container = %other.id, environment = %self.environment, "removing a container the record does not call live");
-            self.engine.remove(&other.id).await.map_err(|e| e.to_string())?;
+            self.engine.remove(&other.id).await?;
         }
         match (keep, live) {
             (Some(kept), _) if !kept.running => {
                 tracing::info!(container = %kept.id, "starting the live container again");
-                self.engine.restart(&kept.id).await.map_err(|e| e.to_string())
+                self.engine.restart(&kept.id).await.map_err(TargetError::from)
             }
             (Some(_), _) | (None, None) => Ok(()),
             (None, Some(deployment)) => {
                 let Some(image) = deployment.image.clone() else {
-                    return Err(format!(
-                        "live deployment {} has no pushed image to start again",
-                        deployment.id
-                    ));
+                    return Err(TargetError::NoImage(deployment.id));
                 };
                 tracing::warn!(deployment = deployment.id, environment = %self.environment, "the live deployment had no container; starting it again");
                 self.engine
                     .start(&self.spec(0, &image, deployment.id, 0, deployment.sha))
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(TargetError::from)
             }
         }
     }
@@ -388,26 +384,22 @@ impl DeployTarget for LocalTarget {
         Ok(())
     }
 
-    async fn tear_down(&self, log: &JobLog) -> Result<(), String> {
+    async fn tear_down(&self, log: &JobLog) -> Result<(), TargetError> {
         let listed = self
             .engine
             .containers(&[
                 (PROJECT_LABEL, self.project.as_str()),
                 (ENVIRONMENT_LABEL, self.environment.as_str()),
             ])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for container in &listed {
-            self.engine.remove(&container.id).await.map_err(|e| e.to_string())?;
+            self.engine.remove(&container.id).await?;
         }
         // A seat's route stays for the seat's next preview.
         if self.rollout.route.is_none() {
-            self.proxy.remove(&self.route()).await.map_err(|e| e.to_string())?;
+            self.proxy.remove(&self.route()).await?;
         }
-        self.engine
-            .remove_network(&self.network_name())
-            .await
-            .map_err(|e| e.to_string())?;
+        self.engine.remove_network(&self.network_name()).await?;
         log.system(format!(
             "removed {} container(s), the route {} and the network of {}",
             listed.len(),
@@ -480,7 +472,7 @@ pub async fn restore_local_environments(
 
 /// Restores one environment's `target` (see [`LocalTarget::restore`]), saying how it went.
 async fn restore_one(
-    target: Result<LocalTarget, String>,
+    target: Result<LocalTarget, TargetError>,
     serving: Option<Serving<'_>>,
     project: &Project,
     environment: &Environment,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::adapters::engine::EngineError;
 use crate::joblog::JobLog;
+use crate::proxy::ProxyError;
 
 /// What a deploy puts live.
 pub struct Release<'a> {
@@ -46,6 +48,23 @@ impl RolloutError {
     }
 }
 
+/// What a target could not do outside a rollout: be made, put an environment back at
+/// start-up, or remove one.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The project lacks a setting this target needs; the text names it.
+    #[error("{0}")]
+    Unconfigured(&'static str),
+    #[error("this target cannot remove an environment")]
+    CannotTearDown,
+    #[error("live deployment {0} has no pushed image to start again")]
+    NoImage(i64),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+}
+
 #[async_trait::async_trait]
 pub trait DeployTarget: Send + Sync {
     /// How long going live may take (the step gets a margin on top).
@@ -65,8 +84,8 @@ pub trait DeployTarget: Send + Sync {
     async fn clean_up(&self, _release: &Release<'_>, _log: &JobLog) {}
     /// Removes the environment and everything it runs (its containers, its route): for
     /// environments that end, like a pull request's preview.
-    async fn tear_down(&self, _log: &JobLog) -> Result<(), String> {
-        Err("this target cannot remove an environment".into())
+    async fn tear_down(&self, _log: &JobLog) -> Result<(), TargetError> {
+        Err(TargetError::CannotTearDown)
     }
     /// Once the release is recorded live: lets the version it replaced finish its open
     /// requests, then stops it (a target whose platform does this itself does nothing).
