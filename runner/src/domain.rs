@@ -202,6 +202,28 @@ impl RepoName {
         }
     }
 
+    /// A GitLab project's path: `namespace/project`, where the namespace may be nested
+    /// groups (`group/subgroup/project`, at most 20 levels deep, as GitLab allows).
+    pub fn parse_path(raw: &str) -> Result<Self, ParseError> {
+        let parts: Vec<&str> = raw.split('/').collect();
+        let valid = (2..=21).contains(&parts.len())
+            && raw.len() <= 255
+            && parts.iter().all(|part| {
+                !part.is_empty()
+                    && part.len() <= 100
+                    && *part != "."
+                    && *part != ".."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            });
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ParseError::RepoName(truncate(raw)))
+        }
+    }
+
     /// The lookup key: GitHub treats `Owner/Repo` and `owner/repo` as the same repository.
     pub fn key(&self) -> String {
         self.0.to_ascii_lowercase()

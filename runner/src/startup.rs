@@ -29,7 +29,7 @@ use crate::proxy::{Caddy, Proxy};
 use crate::store::{self, deliveries};
 use crate::web::AppState;
 use crate::webhook::ingest::IngestWriter;
-use crate::webhook::signature::SignatureKey;
+use crate::webhook::signature::{SecretToken, SignatureKey};
 use crate::worker::Worker;
 
 pub struct Application {
@@ -172,6 +172,11 @@ impl Application {
             .iter()
             .map(|p| SignatureKey::new(p.webhook_secret.expose_secret().as_bytes()))
             .collect();
+        let secret_tokens = config
+            .projects
+            .iter()
+            .map(|p| SecretToken::new(p.webhook_secret.expose_secret().as_bytes()))
+            .collect();
         let mask = config.secrets().mask();
         let metrics = Arc::new(Metrics::default());
         let cancellations = Arc::new(Cancellations::default());
@@ -239,6 +244,7 @@ impl Application {
             pool: pool.clone(),
             ingest,
             signature_keys: Arc::new(signature_keys),
+            secret_tokens: Arc::new(secret_tokens),
             metrics,
             log_events: log_events.clone(),
             login_limiter: Arc::default(),

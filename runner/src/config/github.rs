@@ -146,18 +146,31 @@ pub(super) fn resolve_project(
     })
 }
 
-/// Where people (and git) find a repository on GitHub or GitHub Enterprise.
+/// Where people (and git) find a repository on its forge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RepoLinks {
-    /// `https://github.com/<owner>/<name>`.
+    /// `https://github.com/<owner>/<name>`, `https://gitea.example.com/<owner>/<name>`.
     repository: String,
+    kind: super::ForgeKind,
 }
 
 impl RepoLinks {
+    /// A repository on GitHub (or GitHub Enterprise) at `web_url`.
     pub fn new(web_url: &str, repository: &RepoName) -> Self {
+        Self::on(super::ForgeKind::GitHub, web_url, repository)
+    }
+
+    /// A repository on a forge of `kind` whose pages are at `web_url`.
+    pub fn on(kind: super::ForgeKind, web_url: &str, repository: &RepoName) -> Self {
         Self {
             repository: format!("{}/{repository}", web_url.trim_end_matches('/')),
+            kind,
         }
+    }
+
+    /// The forge the links lead to.
+    pub fn kind(&self) -> super::ForgeKind {
+        self.kind
     }
 
     /// The web address of the GitHub whose API is at `api_url`: `https://github.com` for
@@ -175,11 +188,19 @@ impl RepoLinks {
     }
 
     pub fn commit(&self, sha: &str) -> String {
-        format!("{}/commit/{sha}", self.repository)
+        match self.kind {
+            super::ForgeKind::GitLab => format!("{}/-/commit/{sha}", self.repository),
+            _ => format!("{}/commit/{sha}", self.repository),
+        }
     }
 
+    /// A pull request's page (a merge request's, on GitLab).
     pub fn pull_request(&self, number: i64) -> String {
-        format!("{}/pull/{number}", self.repository)
+        match self.kind {
+            super::ForgeKind::GitHub => format!("{}/pull/{number}", self.repository),
+            super::ForgeKind::Gitea | super::ForgeKind::Forgejo => format!("{}/pulls/{number}", self.repository),
+            super::ForgeKind::GitLab => format!("{}/-/merge_requests/{number}", self.repository),
+        }
     }
 
     /// Where checkout fetches from when the project names no `clone_url`.

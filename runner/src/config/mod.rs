@@ -7,6 +7,7 @@
 mod build;
 mod dashboard;
 mod engine;
+mod forges;
 mod github;
 mod previews;
 mod project;
@@ -26,6 +27,7 @@ mod tests;
 pub use build::{BuildNetwork, BuildSettings, Builder, ContainerLimits, SmokeSettings};
 pub use dashboard::{DashboardConfig, ReadAccess};
 pub use engine::{DEFAULT_ENGINE_HOST, EngineConfig, EngineHost, SshDestination};
+pub use forges::{ForgeInstance, ForgeKind};
 pub use github::{GitHubAuth, GitHubConfig, ProjectGitHub, RepoLinks};
 pub use previews::{NUMBER_PLACEHOLDER, PortRange, PreviewSettings};
 pub use project::{Environment, Project, PullRequestPolicy};
@@ -81,6 +83,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub dashboard: DashboardConfig,
     pub github: GitHubConfig,
+    /// `[forges.<name>]`: the Gitea, Forgejo and GitLab servers projects name.
+    pub forges: std::collections::BTreeMap<String, ForgeInstance>,
     pub projects: Vec<Project>,
     /// Bearer token for the action endpoints; `None` disables them (every action is 401).
     #[serde(serialize_with = "redacted_option")]
@@ -150,12 +154,13 @@ impl Config {
         let dashboard = dashboard::resolve(raw.dashboard, &overrides)?;
         let github = github::resolve(raw.github, &overrides)?;
         let web_url = RepoLinks::web_url_of_api(&github.api_url);
+        let forges = forges::resolve(raw.forges, secrets)?;
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut names = HashSet::new();
         let mut repositories = HashSet::new();
         for (index, project) in raw.projects.into_iter().enumerate() {
-            let resolved = project::resolve(index, project, secrets, &web_url)?;
+            let resolved = project::resolve(index, project, secrets, &web_url, &forges)?;
             if !names.insert(resolved.name.clone()) {
                 return Err(invalid(
                     format!("projects[{index}].name"),
@@ -216,6 +221,7 @@ impl Config {
             proxy,
             dashboard,
             github,
+            forges,
             projects,
             admin_token,
             terraform_bin,
@@ -244,6 +250,9 @@ impl Config {
         // The database's password, if its URL holds one.
         for credential in crate::secrets::url_credentials(&self.server.database_url) {
             set.add(credential);
+        }
+        for token in self.forges.values().filter_map(|f| f.token.as_ref()) {
+            set.add(token.expose_secret());
         }
         for project in &self.projects {
             set.add(project.webhook_secret.expose_secret());

@@ -36,6 +36,9 @@ pub struct Project {
     pub terraform: Option<TerraformSettings>,
     /// Credentials for reporting to GitHub; `None`: nothing is reported.
     pub github: Option<ProjectGitHub>,
+    /// The Gitea, Forgejo or GitLab server the repository lives on (`forge`); `None`:
+    /// GitHub.
+    pub forge: Option<super::ForgeInstance>,
     /// Per environment, the images of this many latest deployments (the live one and the
     /// ones a rollback can go back to) are kept; older images the runner built are removed.
     pub keep_deployments: u32,
@@ -88,6 +91,15 @@ impl Environment {
 }
 
 impl Project {
+    /// Whether the runner may tell the project's forge what it did: GitHub credentials,
+    /// or a token for its `[forges.<name>]` server.
+    pub fn reports_to_forge(&self) -> bool {
+        match &self.forge {
+            Some(instance) => instance.token.is_some(),
+            None => self.github.is_some(),
+        }
+    }
+
     /// The environments a push of `git_ref` deploys to, in the config's order.
     pub fn environments_for<'a>(&'a self, git_ref: &'a GitRef) -> impl Iterator<Item = &'a Environment> + 'a {
         self.environments.iter().filter(move |e| e.deploys_ref(git_ref))
@@ -144,7 +156,8 @@ pub(super) fn resolve(
     index: usize,
     raw: RawProject,
     secrets: SecretReader<'_>,
-    web_url: &str,
+    github_web_url: &str,
+    forges: &std::collections::BTreeMap<String, super::ForgeInstance>,
 ) -> Result<Project, ConfigError> {
     let at = format!("projects[{index}]");
     let field = |name: &str| format!("{at}.{name}");
@@ -153,7 +166,23 @@ pub(super) fn resolve(
     }
 
     let name = parse(field("name"), Name::parse(&raw.name))?;
-    let repository = parse(field("repository"), RepoName::parse(&raw.repository))?;
+    let forge = super::forges::of_project(raw.forge.as_deref(), forges, &at)?;
+    let kind = forge.as_ref().map_or(super::ForgeKind::GitHub, |f| f.kind);
+    // GitLab's projects may sit in nested groups (`group/subgroup/project`).
+    let repository = match kind {
+        super::ForgeKind::GitLab => parse(field("repository"), RepoName::parse_path(&raw.repository)),
+        _ => parse(field("repository"), RepoName::parse(&raw.repository)),
+    }?;
+    if raw.github.is_some() && kind != super::ForgeKind::GitHub {
+        return Err(invalid(
+            field("github"),
+            format!(
+                "{} is on {kind} ([forges.{}]): its token goes in that section's token_env",
+                raw.repository,
+                forge.as_ref().map_or("", |f| f.name.as_str())
+            ),
+        ));
+    }
     let environments = resolve_environments(&raw, &at)?;
     let webhook_secret = secrets
         .env_or_file(
@@ -181,7 +210,10 @@ pub(super) fn resolve(
             ));
         }
     };
-    let links = RepoLinks::new(web_url, &repository);
+    let links = match &forge {
+        Some(instance) => RepoLinks::on(instance.kind, &instance.url, &repository),
+        None => RepoLinks::new(github_web_url, &repository),
+    };
     let keep_deployments = raw.retention.as_ref().and_then(|r| r.keep_deployments).unwrap_or(10);
     if !(1..=1000).contains(&keep_deployments) {
         return Err(invalid(
@@ -226,6 +258,7 @@ pub(super) fn resolve(
         keep_deployments,
         previews,
         links,
+        forge,
     })
 }
 

@@ -22,8 +22,20 @@ pub struct RawConfig {
     pub dashboard: RawDashboard,
     #[serde(default)]
     pub github: RawGitHub,
+    /// Gitea, Forgejo and GitLab servers, by the name projects' `forge` keys use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forges: BTreeMap<String, RawForge>,
     #[serde(default)]
     pub projects: Vec<RawProject>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForge {
+    pub kind: Option<String>,
+    pub url: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -104,6 +116,7 @@ pub struct RawQueue {
 pub struct RawProject {
     pub name: String,
     pub repository: String,
+    pub forge: Option<String>,
     #[serde(default)]
     pub deploy_branches: Vec<String>,
     pub webhook_secret_env: Option<String>,

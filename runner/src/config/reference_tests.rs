@@ -61,6 +61,14 @@ fn walk(registry: &serde_reflection::Registry, type_name: &str, path: String, ar
     };
     let mut children = Vec::new();
     for field in fields {
+        // A map of tables (`[forges.<name>]`): one table, its name written as `*`.
+        if let Format::Map { value, .. } = &field.value
+            && let Some((child, _)) = table_type(registry, value)
+        {
+            table.tables.push(field.name.clone());
+            children.push((format!("{}.*", field.name), child.to_owned(), false));
+            continue;
+        }
         match table_type(registry, &field.value) {
             Some((child, array)) => {
                 table.tables.push(field.name.clone());
@@ -92,6 +100,17 @@ fn table_type<'a>(registry: &serde_reflection::Registry, format: &'a Format) -> 
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The tables that are maps by name (`[forges.<name>]`).
+const MAPS_OF_TABLES: &[&str] = &["forges"];
+
+/// `forges.gitea` as the config's types know it: `forges.*`.
+fn generic_path(path: &str) -> String {
+    match path.split_once('.') {
+        Some((map, name)) if MAPS_OF_TABLES.contains(&map) && !name.contains('.') => format!("{map}.*"),
+        _ => path.to_owned(),
     }
 }
 
@@ -132,7 +151,7 @@ fn classify(text: &str) -> Kind {
                 && (after.is_empty() || after.starts_with('#'))
             {
                 return Kind::Header {
-                    path: path.to_owned(),
+                    path: generic_path(path),
                     array,
                 };
             }
@@ -340,6 +359,11 @@ const ALTERNATIVES: &[&[(&str, &[Pick])]] = &[
             ],
         ),
     ],
+    // A forge server's token from an env var or from a file.
+    &[
+        ("forge token env", &[Key("forges.*", "token_env")]),
+        ("forge token file", &[Key("forges.*", "token_file")]),
+    ],
     // A v2 registry with its basic auth, or ECR with its region and endpoint.
     &[
         (
@@ -403,7 +427,12 @@ const VARIANTS: &[&[&str]] = &[
         "ecs rollout",
         "untrusted engine",
     ],
-    &["github token file", "route hostname", "preview ports"],
+    &[
+        "github token file",
+        "route hostname",
+        "preview ports",
+        "forge token file",
+    ],
     &["github app key env"],
 ];
 

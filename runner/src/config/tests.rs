@@ -533,3 +533,78 @@ fn preview_mistakes_are_refused_at_start_with_the_key_named() {
     let error = load(&toml, &[("S", "x")]).expect_err("collides").to_string();
     assert!(error.contains("rollout.hostname"), "{error}");
 }
+
+#[test]
+fn forge_servers_are_named_by_projects_and_their_mistakes_are_named() {
+    const SERVERS: &str = "[forges.gitea]\nurl = \"https://gitea.example.com/\"\ntoken_env = \"GITEA_TOKEN\"\n\
+        [forges.work]\nkind = \"gitlab\"\nurl = \"https://gitlab.example.com\"\n";
+    let project = |forge: &str, repository: &str| {
+        format!(
+            "[[projects]]\nname = \"p\"\nrepository = \"{repository}\"\nforge = \"{forge}\"\n\
+             deploy_branches = [\"main\"]\nwebhook_secret_env = \"S\"\n"
+        )
+    };
+    let env = [("S", "secret"), ("GITEA_TOKEN", "gitea-token-value")];
+    let config = load(&format!("{SERVERS}{}", project("gitea", "owner/app")), &env).expect("valid");
+    let on_gitea = &config.projects[0];
+    let instance = on_gitea.forge.as_ref().expect("on a forge");
+    assert_eq!(
+        (instance.kind, instance.url.as_str()),
+        (ForgeKind::Gitea, "https://gitea.example.com")
+    );
+    assert!(on_gitea.reports_to_forge());
+    assert_eq!(
+        on_gitea.links.pull_request(3),
+        "https://gitea.example.com/owner/app/pulls/3"
+    );
+    let masked = config.secrets().mask().apply("Authorization: token gitea-token-value");
+    assert!(
+        !masked.contains("gitea-token-value"),
+        "the server's token is masked: {masked}"
+    );
+
+    // GitLab: nested groups, its own links, and no token means nothing is reported.
+    let config = load(&format!("{SERVERS}{}", project("work", "group/sub/app")), &env).expect("valid");
+    let on_gitlab = &config.projects[0];
+    assert_eq!(on_gitlab.repository.as_str(), "group/sub/app");
+    assert_eq!(
+        on_gitlab.links.commit("abc"),
+        "https://gitlab.example.com/group/sub/app/-/commit/abc"
+    );
+    assert!(!on_gitlab.reports_to_forge());
+    // A nested path is GitLab's alone.
+    let error = load(&format!("{SERVERS}{}", project("gitea", "group/sub/app")), &env).expect_err("refused");
+    assert!(error.to_string().contains("projects[0].repository"), "{error}");
+
+    for (toml, key) in [
+        (project("nowhere", "owner/app"), "projects[0].forge"),
+        (
+            format!(
+                "{SERVERS}[forges.mine]\nurl = \"https://git.example.com\"\n{}",
+                project("mine", "o/a")
+            ),
+            "forges.mine.kind",
+        ),
+        (
+            format!("[forges.gitea]\nurl = \"ftp://x\"\n{}", project("gitea", "o/a")),
+            "forges.gitea.url",
+        ),
+        (
+            format!(
+                "[forges.github]\nurl = \"https://github.com\"\n{}",
+                project("github", "o/a")
+            ),
+            "forges.github",
+        ),
+        (
+            format!(
+                "{SERVERS}{}[projects.github]\ntoken_env = \"S\"\n",
+                project("gitea", "o/a")
+            ),
+            "projects[0].github",
+        ),
+    ] {
+        let error = load(&toml, &env).expect_err(key);
+        assert!(error.to_string().contains(key), "{key}: {error}");
+    }
+}

@@ -76,7 +76,7 @@ impl Reporter {
         self.config
             .projects
             .iter()
-            .filter(|p| p.github.is_some())
+            .filter(|p| p.reports_to_forge())
             .map(|p| p.name.to_string())
             .collect()
     }
@@ -279,7 +279,10 @@ impl Reporter {
                 row.name == Step::Preview.name() && !matches!(row.state, StepState::Pending | StepState::Skipped)
             })
         });
-        if (job.kind == JobKind::Deploy || preview.is_some()) && nothing_to_do.is_none() {
+        if (job.kind == JobKind::Deploy || preview.is_some())
+            && nothing_to_do.is_none()
+            && client.offers_deployments(&job.git_ref)
+        {
             self.report_deployment(client, job, preview, &text, job_url.as_deref())
                 .await?;
         }
@@ -310,7 +313,9 @@ impl Reporter {
                     (Trigger::Rollback, None) => format!("rollback by the runner (job {})", job.id),
                     (trigger, None) => format!("{trigger} deploy by the runner (job {})", job.id),
                 };
-                let id = client.create_deployment(&job.sha, &environment, &what).await?;
+                let id = client
+                    .create_deployment(&job.sha, &job.git_ref, &environment, &what)
+                    .await?;
                 if let Err(error) = reports::set_deployment(&self.pool, job.id, id).await {
                     // Kept in memory instead: the next pass uses this id rather than
                     // creating a second deployment on GitHub.
@@ -454,7 +459,7 @@ impl Reporter {
             .mask
             .masked(preview_comment(preview, self.config.dashboard.public_url.as_deref()));
         match preview.comment_id {
-            Some(id) => client.edit_comment(id, &body).await.map(|()| None),
+            Some(id) => client.edit_comment(preview.number, id, &body).await.map(|()| None),
             None => client.create_comment(preview.number, &body).await.map(Some),
         }
     }
@@ -764,7 +769,13 @@ mod tests {
             Ok(())
         }
 
-        async fn create_deployment(&self, _sha: &str, environment: &str, _text: &str) -> Result<i64, ForgeError> {
+        async fn create_deployment(
+            &self,
+            _sha: &str,
+            _git_ref: &str,
+            environment: &str,
+            _text: &str,
+        ) -> Result<i64, ForgeError> {
             self.say(format!("deployment to {environment}"));
             Ok(99)
         }

@@ -1,6 +1,7 @@
 //! Replaying a stored delivery: what it asks for, decided under today's configuration.
 
 use super::{OperationError, Operations};
+use crate::config::ForgeKind;
 use crate::domain::{DeliveryId, JobId};
 use crate::job::Trigger;
 use crate::store::deliveries::{self, Action};
@@ -28,12 +29,20 @@ impl Operations {
         } else {
             body
         };
-        let parsed = github::parse(&delivery.event, &json_text)
+        // Read as the forge of the project it was recorded for wrote it.
+        let recorded_for = delivery.project.as_deref().and_then(|name| self.config.project(name));
+        let kind = recorded_for.map_or(ForgeKind::GitHub, |p| p.links.kind());
+        let parsed = crate::webhook::parse_stored(kind, &delivery.event, &json_text)
             .map_err(|e| OperationError::Conflict(format!("stored body: {e}")))?;
         let project = parsed
             .repository
             .as_ref()
-            .and_then(|r| self.config.project_by_repository(r))
+            .and_then(|repository| {
+                self.config
+                    .projects
+                    .iter()
+                    .find(|p| p.links.kind() == kind && p.repository.key() == repository.key())
+            })
             .ok_or_else(|| {
                 OperationError::Conflict(format!("delivery {delivery_id} names no configured repository"))
             })?;

@@ -15,6 +15,8 @@ pub struct Unreported {
     pub state: JobState,
     pub reported_state: Option<JobState>,
     pub sha: CommitSha,
+    /// The ref the job's commit came from (`refs/heads/main`, `refs/pull/7/head`).
+    pub git_ref: String,
     pub error: Option<String>,
     pub plan_summary: Option<String>,
     pub superseded_by: Option<i64>,
@@ -44,7 +46,7 @@ impl Unreported {
 pub async fn due(pool: &Store, projects: &[String], now: i64, limit: usize) -> Result<Vec<Unreported>, StoreError> {
     let projects = serde_json::to_string(projects).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, project, environment, kind, trigger, state, reported_state, sha, error, plan_summary,
+        "SELECT id, project, environment, kind, trigger, state, reported_state, sha, git_ref, error, plan_summary,
                 superseded_by, held_for, github_deployment_id, pull_request, report_attempts, steps_version, steps_reported,
                 check_run_id, check_annotations_sent
          FROM jobs

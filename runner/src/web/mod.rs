@@ -55,7 +55,10 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         dashboard::auth::limit_bearer_guesses,
     ));
-    let webhook = Router::new().route("/webhooks/github", post(webhook::receive));
+    let webhook = Router::new()
+        .route("/webhooks/github", post(webhook::receive))
+        .route("/webhooks/gitea", post(webhook::receive_gitea))
+        .route("/webhooks/gitlab", post(webhook::receive_gitlab));
     limit_bodies(webhook, state.config.server.max_body_bytes)
         .merge(small_bodies)
         // Each route is held to its limit by `limit_bodies`; axum's default limit (2 MiB)

@@ -9,7 +9,7 @@ use crate::joblog::LogEvents;
 use crate::metrics::Metrics;
 use crate::operations::Operations;
 use crate::webhook::ingest::IngestWriter;
-use crate::webhook::signature::SignatureKey;
+use crate::webhook::signature::{SecretToken, SignatureKey};
 
 /// Everything a request handler may use.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct AppState {
     pub ingest: IngestWriter,
     /// One per project, in the order of `config.projects`.
     pub signature_keys: Arc<Vec<SignatureKey>>,
+    /// The same secrets as GitLab sends them (the token itself), in the same order.
+    pub secret_tokens: Arc<Vec<SecretToken>>,
     pub metrics: Arc<Metrics>,
     /// Which job just stored log lines or changed state: wakes live log streams.
     pub log_events: LogEvents,

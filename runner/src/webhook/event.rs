@@ -22,6 +22,41 @@ pub enum PayloadError {
     Field(&'static str),
 }
 
+/// Valid JSON of the wrong shape: says whether it is not an object, or which of `fields`
+/// (the ones the forge's reader reads) is off.
+pub(super) fn describe_data_error(
+    json_text: &[u8],
+    error: &serde_json::Error,
+    fields: &[&'static str],
+) -> PayloadError {
+    match serde_json::from_slice::<serde_json::Value>(json_text) {
+        Ok(value) if !value.is_object() => PayloadError::Json("expected a JSON object".into()),
+        _ => {
+            let message = error.to_string();
+            let field = fields
+                .iter()
+                .find(|f| message.contains(*f))
+                .copied()
+                .unwrap_or("payload");
+            PayloadError::Field(field)
+        }
+    }
+}
+
+/// Reads `json_text` as `T`, saying which field is off when it does not fit.
+pub(super) fn read_payload<T: serde::de::DeserializeOwned>(
+    json_text: &[u8],
+    fields: &[&'static str],
+) -> Result<T, PayloadError> {
+    serde_json::from_slice(json_text).map_err(|e| {
+        if e.is_data() {
+            describe_data_error(json_text, &e, fields)
+        } else {
+            PayloadError::Json(e.to_string())
+        }
+    })
+}
+
 /// A delivery's payload: the repository it is about and what happened.
 #[derive(Debug)]
 pub struct Incoming {
@@ -248,9 +283,14 @@ fn decide_pull_request(
     else {
         return Err(PayloadError::Field("pull_request"));
     };
+    // Where the forge keeps the pull request's head, for a checkout that cannot fetch by SHA.
+    let head_ref = match project.links.kind() {
+        crate::config::ForgeKind::GitLab => format!("refs/merge-requests/{number}/head"),
+        _ => format!("refs/pull/{number}/head"),
+    };
     let mut facts = Facts {
         action: Some(clip(action, 64)),
-        git_ref: Some(format!("refs/pull/{}/head", number)),
+        git_ref: Some(head_ref.clone()),
         sha: Some(clip(&pr.head_sha, 64)),
         ..Facts::default()
     };
@@ -298,8 +338,7 @@ fn decide_pull_request(
         "opened" | "synchronize" | "reopened" => {
             let sha = CommitSha::parse(&pr.head_sha).map_err(|_| PayloadError::Field("pull_request.head.sha"))?;
             facts.sha = Some(sha.to_string());
-            let git_ref =
-                GitRef::parse(&format!("refs/pull/{}/head", number)).map_err(|_| PayloadError::Field("number"))?;
+            let git_ref = GitRef::parse(&head_ref).map_err(|_| PayloadError::Field("number"))?;
             let job = NewJob::verify(project.name.clone(), base_environment, number, git_ref, sha, now)
                 .from_delivery(delivery_id)
                 .described(

@@ -59,7 +59,7 @@ pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Bytes), S
     Ok((content_type, json_text))
 }
 
-fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, String> {
+pub(super) fn required_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, String> {
     headers
         .get(name)
         .ok_or_else(|| format!("missing {name} header"))?
@@ -230,25 +230,19 @@ struct BranchRepository {
 
 /// Valid JSON of the wrong shape: say whether it is not an object or which field is off.
 fn describe_data_error(json_text: &[u8], error: &serde_json::Error) -> PayloadError {
-    match serde_json::from_slice::<serde_json::Value>(json_text) {
-        Ok(value) if !value.is_object() => PayloadError::Json("expected a JSON object".into()),
-        _ => {
-            let message = error.to_string();
-            let field = [
-                "repository",
-                "pull_request",
-                "head_commit",
-                "ref",
-                "after",
-                "number",
-                "action",
-                "hook_id",
-                "check_run",
-            ]
-            .into_iter()
-            .find(|f| message.contains(f))
-            .unwrap_or("payload");
-            PayloadError::Field(field)
-        }
-    }
+    super::event::describe_data_error(
+        json_text,
+        error,
+        &[
+            "repository",
+            "pull_request",
+            "head_commit",
+            "ref",
+            "after",
+            "number",
+            "action",
+            "hook_id",
+            "check_run",
+        ],
+    )
 }

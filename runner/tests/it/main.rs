@@ -14,6 +14,7 @@ mod deploy_infra;
 mod ecr;
 mod engine_builds;
 mod environments;
+mod forges;
 mod github;
 mod parse_properties;
 mod pipeline_e2e;

@@ -282,7 +282,13 @@ impl Forge for GitHub {
         .map(drop)
     }
 
-    async fn create_deployment(&self, sha: &str, environment: &str, text: &str) -> Result<i64, ForgeError> {
+    async fn create_deployment(
+        &self,
+        sha: &str,
+        _git_ref: &str,
+        environment: &str,
+        text: &str,
+    ) -> Result<i64, ForgeError> {
         let body = json!({
             "ref": sha,
             "environment": environment,
@@ -451,7 +457,7 @@ impl Forge for GitHub {
         })
     }
 
-    async fn edit_comment(&self, id: i64, body: &str) -> Result<(), ForgeError> {
+    async fn edit_comment(&self, _number: i64, id: i64, body: &str) -> Result<(), ForgeError> {
         self.call(
             Method::PATCH,
             &format!("/repos/{}/issues/comments/{id}", self.repository),

@@ -7,14 +7,17 @@
 //! the config, and one arm in [`connect`]. Its webhook deliveries arrive at a route of
 //! their own (`web::webhook` for GitHub's), read by `webhook`; `crate::forge` reports to it.
 
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
+pub mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Config, Project};
+use crate::config::{Config, ForgeKind, Project};
 
 /// What the runner asks of the forge that hosts a project's repository.
 #[async_trait::async_trait]
@@ -28,8 +31,21 @@ pub trait Forge: Send + Sync {
         text: &str,
         target_url: Option<&str>,
     ) -> Result<(), ForgeError>;
-    /// Creates a deployment of `sha` to `environment`; returns its id on the forge.
-    async fn create_deployment(&self, sha: &str, environment: &str, text: &str) -> Result<i64, ForgeError>;
+    /// Whether the forge keeps deployments of commits from `git_ref` (GitHub's and
+    /// GitLab's deployments; Gitea has none, and GitLab's name a branch or tag).
+    fn offers_deployments(&self, git_ref: &str) -> bool {
+        let _ = git_ref;
+        true
+    }
+    /// Creates a deployment of `sha` (from `git_ref`) to `environment`; returns its id on
+    /// the forge.
+    async fn create_deployment(
+        &self,
+        sha: &str,
+        git_ref: &str,
+        environment: &str,
+        text: &str,
+    ) -> Result<i64, ForgeError>;
     async fn deployment_status(
         &self,
         deployment: i64,
@@ -59,9 +75,9 @@ pub trait Forge: Send + Sync {
         let _ = (number, body);
         Err(not_offered("commenting"))
     }
-    /// Replaces the text of comment `id`.
-    async fn edit_comment(&self, id: i64, body: &str) -> Result<(), ForgeError> {
-        let _ = (id, body);
+    /// Replaces the text of comment `id` on pull request `number`.
+    async fn edit_comment(&self, number: i64, id: i64, body: &str) -> Result<(), ForgeError> {
+        let _ = (number, id, body);
         Err(not_offered("commenting"))
     }
     /// Whether this client may write check runs (GitHub lets only an App do so).
@@ -173,6 +189,23 @@ pub struct Annotation {
 /// The forge client of `project`, or `None` when it has no forge credentials (nothing is
 /// reported, nothing reconciled).
 pub async fn connect(config: &Config, project: &Project) -> Option<Result<Arc<dyn Forge>, ForgeError>> {
+    if let Some(instance) = &project.forge {
+        let token = instance.token.clone()?;
+        let client: Result<Arc<dyn Forge>, ForgeError> = match instance.kind {
+            ForgeKind::Gitea | ForgeKind::Forgejo => {
+                gitea::Gitea::connect(&instance.url, Some(token), &project.repository).map(|c| Arc::new(c) as _)
+            }
+            ForgeKind::GitLab => {
+                gitlab::GitLab::connect(&instance.url, Some(token), &project.repository).map(|c| Arc::new(c) as _)
+            }
+            // The config refuses a `[forges.<name>]` of kind github.
+            ForgeKind::GitHub => Err(ForgeError::Rejected {
+                status: 0,
+                message: format!("[forges.{}]: GitHub is configured in [github]", instance.name),
+            }),
+        };
+        return Some(client);
+    }
     let settings = project.github.as_ref()?;
     Some(
         github::GitHub::connect(&config.github.api_url, &settings.auth, project.repository.clone())

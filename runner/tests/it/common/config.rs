@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use runner::config::raw::{
-    RawBuild as Build, RawConfig as Config, RawEngine as Engine, RawEnvironment as Environment, RawGitHub as GitHub,
-    RawProject as Project, RawProjectGitHub as ProjectGitHub, RawProxy as Proxy, RawQueue as Queue,
-    RawRegistry as Registry, RawRetention as Retention, RawRollout as Rollout, RawServer as Server, RawSmoke as Smoke,
-    RawTerraform as Terraform,
+    RawBuild as Build, RawConfig as Config, RawEngine as Engine, RawEnvironment as Environment, RawForge as Forge,
+    RawGitHub as GitHub, RawProject as Project, RawProjectGitHub as ProjectGitHub, RawProxy as Proxy,
+    RawQueue as Queue, RawRegistry as Registry, RawRetention as Retention, RawRollout as Rollout, RawServer as Server,
+    RawSmoke as Smoke, RawTerraform as Terraform,
 };
 
 use super::{REPOSITORY, free_port};

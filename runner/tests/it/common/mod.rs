@@ -5,6 +5,7 @@
 pub mod caddy;
 pub mod config;
 pub mod database;
+pub mod fake_forges;
 pub mod fake_github;
 pub mod fakes;
 pub mod process;

@@ -40,7 +40,8 @@ fn render(state: &AppState, page: &Page<Delivery>, csrf: Option<&str>, paged: bo
         h1 { "Deliveries" }
         @if page.items.is_empty() {
             p.empty {
-                "No webhook deliveries yet. Point a GitHub webhook at " code { "/webhooks/github" }
+                "No webhook deliveries yet. Point the repository's webhook at " code { "/webhooks/github" } ", "
+                code { "/webhooks/gitea" } " (Gitea, Forgejo) or " code { "/webhooks/gitlab" }
                 " (content type application/json, the project's secret, push and pull request events)."
             }
         } @else {
@@ -50,7 +51,8 @@ fn render(state: &AppState, page: &Page<Delivery>, csrf: Option<&str>, paged: bo
                 } }
                 tbody {
                     @for d in &page.items {
-                        @let replayable = d.body_kept && matches!(d.event.as_str(), "push" | "pull_request");
+                        @let replayable = d.body_kept
+                            && matches!(d.event.as_str(), "push" | "pull_request" | "tag_push" | "merge_request");
                         tr id={ "d-" (d.delivery_id) } {
                             td { (time(d.received_at)) }
                             td {
@@ -58,7 +60,12 @@ fn render(state: &AppState, page: &Page<Delivery>, csrf: Option<&str>, paged: bo
                                 @if let Some(action) = &d.action { " " span.muted { (action) } }
                                 br; code.muted { (d.delivery_id) }
                             }
-                            td { (d.repository.as_deref().unwrap_or("")) }
+                            td {
+                                (d.repository.as_deref().unwrap_or(""))
+                                @if let Some(forge) = d.project.as_deref().and_then(|p| state.config.project(p)).map(|p| p.links.kind()) {
+                                    br; span.muted { (forge) }
+                                }
+                            }
                             td {
                                 (d.git_ref.as_deref().unwrap_or(""))
                                 @if let Some(sha) = &d.sha {
