@@ -1,5 +1,7 @@
--- wrk script: signed push deliveries, each with its own X-GitHub-Delivery id and its own
--- body. The runner answers a body it has recorded before as a duplicate whatever its
+-- wrk script: signed push deliveries, each with its own delivery id and its own body, as
+-- the forge BENCH_FORGE sends them: "github" (the default; X-Hub-Signature-256), "gitea"
+-- (the same HMAC as bare hex in X-Gitea-Signature) or "gitlab" (the secret itself in
+-- X-Gitlab-Token, nothing hashed). The runner answers a body it has recorded before as a duplicate whatever its
 -- delivery id, so each request ends the push with a nonce of its own and is signed here
 -- (HMAC-SHA256 with BENCH_SECRET). The key block and the body's fixed start are hashed
 -- once per thread; a request hashes only the last blocks.
@@ -116,6 +118,8 @@ function init(args)
   start = written:gsub("%s*}%s*$", "") .. ',"bench_nonce":"'
   sign = keyed(secret, start)
   prefix = os.getenv("BENCH_PREFIX")
+  forge = os.getenv("BENCH_FORGE") or "github"
+  secret_text = secret
   counter = 0
   accepted = 0
 end
@@ -124,13 +128,33 @@ function request()
   counter = counter + 1
   local nonce = string.format("%s-%d-%d", prefix, tid, counter)
   local ending = nonce .. '"}'
-  local headers = {
-    ["Content-Type"] = "application/json",
-    ["X-GitHub-Event"] = "push",
-    ["X-GitHub-Delivery"] = nonce,
-    ["X-Hub-Signature-256"] = sign(ending),
-  }
-  return wrk.format("POST", "/webhooks/github", headers, start .. ending)
+  local headers, path
+  if forge == "gitea" then
+    headers = {
+      ["Content-Type"] = "application/json",
+      ["X-Gitea-Event"] = "push",
+      ["X-Gitea-Delivery"] = nonce,
+      ["X-Gitea-Signature"] = sign(ending):sub(8),
+    }
+    path = "/webhooks/gitea"
+  elseif forge == "gitlab" then
+    headers = {
+      ["Content-Type"] = "application/json",
+      ["X-Gitlab-Event"] = "Push Hook",
+      ["Idempotency-Key"] = nonce,
+      ["X-Gitlab-Token"] = secret_text,
+    }
+    path = "/webhooks/gitlab"
+  else
+    headers = {
+      ["Content-Type"] = "application/json",
+      ["X-GitHub-Event"] = "push",
+      ["X-GitHub-Delivery"] = nonce,
+      ["X-Hub-Signature-256"] = sign(ending),
+    }
+    path = "/webhooks/github"
+  end
+  return wrk.format("POST", path, headers, start .. ending)
 end
 
 function response(status, headers, body)

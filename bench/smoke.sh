@@ -40,6 +40,8 @@ FIGURES = {
         "baseline GET /healthz (64 conns): {N} req/s, p50 {N} ms, p99 {N} ms",
         "8 {N} {N} {N} {N} {N} {N}",
         "64 {N} {N} {N} {N} {N} {N}",
+        "gitea {N} {N} {N} {N} {N} {N} {N}",
+        "gitlab {N} {N} {N} {N} {N} {N} {N}",
         "runner RSS: idle {N} MB, under load {N} MB {*}",
         "durability: 202 answers {N}, delivery rows {N}, queued rows {N}, jobs {N}, distinct job ids {N}",
         "no delivery lost or doubled",
