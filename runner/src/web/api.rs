@@ -60,7 +60,16 @@ pub async fn list_deliveries(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let page = deliveries::list(&state.pool, query.before, query.limit()?).await?;
-    Ok(Json(json!(page)))
+    let mut listed = json!(page);
+    // Which forge sent each: the kind of the project it was recorded for, as configured now.
+    for item in listed["items"].as_array_mut().into_iter().flatten() {
+        let forge = item["project"]
+            .as_str()
+            .and_then(|name| state.config.project(name))
+            .map(|project| project.links.kind().as_str());
+        item["forge"] = json!(forge);
+    }
+    Ok(Json(listed))
 }
 
 pub async fn list_jobs(

@@ -489,25 +489,6 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, SECRET, &gitlab_delivery).await).await;
     assert_eq!((status, &again["duplicate"]), (200, &Value::Bool(true)), "{again}");
 
-    // A stored delivery replays as its own forge's format, for its own project.
-    for (delivery, project) in [(&delivery, "on-gitea"), (&gitlab_delivery, "on-gitlab")] {
-        let response = runner
-            .client
-            .post(runner.url(&format!("/api/deliveries/{delivery}/replay")))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("POST replay");
-        let (status, answer) = answer_of(response).await;
-        assert_eq!(status, 202, "{answer}");
-        let replayed = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
-        assert_eq!(
-            (replayed["trigger"].as_str(), replayed["project"].as_str()),
-            (Some("replay"), Some(project)),
-            "{replayed}"
-        );
-    }
-
     // A deploy that fails (nothing to clone here) reports failure to its forge.
     let failed = job_id_of(&first);
     let job = runner.wait_for_job_end(failed).await;
@@ -531,6 +512,25 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
             .then_some(())
     })
     .await;
+
+    // A stored delivery replays as its own forge's format, for its own project.
+    for (delivery, project) in [(&delivery, "on-gitea"), (&gitlab_delivery, "on-gitlab")] {
+        let response = runner
+            .client
+            .post(runner.url(&format!("/api/deliveries/{delivery}/replay")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("POST replay");
+        let (status, answer) = answer_of(response).await;
+        assert_eq!(status, 202, "{answer}");
+        let replayed = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
+        assert_eq!(
+            (replayed["trigger"].as_str(), replayed["project"].as_str()),
+            (Some("replay"), Some(project)),
+            "{replayed}"
+        );
+    }
 
     // Pull and merge requests verify; a fork's waits for an admin.
     let (status, answer) = answer_of(
@@ -636,6 +636,22 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
     assert!(
         events.contains(&"merge_request") && events.contains(&"push"),
         "{events:?}"
+    );
+    let forges: std::collections::BTreeSet<&str> = deliveries["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|d| d["forge"].as_str())
+        .collect();
+    assert_eq!(
+        forges,
+        ["forgejo", "gitea", "gitlab"].into_iter().collect(),
+        "each delivery names its forge"
+    );
+    let page = runner.get_text("/deliveries").await;
+    assert!(
+        page.contains("GitLab") && page.contains("Forgejo"),
+        "the deliveries page names the forges"
     );
     runner.stop().await;
 }
