@@ -158,6 +158,7 @@ impl Application {
         let work_root = config.server.work_dir.clone();
         reap_work_root(&work_root, config.terraform_bin.as_deref()).await?;
         warn_of_jobs_that_cannot_run(&config);
+        warn_of_tokens_sent_in_clear(&config);
         let Adapters {
             engine,
             untrusted_engine,
@@ -409,6 +410,21 @@ async fn connect_engine(config: &Config, instance: String) -> Option<DockerEngin
 
 /// Says at start which projects' jobs would fail for settings they lack, where the first
 /// push would otherwise be the first to tell.
+/// A forge server reached over plain HTTP beyond this machine sees its token go over the
+/// network unencrypted.
+fn warn_of_tokens_sent_in_clear(config: &Config) {
+    for forge in config.forges.values().filter(|f| f.token.is_some()) {
+        let Some(rest) = forge.url.strip_prefix("http://") else {
+            continue;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let loopback = ["localhost", "127.", "[::1]"].iter().any(|l| authority.starts_with(l));
+        if !loopback {
+            tracing::warn!(forge = %forge.name, url = %forge.url, "the server's token goes over plain HTTP: use https://");
+        }
+    }
+}
+
 fn warn_of_jobs_that_cannot_run(config: &Config) {
     for project in &config.projects {
         let verifies = project.pull_requests != crate::config::PullRequestPolicy::Off;

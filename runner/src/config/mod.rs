@@ -176,6 +176,7 @@ impl Config {
             projects.push(resolved);
         }
         check_local_addresses(&projects)?;
+        check_gitlab_secrets(&projects)?;
         if engine.untrusted_host.is_some()
             && let Some(index) = projects.iter().position(|p| p.previews.is_some())
         {
@@ -287,6 +288,31 @@ impl Config {
         }
         set
     }
+}
+
+/// GitLab sends a project's webhook secret as it is, where proxies and its own admins may
+/// see it: another project that shares it could then be sent deliveries signed with it.
+fn check_gitlab_secrets(projects: &[Project]) -> Result<(), ConfigError> {
+    for (index, project) in projects.iter().enumerate() {
+        if project.links.kind() != ForgeKind::GitLab {
+            continue;
+        }
+        let secret = project.webhook_secret.expose_secret();
+        if let Some(other) = projects
+            .iter()
+            .enumerate()
+            .find(|(other, p)| *other != index && p.webhook_secret.expose_secret() == secret)
+        {
+            return Err(invalid(
+                format!("projects[{index}].webhook_secret_env"),
+                format!(
+                    "{} is on GitLab, which sends its webhook secret in clear; {} uses the same secret: give each its own",
+                    project.name, other.1.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Two local environments cannot share a route or a slot: each would take the other's

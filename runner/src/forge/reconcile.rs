@@ -1,7 +1,9 @@
-//! Recovers what GitHub failed to deliver. GitHub does not redeliver on its own, so at
-//! start and then periodically the runner asks it to resend the hook's failed deliveries
-//! that never reached us, and queues a deploy for a deploy branch's head that no delivery
-//! announced (trigger `reconcile`).
+//! Recovers what a forge failed to deliver. At start and then periodically the runner
+//! queues a deploy for a deploy branch's head that no delivery announced (trigger
+//! `reconcile`), asking each project's forge for its branches' heads. GitHub also lists a
+//! hook's deliveries and does not redeliver on its own, so the runner asks it to resend
+//! the failed ones that never reached us; Gitea's and Forgejo's API list none, and
+//! GitLab's hook events are not read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ impl Reconciler {
             .config
             .projects
             .iter()
-            .filter(|p| p.github.is_some())
+            .filter(|p| p.reports_to_forge())
             .cloned()
             .collect();
         if projects.is_empty() {
@@ -52,7 +54,7 @@ impl Reconciler {
                     for project in &projects {
                         let seen = seen_up_to.entry(project.name.to_string()).or_default();
                         if let Err(error) = self.reconcile(project, &mut asked, seen).await {
-                            tracing::warn!(project = %project.name, %error, "reconciliation with GitHub failed");
+                            tracing::warn!(project = %project.name, %error, "reconciliation with the project's forge failed");
                         }
                     }
                     pass.release().await;
@@ -75,11 +77,11 @@ impl Reconciler {
         asked: &mut HashSet<i64>,
         seen_up_to: &mut i64,
     ) -> anyhow::Result<()> {
-        let (Some(settings), Some(github)) = (&project.github, self.forges.connect(project).await) else {
+        let Some(github) = self.forges.connect(project).await else {
             return Ok(());
         };
         let github = github?;
-        if let Some(hook_id) = settings.hook_id {
+        if let Some(hook_id) = project.github.as_ref().and_then(|settings| settings.hook_id) {
             let seen = (*seen_up_to > 0).then_some(*seen_up_to);
             let listed = github.hook_deliveries(hook_id, seen, MAX_DELIVERY_PAGES).await?;
             // A delivery that later succeeded (a redelivery shares its guid) needs nothing.

@@ -142,7 +142,7 @@ impl Reporter {
         let client = self.forges.connect(project).await.unwrap_or_else(|| {
             Err(ForgeError::Rejected {
                 status: 0,
-                message: "no GitHub credentials".into(),
+                message: "no credentials for the project's forge".into(),
             })
         })?;
         self.clients.insert(project.name.to_string(), Arc::clone(&client));
@@ -195,8 +195,8 @@ impl Reporter {
             Err(error) => error,
         };
         self.metrics.github_report_failures.inc(error_kind(&error), "");
-        tracing::warn!(job_id = job.id, project = %job.project, %error, "could not report to GitHub");
-        let message = format!("reporting to GitHub: {error}");
+        tracing::warn!(job_id = job.id, project = %job.project, %error, "could not report to the project's forge");
+        let message = format!("reporting to the forge: {error}");
         let next = match &error {
             ForgeError::RateLimited { wait, .. } => {
                 let until = now + crate::store::duration_ms(*wait);

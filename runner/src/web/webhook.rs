@@ -206,6 +206,11 @@ async fn record(state: &AppState, kinds: &[ForgeKind], verified: Verified, body:
             }
             &state.config.projects[index]
         }
+        // A push or pull request is always about a repository: without one, it is no
+        // project's, whoever's secret proves it.
+        None if matches!(parsed.event, event::Event::Push(_) | event::Event::PullRequest(_)) => {
+            return Err(ApiError::BadRequest(format!("the {event} payload names no repository")));
+        }
         // Organisation- or app-level events name no repository: nothing to deploy.
         None => &state.config.projects[signed_by[0]],
     };

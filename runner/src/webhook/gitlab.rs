@@ -40,13 +40,14 @@ pub fn envelope(headers: &HeaderMap) -> Result<(String, DeliveryId), String> {
 }
 
 /// The event as the runner records it: `push`, `tag_push`, `merge_request` (the payload's
-/// `object_kind`), or the header's words for the rest.
+/// `object_kind`), or `gitlab:` and the header's words for the rest, which a replay then
+/// reads as the same event it ignored ([`header_of`]).
 pub fn event_name(header: &str) -> String {
     match header {
         "Push Hook" => "push".to_owned(),
         "Tag Push Hook" => "tag_push".to_owned(),
         "Merge Request Hook" => "merge_request".to_owned(),
-        other => other.to_ascii_lowercase().replace(' ', "_"),
+        other => format!("gitlab:{}", other.to_ascii_lowercase().replace(' ', "_")),
     }
 }
 

@@ -17,6 +17,10 @@ const GITEA_REPO: &str = "gitea/webhooks";
 const FORGEJO_REPO: &str = "forgejo/webhooks";
 /// GitLab projects may sit in nested groups.
 const GITLAB_REPO: &str = "platform/web/hello";
+/// Each forge's project has a secret of its own (GitLab sends its secret in clear, so the
+/// config refuses to let another project share it).
+const FORGEJO_SECRET: &str = "forgejo-webhook-secret-0123456789";
+const GITLAB_SECRET: &str = "gitlab-webhook-secret-0123456789";
 
 fn forge_fixture(folder: &str, name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -144,6 +148,8 @@ fn forge_env(name: &str) -> Option<String> {
     match name {
         "GITEA_TOKEN_FOR_TESTS" => Some(GITEA_TOKEN.to_owned()),
         "GITLAB_TOKEN_FOR_TESTS" => Some(GITLAB_TOKEN.to_owned()),
+        "FORGEJO_SECRET" => Some(FORGEJO_SECRET.to_owned()),
+        "GITLAB_SECRET" => Some(GITLAB_SECRET.to_owned()),
         other => test_env(other),
     }
 }
@@ -199,14 +205,14 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
     }
     let (gitea_url, forgejo_url, gitlab_url) = (gitea.start().await, forgejo.start().await, gitlab.start().await);
     let projects = [
-        ("gitea", GITEA_REPO, format!("fg{unique}")),
-        ("codeberg", FORGEJO_REPO, format!("ff{unique}")),
-        ("gitlab", GITLAB_REPO, format!("fl{unique}")),
+        ("gitea", GITEA_REPO, format!("fg{unique}"), "HELLO_SECRET"),
+        ("codeberg", FORGEJO_REPO, format!("ff{unique}"), "FORGEJO_SECRET"),
+        ("gitlab", GITLAB_REPO, format!("fl{unique}"), "GITLAB_SECRET"),
     ];
     let ports = [free_port(), free_port(), free_port()];
     let _cleanup: Vec<EngineCleanup> = projects
         .iter()
-        .map(|(_, _, name)| EngineCleanup {
+        .map(|(_, _, name, _)| EngineCleanup {
             container: format!("runner-{name}-production"),
             references: vec![
                 format!("runner-{name}:*"),
@@ -224,10 +230,11 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
             config.projects = configured
                 .iter()
                 .zip(ports)
-                .map(|((forge, repository, name), port)| config::Project {
+                .map(|((forge, repository, name, secret), port)| config::Project {
                     name: name.clone(),
                     repository: (*repository).to_owned(),
                     forge: Some((*forge).to_owned()),
+                    webhook_secret_env: Some((*secret).to_owned()),
                     build: Some(config::build(&format!("runner-{name}"))),
                     rollout: Some(config::local_rollout(port, Some(30))),
                     ..template.clone()
@@ -262,7 +269,7 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
             true,
             "push",
             &gitea_push(FORGEJO_REPO, "refs/heads/master", &sha),
-            SECRET,
+            FORGEJO_SECRET,
             &unique_delivery_id(),
         )
         .await;
@@ -275,7 +282,7 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
             &runner,
             "Push Hook",
             &gitlab_push(GITLAB_REPO, "refs/heads/master", &sha),
-            SECRET,
+            GITLAB_SECRET,
             &unique_delivery_id(),
         )
         .await;
@@ -284,7 +291,7 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
         job_id_of(&answer)
     };
 
-    for ((job_id, port), (_, _, name)) in [gitea_job, forgejo_job, gitlab_job]
+    for ((job_id, port), (_, _, name, _)) in [gitea_job, forgejo_job, gitlab_job]
         .into_iter()
         .zip(ports)
         .zip(&projects)
@@ -350,6 +357,11 @@ async fn gitea_forgejo_and_gitlab_projects_deploy_and_report_through_one_runner(
     })
     .await;
     assert_eq!(deployment["environment"], "production");
+    assert_eq!(
+        deployment["history"],
+        serde_json::json!(["running", "success"]),
+        "created running, then succeeded: no transition GitLab refuses"
+    );
     assert_eq!(deployment["ref"], "master");
     assert_eq!(deployment["tag"], false);
     assert_eq!(deployment["sha"], sha.as_str());
@@ -384,17 +396,20 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
     let urls = (gitea.start().await, forgejo.start().await, gitlab.start().await);
     let runner = TestRunner::start_on_fakes_with_env(
         |dir| {
+            // Beside a GitHub project, whose secret the Gitea project shares.
             let mut config = default_config(dir);
-            let template = config.projects.remove(0);
-            for (forge, repository, name) in [
-                ("gitea", GITEA_REPO, "on-gitea"),
-                ("codeberg", FORGEJO_REPO, "on-forgejo"),
-                ("gitlab", GITLAB_REPO, "on-gitlab"),
+            config.projects.truncate(1);
+            let template = config.projects[0].clone();
+            for (forge, repository, name, secret) in [
+                ("gitea", GITEA_REPO, "on-gitea", "HELLO_SECRET"),
+                ("codeberg", FORGEJO_REPO, "on-forgejo", "FORGEJO_SECRET"),
+                ("gitlab", GITLAB_REPO, "on-gitlab", "GITLAB_SECRET"),
             ] {
                 config.projects.push(config::Project {
                     name: name.to_owned(),
                     repository: repository.to_owned(),
                     forge: Some(forge.to_owned()),
+                    webhook_secret_env: Some(secret.to_owned()),
                     pull_requests: Some("approve-forks".to_owned()),
                     rollout: Some(config::local_rollout(free_port(), None)),
                     ..template.clone()
@@ -406,92 +421,189 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         forge_env,
     )
     .await;
+    let gitea_body = gitea_push(GITEA_REPO, "refs/heads/master", &sha);
+    let forgejo_body = gitea_push(FORGEJO_REPO, "refs/heads/master", &sha);
+    let gitlab_body = gitlab_push(GITLAB_REPO, "refs/heads/master", &sha);
+    let gitea_says = |forgejo: bool, event: &str, body: &[u8], secret: &str| {
+        let (event, body, secret) = (event.to_owned(), body.to_vec(), secret.to_owned());
+        let runner = &runner;
+        async move {
+            answer_of(
+                deliver_gitea(
+                    runner,
+                    "/webhooks/gitea",
+                    forgejo,
+                    &event,
+                    &body,
+                    &secret,
+                    &unique_delivery_id(),
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let gitlab_says = |event: &str, body: &[u8], token: &str| {
+        let (event, body, token) = (event.to_owned(), body.to_vec(), token.to_owned());
+        let runner = &runner;
+        async move { answer_of(deliver_gitlab(runner, &event, &body, &token, &unique_delivery_id()).await).await }
+    };
 
-    // Wrong secrets are 401, and queue nothing.
-    let body = gitea_push(GITEA_REPO, "refs/heads/master", &sha);
-    let (status, answer) = answer_of(
-        deliver_gitea(
-            &runner,
-            "/webhooks/gitea",
-            false,
-            "push",
-            &body,
-            "wrong",
-            &unique_delivery_id(),
-        )
-        .await,
-    )
-    .await;
+    // Wrong secrets are 401, each naming its forge's header, and queue nothing.
+    let (status, answer) = gitea_says(false, "push", &gitea_body, "wrong").await;
     assert_eq!(status, 401, "{answer}");
     assert!(answer.to_string().contains("X-Gitea-Signature"), "{answer}");
-    let (status, answer) = answer_of(
-        deliver_gitea(
-            &runner,
-            "/webhooks/gitea",
-            true,
-            "push",
-            &body,
-            "wrong",
-            &unique_delivery_id(),
-        )
-        .await,
-    )
-    .await;
+    let (status, answer) = gitea_says(true, "push", &forgejo_body, "wrong").await;
     assert_eq!(status, 401, "{answer}");
     assert!(
         answer.to_string().contains("X-Forgejo-Signature"),
         "Forgejo's own header is read: {answer}"
     );
-    let gitlab_body = gitlab_push(GITLAB_REPO, "refs/heads/master", &sha);
-    let (status, _) =
-        answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, "wrong", &unique_delivery_id()).await).await;
-    assert_eq!(status, 401);
-    let (status, _) = answer_of(
+    assert_eq!(gitlab_says("Push Hook", &gitlab_body, "wrong").await.0, 401);
+    assert_eq!(
+        gitlab_says("Push Hook", &gitlab_body, &format!("{GITLAB_SECRET}x"))
+            .await
+            .0,
+        401,
+        "a token is the whole secret, not a prefix of it"
+    );
+    // One project's secret does not open another's: the Gitea project's on the Forgejo
+    // project's repository, the Forgejo project's as GitLab's token.
+    let (status, answer) = gitea_says(true, "push", &forgejo_body, SECRET).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.to_string().contains(FORGEJO_REPO), "{answer}");
+    assert_eq!(gitlab_says("Push Hook", &gitlab_body, FORGEJO_SECRET).await.0, 401);
+    assert_eq!(runner.count("jobs").await, 0);
+
+    // A Gitea delivery carries GitHub's headers too, signed with a secret the GitHub
+    // project shares: the GitHub route still does not take it, as no GitHub project has
+    // that repository; nor does the Gitea route take a GitHub project's delivery.
+    let (status, answer) = answer_of(
+        runner
+            .deliver_signed("push", &gitea_body, Some(SECRET), &unique_delivery_id())
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = gitea_says(false, "push", &push_body("refs/heads/master", &sha), SECRET).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(runner.count("jobs").await, 0);
+
+    // Deleted branches, tags the project does not deploy, Gitea's `delete` and events
+    // GitLab names in words of its own queue nothing; a push naming no repository is
+    // no project's.
+    let (status, answer) = gitlab_says(
+        "Push Hook",
+        &gitlab_push(GITLAB_REPO, "refs/heads/master", &"0".repeat(40)),
+        GITLAB_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["ignored"].as_str().is_some_and(|r| r.contains("deleted")),
+        "{answer}"
+    );
+    let mut tag = forge_fixture("gitlab-webhooks", "tag_push.json");
+    tag["project"]["path_with_namespace"] = GITLAB_REPO.into();
+    let (status, answer) = gitlab_says(
+        "Tag Push Hook",
+        &serde_json::to_vec(&tag).expect("serialise"),
+        GITLAB_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["ignored"].as_str().is_some_and(|r| r.contains("tag")),
+        "{answer}"
+    );
+    let mut deleted = forge_fixture("gitea-webhooks", "create.json");
+    deleted["repository"]["full_name"] = GITEA_REPO.into();
+    let (status, answer) = gitea_says(
+        false,
+        "delete",
+        &serde_json::to_vec(&deleted).expect("serialise"),
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["ignored"].is_string(), "{answer}");
+    let oddly_named = unique_delivery_id();
+    let (status, answer) = answer_of(
         deliver_gitlab(
             &runner,
-            "Push Hook",
-            &gitlab_body,
-            &format!("{SECRET}x"),
-            &unique_delivery_id(),
+            "push",
+            &gitlab_push(GITLAB_REPO, "refs/heads/master", &"e".repeat(40)),
+            GITLAB_SECRET,
+            &oddly_named,
         )
         .await,
     )
     .await;
-    assert_eq!(status, 401, "a token is the whole secret, not a prefix of it");
-    assert_eq!(runner.count("jobs").await, 0);
-
-    // A Gitea delivery carries GitHub's headers too, correctly signed: the GitHub route
-    // still does not take it, as no GitHub project has that repository.
-    let (status, answer) = answer_of(
-        runner
-            .deliver_signed("push", &body, Some(SECRET), &unique_delivery_id())
-            .await,
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["ignored"].is_string(), "{answer}");
+    let replayed = runner
+        .client
+        .post(runner.url(&format!("/api/deliveries/{oddly_named}/replay")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("POST replay");
+    assert_eq!(replayed.status(), 409, "an ignored event replays as ignored");
+    let mut anonymous: Value = serde_json::from_slice(&gitlab_body).expect("json");
+    anonymous.as_object_mut().expect("an object").remove("project");
+    let (status, answer) = gitlab_says(
+        "Push Hook",
+        &serde_json::to_vec(&anonymous).expect("serialise"),
+        GITLAB_SECRET,
     )
     .await;
-    assert_eq!(status, 401, "no GitHub project's secret signs it: {answer}");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = gitlab_says("Push Hook", b"{not json", GITLAB_SECRET).await;
+    assert_eq!(status, 400, "malformed JSON on a verified delivery: {answer}");
     assert_eq!(runner.count("jobs").await, 0);
 
     // The right secret queues a deploy; the same delivery again is a duplicate.
     let delivery = unique_delivery_id();
-    let (status, first) =
-        answer_of(deliver_gitea(&runner, "/webhooks/gitea", false, "push", &body, SECRET, &delivery).await).await;
+    let (status, first) = answer_of(
+        deliver_gitea(
+            &runner,
+            "/webhooks/gitea",
+            false,
+            "push",
+            &gitea_body,
+            SECRET,
+            &delivery,
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 202, "{first}");
-    let (status, again) =
-        answer_of(deliver_gitea(&runner, "/webhooks/gitea", false, "push", &body, SECRET, &delivery).await).await;
-    assert_eq!(status, 200, "{again}");
-    assert_eq!(again["duplicate"], true);
+    let (status, again) = answer_of(
+        deliver_gitea(
+            &runner,
+            "/webhooks/gitea",
+            false,
+            "push",
+            &gitea_body,
+            SECRET,
+            &delivery,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, &again["duplicate"]), (200, &Value::Bool(true)), "{again}");
     assert_eq!(again["job_id"], first["job_id"]);
     let gitlab_delivery = unique_delivery_id();
     let (status, first) =
-        answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, SECRET, &gitlab_delivery).await).await;
+        answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, GITLAB_SECRET, &gitlab_delivery).await).await;
     assert_eq!(status, 202, "{first}");
     let (status, again) =
-        answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, SECRET, &gitlab_delivery).await).await;
+        answer_of(deliver_gitlab(&runner, "Push Hook", &gitlab_body, GITLAB_SECRET, &gitlab_delivery).await).await;
     assert_eq!((status, &again["duplicate"]), (200, &Value::Bool(true)), "{again}");
 
-    // A deploy that fails (nothing to clone here) reports failure to its forge.
-    let failed = job_id_of(&first);
-    let job = runner.wait_for_job_end(failed).await;
+    // A deploy that fails (nothing to clone here) reports failure to its forge, and its
+    // GitLab deployment goes from running to failed.
+    let job = runner.wait_for_job_end(job_id_of(&first)).await;
     assert_eq!(job["state"], "failed");
     let statuses = eventually("GitLab's failure status", || {
         let s = gitlab.statuses();
@@ -504,6 +616,12 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
     })
     .await;
     assert_eq!(deployment["ref"], "master");
+    assert_eq!(deployment["history"], serde_json::json!(["running", "failed"]));
+    let gitea_job = runner.get_json("/api/jobs?project=on-gitea").await["items"][0]["id"]
+        .as_i64()
+        .expect("the Gitea project's job");
+    let gitea_job = runner.wait_for_job_end(gitea_job).await;
+    assert_eq!(gitea_job["state"], "failed");
     eventually("Gitea's failure status", || {
         gitea
             .statuses()
@@ -532,18 +650,14 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         );
     }
 
-    // Pull and merge requests verify; a fork's waits for an admin.
-    let (status, answer) = answer_of(
-        deliver_gitea(
-            &runner,
-            "/webhooks/gitea",
-            true,
-            "pull_request",
-            &gitea_pull_request("synchronized", FORGEJO_REPO, FORGEJO_REPO, 3, &sha),
-            SECRET,
-            &unique_delivery_id(),
-        )
-        .await,
+    // Pull and merge requests verify; a fork's waits for an admin, including a Gitea
+    // pull request whose head repository is gone and a merge request that names no
+    // project ids.
+    let (status, answer) = gitea_says(
+        true,
+        "pull_request",
+        &gitea_pull_request("synchronized", FORGEJO_REPO, FORGEJO_REPO, 3, &sha),
+        FORGEJO_SECRET,
     )
     .await;
     assert_eq!(
@@ -551,19 +665,19 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         "Gitea's \"synchronized\" is a new push to the pull request: {answer}"
     );
     let verify = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
-    assert_eq!(verify["kind"], "verify", "{verify}");
+    assert_eq!(
+        (
+            verify["kind"].as_str(),
+            verify["state"].as_str() != Some("awaiting_approval")
+        ),
+        (Some("verify"), true)
+    );
     assert_eq!(verify["git_ref"], "refs/pull/3/head");
-    let (status, answer) = answer_of(
-        deliver_gitea(
-            &runner,
-            "/webhooks/gitea",
-            false,
-            "pull_request",
-            &gitea_pull_request("opened", GITEA_REPO, "stranger/webhooks", 4, &sha),
-            SECRET,
-            &unique_delivery_id(),
-        )
-        .await,
+    let (status, answer) = gitea_says(
+        false,
+        "pull_request",
+        &gitea_pull_request("opened", GITEA_REPO, "stranger/webhooks", 4, &sha),
+        SECRET,
     )
     .await;
     assert_eq!(status, 202, "{answer}");
@@ -572,31 +686,38 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         held["state"], "awaiting_approval",
         "a fork's pull request waits: {held}"
     );
+    let mut orphan: Value =
+        serde_json::from_slice(&gitea_pull_request("opened", GITEA_REPO, GITEA_REPO, 5, &sha)).expect("json");
+    orphan["pull_request"]["head"]["repo"] = Value::Null;
+    let (status, answer) = gitea_says(
+        false,
+        "pull_request",
+        &serde_json::to_vec(&orphan).expect("serialise"),
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
+    assert_eq!(
+        held["state"], "awaiting_approval",
+        "a deleted fork's pull request waits: {held}"
+    );
 
-    let (status, answer) = answer_of(
-        deliver_gitlab(
-            &runner,
-            "Merge Request Hook",
-            &gitlab_merge_request("open", GITLAB_REPO, 5, &sha, 14),
-            SECRET,
-            &unique_delivery_id(),
-        )
-        .await,
+    let (status, answer) = gitlab_says(
+        "Merge Request Hook",
+        &gitlab_merge_request("open", GITLAB_REPO, 5, &sha, 14),
+        GITLAB_SECRET,
     )
     .await;
     assert_eq!(status, 202, "{answer}");
     let verify = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(verify["kind"], "verify");
+    assert_ne!(verify["state"], "awaiting_approval", "{verify}");
     assert_eq!(verify["git_ref"], "refs/merge-requests/5/head");
-    let (status, answer) = answer_of(
-        deliver_gitlab(
-            &runner,
-            "Merge Request Hook",
-            &gitlab_merge_request("open", GITLAB_REPO, 6, &sha, 99),
-            SECRET,
-            &unique_delivery_id(),
-        )
-        .await,
+    let (status, answer) = gitlab_says(
+        "Merge Request Hook",
+        &gitlab_merge_request("open", GITLAB_REPO, 6, &sha, 99),
+        GITLAB_SECRET,
     )
     .await;
     assert_eq!(status, 202, "{answer}");
@@ -605,44 +726,42 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         held["state"], "awaiting_approval",
         "another project's source branch is a fork's: {held}"
     );
+    let mut unnamed: Value =
+        serde_json::from_slice(&gitlab_merge_request("open", GITLAB_REPO, 7, &sha, 14)).expect("json");
+    let attributes = unnamed["object_attributes"].as_object_mut().expect("an object");
+    attributes.remove("source_project_id");
+    attributes.remove("target_project_id");
+    let (status, answer) = gitlab_says(
+        "Merge Request Hook",
+        &serde_json::to_vec(&unnamed).expect("serialise"),
+        GITLAB_SECRET,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
+    assert_eq!(
+        held["state"], "awaiting_approval",
+        "without project ids, it counts as a fork's: {held}"
+    );
     // An edit of the title brings no commit: nothing to verify.
-    let (status, answer) = answer_of(
-        deliver_gitlab(
-            &runner,
-            "Merge Request Hook",
-            &gitlab_merge_request("update", GITLAB_REPO, 5, &sha, 14),
-            SECRET,
-            &unique_delivery_id(),
-        )
-        .await,
+    let (status, answer) = gitlab_says(
+        "Merge Request Hook",
+        &gitlab_merge_request("update", GITLAB_REPO, 5, &sha, 14),
+        GITLAB_SECRET,
     )
     .await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["ignored"].is_string(), "{answer}");
 
-    // Malformed JSON on a verified delivery is a 400.
-    let (status, answer) =
-        answer_of(deliver_gitlab(&runner, "Push Hook", b"{not json", SECRET, &unique_delivery_id()).await).await;
-    assert_eq!(status, 400, "{answer}");
-
-    // The deliveries page names each delivery's event as its forge recorded it.
+    // Each delivery names its forge, in the API and on the deliveries page.
     let deliveries = runner.get_json("/api/deliveries").await;
-    let events: Vec<&str> = deliveries["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|d| d["event"].as_str())
-        .collect();
+    let items = deliveries["items"].as_array().expect("items");
+    let events: std::collections::BTreeSet<&str> = items.iter().filter_map(|d| d["event"].as_str()).collect();
     assert!(
-        events.contains(&"merge_request") && events.contains(&"push"),
+        events.contains("merge_request") && events.contains("push"),
         "{events:?}"
     );
-    let forges: std::collections::BTreeSet<&str> = deliveries["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|d| d["forge"].as_str())
-        .collect();
+    let forges: std::collections::BTreeSet<&str> = items.iter().filter_map(|d| d["forge"].as_str()).collect();
     assert_eq!(
         forges,
         ["forgejo", "gitea", "gitlab"].into_iter().collect(),
@@ -667,4 +786,50 @@ async fn a_project_whose_forge_has_no_instance_is_refused_at_start_with_the_key_
     let message = error.to_string();
     assert!(message.contains("projects[0].forge"), "{message}");
     assert!(message.contains("[forges.gitea]"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitea_branch_head_that_no_delivery_announced_is_deployed() {
+    let gitea = FakeForge::new(Flavour::Gitea);
+    let head = "d".repeat(40);
+    gitea.with(|f| {
+        f.branches.insert("master".into(), head.clone());
+        f.commits.insert(head.clone());
+    });
+    let (gitea_url, unused) = (gitea.start().await, "http://127.0.0.1:1".to_owned());
+    let runner = TestRunner::start_on_fakes_with_env(
+        |dir| {
+            let mut config = default_config(dir);
+            let template = config.projects.remove(0);
+            config.projects.push(config::Project {
+                name: "on-gitea".to_owned(),
+                repository: GITEA_REPO.to_owned(),
+                forge: Some("gitea".to_owned()),
+                ..template
+            });
+            with_forges(&mut config, &gitea_url, &unused, &unused);
+            config
+        },
+        forge_env,
+    )
+    .await;
+    let job = eventually("a reconcile deploy", || {
+        let jobs = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(runner.get_json("/api/jobs?kind=deploy"))
+        });
+        jobs["items"].as_array().and_then(|items| items.first().cloned())
+    })
+    .await;
+    assert_eq!(job["trigger"], "reconcile", "{job}");
+    assert_eq!(job["sha"], head.as_str());
+    assert_eq!(job["project"], "on-gitea");
+    assert!(
+        gitea
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == format!("/api/v1/repos/{GITEA_REPO}/branches/master")),
+        "{:?}",
+        gitea.requests()
+    );
+    runner.stop().await;
 }

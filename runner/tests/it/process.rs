@@ -272,7 +272,7 @@ async fn the_github_token_never_reaches_the_runners_own_log() {
     let id = push_to(&client, &runner.base, &"3".repeat(40)).await;
     wait_for(&client, &runner.base, id, "its end", |job| job["state"] == "failed").await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !runner.log_text().contains("could not report to GitHub") {
+    while !runner.log_text().contains("could not report to the project's forge") {
         assert!(
             Instant::now() < deadline,
             "no reporting problem logged:\n{}",

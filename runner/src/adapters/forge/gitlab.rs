@@ -146,20 +146,26 @@ impl Forge for GitLab {
         _log_url: Option<&str>,
     ) -> Result<(), ForgeError> {
         let status = match state {
-            DeploymentState::InProgress => "running",
+            // Created running: GitLab runs a deployment only from `created`.
+            DeploymentState::InProgress => return Ok(()),
             DeploymentState::Success => "success",
             DeploymentState::Failure => "failed",
-            // GitLab shows a newer deployment to the environment as its current one.
-            DeploymentState::Inactive => return Ok(()),
+            // A cancelled or superseded deploy; one that finished stays as it ended (GitLab
+            // shows a newer deployment to the environment as its current one).
+            DeploymentState::Inactive => "canceled",
         };
-        self.client
+        match self
+            .client
             .call(
                 Method::PUT,
                 &format!("{}/deployments/{deployment}", self.project_path),
                 Some(&json!({ "status": status })),
             )
             .await
-            .map(drop)
+        {
+            Err(ForgeError::Rejected { status: 400, message }) if message.contains("Cannot transition") => Ok(()),
+            outcome => outcome.map(drop),
+        }
     }
 
     async fn hook_deliveries(
@@ -199,7 +205,8 @@ impl Forge for GitLab {
                 None,
             )
             .await?;
-        Ok(answer["state"].as_str() == Some("opened"))
+        // `locked`: being merged, still open.
+        Ok(matches!(answer["state"].as_str(), Some("opened" | "locked")))
     }
 
     async fn create_comment(&self, number: i64, body: &str) -> Result<i64, ForgeError> {

@@ -10,7 +10,8 @@
 //!   target URL are at most 255 characters; an unknown commit is `404 Commit Not Found`;
 //!   the state a status already has is refused with 400 ("Cannot transition status");
 //!   a deployment needs environment, sha, ref, tag and a status of running, success,
-//!   failed or canceled.
+//!   failed or canceled, and changes status only as GitLab's state machine allows
+//!   (running from created; success, failed, canceled from created or running).
 //!
 //! Every request is recorded.
 
@@ -226,7 +227,9 @@ fn gitlab(fake: &FakeForge, method: &Method, parts: &[&str], body: &Value) -> Re
             }
             let id = fake.with(|f| {
                 f.next_id += 1;
-                f.deployments.insert(f.next_id, body.clone());
+                let mut deployment = body.clone();
+                deployment["history"] = json!([body["status"]]);
+                f.deployments.insert(f.next_id, deployment);
                 f.next_id
             });
             (StatusCode::CREATED, Json(json!({ "id": id, "status": body["status"] }))).into_response()
@@ -237,15 +240,34 @@ fn gitlab(fake: &FakeForge, method: &Method, parts: &[&str], body: &Value) -> Re
                 return error(StatusCode::BAD_REQUEST, "status does not have a valid value");
             }
             let id: i64 = id.parse().unwrap_or(-1);
-            let found = fake.with(|f| {
-                f.deployments.get_mut(&id).map(|d| {
-                    d["status"] = status.into();
-                })
-            });
-            match found {
-                Some(()) => Json(json!({ "id": id, "status": status })).into_response(),
-                None => error(StatusCode::NOT_FOUND, "404 Not found"),
+            let Some(current) = fake.with(|f| {
+                f.deployments
+                    .get(&id)
+                    .map(|d| d["status"].as_str().unwrap_or("").to_owned())
+            }) else {
+                return error(StatusCode::NOT_FOUND, "404 Not found");
+            };
+            // GitLab's deployment state machine: `run` only from created, `succeed`,
+            // `drop` and `cancel` only from created or running.
+            let allowed = match status {
+                "running" => current == "created",
+                _ => ["created", "running"].contains(&current.as_str()),
+            };
+            if !allowed {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Cannot transition status via :{status} from :{current}"),
+                );
             }
+            fake.with(|f| {
+                if let Some(d) = f.deployments.get_mut(&id) {
+                    d["status"] = status.into();
+                    if let Some(history) = d["history"].as_array_mut() {
+                        history.push(status.into());
+                    }
+                }
+            });
+            Json(json!({ "id": id, "status": status })).into_response()
         }
         ("GET", ["repository", "branches", branch]) => {
             let branch = branch.replace("%2F", "/");
