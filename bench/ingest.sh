@@ -50,6 +50,8 @@ while True:
 hang_pid=$!
 
 secret="bench-secret-$RANDOM$RANDOM"
+# GitLab sends its secret in clear: its project has one of its own.
+gitlab_secret="bench-gitlab-secret-$RANDOM$RANDOM"
 if [ "$BACKEND" = postgres ]; then
   db_name="bench_ingest_$$"
   psql -X -q "$RUNNER_TEST_POSTGRES" -c "CREATE DATABASE $db_name" >&2
@@ -88,14 +90,17 @@ slot_ports = [$(free_port), $(free_port)]
 TOML
   # The same project on a Gitea and on a GitLab server (nothing is reported: no token).
   for forge in gitea gitlab; do
-    case $forge in gitea) repository="gitea/webhooks" ;; gitlab) repository="mike/diaspora" ;; esac
+    case $forge in
+      gitea) repository="gitea/webhooks" secret_env=BENCH_SECRET ;;
+      gitlab) repository="mike/diaspora" secret_env=BENCH_GITLAB_SECRET ;;
+    esac
     cat >>"$work/runner-$replica.toml" <<TOML
 [[projects]]
 name = "hello-$forge"
 repository = "$repository"
 forge = "$forge"
 deploy_branches = ["master", "develop"]
-webhook_secret_env = "BENCH_SECRET"
+webhook_secret_env = "$secret_env"
 clone_url = "http://127.0.0.1:$hang_port/repo.git"
 [projects.build]
 image = "ingest-bench-$forge"
@@ -115,7 +120,7 @@ url = "http://127.0.0.1:1"
 [forges.gitlab]
 url = "http://127.0.0.1:1"
 TOML
-  BENCH_SECRET=$secret RUST_LOG=${BENCH_RUST_LOG:-warn} "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
+  BENCH_SECRET=$secret BENCH_GITLAB_SECRET=$gitlab_secret RUST_LOG=${BENCH_RUST_LOG:-warn} "$RUNNER" serve --config "$work/runner-$replica.toml" >"$RESULTS/ingest-runner-$replica.log" 2>&1 &
   pids+=("$!")
   wait_http "http://127.0.0.1:$port/healthz"
 done
@@ -185,9 +190,11 @@ done
 # The other forges' routes, at 64 connections, each with its own forge's body.
 for forge in gitea gitlab; do
   out="$RESULTS/ingest-$forge.txt"
-  signature=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$work/push-$forge.json")
-  BENCH_FORGE=$forge BENCH_BODY="$work/push-$forge.json" BENCH_SIGNATURE=$signature BENCH_PREFIX="$forge-$$" \
-    wrk_all "$out" 64 -s bench/ingest.lua
+  forge_secret=$secret
+  [ "$forge" = gitlab ] && forge_secret=$gitlab_secret
+  signature=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$forge_secret" "$work/push-$forge.json")
+  BENCH_FORGE=$forge BENCH_BODY="$work/push-$forge.json" BENCH_SECRET=$forge_secret BENCH_SIGNATURE=$signature \
+    BENCH_PREFIX="$forge-$$" wrk_all "$out" 64 -s bench/ingest.lua
   read -r rps p50 p99 non2xx requests <"$out.sum"
   accepted=$(awk '/accepted_202:/ {n += $2} END {print n + 0}' "$out")
   total_accepted=$((total_accepted + accepted))

@@ -203,7 +203,9 @@ async fn target_of(
 ) -> Result<Arc<dyn DeployTarget>, TargetError> {
     let environment = settings.environment(preview.seat(), preview.number);
     let Some(target) = &environment.target else {
-        unreachable!("a preview's environment has its target")
+        return Err(TargetError::Unconfigured(
+            "a preview's environment has no deploy target",
+        ));
     };
     connector
         .target(project, &environment, target, Arc::clone(engine))
