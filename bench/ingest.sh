@@ -71,39 +71,25 @@ database_url = "$database_url"
 work_dir = "$work/work-$replica"
 [queue]
 workers = 2
-[[projects]]
-name = "hello"
-repository = "Codertocat/Hello-World"
-deploy_branches = ["master"]
-webhook_secret_env = "BENCH_SECRET"
-clone_url = "http://127.0.0.1:$hang_port/repo.git"
-[projects.build]
-image = "ingest-bench"
-[projects.smoke]
-container_port = 5001
-[projects.registry]
-url = "127.0.0.1:1"
-[projects.rollout]
-target = "local"
-host_port = $(free_port)
-slot_ports = [$(free_port), $(free_port)]
 TOML
-  # The same project on a Gitea and on a GitLab server (nothing is reported: no token).
-  for forge in gitea gitlab; do
+  # The same project on GitHub, on a Gitea and on a GitLab server (nothing is reported:
+  # no token).
+  for forge in github gitea gitlab; do
     case $forge in
-      gitea) repository="gitea/webhooks" secret_env=BENCH_SECRET ;;
-      gitlab) repository="mike/diaspora" secret_env=BENCH_GITLAB_SECRET ;;
+      github) name=hello repository="Codertocat/Hello-World" secret_env=BENCH_SECRET image=ingest-bench ;;
+      gitea) name=hello-gitea repository="gitea/webhooks" secret_env=BENCH_SECRET image=ingest-bench-gitea ;;
+      gitlab) name=hello-gitlab repository="mike/diaspora" secret_env=BENCH_GITLAB_SECRET image=ingest-bench-gitlab ;;
     esac
     cat >>"$work/runner-$replica.toml" <<TOML
 [[projects]]
-name = "hello-$forge"
+name = "$name"
 repository = "$repository"
 forge = "$forge"
 deploy_branches = ["master", "develop"]
 webhook_secret_env = "$secret_env"
 clone_url = "http://127.0.0.1:$hang_port/repo.git"
 [projects.build]
-image = "ingest-bench-$forge"
+image = "$image"
 [projects.smoke]
 container_port = 5001
 [projects.registry]

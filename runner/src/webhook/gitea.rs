@@ -8,7 +8,8 @@
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::event::{Change, Event, Incoming, PayloadError, PullRequest, Push, read_payload};
+use super::event::{Event, Incoming, PayloadError, PullRequest, Push, read_payload};
+use super::github::{HeadCommit, PullRequestField, RepositoryField};
 use super::signature::{Signature, SignatureError};
 use crate::domain::{DeliveryId, RepoName};
 
@@ -79,9 +80,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 // A deleted branch is a `delete` event; a push never deletes.
                 deleted: false,
                 message: head.and_then(|c| c.message.clone()),
-                author: head
-                    .and_then(|c| c.author.as_ref())
-                    .and_then(|a| a.name.clone().or_else(|| a.username.clone())),
+                author: head.and_then(HeadCommit::author_name),
                 // Gitea says when it received the push nowhere in the payload: arrival
                 // orders pushes.
                 pushed_at: None,
@@ -94,16 +93,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 _ => action,
             }),
             number: payload.number,
-            change: payload.pull_request.map(|pr| Change {
-                title: pr.title,
-                author: pr.user.and_then(|u| u.login),
-                head_sha: pr.head.sha,
-                base_branch: pr.base.name,
-                base_sha: pr.base.sha,
-                head_repository: pr.head.repo.map(|r| r.full_name),
-                base_repository: pr.base.repo.map(|r| r.full_name),
-                merged: pr.merged.unwrap_or(false),
-            }),
+            change: payload.pull_request.map(PullRequestField::into_change),
         }),
         other => Event::Other(other.to_owned()),
     };
@@ -120,7 +110,8 @@ const FIELDS: &[&str] = &[
     "action",
 ];
 
-/// Every field the runner reads, from any event, in one typed pass over the body.
+/// Every field the runner reads, from any event, in one typed pass over the body. Gitea
+/// writes its repository, head commit and pull request as GitHub does.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Payload {
@@ -133,53 +124,6 @@ struct Payload {
     action: Option<String>,
     number: Option<i64>,
     pull_request: Option<PullRequestField>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RepositoryField {
-    full_name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeadCommit {
-    message: Option<String>,
-    author: Option<Person>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Person {
-    name: Option<String>,
-    username: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PullRequestField {
-    title: Option<String>,
-    user: Option<Login>,
-    head: Branch,
-    base: Branch,
-    #[serde(default)]
-    merged: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Login {
-    login: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Branch {
-    #[serde(rename = "ref")]
-    name: String,
-    sha: String,
-    /// The repository the branch lives in; `null` when a fork was deleted.
-    #[serde(default)]
-    repo: Option<BranchRepository>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BranchRepository {
-    full_name: String,
 }
 
 #[cfg(test)]

@@ -104,9 +104,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
                 after: payload.after,
                 deleted: payload.deleted,
                 message: head.and_then(|c| c.message.clone()),
-                author: head
-                    .and_then(|c| c.author.as_ref())
-                    .and_then(|a| a.name.clone().or_else(|| a.username.clone())),
+                author: head.and_then(HeadCommit::author_name),
                 pushed_at: payload
                     .repository
                     .as_ref()
@@ -117,16 +115,7 @@ pub fn parse(event: &str, json_text: &[u8]) -> Result<Incoming, PayloadError> {
         "pull_request" => Event::PullRequest(PullRequest {
             action: payload.action,
             number: payload.number,
-            change: payload.pull_request.map(|pr| Change {
-                title: pr.title,
-                author: pr.user.and_then(|u| u.login),
-                head_sha: pr.head.sha,
-                base_branch: pr.base.name,
-                base_sha: pr.base.sha,
-                head_repository: pr.head.repo.map(|r| r.full_name),
-                base_repository: pr.base.repo.map(|r| r.full_name),
-                merged: pr.merged.unwrap_or(false),
-            }),
+            change: payload.pull_request.map(PullRequestField::into_change),
         }),
         "check_run" => {
             let check_run = payload.check_run.ok_or(PayloadError::Field("check_run"))?;
@@ -179,17 +168,25 @@ struct AppField {
 }
 
 #[derive(Debug, Deserialize)]
-struct RepositoryField {
-    full_name: String,
+pub(super) struct RepositoryField {
+    pub(super) full_name: String,
     /// Integer seconds on push payloads, a timestamp string elsewhere.
     #[serde(default)]
     pushed_at: Option<serde_json::Value>,
 }
 
+/// A push's head commit, as GitHub and Gitea both write it.
 #[derive(Debug, Deserialize)]
-struct HeadCommit {
-    message: Option<String>,
+pub(super) struct HeadCommit {
+    pub(super) message: Option<String>,
     author: Option<Person>,
+}
+
+impl HeadCommit {
+    pub(super) fn author_name(&self) -> Option<String> {
+        let author = self.author.as_ref()?;
+        author.name.clone().or_else(|| author.username.clone())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,14 +195,30 @@ struct Person {
     username: Option<String>,
 }
 
+/// A pull request, as GitHub and Gitea both write it.
 #[derive(Debug, Deserialize)]
-struct PullRequestField {
+pub(super) struct PullRequestField {
     title: Option<String>,
     user: Option<Login>,
     head: Branch,
     base: Branch,
     #[serde(default)]
     merged: Option<bool>,
+}
+
+impl PullRequestField {
+    pub(super) fn into_change(self) -> Change {
+        Change {
+            title: self.title,
+            author: self.user.and_then(|u| u.login),
+            head_sha: self.head.sha,
+            base_branch: self.base.name,
+            base_sha: self.base.sha,
+            head_repository: self.head.repo.map(|r| r.full_name),
+            base_repository: self.base.repo.map(|r| r.full_name),
+            merged: self.merged.unwrap_or(false),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

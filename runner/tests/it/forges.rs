@@ -173,6 +173,12 @@ fn with_forges(config: &mut Config, gitea: &str, forgejo: &str, gitlab: &str) {
     ]);
 }
 
+/// The job a delivery was answered 202 for.
+async fn queued_job(runner: &TestRunner, (status, answer): (u16, Value)) -> Value {
+    assert_eq!(status, 202, "{answer}");
+    runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await
+}
+
 fn job_id_of(answer: &Value) -> i64 {
     answer["job_id"]
         .as_i64()
@@ -673,15 +679,17 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
         (Some("verify"), true)
     );
     assert_eq!(verify["git_ref"], "refs/pull/3/head");
-    let (status, answer) = gitea_says(
-        false,
-        "pull_request",
-        &gitea_pull_request("opened", GITEA_REPO, "stranger/webhooks", 4, &sha),
-        SECRET,
+    let held = queued_job(
+        &runner,
+        gitea_says(
+            false,
+            "pull_request",
+            &gitea_pull_request("opened", GITEA_REPO, "stranger/webhooks", 4, &sha),
+            SECRET,
+        )
+        .await,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(
         held["state"], "awaiting_approval",
         "a fork's pull request waits: {held}"
@@ -689,39 +697,45 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
     let mut orphan: Value =
         serde_json::from_slice(&gitea_pull_request("opened", GITEA_REPO, GITEA_REPO, 5, &sha)).expect("json");
     orphan["pull_request"]["head"]["repo"] = Value::Null;
-    let (status, answer) = gitea_says(
-        false,
-        "pull_request",
-        &serde_json::to_vec(&orphan).expect("serialise"),
-        SECRET,
+    let held = queued_job(
+        &runner,
+        gitea_says(
+            false,
+            "pull_request",
+            &serde_json::to_vec(&orphan).expect("serialise"),
+            SECRET,
+        )
+        .await,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(
         held["state"], "awaiting_approval",
         "a deleted fork's pull request waits: {held}"
     );
 
-    let (status, answer) = gitlab_says(
-        "Merge Request Hook",
-        &gitlab_merge_request("open", GITLAB_REPO, 5, &sha, 14),
-        GITLAB_SECRET,
+    let verify = queued_job(
+        &runner,
+        gitlab_says(
+            "Merge Request Hook",
+            &gitlab_merge_request("open", GITLAB_REPO, 5, &sha, 14),
+            GITLAB_SECRET,
+        )
+        .await,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let verify = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(verify["kind"], "verify");
     assert_ne!(verify["state"], "awaiting_approval", "{verify}");
     assert_eq!(verify["git_ref"], "refs/merge-requests/5/head");
-    let (status, answer) = gitlab_says(
-        "Merge Request Hook",
-        &gitlab_merge_request("open", GITLAB_REPO, 6, &sha, 99),
-        GITLAB_SECRET,
+    let held = queued_job(
+        &runner,
+        gitlab_says(
+            "Merge Request Hook",
+            &gitlab_merge_request("open", GITLAB_REPO, 6, &sha, 99),
+            GITLAB_SECRET,
+        )
+        .await,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(
         held["state"], "awaiting_approval",
         "another project's source branch is a fork's: {held}"
@@ -731,14 +745,16 @@ async fn each_forges_route_verifies_its_own_way_and_reads_only_its_own_format() 
     let attributes = unnamed["object_attributes"].as_object_mut().expect("an object");
     attributes.remove("source_project_id");
     attributes.remove("target_project_id");
-    let (status, answer) = gitlab_says(
-        "Merge Request Hook",
-        &serde_json::to_vec(&unnamed).expect("serialise"),
-        GITLAB_SECRET,
+    let held = queued_job(
+        &runner,
+        gitlab_says(
+            "Merge Request Hook",
+            &serde_json::to_vec(&unnamed).expect("serialise"),
+            GITLAB_SECRET,
+        )
+        .await,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let held = runner.get_json(&format!("/api/jobs/{}", job_id_of(&answer))).await;
     assert_eq!(
         held["state"], "awaiting_approval",
         "without project ids, it counts as a fork's: {held}"

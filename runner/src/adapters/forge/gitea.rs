@@ -8,8 +8,8 @@ use axum::http::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::rest::{RestClient, TokenHeader, id_of, segment};
-use super::{CommitState, DeploymentState, Forge, ForgeError, HookDelivery};
+use super::rest::{RestClient, TokenHeader, head_of, id_of, segment};
+use super::{CommitState, DeploymentState, Forge, ForgeError};
 use crate::domain::RepoName;
 
 pub struct Gitea {
@@ -37,13 +37,6 @@ fn no_deployments() -> ForgeError {
     ForgeError::Rejected {
         status: 0,
         message: "Gitea and Forgejo keep no deployments".into(),
-    }
-}
-
-fn no_delivery_history() -> ForgeError {
-    ForgeError::Rejected {
-        status: 0,
-        message: "Gitea's and Forgejo's API lists no hook deliveries".into(),
     }
 }
 
@@ -100,19 +93,6 @@ impl Forge for Gitea {
         Err(no_deployments())
     }
 
-    async fn hook_deliveries(
-        &self,
-        _hook_id: i64,
-        _seen_up_to: Option<i64>,
-        _max_pages: usize,
-    ) -> Result<Vec<HookDelivery>, ForgeError> {
-        Err(no_delivery_history())
-    }
-
-    async fn redeliver(&self, _hook_id: i64, _delivery: i64) -> Result<(), ForgeError> {
-        Err(no_delivery_history())
-    }
-
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
         let answer = self
             .client
@@ -122,10 +102,7 @@ impl Forge for Gitea {
                 None,
             )
             .await?;
-        answer["commit"]["id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ForgeError::Transient(format!("branch {branch}: the answer names no commit")))
+        head_of(&answer, branch)
     }
 
     async fn pull_request_open(&self, number: i64) -> Result<bool, ForgeError> {

@@ -10,8 +10,8 @@ use axum::http::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::rest::{RestClient, TokenHeader, id_of, segment};
-use super::{CommitState, DeploymentState, Forge, ForgeError, HookDelivery};
+use super::rest::{RestClient, TokenHeader, head_of, id_of, segment};
+use super::{CommitState, DeploymentState, Forge, ForgeError};
 use crate::domain::RepoName;
 
 /// GitLab's limit on a status's description, ref and target URL, in characters.
@@ -47,6 +47,16 @@ fn status_name(state: CommitState) -> &'static str {
     }
 }
 
+/// GitLab refuses to move a status or deployment to the state it already has, or on
+/// from a finished one ("Cannot transition status via :run from :running"): what was
+/// asked for is, or was, so; nothing is wrong.
+fn already_so(outcome: Result<Value, ForgeError>) -> Result<(), ForgeError> {
+    match outcome {
+        Err(ForgeError::Rejected { status: 400, message }) if message.contains("Cannot transition status") => Ok(()),
+        outcome => outcome.map(drop),
+    }
+}
+
 /// At most `max` characters of `text`.
 fn cut(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
@@ -58,13 +68,6 @@ fn deployable_ref(git_ref: &str) -> Option<(&str, bool)> {
         .strip_prefix("refs/heads/")
         .map(|branch| (branch, false))
         .or_else(|| git_ref.strip_prefix("refs/tags/").map(|tag| (tag, true)))
-}
-
-fn no_delivery_history() -> ForgeError {
-    ForgeError::Rejected {
-        status: 0,
-        message: "the runner does not read GitLab's hook events".into(),
-    }
 }
 
 #[async_trait::async_trait]
@@ -86,21 +89,16 @@ impl Forge for GitLab {
         if let Some(url) = target_url.filter(|url| url.chars().count() <= MAX_STATUS_TEXT) {
             body["target_url"] = Value::from(url);
         }
-        match self
-            .client
-            .call(
-                Method::POST,
-                &format!("{}/statuses/{}", self.project_path, segment(sha)),
-                Some(&body),
-            )
-            .await
-        {
-            // The same state again (a job told twice): GitLab has it already.
-            Err(ForgeError::Rejected { status: 400, message }) if message.contains("Cannot transition status") => {
-                Ok(())
-            }
-            outcome => outcome.map(drop),
-        }
+        // The same state again (a job told twice): GitLab has it already.
+        already_so(
+            self.client
+                .call(
+                    Method::POST,
+                    &format!("{}/statuses/{}", self.project_path, segment(sha)),
+                    Some(&body),
+                )
+                .await,
+        )
     }
 
     fn offers_deployments(&self, git_ref: &str) -> bool {
@@ -154,31 +152,15 @@ impl Forge for GitLab {
             // shows a newer deployment to the environment as its current one).
             DeploymentState::Inactive => "canceled",
         };
-        match self
-            .client
-            .call(
-                Method::PUT,
-                &format!("{}/deployments/{deployment}", self.project_path),
-                Some(&json!({ "status": status })),
-            )
-            .await
-        {
-            Err(ForgeError::Rejected { status: 400, message }) if message.contains("Cannot transition") => Ok(()),
-            outcome => outcome.map(drop),
-        }
-    }
-
-    async fn hook_deliveries(
-        &self,
-        _hook_id: i64,
-        _seen_up_to: Option<i64>,
-        _max_pages: usize,
-    ) -> Result<Vec<HookDelivery>, ForgeError> {
-        Err(no_delivery_history())
-    }
-
-    async fn redeliver(&self, _hook_id: i64, _delivery: i64) -> Result<(), ForgeError> {
-        Err(no_delivery_history())
+        already_so(
+            self.client
+                .call(
+                    Method::PUT,
+                    &format!("{}/deployments/{deployment}", self.project_path),
+                    Some(&json!({ "status": status })),
+                )
+                .await,
+        )
     }
 
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError> {
@@ -190,10 +172,7 @@ impl Forge for GitLab {
                 None,
             )
             .await?;
-        answer["commit"]["id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ForgeError::Transient(format!("branch {branch}: the answer names no commit")))
+        head_of(&answer, branch)
     }
 
     async fn pull_request_open(&self, number: i64) -> Result<bool, ForgeError> {

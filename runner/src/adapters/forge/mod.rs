@@ -60,9 +60,15 @@ pub trait Forge: Send + Sync {
         hook_id: i64,
         seen_up_to: Option<i64>,
         max_pages: usize,
-    ) -> Result<Vec<HookDelivery>, ForgeError>;
+    ) -> Result<Vec<HookDelivery>, ForgeError> {
+        let _ = (hook_id, seen_up_to, max_pages);
+        Err(not_offered("listing hook deliveries"))
+    }
     /// Asks the forge to send a delivery again.
-    async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError>;
+    async fn redeliver(&self, hook_id: i64, delivery: i64) -> Result<(), ForgeError> {
+        let _ = (hook_id, delivery);
+        Err(not_offered("redelivering"))
+    }
     /// The commit a branch points at now.
     async fn branch_head(&self, branch: &str) -> Result<String, ForgeError>;
     /// Whether pull request `number` is open.

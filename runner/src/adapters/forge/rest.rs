@@ -119,6 +119,14 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// The commit a branch's answer names (`commit.id`, on Gitea and GitLab alike).
+pub fn head_of(answer: &Value, branch: &str) -> Result<String, ForgeError> {
+    answer["commit"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ForgeError::Transient(format!("branch {branch}: the answer names no commit")))
+}
+
 /// The id a forge gave what it created.
 pub fn id_of(answer: &Value, what: &str) -> Result<i64, ForgeError> {
     answer["id"]

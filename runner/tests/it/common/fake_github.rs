@@ -100,13 +100,7 @@ impl FakeGitHub {
     }
 
     pub async fn start(&self) -> String {
-        let app = axum::Router::new().fallback(answer).with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        format!("http://{addr}")
+        super::serve(axum::Router::new().fallback(answer).with_state(self.clone())).await
     }
 }
 

@@ -48,6 +48,16 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     SignatureKey::new(secret.as_bytes()).sign(body)
 }
 
+/// Serves `app` on a free port of 127.0.0.1 until the test ends; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 pub fn unique_delivery_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
